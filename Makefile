@@ -1,0 +1,70 @@
+# airloop: `make help` lists the targets.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+export AIRLOOP_HOME ?= $(CURDIR)/.airloop
+export GX_ANALYTICS_ENABLED := False
+export MLFLOW_DISABLE_TELEMETRY := true
+export DO_NOT_TRACK := true
+
+# uv comes from PyPI when the machine does not have it (a fresh machine needs only Python 3.11 and make).
+UV := $(shell command -v uv 2>/dev/null || echo "$(CURDIR)/.venv-tools/bin/uv")
+RUN := $(UV) run --frozen
+PYTEST := $(RUN) python -m pytest
+
+.PHONY: help install test test-e2e test-all lint format lock-check bench demo up down status seed suites-check clean
+
+help: ## list the targets
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+$(CURDIR)/.venv-tools/bin/uv:
+	python3 -m venv .venv-tools && .venv-tools/bin/pip install --quiet uv
+
+.venv/.synced: pyproject.toml uv.lock | $(UV)
+	$(UV) sync --frozen
+	@touch $@
+
+install: .venv/.synced ## create .venv with the locked dependencies (uv sync --frozen)
+
+test: install ## the test suite (unit, data, DAG integrity, dag.test integration); no servers
+	$(PYTEST) -q
+
+test-e2e: install ## end-to-end tests against real servers started by the tests (slow)
+	$(PYTEST) -q -m e2e
+
+test-all: test test-e2e ## both of the above
+
+lint: install ## ruff lint and format check
+	$(RUN) ruff check .
+	$(RUN) ruff format --check .
+
+format: install ## apply ruff fixes and formatting
+	$(RUN) ruff check --fix .
+	$(RUN) ruff format .
+
+lock-check: | $(UV) ## fail if uv.lock is out of date with pyproject.toml
+	$(UV) lock --check
+
+bench: install ## benchmarks (parse time, validation speed); results in benchmarks/results/
+	$(RUN) python -m benchmarks.run
+
+seed: install ## load the vendored bike-sharing data into the source database
+	$(RUN) airloop seed
+
+up: install ## start Airflow and MLflow on 127.0.0.1 (AIRLOOP_HOME=./.airloop)
+	$(RUN) airloop up
+
+down: install ## stop everything `make up` started
+	$(RUN) airloop down
+
+status: install ## components, URLs and per-model intervals (airloop status --json for machines)
+	$(RUN) airloop status
+
+demo: install ## seed, start, run the pipeline on the real data and print a summary (servers stay up)
+	$(RUN) airloop demo $(DEMO_ARGS)
+
+suites-check: install ## check the bikes suites and dry-run them on a week (ON=2011-03-10)
+	$(RUN) airloop suites check bikes $(if $(ON),--on $(ON))
+
+clean: ## stop servers and delete the embedded runtime state (.airloop)
+	-$(RUN) airloop down
+	rm -rf .airloop

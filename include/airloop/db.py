@@ -1,0 +1,76 @@
+"""SQLAlchemy engines for airloop's Airflow connections.
+
+The source and the warehouse are Airflow connections (``airloop_source``, ``airloop_warehouse``), so an
+on-call engineer repoints them in the UI or with ``AIRFLOW_CONN_<ID>`` and no code changes. The engine comes
+from the connection's own provider hook (``get_sqlalchemy_engine``), so SQLite, Postgres and the rest behave
+as Airflow defines them. Outside Airflow (the ``airloop`` command line), a connection that Airflow cannot find
+falls back to airloop's embedded default under ``AIRLOOP_HOME``; that fallback is logged, never silent.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from functools import lru_cache
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Engine
+
+log = logging.getLogger(__name__)
+
+
+class ConnectionProblem(RuntimeError):
+    """A connection that is missing or does not work; the message says which and what to do."""
+
+
+def engine_for(conn_id: str) -> Engine:
+    """An engine for an Airflow connection id (cached per id and URL)."""
+    from airloop.config import default_connections
+
+    url = None
+    try:
+        from airflow.sdk import Connection
+
+        conn = Connection.get(conn_id)
+        url = conn.get_hook().get_sqlalchemy_engine().url.render_as_string(hide_password=False)
+    except Exception as exc:  # Airflow raises several types for "not found" and "no API here"
+        # Inside a task a missing connection is a deployment error, never a reason to guess.
+        in_task = bool(os.environ.get("AIRFLOW_CTX_DAG_ID"))
+        default = None if in_task else default_connections().get(conn_id)
+        if default is None:
+            raise ConnectionProblem(
+                f"Airflow connection {conn_id!r} is not available ({type(exc).__name__}: {exc}). "
+                f"Create it in the Airflow UI (Admin > Connections) or export AIRFLOW_CONN_{conn_id.upper()}."
+            ) from exc
+        host = json.loads(default)["host"]
+        log.info("connection %s not found in Airflow; using the embedded default sqlite:///%s", conn_id, host)
+        url = f"sqlite:///{host}"
+    return _engine(url)
+
+
+@lru_cache(maxsize=16)
+def _engine(url: str) -> Engine:
+    import sqlalchemy as sa
+
+    kwargs: dict[str, object] = {}
+    if url.startswith("sqlite"):
+        # Several task processes write the warehouse at once: wait for the lock instead of failing.
+        kwargs["connect_args"] = {"timeout": 60}
+    engine = sa.create_engine(url, **kwargs)
+    if url.startswith("sqlite"):
+
+        @sa.event.listens_for(engine, "connect")
+        def _sqlite_pragmas(dbapi_conn, _record) -> None:  # type: ignore[no-untyped-def]
+            cursor = dbapi_conn.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA busy_timeout=60000")
+            cursor.close()
+
+    return engine
+
+
+def describe(engine: Engine) -> str:
+    """The engine's URL without its password, for logs."""
+    return engine.url.render_as_string(hide_password=True)

@@ -1,0 +1,252 @@
+"""Model specs: one YAML file per model in ``include/models/``, validated with pydantic.
+
+A spec is read at DAG parse time, so this module stays light (pydantic and PyYAML are already loaded by
+``airflow.sdk``). A wrong spec raises :class:`SpecError`, whose message names the file, the field, what was
+expected and how to fix it; in a DAG file that becomes the DAG import error an engineer sees in the UI.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Annotated, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+_NAME = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
+_EVERY = re.compile(r"^(\d+)\s*([dhm])$")
+_UNITS = {"d": "days", "h": "hours", "m": "minutes"}
+
+
+class SpecError(ValueError):
+    """A model spec that cannot be used; the message says where, what and how to fix it."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Source(_Strict):
+    """Where an interval's rows come from: a table (or a query) with a time column, behind an Airflow connection."""
+
+    connection: str = "airloop_source"
+    table: str | None = None
+    query: str | None = Field(
+        default=None,
+        description="SQL binding :start and :end, e.g. `SELECT * FROM t WHERE ts >= :start AND ts < :end`.",
+    )
+    time_column: str
+
+    @model_validator(mode="after")
+    def _table_or_query(self) -> Source:
+        if (self.table is None) == (self.query is None):
+            raise ValueError("give exactly one of `table` or `query`")
+        if self.query is not None and not (":start" in self.query and ":end" in self.query):
+            raise ValueError("`query` must use the bound parameters :start and :end (never format dates into SQL)")
+        return self
+
+
+class Schedule(_Strict):
+    """The ingestion timetable. Each run covers one real data interval ``[start, end)``."""
+
+    every: str | None = Field(default=None, description="A fixed interval such as `1d`, `7d` or `6h`.")
+    cron: str | None = Field(
+        default=None, description="A cron expression; the interval runs from one tick to the next."
+    )
+    start: date
+    end: date | None = Field(default=None, description="No interval starts after this date (e.g. the end of a replay).")
+    catchup: bool = True
+    max_active_runs: Annotated[int, Field(ge=1, le=64)] = 4
+
+    @field_validator("every")
+    @classmethod
+    def _every_format(cls, value: str | None) -> str | None:
+        if value is not None and not _EVERY.match(value.strip()):
+            raise ValueError("`every` must be a number and a unit d, h or m, e.g. `1d`, `7d`, `6h`")
+        return value
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> Schedule:
+        if self.every is not None and self.cron is not None:
+            raise ValueError("give `every` or `cron`, not both")
+        if self.end is not None and self.end < self.start:
+            raise ValueError(f"`end` ({self.end}) is before `start` ({self.start})")
+        return self
+
+    @property
+    def interval(self) -> timedelta | None:
+        """The fixed interval length, or None for a cron schedule. With neither given, one day."""
+        if self.cron is not None:
+            return None
+        match = _EVERY.match((self.every or "1d").strip())
+        assert match is not None  # checked by the validator
+        return timedelta(**{_UNITS[match.group(2)]: int(match.group(1))})
+
+    @property
+    def start_datetime(self) -> datetime:
+        return datetime(self.start.year, self.start.month, self.start.day, tzinfo=UTC)
+
+    @property
+    def end_datetime(self) -> datetime | None:
+        if self.end is None:
+            return None
+        return datetime(self.end.year, self.end.month, self.end.day, tzinfo=UTC)
+
+
+class Feature(_Strict):
+    name: str
+    kind: Literal["numeric", "categorical"]
+
+
+class Target(_Strict):
+    name: str
+    task: Literal["regression", "classification"] = "regression"
+
+
+class Validation(_Strict):
+    """Which Great Expectations suites apply: the files in ``expectations/<suite_dir>/`` (default: the model name)."""
+
+    suite_dir: str | None = None
+    suites: list[str] | None = Field(default=None, description="Suite file names to apply; default every *.json.")
+
+
+class ModelSpec(_Strict):
+    """One model: its data, its schedule, its features and target, and how its batches are validated."""
+
+    name: str = Field(description="Lower-case identifier; DAG ids are `<name>_<stage>`.")
+    description: str
+    owner: str
+    tags: list[str] = []
+    source: Source
+    schedule: Schedule
+    features: list[Feature] = Field(min_length=1)
+    target: Target
+    leakage_columns: list[str] = Field(
+        default=[], description="Source columns that must never be features (e.g. parts of the target)."
+    )
+    validation: Validation = Validation()
+
+    @field_validator("name")
+    @classmethod
+    def _name_format(cls, value: str) -> str:
+        if not _NAME.match(value):
+            raise ValueError("`name` must be lower-case letters, digits and `_`, starting with a letter (max 40)")
+        return value
+
+    @model_validator(mode="after")
+    def _columns_consistent(self) -> ModelSpec:
+        names = [f.name for f in self.features]
+        duplicated = sorted({n for n in names if names.count(n) > 1})
+        if duplicated:
+            raise ValueError(f"features listed twice: {duplicated}")
+        clash = sorted(set(names) & ({self.target.name, self.source.time_column} | set(self.leakage_columns)))
+        if clash:
+            raise ValueError(
+                f"{clash} cannot be features: the target, the time column and leakage columns are never model inputs"
+            )
+        return self
+
+    @property
+    def feature_names(self) -> list[str]:
+        return [f.name for f in self.features]
+
+    @property
+    def known_columns(self) -> set[str]:
+        """Columns a suite may name: features, target, time column and declared leakage columns."""
+        return {*self.feature_names, self.target.name, self.source.time_column, *self.leakage_columns}
+
+    @property
+    def suite_dir(self) -> str:
+        return self.validation.suite_dir or self.name
+
+    def dag_id(self, stage: str) -> str:
+        return f"{self.name}_{stage}"
+
+
+def _fix_hint(error_type: str, loc: str, allowed: list[str]) -> str:
+    if error_type == "extra_forbidden":
+        return f"remove `{loc}` or correct its spelling; allowed here: {', '.join(allowed)}"
+    if error_type == "missing":
+        return f"add `{loc}` to the file"
+    return "correct the value (see the model spec reference in README.md)"
+
+
+def _allowed_fields(loc: tuple[int | str, ...]) -> list[str]:
+    model: type[BaseModel] = ModelSpec
+    for part in loc[:-1]:
+        if isinstance(part, int):
+            continue
+        annotation = model.model_fields[str(part)].annotation if str(part) in model.model_fields else None
+        candidates = [a for a in getattr(annotation, "__args__", (annotation,)) if isinstance(a, type)]
+        nested = [a for a in candidates if issubclass(a, BaseModel)]
+        if not nested:
+            return []
+        model = nested[0]
+    return sorted(model.model_fields)
+
+
+def _describe(path: Path, exc: ValidationError) -> str:
+    lines = [f"Model spec {path} is not valid ({exc.error_count()} problem(s)):"]
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        hint = _fix_hint(err["type"], loc, _allowed_fields(err["loc"]))
+        shown = "" if err["type"] == "missing" else f" (got {err['input']!r})"
+        lines.append(f"  - field `{loc}`: {err['msg']}{shown}. Fix: {hint}.")
+    return "\n".join(lines)
+
+
+def load_spec(path: Path) -> ModelSpec:
+    """Read and validate one spec file; the file's stem must equal the spec's ``name``."""
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise SpecError(f"Model spec {path} cannot be read: {exc.strerror}.") from exc
+    except yaml.YAMLError as exc:
+        raise SpecError(f"Model spec {path} is not valid YAML: {exc}. Fix the syntax at the line shown.") from exc
+    if not isinstance(raw, dict):
+        raise SpecError(f"Model spec {path} must be a YAML mapping of fields (name, source, schedule, ...).")
+    try:
+        spec = ModelSpec.model_validate(raw)
+    except ValidationError as exc:
+        raise SpecError(_describe(path, exc)) from None
+    if spec.name != path.stem:
+        raise SpecError(
+            f"Model spec {path}: field `name` is {spec.name!r} but the file is {path.name}. "
+            f"Fix: rename the file to {spec.name}.yaml or set `name: {path.stem}`."
+        )
+    return spec
+
+
+def load_specs(directory: Path) -> list[ModelSpec]:
+    """Every ``*.yaml`` spec in a folder, sorted by name. All problems are reported together."""
+    specs: list[ModelSpec] = []
+    problems: list[str] = []
+    for path in sorted(directory.glob("*.yaml")):
+        try:
+            specs.append(load_spec(path))
+        except SpecError as exc:
+            problems.append(str(exc))
+    if problems:
+        raise SpecError("\n".join(problems))
+    return specs
+
+
+def get_spec(name: str, directory: Path | None = None) -> ModelSpec:
+    """The spec of one model by name, from the configured models folder."""
+    if directory is None:
+        from airloop.config import paths
+
+        directory = paths().models_dir
+    path = directory / f"{name}.yaml"
+    if not path.is_file():
+        known = sorted(p.stem for p in directory.glob("*.yaml"))
+        raise SpecError(f"No model spec {path}. Known models: {', '.join(known) or 'none'}.")
+    return load_spec(path)
+
+
+def spec_digest(spec: ModelSpec) -> str:
+    """A short, stable digest of a spec's content (field order and comments do not matter)."""
+    return hashlib.sha256(spec.model_dump_json().encode()).hexdigest()[:16]

@@ -1,0 +1,82 @@
+"""Test settings: every test session gets its own AIRLOOP_HOME and AIRFLOW_HOME in a temporary folder.
+
+The environment is set here, before Airflow is imported anywhere, because Airflow reads its configuration
+at import time. Nothing touches the developer's own ``./.airloop``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+_HOME = Path(tempfile.mkdtemp(prefix="airloop-tests-"))
+
+os.environ.update(
+    {
+        "AIRLOOP_HOME": str(_HOME),
+        "AIRLOOP_PROJECT_DIR": str(ROOT),
+        "AIRFLOW_HOME": str(_HOME / "airflow"),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags"),
+        "AIRFLOW__CORE__PLUGINS_FOLDER": str(ROOT / "plugins"),
+        "AIRFLOW__CORE__UNIT_TEST_MODE": "False",
+        "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",
+        "AIRFLOW_CONN_AIRLOOP_SOURCE": json.dumps({"conn_type": "sqlite", "host": str(_HOME / "source.db")}),
+        "AIRFLOW_CONN_AIRLOOP_WAREHOUSE": json.dumps({"conn_type": "sqlite", "host": str(_HOME / "warehouse.db")}),
+        "GX_ANALYTICS_ENABLED": "False",
+        "MLFLOW_DISABLE_TELEMETRY": "true",
+        "DO_NOT_TRACK": "true",
+    }
+)
+
+DEMO_CSV = ROOT / "include" / "data" / "bike_sharing" / "hour.csv"
+
+
+@pytest.fixture(scope="session")
+def home() -> Path:
+    return _HOME
+
+
+@pytest.fixture(scope="session")
+def demo_frame():
+    """The vendored bike-sharing data with its ``ts`` column (checksum verified)."""
+    from airloop.source import load_demo_frame
+
+    return load_demo_frame(DEMO_CSV)
+
+
+@pytest.fixture(scope="session")
+def bikes_spec():
+    from airloop.spec import get_spec
+
+    return get_spec("bikes", ROOT / "include" / "models")
+
+
+@pytest.fixture(scope="session")
+def seeded_source(home: Path) -> Path:
+    """The session's source database, seeded with the real demo data."""
+    from airloop.config import SOURCE_CONN_ID
+    from airloop.db import engine_for
+    from airloop.source import seed
+
+    seed(engine_for(SOURCE_CONN_ID), DEMO_CSV)
+    return home / "source.db"
+
+
+@pytest.fixture(scope="session")
+def airflow_db(home: Path) -> Path:
+    """A migrated Airflow metadata DB for this session (about 7 s, once)."""
+    subprocess.run(
+        [str(Path(sys.executable).parent / "airflow"), "db", "migrate"],
+        check=True,
+        capture_output=True,
+        env=os.environ.copy(),
+    )
+    return home / "airflow" / "airflow.db"

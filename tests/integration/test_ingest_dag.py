@@ -1,0 +1,127 @@
+"""The bikes_ingest DAG run for real with dag.test(): real metadata DB, real SQLite source, real GX."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from airloop.lake import Lake
+
+ROOT = Path(__file__).resolve().parents[2]
+UTC = UTC
+WEEK = timedelta(days=7)
+CLEAN = [datetime(2011, 1, 1, tzinfo=UTC), datetime(2011, 1, 8, tzinfo=UTC)]
+BAD = datetime(2011, 1, 15, tzinfo=UTC)  # rows injected below make this week fail
+
+
+@pytest.fixture(scope="module")
+def ingest_dag(airflow_db, tmp_path_factory):
+    """The DAG, reading from a copy of the real source with bad rows injected into one week."""
+    import os
+
+    from airflow.dag_processing.dagbag import DagBag
+
+    from airloop.source import seed
+    from tests.conftest import DEMO_CSV
+
+    source = tmp_path_factory.mktemp("source") / "source.db"
+    engine = sa.create_engine(f"sqlite:///{source}")
+    seed(engine, DEMO_CSV)
+    with engine.begin() as conn:
+        conn.execute(
+            sa.text("UPDATE bike_rentals SET temp = NULL WHERE ts >= :a AND ts < :b"),
+            {"a": "2011-01-16 00:00:00", "b": "2011-01-16 03:00:00"},
+        )
+        conn.execute(sa.text("UPDATE bike_rentals SET hr = 30 WHERE ts = :a"), {"a": "2011-01-17 05:00:00.000000"})
+    engine.dispose()
+    old = os.environ["AIRFLOW_CONN_AIRLOOP_SOURCE"]
+    os.environ["AIRFLOW_CONN_AIRLOOP_SOURCE"] = json.dumps({"conn_type": "sqlite", "host": str(source)})
+    bag = DagBag(dag_folder=str(ROOT / "dags" / "ingest.py"))
+    yield bag.dags["bikes_ingest"]
+    os.environ["AIRFLOW_CONN_AIRLOOP_SOURCE"] = old
+
+
+def _run(dag, start: datetime):
+    # A manual run's data interval ends at its logical date for a fixed-interval timetable.
+    run = dag.test(logical_date=start + WEEK)
+    assert run.data_interval_start == start
+    return run, {ti.task_id: ti.state for ti in run.get_task_instances()}
+
+
+def _snapshot(home: Path) -> dict[str, bytes]:
+    lake = home / "lake" / "bikes"
+    return {str(p.relative_to(lake)): p.read_bytes() for p in sorted(lake.rglob("*")) if p.is_file()}
+
+
+def test_clean_weeks_are_published_with_asset_events(ingest_dag, home):
+    for start in CLEAN:
+        _, states = _run(ingest_dag, start)
+        assert states == {"extract": "success", "validate": "success", "publish": "success"}
+    lake = Lake(home / "lake")
+    keys = [s.strftime("%Y-%m-%dT%H%M%SZ") for s in CLEAN]
+    assert set(keys) <= set(lake.partitions("bikes", "validated"))
+    manifest = lake.manifest("bikes", "validated", keys[1])
+    assert manifest.rows == 163 and set(manifest.meta["suite_digests"]) == {"bikes_schema", "bikes_values"}
+
+    from airflow.models.asset import AssetEvent, AssetModel
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        events = session.scalars(
+            sa.select(AssetEvent)
+            .join(AssetModel, AssetEvent.asset_id == AssetModel.id)
+            .where(AssetModel.name == "bikes.validated")
+        ).all()
+        extras = [e.extra for e in events]
+    assert any(
+        x["partition"] == keys[1] and x["rows"] == 163 and x["content_digest"] == manifest.content_digest
+        for x in extras
+    )
+
+
+def test_bad_week_is_quarantined_and_explained(ingest_dag, home, capfd):
+    _, states = _run(ingest_dag, BAD)
+    # What on-call reads at the end of the failed task's log (dag.test logs to the console):
+    out, err = capfd.readouterr()
+    log = out + err
+    assert "Batch QUARANTINED: bikes interval" in log
+    assert "2011-01-17T05:00:00+00:00" in log
+    assert "airloop suites check bikes --on 2011-01-15" in log
+    assert states["extract"] == "success"
+    assert states["validate"] == "failed"
+    assert states["publish"] == "upstream_failed"
+    lake = Lake(home / "lake")
+    key = "2011-01-15T000000Z"
+    assert key in lake.partitions("bikes", "quarantine")
+    assert key not in lake.partitions("bikes", "validated")
+    report = json.loads((home / "reports" / "bikes" / "validation" / key / "validation.json").read_text())
+    failed = {(f["expectation"], f["kwargs"].get("column")) for f in report["failures"]}
+    assert failed == {("expect_column_values_to_not_be_null", "temp"), ("expect_column_values_to_be_between", "hr")}
+    hr = next(f for f in report["failures"] if f["kwargs"].get("column") == "hr")
+    assert hr["examples"] == [30] and hr["example_ids"] == ["2011-01-17T05:00:00+00:00"]
+    assert (home / "reports" / "bikes" / "validation" / key / "data_docs" / "index.html").is_file()
+
+    from airloop.db import engine_for
+    from airloop.warehouse import recent_validations
+
+    rows = {r["partition"]: r for r in recent_validations(engine_for("airloop_warehouse"), "bikes")}
+    assert rows[key]["success"] is False and rows[key]["failed_expectations"] == 2
+
+
+def test_rerun_is_byte_identical_with_no_duplicates(ingest_dag, home):
+    before = _snapshot(home)
+    for start in [*CLEAN, BAD]:
+        _run(ingest_dag, start)
+    assert _snapshot(home) == before
+
+    from airloop.db import engine_for
+
+    with engine_for("airloop_warehouse").connect() as conn:
+        count, distinct = conn.execute(
+            sa.text("SELECT count(*), count(DISTINCT partition) FROM validation_results WHERE model = 'bikes'")
+        ).one()
+    assert count == distinct == 3
