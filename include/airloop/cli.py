@@ -156,6 +156,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from sqlalchemy.exc import SQLAlchemyError
+
     from airloop.db import ConnectionProblem
     from airloop.source import ChecksumMismatch, SourceProblem
     from airloop.spec import SpecError
@@ -165,6 +167,13 @@ def main(argv: list[str] | None = None) -> int:
     except (SpecError, SourceProblem, ChecksumMismatch, ConnectionProblem, ValueError) as exc:
         print(f"airloop {args.command}: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except SQLAlchemyError as exc:
+        print(
+            f"airloop {args.command}: database error: {str(exc).splitlines()[0]}. "
+            "Check the connection (airloop_source / airloop_warehouse) and that AIRLOOP_HOME is writable.",
+            file=sys.stderr,
+        )
+        return EXIT_FAILED
     except RuntimeError as exc:
         print(f"airloop {args.command} failed: {exc}", file=sys.stderr)
         return EXIT_FAILED

@@ -13,6 +13,7 @@ import json
 import logging
 import os
 from functools import lru_cache
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -45,6 +46,7 @@ def engine_for(conn_id: str) -> Engine:
                 f"Create it in the Airflow UI (Admin > Connections) or export AIRFLOW_CONN_{conn_id.upper()}."
             ) from exc
         host = json.loads(default)["host"]
+        Path(host).parent.mkdir(parents=True, exist_ok=True)
         log.info("connection %s not found in Airflow; using the embedded default sqlite:///%s", conn_id, host)
         url = f"sqlite:///{host}"
     return _engine(url)

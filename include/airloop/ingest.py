@@ -181,13 +181,12 @@ def publish(ing: Ingestion, interval: Interval, validated: dict[str, Any]) -> di
             f"(validated {validated['content_digest'][:12]}, now {raw.content_digest[:12] if raw else 'missing'}). "
             "Another run of this interval is writing it: clear this whole DAG run to extract and validate again."
         )
-    df = ing.lake.read(spec.name, "raw", interval.key)
     report = (ing.report_dir(interval) / REPORT_FILE).read_bytes()
-    manifest = ing.lake.write(
+    manifest = ing.lake.copy(
         spec.name,
+        "raw",
         "validated",
         interval.key,
-        df,
         side_files={REPORT_FILE: report},
         meta=_interval_meta(interval) | {"suite_digests": validated["suite_digests"]},
     )

@@ -128,12 +128,47 @@ class Lake:
             side_files=sorted(side_files or {}),
             meta=meta or {},
         )
-        _write_atomic(target / MANIFEST, manifest.to_json().encode())
-        keep = {MANIFEST, data_file, *manifest.side_files}
-        for stale in target.iterdir():
+        self._commit(target, manifest)
+        return manifest
+
+    def copy(
+        self,
+        model: str,
+        source: Stage,
+        target: Stage,
+        partition: str,
+        *,
+        side_files: dict[str, bytes] | None = None,
+        meta: dict[str, Any] | None = None,
+    ) -> Manifest:
+        """Publish a partition of one stage to another by copying its data file (no decode, no re-encode).
+
+        The same atomic protocol as :meth:`write`: data and side files first, the manifest last.
+        """
+        manifest = self.manifest(model, source, partition)
+        if manifest is None:
+            raise PartitionNotFound(f"no {source} partition {partition} for model {model} under {self.root}")
+        src_dir = self.partition_dir(model, source, partition)
+        dst_dir = self.partition_dir(model, target, partition)
+        dst_dir.mkdir(parents=True, exist_ok=True)
+        _write_atomic(dst_dir / manifest.data_file, (src_dir / manifest.data_file).read_bytes())
+        for name, data in sorted((side_files or {}).items()):
+            if name in (MANIFEST, manifest.data_file) or "/" in name:
+                raise ValueError(f"side file name {name!r} is reserved or not a plain file name")
+            _write_atomic(dst_dir / name, data)
+        copied = Manifest(
+            **{**asdict(manifest), "stage": target, "side_files": sorted(side_files or {}), "meta": meta or {}}
+        )
+        self._commit(dst_dir, copied)
+        return copied
+
+    def _commit(self, folder: Path, manifest: Manifest) -> None:
+        """Make a partition version visible (manifest by rename), then drop files of older versions."""
+        _write_atomic(folder / MANIFEST, manifest.to_json().encode())
+        keep = {MANIFEST, manifest.data_file, *manifest.side_files}
+        for stale in folder.iterdir():
             if stale.name not in keep and not stale.name.startswith("."):
                 stale.unlink()
-        return manifest
 
     def manifest(self, model: str, stage: Stage, partition: str) -> Manifest | None:
         path = self.partition_dir(model, stage, partition) / MANIFEST

@@ -217,10 +217,16 @@ def _to_gx_suite(raw: dict[str, Any]) -> Any:
     return gx.ExpectationSuite(**{k: v for k, v in raw.items() if k in ("name", "expectations", "meta", "notes")})
 
 
+def _quiet_gx() -> None:
+    """GX logs hundreds of INFO lines per run; on-call reads task logs, so keep only its warnings."""
+    logging.getLogger("great_expectations").setLevel(logging.WARNING)
+
+
 @lru_cache(maxsize=1)
 def _context() -> Any:
     """One ephemeral GX context per process: no yml file to race on, nothing written by GX itself."""
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
+    _quiet_gx()
     import great_expectations as gx
 
     ctx = gx.get_context(mode="ephemeral")
@@ -327,6 +333,7 @@ def build_data_docs(
     from great_expectations.core.run_identifier import RunIdentifier
 
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
+    _quiet_gx()
     target_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = target_dir.with_name(f".{target_dir.name}.tmp-{uuid.uuid4().hex}")
     ctx = gx.get_context(mode="ephemeral")

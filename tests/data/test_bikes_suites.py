@@ -22,9 +22,9 @@ def suites(bikes_spec):
 
 
 @pytest.fixture
-def week(demo_frame) -> pd.DataFrame:
-    """A clean real week: 2011-01-08 to 2011-01-15."""
-    mask = (demo_frame["ts"] >= "2011-01-08") & (demo_frame["ts"] < "2011-01-15")
+def batch(demo_frame) -> pd.DataFrame:
+    """A clean real four-batch interval: 2011-01-29 to 2011-02-26 (650 hourly rows)."""
+    mask = (demo_frame["ts"] >= "2011-01-29") & (demo_frame["ts"] < "2011-02-26")
     df = demo_frame[mask].reset_index(drop=True)
     df["ts"] = df["ts"].dt.tz_localize("UTC")
     return df
@@ -39,14 +39,14 @@ def test_every_suite_file_loads(suites):
     assert sum(s.expectation_count for s in suites) >= 40
 
 
-def test_clean_real_week_passes(week, suites):
-    outcome = validate(week, suites, id_column="ts")
+def test_clean_real_interval_passes(batch, suites):
+    outcome = validate(batch, suites, id_column="ts")
     assert outcome.success, [f.describe() for f in outcome.failures]
-    assert outcome.rows == len(week) and outcome.evaluated >= 40
+    assert outcome.rows == len(batch) and outcome.evaluated >= 40
 
 
-def test_real_sensor_fault_week_fails_on_humidity(demo_frame, suites):
-    mask = (demo_frame["ts"] >= "2011-03-05") & (demo_frame["ts"] < "2011-03-12")
+def test_real_sensor_fault_interval_fails_on_humidity(demo_frame, suites):
+    mask = (demo_frame["ts"] >= "2011-02-26") & (demo_frame["ts"] < "2011-03-26")
     df = demo_frame[mask].reset_index(drop=True)
     df["ts"] = df["ts"].dt.tz_localize("UTC")
     outcome = validate(df, suites, id_column="ts")
@@ -56,43 +56,43 @@ def test_real_sensor_fault_week_fails_on_humidity(demo_frame, suites):
     assert failure.example_ids[0] == "2011-03-10T00:00:00+00:00"
 
 
-def test_nan_is_caught(week, suites):
-    week.loc[3, "temp"] = np.nan
-    assert ("expect_column_values_to_not_be_null", "temp") in _failed(validate(week, suites, id_column="ts"))
+def test_nan_is_caught(batch, suites):
+    batch.loc[3, "temp"] = np.nan
+    assert ("expect_column_values_to_not_be_null", "temp") in _failed(validate(batch, suites, id_column="ts"))
 
 
-def test_out_of_range_names_rows(week, suites):
-    week.loc[5, "hr"] = 25
-    outcome = validate(week, suites, id_column="ts")
+def test_out_of_range_names_rows(batch, suites):
+    batch.loc[5, "hr"] = 25
+    outcome = validate(batch, suites, id_column="ts")
     (failure,) = [f for f in outcome.failures if f.kwargs.get("column") == "hr"]
     assert failure.examples == [25] and failure.unexpected_count == 1
-    assert failure.example_ids == [week.loc[5, "ts"].isoformat()]
+    assert failure.example_ids == [batch.loc[5, "ts"].isoformat()]
 
 
-def test_wrong_type_is_caught(week, suites):
-    week["windspeed"] = week["windspeed"].astype(str)
-    assert ("expect_column_values_to_be_in_type_list", "windspeed") in _failed(validate(week, suites, id_column="ts"))
+def test_wrong_type_is_caught(batch, suites):
+    batch["windspeed"] = batch["windspeed"].astype(str)
+    assert ("expect_column_values_to_be_in_type_list", "windspeed") in _failed(validate(batch, suites, id_column="ts"))
 
 
-def test_missing_column_is_caught(week, suites):
-    outcome = validate(week.drop(columns=["weathersit"]), suites, id_column="ts")
+def test_missing_column_is_caught(batch, suites):
+    outcome = validate(batch.drop(columns=["weathersit"]), suites, id_column="ts")
     assert ("expect_table_columns_to_match_set", None) in _failed(outcome)
     assert any(f.kwargs.get("column") == "weathersit" for f in outcome.failures)
 
 
-def test_empty_interval_fails_on_row_count(week, suites):
-    outcome = validate(week.iloc[0:0], suites, id_column="ts")
+def test_empty_interval_fails_on_row_count(batch, suites):
+    outcome = validate(batch.iloc[0:0], suites, id_column="ts")
     assert ("expect_table_row_count_to_be_between", None) in _failed(outcome)
 
 
-def test_duplicate_hours_are_caught(week, suites):
-    doubled = pd.concat([week, week.iloc[[7]]], ignore_index=True)
+def test_duplicate_hours_are_caught(batch, suites):
+    doubled = pd.concat([batch, batch.iloc[[7]]], ignore_index=True)
     assert ("expect_column_values_to_be_unique", "ts") in _failed(validate(doubled, suites, id_column="ts"))
 
 
-def test_unknown_category_is_caught(week, suites):
-    week.loc[0, "weathersit"] = 7
-    assert ("expect_column_values_to_be_in_set", "weathersit") in _failed(validate(week, suites, id_column="ts"))
+def test_unknown_category_is_caught(batch, suites):
+    batch.loc[0, "weathersit"] = 7
+    assert ("expect_column_values_to_be_in_set", "weathersit") in _failed(validate(batch, suites, id_column="ts"))
 
 
 @pytest.mark.parametrize(
@@ -107,7 +107,7 @@ def test_unknown_category_is_caught(week, suites):
             lambda text: text.replace('"column": "ts"', '"column": "tss"', 1),
             "column 'tss' is not a column of model bikes",
         ),
-        (lambda text: text.replace('"min_value": 120', '"min_value": "lots"', 1), "refused the suite"),
+        (lambda text: text.replace('"min_value": 600', '"min_value": "lots"', 1), "refused the suite"),
     ],
 )
 def test_broken_suite_is_named(tmp_path, bikes_spec, edit, message):

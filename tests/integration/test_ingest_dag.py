@@ -13,14 +13,14 @@ from airloop.lake import Lake
 
 ROOT = Path(__file__).resolve().parents[2]
 UTC = UTC
-WEEK = timedelta(days=7)
-CLEAN = [datetime(2011, 1, 1, tzinfo=UTC), datetime(2011, 1, 8, tzinfo=UTC)]
-BAD = datetime(2011, 1, 15, tzinfo=UTC)  # rows injected below make this week fail
+STEP = timedelta(days=28)
+CLEAN = [datetime(2011, 1, 1, tzinfo=UTC), datetime(2011, 1, 29, tzinfo=UTC)]
+BAD = datetime(2011, 3, 26, tzinfo=UTC)  # rows injected below make this interval fail
 
 
 @pytest.fixture(scope="module")
 def ingest_dag(airflow_db, tmp_path_factory):
-    """The DAG, reading from a copy of the real source with bad rows injected into one week."""
+    """The DAG, reading from a copy of the real source with bad rows injected into one interval."""
     import os
 
     from airflow.dag_processing.dagbag import DagBag
@@ -34,9 +34,9 @@ def ingest_dag(airflow_db, tmp_path_factory):
     with engine.begin() as conn:
         conn.execute(
             sa.text("UPDATE bike_rentals SET temp = NULL WHERE ts >= :a AND ts < :b"),
-            {"a": "2011-01-16 00:00:00", "b": "2011-01-16 03:00:00"},
+            {"a": "2011-03-27 00:00:00", "b": "2011-03-27 03:00:00"},
         )
-        conn.execute(sa.text("UPDATE bike_rentals SET hr = 30 WHERE ts = :a"), {"a": "2011-01-17 05:00:00.000000"})
+        conn.execute(sa.text("UPDATE bike_rentals SET hr = 30 WHERE ts = :a"), {"a": "2011-03-28 05:00:00.000000"})
     engine.dispose()
     old = os.environ["AIRFLOW_CONN_AIRLOOP_SOURCE"]
     os.environ["AIRFLOW_CONN_AIRLOOP_SOURCE"] = json.dumps({"conn_type": "sqlite", "host": str(source)})
@@ -47,7 +47,7 @@ def ingest_dag(airflow_db, tmp_path_factory):
 
 def _run(dag, start: datetime):
     # A manual run's data interval ends at its logical date for a fixed-interval timetable.
-    run = dag.test(logical_date=start + WEEK)
+    run = dag.test(logical_date=start + STEP)
     assert run.data_interval_start == start
     return run, {ti.task_id: ti.state for ti in run.get_task_instances()}
 
@@ -57,7 +57,7 @@ def _snapshot(home: Path) -> dict[str, bytes]:
     return {str(p.relative_to(lake)): p.read_bytes() for p in sorted(lake.rglob("*")) if p.is_file()}
 
 
-def test_clean_weeks_are_published_with_asset_events(ingest_dag, home):
+def test_clean_intervals_are_published_with_asset_events(ingest_dag, home):
     for start in CLEAN:
         _, states = _run(ingest_dag, start)
         assert states == {"extract": "success", "validate": "success", "publish": "success"}
@@ -65,7 +65,7 @@ def test_clean_weeks_are_published_with_asset_events(ingest_dag, home):
     keys = [s.strftime("%Y-%m-%dT%H%M%SZ") for s in CLEAN]
     assert set(keys) <= set(lake.partitions("bikes", "validated"))
     manifest = lake.manifest("bikes", "validated", keys[1])
-    assert manifest.rows == 163 and set(manifest.meta["suite_digests"]) == {"bikes_schema", "bikes_values"}
+    assert manifest.rows == 650 and set(manifest.meta["suite_digests"]) == {"bikes_schema", "bikes_values"}
 
     from airflow.models.asset import AssetEvent, AssetModel
     from airflow.utils.session import create_session
@@ -78,31 +78,31 @@ def test_clean_weeks_are_published_with_asset_events(ingest_dag, home):
         ).all()
         extras = [e.extra for e in events]
     assert any(
-        x["partition"] == keys[1] and x["rows"] == 163 and x["content_digest"] == manifest.content_digest
+        x["partition"] == keys[1] and x["rows"] == 650 and x["content_digest"] == manifest.content_digest
         for x in extras
     )
 
 
-def test_bad_week_is_quarantined_and_explained(ingest_dag, home, capfd):
+def test_bad_interval_is_quarantined_and_explained(ingest_dag, home, capfd):
     _, states = _run(ingest_dag, BAD)
     # What on-call reads at the end of the failed task's log (dag.test logs to the console):
     out, err = capfd.readouterr()
     log = out + err
     assert "Batch QUARANTINED: bikes interval" in log
-    assert "2011-01-17T05:00:00+00:00" in log
-    assert "airloop suites check bikes --on 2011-01-15" in log
+    assert "2011-03-28T05:00:00+00:00" in log
+    assert "airloop suites check bikes --on 2011-03-26" in log
     assert states["extract"] == "success"
     assert states["validate"] == "failed"
     assert states["publish"] == "upstream_failed"
     lake = Lake(home / "lake")
-    key = "2011-01-15T000000Z"
+    key = "2011-03-26T000000Z"
     assert key in lake.partitions("bikes", "quarantine")
     assert key not in lake.partitions("bikes", "validated")
     report = json.loads((home / "reports" / "bikes" / "validation" / key / "validation.json").read_text())
     failed = {(f["expectation"], f["kwargs"].get("column")) for f in report["failures"]}
     assert failed == {("expect_column_values_to_not_be_null", "temp"), ("expect_column_values_to_be_between", "hr")}
     hr = next(f for f in report["failures"] if f["kwargs"].get("column") == "hr")
-    assert hr["examples"] == [30] and hr["example_ids"] == ["2011-01-17T05:00:00+00:00"]
+    assert hr["examples"] == [30] and hr["example_ids"] == ["2011-03-28T05:00:00+00:00"]
     assert (home / "reports" / "bikes" / "validation" / key / "data_docs" / "index.html").is_file()
 
     from airloop.db import engine_for

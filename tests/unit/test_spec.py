@@ -24,7 +24,7 @@ def raw() -> dict:
 
 def test_bikes_spec_loads_with_its_declared_values():
     spec = get_spec("bikes", MODELS)
-    assert spec.schedule.interval == timedelta(days=7)
+    assert spec.schedule.interval == timedelta(days=28)
     assert spec.target.name == "cnt"
     assert "casual" not in spec.feature_names and "registered" not in spec.feature_names
     assert {"casual", "registered"} <= spec.known_columns

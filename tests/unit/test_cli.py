@@ -1,0 +1,77 @@
+"""The airloop command line, run in-process through its entry point (real SQLite source, real GX)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+
+from airloop.cli import main
+
+
+def test_seed_twice_is_safe(seeded_source, capsys):
+    assert main(["seed"]) == 0
+    assert main(["seed"]) == 0
+    assert "Seeded 17379 rows" in capsys.readouterr().out
+
+
+def test_suites_check_without_data(capsys):
+    assert main(["suites", "check", "bikes"]) == 0
+    out = capsys.readouterr().out
+    assert "OK   schema.json: suite 'bikes_schema'" in out and "OK   values.json" in out
+
+
+def test_suites_check_dry_run_pass(seeded_source, capsys, home):
+    before = sorted(p for p in home.rglob("*") if "lake" in p.parts or "reports" in p.parts)
+    assert main(["suites", "check", "bikes", "--on", "2011-02-10"]) == 0
+    out = capsys.readouterr().out
+    assert "Dry run on interval [2011-01-29T00:00:00+00:00, 2011-02-26T00:00:00+00:00) (650 rows): would PASS" in out
+    after = sorted(p for p in home.rglob("*") if "lake" in p.parts or "reports" in p.parts)
+    assert after == before, "a dry run must not write partitions or reports"
+
+
+def test_suites_check_dry_run_fail_names_the_rule(seeded_source, capsys):
+    assert main(["suites", "check", "bikes", "--on", "2011-03-10"]) == 1
+    out = capsys.readouterr().out
+    assert "would FAIL" in out and "column='hum'" in out and "22 of 657 rows fail" in out
+
+
+def test_suites_check_broken_suite_fails(tmp_path, monkeypatch, capsys):
+    from tests.conftest import ROOT
+
+    shutil.copytree(ROOT / "expectations", tmp_path / "expectations")
+    (tmp_path / "expectations" / "bikes" / "values.json").write_text("{ not json")
+    monkeypatch.setenv("AIRLOOP_EXPECTATIONS_DIR", str(tmp_path / "expectations"))
+    assert main(["suites", "check", "bikes"]) == 1
+    err = capsys.readouterr().err
+    assert "values.json: not valid JSON at line 1" in err
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["suites", "check", "nope"], "No model spec"),
+        (["suites", "check", "bikes", "--on", "2030-01-01"], "outside the schedule of bikes"),
+    ],
+)
+def test_usage_errors_are_one_clear_line(argv, message, capsys):
+    assert main(argv) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_bad_date_is_refused_by_argparse(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["suites", "check", "bikes", "--on", "10/03/2011"])
+    assert exit_info.value.code == 2
+    assert "use YYYY-MM-DD" in capsys.readouterr().err
+
+
+def test_status_json_without_servers(seeded_source, capsys):
+    assert main(["status", "--json"]) == 0
+    state = json.loads(capsys.readouterr().out)
+    assert all(not c["running"] for c in state["components"].values())
+    bikes = state["models"]["bikes"]
+    assert bikes["expected"] == 26
+    assert set(bikes) >= {"validated", "quarantined", "missing"}
+    assert len(bikes["missing"]) + len(bikes["validated"]) + len(bikes["quarantined"]) == 26
