@@ -31,11 +31,18 @@ def _stage(number: int, text: str) -> None:
     print(f"[{number}/{STAGES}] {text}", flush=True)
 
 
+_last_bar: list[str] = [""]
+
+
 def _bar(done: int, total: int, detail: str, width: int = 30) -> None:
+    """A progress bar redrawn in place on a terminal; one line per change when the output is a file or pipe."""
     filled = int(width * done / total) if total else width
-    end = "\n" if done >= total else ""
-    line = f"\r      [{'#' * filled}{'.' * (width - filled)}] {done}/{total} intervals {detail}"
-    print(line, end=end, flush=True, file=sys.stdout)
+    line = f"      [{'#' * filled}{'.' * (width - filled)}] {done}/{total} intervals {detail}"
+    if sys.stdout.isatty():
+        print("\r" + line, end="\n" if done >= total else "", flush=True)
+    elif line != _last_bar[0]:
+        print(line, flush=True)
+    _last_bar[0] = line
 
 
 class Api:

@@ -1,0 +1,230 @@
+"""The embedded runtime's environment and guards, without starting any server."""
+
+from __future__ import annotations
+
+import os
+import socket
+import stat
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from airloop import runtime
+
+
+@pytest.fixture
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """A fresh AIRLOOP_HOME; no AIRFLOW__*, AIRFLOW_CONN_* or airloop settings (tests/conftest.py sets some)."""
+    for key in list(os.environ):
+        if key.startswith(("AIRFLOW__", "AIRFLOW_CONN_")) or key in {
+            "AIRFLOW_HOME",
+            "AIRLOOP_AIRFLOW_PORT",
+            "AIRLOOP_MLFLOW_PORT",
+            "AIRLOOP_USERS",
+        }:
+            monkeypatch.delenv(key)
+    monkeypatch.setenv("AIRLOOP_HOME", str(tmp_path / "home"))
+    yield tmp_path / "home"
+
+
+@pytest.fixture
+def listener() -> Iterator[int]:
+    """A port on 127.0.0.1 held by a listening socket that is not ours."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(1)
+        yield sock.getsockname()[1]
+
+
+def test_defaults(home: Path) -> None:
+    env = runtime.airflow_env()
+    airflow_home = home / "airflow"
+    assert env["AIRFLOW_HOME"] == str(airflow_home)
+    assert env["AIRLOOP_HOME"] == str(home)
+    assert Path(env["AIRLOOP_HOME"]).is_absolute()
+    assert env["AIRFLOW__CORE__LOAD_EXAMPLES"] == "False"
+    assert env["AIRFLOW__CORE__EXECUTOR"] == "LocalExecutor"
+    assert env["AIRFLOW__CORE__PARALLELISM"] == "4"
+    assert env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] == f"sqlite:///{airflow_home}/airflow.db"
+    project = runtime.paths().project
+    assert env["AIRFLOW__CORE__DAGS_FOLDER"] == str(project / "dags")
+    assert env["AIRFLOW__CORE__PLUGINS_FOLDER"] == str(project / "plugins")
+    assert env["AIRFLOW__CORE__EXECUTION_API_SERVER_URL"] == "http://127.0.0.1:8080/execution/"
+    assert env["AIRFLOW__API__BASE_URL"] == "http://127.0.0.1:8080"
+    assert env["AIRFLOW__API__WORKERS"] == "1"
+    assert int(env["AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL"]) <= 30
+    assert env["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS"] == "admin:admin,operator:op,steward:viewer"
+    assert env["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE"] == str(
+        airflow_home / "simple_auth_manager_passwords.json.generated"
+    )
+    assert env["MLFLOW_TRACKING_URI"] == "http://127.0.0.1:5000"
+    assert env["MLFLOW_DISABLE_TELEMETRY"] == "true"
+    assert env["DO_NOT_TRACK"] == "true"
+    assert env["GX_ANALYTICS_ENABLED"] == "False"
+    assert "127.0.0.1" in env["NO_PROXY"].split(",")
+    # Connections live in the metadata DB (editable in the UI), never in the environment.
+    assert not [key for key in env if key.startswith("AIRFLOW_CONN_AIRLOOP")]
+
+
+def test_ports_and_users_from_airloop_variables(home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AIRLOOP_AIRFLOW_PORT", "18123")
+    monkeypatch.setenv("AIRLOOP_MLFLOW_PORT", "15123")
+    monkeypatch.setenv("AIRLOOP_USERS", "ana:admin,bot:user")
+    env = runtime.airflow_env()
+    assert env["AIRFLOW__API__BASE_URL"] == "http://127.0.0.1:18123"
+    assert env["AIRFLOW__CORE__EXECUTION_API_SERVER_URL"] == "http://127.0.0.1:18123/execution/"
+    assert env["MLFLOW_TRACKING_URI"] == "http://127.0.0.1:15123"
+    assert env["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS"] == "ana:admin,bot:user"
+    current = runtime.status()
+    assert current.urls == {
+        "airflow": "http://127.0.0.1:18123",
+        "api": "http://127.0.0.1:18123/api/v2",
+        "mlflow": "http://127.0.0.1:15123",
+    }
+    assert current.users == [{"name": "ana", "role": "admin"}, {"name": "bot", "role": "user"}]
+
+
+def test_caller_overrides_win(home: Path) -> None:
+    base = {
+        "PATH": os.environ.get("PATH", ""),
+        "AIRFLOW__CORE__PARALLELISM": "16",
+        "AIRFLOW__CORE__EXECUTOR": "CeleryExecutor",
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": "postgresql+psycopg2://u@db/airflow",
+        "AIRFLOW__API_AUTH__JWT_SECRET": "s" * 80,
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "root:admin",
+        "AIRFLOW_HOME": "/somebody/elses/airflow",
+        "NO_PROXY": "internal.example",
+        "UNRELATED": "kept",
+    }
+    env = runtime.airflow_env(base)
+    assert env["AIRFLOW__CORE__PARALLELISM"] == "16"
+    assert env["AIRFLOW__CORE__EXECUTOR"] == "CeleryExecutor"
+    assert env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] == "postgresql+psycopg2://u@db/airflow"
+    assert env["AIRFLOW__API_AUTH__JWT_SECRET"] == "s" * 80
+    assert env["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS"] == "root:admin"
+    assert env["UNRELATED"] == "kept"
+    assert env["NO_PROXY"].split(",")[0] == "internal.example"
+    # The runtime's own home is not negotiable: a personal ~/airflow must never be touched.
+    assert env["AIRFLOW_HOME"] == str(home / "airflow")
+    # An explicit JWT secret means no secret file is generated.
+    assert not (home / "run" / "jwt_secret").exists()
+    assert base["AIRFLOW__CORE__PARALLELISM"] == "16" and "AIRLOOP_HOME" not in base  # base not mutated
+
+
+def test_jwt_secret_is_generated_once_private_and_long(home: Path) -> None:
+    first = runtime.airflow_env()["AIRFLOW__API_AUTH__JWT_SECRET"]
+    second = runtime.airflow_env()["AIRFLOW__API_AUTH__JWT_SECRET"]
+    assert first == second
+    assert len(first.encode()) >= 64
+    secret_file = home / "run" / "jwt_secret"
+    assert secret_file.read_text().strip() == first
+    assert stat.S_IMODE(secret_file.stat().st_mode) == 0o600
+    assert stat.S_IMODE((home / "run").stat().st_mode) == 0o700
+    # A fresh process (another component) sees the same secret.
+    code = "from airloop import runtime; print(runtime.airflow_env()['AIRFLOW__API_AUTH__JWT_SECRET'])"
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ},
+    )
+    assert out.stdout.strip() == first
+
+
+def test_too_short_secret_is_replaced(home: Path) -> None:
+    (home / "run").mkdir(parents=True)
+    (home / "run" / "jwt_secret").write_text("short\n")
+    secret = runtime.airflow_env()["AIRFLOW__API_AUTH__JWT_SECRET"]
+    assert len(secret.encode()) >= 64
+
+
+@pytest.mark.parametrize(
+    ("var", "value", "message"),
+    [
+        ("AIRLOOP_AIRFLOW_PORT", "eighty", "AIRLOOP_AIRFLOW_PORT='eighty' is not a port number"),
+        ("AIRLOOP_MLFLOW_PORT", "70000", "AIRLOOP_MLFLOW_PORT=70000 is out of range"),
+        ("AIRLOOP_USERS", "admin:superuser", "AIRLOOP_USERS: 'admin:superuser' is not 'user:role'"),
+        ("AIRLOOP_USERS", "admin", "AIRLOOP_USERS: 'admin' is not 'user:role'"),
+    ],
+)
+def test_bad_settings_name_the_variable(
+    home: Path, monkeypatch: pytest.MonkeyPatch, var: str, value: str, message: str
+) -> None:
+    monkeypatch.setenv(var, value)
+    with pytest.raises(ValueError, match=message):
+        runtime.airflow_env()
+
+
+def test_port_in_use_names_port_and_variable(home: Path, monkeypatch: pytest.MonkeyPatch, listener: int) -> None:
+    monkeypatch.setenv("AIRLOOP_AIRFLOW_PORT", str(listener))
+    with pytest.raises(runtime.PortInUseError) as err:
+        runtime.up(wait_timeout=5)
+    assert str(listener) in str(err.value)
+    assert "export AIRLOOP_AIRFLOW_PORT=" in str(err.value)
+    assert not list((home / "run").glob("*.pid")), "nothing may start when a port is taken"
+
+
+def test_mlflow_port_in_use(home: Path, monkeypatch: pytest.MonkeyPatch, listener: int) -> None:
+    with socket.socket() as free:
+        free.bind(("127.0.0.1", 0))
+        monkeypatch.setenv("AIRLOOP_AIRFLOW_PORT", str(free.getsockname()[1]))
+    monkeypatch.setenv("AIRLOOP_MLFLOW_PORT", str(listener))
+    with pytest.raises(runtime.PortInUseError, match=f"Port {listener} .*export AIRLOOP_MLFLOW_PORT="):
+        runtime.up(wait_timeout=5)
+    assert not list((home / "run").glob("*.pid"))
+
+
+def test_status_when_nothing_runs(home: Path) -> None:
+    current = runtime.status()
+    assert set(current.components) == set(runtime.COMPONENTS)
+    assert not current.running and not current.healthy
+    assert all(c.pid is None and not c.healthy for c in current.components.values())
+    assert current.credentials_file == str(home / "airflow" / "simple_auth_manager_passwords.json.generated")
+    assert [u["name"] for u in current.users] == ["admin", "operator", "steward"]
+    as_dict = current.to_dict()
+    assert as_dict["components"]["scheduler"]["running"] is False
+    assert all(set(user) == {"name", "role"} for user in as_dict["users"]), "never a password"
+    assert not home.exists(), "status() must not create anything"
+
+
+def test_stale_or_foreign_pid_file_is_not_ours(home: Path) -> None:
+    run = home / "run"
+    run.mkdir(parents=True)
+    # This very process is alive, but it is not a scheduler we started: status must not claim it.
+    (run / "scheduler.pid").write_text(f"{os.getpid()}\n")
+    (run / "api-server.pid").write_text("not a pid\n")
+    current = runtime.status()
+    assert not current.components["scheduler"].running
+    assert not (run / "scheduler.pid").exists(), "a stale PID file is cleaned up"
+    assert runtime.down() == []
+
+
+def test_down_is_safe_when_nothing_ever_ran(home: Path) -> None:
+    assert runtime.down() == []
+    assert runtime.down() == []
+
+
+def test_read_credentials_before_first_start(home: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="run up"):
+        runtime.read_credentials()
+
+
+def test_read_credentials(home: Path) -> None:
+    passwords = home / "airflow" / "simple_auth_manager_passwords.json.generated"
+    passwords.parent.mkdir(parents=True)
+    passwords.write_text('{"admin": "x1", "steward": "y2"}\n')
+    assert runtime.read_credentials() == {"admin": "x1", "steward": "y2"}
+
+
+def test_import_is_cheap() -> None:
+    code = (
+        "import sys, airloop.runtime; "
+        "heavy = [m for m in ('airflow', 'mlflow', 'pandas', 'httpx') if m in sys.modules]; "
+        "print(heavy)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
