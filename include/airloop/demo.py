@@ -143,7 +143,8 @@ def run_demo(keep_running: bool = True) -> int:
     _wait_for_dag(api, spec.dag_id("ingest"))
 
     expected = len(list(expected_intervals(spec, until=_far_end(spec))))
-    _stage(4, f"Replaying {expected} weekly intervals: extract, validate (Great Expectations), publish")
+    every = spec.schedule.every or spec.schedule.cron
+    _stage(4, f"Replaying {expected} intervals ({every} each): extract, validate (Great Expectations), publish")
     _replay_ingest(api, spec, expected)
 
     print("\nSummary")
