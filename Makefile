@@ -20,7 +20,7 @@ $(CURDIR)/.venv-tools/bin/uv:
 	python3 -m venv .venv-tools && .venv-tools/bin/pip install --quiet uv
 
 .venv/.synced: pyproject.toml uv.lock | $(UV)
-	$(UV) sync --frozen
+	$(UV) sync --frozen --compile-bytecode  # precompiled .pyc: every task process starts faster
 	@touch $@
 
 install: .venv/.synced ## create .venv with the locked dependencies (uv sync --frozen)

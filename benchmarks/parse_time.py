@@ -1,0 +1,311 @@
+"""Parse time of every DAG file against a bare ``airflow.sdk`` DAG file (targets: DESIGN ≤ 1.2x, issue ≤ 1.5x).
+
+Each measurement is a fresh Python process that imports ``airflow.sdk``, then imports the DAG file through
+``importlib`` (``spec.loader.exec_module``), then loads the same file into a ``DagBag``. It reports:
+
+* **fresh process**: from spawning the process until the DAG file has executed (interpreter start, the
+  ``airflow.sdk`` import and the file's own module execution). The time is taken by the parent at spawn and by
+  the child right after ``exec_module`` on the system-wide monotonic clock, so the ``DagBag`` step that follows
+  and the interpreter's exit are not included. This is what a dag-processor pays that starts a new interpreter.
+* **marginal**: the file's own module execution after ``airflow.sdk`` is imported (``exec_module`` alone, in
+  that fresh process, so the file's own imports are cold). On Linux the dag-processor forks its parsing
+  processes from a manager that already has Airflow loaded, so this is the per-parse cost it actually pays.
+* **DagBag** (informative): ``DagBag(dag_folder=<file>)`` in the same process afterwards: the file executed
+  again under DagBag's module name plus DAG checks; the file's own imports are warm by then.
+
+Each file, and the bare file, is measured ``repeat`` times, interleaved (the order alternates each repetition),
+in two bytecode regimes (see :data:`REGIMES`): ``cached`` (the headline, with a warm-up run and the DagBag step)
+and ``no_write`` (every module compiled from source in every process, as on a machine with
+``PYTHONDONTWRITEBYTECODE=1`` and a virtualenv without ``.pyc`` files).
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import sysconfig
+import textwrap
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from benchmarks.common import (
+    PROJECT_DIR,
+    child_env,
+    fmt_s,
+    parse_child_output,
+    ratio,
+    summary,
+    target,
+)
+
+DAGS_DIR = PROJECT_DIR / "dags"
+
+#: The baseline: the smallest real DAG file, one DAG with three tasks, importing ``airflow.sdk`` only.
+BARE_DAG = textwrap.dedent(
+    '''\
+    """A bare airflow.sdk DAG file: the parse-time baseline of the benchmarks."""
+
+    from __future__ import annotations
+
+    import datetime
+
+    from airflow.sdk import DAG, task
+
+    with DAG(
+        dag_id="bench_bare",
+        schedule=None,
+        start_date=datetime.datetime(2024, 1, 1, tzinfo=datetime.UTC),
+        catchup=False,
+        tags=["bench"],
+    ):
+
+        @task
+        def first() -> int:
+            return 1
+
+        @task
+        def second(value: int) -> int:
+            return value + 1
+
+        @task
+        def third(value: int) -> None:
+            print(value)
+
+        third(second(first()))
+    '''
+)
+
+#: The child process (``python -c CHILD <dag file> <dagbag 0|1>``): it prints one result line.
+CHILD = textwrap.dedent(
+    """\
+    import importlib.util, json, sys, time
+    started_at = time.monotonic()
+    path, with_dagbag = sys.argv[1], sys.argv[2] == "1"
+    t0 = time.perf_counter()
+    import airflow.sdk
+    t1 = time.perf_counter()
+    before = set(sys.modules)
+    spec = importlib.util.spec_from_file_location("airloop_bench_dag_file", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    t2 = time.perf_counter()
+    parsed_at = time.monotonic()
+    new = sorted(set(sys.modules) - before)
+    out = {
+        "started_at": started_at,
+        "parsed_at": parsed_at,
+        "sdk_import_s": t1 - t0,
+        "exec_s": t2 - t1,
+        "new_modules": len(new),
+        "new_airloop_modules": [m for m in new if m.split(".")[0] == "airloop"],
+        "new_other_packages": sorted({m.split(".")[0] for m in new} - {"airloop", "airflow"}),
+        "new_airflow_modules": len([m for m in new if m.split(".")[0] == "airflow"]),
+    }
+    if with_dagbag:
+        t3 = time.perf_counter()
+        from airflow.dag_processing.dagbag import DagBag
+        t4 = time.perf_counter()
+        bag = DagBag(dag_folder=path)
+        t5 = time.perf_counter()
+        out.update(
+            dagbag_import_s=t4 - t3,
+            dagbag_s=t5 - t4,
+            dag_ids=sorted(bag.dag_ids),
+            import_errors={str(k): str(v) for k, v in bag.import_errors.items()},
+        )
+    print("AIRLOOP_BENCH_RESULT " + json.dumps(out), flush=True)
+    sys.stderr.flush()
+    import os
+    os._exit(0)  # the interpreter's teardown (about 1 s with Airflow loaded) is not part of any measurement
+    """
+)
+
+
+@dataclass(frozen=True)
+class Regime:
+    """How Python treats bytecode in the measured processes, and what is measured in that regime."""
+
+    name: str
+    description: str
+    warmup: bool  # one untimed run per file first (fills the bytecode cache)
+    with_dagbag: bool  # the informative DagBag step after the parse
+
+
+#: ``cached`` is the headline (a deployment where Python may write ``.pyc`` files); ``no_write`` is how this
+#: machine runs by default when ``PYTHONDONTWRITEBYTECODE=1`` is set and the virtualenv holds no ``.pyc`` files
+#: (``uv sync`` compiles none by default): every module is compiled from source in every process.
+REGIMES = {
+    "cached": Regime(
+        "cached",
+        "bytecode written to and read from a scratch PYTHONPYCACHEPREFIX (deployment-like); one warm-up run per file",
+        warmup=True,
+        with_dagbag=True,
+    ),
+    "no_write": Regime(
+        "no_write",
+        "PYTHONDONTWRITEBYTECODE=1: only .pyc files already in the virtualenv are used; no warm-up (nothing to "
+        "warm: the cached regime ran first) and no DagBag step",
+        warmup=False,
+        with_dagbag=False,
+    ),
+}
+
+TARGETS = ((1.2, "DESIGN.md: every DAG file parses in ≤ 1.2x a bare airflow.sdk DAG file"), (1.5, "issue: within 1.5x"))
+
+
+def regime_env(base: Mapping[str, str], regime: str, scratch: Path) -> dict[str, str]:
+    """``base`` with the bytecode settings of ``regime``."""
+    env = {k: v for k, v in base.items() if k not in ("PYTHONDONTWRITEBYTECODE", "PYTHONPYCACHEPREFIX")}
+    if regime == "cached":
+        env["PYTHONPYCACHEPREFIX"] = str(scratch / "pycache")
+    elif regime == "no_write":
+        env["PYTHONDONTWRITEBYTECODE"] = "1"
+    else:
+        raise ValueError(f"unknown bytecode regime {regime!r}")
+    return env
+
+
+def measure_once(dag_file: Path, env: Mapping[str, str], *, with_dagbag: bool) -> dict[str, Any]:
+    """One fresh process parsing ``dag_file``: the child's own timings plus the fresh-process times."""
+    spawned_at = time.monotonic()
+    proc = subprocess.run(
+        [sys.executable, "-c", CHILD, str(dag_file), "1" if with_dagbag else "0"],
+        cwd=PROJECT_DIR,
+        env=dict(env),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    ended_at = time.monotonic()
+    result = parse_child_output(proc)
+    result["fresh_process_s"] = result["parsed_at"] - spawned_at
+    result["interpreter_start_s"] = result["started_at"] - spawned_at
+    result["process_total_s"] = ended_at - spawned_at
+    if result.get("import_errors"):
+        raise RuntimeError(f"{dag_file} has import errors in DagBag: {result['import_errors']}")
+    return result
+
+
+def _series(runs: list[dict[str, Any]], key: str) -> list[float]:
+    return [float(r[key]) for r in runs]
+
+
+def measure_regime(
+    dag_files: list[Path], bare: Path, env: Mapping[str, str], repeat: int, regime: Regime
+) -> dict[str, Any]:
+    """All files and the bare file in one bytecode regime, interleaved; medians and ratios per file."""
+    subjects = [bare, *dag_files]
+    dagbag = regime.with_dagbag
+    warmup = {str(p): measure_once(p, env, with_dagbag=dagbag)["process_total_s"] for p in subjects if regime.warmup}
+    runs: dict[Path, list[dict[str, Any]]] = {p: [] for p in subjects}
+    for rep in range(repeat):
+        for path in subjects if rep % 2 == 0 else reversed(subjects):
+            runs[path].append(measure_once(path, env, with_dagbag=dagbag))
+    base = runs[bare]
+    out: dict[str, Any] = {
+        "description": regime.description,
+        "warmup_process_s": warmup,
+        "bare": _file_summary(base),
+        "files": {},
+    }
+    for path in dag_files:
+        mine = runs[path]
+        entry = _file_summary(mine)
+        entry["ratio_fresh_process"] = ratio(_series(mine, "fresh_process_s"), _series(base, "fresh_process_s"))
+        entry["ratio_marginal"] = ratio(_series(mine, "exec_s"), _series(base, "exec_s"))
+        if dagbag:
+            entry["ratio_dagbag"] = ratio(_series(mine, "dagbag_s"), _series(base, "dagbag_s"))
+        entry["marginal_extra_s"] = entry["marginal_exec_s"]["median"] - out["bare"]["marginal_exec_s"]["median"]
+        entry["targets"] = {
+            kind: [target(entry[f"ratio_{kind}"]["of_medians"], limit, source) for limit, source in TARGETS]
+            for kind in ("fresh_process", "marginal")
+        }
+        out["files"][path.name] = entry
+    return out
+
+
+def _file_summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    last = runs[-1]
+    keys = ["fresh_process_s", "exec_s", "sdk_import_s", "interpreter_start_s", "process_total_s"]
+    if "dagbag_s" in last:
+        keys += ["dagbag_import_s", "dagbag_s"]
+    names = {"exec_s": "marginal_exec_s"}
+    return {
+        **{names.get(key, key): summary(_series(runs, key)) for key in keys},
+        "dag_ids": last.get("dag_ids"),
+        "modules_loaded_by_file": {
+            "count": last["new_modules"],
+            "airflow_modules": last["new_airflow_modules"],
+            "airloop_modules": last["new_airloop_modules"],
+            "other_packages": last["new_other_packages"],
+        },
+    }
+
+
+def run(scratch: Path, *, repeat: int = 7, regimes: tuple[str, ...] = tuple(REGIMES)) -> dict[str, Any]:
+    """Measure every ``dags/*.py`` against the bare DAG file; print a summary and return the results."""
+    dag_files = sorted(DAGS_DIR.glob("*.py"))
+    if not dag_files:
+        raise RuntimeError(f"no DAG files in {DAGS_DIR}")
+    bare_dir = scratch / "bare_dag"
+    bare_dir.mkdir(parents=True, exist_ok=True)
+    bare = bare_dir / "bare_dag.py"
+    bare.write_text(BARE_DAG, encoding="utf-8")
+    base_env = child_env(scratch)
+    site_packages = Path(sysconfig.get_paths()["purelib"])
+    results: dict[str, Any] = {
+        "benchmark": "parse_time",
+        "method": {
+            "repeat": repeat,
+            "interleaved": "bare file and every DAG file alternate; the order reverses each repetition",
+            "warmup": "one untimed run per file in the cached regime (it fills the bytecode cache)",
+            "fresh_process": "spawn → DAG file executed (monotonic clock shared by parent and child); the DagBag "
+            "step and interpreter teardown are not included (the child ends with os._exit)",
+            "marginal": "spec.loader.exec_module(file) after `import airflow.sdk`, in the same fresh process "
+            "(the file's own imports are cold)",
+            "dagbag": "DagBag(dag_folder=file) after the importlib parse in the same process (warm imports); "
+            "informative",
+            "regimes": {name: REGIMES[name].description for name in regimes},
+            "venv_has_bytecode": any((site_packages / "airflow").glob("__pycache__/*.pyc")),
+            "bare_dag_file": BARE_DAG,
+        },
+        "regimes": {},
+    }
+    for regime in regimes:
+        env = regime_env(base_env, regime, scratch)
+        results["regimes"][regime] = measure_regime(dag_files, bare, env, repeat, REGIMES[regime])
+    print_summary(results)
+    return results
+
+
+def print_summary(results: Mapping[str, Any]) -> None:
+    """The headline numbers, one block per bytecode regime."""
+    print(f"\n== parse time: DAG files vs a bare airflow.sdk DAG file ({results['method']['repeat']} runs, medians)")
+    for regime, data in results["regimes"].items():
+        bare = data["bare"]
+        print(
+            f"  [{regime}] bare file: fresh process {fmt_s(bare['fresh_process_s']['median'])} "
+            f"(airflow.sdk import {fmt_s(bare['sdk_import_s']['median'])}), "
+            f"marginal {fmt_s(bare['marginal_exec_s']['median'])}"
+        )
+        for name, entry in data["files"].items():
+            for kind, key in (("fresh_process", "fresh_process_s"), ("marginal", "marginal_exec_s")):
+                r = entry[f"ratio_{kind}"]
+                verdict = ", ".join(f"≤{t['limit']}x {'met' if t['met'] else 'MISSED'}" for t in entry["targets"][kind])
+                print(
+                    f"  [{regime}] {name} {kind.replace('_', ' ')}: {fmt_s(entry[key]['median'])} vs "
+                    f"{fmt_s(bare[key]['median'])} → {r['of_medians']:.2f}x (paired {r['paired_median']:.2f}x, "
+                    f"of minima {r['of_mins']:.2f}x; "
+                    f"{verdict})"
+                )
+            if "ratio_dagbag" not in entry:
+                continue
+            r = entry["ratio_dagbag"]
+            print(
+                f"  [{regime}] {name} DagBag (warm, informative): {fmt_s(entry['dagbag_s']['median'])} vs "
+                f"{fmt_s(bare['dagbag_s']['median'])} → {r['of_medians']:.2f}x"
+            )

@@ -1,0 +1,115 @@
+"""Run every benchmark (``make bench``): print ratios against in-run baselines and write ``benchmarks/results/``.
+
+``python -m benchmarks.run [--only parse_time|validation] [--repeat N] [--rows N] [--strict]``
+
+Each benchmark writes ``benchmarks/results/<name>.json``; the run also writes ``latest.json`` with all of them,
+the machine and the total runtime (see ``benchmarks/results/README.md``). Benchmark processes get throw-away
+``AIRFLOW_HOME`` and ``AIRLOOP_HOME`` folders, this checkout as ``AIRLOOP_PROJECT_DIR`` and telemetry off.
+The exit status is non-zero when a benchmark could not run (or, with ``--strict``, when a target is missed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+import traceback
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from benchmarks import parse_time, validation
+from benchmarks.common import (
+    RESULTS_DIR,
+    TELEMETRY_OFF,
+    machine_info,
+    now_iso,
+    scratch_dir,
+    write_json,
+)
+
+BENCHMARKS: dict[str, Callable[[Path, argparse.Namespace], dict[str, Any]]] = {
+    "parse_time": lambda scratch, args: parse_time.run(scratch, repeat=args.repeat),
+    "validation": lambda scratch, args: validation.run(scratch, rows=args.rows, repeat=args.repeat),
+}
+
+
+def missed_targets(name: str, result: dict[str, Any]) -> list[str]:
+    """The targets a benchmark result misses, as readable lines."""
+    missed: list[str] = []
+    if name == "parse_time":
+        for regime, data in result["regimes"].items():
+            for file, entry in data["files"].items():
+                for kind, targets in entry["targets"].items():
+                    value = entry[f"ratio_{kind}"]["of_medians"]
+                    missed += [
+                        f"parse_time [{regime}] {file} {kind}: {value:.2f}x > {t['limit']}x ({t['source']})"
+                        for t in targets
+                        if not t["met"]
+                    ]
+    elif name == "validation" and not result["target"]["met"]:
+        t = result["target"]
+        missed.append(f"validation: {result['ratio']['of_medians']:.1f}x > {t['limit']}x ({t['source']})")
+    return missed
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="airloop benchmarks: ratios against baselines measured in-run")
+    parser.add_argument("--only", choices=sorted(BENCHMARKS), action="append", help="run only these (repeatable)")
+    parser.add_argument("--repeat", type=int, default=7, help="timed repetitions of each subject (default 7)")
+    parser.add_argument("--rows", type=int, default=1_000_000, help="rows of the validation batch (default 1M)")
+    parser.add_argument("--strict", action="store_true", help="exit 1 when a target is missed")
+    args = parser.parse_args(argv)
+    if args.repeat < 1:
+        parser.error("--repeat must be at least 1")
+    os.environ.update(TELEMETRY_OFF)
+
+    started = time.perf_counter()
+    timestamp = now_iso()
+    machine = machine_info()
+    print(
+        f"airloop benchmarks, {timestamp}: {machine['usable_cores']} cores, Python {machine['python']}, "
+        + ", ".join(f"{k} {v}" for k, v in machine["versions"].items() if v)
+    )
+    results: dict[str, Any] = {}
+    errors: dict[str, str] = {}
+    missed: list[str] = []
+    with scratch_dir() as scratch:
+        for name in args.only or list(BENCHMARKS):
+            bench_started = time.perf_counter()
+            try:
+                result = BENCHMARKS[name](scratch, args)
+            except Exception:
+                errors[name] = traceback.format_exc()
+                print(f"\n== {name} FAILED\n{errors[name]}", file=sys.stderr)
+                continue
+            result["runtime_s"] = time.perf_counter() - bench_started
+            result["timestamp"] = timestamp
+            result["machine"] = machine
+            results[name] = result
+            missed += missed_targets(name, result)
+            path = write_json(RESULTS_DIR / f"{name}.json", result)
+            print(f"  ({result['runtime_s']:.0f} s) → {path.relative_to(RESULTS_DIR.parents[1])}")
+    total = time.perf_counter() - started
+    machine["load_average_1_5_15_at_end"] = machine_info()["load_average_1_5_15"]
+    latest = {
+        "timestamp": timestamp,
+        "total_runtime_s": total,
+        "machine": machine,
+        "benchmarks": results,
+        "missed_targets": missed,
+        "errors": errors,
+    }
+    write_json(RESULTS_DIR / "latest.json", latest)
+    print(f"\ntotal {total:.0f} s; results in {RESULTS_DIR.relative_to(RESULTS_DIR.parents[1])}/")
+    if missed:
+        print("targets missed:\n  " + "\n  ".join(missed))
+    if errors:
+        print(f"benchmarks that could not run: {', '.join(errors)}", file=sys.stderr)
+        return 1
+    return 1 if args.strict and missed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
