@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sys
 import time
-from datetime import UTC
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -142,7 +142,7 @@ def run_demo(keep_running: bool = True) -> int:
     _stage(3, f"Waiting for the DAG files to be parsed ({spec.dag_id('ingest')})")
     _wait_for_dag(api, spec.dag_id("ingest"))
 
-    expected = len(list(expected_intervals(spec, until=_far_end(spec))))
+    expected = len(list(expected_intervals(spec, until=datetime.now(UTC))))
     every = spec.schedule.every or spec.schedule.cron
     _stage(4, f"Replaying {expected} intervals ({every} each): extract, validate (Great Expectations), publish")
     _replay_ingest(api, spec, expected)
@@ -161,14 +161,3 @@ def run_demo(keep_running: bool = True) -> int:
         runtime.down()
         print("Servers stopped (--exit).")
     return 0
-
-
-def _far_end(spec: ModelSpec) -> Any:
-    from datetime import datetime, timedelta
-
-    end = spec.schedule.end_datetime
-    now = datetime.now(UTC)
-    if end is None:
-        return now
-    step = spec.schedule.interval or timedelta(days=31)
-    return min(now, end + step)

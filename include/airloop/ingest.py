@@ -79,31 +79,23 @@ def extract(ing: Ingestion, interval: Interval) -> dict[str, Any]:
 
 def validate_interval(ing: Ingestion, interval: Interval, *, dag_run_id: str | None = None) -> dict[str, Any]:
     """Validate the raw partition. On failure quarantine it and raise :class:`QuarantinedBatch`."""
-    from airloop.validation import build_data_docs, load_suites, validate
+    from airloop.validation import DocsTarget, load_suites, validate
 
     spec = ing.spec
     df = ing.lake.read(spec.name, "raw", interval.key)
     raw = ing.lake.manifest(spec.name, "raw", interval.key)
     assert raw is not None  # read() succeeded
     suites = load_suites(spec, ing.expectations)
-    outcome = validate(df, suites, id_column=spec.source.time_column)
     report_dir = ing.report_dir(interval)
+    docs_target = DocsTarget(report_dir / "data_docs", f"{spec.name}-{interval.key}", interval.start)
+    outcome = validate(df, suites, id_column=spec.source.time_column, docs=docs_target)
+    docs = outcome.docs_index
     report = outcome.report(
         model=spec.name, partition=interval.key, content_digest=raw.content_digest, **_interval_meta(interval)
     )
     report_bytes = (json.dumps(report, indent=2, sort_keys=True, default=str) + "\n").encode()
     report_dir.mkdir(parents=True, exist_ok=True)
     (report_dir / REPORT_FILE).write_bytes(report_bytes)
-    docs = None
-    if not outcome.success:
-        docs = build_data_docs(
-            df,
-            suites,
-            id_column=spec.source.time_column,
-            target_dir=report_dir / "data_docs",
-            run_name=f"{spec.name}-{interval.key}",
-            run_time=interval.start,
-        )
     _record(ing, interval, outcome, raw.content_digest, report_dir / REPORT_FILE, docs, dag_run_id)
     summary = {
         "partition": interval.key,

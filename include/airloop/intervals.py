@@ -13,6 +13,8 @@ from datetime import UTC, datetime
 from airloop.spec import ModelSpec
 
 _KEY_FORMAT = "%Y-%m-%dT%H%M%SZ"
+#: croniter yields ticks strictly after its base time, so start one tick before the schedule start.
+_TICK = datetime.resolution
 
 
 @dataclass(frozen=True, order=True)
@@ -77,6 +79,3 @@ def expected_intervals(spec: ModelSpec, until: datetime) -> Iterator[Interval]:
             return
         yield Interval(start, end)
         start = end
-
-
-_TICK = datetime.resolution

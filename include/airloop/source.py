@@ -26,7 +26,15 @@ DEMO_TABLE = "bike_rentals"
 
 
 class SourceProblem(RuntimeError):
-    """The source could not give the interval's rows; the message says why and what to do."""
+    """The source could not give the interval's rows; the message says why and what to do.
+
+    ``retryable`` is True for failures that may pass on their own (the database was unreachable or busy),
+    False for ones that need a person (a missing table or column): retrying those only delays the alert.
+    """
+
+    def __init__(self, message: str, *, retryable: bool = False) -> None:
+        super().__init__(message)
+        self.retryable = retryable
 
 
 class ChecksumMismatch(ValueError):
@@ -129,7 +137,8 @@ def extract_interval(engine: Engine, spec: ModelSpec, interval: Interval) -> Ext
     except sa.exc.SQLAlchemyError as exc:
         raise SourceProblem(
             f"reading interval {interval} from connection {src.connection!r} failed: {exc.__class__.__name__}: "
-            f"{str(exc).splitlines()[0]}. Check the connection in Airflow (Admin > Connections) and retry."
+            f"{str(exc).splitlines()[0]}. Check the connection in Airflow (Admin > Connections) and retry.",
+            retryable=True,
         ) from exc
     if src.time_column in frame.columns:
         frame[src.time_column] = _to_utc(frame[src.time_column], src.time_column)

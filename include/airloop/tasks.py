@@ -29,7 +29,7 @@ def ingest_extract(model: str) -> dict[str, Any]:
     try:
         return extract(ing, _interval(context))
     except SourceProblem as exc:
-        if "does not exist" in str(exc) or "no time column" in str(exc):
+        if not exc.retryable:
             raise AirflowFailException(str(exc)) from None
         raise
 

@@ -247,8 +247,23 @@ def _shared_batch_definition() -> Any:
     return _batch_definition(_context())
 
 
-def validate(df: pd.DataFrame, suites: list[SuiteFile], *, id_column: str | None) -> Outcome:
-    """Validate a batch: a cheap boolean pass, and detailed results only if something fails."""
+@dataclass(frozen=True)
+class DocsTarget:
+    """Where to build the Data Docs site of a failing batch, and the GX run it is filed under."""
+
+    folder: Path
+    run_name: str
+    run_time: datetime
+
+
+def validate(
+    df: pd.DataFrame, suites: list[SuiteFile], *, id_column: str | None, docs: DocsTarget | None = None
+) -> Outcome:
+    """Validate a batch: a cheap boolean pass, and detailed results only if something fails.
+
+    With ``docs``, the detailed pass of a failing batch runs through a checkpoint that also builds its Data
+    Docs site, so the batch is validated in detail once, not once for the report and again for the docs.
+    """
     batch = _shared_batch_definition().get_batch(batch_parameters={"dataframe": df})
     # One boolean pass over every suite's expectations together: GX fingerprints the whole frame once per
     # validate call, so one pass instead of one per suite saves a full hash of the batch for each extra suite.
@@ -258,15 +273,22 @@ def validate(df: pd.DataFrame, suites: list[SuiteFile], *, id_column: str | None
     if result.success:
         return Outcome(success=True, rows=len(df), evaluated=evaluated, failures=[], suites=suites)
     # The detailed pass, per suite, names which suite each failure belongs to; passing suites are left out.
-    details = [d for d in (_validate_complete(batch, suite, df, id_column) for suite in suites) if d[0]]
-    failures = [f for d in details for f in d[0]]
+    index = None
+    if docs is None:
+        fmt = _result_format(df, id_column)
+        detailed = {s.name: _report_json(batch.validate(_to_gx_suite(s.raw), result_format=fmt)) for s in suites}
+    else:
+        index, detailed = _validate_with_docs(df, suites, id_column=id_column, docs=docs)
+    per_suite = [(_failures(s, detailed[s.name], id_column), detailed[s.name]) for s in suites]
+    per_suite = [(f, j) for f, j in per_suite if f]
     return Outcome(
         success=False,
         rows=len(df),
         evaluated=evaluated,
-        failures=failures,
+        failures=[f for fs, _ in per_suite for f in fs],
         suites=suites,
-        results=[d[1] for d in details],
+        results=[j for _, j in per_suite],
+        docs_index=index,
     )
 
 
@@ -277,14 +299,13 @@ def _result_format(df: pd.DataFrame, id_column: str | None) -> dict[str, Any]:
     return fmt
 
 
-def _validate_complete(
-    batch: Any, suite: SuiteFile, df: pd.DataFrame, id_column: str | None
-) -> tuple[list[Failure], dict[str, Any]]:
-    result = batch.validate(_to_gx_suite(suite.raw), result_format=_result_format(df, id_column))
+def _report_json(result: Any) -> dict[str, Any]:
+    """A GX suite result as stored: only what describes the data, so a re-run gives the same report
+    (GX's "meta" carries load times)."""
     full = result.to_json_dict()
-    # GX's "meta" carries load times; keep what describes the data so a re-run gives the same report.
-    as_json = {k: full[k] for k in ("suite_name", "statistics", "results")}
-    return _failures(suite, as_json, id_column), as_json
+    for r in full["results"]:  # ids GX generates when a suite is registered in a context differ on every run
+        r["expectation_config"].pop("id", None)
+    return {k: full[k] for k in ("suite_name", "statistics", "results")}
 
 
 def _failures(suite: SuiteFile, result: dict[str, Any], id_column: str | None) -> list[Failure]:
@@ -314,16 +335,11 @@ def _failures(suite: SuiteFile, result: dict[str, Any], id_column: str | None) -
     return failures
 
 
-def build_data_docs(
-    df: pd.DataFrame,
-    suites: list[SuiteFile],
-    *,
-    id_column: str | None,
-    target_dir: Path,
-    run_name: str,
-    run_time: datetime,
-) -> Path:
-    """Build a Data Docs site for this batch in ``target_dir`` (replaced atomically); return its index page.
+def _validate_with_docs(
+    df: pd.DataFrame, suites: list[SuiteFile], *, id_column: str | None, docs: DocsTarget
+) -> tuple[Path, dict[str, dict[str, Any]]]:
+    """Validate in detail through a checkpoint that builds a Data Docs site in ``docs.folder`` (replaced
+    atomically); return its index page and each suite's result.
 
     A fresh ephemeral context per call keeps each batch's site to its own results and avoids any shared
     GX config file (concurrent tasks would race on one).
@@ -333,6 +349,7 @@ def build_data_docs(
 
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
     _quiet_gx()
+    target_dir = docs.folder
     target_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = target_dir.with_name(f".{target_dir.name}.tmp-{uuid.uuid4().hex}")
     ctx = gx.get_context(mode="ephemeral")
@@ -362,10 +379,12 @@ def build_data_docs(
         )
     )
     try:
-        checkpoint.run(batch_parameters={"dataframe": df}, run_id=RunIdentifier(run_name=run_name, run_time=run_time))
+        run_id = RunIdentifier(run_name=docs.run_name, run_time=docs.run_time)
+        result = checkpoint.run(batch_parameters={"dataframe": df}, run_id=run_id)
         if target_dir.exists():
             shutil.rmtree(target_dir)
         os.replace(staging, target_dir)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    return target_dir / "index.html"
+    detailed = {r.suite_name: _report_json(r) for r in result.run_results.values()}
+    return target_dir / "index.html", detailed

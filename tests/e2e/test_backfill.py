@@ -2,24 +2,16 @@
 
 from __future__ import annotations
 
-import socket
-import time
-
 import httpx
 import pytest
 import yaml
 
 from airloop.lake import Lake
+from tests.e2e.helpers import free_port, wait_for
 
 pytestmark = pytest.mark.e2e
 
 INTERVALS = ["2011-01-01T000000Z", "2011-01-29T000000Z", "2011-02-26T000000Z"]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -36,8 +28,8 @@ def servers(tmp_path_factory, seeded_source):
     (models / "bikes.yaml").write_text(yaml.safe_dump(raw))
     mp.setenv("AIRLOOP_HOME", str(home))
     mp.setenv("AIRLOOP_MODELS_DIR", str(models))
-    mp.setenv("AIRLOOP_AIRFLOW_PORT", str(_free_port()))
-    mp.setenv("AIRLOOP_MLFLOW_PORT", str(_free_port()))
+    mp.setenv("AIRLOOP_AIRFLOW_PORT", str(free_port()))
+    mp.setenv("AIRLOOP_MLFLOW_PORT", str(free_port()))
     for var in ("AIRFLOW_HOME", "AIRFLOW__CORE__DAGS_FOLDER", "AIRFLOW__CORE__PLUGINS_FOLDER"):
         mp.delenv(var, raising=False)
     try:
@@ -53,19 +45,9 @@ def servers(tmp_path_factory, seeded_source):
         mp.undo()
 
 
-def _wait(predicate, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(2)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
-
-
 def test_backfill_through_rest_api_completes(servers):
     client, home = servers
-    _wait(lambda: client.get("/api/v2/dags/bikes_ingest").status_code == 200, 120, "the DAG to be parsed")
+    wait_for("the DAG to be parsed", lambda: client.get("/api/v2/dags/bikes_ingest").status_code == 200)
     assert client.patch("/api/v2/dags/bikes_ingest", json={"is_paused": False}).status_code == 200
 
     body = {
@@ -88,7 +70,7 @@ def test_backfill_through_rest_api_completes(servers):
         states = [r["state"] for r in runs["dag_runs"]]
         return runs if len(states) == 3 and all(s in ("success", "failed") for s in states) else None
 
-    runs = _wait(finished, 420, "the three backfill runs to finish")
+    runs = wait_for("the three backfill runs to finish", finished, timeout=420, every=2)
     states = {r["data_interval_start"][:10]: r["state"] for r in runs["dag_runs"]}
     # The third interval holds the real humidity-sensor fault of 2011-03-10: quarantined, its run failed.
     assert states == {"2011-01-01": "success", "2011-01-29": "success", "2011-02-26": "failed"}

@@ -15,14 +15,14 @@ import sqlite3
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from airloop import runtime
+from tests.e2e.helpers import free_port, wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
 
@@ -58,12 +58,6 @@ class Runtime:
     status: runtime.RuntimeStatus
     up_seconds: float
     pgids: dict[str, int]
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _request(
@@ -138,10 +132,10 @@ def _socket_inodes(pid: int) -> set[str]:
 
 def _isolate(mp: pytest.MonkeyPatch, home: Path, project: Path) -> None:
     """Point the runtime at ``home`` and ``project`` on two free ports, with nothing from tests/conftest.py."""
-    api_port = _free_port()
-    mlflow_port = _free_port()
+    api_port = free_port()
+    mlflow_port = free_port()
     while mlflow_port == api_port:
-        mlflow_port = _free_port()
+        mlflow_port = free_port()
     mp.setenv("AIRLOOP_HOME", str(home))
     mp.setenv("AIRLOOP_PROJECT_DIR", str(project))
     mp.setenv("AIRLOOP_AIRFLOW_PORT", str(api_port))
@@ -313,36 +307,26 @@ def test_up_restarts_only_what_died_and_keeps_connection_edits(rt: Runtime) -> N
     assert json.loads(body)["host"] == "/srv/oncall/edited.db", "up() must not undo an on-call edit"
 
 
-def _wait_for(what: str, check: Callable[[], Any], timeout: float = 120) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = check()
-        if result:
-            return result
-        time.sleep(1)
-    pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}")
-
-
 def test_a_task_runs(rt: Runtime) -> None:
     """Start a long task, so that down() below must stop task runners (they have a process group of their own)."""
     token = _admin_token()
     api = rt.status.urls["api"]
     dag_url = f"{api}/dags/{SLEEPER_DAG_ID}"
-    _wait_for("the DAG to be parsed", lambda: _request(dag_url, token)[0] == 200)
+    wait_for("the DAG to be parsed", lambda: _request(dag_url, token)[0] == 200)
     assert _request(dag_url, token, "PATCH", {"is_paused": False})[0] == 200
     code, _, body = _request(f"{dag_url}/dagRuns", token, "POST", {"logical_date": None})
     assert code == 200, body
     run_id = json.loads(body)["dag_run_id"]
     ti_url = f"{dag_url}/dagRuns/{run_id}/taskInstances/sleep"
-    _wait_for("the task to run", lambda: json.loads(_request(ti_url, token)[2]).get("state") == "running")
+    wait_for("the task to run", lambda: json.loads(_request(ti_url, token)[2]).get("state") == "running")
     # Past this point the task runner only calls on_kill() on SIGTERM and goes on sleeping.
-    _wait_for("the task's code to start", (rt.home / "sleeper.started").exists, timeout=60)
+    wait_for("the task's code to start", (rt.home / "sleeper.started").exists, timeout=60)
     scheduler = rt.pgids["scheduler"]
 
     def task_runners() -> list[int]:
         return [p for p, st, pgrp, sid in _live_processes() if sid == scheduler and pgrp != scheduler and st != "Z"]
 
-    assert _wait_for("a task runner in its own process group", task_runners, timeout=30)
+    assert wait_for("a task runner in its own process group", task_runners, timeout=30)
 
 
 def test_down_leaves_no_process_and_is_safe_twice(rt: Runtime) -> None:

@@ -125,3 +125,20 @@ def test_rerun_is_byte_identical_with_no_duplicates(ingest_dag, home):
             sa.text("SELECT count(*), count(DISTINCT partition) FROM validation_results WHERE model = 'bikes'")
         ).one()
     assert count == distinct == 3
+
+
+def test_broken_suite_fails_validate_and_publishes_nothing(ingest_dag, home, capfd, tmp_path, monkeypatch):
+    import shutil
+
+    shutil.copytree(ROOT / "expectations", tmp_path / "expectations")
+    (tmp_path / "expectations" / "bikes" / "values.json").write_text("{ broken")
+    monkeypatch.setenv("AIRLOOP_EXPECTATIONS_DIR", str(tmp_path / "expectations"))
+    _, states = _run(ingest_dag, datetime(2011, 4, 23, tzinfo=UTC))
+    assert states == {"extract": "success", "validate": "failed", "publish": "upstream_failed"}
+    out, err = capfd.readouterr()
+    assert "The suites of bikes cannot be used" in out + err
+    assert "values.json: not valid JSON at line 1" in out + err
+    lake = Lake(home / "lake")
+    key = "2011-04-23T000000Z"
+    assert key not in lake.partitions("bikes", "validated")
+    assert key not in lake.partitions("bikes", "quarantine")

@@ -62,15 +62,24 @@ def test_query_source_binds_parameters(engine, bikes_spec):
 
 def test_missing_table_says_seed(tmp_path, bikes_spec):
     eng = sa.create_engine(f"sqlite:///{tmp_path / 'empty.db'}")
-    with pytest.raises(SourceProblem, match=r"does not exist.*airloop seed"):
+    with pytest.raises(SourceProblem, match=r"does not exist.*airloop seed") as err:
         extract_interval(eng, bikes_spec, DAY)
+    assert err.value.retryable is False
 
 
 def test_wrong_time_column_is_named(engine, bikes_spec):
     raw = bikes_spec.model_dump(mode="json")
     raw["source"]["time_column"] = "when"
-    with pytest.raises(SourceProblem, match="no time column 'when'"):
+    with pytest.raises(SourceProblem, match="no time column 'when'") as err:
         extract_interval(engine, ModelSpec.model_validate(yaml.safe_load(yaml.safe_dump(raw))), DAY)
+    assert err.value.retryable is False
+
+
+def test_unreachable_database_is_retryable(tmp_path, bikes_spec):
+    eng = sa.create_engine(f"sqlite:///{tmp_path / 'no' / 'such' / 'dir.db'}")
+    with pytest.raises(SourceProblem, match="Check the connection") as err:
+        extract_interval(eng, bikes_spec, DAY)
+    assert err.value.retryable is True
 
 
 def test_checksum_is_verified(tmp_path):
