@@ -101,3 +101,148 @@ def ingest_runbook(spec: ModelSpec) -> str:
         time_column=spec.source.time_column,
         suite_dir=spec.suite_dir,
     )
+
+
+def retrain_asset(spec: ModelSpec) -> Asset:
+    """Retrain requests (from monitoring, or any service through ``POST /api/v2/assets/events``).
+
+    The event's ``extra.reason`` becomes the training run's reason.
+    """
+    return Asset(name=f"{spec.name}.retrain_requested", uri=f"airloop://{spec.name}/retrain-requests", group="airloop")
+
+
+def train_schedule(spec: ModelSpec) -> Any:
+    """Retrain requests always; plus the spec's cron when it has one (never both at once: one run at a time)."""
+    from airflow.sdk import AssetOrTimeSchedule, CronTriggerTimetable
+
+    if spec.training.cron is None:
+        return [retrain_asset(spec)]
+    return AssetOrTimeSchedule(
+        timetable=CronTriggerTimetable(spec.training.cron, timezone="UTC"), assets=[retrain_asset(spec)]
+    )
+
+
+def decision_tasks(spec: ModelSpec, gated: Any) -> None:
+    """Wire what follows a gate: optional human approval, the serialised promotion, and the ledger record.
+
+    ``gated`` is the short-circuiting gate task: when it returns False (refused, dry run, nothing to do),
+    approval and promotion are skipped, and ``record`` still writes why nothing moved.
+    """
+    from airflow.sdk import TriggerRule, task
+
+    from airloop import tasks
+
+    @task(retries=0)
+    def promote(model: str) -> dict:
+        return tasks.decision_promote(model)
+
+    @task(trigger_rule=TriggerRule.ALL_DONE)
+    def record(model: str) -> dict | None:
+        return tasks.decision_record(model)
+
+    promoted = promote(spec.name)
+    approval = spec.gate.approval
+    if approval.required:
+        from airflow.providers.standard.operators.hitl import ApprovalOperator
+
+        approve = ApprovalOperator(
+            task_id="approve",
+            subject=f"Promote {spec.name} v{{{{ ti.xcom_pull(task_ids='gate', key='gate')['candidate'] }}}} "
+            "to @champion?",
+            body="{{ ti.xcom_pull(task_ids='gate', key='gate')['markdown'] }}",
+            response_timeout=timedelta(hours=approval.timeout_hours),
+            retries=0,
+        )
+        gated >> approve >> promoted
+    else:
+        gated >> promoted
+    promoted >> record(spec.name)
+
+
+_TRAIN_RUNBOOK = """\
+# {name}_train
+
+**Owner:** {owner} · **Model:** `{name}` ({description})
+
+## What it does
+1. **check**: refuses unknown or invalid params in seconds (a manual or API run must give a `reason`);
+2. **train**: takes the latest {window} days of validated data (or `window_start`/`window_end`), holds out the
+   last {holdout} days, fits `{estimator}`, logs params, metrics (overall and per slice), the training data
+   (partitions and digests), plots and the model to MLflow experiment `{name}`, registers a version as `@challenger`;
+3. **gate**: scores challenger and `@champion` on the same holdout; mode `{mode}`; thresholds {thresholds};
+   at least {improvement:.0%} better on {metric}; no slice more than {tolerance:.0%} worse; sane predictions;
+   same signature. The verdict is written on the model version (tags and description);
+{approval_line}4. **promote**: moves `@champion` (serialised with every other promotion), clears `@challenger`,
+   appends to the `promotion_ledger` table; **record** writes the ledger row when nothing moved (refused,
+   dry run, rejected).
+
+Runs on: {triggers}; and by hand (Trigger, with a `reason`) or `POST /api/v2/dags/{name}_train/dagRuns`
+with `{{"logical_date": null, "conf": {{"reason": "..."}}}}`. One run at a time.
+Params: `reason`, `window_start`, `window_end` (dates), `overrides` (allowed: {overridable}).
+
+## Triage
+- **check failed**: the log names the param and the fix; trigger again with corrected conf.
+- **train failed, "no validated partitions" / "only N training rows"**: ingest (backfill `{name}_ingest`) the
+  window first, or pass another window.
+- **gate passed but record says refused**: read the reasons in the log, the version's description in MLflow,
+  or `SELECT * FROM promotion_ledger WHERE model='{name}' ORDER BY seq DESC`.
+- **promote failed, "@champion is now ..."**: another promotion won the race; nothing moved and the conflict is in
+  the ledger. Trigger training (or `{name}_promote`) again to compare against the new champion.
+"""
+
+
+def train_runbook(spec: ModelSpec) -> str:
+    t, g = spec.training, spec.gate
+    triggers = f"retrain requests (Asset `{spec.name}.retrain_requested`)"
+    if t.cron:
+        triggers += f" and cron `{t.cron}` (UTC)"
+    approval_line = (
+        "   **approve**: a person approves in Browse > Required Actions "
+        f"(times out after {g.approval.timeout_hours:g} h;\n   reject and timeout are recorded, nothing moves);\n"
+        if g.approval.required
+        else ""
+    )
+    return _TRAIN_RUNBOOK.format(
+        name=spec.name,
+        owner=spec.owner,
+        description=spec.description,
+        window=t.window_days,
+        holdout=t.holdout_days,
+        estimator=t.estimator.class_path,
+        mode=g.mode,
+        thresholds=", ".join(f"{k} {'>=' if k == 'r2' else '<='} {v:g}" for k, v in g.thresholds.items()) or "none",
+        improvement=g.min_improvement,
+        metric=g.metric,
+        tolerance=g.slice_tolerance,
+        approval_line=approval_line,
+        triggers=triggers,
+        overridable=", ".join(t.overridable) or "none",
+    )
+
+
+_PROMOTE_RUNBOOK = """\
+# {name}_promote
+
+**Owner:** {owner} · manual and API only.
+
+Promote a named registry version to `@champion`, or roll back to the previous champion, through the same gate
+as training (mode `{mode}`) and into the same `promotion_ledger`.
+
+Params: `action` (`promote` or `rollback`), `version` (for promote), `reason` (required), `override`
+(true skips the gate's verdict; the override and who triggered it are recorded).
+
+Rollback restores the champion that preceded the current one according to the ledger; it must still pass the
+absolute thresholds and sanity checks on the newest holdout (or be overridden).
+
+API: `POST /api/v2/dags/{name}_promote/dagRuns` with
+`{{"logical_date": null, "conf": {{"action": "rollback", "reason": "v7 over-predicts weekends"}}}}`.
+
+## Triage
+- **check failed**: the log names the param; "no earlier champion": the ledger has nothing to roll back to.
+- **gate refused**: the reasons are in the log and the ledger; re-run with `override: true` only if you mean it.
+- **promote failed, "@champion is now ..."**: another promotion ran at the same time; nothing moved; run again.
+"""
+
+
+def promote_runbook(spec: ModelSpec) -> str:
+    return _PROMOTE_RUNBOOK.format(name=spec.name, owner=spec.owner, mode=spec.gate.mode)

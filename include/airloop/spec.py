@@ -8,10 +8,11 @@ expected and how to fix it; in a DAG file that becomes the DAG import error an e
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -113,6 +114,126 @@ class Validation(_Strict):
     suites: list[str] | None = Field(default=None, description="Suite file names to apply; default every *.json.")
 
 
+class Estimator(_Strict):
+    """The scikit-learn estimator at the end of the pipeline, by its import path, with its parameters."""
+
+    class_path: str = Field(
+        default="sklearn.ensemble.HistGradientBoostingRegressor",
+        alias="class",
+        description="Import path of a scikit-learn estimator (only `sklearn.` classes are allowed).",
+    )
+    params: dict[str, Any] = {}
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    @field_validator("class_path")
+    @classmethod
+    def _sklearn_only(cls, value: str) -> str:
+        if not re.match(r"^sklearn(\.[A-Za-z_][A-Za-z0-9_]*)+$", value):
+            raise ValueError(
+                "`class` must be the import path of a scikit-learn estimator, e.g. "
+                "`sklearn.ensemble.HistGradientBoostingRegressor`"
+            )
+        return value
+
+
+class Search(_Strict):
+    """An optional, bounded hyperparameter search over the estimator's parameters (time-series folds)."""
+
+    space: dict[str, list[Any]] = Field(description="Estimator parameter -> candidate values.")
+    max_trials: Annotated[int, Field(ge=1, le=50)] = 8
+    folds: Annotated[int, Field(ge=2, le=10)] = 3
+
+    @field_validator("space")
+    @classmethod
+    def _non_empty(cls, value: dict[str, list[Any]]) -> dict[str, list[Any]]:
+        empty = sorted(k for k, v in value.items() if not v)
+        if not value or empty:
+            raise ValueError(f"`space` needs at least one parameter with candidate values (empty: {empty})")
+        return value
+
+
+class Slice(_Strict):
+    """A slice of the holdout whose metrics are reported and gated: by value of a column, or by bins of it."""
+
+    name: str
+    column: str
+    bins: list[float] | None = Field(default=None, description="Bin edges [a, b, c] give slices [a, b) and [b, c).")
+    labels: list[str] | None = None
+
+    @model_validator(mode="after")
+    def _bins_and_labels(self) -> Slice:
+        if self.labels is not None and (self.bins is None or len(self.labels) != len(self.bins) - 1):
+            raise ValueError("`labels` needs `bins` and one label per bin (len(bins) - 1)")
+        if self.bins is not None and list(self.bins) != sorted(set(self.bins)):
+            raise ValueError("`bins` must be strictly increasing")
+        return self
+
+
+class Training(_Strict):
+    """How a model is trained: the window, the holdout, the estimator and what a run may override."""
+
+    cron: str | None = Field(default=None, description="Retrain on this cron (UTC); none: on demand and on drift.")
+    window_days: Annotated[int, Field(ge=1)] = 365
+    holdout_days: Annotated[int, Field(ge=1)] = 56
+    min_rows: Annotated[int, Field(ge=1)] = 1000
+    seed: int = 42
+    estimator: Estimator = Estimator()
+    search: Search | None = None
+    overridable: list[str] = Field(
+        default=[], description="Estimator parameters a run may override (param `overrides` of the train DAG)."
+    )
+    slices: list[Slice] = []
+
+    @model_validator(mode="after")
+    def _holdout_inside_window(self) -> Training:
+        if self.holdout_days >= self.window_days:
+            raise ValueError(
+                f"`holdout_days` ({self.holdout_days}) must be less than `window_days` ({self.window_days})"
+            )
+        return self
+
+
+_MINIMIZED = {"rmse", "mae"}
+METRICS = ("rmse", "mae", "r2")
+
+
+class Sanity(_Strict):
+    """Predictions a model may give at all: no NaN, and within a plausible range."""
+
+    min_prediction: float | None = None
+    max_prediction: float | None = None
+
+
+class Approval(_Strict):
+    """A person's approval before `@champion` moves (the standard provider's HITL approval)."""
+
+    required: bool = False
+    timeout_hours: Annotated[float, Field(gt=0)] = 24
+
+
+class Gate(_Strict):
+    """The promotion gate: what a challenger must show before it becomes `@champion`."""
+
+    mode: Literal["enabled", "dry_run"] = "enabled"
+    metric: Literal["rmse", "mae", "r2"] = "rmse"
+    thresholds: dict[Literal["rmse", "mae", "r2"], float] = Field(
+        default={}, description="Absolute bounds: rmse and mae at most this, r2 at least this."
+    )
+    min_improvement: Annotated[float, Field(ge=0, le=1)] = Field(
+        default=0.01, description="Relative improvement of `metric` over the champion, e.g. 0.01 = 1 %."
+    )
+    slice_tolerance: Annotated[float, Field(ge=0, le=1)] = Field(
+        default=0.05, description="How much worse (relative) than the champion any slice may be."
+    )
+    sanity: Sanity = Sanity()
+    approval: Approval = Approval()
+
+    @property
+    def lower_is_better(self) -> bool:
+        return self.metric in _MINIMIZED
+
+
 class ModelSpec(_Strict):
     """One model: its data, its schedule, its features and target, and how its batches are validated."""
 
@@ -128,6 +249,8 @@ class ModelSpec(_Strict):
         default=[], description="Source columns that must never be features (e.g. parts of the target)."
     )
     validation: Validation = Validation()
+    training: Training = Training()
+    gate: Gate = Gate()
 
     @field_validator("name")
     @classmethod
@@ -147,6 +270,13 @@ class ModelSpec(_Strict):
             raise ValueError(
                 f"{clash} cannot be features: the target, the time column and leakage columns are never model inputs"
             )
+        slice_columns = {sl.column for sl in self.training.slices}
+        unknown = sorted(slice_columns - set(names))
+        if unknown:
+            raise ValueError(f"training.slices name columns that are not features: {unknown}")
+        for key in self.training.overridable:
+            if self.training.search is not None and key in self.training.search.space:
+                raise ValueError(f"`{key}` is both searched and overridable; choose one")
         return self
 
     @property
@@ -249,4 +379,5 @@ def get_spec(name: str, directory: Path | None = None) -> ModelSpec:
 
 def spec_digest(spec: ModelSpec) -> str:
     """A short, stable digest of a spec's content (field order and comments do not matter)."""
-    return hashlib.sha256(spec.model_dump_json().encode()).hexdigest()[:16]
+    canonical = json.dumps(spec.model_dump(mode="json", by_alias=True), sort_keys=True)
+    return hashlib.sha256(canonical.encode()).hexdigest()[:16]

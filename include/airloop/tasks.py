@@ -60,3 +60,147 @@ def ingest_publish(model: str, validated: dict[str, Any]) -> dict[str, Any]:
     extra = publish(Ingestion.for_spec(spec), _interval(context), validated)
     context["outlet_events"][validated_asset(spec)].extra = extra
     return extra
+
+
+# --- model lifecycle: train, gate, approve, promote, record -------------------------------------------------
+
+
+def _run_info(context: Any) -> Any:
+    from airloop.lifecycle import RunInfo
+
+    dag_run = context["dag_run"]
+    run_type = getattr(dag_run, "run_type", None)
+    return RunInfo(
+        dag_id=dag_run.dag_id,
+        run_id=dag_run.run_id,
+        try_number=getattr(context["ti"], "try_number", None),
+        run_type=getattr(run_type, "value", run_type),
+        triggered_by=getattr(dag_run, "triggering_user_name", None),
+    )
+
+
+def _asset_reasons(context: Any) -> list[str]:
+    reasons: list[str] = []
+    for events in (context.get("triggering_asset_events") or {}).values():
+        for event in events:
+            extra = getattr(event, "extra", None) or {}
+            reasons.append(str(extra.get("reason") or f"asset event {extra or ''}".strip()))
+    return reasons
+
+
+def _fail_on(*expected: type[Exception]) -> Any:
+    """Turn airloop's expected errors into a task failure without retries, whose message is the summary."""
+    from contextlib import contextmanager
+
+    @contextmanager
+    def guard() -> Any:
+        try:
+            yield
+        except expected as exc:
+            raise AirflowFailException(str(exc)) from None
+
+    return guard()
+
+
+def train_check(model: str) -> dict[str, Any]:
+    from airloop import lifecycle
+
+    context = get_current_context()
+    with _fail_on(lifecycle.RequestProblem):
+        return lifecycle.train_request(
+            get_spec(model),
+            dict(context["dag_run"].conf or {}),
+            dict(context["params"]),
+            _run_info(context),
+            _asset_reasons(context),
+        )
+
+
+def train_fit(model: str, request: dict[str, Any]) -> dict[str, Any]:
+    from airloop import lifecycle
+    from airloop.tracking import RegistryProblem
+    from airloop.training import TrainingProblem
+
+    context = get_current_context()
+    with _fail_on(TrainingProblem, RegistryProblem):
+        return lifecycle.train(get_spec(model), request, _run_info(context))
+
+
+def gate_trained(model: str, trained: dict[str, Any]) -> bool:
+    """Gate the freshly trained challenger on its own holdout; push the verdict; True when it may go on."""
+    from airloop import lifecycle
+    from airloop.tracking import RegistryProblem
+    from airloop.training import TrainingProblem
+
+    context = get_current_context()
+    with _fail_on(TrainingProblem, RegistryProblem):
+        result = lifecycle.gate(
+            get_spec(model),
+            action="promote",
+            candidate=trained["version"],
+            window=trained["window"],
+            reason=trained["reason"],
+            run=_run_info(context),
+            mlflow_run_id=trained["mlflow_run_id"],
+        )
+    context["ti"].xcom_push(key="gate", value=result)
+    return bool(result["promote"])
+
+
+def promote_check(model: str) -> dict[str, Any]:
+    from airloop import lifecycle
+
+    context = get_current_context()
+    with _fail_on(lifecycle.RequestProblem):
+        return lifecycle.promote_request(get_spec(model), dict(context["dag_run"].conf or {}), dict(context["params"]))
+
+
+def gate_requested(model: str, request: dict[str, Any]) -> bool:
+    """Gate a named version (or the rollback target) on the newest holdout; push the verdict."""
+    from airloop import lifecycle
+    from airloop.tracking import RegistryProblem
+    from airloop.training import TrainingProblem
+
+    context = get_current_context()
+    with _fail_on(TrainingProblem, RegistryProblem):
+        result = lifecycle.gate(
+            get_spec(model),
+            action=request["action"],
+            candidate=request["candidate"],
+            window=None,
+            reason=request["reason"],
+            run=_run_info(context),
+            override=request["override"],
+        )
+    context["ti"].xcom_push(key="gate", value=result)
+    return bool(result["promote"])
+
+
+def _approval(context: Any, model: str) -> dict[str, Any] | None:
+    if not get_spec(model).gate.approval.required:
+        return None
+    return context["ti"].xcom_pull(task_ids="approve")
+
+
+def decision_promote(model: str) -> dict[str, Any]:
+    from airloop import lifecycle
+    from airloop.promotion import PromotionConflict
+
+    context = get_current_context()
+    gate_result = context["ti"].xcom_pull(task_ids="gate", key="gate")
+    with _fail_on(PromotionConflict):
+        return lifecycle.promote(gate_result, _approval(context, model), _run_info(context))
+
+
+def decision_record(model: str) -> dict[str, Any] | None:
+    from airloop import lifecycle
+
+    context = get_current_context()
+    ti = context["ti"]
+    return lifecycle.record_outcome(
+        ti.xcom_pull(task_ids="gate", key="gate"),
+        _approval(context, model),
+        ti.xcom_pull(task_ids="promote"),
+        get_spec(model).gate.approval.required,
+        _run_info(context),
+    )

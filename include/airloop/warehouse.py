@@ -37,6 +37,60 @@ validation_results = sa.Table(
 )
 
 
+promotion_ledger = sa.Table(
+    "promotion_ledger",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("model", sa.String(64), nullable=False),
+    sa.Column("seq", sa.Integer, nullable=False, comment="1, 2, 3, ... per model, in decision order"),
+    sa.Column("action", sa.String(16), nullable=False, comment="promote or rollback"),
+    sa.Column("outcome", sa.String(32), nullable=False, comment="promoted, rolled_back, refused, dry_run, ..."),
+    sa.Column("moved", sa.Boolean, nullable=False, comment="whether @champion moved"),
+    sa.Column("candidate_version", sa.String(32)),
+    sa.Column("from_version", sa.String(32), comment="@champion before the decision"),
+    sa.Column("champion_after", sa.String(32), comment="@champion after the decision"),
+    sa.Column("decided_by", sa.String(250), nullable=False),
+    sa.Column("reason", sa.Text, nullable=False),
+    sa.Column("evidence", sa.JSON, nullable=False),
+    sa.Column("dag_id", sa.String(250)),
+    sa.Column("dag_run_id", sa.String(250)),
+    sa.Column("mlflow_run_id", sa.String(64)),
+    sa.Column("recorded_at", sa.DateTime(timezone=True), nullable=False),
+    sa.UniqueConstraint("model", "seq", name="uq_promotion_ledger_model_seq"),
+)
+
+#: One row per model; a promotion updates its row first thing in its transaction, which serialises
+#: promotions of a model on SQLite (database write lock) and on Postgres (row lock) alike.
+promotion_locks = sa.Table(
+    "promotion_locks",
+    metadata,
+    sa.Column("model", sa.String(64), primary_key=True),
+    sa.Column("holder", sa.String(250)),
+    sa.Column("acquired_at", sa.DateTime(timezone=True)),
+)
+
+# The ledger is append-only in the database itself, not only by convention: updates and deletes abort.
+for _op in ("UPDATE", "DELETE"):
+    sa.event.listen(
+        promotion_ledger,
+        "after_create",
+        sa.DDL(
+            f"CREATE TRIGGER promotion_ledger_no_{_op.lower()} BEFORE {_op} ON promotion_ledger "
+            "BEGIN SELECT RAISE(ABORT, 'promotion_ledger is append-only'); END"
+        ).execute_if(dialect="sqlite"),
+    )
+sa.event.listen(
+    promotion_ledger,
+    "after_create",
+    sa.DDL(
+        "CREATE OR REPLACE FUNCTION promotion_ledger_append_only() RETURNS trigger AS $$ "
+        "BEGIN RAISE EXCEPTION 'promotion_ledger is append-only'; END; $$ LANGUAGE plpgsql; "
+        "CREATE TRIGGER promotion_ledger_append_only BEFORE UPDATE OR DELETE ON promotion_ledger "
+        "FOR EACH ROW EXECUTE FUNCTION promotion_ledger_append_only()"
+    ).execute_if(dialect="postgresql"),
+)
+
+
 def ensure_schema(engine: Engine) -> None:
     """Create missing tables (idempotent; never alters or drops)."""
     metadata.create_all(engine, checkfirst=True)

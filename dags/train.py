@@ -1,0 +1,42 @@
+"""Training: one `<model>_train` DAG per model spec (wiring only; the logic lives in `airloop`)."""
+
+from __future__ import annotations
+
+from airflow.sdk import DAG, Param, task
+
+from airloop import dagkit, tasks
+
+for spec in dagkit.model_specs():
+    with DAG(
+        dag_id=spec.dag_id("train"),
+        description=f"Train {spec.name}, gate the challenger against @champion, promote and record",
+        schedule=dagkit.train_schedule(spec),
+        start_date=spec.schedule.start_datetime,
+        catchup=False,
+        max_active_runs=1,
+        default_args=dagkit.default_args(spec),
+        tags=dagkit.tags(spec, "train"),
+        doc_md=dagkit.train_runbook(spec),
+        params={
+            "reason": Param(
+                None, type=["null", "string"], maxLength=500, description="Why this run (required by hand)"
+            ),
+            "window_start": Param(None, type=["null", "string"], format="date", description="First day (UTC)"),
+            "window_end": Param(None, type=["null", "string"], format="date", description="Day after the last"),
+            "overrides": Param({}, type="object", description=f"Allowed: {', '.join(spec.training.overridable)}"),
+        },
+    ):
+
+        @task
+        def check(model: str) -> dict:
+            return tasks.train_check(model)
+
+        @task(retries=1)
+        def train(model: str, request: dict) -> dict:
+            return tasks.train_fit(model, request)
+
+        @task.short_circuit(task_id="gate", ignore_downstream_trigger_rules=False)
+        def gate(model: str, trained: dict) -> bool:
+            return tasks.gate_trained(model, trained)
+
+        dagkit.decision_tasks(spec, gate(spec.name, train(spec.name, check(spec.name))))

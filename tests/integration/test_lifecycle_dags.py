@@ -1,0 +1,194 @@
+"""bikes_train and bikes_promote run for real with dag.test(): real data, real MLflow store, real warehouse.
+
+The tests run in file order and build on each other, as a model's life does: a first champion, a worse
+challenger refused, a better one promoted, a rollback. Each asserts what the registry and the ledger say.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+ROOT = Path(__file__).resolve().parents[2]
+
+WEAK = {"max_iter": 20, "learning_rate": 0.1}  # passes the absolute thresholds, leaves room to improve
+WORSE = {"max_iter": 3, "learning_rate": 0.05}  # far worse: fails thresholds and the comparison
+
+
+class _FreshDags:
+    """Each run gets a freshly parsed DAG, as the scheduler's runs do: dag.test() runs tasks in this process,
+    and a run's conf updates the params of the task objects it ran, which the next run would inherit."""
+
+    def __getitem__(self, dag_id: str):
+        from airflow.dag_processing.dagbag import DagBag
+
+        bag = DagBag(dag_folder=str(ROOT / "dags" / f"{dag_id.split('_', 1)[1]}.py"))
+        assert bag.import_errors == {}
+        return bag.dags[dag_id]
+
+
+@pytest.fixture(scope="module")
+def dags(airflow_db, validated_lake):
+    return _FreshDags()
+
+
+@pytest.fixture(scope="module")
+def warehouse():
+    from airloop.config import WAREHOUSE_CONN_ID
+    from airloop.db import engine_for
+
+    return engine_for(WAREHOUSE_CONN_ID)
+
+
+def _run(dag, conf: dict):
+    run = dag.test(run_conf=conf)
+    return run, {ti.task_id: ti.state for ti in run.get_task_instances()}
+
+
+def _ledger(warehouse) -> list[dict]:
+    from airloop.promotion import ledger
+
+    return ledger(warehouse, "bikes")
+
+
+def _champion() -> str | None:
+    from airloop import tracking
+
+    return tracking.version_for_alias("bikes", tracking.CHAMPION)
+
+
+def test_first_model_becomes_champion_with_lineage(dags, warehouse, validated_lake):
+    from airloop import tracking
+
+    run, states = _run(dags["bikes_train"], {"reason": "first champion", "overrides": WEAK})
+    assert states == {
+        "check": "success",
+        "train": "success",
+        "gate": "success",
+        "promote": "success",
+        "record": "success",
+    }, states
+    version = _champion()
+    assert version is not None
+    assert tracking.version_for_alias("bikes", tracking.CHALLENGER) is None  # cleared on promotion
+    (row,) = _ledger(warehouse)
+    assert (row["seq"], row["action"], row["outcome"], row["moved"]) == (1, "promote", "promoted", True)
+    assert (row["from_version"], row["champion_after"], row["decided_by"]) == (None, version, "gate")
+    assert row["dag_run_id"] == run.run_id and "first champion" in row["reason"]
+    assert row["evidence"]["verdict"]["passed"] is True
+
+    # Lineage: version -> run -> dataset input (digest) -> partitions with their digests.
+    c = tracking.client()
+    mv = c.get_model_version("bikes", version)
+    assert mv.tags["gate.passed"] == "true" and "first champion" in mv.description
+    mlflow_run = c.get_run(mv.run_id)
+    assert mlflow_run.data.tags["airflow.dag_id"] == "bikes_train"
+    assert mlflow_run.data.tags["airflow.run_id"] == run.run_id
+    assert mlflow_run.data.tags["airloop.spec_digest"]
+    assert "schema:fixture" in mlflow_run.data.tags["airloop.suite_digests"]
+    assert mlflow_run.data.tags["mlflow.source.git.commit"]
+    assert mlflow_run.data.params["estimator.max_iter"] == "20"
+    for metric in ("holdout_rmse", "holdout_mae", "holdout_r2", "slice_hour_band_night_rmse", "slice_season_4_rmse"):
+        assert metric in mlflow_run.data.metrics, metric
+    (dataset_input,) = mlflow_run.inputs.dataset_inputs
+    lineage_path = c.download_artifacts(mv.run_id, "lineage/training_data.json")
+    lineage = json.loads(Path(lineage_path).read_text())
+    assert dataset_input.dataset.digest == lineage["content_digest"][:36]
+    assert [p["partition"] for p in lineage["partitions"]] == validated_lake[-len(lineage["partitions"]) :]
+    assert all(len(p["content_digest"]) == 64 for p in lineage["partitions"])
+    artifacts = {a.path for a in c.list_artifacts(mv.run_id, "plots")}
+    assert artifacts == {"plots/predicted_vs_actual.png", "plots/residuals_by_hour.png", "plots/feature_importance.png"}
+    info = __import__("mlflow").models.get_model_info(f"models:/bikes/{version}")
+    assert info.signature is not None and "hum" in info.signature.inputs.input_names()
+
+
+def test_worse_challenger_is_refused_and_the_ledger_says_why(dags, warehouse):
+    champion = _champion()
+    _, states = _run(dags["bikes_train"], {"reason": "deliberately worse", "overrides": WORSE})
+    assert states["gate"] == "success" and states["promote"] == "skipped" and states["record"] == "success"
+    assert _champion() == champion
+    newest = _ledger(warehouse)[0]
+    assert (newest["outcome"], newest["moved"], newest["champion_after"]) == ("refused", False, champion)
+    failed = {c["name"] for c in newest["evidence"]["verdict"]["checks"] if not c["passed"]}
+    assert "improvement" in failed and "threshold:rmse" in failed, failed
+    assert "REFUSE" in newest["reason"] and "deliberately worse" in newest["reason"]
+
+
+def test_better_challenger_is_promoted(dags, warehouse):
+    before = _champion()
+    _, states = _run(dags["bikes_train"], {"reason": "spec defaults"})
+    assert states["promote"] == "success", states
+    after = _champion()
+    assert int(after) > int(before)
+    newest = _ledger(warehouse)[0]
+    assert (newest["outcome"], newest["from_version"], newest["champion_after"]) == ("promoted", before, after)
+    assert newest["evidence"]["verdict"]["checks"]
+
+
+def test_rollback_restores_the_previous_champion(dags, warehouse):
+    history = [r["champion_after"] for r in reversed(_ledger(warehouse)) if r["moved"]]
+    current, previous = history[-1], history[-2]
+    _, states = _run(dags["bikes_promote"], {"action": "rollback", "reason": "new champion misbehaves"})
+    assert states["promote"] == "success", states
+    assert _champion() == previous
+    newest = _ledger(warehouse)[0]
+    assert (newest["action"], newest["outcome"], newest["from_version"], newest["champion_after"]) == (
+        "rollback",
+        "rolled_back",
+        current,
+        previous,
+    )
+
+
+def test_promote_a_named_version_through_the_gate_or_with_override(dags, warehouse):
+    refused = next(r["candidate_version"] for r in _ledger(warehouse) if r["outcome"] == "refused")
+    champion = _champion()
+    _, states = _run(dags["bikes_promote"], {"action": "promote", "version": refused, "reason": "try it"})
+    assert states["promote"] == "skipped" and _champion() == champion
+    assert _ledger(warehouse)[0]["outcome"] == "refused"
+
+    _, states = _run(
+        dags["bikes_promote"], {"action": "promote", "version": refused, "reason": "forced", "override": True}
+    )
+    assert states["promote"] == "success" and _champion() == refused
+    newest = _ledger(warehouse)[0]
+    assert newest["decided_by"].startswith("override by") and "OVERRIDE" in newest["reason"]
+    assert newest["evidence"]["verdict"]["passed"] is False  # the evidence still says the gate refused
+
+
+def test_unknown_or_missing_params_fail_fast_naming_them(dags, warehouse, capfd, caplog):
+    rows = len(_ledger(warehouse))
+    _, states = _run(dags["bikes_train"], {"reason": "typo", "overides": {"max_iter": 5}})
+    assert states["check"] == "failed" and states["train"] == "upstream_failed"
+    err = "".join(capfd.readouterr())
+    assert "overides" in err and "reason" in err
+
+    _, states = _run(dags["bikes_train"], {})
+    assert states["check"] == "failed"
+    err = "".join(capfd.readouterr())
+    assert "param `reason` is required" in err
+
+    _, states = _run(dags["bikes_train"], {"reason": "bad override", "overrides": {"loss": "absolute_error"}})
+    assert states["check"] == "failed"
+    err = "".join(capfd.readouterr())
+    assert "not allowed" in err and "loss" in err
+
+    _, states = _run(dags["bikes_promote"], {"action": "promote", "reason": "no version given"})
+    assert states["check"] == "failed"
+    err = "".join(capfd.readouterr())
+    assert "param `version` is required" in err
+    assert len(_ledger(warehouse)) == rows  # refused requests decide nothing
+
+
+def test_ledger_is_append_only(warehouse):
+    from airloop.warehouse import promotion_ledger
+
+    with pytest.raises(sa.exc.DatabaseError, match="append-only"), warehouse.begin() as conn:
+        conn.execute(promotion_ledger.update().values(reason="rewritten"))
+    with pytest.raises(sa.exc.DatabaseError, match="append-only"), warehouse.begin() as conn:
+        conn.execute(promotion_ledger.delete())
+    seqs = [r["seq"] for r in _ledger(warehouse)]
+    assert seqs == list(range(len(seqs), 0, -1))
