@@ -1,12 +1,15 @@
 """``make demo``: the whole pipeline on the vendored real data, driven the way a user would drive it.
 
 Seeds the source, starts the embedded runtime, waits for the DAGs to be parsed, unpauses ingestion so the
-scheduler replays the data's timeline (catchup), follows progress through the REST API and prints a summary.
+scheduler replays the data's timeline (catchup), then triggers training with a reason through the REST API
+(the first model that passes the gate becomes ``@champion``), follows progress and prints a summary:
+intervals, champion and its metrics, and the promotion ledger.
 The servers stay up for exploring (``make down`` stops them) unless ``--exit`` is given.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from datetime import UTC, datetime
@@ -19,7 +22,7 @@ from airloop.config import SOURCE_CONN_ID, WAREHOUSE_CONN_ID, paths
 from airloop.spec import ModelSpec, get_spec
 
 MODEL = "bikes"
-STAGES = 4
+STAGES = 5
 _TERMINAL = {"success", "failed"}
 
 
@@ -56,6 +59,9 @@ class Api:
 
     def patch(self, path: str, body: dict[str, Any]) -> httpx.Response:
         return self.client.patch(f"/api/v2{path}", json=body)
+
+    def post(self, path: str, body: dict[str, Any]) -> httpx.Response:
+        return self.client.post(f"/api/v2{path}", json=body)
 
 
 def _wait_for_dag(api: Api, dag_id: str, timeout: float = 180) -> None:
@@ -95,6 +101,71 @@ def _replay_ingest(api: Api, spec: ModelSpec, expected: int, timeout: float = 36
         if time.monotonic() > deadline:
             raise DemoFailed(f"ingestion did not finish within {timeout:.0f} s ({len(done)}/{expected} intervals)")
         time.sleep(3)
+
+
+def _train(api: Api, spec: ModelSpec, timeout: float = 900) -> dict[str, Any]:
+    """Trigger training the way a service would (REST API, with a reason) and wait for the run to end."""
+    dag_id = spec.dag_id("train")
+    _wait_for_dag(api, dag_id)
+    api.patch(f"/dags/{dag_id}", {"is_paused": False}).raise_for_status()
+    response = api.post(
+        f"/dags/{dag_id}/dagRuns",
+        {"logical_date": None, "conf": {"reason": "demo: first champion on the replayed range"}},
+    )
+    response.raise_for_status()
+    run_id = response.json()["dag_run_id"]
+    deadline = time.monotonic() + timeout
+    shown: set[str] = set()
+    while time.monotonic() < deadline:
+        tis = api.get(f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances").json()["task_instances"]
+        for ti in sorted(tis, key=lambda t: t["start_date"] or ""):
+            if ti["state"] in ("success", "failed", "skipped", "upstream_failed") and ti["task_id"] not in shown:
+                shown.add(ti["task_id"])
+                print(f"      {ti['task_id']:<8} {ti['state']}", flush=True)
+        run = api.get(f"/dags/{dag_id}/dagRuns/{run_id}").json()
+        if run["state"] in _TERMINAL:
+            if run["state"] == "failed":
+                raise DemoFailed(
+                    f"{dag_id} run {run_id} failed; read its task logs in the Airflow UI, or "
+                    f"{paths().airflow_home / 'logs'}"
+                )
+            return run
+        time.sleep(3)
+    raise DemoFailed(f"{dag_id} run {run_id} did not finish within {timeout:.0f} s")
+
+
+def model_summary(spec: ModelSpec) -> list[str]:
+    """The champion (version, metrics, lineage) and the newest ledger rows."""
+    from airloop import tracking
+    from airloop.db import engine_for
+    from airloop.promotion import ledger
+
+    lines: list[str] = []
+    champion = tracking.version_for_alias(spec.name, tracking.CHAMPION)
+    if champion is None:
+        lines.append(f"No @champion for {spec.name} yet.")
+    else:
+        c = tracking.client()
+        mv = c.get_model_version(spec.name, champion)
+        run = c.get_run(mv.run_id)
+        m = run.data.metrics
+        lines.append(
+            f"@champion: {spec.name} v{champion} (MLflow run {mv.run_id[:12]}): holdout rmse {m['holdout_rmse']:.1f}, "
+            f"mae {m['holdout_mae']:.1f}, r2 {m['holdout_r2']:.3f} on {int(m['holdout_rows'])} rows"
+        )
+        lines.append(
+            f"  trained on {run.data.tags.get('airloop.window', '?')}: {int(m['train_rows'])} rows from "
+            f"{len(mv.tags.get('airloop.partitions', '').split(','))} validated partitions (dataset digest "
+            f"{mv.tags.get('airloop.dataset_digest', '?')[:12]})"
+        )
+    lines.append("Promotion ledger (newest first):")
+    for row in ledger(engine_for(WAREHOUSE_CONN_ID), spec.name, limit=5):
+        lines.append(
+            f"  #{row['seq']} {row['recorded_at']:%Y-%m-%d %H:%M} {row['action']} v{row['candidate_version']}: "
+            f"{row['outcome']} (champion {row['from_version'] or 'none'} -> {row['champion_after'] or 'none'}), "
+            f"by {row['decided_by']}"
+        )
+    return lines
 
 
 def summary(spec: ModelSpec) -> list[str]:
@@ -147,8 +218,12 @@ def run_demo(keep_running: bool = True) -> int:
     _stage(4, f"Replaying {expected} intervals ({every} each): extract, validate (Great Expectations), publish")
     _replay_ingest(api, spec, expected)
 
+    _stage(5, f"Training through the REST API ({spec.dag_id('train')}): fit, MLflow, gate, promote, ledger")
+    _train(api, spec)
+
+    os.environ["MLFLOW_TRACKING_URI"] = urls["mlflow"]
     print("\nSummary")
-    for line in summary(spec):
+    for line in summary(spec) + model_summary(spec):
         print(f"  {line}")
     print(f"\nDemo finished in {time.monotonic() - started:.0f} s.")
     if keep_running:
