@@ -101,9 +101,17 @@ def train_request(
     if not isinstance(overrides, dict):
         raise RequestProblem(f"param `overrides` must be an object of estimator parameters, got {overrides!r}.")
     try:
-        build_pipeline(spec, estimator_params(spec, overrides))
+        estimator = build_pipeline(spec, estimator_params(spec, overrides)).named_steps["model"]
     except TrainingProblem as exc:
         raise RequestProblem(f"param `overrides`: {exc}") from None
+    # scikit-learn checks parameter values only when fitting; its own constraint check (private, but the one
+    # fit() calls) refuses a bad value now instead of minutes later. Estimators without it are checked by fit.
+    validate = getattr(estimator, "_validate_params", None)
+    if callable(validate):
+        try:
+            validate()
+        except (TypeError, ValueError) as exc:
+            raise RequestProblem(f"param `overrides`: {exc}") from None
     return {
         "reason": reason,
         "window_start": start.isoformat() if start else None,
@@ -233,7 +241,7 @@ def train(spec: ModelSpec, request: dict[str, Any], run: RunInfo) -> dict[str, A
     return summary
 
 
-def _holdout(spec: ModelSpec, window: dict[str, str] | None) -> tuple[Any, str]:
+def _holdout(spec: ModelSpec, window: dict[str, str] | None) -> tuple[Any, Any]:
     from airloop import training
 
     lake = Lake(paths().lake)
@@ -243,7 +251,23 @@ def _holdout(spec: ModelSpec, window: dict[str, str] | None) -> tuple[Any, str]:
         resolved = training.Window(**{k: datetime.fromisoformat(v) for k, v in window.items()})
     data = training.assemble(spec, lake, resolved)
     _, holdout = training.split(spec, data)
-    return holdout, f"[{resolved.holdout_start:%Y-%m-%d}, {resolved.end:%Y-%m-%d})"
+    return holdout, resolved
+
+
+def _overlap_notes(models: list[tracking.LoadedModel], holdout_start: datetime) -> list[str]:
+    """Models that were trained on rows of this holdout score better on it than they deserve: say so."""
+    notes = []
+    for m in models:
+        if m.run_id is None:
+            continue
+        # A model is fitted on its window up to its own holdout's start; that is where its data ends.
+        end = tracking.client().get_run(m.run_id).data.params.get("window.holdout_start")
+        if end and datetime.fromisoformat(end) > holdout_start:
+            notes.append(
+                f"v{m.version} was trained on data up to {end[:10]}, which overlaps this holdout "
+                f"(from {holdout_start:%Y-%m-%d}): its numbers here are optimistic."
+            )
+    return notes
 
 
 def gate(
@@ -264,13 +288,16 @@ def gate(
     """
     from airloop import training
 
-    holdout, holdout_range = _holdout(spec, window)
+    holdout, resolved = _holdout(spec, window)
+    holdout_range = f"[{resolved.holdout_start:%Y-%m-%d}, {resolved.end:%Y-%m-%d})"
     champion_version = tracking.version_for_alias(spec.name, tracking.CHAMPION)
     loaded = tracking.load_version(spec.name, candidate)
     challenger_eval = training.evaluate(spec, loaded, holdout, signature=loaded.signature, version=loaded.version)
     champion_eval: Evaluation | None = None
+    evaluated = [loaded]
     if champion_version is not None and champion_version != loaded.version:
         champion = tracking.load_version(spec.name, champion_version)
+        evaluated.append(champion)
         champion_eval = training.evaluate(
             spec, champion, holdout, signature=champion.signature, version=champion.version
         )
@@ -284,11 +311,13 @@ def gate(
         promote = verdict.promote or override
     if override and not verdict.promote:
         verdict_summary = f"OVERRIDE: {verdict_summary}"
+    notes = _overlap_notes(evaluated, resolved.holdout_start)
     markdown = "\n\n".join(
         [
             f"**{action.title()} {spec.name} v{loaded.version}** on holdout {holdout_range} "
             f"({len(holdout)} rows). Reason: {reason}",
             verdict.markdown(),
+            *[f"Note: {n}" for n in notes],
             *([f"[MLflow version]({tracking.version_url(spec.name, loaded.version)})"] if tracking.ui_base() else []),
         ]
     )
@@ -308,6 +337,8 @@ def gate(
     log.info("Gate for %s v%s (%s): %s", spec.name, loaded.version, action, verdict_summary)
     for line in verdict.reasons:
         log.info("  - %s", line)
+    for note in notes:
+        log.warning("Note: %s", note)
     return {
         "model": spec.name,
         "action": action,
@@ -321,6 +352,7 @@ def gate(
         "markdown": markdown,
         "verdict": verdict.to_dict(),
         "holdout": holdout_range,
+        "notes": notes,
     }
 
 
@@ -344,6 +376,7 @@ def _decision(gate_result: dict[str, Any], approval: dict[str, Any] | None, run:
         evidence={
             "verdict": gate_result["verdict"],
             "holdout": gate_result["holdout"],
+            "notes": gate_result.get("notes", []),
             "approval": approval,
             "airflow": run.tags(),
         },

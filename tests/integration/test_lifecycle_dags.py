@@ -159,6 +159,16 @@ def test_promote_a_named_version_through_the_gate_or_with_override(dags, warehou
     assert newest["evidence"]["verdict"]["passed"] is False  # the evidence still says the gate refused
 
 
+def test_holdout_the_champion_was_trained_on_is_flagged(dags, warehouse):
+    champion = _champion()
+    _, states = _run(dags["bikes_train"], {"reason": "older window", "window_end": "2012-10-06"})
+    assert states["gate"] == "success", states
+    newest = _ledger(warehouse)[0]
+    assert newest["evidence"]["holdout"] == "[2012-08-11, 2012-10-06)"
+    (note,) = newest["evidence"]["notes"]
+    assert f"v{champion} was trained on data up to 2012-11-03" in note and "optimistic" in note
+
+
 def test_unknown_or_missing_params_fail_fast_naming_them(dags, warehouse, capfd, caplog):
     rows = len(_ledger(warehouse))
     _, states = _run(dags["bikes_train"], {"reason": "typo", "overides": {"max_iter": 5}})

@@ -1,0 +1,69 @@
+"""Run parameters of the train and promote DAGs: refused early, each problem named with its fix."""
+
+from __future__ import annotations
+
+import pytest
+
+from airloop.lifecycle import RequestProblem, RunInfo, decided_by, train_request
+
+MANUAL = RunInfo(dag_id="bikes_train", run_id="manual__1", run_type="manual", triggered_by="alice")
+SCHEDULED = RunInfo(dag_id="bikes_train", run_id="scheduled__1", run_type="scheduled")
+ASSET = RunInfo(dag_id="bikes_train", run_id="asset_triggered__1", run_type="asset_triggered")
+DEFAULTS = {"reason": None, "window_start": None, "window_end": None, "overrides": {}}
+
+
+def _request(spec, conf, run=MANUAL, reasons=()):
+    return train_request(spec, conf, {**DEFAULTS, **conf}, run, list(reasons))
+
+
+def test_manual_run_with_reason_and_window(bikes_spec):
+    req = _request(bikes_spec, {"reason": " new data ", "window_start": "2012-01-01", "window_end": "2012-10-01"})
+    assert req == {
+        "reason": "new data",
+        "window_start": "2012-01-01T00:00:00+00:00",
+        "window_end": "2012-10-01T00:00:00+00:00",
+        "overrides": {},
+    }
+
+
+@pytest.mark.parametrize(
+    ("conf", "message"),
+    [
+        ({}, "param `reason` is required"),
+        ({"reason": "  "}, "param `reason` is required"),
+        ({"reason": "x", "reasn": "y"}, "does not know the param(s) ['reasn']"),
+        ({"reason": "x", "window_end": "yesterday"}, "param `window_end` is 'yesterday'"),
+        ({"reason": "x", "window_start": "2012-06-01", "window_end": "2012-01-01"}, "must be before"),
+        ({"reason": "x", "overrides": {"loss": "absolute_error"}}, "not allowed"),
+        ({"reason": "x", "overrides": {"max_iter": "many"}}, "param `overrides`"),
+        ({"reason": "x", "overrides": [1]}, "must be an object"),
+    ],
+    ids=[
+        "no-reason",
+        "blank-reason",
+        "unknown-key",
+        "bad-date",
+        "inverted-window",
+        "not-overridable",
+        "bad-value",
+        "not-an-object",
+    ],
+)
+def test_bad_requests_are_refused_with_the_parameter_named(bikes_spec, conf, message):
+    with pytest.raises(RequestProblem) as err:
+        _request(bikes_spec, conf)
+    assert message in str(err.value)
+
+
+def test_scheduled_and_requested_runs_carry_their_own_reason(bikes_spec):
+    assert _request(bikes_spec, {}, run=SCHEDULED)["reason"].startswith("scheduled retraining")
+    req = _request(bikes_spec, {}, run=ASSET, reasons=["drift in 3 of the last 4 windows"])
+    assert req["reason"] == "retrain requested: drift in 3 of the last 4 windows"
+
+
+def test_decided_by_names_gate_approver_and_override():
+    gate_result = {"override": False}
+    assert decided_by(gate_result, None, MANUAL) == "gate"
+    approval = {"chosen_options": ["Approve"], "responded_by_user": {"id": "operator", "name": "operator"}}
+    assert decided_by(gate_result, approval, MANUAL) == "gate + approval by operator"
+    assert decided_by({"override": True}, None, MANUAL) == "override by alice"
