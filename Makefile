@@ -44,7 +44,7 @@ format: install ## apply ruff fixes and formatting
 lock-check: | $(UV) ## fail if uv.lock is out of date with pyproject.toml
 	$(UV) lock --check
 
-bench: install ## benchmarks (parse time, validation speed); results in benchmarks/results/
+bench: install ## benchmarks (parse time, validation speed, training run); results in benchmarks/results/
 	$(RUN) python -m benchmarks.run
 
 seed: install ## load the vendored bike-sharing data into the source database

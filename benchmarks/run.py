@@ -1,6 +1,6 @@
 """Run every benchmark (``make bench``): print ratios against in-run baselines and write ``benchmarks/results/``.
 
-``python -m benchmarks.run [--only parse_time|validation] [--repeat N] [--rows N] [--strict]``
+``python -m benchmarks.run [--only parse_time|validation|training] [--repeat N] [--rows N] [--strict]``
 
 Each benchmark writes ``benchmarks/results/<name>.json``; the run also writes ``latest.json`` with all of them,
 the machine and the total runtime (see ``benchmarks/results/README.md``). Benchmark processes get throw-away
@@ -19,7 +19,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from benchmarks import parse_time, validation
+from benchmarks import parse_time, training, validation
 from benchmarks.common import (
     RESULTS_DIR,
     TELEMETRY_OFF,
@@ -32,6 +32,7 @@ from benchmarks.common import (
 BENCHMARKS: dict[str, Callable[[Path, argparse.Namespace], dict[str, Any]]] = {
     "parse_time": lambda scratch, args: parse_time.run(scratch, repeat=args.repeat),
     "validation": lambda scratch, args: validation.run(scratch, rows=args.rows, repeat=args.repeat),
+    "training": lambda scratch, args: training.run(scratch, repeat=args.repeat),
 }
 
 
@@ -51,6 +52,13 @@ def missed_targets(name: str, result: dict[str, Any]) -> list[str]:
     elif name == "validation" and not result["target"]["met"]:
         t = result["target"]
         missed.append(f"validation: {result['ratio']['of_medians']:.1f}x > {t['limit']}x ({t['source']})")
+    elif name == "training":
+        share, t = result["overhead_share"]["in_task"]["median"], result["targets"]["overhead_share"]
+        if not t["met"]:
+            missed.append(f"training overhead share (in the task): {share:.0%} > {t['limit']:.0%} ({t['source']})")
+        seconds, t = result["log_model_s"]["median"], result["targets"]["log_model_s"]
+        if not t["met"]:
+            missed.append(f"training log_model: {seconds:.3f} s > {t['limit']} s ({t['source']})")
     return missed
 
 

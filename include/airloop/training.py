@@ -366,16 +366,16 @@ def evaluate(
 
 
 def feature_importance(spec: ModelSpec, pipeline: Pipeline, holdout: pd.DataFrame) -> dict[str, float]:
-    """Permutation importance on (at most 2,000 rows of) the holdout, per input feature, in the target's units."""
+    """Permutation importance on (at most 1,000 rows of) the holdout, per input feature, in the target's units."""
     from sklearn.inspection import permutation_importance
 
-    sample = holdout.iloc[-2000:]
+    sample = holdout.iloc[-1000:]
     result = permutation_importance(
         pipeline,
         sample[spec.feature_names],
         sample[spec.target.name],
         scoring="neg_root_mean_squared_error",
-        n_repeats=3,
+        n_repeats=2,
         random_state=spec.training.seed,
         n_jobs=1,
     )
