@@ -84,28 +84,10 @@ def airflow_db(home: Path) -> Path:
 
 @pytest.fixture(scope="session")
 def validated_lake(seeded_source: Path, bikes_spec) -> list[str]:
-    """Validated partitions of the newest 14 intervals (the 364-day training window), written without GX.
-
-    Real ingestion writes the same data files (extract, then copy raw to validated); validation itself is
-    tested in ``tests/integration/test_ingest_dag.py``, and running it for 14 intervals here would only add time.
-    """
-    from datetime import UTC, datetime
-
+    """Validated partitions of the newest 14 intervals (the 364-day training window), written without GX."""
     from airloop.config import SOURCE_CONN_ID, paths
     from airloop.db import engine_for
-    from airloop.intervals import expected_intervals
     from airloop.lake import Lake
-    from airloop.source import extract_interval
+    from tests.support import write_validated_partitions
 
-    engine, lake = engine_for(SOURCE_CONN_ID), Lake(paths().lake)
-    keys = []
-    for interval in list(expected_intervals(bikes_spec, until=datetime.now(UTC)))[-14:]:
-        frame = extract_interval(engine, bikes_spec, interval).frame
-        meta = {
-            "interval_start": interval.start.isoformat(),
-            "interval_end": interval.end.isoformat(),
-            "suite_digests": {"schema": "fixture", "values": "fixture"},
-        }
-        lake.write(bikes_spec.name, "validated", interval.key, frame, meta=meta)
-        keys.append(interval.key)
-    return keys
+    return write_validated_partitions(engine_for(SOURCE_CONN_ID), Lake(paths().lake), bikes_spec)

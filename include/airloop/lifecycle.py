@@ -292,14 +292,14 @@ def gate(
     holdout_range = f"[{resolved.holdout_start:%Y-%m-%d}, {resolved.end:%Y-%m-%d})"
     champion_version = tracking.version_for_alias(spec.name, tracking.CHAMPION)
     loaded = tracking.load_version(spec.name, candidate)
-    challenger_eval = training.evaluate(spec, loaded, holdout, signature=loaded.signature, version=loaded.version)
+    challenger_eval = training.evaluate(spec, loaded, holdout, signature=loaded.signature, version=f"v{loaded.version}")
     champion_eval: Evaluation | None = None
     evaluated = [loaded]
     if champion_version is not None and champion_version != loaded.version:
         champion = tracking.load_version(spec.name, champion_version)
         evaluated.append(champion)
         champion_eval = training.evaluate(
-            spec, champion, holdout, signature=champion.signature, version=champion.version
+            spec, champion, holdout, signature=champion.signature, version=f"v{champion.version}"
         )
     compared = None if action == "rollback" else champion_eval
     verdict: Verdict = evaluate_gate(spec.gate, challenger_eval, compared)
