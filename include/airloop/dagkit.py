@@ -126,7 +126,8 @@ def decision_tasks(spec: ModelSpec, gated: Any) -> None:
     """Wire what follows a gate: optional human approval, the serialised promotion, and the ledger record.
 
     ``gated`` is the short-circuiting gate task: when it returns False (refused, dry run, nothing to do),
-    approval and promotion are skipped, and ``record`` still writes why nothing moved.
+    approval and promotion are skipped, and ``record`` still writes why nothing moved. ``outcome`` runs only
+    when a task failed, and fails the run with it.
     """
     from airflow.sdk import TriggerRule, task
 
@@ -143,9 +144,9 @@ def decision_tasks(spec: ModelSpec, gated: Any) -> None:
     promoted = promote(spec.name)
     approval = spec.gate.approval
     if approval.required:
-        from airflow.providers.standard.operators.hitl import ApprovalOperator
+        from airloop.approval import RecordedApproval
 
-        approve = ApprovalOperator(
+        approve = RecordedApproval(
             task_id="approve",
             subject=f"Promote {spec.name} v{{{{ ti.xcom_pull(task_ids='gate', key='gate')['candidate'] }}}} "
             "to @champion?",
@@ -156,7 +157,16 @@ def decision_tasks(spec: ModelSpec, gated: Any) -> None:
         gated >> approve >> promoted
     else:
         gated >> promoted
-    promoted >> record(spec.name)
+    recorded = record(spec.name)
+    promoted >> recorded
+
+    # `record` runs whatever happened, so on its own it would make every run end "success"; this last task
+    # fails the run when anything before it failed (a refused or rejected challenger is not a failure).
+    @task(task_id="outcome", trigger_rule=TriggerRule.ONE_FAILED, retries=0)
+    def outcome() -> None:
+        tasks.decision_outcome()
+
+    [promoted, recorded] >> outcome()
 
 
 _TRAIN_RUNBOOK = """\

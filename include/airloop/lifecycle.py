@@ -411,7 +411,7 @@ def record_outcome(
     Returns the ledger row written (or the promotion's row), or None when the run never reached a verdict.
     """
     from airloop.db import engine_for
-    from airloop.promotion import record
+    from airloop.promotion import ledger, record
 
     if gate_result is None:
         log.info("No verdict in this run (an earlier task failed): nothing to record.")
@@ -419,6 +419,15 @@ def record_outcome(
     if promoted is not None:
         log.info("Promoted: %s", gate_result["summary"])
         return promoted
+    engine = engine_for(WAREHOUSE_CONN_ID)
+    earlier = [r for r in ledger(engine, gate_result["model"], limit=20) if r["dag_run_id"] == run.run_id]
+    if run.run_id and earlier:  # a conflict recorded by promote, or this task's own earlier try
+        log.info(
+            "The ledger already has row #%d for this run (%s): nothing more to record.",
+            earlier[0]["seq"],
+            earlier[0]["outcome"],
+        )
+        return _jsonable(earlier[0])
     if not gate_result["promote"]:
         outcome = "dry_run" if gate_result["verdict"].get("mode") == "dry_run" else "refused"
         if gate_result["candidate"] == gate_result["expected_champion"]:
@@ -430,7 +439,7 @@ def record_outcome(
         outcome, extra = "timed_out", " | approval timed out or failed; nothing moved"
     else:
         outcome, extra = "failed", " | promotion did not complete (see the promote task's log)"
-    row = record(engine_for(WAREHOUSE_CONN_ID), _decision(gate_result, approval, run, extra), outcome)
+    row = record(engine, _decision(gate_result, approval, run, extra), outcome)
     log.info("Nothing moved (%s): %s", outcome, gate_result["summary"])
     return _jsonable(row)
 

@@ -179,7 +179,9 @@ def gate_requested(model: str, request: dict[str, Any]) -> bool:
 def _approval(context: Any, model: str) -> dict[str, Any] | None:
     if not get_spec(model).gate.approval.required:
         return None
-    return context["ti"].xcom_pull(task_ids="approve")
+    from airloop.approval import ANSWER_KEY
+
+    return context["ti"].xcom_pull(task_ids="approve", key=ANSWER_KEY)
 
 
 def decision_promote(model: str) -> dict[str, Any]:
@@ -203,4 +205,13 @@ def decision_record(model: str) -> dict[str, Any] | None:
         ti.xcom_pull(task_ids="promote"),
         get_spec(model).gate.approval.required,
         _run_info(context),
+    )
+
+
+def decision_outcome() -> None:
+    """Fail the run because an earlier task failed (this task runs only then)."""
+    context = get_current_context()
+    raise AirflowFailException(
+        f"An earlier task of run {context['run_id']} failed, so the run fails: open the failed task's log "
+        "(its last lines say what broke and what to do). The promotion ledger holds any decision that was made."
     )

@@ -25,7 +25,7 @@ HEAVY = [
 ]  # airflow.sdk itself loads sqlalchemy
 # A person's answer is never asked twice, and a promotion is never repeated blindly: a retry after a crash
 # could find @champion already moved by this very run and record a false conflict.
-NO_RETRY_TASKS = {"approve", "promote"}
+NO_RETRY_TASKS = {"approve", "promote", "outcome"}
 
 
 @pytest.fixture(scope="module")

@@ -70,7 +70,9 @@ def test_first_model_becomes_champion_with_lineage(dags, warehouse, validated_la
         "gate": "success",
         "promote": "success",
         "record": "success",
+        "outcome": "skipped",  # runs only when a task failed
     }, states
+    assert run.state == "success"
     version = _champion()
     assert version is not None
     assert tracking.version_for_alias("bikes", tracking.CHALLENGER) is None  # cleared on promotion
@@ -107,8 +109,9 @@ def test_first_model_becomes_champion_with_lineage(dags, warehouse, validated_la
 
 def test_worse_challenger_is_refused_and_the_ledger_says_why(dags, warehouse):
     champion = _champion()
-    _, states = _run(dags["bikes_train"], {"reason": "deliberately worse", "overrides": WORSE})
+    run, states = _run(dags["bikes_train"], {"reason": "deliberately worse", "overrides": WORSE})
     assert states["gate"] == "success" and states["promote"] == "skipped" and states["record"] == "success"
+    assert run.state == "success" and states["outcome"] == "skipped"  # a refusal is the gate working, not a failure
     assert _champion() == champion
     newest = _ledger(warehouse)[0]
     assert (newest["outcome"], newest["moved"], newest["champion_after"]) == ("refused", False, champion)
@@ -171,8 +174,9 @@ def test_holdout_the_champion_was_trained_on_is_flagged(dags, warehouse):
 
 def test_unknown_or_missing_params_fail_fast_naming_them(dags, warehouse, capfd, caplog):
     rows = len(_ledger(warehouse))
-    _, states = _run(dags["bikes_train"], {"reason": "typo", "overides": {"max_iter": 5}})
+    run, states = _run(dags["bikes_train"], {"reason": "typo", "overides": {"max_iter": 5}})
     assert states["check"] == "failed" and states["train"] == "upstream_failed"
+    assert states["outcome"] == "failed" and run.state == "failed"  # the run is red, not hidden by `record`
     err = "".join(capfd.readouterr())
     assert "overides" in err and "reason" in err
 
