@@ -438,3 +438,33 @@ def test_a_run_whose_check_failed_is_marked_failed(servers: Servers) -> None:
         f"runs whose task check failed ended as {states}: the run's state comes from its leaf task `record` "
         "(trigger rule ALL_DONE), which succeeds whatever failed before it"
     )
+
+
+def test_a_retrain_request_event_starts_training_with_its_reason(servers: Servers) -> None:
+    """What monitoring (or any service) does to ask for retraining: an event on Asset ``bikes.retrain_requested``."""
+    client = servers.operator
+    resp = client.get("/api/v2/assets", params={"name_pattern": "bikes.retrain_requested"})
+    assert resp.status_code == 200, resp.text
+    (asset,) = [a for a in resp.json()["assets"] if a["name"] == "bikes.retrain_requested"]
+    before = {r["dag_run_id"] for r in client.get(f"/api/v2/dags/{TRAIN}/dagRuns").json()["dag_runs"]}
+
+    reason = "e2e drift: 3 of the last 4 windows"
+    resp = servers.users["steward"].post("/api/v2/assets/events", json={"asset_id": asset["id"], "extra": {}})
+    assert resp.status_code == 403, resp.text
+    resp = client.post("/api/v2/assets/events", json={"asset_id": asset["id"], "extra": {"reason": reason}})
+    assert resp.status_code in (200, 201), resp.text
+
+    def new_run() -> dict[str, Any] | None:
+        runs = client.get(f"/api/v2/dags/{TRAIN}/dagRuns").json()["dag_runs"]
+        return next((r for r in runs if r["dag_run_id"] not in before), None)
+
+    run = _wait("the retrain request to start a run", new_run, lambda: "no new run of bikes_train", timeout=180)
+    run_id = run["dag_run_id"]
+    assert run["run_type"] == "asset_triggered", run
+    detail = _wait_for_approval(servers, run_id)
+    assert reason in detail["body"], detail["body"]
+    _let_the_request_settle(detail)
+    _answer_with_official_client(servers, run_id, "Reject")
+    assert _wait_finished(client, TRAIN, run_id)["state"] == "success", _explain(client, TRAIN, run_id)
+    newest = _ledger(servers)[0]
+    assert newest["dag_run_id"] == run_id and f"retrain requested: {reason}" in newest["reason"], newest
