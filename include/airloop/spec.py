@@ -20,6 +20,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 _NAME = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
 _EVERY = re.compile(r"^(\d+)\s*([dhm])$")
 _UNITS = {"d": "days", "h": "hours", "m": "minutes"}
+# Every DAG file parses the specs on every parse: libyaml's safe loader is about 10x faster than pure Python.
+_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 class SpecError(ValueError):
@@ -331,7 +333,7 @@ def _describe(path: Path, exc: ValidationError) -> str:
 def load_spec(path: Path) -> ModelSpec:
     """Read and validate one spec file; the file's stem must equal the spec's ``name``."""
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        raw = yaml.load(path.read_text(encoding="utf-8"), Loader=_LOADER)
     except OSError as exc:
         raise SpecError(f"Model spec {path} cannot be read: {exc.strerror}.") from exc
     except yaml.YAMLError as exc:
