@@ -1,0 +1,67 @@
+"""What the `record` task writes when nothing moved: one ledger row per run, naming the outcome and who decided.
+
+Real warehouse and MLflow store (the session's); the gate results are built by hand, as the gate task pushes them.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from airloop.lifecycle import RunInfo, record_outcome
+
+MODEL = "outcomes"
+
+
+def _gate(promote: bool, mode: str = "enabled", candidate: str = "2") -> dict:
+    return {
+        "model": MODEL,
+        "action": "promote",
+        "candidate": candidate,
+        "expected_champion": None,
+        "mlflow_run_id": None,
+        "reason": "test",
+        "override": False,
+        "promote": promote,
+        "summary": "PROMOTE v2" if promote else "REFUSE v2: rmse too high",
+        "markdown": "",
+        "verdict": {"mode": mode, "passed": promote, "checks": []},
+        "holdout": "[2012-11-03, 2012-12-29)",
+        "notes": [],
+    }
+
+
+REJECT = {"chosen_options": ["Reject"], "responded_by_user": {"id": "op", "name": "operator"}}
+
+
+@pytest.mark.parametrize(
+    ("gate", "approval", "required", "outcome", "decided_by"),
+    [
+        (_gate(False), None, False, "refused", "gate"),
+        (_gate(False, mode="dry_run"), None, False, "dry_run", "gate"),
+        (_gate(True), REJECT, True, "rejected", "gate + approval by operator"),
+        (_gate(True), None, True, "timed_out", "gate"),
+        (_gate(True), None, False, "failed", "gate"),
+    ],
+    ids=["refused", "dry-run", "rejected", "approval-timed-out", "promote-failed"],
+)
+def test_outcome_when_nothing_moved(gate, approval, required, outcome, decided_by, request):
+    run = RunInfo(dag_id="outcomes_train", run_id=f"run-{request.node.callspec.id}")
+    row = record_outcome(gate, approval, None, required, run)
+    assert (row["outcome"], row["moved"], row["decided_by"]) == (outcome, False, decided_by)
+    assert row["dag_run_id"] == run.run_id and row["evidence"]["verdict"]["mode"] == gate["verdict"]["mode"]
+
+
+def test_a_retried_record_task_writes_no_second_row():
+    from airloop.config import WAREHOUSE_CONN_ID
+    from airloop.db import engine_for
+    from airloop.promotion import ledger
+
+    run = RunInfo(dag_id="outcomes_train", run_id="run-retried")
+    first = record_outcome(_gate(False), None, None, False, run)
+    again = record_outcome(_gate(False), None, None, False, run)
+    assert again["seq"] == first["seq"]
+    assert [r["dag_run_id"] for r in ledger(engine_for(WAREHOUSE_CONN_ID), MODEL)].count("run-retried") == 1
+
+
+def test_no_verdict_records_nothing():
+    assert record_outcome(None, None, None, False, RunInfo(run_id="run-none")) is None
