@@ -107,3 +107,44 @@ def test_second_spec_gives_a_second_dag(tmp_path, monkeypatch):
     assert bag.import_errors == {}
     assert {"bikes_ingest", "bikes_daily_ingest"} <= set(bag.dag_ids)
     assert json.dumps(sorted(bag.dags["bikes_daily_ingest"].tags)).count("model:bikes_daily") == 1
+
+
+def test_train_dag_runs_on_retrain_requests_and_the_specs_cron(dagbag, bikes_spec):
+    from airflow.sdk import AssetOrTimeSchedule
+
+    from airloop import dagkit
+
+    train = dagbag.dags["bikes_train"]
+    assert train.max_active_runs == 1 and train.catchup is False
+    assert [t.task_id for t in train.topological_sort()] == ["check", "train", "gate", "promote", "record", "outcome"]
+    assert {a.name for a in train.timetable.asset_condition.objects} == {"bikes.retrain_requested"}
+    promote = dagbag.dags["bikes_promote"]
+    assert type(promote.timetable).__name__ == "NullTimetable" and promote.max_active_runs == 1
+
+    weekly = bikes_spec.model_copy(update={"training": bikes_spec.training.model_copy(update={"cron": "0 3 * * 1"})})
+    schedule = dagkit.train_schedule(weekly)
+    assert isinstance(schedule, AssetOrTimeSchedule)
+    assert schedule.timetable.expression == "0 3 * * 1"
+
+
+def test_approval_step_only_when_the_spec_requires_it(bikes_spec):
+    from airflow.sdk import DAG
+
+    from airloop import dagkit
+
+    gate = bikes_spec.gate.model_copy(
+        update={"approval": bikes_spec.gate.approval.model_copy(update={"required": True})}
+    )
+    spec = bikes_spec.model_copy(update={"gate": gate})
+    with DAG("approval_wiring", schedule=None) as dag:
+        from airflow.sdk import task
+
+        @task.short_circuit(task_id="gate")
+        def gated() -> bool:
+            return True
+
+        dagkit.decision_tasks(spec, gated())
+    approve = dag.get_task("approve")
+    assert type(approve).__name__ == "RecordedApproval"
+    assert approve.downstream_task_ids == {"promote"} and approve.retries == 0
+    assert "xcom_pull(task_ids='gate', key='gate')['markdown']" in approve.body
