@@ -22,6 +22,7 @@ import json
 import logging
 import os
 import subprocess
+import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib.metadata import version as dist_version
@@ -279,7 +280,12 @@ def log_training_run(
     experiment_id = ensure_experiment(model, description)
     ensure_registered_model(model, description, owner)
     x_sample = train_frame[feature_names].head(200)
-    with mlflow.start_run(experiment_id=experiment_id, run_name=run_name, tags=tags) as run:
+    with warnings.catch_warnings(), mlflow.start_run(experiment_id=experiment_id, run_name=run_name, tags=tags) as run:
+        # Two warnings that would only add noise to every training log: "integer columns cannot represent
+        # missing values" (the suites guarantee non-null features) and a local dataset source that "can be
+        # interpreted in multiple ways" (both ways are the same local source).
+        warnings.filterwarnings("ignore", message=".*integer column", category=UserWarning)
+        warnings.filterwarnings("ignore", message=".*can be interpreted in multiple ways", category=UserWarning)
         mlflow.log_params({k: (json.dumps(v) if isinstance(v, (dict, list)) else v) for k, v in params.items()})
         mlflow.log_metrics({k: v for k, v in metrics.items() if v == v})  # NaN metrics are not logged
         dataset = mlflow.data.from_pandas(
