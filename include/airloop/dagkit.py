@@ -256,3 +256,33 @@ API: `POST /api/v2/dags/{name}_promote/dagRuns` with
 
 def promote_runbook(spec: ModelSpec) -> str:
     return _PROMOTE_RUNBOOK.format(name=spec.name, owner=spec.owner, mode=spec.gate.mode)
+
+
+_SCORE_RUNBOOK = """\
+# {name}_score
+
+**Owner:** {owner} · **Model:** `{name}`
+
+## What it does
+Runs when `{name}_ingest` publishes a partition (Asset `{name}.validated`; queued events merge into one run).
+1. **pin**: resolves `@champion` to a concrete version once, so every partition of this run is scored by the same
+   model even if a promotion happens meanwhile. No champion yet: the task is skipped with a log line saying so.
+2. **select**: the partitions announced by the Asset events, or every validated partition starting in
+   `[start, end)` when triggered by hand or API with params `start` and `end` (re-scoring with today's champion).
+3. **score** (one mapped task per partition): reads the partition in bounded chunks, predicts, and replaces that
+   interval's rows in warehouse table `predictions` (delete + insert in one transaction) and lake partition
+   `predictions/<interval>` (atomic). Every row names model, version, MLflow run, input digest and the Airflow run.
+
+Re-score a range: Trigger with `{{"start": "2012-01-01", "end": "2013-01-01"}}`, or
+`POST /api/v2/dags/{name}_score/dagRuns` with `{{"logical_date": null, "conf": {{"start": ..., "end": ...}}}}`.
+
+## Triage
+- **pin skipped, "no @champion yet"**: train and promote one (`{name}_train`), then re-score the range.
+- **select failed**: the log names the param, or says no validated partition is in the range.
+- **score failed, "non-finite predictions"**: the champion is broken for these rows; nothing was written. Roll
+  back with `{name}_promote` and re-score.
+"""
+
+
+def score_runbook(spec: ModelSpec) -> str:
+    return _SCORE_RUNBOOK.format(name=spec.name, owner=spec.owner)

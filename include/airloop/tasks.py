@@ -215,3 +215,40 @@ def decision_outcome() -> None:
         f"An earlier task of run {context['run_id']} failed, so the run fails: open the failed task's log "
         "(its last lines say what broke and what to do). The promotion ledger holds any decision that was made."
     )
+
+
+# --- batch scoring ----------------------------------------------------------------------------------------------
+
+
+def score_pin(model: str) -> dict[str, str]:
+    """Resolve ``@champion`` once for the run; no champion skips the run's scoring (not a failure)."""
+    from airflow.sdk.exceptions import AirflowSkipException
+
+    from airloop.scoring import NoChampion, pin_champion
+
+    try:
+        return pin_champion(model)
+    except NoChampion as exc:
+        raise AirflowSkipException(str(exc)) from None
+
+
+def score_select(model: str) -> list[str]:
+    from airloop.scoring import ScoringProblem, select_partitions
+
+    context = get_current_context()
+    events = [
+        dict(getattr(e, "extra", None) or {})
+        for evs in (context.get("triggering_asset_events") or {}).values()
+        for e in evs
+    ]
+    with _fail_on(ScoringProblem):
+        return select_partitions(get_spec(model), events, dict(context["params"]), dict(context["dag_run"].conf or {}))
+
+
+def score_partition(model: str, partition: str, pinned: dict[str, str]) -> dict[str, Any]:
+    from airloop.scoring import ScoringProblem
+    from airloop.scoring import score_partition as score
+
+    context = get_current_context()
+    with _fail_on(ScoringProblem):
+        return score(get_spec(model), partition, pinned, _run_info(context))

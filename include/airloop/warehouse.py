@@ -37,6 +37,24 @@ validation_results = sa.Table(
 )
 
 
+predictions = sa.Table(
+    "predictions",
+    metadata,
+    sa.Column("model", sa.String(64), nullable=False),
+    sa.Column("partition", sa.String(32), nullable=False),
+    sa.Column("interval_start", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("interval_end", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("ts", sa.DateTime(timezone=True), nullable=False, comment="the scored row's time column"),
+    sa.Column("prediction", sa.Float, nullable=False),
+    sa.Column("model_version", sa.String(32), nullable=False),
+    sa.Column("mlflow_run_id", sa.String(64), nullable=False),
+    sa.Column("input_digest", sa.String(64), nullable=False, comment="content digest of the validated partition"),
+    sa.Column("dag_id", sa.String(250)),
+    sa.Column("dag_run_id", sa.String(250)),
+    sa.Index("ix_predictions_model_partition", "model", "partition"),
+    sa.Index("ix_predictions_model_ts", "model", "ts"),
+)
+
 promotion_ledger = sa.Table(
     "promotion_ledger",
     metadata,

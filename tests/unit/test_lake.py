@@ -94,3 +94,25 @@ def test_digest_depends_on_values_order_and_dtypes(frame):
     assert content_digest(frame.iloc[::-1]) != base
     assert content_digest(frame.astype({"cnt": "float64"})) != base
     assert content_digest(frame.iloc[0:0]) != base
+
+
+def test_batched_write_equals_whole_write_and_reads_back_in_batches(tmp_path):
+    import pandas as pd
+
+    df = pd.DataFrame({"ts": pd.date_range("2012-01-01", periods=1000, freq="h"), "y": range(1000)})
+    lake = Lake(tmp_path)
+    whole = lake.write("m", "predictions", "p1", df)
+    batched = lake.write_batches("m", "predictions", "p2", (df.iloc[i : i + 300] for i in range(0, 1000, 300)))
+    assert (batched.content_digest, batched.rows, batched.data_file) == (whole.content_digest, 1000, whole.data_file)
+    parts = list(lake.iter_batches("m", "predictions", "p2", batch_rows=256))
+    assert [len(p) for p in parts] == [256, 256, 256, 232]
+    assert pd.concat(parts, ignore_index=True).equals(df)
+
+
+def test_batched_write_of_nothing_leaves_no_partition(tmp_path):
+    import pytest
+
+    lake = Lake(tmp_path)
+    with pytest.raises(ValueError, match="no batches"):
+        lake.write_batches("m", "predictions", "p1", iter(()))
+    assert lake.partitions("m", "predictions") == []

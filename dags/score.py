@@ -1,0 +1,38 @@
+"""Batch scoring: one `<model>_score` DAG per model spec (wiring only; the logic lives in `airloop`)."""
+
+from __future__ import annotations
+
+from airflow.sdk import DAG, Param, task
+
+from airloop import dagkit, tasks
+
+for spec in dagkit.model_specs():
+    with DAG(
+        dag_id=spec.dag_id("score"),
+        description=f"Score each validated partition of {spec.name} with the pinned @champion",
+        schedule=[dagkit.validated_asset(spec)],
+        start_date=spec.schedule.start_datetime,
+        catchup=False,
+        max_active_runs=1,
+        default_args=dagkit.default_args(spec),
+        tags=dagkit.tags(spec, "score"),
+        doc_md=dagkit.score_runbook(spec),
+        params={
+            "start": Param(None, type=["null", "string"], format="date", description="Re-score from (UTC)"),
+            "end": Param(None, type=["null", "string"], format="date", description="Re-score until (excl.)"),
+        },
+    ):
+
+        @task
+        def pin(model: str) -> dict:
+            return tasks.score_pin(model)
+
+        @task
+        def select(model: str) -> list:
+            return tasks.score_select(model)
+
+        @task(max_active_tis_per_dagrun=2)
+        def score(model: str, partition: str, pinned: dict) -> dict:
+            return tasks.score_partition(model, partition, pinned)
+
+        score.partial(model=spec.name, pinned=pin(spec.name)).expand(partition=select(spec.name))
