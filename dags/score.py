@@ -31,8 +31,8 @@ for spec in dagkit.model_specs():
         def select(model: str) -> list:
             return tasks.score_select(model)
 
-        @task(max_active_tis_per_dagrun=2)
-        def score(model: str, partition: str, pinned: dict) -> dict:
-            return tasks.score_partition(model, partition, pinned)
+        @task
+        def score(model: str, partitions: list, pinned: dict) -> list:
+            return tasks.score_partitions(model, partitions, pinned)
 
-        score.partial(model=spec.name, pinned=pin(spec.name)).expand(partition=select(spec.name))
+        score(spec.name, select(spec.name), pin(spec.name))

@@ -269,8 +269,9 @@ Runs when `{name}_ingest` publishes a partition (Asset `{name}.validated`; queue
    model even if a promotion happens meanwhile. No champion yet: the task is skipped with a log line saying so.
 2. **select**: the partitions announced by the Asset events, or every validated partition starting in
    `[start, end)` when triggered by hand or API with params `start` and `end` (re-scoring with today's champion).
-3. **score** (one mapped task per partition): reads the partition in bounded chunks, predicts, and replaces that
-   interval's rows in warehouse table `predictions` (delete + insert in one transaction) and lake partition
+3. **score**: for each partition in turn (one process, the model loaded once; each partition's write is atomic,
+   so a retry simply re-scores them all), reads it in bounded chunks, predicts, and replaces that interval's rows
+   in warehouse table `predictions` (delete + insert in one transaction) and lake partition
    `predictions/<interval>` (atomic). Every row names model, version, MLflow run, input digest and the Airflow run.
 
 Re-score a range: Trigger with `{{"start": "2012-01-01", "end": "2013-01-01"}}`, or

@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import sys
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -22,7 +22,7 @@ from airloop.config import SOURCE_CONN_ID, WAREHOUSE_CONN_ID, paths
 from airloop.spec import ModelSpec, get_spec
 
 MODEL = "bikes"
-STAGES = 5
+STAGES = 6
 _TERMINAL = {"success", "failed"}
 
 
@@ -103,15 +103,11 @@ def _replay_ingest(api: Api, spec: ModelSpec, expected: int, timeout: float = 36
         time.sleep(3)
 
 
-def _train(api: Api, spec: ModelSpec, timeout: float = 900) -> dict[str, Any]:
-    """Trigger training the way a service would (REST API, with a reason) and wait for the run to end."""
-    dag_id = spec.dag_id("train")
+def _trigger_and_follow(api: Api, dag_id: str, conf: dict[str, Any], timeout: float = 900) -> dict[str, Any]:
+    """Trigger a run the way a service would (REST API, with conf), print task states as they end, wait."""
     _wait_for_dag(api, dag_id)
     api.patch(f"/dags/{dag_id}", {"is_paused": False}).raise_for_status()
-    response = api.post(
-        f"/dags/{dag_id}/dagRuns",
-        {"logical_date": None, "conf": {"reason": "demo: first champion on the replayed range"}},
-    )
+    response = api.post(f"/dags/{dag_id}/dagRuns", {"logical_date": None, "conf": conf})
     response.raise_for_status()
     run_id = response.json()["dag_run_id"]
     deadline = time.monotonic() + timeout
@@ -121,9 +117,10 @@ def _train(api: Api, spec: ModelSpec, timeout: float = 900) -> dict[str, Any]:
         for ti in sorted(tis, key=lambda t: t["start_date"] or ""):
             if ti["task_id"] == "outcome" and ti["state"] == "skipped":
                 continue  # runs only when something failed
-            if ti["state"] in ("success", "failed", "skipped", "upstream_failed") and ti["task_id"] not in shown:
-                shown.add(ti["task_id"])
-                print(f"      {ti['task_id']:<8} {ti['state']}", flush=True)
+            key = f"{ti['task_id']}[{ti['map_index']}]" if ti.get("map_index", -1) >= 0 else ti["task_id"]
+            if ti["state"] in ("success", "failed", "skipped", "upstream_failed") and key not in shown:
+                shown.add(key)
+                print(f"      {key:<10} {ti['state']}", flush=True)
         run = api.get(f"/dags/{dag_id}/dagRuns/{run_id}").json()
         if run["state"] in _TERMINAL:
             if run["state"] == "failed":
@@ -138,6 +135,8 @@ def _train(api: Api, spec: ModelSpec, timeout: float = 900) -> dict[str, Any]:
 
 def model_summary(spec: ModelSpec) -> list[str]:
     """The champion (version, metrics, lineage) and the newest ledger rows."""
+    import sqlalchemy as sa
+
     from airloop import tracking
     from airloop.db import engine_for
     from airloop.promotion import ledger
@@ -160,6 +159,18 @@ def model_summary(spec: ModelSpec) -> list[str]:
             f"{len(mv.tags.get('airloop.partitions', '').split(','))} validated partitions (dataset digest "
             f"{mv.tags.get('airloop.dataset_digest', '?')[:12]})"
         )
+    from airloop.warehouse import ensure_schema, predictions
+
+    engine = engine_for(WAREHOUSE_CONN_ID)
+    ensure_schema(engine)
+    with engine.connect() as conn:
+        counts = conn.execute(
+            sa.select(predictions.c.model_version, sa.func.count(), sa.func.count(sa.distinct(predictions.c.partition)))
+            .where(predictions.c.model == spec.name)
+            .group_by(predictions.c.model_version)
+        ).all()
+    for version, rows, partitions in counts:
+        lines.append(f"Predictions: {rows} rows in {partitions} intervals, every one stamped with v{version}")
     lines.append("Promotion ledger (newest first):")
     for row in ledger(engine_for(WAREHOUSE_CONN_ID), spec.name, limit=5):
         lines.append(
@@ -221,7 +232,12 @@ def run_demo(keep_running: bool = True) -> int:
     _replay_ingest(api, spec, expected)
 
     _stage(5, f"Training through the REST API ({spec.dag_id('train')}): fit, MLflow, gate, promote, ledger")
-    _train(api, spec)
+    _trigger_and_follow(api, spec.dag_id("train"), {"reason": "demo: first champion on the replayed range"})
+
+    first = spec.schedule.start
+    last = (spec.schedule.end or datetime.now(UTC).date()) + timedelta(days=1)  # the last interval starts on `end`
+    _stage(6, f"Scoring every validated interval with the champion ({spec.dag_id('score')}, re-score {first}..{last})")
+    _trigger_and_follow(api, spec.dag_id("score"), {"start": str(first), "end": str(last)})
 
     os.environ["MLFLOW_TRACKING_URI"] = urls["mlflow"]
     print("\nSummary")

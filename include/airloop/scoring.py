@@ -13,6 +13,7 @@ import logging
 import time
 from collections.abc import Iterator
 from datetime import UTC, date, datetime
+from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
 from airloop import tracking
@@ -95,6 +96,12 @@ def select_partitions(
     return chosen
 
 
+@lru_cache(maxsize=2)
+def _load(model: str, version: str) -> tracking.LoadedModel:
+    """A pinned version is immutable, so one load serves every partition of the run."""
+    return tracking.load_version(model, version)
+
+
 def score_partition(
     spec: ModelSpec, partition: str, pinned: dict[str, str], run: RunInfo, chunk_rows: int = DEFAULT_CHUNK_ROWS
 ) -> dict[str, Any]:
@@ -113,7 +120,7 @@ def score_partition(
             f"Partition {partition} of {spec.name} is not validated (quarantined or never ingested); "
             f"nothing to score. Check {spec.dag_id('ingest')} for that interval."
         )
-    model = tracking.load_version(spec.name, pinned["version"])
+    model = _load(spec.name, pinned["version"])
     interval_start = datetime.fromisoformat(manifest.meta["interval_start"])
     interval_end = datetime.fromisoformat(manifest.meta["interval_end"])
     time_col = spec.source.time_column

@@ -245,10 +245,11 @@ def score_select(model: str) -> list[str]:
         return select_partitions(get_spec(model), events, dict(context["params"]), dict(context["dag_run"].conf or {}))
 
 
-def score_partition(model: str, partition: str, pinned: dict[str, str]) -> dict[str, Any]:
-    from airloop.scoring import ScoringProblem
-    from airloop.scoring import score_partition as score
+def score_partitions(model: str, partitions: list[str], pinned: dict[str, str]) -> list[dict[str, Any]]:
+    """Score the run's partitions one after another in this one process (the model is loaded once)."""
+    from airloop.scoring import ScoringProblem, score_partition
 
     context = get_current_context()
+    spec, run = get_spec(model), _run_info(context)
     with _fail_on(ScoringProblem):
-        return score(get_spec(model), partition, pinned, _run_info(context))
+        return [score_partition(spec, p, pinned, run) for p in partitions]
