@@ -47,7 +47,8 @@ def servers(tmp_path_factory, seeded_source):
 
 def test_backfill_through_rest_api_completes(servers):
     client, home = servers
-    wait_for("the DAG to be parsed", lambda: client.get("/api/v2/dags/bikes_ingest").status_code == 200)
+    dag_ids = ("bikes_ingest", "bikes_train", "bikes_promote", "bikes_score")
+    wait_for("the DAGs to be parsed", lambda: all(client.get(f"/api/v2/dags/{d}").status_code == 200 for d in dag_ids))
     assert client.patch("/api/v2/dags/bikes_ingest", json={"is_paused": False}).status_code == 200
 
     body = {
@@ -62,7 +63,13 @@ def test_backfill_through_rest_api_completes(servers):
     planned = sorted(r["logical_date"][:10] for r in dry.json()["backfills"])
     assert planned == ["2011-01-01", "2011-01-29", "2011-02-26"]
 
-    created = client.post("/api/v2/backfills", json=body)
+    # Airflow refuses to create a backfill on SQLite while another writer holds the metadata DB (503 "Database is
+    # locked"; the dag-processor writes each DAG file's DAGs as it parses them). What a user does: try again.
+    def create():
+        response = client.post("/api/v2/backfills", json=body)
+        return response if response.status_code != 503 else None
+
+    created = wait_for("the backfill to be created (SQLite busy)", create, timeout=60, every=3)
     assert created.status_code == 200, created.text
 
     def finished():
