@@ -236,6 +236,42 @@ class Gate(_Strict):
         return self.metric in _MINIMIZED
 
 
+class Hysteresis(_Strict):
+    """Drift must hold in ``n`` of the last ``m`` windows, the latest among them, before retraining is asked."""
+
+    n: Annotated[int, Field(ge=1)] = 2
+    m: Annotated[int, Field(ge=1)] = 3
+
+    @model_validator(mode="after")
+    def _n_within_m(self) -> Hysteresis:
+        if self.n > self.m:
+            raise ValueError(f"`n` ({self.n}) cannot exceed `m` ({self.m}): drift in n of the last m windows")
+        return self
+
+
+class Monitoring(_Strict):
+    """How drift and performance are watched, and when they may ask for retraining."""
+
+    cron: str = Field(default="@daily", description="When the monitor runs (UTC).")
+    window_days: Annotated[int, Field(ge=1)] = 28
+    labels_after_days: Annotated[int, Field(ge=0)] = Field(
+        default=0, description="How long after an interval its labels (the target) are known."
+    )
+    drift_share: Annotated[float, Field(gt=0, le=1)] = Field(
+        default=0.5, description="A window has drifted when at least this share of features drifted."
+    )
+    column_threshold: Annotated[float, Field(gt=0)] | None = Field(
+        default=None, description="Per-column drift threshold; default: Evidently's (distance-based above 1,000 rows)."
+    )
+    method: str | None = Field(default=None, description="Evidently drift method; default: Evidently's choice.")
+    sample_cap: Annotated[int, Field(ge=1000)] = 50_000
+    max_degradation: Annotated[float, Field(gt=0)] = Field(
+        default=0.25, description="Retrain when the champion's MAE is this much worse (relative) than at training."
+    )
+    hysteresis: Hysteresis = Hysteresis()
+    cooldown_days: Annotated[int, Field(ge=0)] = 28
+
+
 class ModelSpec(_Strict):
     """One model: its data, its schedule, its features and target, and how its batches are validated."""
 
@@ -253,6 +289,7 @@ class ModelSpec(_Strict):
     validation: Validation = Validation()
     training: Training = Training()
     gate: Gate = Gate()
+    monitoring: Monitoring = Monitoring()
 
     @field_validator("name")
     @classmethod
