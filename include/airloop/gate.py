@@ -18,12 +18,10 @@ from dataclasses import asdict, dataclass, field
 from numbers import Integral, Real
 from typing import Any
 
-from airloop.spec import METRICS, Gate
+from airloop.spec import LOWER_IS_BETTER, METRICS, Gate
 
 #: Slices with fewer holdout rows than this carry too little evidence to refuse a model on.
 MIN_SLICE_ROWS = 30
-#: Metrics where lower is better; for the others (r2) higher is better.
-_MINIMIZED = frozenset({"rmse", "mae"})
 #: Shown in place of a number there is not (no champion, a slice one side lacks).
 _NONE = "—"
 #: Relative comparisons within this of their limit count as on it (0.1 + 0.2 is not 0.3 in floats).
@@ -142,7 +140,7 @@ class Verdict:
             return f"as the first champion: {self.metric} {_num(value)}"
         before = self.champion.metric(self.metric)
         now, then = _nums(value, before)
-        change = _relative_better(value, before, self.metric in _MINIMIZED)
+        change = _relative_better(value, before, self.metric in LOWER_IS_BETTER)
         shown = f" ({_change(change)})" if change is not None else ""
         return f"over {self.champion.version or 'the champion'}: {self.metric} {now} vs {then}{shown}"
 
@@ -180,11 +178,11 @@ class Verdict:
         value = self.challenger.metric(m)
         before = self.champion.metric(m) if self.champion is not None else math.nan
         now, then = _nums(value, before)
-        change = _relative_better(value, before, m in _MINIMIZED) if self.champion is not None else None
+        change = _relative_better(value, before, m in LOWER_IS_BETTER) if self.champion is not None else None
         limits: list[str] = []
         threshold = self.gate.thresholds.get(m) if self.gate is not None else None
         if threshold is not None:
-            limits.append(f"{'≤' if m in _MINIMIZED else '≥'} {_num(threshold)}")
+            limits.append(f"{'≤' if m in LOWER_IS_BETTER else '≥'} {_num(threshold)}")
         if m == self.metric and self.champion is not None and self.gate is not None:
             limits.append(f"≥ {_pct(self.gate.min_improvement)} better")
         failed = any(not c.passed for c in self.checks if c.name == f"threshold:{m}") or (
@@ -214,7 +212,7 @@ class Verdict:
             limit = "not compared"
         else:
             limit = tolerance
-        change = _relative_better(value, before, self.metric in _MINIMIZED)
+        change = _relative_better(value, before, self.metric in LOWER_IS_BETTER)
         return _row(
             label, then if theirs is not None else _NONE, now if ours is not None else _NONE, _change(change), limit
         )
@@ -283,7 +281,7 @@ def _finite_check(challenger: Evaluation) -> Check:
 def _threshold_checks(gate: Gate, challenger: Evaluation) -> list[Check]:
     checks = []
     for m in sorted(gate.thresholds, key=lambda k: METRICS.index(k) if k in METRICS else len(METRICS)):
-        value, limit, lower = challenger.metric(m), float(gate.thresholds[m]), m in _MINIMIZED
+        value, limit, lower = challenger.metric(m), float(gate.thresholds[m]), m in LOWER_IS_BETTER
         need = "at most" if lower else "at least"
         shown, bound = _nums(value, limit)
         if not math.isfinite(value):
@@ -368,7 +366,7 @@ def _improvement_check(gate: Gate, challenger: Evaluation, champion: Evaluation 
             False,
             f"champion {m} is 0, so a relative improvement is undefined (challenger {_num(value)}); {_OVERRIDE}",
         )
-    change = _relative_better(value, before, m in _MINIMIZED) or 0.0  # defined: both finite, champion non-zero
+    change = _relative_better(value, before, m in LOWER_IS_BETTER) or 0.0  # defined: both finite, champion non-zero
     now, then = _nums(value, before)
     head = f"{m} {now} vs champion {then}"
     if change <= 0:

@@ -10,13 +10,14 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import datetime
 from typing import Any
 
 from airloop import tracking
 from airloop.config import WAREHOUSE_CONN_ID, paths
 from airloop.gate import Evaluation, Verdict, evaluate_gate
 from airloop.lake import Lake
+from airloop.params import ParamProblem, day, refuse_unknown
 from airloop.spec import ModelSpec, spec_digest
 from airloop.training import TrainingProblem
 
@@ -28,8 +29,8 @@ TRAIN_PARAMS = ("reason", "window_start", "window_end", "overrides")
 PROMOTE_PARAMS = ("action", "version", "reason", "override")
 
 
-class RequestProblem(ValueError):
-    """A run's parameters cannot be used; the message names the parameter, the value and the fix."""
+#: What the train and promote DAGs' check tasks raise (kept as the name callers know).
+RequestProblem = ParamProblem
 
 
 @dataclass(frozen=True)
@@ -53,26 +54,6 @@ class RunInfo:
         return {k: str(v) for k, v in values.items() if v is not None}
 
 
-def _date(name: str, value: Any) -> datetime | None:
-    if value in (None, ""):
-        return None
-    try:
-        day = date.fromisoformat(str(value)[:10])
-    except ValueError:
-        raise RequestProblem(f"param `{name}` is {value!r}; expected a date like 2012-06-30 (UTC) or null.") from None
-    return datetime(day.year, day.month, day.day, tzinfo=UTC)
-
-
-def unknown_keys(conf: dict[str, Any], allowed: tuple[str, ...], dag_id: str) -> None:
-    """Airflow accepts unknown ``conf`` keys silently; airloop refuses them, naming each one."""
-    unknown = sorted(set(conf) - set(allowed))
-    if unknown:
-        raise RequestProblem(
-            f"{dag_id} does not know the param(s) {unknown}; it takes {list(allowed)}. "
-            "Check the spelling and trigger again."
-        )
-
-
 def train_request(
     spec: ModelSpec, conf: dict[str, Any], params: dict[str, Any], run: RunInfo, asset_reasons: list[str]
 ) -> dict[str, Any]:
@@ -82,7 +63,7 @@ def train_request(
     """
     from airloop.training import build_pipeline, estimator_params
 
-    unknown_keys(conf, TRAIN_PARAMS, spec.dag_id("train"))
+    refuse_unknown(conf, TRAIN_PARAMS, spec.dag_id("train"))
     reason = (params.get("reason") or "").strip()
     if not reason:
         if run.run_type == "manual":
@@ -94,7 +75,7 @@ def train_request(
             reason = "retrain requested: " + "; ".join(asset_reasons)
         else:
             reason = f"scheduled retraining ({spec.training.cron or run.run_type})"
-    start, end = _date("window_start", params.get("window_start")), _date("window_end", params.get("window_end"))
+    start, end = day("window_start", params.get("window_start")), day("window_end", params.get("window_end"))
     if start and end and start >= end:
         raise RequestProblem(f"param `window_start` ({start:%Y-%m-%d}) must be before `window_end` ({end:%Y-%m-%d}).")
     overrides = params.get("overrides") or {}
@@ -219,7 +200,7 @@ def train(spec: ModelSpec, request: dict[str, Any], run: RunInfo) -> dict[str, A
         "train_rows": len(train_rows),
         "holdout_rows": len(holdout),
         "metrics": evaluation.to_dict()["metrics"],
-        "params": {k: v for k, v in fitted.params.items()},
+        "params": dict(fitted.params),
         "reason": request["reason"],
         "timings": {k: round(v, 3) for k, v in timings.items()},
     }
@@ -453,7 +434,7 @@ def promote_request(spec: ModelSpec, conf: dict[str, Any], params: dict[str, Any
     from airloop.db import engine_for
     from airloop.promotion import NothingToRollBack, previous_champion
 
-    unknown_keys(conf, PROMOTE_PARAMS, spec.dag_id("promote"))
+    refuse_unknown(conf, PROMOTE_PARAMS, spec.dag_id("promote"))
     reason = (params.get("reason") or "").strip()
     if not reason:
         raise RequestProblem('param `reason` is required: say why (e.g. {"reason": "v7 over-predicts weekends"}).')

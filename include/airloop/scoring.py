@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterator
-from datetime import UTC, date, datetime
+from datetime import datetime
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
@@ -20,6 +20,7 @@ from airloop import tracking
 from airloop.config import WAREHOUSE_CONN_ID, paths
 from airloop.intervals import parse_key
 from airloop.lake import Lake
+from airloop.params import ParamProblem, day
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -37,7 +38,7 @@ class NoChampion(LookupError):
     """No version has the ``champion`` alias yet: there is nothing to score with."""
 
 
-class ScoringProblem(ValueError):
+class ScoringProblem(ParamProblem):
     """A scoring request or input that cannot be used; the message names it and the fix."""
 
 
@@ -52,14 +53,6 @@ def pin_champion(model: str) -> dict[str, str]:
     mv = tracking.client().get_model_version(model, version)
     log.info("Scoring with %s v%s (MLflow run %s), pinned for this whole run.", model, version, mv.run_id)
     return {"version": str(version), "run_id": str(mv.run_id)}
-
-
-def _day(name: str, value: Any) -> datetime:
-    try:
-        d = date.fromisoformat(str(value)[:10])
-    except ValueError:
-        raise ScoringProblem(f"param `{name}` is {value!r}; expected a date like 2012-06-30 (UTC).") from None
-    return datetime(d.year, d.month, d.day, tzinfo=UTC)
 
 
 def select_partitions(
@@ -84,7 +77,8 @@ def select_partitions(
             "To re-score by hand give params `start` and `end` (dates, UTC): every validated partition starting in "
             '[start, end) is scored with today\'s champion, e.g. {"start": "2012-01-01", "end": "2013-01-01"}.'
         )
-    start, end = _day("start", params["start"]), _day("end", params["end"])
+    start, end = day("start", params["start"]), day("end", params["end"])
+    assert start is not None and end is not None  # both checked above
     if start >= end:
         raise ScoringProblem(f"param `start` ({start:%Y-%m-%d}) must be before `end` ({end:%Y-%m-%d}).")
     chosen = [p for p in validated if start <= parse_key(p) < end]

@@ -196,7 +196,8 @@ class Training(_Strict):
         return self
 
 
-_MINIMIZED = {"rmse", "mae"}
+#: Metrics where lower is better; for the others (r2) higher is better.
+LOWER_IS_BETTER = frozenset({"rmse", "mae"})
 METRICS = ("rmse", "mae", "r2")
 
 
@@ -233,7 +234,7 @@ class Gate(_Strict):
 
     @property
     def lower_is_better(self) -> bool:
-        return self.metric in _MINIMIZED
+        return self.metric in LOWER_IS_BETTER
 
 
 class Hysteresis(_Strict):

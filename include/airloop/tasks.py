@@ -7,6 +7,8 @@ is the on-call summary.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from airflow.sdk import get_current_context
@@ -79,27 +81,26 @@ def _run_info(context: Any) -> Any:
     )
 
 
+def _asset_extras(context: Any) -> list[dict[str, Any]]:
+    """The ``extra`` of every Asset event that triggered this run (queued events merge into one run)."""
+    return [
+        dict(getattr(event, "extra", None) or {})
+        for events in (context.get("triggering_asset_events") or {}).values()
+        for event in events
+    ]
+
+
 def _asset_reasons(context: Any) -> list[str]:
-    reasons: list[str] = []
-    for events in (context.get("triggering_asset_events") or {}).values():
-        for event in events:
-            extra = getattr(event, "extra", None) or {}
-            reasons.append(str(extra.get("reason") or f"asset event {extra or ''}".strip()))
-    return reasons
+    return [str(extra.get("reason") or f"asset event {extra or ''}".strip()) for extra in _asset_extras(context)]
 
 
-def _fail_on(*expected: type[Exception]) -> Any:
+@contextmanager
+def _fail_on(*expected: type[Exception]) -> Iterator[None]:
     """Turn airloop's expected errors into a task failure without retries, whose message is the summary."""
-    from contextlib import contextmanager
-
-    @contextmanager
-    def guard() -> Any:
-        try:
-            yield
-        except expected as exc:
-            raise AirflowFailException(str(exc)) from None
-
-    return guard()
+    try:
+        yield
+    except expected as exc:
+        raise AirflowFailException(str(exc)) from None
 
 
 def train_check(model: str) -> dict[str, Any]:
@@ -233,16 +234,14 @@ def score_pin(model: str) -> dict[str, str]:
 
 
 def score_select(model: str) -> list[str]:
-    from airloop.scoring import ScoringProblem, select_partitions
+    from airloop.params import ParamProblem
+    from airloop.scoring import select_partitions
 
     context = get_current_context()
-    events = [
-        dict(getattr(e, "extra", None) or {})
-        for evs in (context.get("triggering_asset_events") or {}).values()
-        for e in evs
-    ]
-    with _fail_on(ScoringProblem):
-        return select_partitions(get_spec(model), events, dict(context["params"]), dict(context["dag_run"].conf or {}))
+    with _fail_on(ParamProblem):
+        return select_partitions(
+            get_spec(model), _asset_extras(context), dict(context["params"]), dict(context["dag_run"].conf or {})
+        )
 
 
 def score_partitions(model: str, partitions: list[str], pinned: dict[str, str]) -> list[dict[str, Any]]:

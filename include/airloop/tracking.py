@@ -200,12 +200,6 @@ def load_version(model: str, version: str) -> LoadedModel:
     )
 
 
-def load_alias(model: str, alias: str) -> LoadedModel | None:
-    """Load the version an alias points at, or None when nothing has that alias yet."""
-    version = version_for_alias(model, alias)
-    return None if version is None else load_version(model, version)
-
-
 def set_alias(model: str, alias: str, version: str) -> None:
     client().set_registered_model_alias(model, alias, str(version))
 

@@ -270,10 +270,10 @@ def fit(spec: ModelSpec, train: pd.DataFrame, overrides: dict[str, Any] | None =
     trials: list[dict[str, Any]] = []
     search = spec.training.search
     if search is not None:
-        from sklearn.model_selection import ParameterSampler, RandomizedSearchCV, TimeSeriesSplit
+        from sklearn.model_selection import ParameterGrid, RandomizedSearchCV, TimeSeriesSplit
 
         space = {f"model__{k}": v for k, v in search.space.items()}
-        n_candidates = len(list(ParameterSampler(space, n_iter=10**6, random_state=spec.training.seed)))
+        n_candidates = len(ParameterGrid(space))
         searcher = RandomizedSearchCV(
             build_pipeline(spec, params),
             space,

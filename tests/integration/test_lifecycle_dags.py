@@ -103,7 +103,9 @@ def test_first_model_becomes_champion_with_lineage(dags, warehouse, validated_la
     assert all(len(p["content_digest"]) == 64 for p in lineage["partitions"])
     artifacts = {a.path for a in c.list_artifacts(mv.run_id, "plots")}
     assert artifacts == {"plots/predicted_vs_actual.png", "plots/residuals_by_hour.png", "plots/feature_importance.png"}
-    info = __import__("mlflow").models.get_model_info(f"models:/bikes/{version}")
+    from mlflow.models import get_model_info
+
+    info = get_model_info(f"models:/bikes/{version}")
     assert info.signature is not None and "hum" in info.signature.inputs.input_names()
 
 
@@ -194,6 +196,11 @@ def test_unknown_or_missing_params_fail_fast_naming_them(dags, warehouse, capfd,
     assert states["check"] == "failed"
     err = "".join(capfd.readouterr())
     assert "param `version` is required" in err
+
+    _, states = _run(dags["bikes_promote"], {"action": "promote", "version": "999", "reason": "no such version"})
+    assert states["gate"] == "failed" and states["promote"] == "upstream_failed"
+    err = "".join(capfd.readouterr())
+    assert "has no version '999'" in err
     assert len(_ledger(warehouse)) == rows  # refused requests decide nothing
 
 

@@ -67,3 +67,12 @@ def test_decided_by_names_gate_approver_and_override():
     approval = {"chosen_options": ["Approve"], "responded_by_user": {"id": "operator", "name": "operator"}}
     assert decided_by(gate_result, approval, MANUAL) == "gate + approval by operator"
     assert decided_by({"override": True}, None, MANUAL) == "override by alice"
+
+
+def test_date_params_accept_a_day_or_a_timestamp_and_name_a_bad_one():
+    from airloop.params import ParamProblem, day
+
+    assert day("window_end", "2012-10-01") == day("window_end", "2012-10-01T13:45:00Z")
+    assert day("window_end", None) is None and day("window_end", "") is None
+    with pytest.raises(ParamProblem, match="param `start` is '01/10/2012'"):
+        day("start", "01/10/2012")

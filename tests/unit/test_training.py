@@ -129,3 +129,22 @@ def test_bounded_search_picks_from_the_space(bikes_spec, lake):
     assert result.params["max_iter"] in (10, 40) and result.params["learning_rate"] in (0.05, 0.1)
     best = min(result.trials, key=lambda t: t["rmse"])
     assert {k: result.params[k] for k in best["params"]} == best["params"]
+
+
+def test_an_estimator_that_cannot_be_imported_is_named(bikes_spec):
+    from airloop.spec import Estimator
+
+    t = bikes_spec.training.model_copy(update={"estimator": Estimator(class_path="sklearn.ensemble.NoSuchRegressor")})
+    with pytest.raises(TrainingProblem, match=r"NoSuchRegressor.*cannot be imported"):
+        training.build_pipeline(bikes_spec.model_copy(update={"training": t}), {})
+
+
+def test_a_partition_without_a_feature_column_is_named(bikes_spec, tmp_path, demo_frame):
+    lake = Lake(tmp_path)
+    end = FIRST + STEP
+    rows = demo_frame[(demo_frame.ts >= FIRST.replace(tzinfo=None)) & (demo_frame.ts < end.replace(tzinfo=None))]
+    meta = {"interval_start": FIRST.isoformat(), "interval_end": end.isoformat()}
+    lake.write("bikes", "validated", "p", rows.drop(columns=["hum"]).reset_index(drop=True), meta=meta)
+    window = training.Window(start=FIRST - 10 * STEP, end=end, holdout_start=FIRST)
+    with pytest.raises(TrainingProblem, match=r"no column\(s\) \['hum'\]"):
+        training.assemble(bikes_spec, lake, window)
