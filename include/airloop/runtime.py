@@ -61,6 +61,8 @@ PASSWORDS_FILE = "simple_auth_manager_passwords.json.generated"
 COMPONENTS: tuple[str, ...] = ("mlflow", "api-server", "dag-processor", "triggerer", "scheduler")
 _AIRFLOW_COMPONENTS = ("api-server", "dag-processor", "triggerer", "scheduler")
 _STOP_FIRST = ("scheduler", "triggerer", "dag-processor")
+#: Components the api-server reports healthy by their heartbeat; they print their threads on SIGQUIT.
+_HEARTBEATING = ("scheduler", "triggerer", "dag-processor")
 #: Key of each Airflow component in the api-server's ``/api/v2/monitor/health`` answer.
 _HEALTH_KEYS = {
     "api-server": "metadatabase",
@@ -593,13 +595,13 @@ def _failure(what: str, names: Iterable[str], started: Mapping[str, int]) -> Run
     parts = [what]
     for name in names:
         log = _log_file(name)
-        parts.append(f"--- {name}: log {log}, last lines:\n{_tail(log, 20)}")
+        parts.append(f"--- {name}: log {log}, last lines:\n{_tail(log, 40)}")
     if started:
         parts.append(f"Started now and left running for inspection: {', '.join(started)}; stop with down().")
     return RuntimeError("\n".join(parts))
 
 
-def up(wait_timeout: float = 180) -> RuntimeStatus:
+def up(wait_timeout: float = 180, hung_after: float = 60) -> RuntimeStatus:
     """Start whatever of the runtime is not running, and wait until every component is healthy.
 
     Idempotent: a component already running (its PID alive and ours) is left alone; when all run, this
@@ -607,7 +609,9 @@ def up(wait_timeout: float = 180) -> RuntimeStatus:
     component has to start. Raises ``PortInUseError`` when a port is taken by another program, and
     ``RuntimeError`` naming the unhealthy component(s), their logs and the logs' last lines when the whole
     call takes longer than ``wait_timeout`` seconds or a component exits (what did start is left running
-    for inspection: ``down()`` stops it).
+    for inspection: ``down()`` stops it). A scheduler, triggerer or dag-processor whose process runs but whose
+    heartbeat the api-server has not seen for ``hung_after`` seconds is restarted, once per call (its threads
+    dumped to its log first), and so is any still unhealthy at the deadline dumped before the error.
     """
     deadline = time.monotonic() + wait_timeout
     p = paths()
@@ -641,6 +645,8 @@ def up(wait_timeout: float = 180) -> RuntimeStatus:
             for name in airflow_missing:
                 started[name] = _start(name, env, api_port, mlflow_port)
 
+    silent_since: dict[str, float] = {}
+    restarted: set[str] = set()
     while True:
         current = status()
         if current.healthy:
@@ -648,10 +654,53 @@ def up(wait_timeout: float = 180) -> RuntimeStatus:
         dead = [name for name, pid in started.items() if not _alive(pid)]
         if dead:
             raise _failure(f"{', '.join(dead)} exited during start-up.", dead, started)
-        if time.monotonic() >= deadline:
+        now = time.monotonic()
+        if now >= deadline:
             unhealthy = [name for name, c in current.components.items() if not c.healthy]
+            _dump_threads(current, unhealthy)
             raise _failure(f"Not healthy after {wait_timeout:.0f} s: {', '.join(unhealthy)}.", unhealthy, started)
+        for name in _HEARTBEATING:
+            component = current.components[name]
+            if not (current.components["api-server"].healthy and component.running and not component.healthy):
+                silent_since.pop(name, None)
+            elif now - silent_since.setdefault(name, now) > hung_after and name not in restarted:
+                started[name] = _restart_hung(name, env, api_port, mlflow_port, now - silent_since.pop(name))
+                restarted.add(name)
         time.sleep(_POLL_INTERVAL)
+
+
+def _dump_threads(current: RuntimeStatus, names: Iterable[str]) -> None:
+    """Ask running Airflow components to print every thread's stack to their logs (Airflow's SIGQUIT handler)."""
+    pids = [c.pid for n in names if n in _HEARTBEATING and (c := current.components[n]).running and c.pid]
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGQUIT)
+    if pids:
+        time.sleep(1)
+
+
+def _restart_hung(name: str, env: Mapping[str, str], api_port: int, mlflow_port: int, silent: float) -> int:
+    """Stop a component whose process runs but sends no heartbeat, and start it once more.
+
+    What a supervisor's liveness probe does (the official Helm chart restarts a scheduler whose heartbeat is
+    stale). Seen once on a loaded 2-core machine: a freshly started scheduler that never heartbeat again.
+    Its threads are dumped to its log first, so the hang can be diagnosed.
+    """
+    pid = _running_pid(name)
+    if pid is not None:
+        _dump_threads(status(), [name])
+        with _open_private(_log_file(name), "ab") as log:
+            log.write(
+                f"\n=== airloop: {name} (pid {pid}) sent no heartbeat for {silent:.0f} s while its process ran "
+                "(threads dumped above if it could answer SIGQUIT); restarting it once\n".encode()
+            )
+        tree = _tree([pid], _process_table())
+        _signal_tree(tree, signal.SIGTERM)
+        if not _wait_gone([pid], tree, time.monotonic() + 10):
+            _signal_tree(_remaining([pid], tree), signal.SIGKILL)
+            _wait_gone([pid], tree, time.monotonic() + 10)
+    with _locked():
+        return _start(name, env, api_port, mlflow_port)
 
 
 def _process_table() -> dict[int, tuple[str, int, int, int]]:

@@ -7,6 +7,7 @@ own (a task that sleeps, to prove ``down()`` also stops running tasks) and no ``
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -175,6 +176,8 @@ def rt(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Runtime]:
     (project / "dags" / "sleeper.py").write_text(SLEEPER_DAG)
     with pytest.MonkeyPatch.context() as mp:
         _isolate(mp, home, project)
+        # A stale scheduler heartbeat shows in /monitor/health after 10 s instead of 30 (the hung-scheduler test).
+        mp.setenv("AIRFLOW__SCHEDULER__SCHEDULER_HEALTH_CHECK_THRESHOLD", "10")
         try:
             start = time.monotonic()
             status = runtime.up(wait_timeout=240)
@@ -305,6 +308,28 @@ def test_up_restarts_only_what_died_and_keeps_connection_edits(rt: Runtime) -> N
     rt.pgids["dag-processor"] = after["dag-processor"]
     code, _, body = _request(f"{api}/connections/airloop_source", token)
     assert json.loads(body)["host"] == "/srv/oncall/edited.db", "up() must not undo an on-call edit"
+
+
+def test_up_restarts_a_scheduler_that_stopped_heartbeating(rt: Runtime) -> None:
+    """A scheduler process that runs but is frozen (SIGSTOP: no heartbeat, no answer to signals) is replaced."""
+    before = {name: c.pid for name, c in runtime.status().components.items()}
+    frozen = before["scheduler"]
+    os.kill(frozen, signal.SIGSTOP)
+    try:
+        wait_for("the api-server to see the scheduler unhealthy", lambda: not runtime.status().healthy, timeout=60)
+        again = runtime.up(wait_timeout=180, hung_after=3)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(frozen, signal.SIGCONT)
+    after = {name: c.pid for name, c in again.components.items()}
+    assert again.healthy
+    assert after["scheduler"] != frozen
+    assert _survivors([frozen]) == []
+    assert {n: p for n, p in after.items() if n != "scheduler"} == {n: p for n, p in before.items() if n != "scheduler"}
+    log = (rt.home / "run" / "scheduler.log").read_text()
+    assert f"scheduler (pid {frozen}) sent no heartbeat for" in log
+    assert "restarting it once" in log
+    rt.pgids["scheduler"] = after["scheduler"]
 
 
 def test_a_task_runs(rt: Runtime) -> None:
