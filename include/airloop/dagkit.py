@@ -287,3 +287,70 @@ Re-score a range: Trigger with `{{"start": "2012-01-01", "end": "2013-01-01"}}`,
 
 def score_runbook(spec: ModelSpec) -> str:
     return _SCORE_RUNBOOK.format(name=spec.name, owner=spec.owner)
+
+
+def monitor_schedule(spec: ModelSpec) -> Any:
+    """The spec's monitoring cron (UTC); None (manual and API runs only) when the spec sets no cron."""
+    from airflow.sdk import CronTriggerTimetable
+
+    cron = spec.monitoring.cron
+    return None if cron is None else CronTriggerTimetable(cron, timezone="UTC")
+
+
+_MONITOR_RUNBOOK = """\
+# {name}_monitor
+
+**Owner:** {owner} · **Model:** `{name}` · **Schedule:** {schedule}
+
+## What it does
+Judges one window of validated data, `[as_of - {window} days, as_of)`, against the **champion's training data**
+({reference}), found through the champion's MLflow lineage. `as_of` is the param, else the end of the run's data
+interval, capped at the end of the newest validated data (a replay or a late source is judged on what arrived).
+1. **check**: resolves `as_of`; an unknown param or a bad date fails in seconds, naming it.
+2. **judge** (Evidently, at most {cap} sampled rows a side): drift of each monitored feature ({features}) and of
+   the champion's predictions; with labels (rows older than {labels} days), the champion's MAE and RMSE against
+   its holdout at training. A window has drifted when at least {share:.0%} of the features did, or the
+   predictions did. Figures go to table `drift_metrics`, the Evidently report (HTML, JSON) to
+   `AIRLOOP_HOME/reports/{name}/drift/` and to MLflow (experiment `{name}-monitoring`). The log ends with a
+   verdict: drifted columns and scores, performance, the decision and why, and where the report is.
+3. **request**: runs only when retraining is due: drift in {n} of the last {m} windows judged against this
+   champion, the latest included, or MAE more than {degradation:.0%} worse than at training; never within {cooldown}
+   days (data time) of the champion's training data or the last request; at most once per window. It writes a
+   `retrain_requests` row and an event on Asset `{name}.retrain_requested` (reason and window in `extra`),
+   which starts `{name}_train` on data up to that window. Skipped otherwise (no event).
+
+Judge a past window: Trigger with `{{"as_of": "2012-06-16"}}`, or
+`POST /api/v2/dags/{name}_monitor/dagRuns` with `{{"logical_date": null, "conf": {{"as_of": "2012-06-16"}}}}`.
+
+## Triage
+- **judge skipped, "no @champion yet"**: nothing to monitor until one is promoted (`{name}_train`).
+- **judge failed, "has no rows" / "fewer than monitoring.min_rows"**: the window has no (or too little)
+  validated data: check `{name}_ingest` for those intervals (quarantined ones are listed in the log).
+- **judge failed, "no finite value"**: a column is all NaN/inf in the window: a source fault the suites let
+  through; fix the source or tighten the suite, re-ingest, then clear this task.
+- **Too many or too few alarms**: tune `monitoring` in `{name}.yaml` (drift_share, column_threshold, reference,
+  exclude, hysteresis, cooldown_days); `SELECT * FROM drift_metrics WHERE model='{name}' ORDER BY window_end`
+  shows every window's scores.
+"""
+
+
+def monitor_runbook(spec: ModelSpec) -> str:
+    m = spec.monitoring
+    reference = "whole"
+    if m.reference == "seasonal":
+        reference = f"its rows from the same weeks of the year, ±{m.seasonal_margin_days} days"
+    return _MONITOR_RUNBOOK.format(
+        name=spec.name,
+        owner=spec.owner,
+        schedule=f"cron `{m.cron}` (UTC)" if m.cron else "manual and API only",
+        window=m.window_days,
+        reference=reference,
+        cap=f"{m.sample_cap:,}",
+        features=", ".join(spec.monitored_features),
+        labels=m.labels_after_days,
+        share=m.drift_share,
+        n=m.hysteresis.n,
+        m=m.hysteresis.m,
+        degradation=m.max_degradation,
+        cooldown=m.cooldown_days,
+    )

@@ -55,11 +55,13 @@ class RunInfo:
 
 
 def train_request(
-    spec: ModelSpec, conf: dict[str, Any], params: dict[str, Any], run: RunInfo, asset_reasons: list[str]
+    spec: ModelSpec, conf: dict[str, Any], params: dict[str, Any], run: RunInfo, asset_extras: list[dict[str, Any]]
 ) -> dict[str, Any]:
     """Check a train run's parameters up front, so a bad request fails in seconds, not after training.
 
-    Manual and API runs must give a ``reason``; scheduled runs and retrain requests carry their own.
+    Manual and API runs must give a ``reason``; scheduled runs and retrain requests carry their own. A retrain
+    request (an Asset event from the monitor) also carries its window's end: without a ``window_end`` param
+    the run trains on data up to there (data time: a replay of old data retrains as it would have then).
     """
     from airloop.training import build_pipeline, estimator_params
 
@@ -71,11 +73,15 @@ def train_request(
                 f"param `reason` is required when {spec.dag_id('train')} is triggered by hand or through the API: "
                 'say why (e.g. {"reason": "new holiday features"}); it is recorded in MLflow and the ledger.'
             )
-        if asset_reasons:
-            reason = "retrain requested: " + "; ".join(asset_reasons)
+        if asset_extras:
+            reasons = [str(extra.get("reason") or f"asset event {extra or ''}".strip()) for extra in asset_extras]
+            reason = "retrain requested: " + "; ".join(reasons)
         else:
             reason = f"scheduled retraining ({spec.training.cron or run.run_type})"
     start, end = day("window_start", params.get("window_start")), day("window_end", params.get("window_end"))
+    requested_ends = [day("window_end", e["window_end"]) for e in asset_extras if e.get("window_end")]
+    if end is None and requested_ends:
+        end = max(requested_ends)  # merged events: the latest window asked for
     if start and end and start >= end:
         raise RequestProblem(f"param `window_start` ({start:%Y-%m-%d}) must be before `window_end` ({end:%Y-%m-%d}).")
     overrides = params.get("overrides") or {}

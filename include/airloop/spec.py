@@ -17,6 +17,8 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+#: The column the monitor gives the champion's predictions (beside the features): no feature may take it.
+PREDICTION_COLUMN = "_prediction"
 _NAME = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
 _EVERY = re.compile(r"^(\d+)\s*([dhm])$")
 _UNITS = {"d": "days", "h": "hours", "m": "minutes"}
@@ -253,7 +255,7 @@ class Hysteresis(_Strict):
 class Monitoring(_Strict):
     """How drift and performance are watched, and when they may ask for retraining."""
 
-    cron: str = Field(default="@daily", description="When the monitor runs (UTC).")
+    cron: str | None = Field(default="@daily", description="When the monitor runs (UTC); null: manual and API only.")
     window_days: Annotated[int, Field(ge=1)] = 28
     labels_after_days: Annotated[int, Field(ge=0)] = Field(
         default=0, description="How long after an interval its labels (the target) are known."
@@ -262,9 +264,29 @@ class Monitoring(_Strict):
         default=0.5, description="A window has drifted when at least this share of features drifted."
     )
     column_threshold: Annotated[float, Field(gt=0)] | None = Field(
-        default=None, description="Per-column drift threshold; default: Evidently's (distance-based above 1,000 rows)."
+        default=None,
+        description="Per-column drift threshold: a distance for the default methods (Evidently's default 0.1); "
+        "the p-value below which a column drifted if `method` is a p-value test.",
     )
-    method: str | None = Field(default=None, description="Evidently drift method; default: Evidently's choice.")
+    method: str | None = Field(
+        default=None,
+        description="Evidently drift method for every column (e.g. `psi`, `ks`); default: normed Wasserstein for "
+        "numbers and Jensen-Shannon for categories, distance-based at any sample size.",
+    )
+    reference: Literal["training", "seasonal"] = Field(
+        default="training",
+        description="Compare with the champion's whole training data, or (seasonal) with its rows from the same "
+        "weeks of the year (within `seasonal_margin_days`): a June window is then compared with last June.",
+    )
+    seasonal_margin_days: Annotated[int, Field(ge=0, le=90)] = 14
+    exclude: list[str] = Field(
+        default=[],
+        description="Features not tested for drift (e.g. calendar columns a window fixes by construction); "
+        "they still feed the predictions whose drift is tested.",
+    )
+    min_rows: Annotated[int, Field(ge=1)] = Field(
+        default=100, description="A window (or a reference) with fewer rows is not judged: the run fails and says so."
+    )
     sample_cap: Annotated[int, Field(ge=1000)] = 50_000
     max_degradation: Annotated[float, Field(gt=0)] = Field(
         default=0.25, description="Retrain when the champion's MAE is this much worse (relative) than at training."
@@ -305,6 +327,8 @@ class ModelSpec(_Strict):
         duplicated = sorted({n for n in names if names.count(n) > 1})
         if duplicated:
             raise ValueError(f"features listed twice: {duplicated}")
+        if PREDICTION_COLUMN in names:
+            raise ValueError(f"`{PREDICTION_COLUMN}` is reserved for the monitor's predictions; rename that feature")
         clash = sorted(set(names) & ({self.target.name, self.source.time_column} | set(self.leakage_columns)))
         if clash:
             raise ValueError(
@@ -317,7 +341,17 @@ class ModelSpec(_Strict):
         for key in self.training.overridable:
             if self.training.search is not None and key in self.training.search.space:
                 raise ValueError(f"`{key}` is both searched and overridable; choose one")
+        excluded = set(self.monitoring.exclude)
+        if excluded - set(names):
+            raise ValueError(f"monitoring.exclude names columns that are not features: {sorted(excluded - set(names))}")
+        if excluded >= set(names):
+            raise ValueError("monitoring.exclude leaves no feature to test for drift; keep at least one")
         return self
+
+    @property
+    def monitored_features(self) -> list[str]:
+        """The features tested for drift (all but ``monitoring.exclude``), in spec order."""
+        return [n for n in self.feature_names if n not in self.monitoring.exclude]
 
     @property
     def feature_names(self) -> list[str]:

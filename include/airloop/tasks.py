@@ -90,10 +90,6 @@ def _asset_extras(context: Any) -> list[dict[str, Any]]:
     ]
 
 
-def _asset_reasons(context: Any) -> list[str]:
-    return [str(extra.get("reason") or f"asset event {extra or ''}".strip()) for extra in _asset_extras(context)]
-
-
 @contextmanager
 def _fail_on(*expected: type[Exception]) -> Iterator[None]:
     """Turn airloop's expected errors into a task failure without retries, whose message is the summary."""
@@ -113,7 +109,7 @@ def train_check(model: str) -> dict[str, Any]:
             dict(context["dag_run"].conf or {}),
             dict(context["params"]),
             _run_info(context),
-            _asset_reasons(context),
+            _asset_extras(context),
         )
 
 
@@ -252,3 +248,50 @@ def score_partitions(model: str, partitions: list[str], pinned: dict[str, str]) 
     spec, run = get_spec(model), _run_info(context)
     with _fail_on(ScoringProblem):
         return [score_partition(spec, p, pinned, run) for p in partitions]
+
+
+# --- monitoring ---------------------------------------------------------------------------------------------
+
+
+def monitor_check(model: str) -> dict[str, Any]:
+    from airloop import monitoring
+
+    context = get_current_context()
+    with _fail_on(monitoring.MonitorProblem):
+        return monitoring.monitor_request(
+            get_spec(model),
+            dict(context["params"]),
+            dict(context["dag_run"].conf or {}),
+            context.get("data_interval_end"),
+        )
+
+
+def monitor_judge(model: str, request: dict[str, Any]) -> dict[str, Any]:
+    """Judge the window; no champion yet skips (nothing to monitor), a window that cannot be judged fails."""
+    from airflow.sdk.exceptions import AirflowSkipException
+
+    from airloop import monitoring
+    from airloop.scoring import NoChampion
+
+    context = get_current_context()
+    try:
+        with _fail_on(monitoring.MonitorProblem):
+            return monitoring.monitor(get_spec(model), request, _run_info(context))
+    except NoChampion as exc:
+        raise AirflowSkipException(str(exc).replace("nothing was scored", "there is nothing to monitor")) from None
+
+
+def monitor_request_retraining(model: str, summary: dict[str, Any]) -> dict[str, Any]:
+    """Record the request and announce it on the retrain Asset; skipped (no event) when none is due."""
+    from airflow.sdk.exceptions import AirflowSkipException
+
+    from airloop.dagkit import retrain_asset
+    from airloop.monitoring import request_retraining
+
+    context = get_current_context()
+    spec = get_spec(model)
+    extra = request_retraining(spec, summary, _run_info(context))
+    if extra is None:
+        raise AirflowSkipException(f"No retraining: {summary['decision']['reason']}.")
+    context["outlet_events"][retrain_asset(spec)].extra = extra
+    return extra

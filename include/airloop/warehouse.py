@@ -77,6 +77,56 @@ promotion_ledger = sa.Table(
     sa.UniqueConstraint("model", "seq", name="uq_promotion_ledger_model_seq"),
 )
 
+#: One row per judged window and champion version; a re-run of the monitor for the window replaces it.
+drift_metrics = sa.Table(
+    "drift_metrics",
+    metadata,
+    sa.Column("model", sa.String(64), primary_key=True),
+    sa.Column("window_end", sa.DateTime(timezone=True), primary_key=True, comment="as_of: the window's end"),
+    sa.Column("champion_version", sa.String(32), primary_key=True),
+    sa.Column("window_start", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("reference", sa.String(16), nullable=False, comment="whole or same-weeks training data"),
+    sa.Column("reference_rows", sa.Integer, nullable=False, comment="rows compared (after the sample cap)"),
+    sa.Column("current_rows", sa.Integer, nullable=False, comment="rows compared (after the sample cap)"),
+    sa.Column("drift_share", sa.Float, nullable=False, comment="share of monitored features that drifted"),
+    sa.Column("drifted", sa.Boolean, nullable=False, comment="the window drifted (share or predictions)"),
+    sa.Column("drifted_columns", sa.JSON, nullable=False),
+    sa.Column("column_scores", sa.JSON, nullable=False, comment="column -> method, threshold, score, drifted"),
+    sa.Column("prediction_score", sa.Float, nullable=False),
+    sa.Column("prediction_drifted", sa.Boolean, nullable=False),
+    sa.Column("labelled_rows", sa.Integer, nullable=False),
+    sa.Column("mae", sa.Float),
+    sa.Column("rmse", sa.Float),
+    sa.Column("reference_mae", sa.Float, comment="the champion's holdout MAE at training"),
+    sa.Column("degradation", sa.Float, comment="mae / reference_mae - 1"),
+    sa.Column("degraded", sa.Boolean, comment="null: no labelled rows yet"),
+    sa.Column("notes", sa.JSON, nullable=False),
+    sa.Column("report_path", sa.Text, nullable=False),
+    sa.Column("dag_id", sa.String(250)),
+    sa.Column("dag_run_id", sa.String(250)),
+    sa.Column("measured_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+#: One row per retraining request; at most one per model and window however often the monitor re-runs.
+retrain_requests = sa.Table(
+    "retrain_requests",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("model", sa.String(64), nullable=False),
+    sa.Column("window_start", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("window_end", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("champion_version", sa.String(32), nullable=False, comment="the champion judged"),
+    sa.Column("reason", sa.Text, nullable=False),
+    sa.Column("drifted_columns", sa.JSON, nullable=False),
+    sa.Column("figures", sa.JSON, nullable=False),
+    sa.Column("report_path", sa.Text, nullable=False),
+    sa.Column("mlflow_run_id", sa.String(64), comment="the monitor's MLflow run (reports as artifacts)"),
+    sa.Column("dag_id", sa.String(250)),
+    sa.Column("dag_run_id", sa.String(250)),
+    sa.Column("requested_at", sa.DateTime(timezone=True), nullable=False),
+    sa.UniqueConstraint("model", "window_end", name="uq_retrain_requests_model_window"),
+)
+
 #: One row per model; a promotion updates its row first thing in its transaction, which serialises
 #: promotions of a model on SQLite (database write lock) and on Postgres (row lock) alike.
 promotion_locks = sa.Table(
@@ -136,3 +186,81 @@ def recent_validations(engine: Engine, model: str, limit: int = 20) -> list[dict
     )
     with engine.connect() as conn:
         return [dict(r._mapping) for r in conn.execute(query)]
+
+
+def _utc(value: Any) -> Any:
+    """SQLite hands timestamps back without their zone; they were written in UTC."""
+    if isinstance(value, datetime) and value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value
+
+
+def _row(mapping: Any) -> dict[str, Any]:
+    return {k: _utc(v) for k, v in dict(mapping).items()}
+
+
+def record_drift(engine: Engine, row: dict[str, Any]) -> list[dict[str, Any]]:
+    """Replace the figures of one (model, window, champion version); return that version's windows so far.
+
+    The history is every window judged against this champion up to this one, oldest first: the input of the
+    retraining decision (a new champion starts a new history).
+    """
+    row = {**row, "measured_at": row.get("measured_at") or datetime.now(UTC)}
+    t = drift_metrics.c
+    key = (t.model == row["model"], t.champion_version == row["champion_version"])
+    with engine.begin() as conn:
+        conn.execute(drift_metrics.delete().where(*key, t.window_end == row["window_end"]))
+        conn.execute(drift_metrics.insert().values(**row))
+        query = sa.select(drift_metrics).where(*key, t.window_end <= row["window_end"]).order_by(t.window_end)
+        return [_row(r._mapping) for r in conn.execute(query)]
+
+
+def drift_history(engine: Engine, model: str, limit: int = 50) -> list[dict[str, Any]]:
+    """The latest judged windows of a model (any champion), newest first."""
+    t = drift_metrics.c
+    query = sa.select(drift_metrics).where(t.model == model).order_by(t.window_end.desc(), t.measured_at.desc())
+    with engine.connect() as conn:
+        return [_row(r._mapping) for r in conn.execute(query.limit(limit))]
+
+
+def retrain_request_for(engine: Engine, model: str, window_end: datetime) -> dict[str, Any] | None:
+    """The request made for this window, if any."""
+    t = retrain_requests.c
+    query = sa.select(retrain_requests).where(t.model == model, t.window_end == window_end)
+    with engine.connect() as conn:
+        found = conn.execute(query).first()
+    return _row(found._mapping) if found else None
+
+
+def last_retrain_request(engine: Engine, model: str, until: datetime) -> dict[str, Any] | None:
+    """The request with the latest window ending at or before ``until`` (data time), if any."""
+    t = retrain_requests.c
+    query = (
+        sa.select(retrain_requests)
+        .where(t.model == model, t.window_end <= until)
+        .order_by(t.window_end.desc())
+        .limit(1)
+    )
+    with engine.connect() as conn:
+        found = conn.execute(query).first()
+    return _row(found._mapping) if found else None
+
+
+def retrain_requests_of(engine: Engine, model: str) -> list[dict[str, Any]]:
+    """Every request of a model, oldest window first."""
+    t = retrain_requests.c
+    query = sa.select(retrain_requests).where(t.model == model).order_by(t.window_end)
+    with engine.connect() as conn:
+        return [_row(r._mapping) for r in conn.execute(query)]
+
+
+def add_retrain_request(engine: Engine, row: dict[str, Any]) -> dict[str, Any]:
+    """Insert a request unless its window has one; return the stored row (this one, or the earlier one)."""
+    try:
+        with engine.begin() as conn:
+            conn.execute(retrain_requests.insert().values(**row))
+    except sa.exc.IntegrityError:
+        pass  # the window's request exists (a concurrent or earlier run): the unique constraint decides
+    stored = retrain_request_for(engine, row["model"], row["window_end"])
+    assert stored is not None  # inserted now or before
+    return stored

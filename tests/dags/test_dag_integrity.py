@@ -148,3 +148,17 @@ def test_approval_step_only_when_the_spec_requires_it(bikes_spec):
     assert type(approve).__name__ == "RecordedApproval"
     assert approve.downstream_task_ids == {"promote"} and approve.retries == 0
     assert "xcom_pull(task_ids='gate', key='gate')['markdown']" in approve.body
+
+
+def test_monitor_dag_runs_on_the_spec_cron_and_announces_requests_on_the_retrain_asset(dagbag, bikes_spec):
+    dag = dagbag.dags["bikes_monitor"]
+    assert dag.catchup is False and dag.max_active_runs == 1
+    assert type(dag.timetable).__name__ == "CronTriggerTimetable"
+    assert dag.timetable.expression in (bikes_spec.monitoring.cron, "0 0 * * *")
+    assert [t.task_id for t in dag.topological_sort()] == ["check", "judge", "request"]
+    (outlet,) = dag.get_task("request").outlets
+    assert outlet.name == "bikes.retrain_requested"
+    assert not dag.get_task("judge").outlets  # no event unless a request is due
+    assert set(dag.params.keys()) == {"as_of"}
+    # The train DAG listens to the very Asset the monitor announces on.
+    assert outlet in dagbag.dags["bikes_train"].timetable.asset_condition.objects

@@ -12,8 +12,8 @@ ASSET = RunInfo(dag_id="bikes_train", run_id="asset_triggered__1", run_type="ass
 DEFAULTS = {"reason": None, "window_start": None, "window_end": None, "overrides": {}}
 
 
-def _request(spec, conf, run=MANUAL, reasons=()):
-    return train_request(spec, conf, {**DEFAULTS, **conf}, run, list(reasons))
+def _request(spec, conf, run=MANUAL, events=()):
+    return train_request(spec, conf, {**DEFAULTS, **conf}, run, list(events))
 
 
 def test_manual_run_with_reason_and_window(bikes_spec):
@@ -57,8 +57,21 @@ def test_bad_requests_are_refused_with_the_parameter_named(bikes_spec, conf, mes
 
 def test_scheduled_and_requested_runs_carry_their_own_reason(bikes_spec):
     assert _request(bikes_spec, {}, run=SCHEDULED)["reason"].startswith("scheduled retraining")
-    req = _request(bikes_spec, {}, run=ASSET, reasons=["drift in 3 of the last 4 windows"])
+    req = _request(bikes_spec, {}, run=ASSET, events=[{"reason": "drift in 3 of the last 4 windows"}])
     assert req["reason"] == "retrain requested: drift in 3 of the last 4 windows"
+    assert req["window_end"] is None  # no window in the event: the newest validated data, as usual
+
+
+def test_a_retrain_request_trains_up_to_its_window_unless_a_window_is_given(bikes_spec):
+    events = [
+        {"reason": "drift", "window_end": "2012-02-25T00:00:00+00:00"},
+        {"reason": "degraded", "window_end": "2012-03-24T00:00:00+00:00"},
+    ]
+    req = _request(bikes_spec, {}, run=ASSET, events=events)
+    assert req["window_end"] == "2012-03-24T00:00:00+00:00"  # merged events: the latest window
+    assert req["reason"] == "retrain requested: drift; degraded"
+    pinned = _request(bikes_spec, {"reason": "by hand", "window_end": "2012-01-01"}, run=ASSET, events=events)
+    assert pinned["window_end"] == "2012-01-01T00:00:00+00:00"
 
 
 def test_decided_by_names_gate_approver_and_override():

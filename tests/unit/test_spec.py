@@ -60,6 +60,11 @@ def test_missing_field_says_add_it(tmp_path, raw):
         (lambda r: r["features"].append({"name": "hr", "kind": "numeric"}), "features listed twice"),
         (lambda r: r["features"][0].update(kind="text"), "features.0.kind"),
         (lambda r: r.update(name="Bikes!"), "lower-case"),
+        (lambda r: r["monitoring"].update(exclude=["mnth", "rain"]), r"not features: \['rain'\]"),
+        (lambda r: r["monitoring"].update(exclude=[f["name"] for f in r["features"]]), "leaves no feature"),
+        (lambda r: r["monitoring"].update(reference="last_year"), "monitoring.reference"),
+        (lambda r: r["features"].append({"name": "_prediction", "kind": "numeric"}), "reserved for the monitor"),
+        (lambda r: r["monitoring"].update(hysteresis={"n": 4, "m": 3}), r"cannot exceed `m`"),
     ],
 )
 def test_invalid_values_are_named(tmp_path, raw, change, expected):

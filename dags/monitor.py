@@ -1,0 +1,37 @@
+"""Monitoring: one `<model>_monitor` DAG per model spec (wiring only; the logic lives in `airloop`)."""
+
+from __future__ import annotations
+
+from airflow.sdk import DAG, Param, task
+
+from airloop import dagkit, tasks
+
+for spec in dagkit.model_specs():
+    with DAG(
+        dag_id=spec.dag_id("monitor"),
+        description=f"Drift and performance of {spec.name}'s champion; ask for retraining when it is due",
+        schedule=dagkit.monitor_schedule(spec),
+        start_date=spec.schedule.start_datetime,
+        catchup=False,
+        max_active_runs=1,
+        default_args=dagkit.default_args(spec),
+        tags=dagkit.tags(spec, "monitor"),
+        doc_md=dagkit.monitor_runbook(spec),
+        params={
+            "as_of": Param(None, type=["null", "string"], format="date", description="Window end (UTC); default: now"),
+        },
+    ):
+
+        @task
+        def check(model: str) -> dict:
+            return tasks.monitor_check(model)
+
+        @task
+        def judge(model: str, request: dict) -> dict:
+            return tasks.monitor_judge(model, request)
+
+        @task(outlets=[dagkit.retrain_asset(spec)])
+        def request(model: str, summary: dict) -> dict:
+            return tasks.monitor_request_retraining(model, summary)
+
+        request(spec.name, judge(spec.name, check(spec.name)))

@@ -1,0 +1,165 @@
+"""The monitor's pure steps on the real data: cleaning, sampling, the seasonal reference, Evidently's verdict."""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from airloop import monitoring
+from airloop.decisions import RetrainDecision
+from airloop.monitoring import PREDICTION, Frames, MonitorProblem
+
+
+def _window(frame: pd.DataFrame, start: str, end: str) -> pd.DataFrame:
+    times = frame["ts"]
+    return frame[(times >= pd.Timestamp(start)) & (times < pd.Timestamp(end))].copy()
+
+
+@pytest.fixture(scope="module")
+def early_2011_model(demo_frame, bikes_spec):
+    """A small real pipeline trained on the first half of 2011 (the predictions whose drift is measured)."""
+    from airloop.training import fit
+
+    return fit(bikes_spec, _window(demo_frame, "2011-01-01", "2011-07-01"), {"max_iter": 20}).pipeline
+
+
+def _frames(model, spec, reference: pd.DataFrame, current: pd.DataFrame) -> Frames:
+    reference, current = reference.copy(), current.copy()
+    reference[PREDICTION] = model.predict(reference[spec.feature_names])
+    current[PREDICTION] = model.predict(current[spec.feature_names])
+    return Frames(reference=reference, current=current)
+
+
+# --- clean: what Evidently would silently drop or crash on, named -------------------------------------------
+
+
+def test_clean_turns_inf_into_nan_and_says_how_many():
+    frame = pd.DataFrame({"temp": [0.1, np.inf, -np.inf, np.nan, 0.5], "weathersit": [1, 2, None, 1, 1]})
+    out, notes = monitoring.clean(frame, ["temp", "weathersit"], "the window W", min_rows=1)
+    assert out["temp"].isna().sum() == 3 and not np.isinf(out["temp"].to_numpy(dtype=float)).any()
+    assert "the window W: 2 inf value(s) in `temp` ignored" in notes
+    assert "the window W: 3 NaN value(s) in `temp` ignored (60.0%)" in notes
+    assert "the window W: 1 NaN value(s) in `weathersit` ignored (20.0%)" in notes
+    assert np.isinf(frame["temp"]).sum() == 2  # the caller's frame is left as it was
+
+
+@pytest.mark.parametrize(
+    ("frame", "min_rows", "message"),
+    [
+        (pd.DataFrame({"temp": []}), 1, "the window W has no rows: nothing to compare"),
+        (pd.DataFrame({"temp": [0.1, 0.2]}), 3, "has 2 rows, fewer than monitoring.min_rows (3)"),
+        (pd.DataFrame({"temp": [np.nan, np.inf]}), 1, "Column `temp` has no finite value in the window W (2 rows"),
+    ],
+)
+def test_clean_refuses_what_cannot_be_judged_naming_it(frame, min_rows, message):
+    with pytest.raises(MonitorProblem) as err:
+        monitoring.clean(frame, ["temp"], "the window W", min_rows=min_rows)
+    assert message in str(err.value)
+
+
+# --- sampling and the seasonal reference ---------------------------------------------------------------------
+
+
+def test_sample_caps_rows_reproducibly_and_keeps_small_frames_whole():
+    frame = pd.DataFrame({"x": range(10_000)})
+    a, b = monitoring.sample(frame, 1000, seed=42), monitoring.sample(frame, 1000, seed=42)
+    assert len(a) == 1000 and a.equals(b) and a.index.is_monotonic_increasing
+    assert monitoring.sample(frame, 20_000, seed=42) is frame
+
+
+def test_seasonal_rows_take_the_same_weeks_of_any_year_and_wrap_the_new_year():
+    times = pd.Series(pd.date_range("2011-01-01", "2012-12-31", freq="D", tz="UTC"))
+    start, end = datetime(2012, 1, 7, tzinfo=UTC), datetime(2012, 1, 21, tzinfo=UTC)
+    chosen = times[monitoring.seasonal_rows(times, start, end, margin_days=10)]
+    assert chosen.dt.year.nunique() == 2  # both years' early Januaries (and late Decembers)
+    assert set(chosen.dt.month) == {1, 12}
+    assert chosen[chosen.dt.year == 2011].min() == pd.Timestamp("2011-01-01", tz="UTC")
+    assert pd.Timestamp("2011-12-28", tz="UTC") in set(chosen)  # 7 January minus 10 days, a year earlier
+    assert pd.Timestamp("2011-02-05", tz="UTC") not in set(chosen)
+    assert monitoring.seasonal_rows(times, start, end, margin_days=200).all()  # wider than a year: every row
+
+
+# --- Evidently on the real data -------------------------------------------------------------------------------
+
+
+def test_windows_drawn_from_one_month_do_not_drift_against_that_month(demo_frame, bikes_spec, early_2011_model):
+    june = _window(demo_frame, "2011-06-01", "2011-07-01")
+    for seed in (1, 2, 3):
+        current = june.sample(n=300, random_state=seed)
+        result, _ = monitoring.drift(bikes_spec, _frames(early_2011_model, bikes_spec, june, current))
+        assert not result.drifted, result
+        assert result.drifted_columns == () and not result.prediction.drifted
+        assert [c.column for c in result.columns] == bikes_spec.monitored_features  # calendar columns excluded
+
+
+def test_mid_2012_drifts_against_early_2011(demo_frame, bikes_spec, early_2011_model):
+    reference = _window(demo_frame, "2011-01-01", "2011-07-01")
+    current = _window(demo_frame, "2012-06-01", "2012-07-01")
+    result, snapshot = monitoring.drift(bikes_spec, _frames(early_2011_model, bikes_spec, reference, current))
+    assert result.drifted
+    assert "yr" in result.drifted_columns  # a year the model never saw
+    by_column = {c.column: c for c in result.columns}
+    assert by_column["yr"].score > bikes_spec.monitoring.column_threshold
+    assert by_column["yr"].threshold == bikes_spec.monitoring.column_threshold
+    assert result.share == len(result.drifted_columns) / len(bikes_spec.monitored_features)
+    assert "metrics" in snapshot.dict()
+
+
+def test_a_category_unseen_in_the_reference_is_measured_not_a_crash(demo_frame, bikes_spec, early_2011_model):
+    reference = _window(demo_frame, "2011-06-01", "2011-07-01")
+    reference = reference[reference["weathersit"] != 3]
+    current = _window(demo_frame, "2011-06-01", "2011-07-01")
+
+    def weather_score(frame: pd.DataFrame) -> float:
+        result, _ = monitoring.drift(bikes_spec, _frames(early_2011_model, bikes_spec, reference, frame))
+        return next(c.score for c in result.columns if c.column == "weathersit")
+
+    before = weather_score(current)
+    current.loc[current.index[:300], "weathersit"] = 4  # heavy rain: absent from the reference
+    after = weather_score(current)
+    assert np.isfinite(after) and after > before + 0.2
+
+
+# --- performance and the verdict -----------------------------------------------------------------------------
+
+
+def test_performance_against_training_and_without_labels():
+    frame = pd.DataFrame({"cnt": [10.0, 20.0, np.nan, 40.0], PREDICTION: [12.0, 16.0, 30.0, 40.0]})
+    perf = monitoring.performance(frame, "cnt", {"holdout_mae": 1.5, "holdout_rmse": 2.0}, max_degradation=0.25)
+    assert perf is not None and perf.rows == 3
+    assert perf.mae == pytest.approx(2.0) and perf.rmse == pytest.approx((20 / 3) ** 0.5)
+    assert perf.degradation == pytest.approx(2.0 / 1.5 - 1) and perf.degraded
+    fine = monitoring.performance(frame, "cnt", {"holdout_mae": 1.8}, max_degradation=0.25)
+    assert fine is not None and not fine.degraded
+    unknown = monitoring.performance(frame, "cnt", {}, max_degradation=0.25)
+    assert unknown is not None and unknown.degradation is None and not unknown.degraded
+    assert monitoring.performance(frame.assign(cnt=np.nan), "cnt", {}, max_degradation=0.25) is None
+
+
+def test_verdict_names_drifted_columns_scores_performance_and_the_decision(demo_frame, bikes_spec, early_2011_model):
+    reference = _window(demo_frame, "2011-01-01", "2011-07-01")
+    current = _window(demo_frame, "2012-06-01", "2012-07-01")
+    frames = _frames(early_2011_model, bikes_spec, reference, current)
+    frames.notes.append("the window has a gap: [x, y) has no validated data")
+    result, _ = monitoring.drift(bikes_spec, frames)
+    perf = monitoring.performance(frames.current, "cnt", {"holdout_mae": 40.0}, 0.25)
+    decision = RetrainDecision(True, "drift in 2 of the last 2 windows, including the latest (yr)")
+    text = monitoring.verdict(
+        bikes_spec,
+        "3",
+        (datetime(2012, 6, 1, tzinfo=UTC), datetime(2012, 7, 1, tzinfo=UTC)),
+        frames,
+        result,
+        perf,
+        decision,
+        "same-weeks",
+    )
+    assert text.startswith("bikes v3, window [2012-06-01, 2012-07-01)")
+    assert "DRIFT:" in text and re.search(r"scores \(\* drifted\): .*yr \d+\.\d\d\*", text)
+    assert "performance on" in text and "vs training's 40.0" in text
+    assert "note: the window has a gap" in text
+    assert text.endswith("decision: REQUEST RETRAINING: drift in 2 of the last 2 windows, including the latest (yr)")
