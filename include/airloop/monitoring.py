@@ -385,9 +385,13 @@ def _current(spec: ModelSpec, start: datetime, end: datetime) -> tuple[pd.DataFr
     try:
         data = training.assemble(spec, lake, training.Window(start=start, end=end, holdout_start=end))
     except training.TrainingProblem as exc:
+        if "overlaps" not in str(exc):  # a partition without a needed column: its message says which
+            raise MonitorProblem(str(exc)) from None
+        newest = _newest_validated_end(spec)
         raise MonitorProblem(
-            f"The window [{start:%Y-%m-%d}, {end:%Y-%m-%d}) cannot be read: {exc} "
-            "(the monitor judges validated data only)."
+            f"No validated data of {spec.name} in the window [{start:%Y-%m-%d}, {end:%Y-%m-%d}): nothing to judge "
+            f"(the newest validated data ends {f'{newest:%Y-%m-%d}' if newest else 'nowhere: none yet'}). "
+            f"Ingest that range ({spec.dag_id('ingest')}), or pick another as_of."
         ) from None
     return data.frame, [f"the window has a gap: {gap}" for gap in data.gaps]
 

@@ -72,6 +72,7 @@ def client() -> MlflowClient:
     """A client for the configured store (telemetry off; both tracking and registry on the same store)."""
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     os.environ.setdefault("DO_NOT_TRACK", "true")
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # no progress bars in task logs
     import mlflow
     from mlflow import MlflowClient
 

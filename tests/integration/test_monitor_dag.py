@@ -1,0 +1,183 @@
+"""bikes_monitor run for real with dag.test() on the real data: Evidently, MLflow lineage, the warehouse, Assets.
+
+The model here is ``bikesmon``, a copy of the bikes spec in a models folder of this module's own, so its
+champion (trained on early 2011), lake partitions, drift rows and requests never meet the other tests' bikes.
+Its labels count (``labels_after_days: 0``) but never degrade it (``max_degradation`` huge): every decision
+below is made by drift, hysteresis and cooldown alone.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+MODEL = "bikesmon"
+
+
+@pytest.fixture(scope="module")
+def models_dir(tmp_path_factory, airflow_db, seeded_source):
+    """A models folder holding bikes and bikesmon, in force for this module; bikesmon's validated lake."""
+    from airloop.config import SOURCE_CONN_ID, paths
+    from airloop.db import engine_for
+    from airloop.lake import Lake
+    from airloop.spec import get_spec
+    from tests.support import write_validated_partitions
+
+    folder = tmp_path_factory.mktemp("models")
+    shutil.copy(ROOT / "include" / "models" / "bikes.yaml", folder / "bikes.yaml")
+    raw = yaml.safe_load((ROOT / "include" / "models" / "bikes.yaml").read_text())
+    raw["name"] = MODEL
+    raw["monitoring"].update(labels_after_days=0, max_degradation=100.0, cooldown_days=84)
+    (folder / f"{MODEL}.yaml").write_text(yaml.safe_dump(raw))
+    mp = pytest.MonkeyPatch()
+    mp.setenv("AIRLOOP_MODELS_DIR", str(folder))
+    spec = get_spec(MODEL)
+    write_validated_partitions(engine_for(SOURCE_CONN_ID), Lake(paths().lake), spec, last=26)
+    yield folder
+    mp.undo()
+
+
+@pytest.fixture(scope="module")
+def champion(models_dir):
+    """bikesmon v1, trained on the first half of 2011 (fast: 20 boosting rounds) and promoted."""
+    from airloop import lifecycle
+    from airloop.config import WAREHOUSE_CONN_ID
+    from airloop.db import engine_for
+    from airloop.promotion import Decision, apply
+    from airloop.spec import get_spec
+
+    request = {"reason": "monitor tests", "window_start": None, "window_end": "2011-07-16", "overrides": {}}
+    request["overrides"] = {"max_iter": 20}
+    trained = lifecycle.train(get_spec(MODEL), request, lifecycle.RunInfo())
+    apply(engine_for(WAREHOUSE_CONN_ID), Decision(MODEL, "promote", trained["version"], "tests", "tests"), None)
+    return trained
+
+
+def _run(conf: dict):
+    from airflow.dag_processing.dagbag import DagBag
+
+    bag = DagBag(dag_folder=str(ROOT / "dags" / "monitor.py"))  # parsed afresh: dag.test() keeps conf in params
+    assert bag.import_errors == {}
+    run = bag.dags[f"{MODEL}_monitor"].test(run_conf=conf)
+    return {ti.task_id: ti.state for ti in run.get_task_instances()}
+
+
+def _table(name: str) -> list[dict]:
+    from airloop import warehouse
+    from airloop.config import WAREHOUSE_CONN_ID
+    from airloop.db import engine_for
+
+    table = getattr(warehouse, name)
+    query = sa.select(table).where(table.c.model == MODEL).order_by(table.c.window_end)
+    with engine_for(WAREHOUSE_CONN_ID).connect() as conn:
+        return [dict(r._mapping) for r in conn.execute(query)]
+
+
+def _asset_events() -> list[dict]:
+    from airflow.models.asset import AssetEvent, AssetModel
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        rows = session.execute(
+            sa.select(AssetEvent.extra)
+            .join(AssetModel, AssetEvent.asset_id == AssetModel.id)
+            .where(AssetModel.name == f"{MODEL}.retrain_requested")
+        ).all()
+    return [dict(r.extra or {}) for r in rows]
+
+
+def test_no_champion_yet_skips_with_a_clear_message(models_dir, capfd):
+    states = _run({"as_of": "2012-06-16"})
+    assert states == {"check": "success", "judge": "skipped", "request": "skipped"}
+    assert "bikesmon has no @champion yet, so there is nothing to monitor" in "".join(capfd.readouterr())
+
+
+def test_drift_asks_once_through_hysteresis_and_cooldown_however_often_it_runs(champion, capfd, caplog):
+    """Three mid-2012 windows (and one re-run) against a champion of early 2011: exactly one request."""
+    outcomes = {}
+    for as_of in ("2012-06-16", "2012-07-14", "2012-07-14", "2012-08-11"):
+        states = _run({"as_of": as_of})
+        assert states["check"] == states["judge"] == "success", states
+        outcomes.setdefault(as_of, []).append(states["request"])
+    log = "".join(capfd.readouterr()) + caplog.text  # task messages (stdout) and the verdicts (logging)
+    # 06-16: drift in 1 of 1 window (2 needed); 07-14: 2 of 2, requested; its re-run: already requested;
+    # 08-11: within 84 days of the request.
+    assert outcomes == {"2012-06-16": ["skipped"], "2012-07-14": ["success", "skipped"], "2012-08-11": ["skipped"]}
+    assert "drift in 1 of the last 1 windows; 2 of 3 are needed" in log
+    assert "retraining was already requested for the window ending 2012-07-14" in log
+    assert "cooling down until 2012-10-06 (84 days after 2012-07-14)" in log
+    assert "decision: REQUEST RETRAINING: drift in 2 of the last 2 windows, including the latest (yr" in log
+
+    requests = _table("retrain_requests")
+    assert len(requests) == 1
+    request = requests[0]
+    assert request["window_end"].date().isoformat() == "2012-07-14"
+    assert request["champion_version"] == champion["version"]
+    assert "yr" in request["drifted_columns"] and "drift in 2 of the last 2 windows" in request["reason"]
+    assert Path(request["report_path"]).is_file()
+
+    events = _asset_events()
+    assert len(events) == 1, events  # the re-run raised nothing, announced nothing
+    assert events[0]["request_id"] == request["id"]
+    assert events[0]["window_end"].startswith("2012-07-14") and events[0]["reason"].startswith("bikesmon monitor")
+
+    metrics = _table("drift_metrics")
+    assert [m["window_end"].date().isoformat() for m in metrics] == ["2012-06-16", "2012-07-14", "2012-08-11"]
+    for row in metrics:
+        assert row["drifted"] and "yr" in row["drifted_columns"]
+        assert row["reference"] == "same-weeks" and row["current_rows"] == 672
+        assert row["labelled_rows"] == 672 and row["mae"] > row["reference_mae"] > 0  # labels count, 2012 is worse
+        assert set(row["column_scores"]) == set(champion_spec_monitored())
+        report = Path(row["report_path"])
+        assert report.is_file() and (report.parent / "report.json").is_file()
+        verdict = json.loads((report.parent / "verdict.json").read_text())
+        assert verdict["window_end"].startswith(row["window_end"].date().isoformat())
+
+
+def champion_spec_monitored() -> list[str]:
+    from airloop.spec import get_spec
+
+    return get_spec(MODEL).monitored_features
+
+
+def test_each_window_is_an_mlflow_run_with_its_reports(champion):
+    from airloop import tracking
+
+    client = tracking.client()
+    experiment = client.get_experiment_by_name(f"{MODEL}-monitoring")
+    assert experiment is not None
+    runs = client.search_runs([experiment.experiment_id], "tags.`airloop.window_end` LIKE '2012-07-14%'")
+    assert len(runs) == 2  # the run and its re-run
+    run = runs[0]
+    assert run.data.tags["airloop.champion_version"] == champion["version"]
+    assert run.data.tags["airflow.dag_id"] == f"{MODEL}_monitor"
+    assert run.data.metrics["drift.yr"] > 0.45 and "mae" in run.data.metrics
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "drift")}
+    assert {"drift/report.html", "drift/report.json", "drift/verdict.json"} <= artifacts
+
+
+@pytest.mark.parametrize(
+    ("conf", "task", "message"),
+    [
+        ({"as_of": "2013-06-01"}, "judge", "No validated data of bikesmon in the window [2013-05-04, 2013-06-01)"),
+        ({"as_of": "2012-06-16", "window": 7}, "check", "does not know the param(s) ['window']"),
+    ],
+)
+def test_bad_windows_and_params_fail_with_a_clear_message(champion, capfd, conf, task, message):
+    states = _run(conf)
+    assert states[task] == "failed", states
+    assert message in "".join(capfd.readouterr())
+
+
+def test_a_date_that_is_not_a_date_is_refused_before_the_run_starts(champion):
+    """Airflow checks the param's format when the run is created (a 400 through the REST API)."""
+    from airflow.sdk.exceptions import ParamValidationError
+
+    with pytest.raises(ParamValidationError, match="as_of"):
+        _run({"as_of": "soon"})
