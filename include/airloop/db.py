@@ -47,9 +47,15 @@ def engine_for(conn_id: str) -> Engine:
             ) from exc
         host = json.loads(default)["host"]
         Path(host).parent.mkdir(parents=True, exist_ok=True)
-        log.info("connection %s not found in Airflow; using the embedded default sqlite:///%s", conn_id, host)
+        if conn_id not in _defaulted:  # said once per process, not on every call
+            _defaulted.add(conn_id)
+            log.info("connection %s not found in Airflow; using the embedded default sqlite:///%s", conn_id, host)
         url = f"sqlite:///{host}"
     return _engine(url)
+
+
+#: Connection ids already reported as falling back to their embedded default.
+_defaulted: set[str] = set()
 
 
 @lru_cache(maxsize=16)

@@ -1,18 +1,23 @@
-"""``make demo``: the whole pipeline on the vendored real data, driven the way a user would drive it.
+"""``make demo``: the whole loop on the vendored real data, driven the way a user would drive it.
 
 Seeds the source, starts the embedded runtime, waits for the DAGs to be parsed, unpauses ingestion so the
-scheduler replays the data's timeline (catchup), then triggers training with a reason through the REST API
-(the first model that passes the gate becomes ``@champion``), follows progress and prints a summary:
-intervals, champion and its metrics, and the promotion ledger.
+scheduler replays the data's timeline (catchup). Then, in data time: trains the first champion through the
+REST API on the data until 2011-12-03, scores every interval with it, and steps ``bikes_monitor`` through the
+following four-week windows (param ``as_of``) as 2012 would have come in. When the monitor requests
+retraining (demand grows a lot in 2012), the request's Asset event starts ``bikes_train``, whose challenger
+goes through the gate; a new champion re-scores the windows after the first one. The summary shows intervals,
+the champion and its metrics, predictions by version, judged windows, requests and the promotion ledger.
 The servers stay up for exploring (``make down`` stops them) unless ``--exit`` is given.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import time
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -22,7 +27,9 @@ from airloop.config import SOURCE_CONN_ID, WAREHOUSE_CONN_ID, paths
 from airloop.spec import ModelSpec, get_spec
 
 MODEL = "bikes"
-STAGES = 6
+STAGES = 8
+#: The first champion is trained on the data of the first this-many intervals (2011-01-01 to 2011-12-03).
+FIRST_CHAMPION_INTERVALS = 12
 _TERMINAL = {"success", "failed"}
 
 
@@ -103,13 +110,19 @@ def _replay_ingest(api: Api, spec: ModelSpec, expected: int, timeout: float = 36
         time.sleep(3)
 
 
-def _trigger_and_follow(api: Api, dag_id: str, conf: dict[str, Any], timeout: float = 900) -> dict[str, Any]:
+def _trigger_and_follow(
+    api: Api, dag_id: str, conf: dict[str, Any], timeout: float = 900, quiet: bool = False
+) -> dict[str, Any]:
     """Trigger a run the way a service would (REST API, with conf), print task states as they end, wait."""
     _wait_for_dag(api, dag_id)
     api.patch(f"/dags/{dag_id}", {"is_paused": False}).raise_for_status()
     response = api.post(f"/dags/{dag_id}/dagRuns", {"logical_date": None, "conf": conf})
     response.raise_for_status()
-    run_id = response.json()["dag_run_id"]
+    return _follow(api, dag_id, response.json()["dag_run_id"], timeout, quiet)
+
+
+def _follow(api: Api, dag_id: str, run_id: str, timeout: float = 900, quiet: bool = False) -> dict[str, Any]:
+    """Wait for a run to end, printing its task states as they end (unless ``quiet``); fail on a failed run."""
     deadline = time.monotonic() + timeout
     shown: set[str] = set()
     while time.monotonic() < deadline:
@@ -120,7 +133,8 @@ def _trigger_and_follow(api: Api, dag_id: str, conf: dict[str, Any], timeout: fl
             key = f"{ti['task_id']}[{ti['map_index']}]" if ti.get("map_index", -1) >= 0 else ti["task_id"]
             if ti["state"] in ("success", "failed", "skipped", "upstream_failed") and key not in shown:
                 shown.add(key)
-                print(f"      {key:<10} {ti['state']}", flush=True)
+                if not quiet:
+                    print(f"      {key:<10} {ti['state']}", flush=True)
         run = api.get(f"/dags/{dag_id}/dagRuns/{run_id}").json()
         if run["state"] in _TERMINAL:
             if run["state"] == "failed":
@@ -131,6 +145,60 @@ def _trigger_and_follow(api: Api, dag_id: str, conf: dict[str, Any], timeout: fl
             return run
         time.sleep(3)
     raise DemoFailed(f"{dag_id} run {run_id} did not finish within {timeout:.0f} s")
+
+
+def _window_line(spec: ModelSpec, as_of: datetime) -> str:
+    """One judged window, read back from ``drift_metrics``: drift, performance, and the request if any."""
+    from airloop import warehouse
+    from airloop.db import engine_for
+
+    engine = engine_for(WAREHOUSE_CONN_ID)
+    rows = [r for r in warehouse.drift_history(engine, spec.name, limit=20) if r["window_end"] == as_of]
+    if not rows:
+        return f"{as_of:%Y-%m-%d}: not judged (see the bikes_monitor run's log)"
+    row = rows[0]
+    drifted = ", ".join(row["drifted_columns"]) or "none"
+    perf = "no labels yet" if row["mae"] is None else f"MAE {row['mae']:.0f} ({row['degradation']:+.0%} vs training)"
+    request = warehouse.retrain_request_for(engine, spec.name, as_of)
+    if request:
+        outcome = f"RETRAINING REQUESTED: {request['reason']}"
+    else:  # the decision's reason is in the window's verdict, beside its report
+        verdict = Path(row["report_path"]).parent / "verdict.json"
+        why = json.loads(verdict.read_text())["decision"]["reason"] if verdict.is_file() else "see the task log"
+        outcome = f"no request: {why}"
+    return (
+        f"{as_of:%Y-%m-%d} v{row['champion_version']}: {'drift' if row['drifted'] else 'no drift'} "
+        f"(features: {drifted}), {perf} -> {outcome}"
+    )
+
+
+def _closing_loop(api: Api, spec: ModelSpec, first_as_of: datetime, max_windows: int = 6) -> datetime | None:
+    """Judge successive windows in data time; follow the training each request starts; stop after a window
+    that asked for nothing once a retraining has run (or after ``max_windows``). The last request's window end."""
+    from airloop import warehouse
+    from airloop.db import engine_for
+
+    step = timedelta(days=spec.monitoring.window_days)
+    monitor, train = spec.dag_id("monitor"), spec.dag_id("train")
+    retrained: datetime | None = None
+    for i in range(max_windows):
+        as_of = first_as_of + i * step
+        known = {r["dag_run_id"] for r in _runs(api, train)}
+        _trigger_and_follow(api, monitor, {"as_of": f"{as_of:%Y-%m-%d}"}, quiet=True)
+        print(f"      {_window_line(spec, as_of)}", flush=True)
+        if warehouse.retrain_request_for(engine_for(WAREHOUSE_CONN_ID), spec.name, as_of) is None:
+            if retrained:
+                break
+            continue
+        deadline = time.monotonic() + 120
+        while not (new := [r for r in _runs(api, train) if r["dag_run_id"] not in known]):
+            if time.monotonic() > deadline:
+                raise DemoFailed(f"the retrain request of {as_of:%Y-%m-%d} started no {train} run within 120 s")
+            time.sleep(2)
+        print(f"      {train} started by the request (Asset {spec.name}.retrain_requested):", flush=True)
+        _follow(api, train, new[0]["dag_run_id"])
+        retrained = as_of
+    return retrained
 
 
 def model_summary(spec: ModelSpec) -> list[str]:
@@ -171,6 +239,18 @@ def model_summary(spec: ModelSpec) -> list[str]:
         ).all()
     for version, rows, partitions in counts:
         lines.append(f"Predictions: {rows} rows in {partitions} intervals, every one stamped with v{version}")
+    from airloop.warehouse import drift_history, retrain_requests_of
+
+    windows = drift_history(engine, spec.name, limit=1000)
+    requests = retrain_requests_of(engine, spec.name)
+    drifted = sum(w["drifted"] for w in windows)
+    lines.append(f"Drift windows judged: {len(windows)} ({drifted} drifted); retrain requests: {len(requests)}")
+    for request in requests:
+        lines.append(
+            f"  request #{request['id']} window ending {request['window_end']:%Y-%m-%d} (champion "
+            f"v{request['champion_version']}): {request['reason']}"
+        )
+        lines.append(f"    report: {request['report_path']}")
     lines.append("Promotion ledger (newest first):")
     for row in ledger(engine_for(WAREHOUSE_CONN_ID), spec.name, limit=5):
         lines.append(
@@ -231,15 +311,36 @@ def run_demo(keep_running: bool = True) -> int:
     _stage(4, f"Replaying {expected} intervals ({every} each): extract, validate (Great Expectations), publish")
     _replay_ingest(api, spec, expected)
 
-    _stage(5, f"Training through the REST API ({spec.dag_id('train')}): fit, MLflow, gate, promote, ledger")
-    _trigger_and_follow(api, spec.dag_id("train"), {"reason": "demo: first champion on the replayed range"})
+    # Data time: the first champion is trained as if it were the end of the first eleven months (2011-12-03),
+    # then the monitor judges each four-week window after it, as the months of 2012 would have come in.
+    intervals = list(expected_intervals(spec, until=datetime.now(UTC)))
+    first_end = intervals[min(FIRST_CHAMPION_INTERVALS, len(intervals)) - 1].end
+    _stage(5, f"Training the first champion through the REST API on data until {first_end:%Y-%m-%d}: fit, MLflow, gate")
+    _trigger_and_follow(
+        api,
+        spec.dag_id("train"),
+        {"reason": "demo: first champion, on the data until the end of 2011", "window_end": f"{first_end:%Y-%m-%d}"},
+    )
 
     first = spec.schedule.start
     last = (spec.schedule.end or datetime.now(UTC).date()) + timedelta(days=1)  # the last interval starts on `end`
     _stage(6, f"Scoring every validated interval with the champion ({spec.dag_id('score')}, re-score {first}..{last})")
     _trigger_and_follow(api, spec.dag_id("score"), {"start": str(first), "end": str(last)})
 
+    from airloop import tracking
+
     os.environ["MLFLOW_TRACKING_URI"] = urls["mlflow"]
+    before = tracking.version_for_alias(spec.name, tracking.CHAMPION)
+    _stage(7, f"Months later: {spec.dag_id('monitor')} judges each four-week window after the champion's data")
+    requested = _closing_loop(api, spec, first_end + timedelta(days=spec.monitoring.window_days))
+    after = tracking.version_for_alias(spec.name, tracking.CHAMPION)
+    if after != before and requested is not None:
+        start = requested  # the new champion was trained on data until the request's window end
+        _stage(8, f"Re-scoring from {start:%Y-%m-%d} with the new champion v{after} ({spec.dag_id('score')})")
+        _trigger_and_follow(api, spec.dag_id("score"), {"start": f"{start:%Y-%m-%d}", "end": str(last)})
+    else:
+        _stage(8, f"@champion is still v{after}: nothing to re-score")
+
     print("\nSummary")
     for line in summary(spec) + model_summary(spec):
         print(f"  {line}")

