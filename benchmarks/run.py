@@ -1,6 +1,6 @@
 """Run every benchmark (``make bench``): print ratios against in-run baselines and write ``benchmarks/results/``.
 
-``python -m benchmarks.run [--only parse_time|validation|training] [--repeat N] [--rows N] [--strict]``
+``python -m benchmarks.run [--only parse_time|validation|training|scoring|drift] [--repeat N] [--rows N] [--strict]``
 
 Each benchmark writes ``benchmarks/results/<name>.json``; the run also writes ``latest.json`` with all of them,
 the machine and the total runtime (see ``benchmarks/results/README.md``). Benchmark processes get throw-away
@@ -19,7 +19,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from benchmarks import parse_time, training, validation
+from benchmarks import drift, parse_time, scoring, training, validation
 from benchmarks.common import (
     RESULTS_DIR,
     TELEMETRY_OFF,
@@ -31,8 +31,12 @@ from benchmarks.common import (
 
 BENCHMARKS: dict[str, Callable[[Path, argparse.Namespace], dict[str, Any]]] = {
     "parse_time": lambda scratch, args: parse_time.run(scratch, repeat=args.repeat),
-    "validation": lambda scratch, args: validation.run(scratch, rows=args.rows, repeat=args.repeat),
+    "validation": lambda scratch, args: validation.run(scratch, rows=args.rows or 1_000_000, repeat=args.repeat),
     "training": lambda scratch, args: training.run(scratch, repeat=args.repeat),
+    "scoring": lambda scratch, args: scoring.run(
+        scratch, repeat=args.repeat, rows=[args.rows] if args.rows else scoring.SIZES, max_iter=args.max_iter
+    ),
+    "drift": lambda scratch, args: drift.run(scratch, repeat=args.repeat),
 }
 
 
@@ -59,6 +63,25 @@ def missed_targets(name: str, result: dict[str, Any]) -> list[str]:
         seconds, t = result["log_model_s"]["median"], result["targets"]["log_model_s"]
         if not t["met"]:
             missed.append(f"training log_model: {seconds:.3f} s > {t['limit']} s ({t['source']})")
+    elif name == "scoring":
+        for size, data in result["sizes"].items():
+            t = data["targets"]["throughput"]
+            if not t["met"]:
+                value = data["throughput_ratio"]["of_medians"]
+                missed.append(
+                    f"scoring {int(size):,} rows: {value:.2f}x the rows/s of predict < {t['limit']}x ({t['source']})"
+                )
+            t = data["targets"]["memory"]
+            if not t["met"]:
+                peak = data["memory_mb"]["subject_process_peak"]["max"]
+                missed.append(
+                    f"scoring {int(size):,} rows: peak memory {peak:.0f} MB > {t['limit']:.0f} MB ({t['source']})"
+                )
+    elif name == "drift":
+        for key, t in result["targets"].items():
+            if not t["met"]:
+                value = f"{t['value']:.2f}x" if key == "ratio" else f"{t['value']}"
+                missed.append(f"drift {t['what']}: {value} > {t['limit']} ({t['source']})")
     return missed
 
 
@@ -66,7 +89,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="airloop benchmarks: ratios against baselines measured in-run")
     parser.add_argument("--only", choices=sorted(BENCHMARKS), action="append", help="run only these (repeatable)")
     parser.add_argument("--repeat", type=int, default=7, help="timed repetitions of each subject (default 7)")
-    parser.add_argument("--rows", type=int, default=1_000_000, help="rows of the validation batch (default 1M)")
+    parser.add_argument(
+        "--rows",
+        type=int,
+        help="rows of the validation batch (default 1M) and of the scoring partition (default: 1M and 10M)",
+    )
+    parser.add_argument("--max-iter", type=int, help="scoring: max_iter of the scored model (default: the spec's)")
     parser.add_argument("--strict", action="store_true", help="exit 1 when a target is missed")
     args = parser.parse_args(argv)
     if args.repeat < 1:

@@ -200,7 +200,9 @@ class Lake:
         manifest = self.manifest(model, stage, partition)
         if manifest is None:
             raise PartitionNotFound(f"no {stage} partition {partition} for model {model} under {self.root}")
-        with pq.ParquetFile(self.partition_dir(model, stage, partition) / manifest.data_file) as f:
+        # pre_buffer=False: pyarrow's default keeps every row group read so far buffered until the file closes
+        # (about 12 MB per million rows), which would make memory grow with the partition.
+        with pq.ParquetFile(self.partition_dir(model, stage, partition) / manifest.data_file, pre_buffer=False) as f:
             for batch in f.iter_batches(batch_size=batch_rows, columns=columns):
                 yield batch.to_pandas()
 

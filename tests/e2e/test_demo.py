@@ -56,13 +56,12 @@ def test_demo_closes_the_loop_on_real_data(demo_home: Path, capsys: pytest.Captu
         requests = conn.execute(sa.select(retrain_requests)).mappings().all()
         windows = conn.execute(sa.select(drift_metrics).order_by(drift_metrics.c.window_end)).mappings().all()
         ledger = conn.execute(sa.select(promotion_ledger).order_by(promotion_ledger.c.seq)).mappings().all()
-        by_version = dict(
-            conn.execute(sa.select(predictions.c.model_version, sa.func.count()).group_by(predictions.c.model_version)).all()
-        )
+        version = predictions.c.model_version
+        by_version = dict(conn.execute(sa.select(version, sa.func.count()).group_by(version)).all())
         unstamped = conn.execute(
-            sa.select(sa.func.count()).select_from(predictions).where(
-                sa.or_(predictions.c.model_version.is_(None), predictions.c.mlflow_run_id.is_(None))
-            )
+            sa.select(sa.func.count())
+            .select_from(predictions)
+            .where(sa.or_(predictions.c.model_version.is_(None), predictions.c.mlflow_run_id.is_(None)))
         ).scalar_one()
     assert len(requests) == 1  # hysteresis and cooldown: one request for the whole replay
     assert len(windows) >= 2 and any(w["drifted"] for w in windows)

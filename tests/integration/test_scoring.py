@@ -1,0 +1,209 @@
+"""score_partition called directly: exactly the model's predictions, everywhere, or nothing at all.
+
+The partitions are scored in small chunks and short INSERT statements, so every test crosses chunk and statement
+boundaries (the ``bikes_score`` DAG itself is tested in ``test_score_dag.py``).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import sqlalchemy as sa
+
+CHUNK_ROWS = 100  # a 28-day partition holds about 670 rows: 7 chunks
+
+
+@pytest.fixture(scope="module")
+def pinned(validated_lake, bikes_spec) -> dict[str, str]:
+    """The champion, pinned; trained (max_iter 20) and promoted here when this file runs on its own."""
+    from airloop import lifecycle, tracking
+    from airloop.config import WAREHOUSE_CONN_ID
+    from airloop.db import engine_for
+    from airloop.promotion import Decision, apply
+    from airloop.scoring import pin_champion
+
+    if tracking.version_for_alias("bikes", tracking.CHAMPION) is None:
+        request = {"reason": "scoring tests", "window_start": None, "window_end": None, "overrides": {"max_iter": 20}}
+        trained = lifecycle.train(bikes_spec, request, lifecycle.RunInfo())
+        decision = Decision("bikes", "promote", trained["version"], "scoring tests", "tests")
+        apply(engine_for(WAREHOUSE_CONN_ID), decision, expected_champion=None)
+    return pin_champion("bikes")
+
+
+@pytest.fixture(autouse=True)
+def short_statements(monkeypatch):
+    from airloop import scoring
+
+    monkeypatch.setattr(scoring, "SQLITE_ROWS_PER_STATEMENT", 32)  # 100-row chunks: 3 full statements and 1 short
+
+
+def _score(spec, partition: str, pinned: dict[str, str], run_id: str) -> dict:
+    from airloop.lifecycle import RunInfo
+    from airloop.scoring import score_partition
+
+    return score_partition(spec, partition, pinned, RunInfo(dag_id="bikes_score", run_id=run_id), CHUNK_ROWS)
+
+
+def _rows(partition: str) -> list[dict]:
+    from airloop.config import WAREHOUSE_CONN_ID
+    from airloop.db import engine_for
+    from airloop.warehouse import predictions
+
+    query = (
+        sa.select(predictions)
+        .where(predictions.c.model == "bikes", predictions.c.partition == partition)
+        .order_by(predictions.c.ts)
+    )
+    with engine_for(WAREHOUSE_CONN_ID).connect() as conn:
+        return [dict(r._mapping) for r in conn.execute(query)]
+
+
+def _lake_state(partition: str) -> tuple:
+    """The predictions partition's manifest and the files in its folder (temporary ones included)."""
+    from airloop.config import paths
+    from airloop.lake import Lake
+
+    lake = Lake(paths().lake)
+    folder = lake.partition_dir("bikes", "predictions", partition)
+    files = sorted(p.name for p in folder.iterdir()) if folder.is_dir() else []
+    return lake.manifest("bikes", "predictions", partition), files
+
+
+def test_rows_are_exactly_what_the_model_predicts_in_the_warehouse_and_the_lake(pinned, validated_lake, bikes_spec):
+    from airloop import scoring
+    from airloop.config import paths
+    from airloop.lake import Lake
+
+    partition = validated_lake[-3]
+    result = _score(bikes_spec, partition, pinned, "exact")
+    lake = Lake(paths().lake)
+    validated = lake.read("bikes", "validated", partition)
+    expected = np.asarray(scoring._load("bikes", pinned["version"]).predict(validated[bikes_spec.feature_names]))
+    assert len(validated) > 3 * CHUNK_ROWS  # several chunks, and a short last one
+    assert result["rows"] == len(validated)
+
+    rows = _rows(partition)
+    assert [r["prediction"] for r in rows] == expected.tolist()  # bit for bit, in time order
+    times = validated["ts"].dt.tz_convert("UTC").dt.tz_localize(None).dt.to_pydatetime().tolist()
+    assert [r["ts"] for r in rows] == times
+    manifest = lake.manifest("bikes", "validated", partition)
+    assert {
+        (
+            r["model"],
+            r["partition"],
+            r["interval_start"].isoformat(),
+            r["interval_end"].isoformat(),
+            r["model_version"],
+            r["mlflow_run_id"],
+            r["input_digest"],
+            r["dag_id"],
+            r["dag_run_id"],
+        )
+        for r in rows
+    } == {
+        (
+            "bikes",
+            partition,
+            manifest.meta["interval_start"].removesuffix("+00:00"),
+            manifest.meta["interval_end"].removesuffix("+00:00"),
+            pinned["version"],
+            pinned["run_id"],
+            manifest.content_digest,
+            "bikes_score",
+            "exact",
+        )
+    }
+
+    written = lake.read("bikes", "predictions", partition)
+    assert written["prediction"].tolist() == expected.tolist()
+    assert written["ts"].dt.tz_localize(None).dt.to_pydatetime().tolist() == times
+    assert set(written["model_version"]) == {pinned["version"]}
+    assert set(written["input_digest"]) == {manifest.content_digest}
+
+
+def test_the_fast_sink_and_sqlalchemy_core_write_the_same_rows(pinned, validated_lake, bikes_spec, monkeypatch):
+    from airloop import scoring
+
+    partition = validated_lake[-3]
+    _score(bikes_spec, partition, pinned, "same")
+    fast, (fast_manifest, _) = _rows(partition), _lake_state(partition)
+    monkeypatch.setattr(scoring, "_sink_for", scoring._CoreSink)
+    _score(bikes_spec, partition, pinned, "same")
+    assert _rows(partition) == fast
+    assert _lake_state(partition)[0] == fast_manifest
+
+
+@pytest.mark.parametrize(
+    ("where", "failing_chunk"),
+    [("database", 3), ("database", "last"), ("model", 3), ("model", "last")],
+    ids=["database-middle", "database-last-chunk", "model-middle", "model-last-chunk"],
+)
+def test_a_failure_in_the_middle_of_a_partition_leaves_the_previous_predictions(
+    pinned, validated_lake, bikes_spec, monkeypatch, where, failing_chunk
+):
+    from airloop import scoring, tracking
+
+    partition = validated_lake[-4]
+    _score(bikes_spec, partition, pinned, "before")
+    before, lake_before = _rows(partition), _lake_state(partition)
+    chunks = -(-len(before) // CHUNK_ROWS)
+    assert chunks > 3
+    failing = chunks if failing_chunk == "last" else failing_chunk
+
+    calls = {"n": 0}
+    if where == "database":
+        original = scoring._SQLiteSink.write
+
+        def write(self, ts, prediction):
+            calls["n"] += 1
+            if calls["n"] == failing:
+                raise sa.exc.OperationalError("INSERT", {}, Exception("disk I/O error"))
+            original(self, ts, prediction)
+
+        monkeypatch.setattr(scoring._SQLiteSink, "write", write)
+        expected = pytest.raises(sa.exc.OperationalError, match="disk I/O error")
+    else:
+        predict = tracking.LoadedModel.predict
+
+        def nan_in_one_chunk(self, frame):
+            calls["n"] += 1
+            y = np.asarray(predict(self, frame), dtype=float)
+            return np.full_like(y, np.nan) if calls["n"] == failing else y
+
+        monkeypatch.setattr(tracking.LoadedModel, "predict", nan_in_one_chunk)
+        expected = pytest.raises(scoring.ScoringProblem, match=r"non-finite predictions.*nothing of this partition")
+
+    with expected:
+        _score(bikes_spec, partition, pinned, "after")
+    assert calls["n"] == failing  # nothing was written or predicted after the failure
+    assert _rows(partition) == before  # the earlier chunks' inserts were rolled back with the delete
+    assert _lake_state(partition) == lake_before  # no new data file, no temporary file left behind
+
+
+def test_a_failure_on_a_partition_never_scored_writes_no_lake_partition(
+    pinned, validated_lake, bikes_spec, monkeypatch
+):
+    from airloop import scoring
+    from airloop.config import WAREHOUSE_CONN_ID, paths
+    from airloop.db import engine_for
+    from airloop.lake import Lake
+    from airloop.warehouse import predictions
+
+    partition = validated_lake[0]
+    Lake(paths().lake).delete("bikes", "predictions", partition)
+    with engine_for(WAREHOUSE_CONN_ID).begin() as conn:
+        conn.execute(predictions.delete().where(predictions.c.partition == partition))
+    original = scoring._SQLiteSink.write
+    calls = {"n": 0}
+
+    def write(self, ts, prediction):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise RuntimeError("the database went away")
+        original(self, ts, prediction)
+
+    monkeypatch.setattr(scoring._SQLiteSink, "write", write)
+    with pytest.raises(RuntimeError, match="went away"):
+        _score(bikes_spec, partition, pinned, "never")
+    assert _rows(partition) == []
+    assert _lake_state(partition) == (None, [])
