@@ -11,9 +11,9 @@ is not in the subject.
 
 The baseline is the same check at 100k rows, measured in the same run and interleaved with the other sizes
 (the order rotates every repetition): at 100k the cap (50,000 in the bikes spec) already applies, so 10M/100k
-shows what the extra 9.9M rows still cost. Beside it, informative: the same check without the cap
-(``sample_cap`` set above the size) at 100k and 1M, to show what the cap saves; and the check with one change to
-``sample`` (``random_state=np.random.default_rng(seed)``, see below) at 100k and 10M.
+shows what the extra 9.9M rows still cost. ``sample`` draws with numpy's ``Generator``, which draws only the rows
+it needs, so sampling 10M rows costs about 20 ms. Beside it, informative: the same check without the cap
+(``sample_cap`` set above the size) at 100k and 1M, to show what the cap saves.
 
 The data: ``include/data/bike_sharing/hour.csv`` as ``airloop.source.load_demo_frame`` reads it (``ts`` from
 ``dteday`` and ``hr``, in UTC), without its sensor-fault rows (``hum == 0`` on 2011-03-10, which validation
@@ -42,7 +42,7 @@ import os
 import resource
 import sys
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -64,14 +64,10 @@ BASELINE_ROWS = 100_000
 UNCAPPED_SIZES: tuple[int, ...] = (100_000, 1_000_000)
 #: Repetitions of the uncapped variants (1M rows through Evidently: several seconds each).
 UNCAPPED_REPEAT = 3
-#: Sizes also measured with the proposed sampler (at 100k it draws as fast as ``sample``: both 10-15 ms).
-GENERATOR_SIZES: tuple[int, ...] = (10_000_000,)
 PAIRS = 10
 TARGET_RATIO = 1.2, "DESIGN.md: drift check at 10M current rows ≤ 1.2x its cost at 100k (sample cap)"
 TARGET_FALSE_ALARMS = 0, "DESIGN.md: no false alarm on same-distribution windows"
 PHASES = ("sample_s", "clean_s", "predict_s", "drift_s")
-
-Sampler = Callable[["pd.DataFrame", int, int], "pd.DataFrame"]
 
 
 def label(rows: int) -> str:
@@ -129,32 +125,17 @@ def build_current(base: pd.DataFrame, rows: int, seed: int = SEED) -> pd.DataFra
 # --- the subject ---------------------------------------------------------------------------------------------------
 
 
-def generator_sample(frame: pd.DataFrame, cap: int, seed: int) -> pd.DataFrame:
-    """``monitoring.sample`` with a numpy ``Generator`` instead of pandas' legacy ``RandomState``.
-
-    ``RandomState.choice(n, cap, replace=False)`` permutes all ``n`` row numbers (0.4 s at 10M rows);
-    ``Generator.choice`` draws ``cap`` of them without touching the others (Floyd's algorithm). Same contract:
-    uniform, seeded, at most ``cap`` rows, in index order (other rows than ``sample`` draws for the same seed).
-    """
-    import numpy as np
-
-    if len(frame) <= cap:
-        return frame
-    return frame.sample(n=cap, random_state=np.random.default_rng(seed)).sort_index()
-
-
 def drift_check(
-    spec: ModelSpec, current: pd.DataFrame, reference: pd.DataFrame, model: Any, sampler: Sampler | None = None
+    spec: ModelSpec, current: pd.DataFrame, reference: pd.DataFrame, model: Any
 ) -> tuple[DriftResult, dict[str, float], dict[str, int]]:
     """The monitor's steps from the full frames in memory to the ``DriftResult``; the phases' seconds; the rows."""
     from airloop import monitoring
     from airloop.monitoring import PREDICTION, Frames
 
-    sample = sampler or monitoring.sample
     m, seed, features = spec.monitoring, spec.training.seed, spec.feature_names
     t0 = time.perf_counter()
-    cur = sample(current, m.sample_cap, seed)
-    ref = sample(reference, m.sample_cap, seed)
+    cur = monitoring.sample(current, m.sample_cap, seed)
+    ref = monitoring.sample(reference, m.sample_cap, seed)
     t1 = time.perf_counter()
     cur, cur_notes = monitoring.clean(cur, features, "the current window", m.min_rows)
     ref, ref_notes = monitoring.clean(ref, features, "the reference", m.min_rows)
@@ -225,8 +206,6 @@ def _false_alarms(spec: ModelSpec, reference: pd.DataFrame, model: Any, pairs: i
 
 def child_timing(sizes: Sequence[int], repeat: int, pairs: int, uncapped_repeat: int) -> dict[str, Any]:
     """Build the frames, fit the model, import and warm up Evidently; then the interleaved timings; then pairs."""
-    import numpy as np
-
     from airloop import training
 
     spec = _spec()
@@ -250,44 +229,22 @@ def child_timing(sizes: Sequence[int], repeat: int, pairs: int, uncapped_repeat:
     warm = currents[BASELINE_ROWS] if BASELINE_ROWS in currents else currents[min(sizes)]
     _result, warmup, _rows = drift_check(spec, warm, reference, model)
 
-    # (name, rows, spec, sampler): the subject at every size, then the informative variants.
-    variants: list[tuple[str, int, ModelSpec, Sampler | None]] = [(f"capped/{n}", n, spec, None) for n in sizes]
-    variants += [(f"uncapped/{n}", n, _spec(10 * n), None) for n in UNCAPPED_SIZES if n in sizes and n > cap]
-    variants += [(f"generator/{n}", n, spec, generator_sample) for n in GENERATOR_SIZES if n in sizes and n > cap]
+    # (name, rows, spec): the subject at every size, then the informative uncapped variants.
+    variants: list[tuple[str, int, ModelSpec]] = [(f"capped/{n}", n, spec) for n in sizes]
+    variants += [(f"uncapped/{n}", n, _spec(10 * n)) for n in UNCAPPED_SIZES if n in sizes and n > cap]
     times: dict[str, dict[str, list[float]]] = {name: {} for name, *_ in variants}
     verdicts: dict[str, list[dict[str, Any]]] = {name: [] for name, *_ in variants}
     sampled: dict[str, dict[str, int]] = {}
     for rep in range(repeat):
         shift = rep % len(variants)
-        for name, rows, variant_spec, sampler in variants[shift:] + variants[:shift]:
+        for name, rows, variant_spec in variants[shift:] + variants[:shift]:
             if name.startswith("uncapped/") and rep >= uncapped_repeat:
                 continue
             gc.collect()
-            result, phases, sampled[name] = drift_check(variant_spec, currents[rows], reference, model, sampler)
+            result, phases, sampled[name] = drift_check(variant_spec, currents[rows], reference, model)
             for key, seconds in phases.items():
                 times[name].setdefault(key, []).append(seconds)
             verdicts[name].append(_verdict(result))
-
-    # monitoring.sample alone (the current side), RandomState against Generator, interleaved.
-    sample_only: dict[str, dict[str, list[float]]] = {}
-    from airloop.monitoring import sample
-
-    for rows in sizes:
-        if rows <= cap:
-            continue
-        got: dict[str, list[float]] = {"random_state": [], "generator": []}
-        for rep in range(repeat):
-            order = [("random_state", sample), ("generator", generator_sample)]
-            for key, sampler in order if rep % 2 == 0 else order[::-1]:
-                start = time.perf_counter()
-                sampler(currents[rows], cap, spec.training.seed)
-                got[key].append(time.perf_counter() - start)
-        sample_only[str(rows)] = got
-    permutation_s = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        np.random.RandomState(spec.training.seed).permutation(max(sizes))
-        permutation_s.append(time.perf_counter() - start)
 
     alarms = _false_alarms(spec, reference, model, pairs)
     return {
@@ -307,8 +264,6 @@ def child_timing(sizes: Sequence[int], repeat: int, pairs: int, uncapped_repeat:
         "verdicts": {
             name: {**v[-1], "same_every_repetition": all(x == v[0] for x in v)} for name, v in verdicts.items()
         },
-        "sample_only": sample_only,
-        "permutation_s": {"rows": max(sizes), "seconds": permutation_s},
         "false_alarms": alarms,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     }
@@ -353,10 +308,10 @@ def run(scratch: Path, repeat: int = 7, sizes: Sequence[int] = SIZES, pairs: int
     uncapped = {}
     for name in times:
         kind, _, rows = name.partition("/")
-        if kind in ("uncapped", "generator"):
+        if kind == "uncapped":
             subject = times[name]["total_s"]
             capped = times[f"capped/{rows}"]["total_s"][: len(subject)]
-            uncapped.setdefault(kind, {})[rows] = {**entry(name, base), "ratio_to_capped": ratio(subject, capped)}
+            uncapped[rows] = {**entry(name, base), "ratio_to_capped": ratio(subject, capped)}
     largest = max(sizes)
     headline = ratios.get(f"{label(largest)}/{label(BASELINE_ROWS)}")
     alarms = raw["false_alarms"]
@@ -373,7 +328,6 @@ def run(scratch: Path, repeat: int = 7, sizes: Sequence[int] = SIZES, pairs: int
         "value": alarms["drifted_total"],
         "what": f"same-distribution pairs flagged as drifted, of {n_pairs}",
     }
-    gen = uncapped.get("generator", {})
     results: dict[str, Any] = {
         "benchmark": "drift",
         "method": {
@@ -393,10 +347,6 @@ def run(scratch: Path, repeat: int = 7, sizes: Sequence[int] = SIZES, pairs: int
             "MLflow load)",
             "uncapped": "informative: the same check with sample_cap set to 10x the size (no sampling), in the "
             f"first {uncapped_repeat} repetitions only; ratio_to_capped pairs it with the capped check of those",
-            "generator": "informative: the same check with monitoring.sample's one change proposed here: "
-            "frame.sample(n=cap, random_state=np.random.default_rng(seed)) instead of random_state=seed; "
-            f"generator_ratios are against the unchanged check at {BASELINE_ROWS:,} (where both samplers cost "
-            "the same, see sample_only_s)",
             "false_alarms": f"{pairs} pairs of each kind through the same check with the spec's settings: "
             "halves_of_2011 (disjoint random halves of the 2011 rows), halves_of_a_window (a random "
             "window_days window of 2011 split into disjoint random halves); 'drifted' as the monitor judges it",
@@ -414,13 +364,7 @@ def run(scratch: Path, repeat: int = 7, sizes: Sequence[int] = SIZES, pairs: int
         "warmup": raw["warmup"],
         "sizes": by_size,
         "ratios": ratios,
-        "uncapped": uncapped.get("uncapped", {}),
-        "generator": gen,
-        "generator_ratios": {f"{label(int(n))}/{label(BASELINE_ROWS)}": e["ratio_to_100k"] for n, e in gen.items()},
-        "sample_only_s": {
-            rows: {key: summary(values) for key, values in got.items()} for rows, got in raw["sample_only"].items()
-        },
-        "permutation_s": {"rows": raw["permutation_s"]["rows"], **summary(raw["permutation_s"]["seconds"])},
+        "uncapped": uncapped,
         "false_alarms": alarms,
         "peak_rss_mb": raw["peak_rss_mb"],
         "targets": targets,
@@ -478,19 +422,6 @@ def print_summary(results: Mapping[str, Any]) -> None:
             for rows, e in results["uncapped"].items()
         )
         print(f"  without the cap (informative): {text}")
-    sample_only = results["sample_only_s"]
-    if sample_only:
-        text = ", ".join(
-            f"{label(int(rows))} {fmt_s(s['random_state']['median'])} (Generator: {fmt_s(s['generator']['median'])})"
-            for rows, s in sample_only.items()
-        )
-        print(f"  monitoring.sample alone, current side: {text}")
-    if results["generator_ratios"]:
-        text = ", ".join(
-            f"{what} {r['of_medians']:.2f}x (paired {r['paired_median']:.2f}x)"
-            for what, r in results["generator_ratios"].items()
-        )
-        print(f"  with sample(random_state=np.random.default_rng(seed)) instead (informative): {text}")
     fa, tf = results["false_alarms"], t["false_alarms"]
     kinds = [k for k, v in fa.items() if isinstance(v, dict)]
     text = ", ".join(f"{fa[k]['drifted']} of {fa[k]['pairs']} {k}" for k in kinds)
