@@ -192,3 +192,31 @@ def write_json(path: Path, data: Mapping[str, Any]) -> Path:
 def fmt_s(seconds: float) -> str:
     """Seconds for humans: ms below one second."""
     return f"{seconds * 1000:.1f} ms" if seconds < 1 else f"{seconds:.2f} s"
+
+
+def proc_status_kb(field: str) -> int | None:
+    """A ``/proc/self/status`` field in kB (``VmRSS``, ``VmHWM``), or None where there is no such file."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    except OSError:
+        return None
+    return None
+
+
+def reset_peak_rss() -> bool:
+    """Reset the kernel's peak-RSS mark of this process (Linux ≥ 4.0: ``5`` into ``/proc/self/clear_refs``)."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        return False
+    return True
+
+
+def child_exit(code: int) -> None:
+    """End a benchmark child process without the interpreter's teardown (heavy libraries, big frames): nothing
+    is left to clean up, and the teardown is not part of any measurement."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)

@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import argparse
 import gc
-import os
 import resource
 import sys
 import time
@@ -46,7 +45,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from benchmarks.common import PROJECT_DIR, child_env, emit, fmt_s, ratio, run_child, summary, target
+from benchmarks.common import PROJECT_DIR, child_env, child_exit, emit, fmt_s, ratio, run_child, summary, target
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -449,7 +448,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    code = main()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(code)  # skip the interpreter's teardown (Evidently, sklearn, a 10M-row frame): nothing to clean up
+    child_exit(main())

@@ -41,7 +41,6 @@ import gc
 import hashlib
 import json
 import math
-import os
 import resource
 import statistics
 import sys
@@ -51,7 +50,19 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from benchmarks.common import PROJECT_DIR, child_env, emit, fmt_s, ratio, run_child, summary, target
+from benchmarks.common import (
+    PROJECT_DIR,
+    child_env,
+    child_exit,
+    emit,
+    fmt_s,
+    proc_status_kb,
+    ratio,
+    reset_peak_rss,
+    run_child,
+    summary,
+    target,
+)
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -213,36 +224,17 @@ def _preload() -> dict[str, float]:
     return {"imports_s": imports_s, "mlflow_client_s": time.perf_counter() - start}
 
 
-def _proc_status_kb(field: str) -> int | None:
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    except OSError:
-        return None
-    return None
-
-
-def _reset_peak_rss() -> bool:
-    """Reset the kernel's peak-RSS mark of this process (Linux ≥ 4.0: ``5`` into ``/proc/self/clear_refs``)."""
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-    except OSError:
-        return False
-    return True
-
-
 class _Memory:
     """Peak RSS of the process and above the RSS at :meth:`start`."""
 
     def start(self) -> None:
         gc.collect()
-        self.reset = _reset_peak_rss()
-        self.before_kb = _proc_status_kb("VmRSS") or 0
+        self.reset = reset_peak_rss()
+        self.before_kb = proc_status_kb("VmRSS") or 0
         self.cpu_before = _cpu_s()
 
     def stop(self) -> dict[str, Any]:
-        hwm_kb = _proc_status_kb("VmHWM")
+        hwm_kb = proc_status_kb("VmHWM")
         maxrss_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         above = (hwm_kb - self.before_kb) if self.reset and hwm_kb is not None else (maxrss_kb - self.before_kb)
         return {
@@ -658,7 +650,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    code = main()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(code)  # skip the interpreter's teardown (MLflow, sklearn, SQLAlchemy): nothing is left to clean up
+    child_exit(main())

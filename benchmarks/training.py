@@ -42,7 +42,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import child_env, emit, fmt_s, ratio, run_child, summary, target
+from benchmarks.common import child_env, child_exit, emit, fmt_s, ratio, run_child, summary, target
 
 _STARTED_AT = time.monotonic()  # the child's first moment after the interpreter and this module (stdlib only)
 
@@ -590,7 +590,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    code = main()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(code)  # skip the interpreter's teardown (MLflow, sklearn, matplotlib): nothing is left to clean up
+    child_exit(main())

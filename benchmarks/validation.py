@@ -26,7 +26,6 @@ import copy
 import cProfile
 import dataclasses
 import gc
-import os
 import pstats
 import resource
 import statistics
@@ -39,9 +38,12 @@ from typing import TYPE_CHECKING, Any
 from benchmarks.common import (
     PROJECT_DIR,
     child_env,
+    child_exit,
     emit,
     fmt_s,
+    proc_status_kb,
     ratio,
+    reset_peak_rss,
     run_child,
     summary,
     target,
@@ -398,25 +400,6 @@ def child_timing(rows: int, repeat: int, small_rows: int) -> dict[str, Any]:
     }
 
 
-def _proc_status_kb(field: str) -> int | None:
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    except OSError:
-        return None
-    return None
-
-
-def _reset_peak_rss() -> bool:
-    """Reset the kernel's peak-RSS mark of this process (Linux ≥ 4.0: ``5`` into ``/proc/self/clear_refs``)."""
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-    except OSError:
-        return False
-    return True
-
-
 def child_memory(which: str, rows: int) -> dict[str, Any]:
     """The peak memory of one call on the 1M batch, above the process's RSS just before the call."""
     batch = build_batch(rows)
@@ -439,13 +422,13 @@ def child_memory(which: str, rows: int) -> dict[str, Any]:
     else:
         raise ValueError(f"unknown memory subject {which!r}")
     gc.collect()
-    reset = _reset_peak_rss()
-    rss_before_kb = _proc_status_kb("VmRSS")
+    reset = reset_peak_rss()
+    rss_before_kb = proc_status_kb("VmRSS")
     maxrss_before_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     start = time.perf_counter()
     ok = call()
     elapsed = time.perf_counter() - start
-    hwm_kb = _proc_status_kb("VmHWM")
+    hwm_kb = proc_status_kb("VmHWM")
     maxrss_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     if not ok:
         raise AssertionError(f"the benchmark batch failed {which} validation in the memory run")
@@ -586,7 +569,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    code = main()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(code)  # skip the interpreter's teardown of GX, pandas and a 1M-row frame: nothing is left to clean up
+    child_exit(main())
