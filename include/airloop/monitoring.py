@@ -359,8 +359,10 @@ def monitor_request(
     window says so).
     """
     refuse_unknown(conf, MONITOR_PARAMS, spec.dag_id("monitor"))
+    from airloop.training import newest_validated_end
+
     explicit = day("as_of", params.get("as_of"))
-    newest = _newest_validated_end(spec)
+    newest = newest_validated_end(spec, Lake(paths().lake))
     if explicit is not None:
         as_of = explicit
     else:
@@ -373,30 +375,21 @@ def monitor_request(
     return {"as_of": as_of.isoformat(), "explicit": explicit is not None}
 
 
-def _newest_validated_end(spec: ModelSpec) -> datetime | None:
-    lake = Lake(paths().lake)
-    for key in reversed(lake.partitions(spec.name, "validated")):
-        manifest = lake.manifest(spec.name, "validated", key)
-        if manifest is not None:
-            return datetime.fromisoformat(manifest.meta["interval_end"])
-    return None
-
-
 def _current(spec: ModelSpec, start: datetime, end: datetime) -> tuple[pd.DataFrame, list[str]]:
     from airloop import training
 
     lake = Lake(paths().lake)
     try:
         data = training.assemble(spec, lake, training.Window(start=start, end=end, holdout_start=end))
-    except training.TrainingProblem as exc:
-        if "overlaps" not in str(exc):  # a partition without a needed column: its message says which
-            raise MonitorProblem(str(exc)) from None
-        newest = _newest_validated_end(spec)
+    except training.NoValidatedData:
+        newest = training.newest_validated_end(spec, lake)
         raise MonitorProblem(
             f"No validated data of {spec.name} in the window [{start:%Y-%m-%d}, {end:%Y-%m-%d}): nothing to judge "
             f"(the newest validated data ends {f'{newest:%Y-%m-%d}' if newest else 'nowhere: none yet'}). "
             f"Ingest that range ({spec.dag_id('ingest')}), or pick another as_of."
         ) from None
+    except training.TrainingProblem as exc:  # a partition without a needed column: its message says which
+        raise MonitorProblem(str(exc)) from None
     return data.frame, [f"the window has a gap: {gap}" for gap in data.gaps]
 
 

@@ -277,8 +277,10 @@ def monitor_judge(model: str, request: dict[str, Any]) -> dict[str, Any]:
     try:
         with _fail_on(monitoring.MonitorProblem):
             return monitoring.monitor(get_spec(model), request, _run_info(context))
-    except NoChampion as exc:
-        raise AirflowSkipException(str(exc).replace("nothing was scored", "there is nothing to monitor")) from None
+    except NoChampion:
+        raise AirflowSkipException(
+            f"{model} has no @champion yet, so there is nothing to monitor. Train and promote one ({model}_train)."
+        ) from None
 
 
 def monitor_request_retraining(model: str, summary: dict[str, Any]) -> dict[str, Any]:

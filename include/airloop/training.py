@@ -34,6 +34,10 @@ class TrainingProblem(ValueError):
     """Training cannot go on with these inputs; the message says which input and what to do."""
 
 
+class NoValidatedData(TrainingProblem):
+    """No validated partition overlaps the requested window."""
+
+
 @dataclass(frozen=True)
 class Window:
     """The training window ``[start, end)``; its last part ``[holdout_start, end)`` is held out."""
@@ -76,6 +80,15 @@ def _utc(value: datetime) -> datetime:
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
+def newest_validated_end(spec: ModelSpec, lake: Lake) -> datetime | None:
+    """The end of the newest validated partition of the model (None when there is none yet)."""
+    for key in reversed(lake.partitions(spec.name, "validated")):
+        manifest = lake.manifest(spec.name, "validated", key)
+        if manifest is not None:
+            return datetime.fromisoformat(manifest.meta["interval_end"])
+    return None
+
+
 def resolve_window(
     spec: ModelSpec, lake: Lake, *, end: datetime | None = None, start: datetime | None = None
 ) -> Window:
@@ -85,12 +98,7 @@ def resolve_window(
     """
     t = spec.training
     if end is None:
-        newest = None
-        for key in reversed(lake.partitions(spec.name, "validated")):
-            manifest = lake.manifest(spec.name, "validated", key)
-            if manifest is not None:
-                newest = datetime.fromisoformat(manifest.meta["interval_end"])
-                break
+        newest = newest_validated_end(spec, lake)
         if newest is None:
             raise TrainingProblem(
                 f"Model {spec.name} has no validated partitions yet, so there is nothing to train on. "
@@ -151,7 +159,7 @@ def assemble(spec: ModelSpec, lake: Lake, window: Window) -> TrainingData:
             )
         )
     if not frames:
-        raise TrainingProblem(
+        raise NoValidatedData(
             f"No validated partition of {spec.name} overlaps the training window {window}. "
             f"Ingest that range first ({spec.dag_id('ingest')}), or pick another window."
         )

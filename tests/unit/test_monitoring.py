@@ -163,3 +163,64 @@ def test_verdict_names_drifted_columns_scores_performance_and_the_decision(demo_
     assert "performance on" in text and "vs training's 40.0" in text
     assert "note: the window has a gap" in text
     assert text.endswith("decision: REQUEST RETRAINING: drift in 2 of the last 2 windows, including the latest (yr)")
+
+
+# --- the reference, read back through the champion's lineage -----------------------------------------------
+
+
+def test_the_reference_is_read_through_the_lineage_and_says_what_changed(tmp_path, monkeypatch, demo_frame, bikes_spec):
+    from airloop.lake import Lake
+
+    monkeypatch.setenv("AIRLOOP_HOME", str(tmp_path))
+    lake = Lake(tmp_path / "lake")
+    parts = {}
+    for key, start, end in [("a", "2011-01-01", "2011-01-29"), ("b", "2011-01-29", "2011-02-26")]:
+        parts[key] = lake.write("bikes", "validated", key, _window(demo_frame, start, end), meta={})
+    trained = {
+        "window": {"start": "2011-01-08T00:00:00+00:00", "end": "2011-02-26T00:00:00+00:00"},
+        "partitions": [
+            {"partition": "a", "content_digest": parts["a"].content_digest},
+            {"partition": "b", "content_digest": "digest at training time"},
+            {"partition": "gone", "content_digest": "x"},
+        ],
+    }
+    frame, notes = monitoring._reference(bikes_spec, trained)
+    assert frame["ts"].min() == pd.Timestamp("2011-01-08") and frame["ts"].max() < pd.Timestamp("2011-02-26")
+    assert len(frame) == len(_window(demo_frame, "2011-01-08", "2011-02-26"))  # only the training window's rows
+    assert notes == [
+        "reference partition b changed since training (re-ingested); its current rows are used",
+        "reference partitions no longer validated in the lake (left out): gone",
+    ]
+    with pytest.raises(MonitorProblem, match=r"None of the champion's training partitions \(1\) is in the lake"):
+        monitoring._reference(bikes_spec, {**trained, "partitions": [{"partition": "gone", "content_digest": "x"}]})
+
+
+# --- the request: once per window, announced again by a retry of the same run --------------------------------
+
+
+def test_a_request_is_recorded_once_per_window_and_a_retry_announces_it_again(bikes_spec):
+    from airloop.lifecycle import RunInfo
+
+    spec = bikes_spec.model_copy(update={"name": "requnit"})
+    summary = {
+        "window_start": "2012-05-19T00:00:00+00:00",
+        "window_end": "2012-06-16T00:00:00+00:00",
+        "champion_version": "3",
+        "decision": {"request": True, "reason": "drift in 2 of the last 2 windows"},
+        "drifted_columns": ["yr"],
+        "drift_share": 0.1,
+        "scores": {"yr": 1000.0},
+        "prediction_score": 0.1,
+        "performance": None,
+        "report": "/reports/x.html",
+    }
+    first = RunInfo(dag_id="requnit_monitor", run_id="manual__1")
+    extra = monitoring.request_retraining(spec, summary, first)
+    assert extra is not None and extra["window_end"] == summary["window_end"]
+    assert extra["reason"] == "requnit monitor, window ending 2012-06-16: drift in 2 of the last 2 windows"
+    again = monitoring.request_retraining(spec, summary, first)  # the task retried: announce it again
+    assert again is not None and again["request_id"] == extra["request_id"]
+    other = RunInfo(dag_id="requnit_monitor", run_id="manual__2")
+    assert monitoring.request_retraining(spec, summary, other) is None  # another run: the window has its request
+    no = {**summary, "window_end": "2012-07-14T00:00:00+00:00", "decision": {"request": False, "reason": "-"}}
+    assert monitoring.request_retraining(spec, no, other) is None
