@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from airflow.sdk import DAG, task
 
-from airloop import dagkit, tasks
+from airloop import dagkit, links, tasks
 
 for spec in dagkit.model_specs():
     validated = dagkit.validated_asset(spec)
@@ -34,6 +34,6 @@ for spec in dagkit.model_specs():
             return tasks.ingest_publish(model, checked)
 
         extracted = extract(spec.name)
-        checked = validate(spec.name)
+        checked = links.attach(validate(spec.name), links.VALIDATION)
         extracted >> checked
         publish(spec.name, checked)

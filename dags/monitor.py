@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from airflow.sdk import DAG, Param, task
 
-from airloop import dagkit, tasks
+from airloop import dagkit, links, tasks
 
 for spec in dagkit.model_specs():
     with DAG(
@@ -34,4 +34,5 @@ for spec in dagkit.model_specs():
         def request(model: str, summary: dict) -> dict:
             return tasks.monitor_request_retraining(model, summary)
 
-        request(spec.name, judge(spec.name, check(spec.name)))
+        judged = links.attach(judge(spec.name, check(spec.name)), links.DRIFT)
+        links.attach(request(spec.name, judged), links.TRAINING_RUN)

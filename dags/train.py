@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from airflow.sdk import DAG, Param, task
 
-from airloop import dagkit, tasks
+from airloop import dagkit, links, tasks
 
 for spec in dagkit.model_specs():
     with DAG(
@@ -39,4 +39,5 @@ for spec in dagkit.model_specs():
         def gate(model: str, trained: dict) -> bool:
             return tasks.gate_trained(model, trained)
 
-        dagkit.decision_tasks(spec, gate(spec.name, train(spec.name, check(spec.name))))
+        trained = links.attach(train(spec.name, check(spec.name)), links.MLFLOW_RUN)
+        dagkit.decision_tasks(spec, gate(spec.name, trained))

@@ -167,3 +167,42 @@ def test_monitor_dag_runs_on_the_spec_cron_and_announces_requests_on_the_retrain
     assert set(dag.params.keys()) == {"as_of"}
     # The train DAG listens to the very Asset the monitor announces on.
     assert outlet in dagbag.dags["bikes_train"].timetable.asset_condition.objects
+
+
+def test_extra_links_on_the_tasks_that_make_something_to_see(dagbag):
+    """train → MLflow run, validate → validation report, judge → drift report, request → triggered training."""
+    expected = {
+        ("bikes_train", "train"): "MLflow run",
+        ("bikes_ingest", "validate"): "Validation report",
+        ("bikes_monitor", "judge"): "Drift report",
+        ("bikes_monitor", "request"): "Triggered training run",
+    }
+    for (dag_id, task_id), name in expected.items():
+        task = dagbag.dags[dag_id].get_task(task_id)
+        assert [link.name for link in task.operator_extra_links] == [name], (dag_id, task_id)
+    assert not dagbag.dags["bikes_train"].get_task("check").operator_extra_links
+
+
+def test_extra_links_survive_serialization(dagbag):
+    """The api-server sees a serialized DAG: each link must keep its name and XCom key."""
+    from airflow.serialization.serialized_objects import DagSerialization
+
+    dag = DagSerialization.from_dict(DagSerialization.to_dict(dagbag.dags["bikes_monitor"]))
+    names = {link.name for link in dag.get_task("judge").operator_extra_links}
+    assert names == {"Drift report"}
+
+
+def test_the_plugin_module_is_light():
+    """Every task process imports plugins: ours must add no heavy module on top of Airflow itself."""
+    probe = (
+        "import json, sys\n"
+        "import airflow.plugins_manager\n"
+        "before = set(sys.modules)\n"
+        f"sys.path.insert(0, {str(ROOT / 'plugins')!r})\n"
+        "import airloop_view\n"
+        "added = sorted(set(sys.modules) - before)\n"
+        f"print(json.dumps([m for m in added if m.split('.')[0] in {[*HEAVY, 'fastapi', 'jinja2']!r}]))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == []

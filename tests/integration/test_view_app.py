@@ -1,0 +1,273 @@
+"""The airloop view inside Airflow's own api-server app (in process), with its real auth manager.
+
+The app is Airflow's ``create_app()`` with this project's plugins folder, so the view is mounted exactly as the
+api-server mounts it; requests go through Starlette's test client. The model is ``bikesview``, a copy of the
+bikes spec in a models folder of this module's own, with warehouse rows and report files written here.
+Server-level checks (the UI's cookie, a real browser, pending approvals) are in ``tests/e2e``.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+MODEL = "bikesview"
+RUN = "scheduled__2011-03-01T00:00:00+00:00"
+EVIL = "<script>alert('x')</script>"
+
+
+@pytest.fixture(scope="module")
+def models_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    folder = tmp_path_factory.mktemp("view-models")
+    raw = yaml.safe_load((ROOT / "include" / "models" / "bikes.yaml").read_text())
+    raw["name"] = MODEL
+    (folder / f"{MODEL}.yaml").write_text(yaml.safe_dump(raw))
+    shutil.copy(ROOT / "include" / "models" / "bikes.yaml", folder / "bikes.yaml")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("AIRLOOP_MODELS_DIR", str(folder))
+    yield folder
+    mp.undo()
+
+
+@pytest.fixture(scope="module")
+def story(models_dir: Path) -> dict[str, Any]:
+    """Warehouse rows and report files of one model: two validations, three drift windows, a request, the ledger."""
+    from airloop import warehouse
+    from airloop.config import WAREHOUSE_CONN_ID, paths
+    from airloop.db import engine_for
+
+    engine = engine_for(WAREHOUSE_CONN_ID)
+    warehouse.ensure_schema(engine)
+    reports = paths().reports / MODEL
+    docs = reports / "validation" / "2011-03-01" / "data_docs" / "index.html"
+    docs.parent.mkdir(parents=True, exist_ok=True)
+    docs.write_text("<html><body>GX data docs of 2011-03-01</body></html>")
+    result = reports / "validation" / "2011-02-01" / "validation_result.json"
+    result.parent.mkdir(parents=True, exist_ok=True)
+    result.write_text('{"success": true}')
+    base = datetime(2011, 3, 1, tzinfo=UTC)
+    with engine.begin() as conn:
+        for model in (MODEL,):
+            for t in (warehouse.validation_results, warehouse.drift_metrics, warehouse.retrain_requests):
+                conn.execute(t.delete().where(t.c.model == model))
+            conn.execute(warehouse.promotion_ledger.delete().where(warehouse.promotion_ledger.c.model == model))
+        common = {"model": MODEL, "content_digest": "d" * 64, "suite_digests": {}, "validated_at": base}
+        conn.execute(
+            warehouse.validation_results.insert(),
+            [
+                common
+                | {
+                    "partition": "2011-03-01",
+                    "interval_start": base,
+                    "interval_end": base + timedelta(days=28),
+                    "success": False,
+                    "rows": 672,
+                    "evaluated_expectations": 20,
+                    "failed_expectations": 2,
+                    "failures": [{"expectation": "expect_column_values_to_be_between", "kwargs": {"column": "temp"}}],
+                    "report_path": str(docs.parent.parent / "validation_result.json"),
+                    "docs_path": str(docs),
+                    "dag_run_id": RUN,
+                },
+                common
+                | {
+                    "partition": "2011-02-01",
+                    "interval_start": base - timedelta(days=28),
+                    "interval_end": base,
+                    "success": True,
+                    "rows": 650,
+                    "evaluated_expectations": 20,
+                    "failed_expectations": 0,
+                    "failures": [],
+                    "report_path": str(result),
+                    "docs_path": None,
+                    "dag_run_id": "scheduled__2011-02-01T00:00:00+00:00",
+                },
+            ],
+        )
+        for i, (share, drifted) in enumerate(((0.1, False), (0.2, False), (0.6, True))):
+            end = base + timedelta(days=28 * (i + 1))
+            report = reports / "drift" / f"{end:%Y-%m-%d}_v1" / "report.html"
+            report.parent.mkdir(parents=True, exist_ok=True)
+            report.write_text(f"<html><body>Evidently report {end:%Y-%m-%d}</body></html>")
+            conn.execute(
+                warehouse.drift_metrics.insert().values(
+                    model=MODEL,
+                    window_end=end,
+                    champion_version="1",
+                    window_start=end - timedelta(days=28),
+                    reference="seasonal",
+                    reference_rows=1000,
+                    current_rows=600,
+                    drift_share=share,
+                    drifted=drifted,
+                    drifted_columns=["temp", "atemp"] if drifted else [],
+                    column_scores={},
+                    prediction_score=0.1,
+                    prediction_drifted=False,
+                    labelled_rows=600,
+                    mae=80.0,
+                    rmse=110.0,
+                    reference_mae=40.0,
+                    degradation=1.0 if drifted else 0.05,
+                    degraded=drifted,
+                    notes=[],
+                    report_path=str(report),
+                    dag_id=f"{MODEL}_monitor",
+                    dag_run_id=f"manual__{end:%Y-%m-%d}",
+                    measured_at=end,
+                )
+            )
+        conn.execute(
+            warehouse.retrain_requests.insert().values(
+                model=MODEL,
+                window_start=base + timedelta(days=56),
+                window_end=base + timedelta(days=84),
+                champion_version="1",
+                reason="drift in 2 of the last 3 windows",
+                drifted_columns=["temp", "atemp"],
+                figures={},
+                report_path=str(report),
+                dag_id=f"{MODEL}_monitor",
+                dag_run_id="manual__2011-05-24",
+                requested_at=base + timedelta(days=84),
+            )
+        )
+        conn.execute(
+            warehouse.promotion_ledger.insert().values(
+                model=MODEL,
+                seq=1,
+                action="promote",
+                outcome="promoted",
+                moved=True,
+                candidate_version="1",
+                from_version=None,
+                champion_after="1",
+                decided_by="gate",
+                reason=f"first champion {EVIL}",
+                evidence={},
+                recorded_at=base,
+            )
+        )
+    return {"docs": docs, "result": result, "drift_run": "manual__2011-05-24"}
+
+
+@pytest.fixture(scope="module")
+def api(airflow_db: Path, story: dict[str, Any]) -> Iterator[Any]:
+    """Airflow's api-server app, in process, with users admin (admin) and steward (viewer)."""
+    mp = pytest.MonkeyPatch()
+    mp.setenv("AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS", "admin:admin,steward:viewer")
+    mp.setenv("AIRFLOW__API_AUTH__JWT_SECRET", "view-tests-" + "s" * 64)
+    from airflow.api_fastapi.app import create_app
+    from fastapi.testclient import TestClient
+
+    with TestClient(create_app(), follow_redirects=False) as client:
+        yield client
+    mp.undo()
+
+
+def _token(role: str) -> dict[str, str]:
+    from airflow.api_fastapi.app import get_auth_manager
+    from airflow.api_fastapi.auth.managers.simple.user import SimpleAuthManagerUser
+
+    token = get_auth_manager().generate_jwt(SimpleAuthManagerUser(username=role, role=role))
+    return {"Authorization": f"Bearer {token}"}
+
+
+ROUTES = [
+    "/airloop/",
+    f"/airloop/models/{MODEL}",
+    "/airloop/api/models",
+    f"/airloop/api/models/{MODEL}",
+    f"/airloop/reports/{MODEL}/validation/2011-02-01/validation_result.json",
+    f"/airloop/go/validation?dag_id={MODEL}_ingest&run_id={RUN}",
+]
+
+
+@pytest.mark.parametrize("route", ROUTES)
+def test_anonymous_and_forged_requests_are_refused_and_see_nothing(api: Any, route: str) -> None:
+    resp = api.get(route)
+    assert resp.status_code == 401, resp.text
+    assert MODEL not in resp.text and "success" not in resp.text
+    forged = api.get(route, headers={"Authorization": "Bearer not-a-token"})
+    assert forged.status_code in (401, 403), forged.text
+    assert MODEL not in forged.text and "success" not in forged.text
+
+
+def test_the_page_tells_the_model_story(api: Any, story: dict[str, Any]) -> None:
+    resp = api.get(f"/airloop/models/{MODEL}", headers=_token("viewer"))
+    assert resp.status_code == 200, resp.text
+    html = resp.text
+    assert '<h1 id="model">bikesview</h1>' in html
+    assert "No @champion yet" in html  # nothing registered in MLflow for this model
+    # The drift chart: three windows, the last one drifted, each linking to its report; the threshold line.
+    assert html.count('<circle class="window') == 3
+    assert html.count('class="window drifted"') == 1
+    assert 'class="threshold"' in html
+    assert f"/airloop/reports/{MODEL}/drift/2011-05-24_v1/report.html" in html
+    assert "temp, atemp" in html and "+100%" in html
+    # Validations: the quarantined interval links to its Data Docs page, the passed one to its result.
+    assert "quarantined" in html and "2 of 20" in html
+    assert f"/airloop/reports/{MODEL}/validation/2011-03-01/data_docs/index.html" in html
+    # Request and ledger; every value is escaped.
+    assert "drift in 2 of the last 3 windows" in html
+    assert "promoted" in html and "first champion" in html
+    assert EVIL not in html and "&lt;script&gt;" in html
+
+
+def test_json_for_services(api: Any) -> None:
+    models = api.get("/airloop/api/models", headers=_token("admin")).json()["models"]
+    assert MODEL in models and "bikes" in models
+    board = api.get(f"/airloop/api/models/{MODEL}", headers=_token("admin")).json()
+    assert [w["drift_share"] for w in board["drift"]] == [0.1, 0.2, 0.6]  # oldest first
+    assert board["ledger"][0]["outcome"] == "promoted"
+    assert board["requests"][0]["window_end"].startswith("2011-05-24")
+    missing = api.get("/airloop/api/models/nope", headers=_token("admin"))
+    assert missing.status_code == 404 and "nope" in missing.json()["detail"]
+
+
+def test_reports_are_served_only_from_the_reports_folder(api: Any, story: dict[str, Any]) -> None:
+    ok = api.get(f"/airloop/reports/{MODEL}/validation/2011-03-01/data_docs/index.html", headers=_token("viewer"))
+    assert ok.status_code == 200 and "GX data docs of 2011-03-01" in ok.text
+    # The client normalises a plain "../" away (the request leaves /airloop); encoded dots reach the route.
+    assert "root:" not in api.get("/airloop/reports/../../../etc/passwd", headers=_token("viewer")).text
+    for path in ("%2e%2e/%2e%2e/%2e%2e/etc/passwd", "..%2f..%2f..%2fetc/passwd", f"{MODEL}/nothing.html", "x/y.html"):
+        resp = api.get(f"/airloop/reports/{path}", headers=_token("viewer"))
+        assert resp.status_code == 404, (path, resp.text)
+        assert "root:" not in resp.text
+
+
+def test_links_resolve_when_clicked(api: Any, story: dict[str, Any]) -> None:
+    from airloop.links import VALIDATION, link_url
+
+    h = _token("viewer")
+    resp = api.get(link_url(VALIDATION, f"{MODEL}_ingest", RUN), headers=h)  # what the task's link holds
+    assert resp.status_code == 307
+    assert resp.headers["location"] == f"/airloop/reports/{MODEL}/validation/2011-03-01/data_docs/index.html"
+    resp = api.get(f"/airloop/go/drift-report?dag_id={MODEL}_monitor&run_id=manual__2011-05-24", headers=h)
+    assert resp.status_code == 307 and resp.headers["location"].endswith("/drift/2011-05-24_v1/report.html")
+    # Nothing recorded for that run: a page that says so and what to look at, not a broken redirect.
+    resp = api.get(f"/airloop/go/drift-report?dag_id={MODEL}_monitor&run_id=manual__nothing", headers=h)
+    assert resp.status_code == 404 and "No drift report for this run" in resp.text
+    resp = api.get(f"/airloop/go/training-run?dag_id={MODEL}_monitor&run_id=manual__nothing", headers=h)
+    assert resp.status_code == 404 and "No retraining was requested" in resp.text
+    resp = api.get(f"/airloop/go/mlflow-run?dag_id={MODEL}_train&run_id=manual__nothing", headers=h)
+    assert resp.status_code == 404 and "No MLflow run for this DAG run" in resp.text
+    assert api.get(f"/airloop/go/other?dag_id={MODEL}_train&run_id=x", headers=h).status_code == 404
+    assert api.get("/airloop/go/validation?dag_id=someone_elses&run_id=x", headers=h).status_code == 404
+    assert api.get(f"/airloop/go/validation?dag_id={MODEL}_ingest", headers=h).status_code == 422
+
+
+def test_the_view_is_in_the_ui_navigation(api: Any) -> None:
+    plugins = api.get("/api/v2/plugins", headers=_token("admin")).json()["plugins"]
+    ours = next(p for p in plugins if p["name"] == "airloop")
+    view = ours["external_views"][0]
+    assert view["href"] == "/airloop/" and view["url_route"] == "airloop" and view["nav_top_level"] is True
+    assert ours["fastapi_apps"][0]["url_prefix"] == "/airloop"

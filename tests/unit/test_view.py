@@ -1,0 +1,98 @@
+"""The airloop view's data and HTML, without a server: the drift chart, report addresses, the page itself."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from airloop import links, view
+
+START = datetime(2012, 1, 1, tzinfo=UTC)
+DAGS = {stage: f"bikes_{stage}" for stage in ("ingest", "train", "promote", "score", "monitor")}
+
+
+def _window(i: int, share: float, drifted: bool, report: str = "") -> dict:
+    end = START + timedelta(days=28 * (i + 1))
+    return {
+        "window_start": end - timedelta(days=28),
+        "window_end": end,
+        "champion_version": "2",
+        "drift_share": share,
+        "drifted": drifted,
+        "drifted_columns": ["temp"] if drifted else [],
+        "degradation": 0.5 if drifted else None,
+        "report_path": report,
+    }
+
+
+def test_report_url_only_for_files_under_the_reports_folder(tmp_path: Path) -> None:
+    inside = tmp_path / "bikes" / "drift" / "2012-01-29_v2" / "report.html"
+    assert view.report_url(str(inside), tmp_path) == "/airloop/reports/bikes/drift/2012-01-29_v2/report.html"
+    assert view.report_url(str(tmp_path.parent / "elsewhere.html"), tmp_path) is None
+    assert view.report_url(str(tmp_path / ".." / "x.html"), tmp_path) is None
+    assert view.report_url(None, tmp_path) is None
+    spaced = tmp_path / "bikes" / "a b#c.html"
+    assert view.report_url(str(spaced), tmp_path) == "/airloop/reports/bikes/a%20b%23c.html"
+
+
+def test_drift_chart_draws_each_window_with_its_state_and_report(tmp_path: Path) -> None:
+    report = tmp_path / "bikes" / "drift" / "r.html"
+    windows = [_window(0, 0.0, False), _window(1, 0.2, False), _window(2, 0.6, True, str(report))]
+    svg = view.drift_chart(windows, threshold=0.1, reports_root=tmp_path)
+    assert svg.startswith('<svg id="drift-chart"') and svg.endswith("</svg>")
+    assert svg.count("<circle") == 3 and svg.count('class="window drifted"') == 1
+    assert svg.count('<a href="/airloop/reports/bikes/drift/r.html"') == 1  # only the window with a report
+    assert "drifted temp" in svg and "MAE +50% vs training" in svg
+    # Higher drift share is drawn higher (smaller y); the threshold line sits between 0 and 0.2.
+    ys = [float(part.split('"')[0]) for part in svg.split('cy="')[1:]]
+    assert ys[0] > ys[1] > ys[2]
+    threshold_y = float(svg.split('class="threshold"')[1].split('y1="')[1].split('"')[0])
+    assert ys[1] < threshold_y < ys[0]
+
+
+def test_drift_chart_of_nothing_is_empty_and_of_one_window_is_centred(tmp_path: Path) -> None:
+    assert view.drift_chart([], threshold=0.1, reports_root=tmp_path) == ""
+    svg = view.drift_chart([_window(0, 0.3, True)], threshold=0.1, reports_root=tmp_path, width=400)
+    assert 'cx="216.0"' in svg  # left margin 48 + half of the 336-pixel plot
+
+
+def test_tooltip_text_is_escaped(tmp_path: Path) -> None:
+    evil = _window(0, 0.5, True)
+    evil["drifted_columns"] = ["<img src=x onerror=alert(1)>"]
+    svg = view.drift_chart([evil], threshold=0.1, reports_root=tmp_path)
+    assert "<img" not in svg and "&lt;img" in svg
+
+
+def test_page_without_anything_says_what_to_run(tmp_path: Path) -> None:
+    board = view.Board(model="bikes", description="d", owner="o", dag_ids=DAGS, drift_share_threshold=0.1)
+    board.problems.append("MLflow registry not readable (ConnectionError: refused); check `airloop status`.")
+    html = view.render_board(board, reports_root=tmp_path, airflow_ui="http://ui", models=["bikes"], user="steward")
+    assert "No @champion yet" in html and "Trigger <code>bikes_train</code>" in html
+    assert "run <code>bikes_ingest</code>" in html and "<code>bikes_monitor</code> has not run" in html
+    assert "Nothing waits for an answer." in html and "signed in as steward" in html
+    assert 'class="problem">MLflow registry not readable' in html
+    assert 'href="http://ui/dags/bikes_train"' in html
+
+
+def test_page_lists_pending_approvals_with_a_link_to_answer(tmp_path: Path) -> None:
+    ask = view.Approval("bikes_train", "manual__1", "approve", "Promote bikes v3?", START, "http://ui/answer")
+    board = view.Board(model="bikes", description="d", owner="o", dag_ids=DAGS, approvals=[ask])
+    html = view.render_board(board, reports_root=tmp_path, airflow_ui="", models=["bikes"], user="op")
+    assert "Promote bikes v3?" in html and 'href="http://ui/answer"' in html and "manual__1" in html
+
+
+def test_board_json_is_plain_data() -> None:
+    board = view.Board(model="bikes", description="d", owner="o", dag_ids={}, drift=[_window(0, 0.1, False)])
+    data = board.to_dict()
+    assert data["drift"][0]["window_end"] == "2012-01-29T00:00:00+00:00"
+    assert data["champion"] is None
+
+
+def test_numbers_are_shown_for_people() -> None:
+    assert view._num(None) == "–" and view._num(float("nan")) == "NaN"
+    assert view._num(1234.5) == "1,234" and view._num(0.61234) == "0.612" and view._num(672.0) == "672"
+
+
+def test_link_addresses_carry_the_run_encoded() -> None:
+    url = links.link_url(links.VALIDATION, "bikes_ingest", "scheduled__2011-03-01T00:00:00+00:00")
+    assert url == "/airloop/go/validation?dag_id=bikes_ingest&run_id=scheduled__2011-03-01T00%3A00%3A00%2B00%3A00"
