@@ -37,13 +37,19 @@ def validated_asset(spec: ModelSpec) -> Asset:
 
 
 def default_args(spec: ModelSpec, *, retries: int = 2) -> dict[str, Any]:
-    """Owner from the spec; retries with backoff for transient failures (data failures never retry)."""
+    """Owner from the spec; retries with backoff for transient failures (data failures never retry); a failure
+    alert when a task has finally failed (``airloop.alerts``: e-mail or webhook per deployment, off by default;
+    retries do not alert).
+    """
+    from airloop.alerts import FailureAlert
+
     return {
         "owner": spec.owner,
         "retries": retries,
         "retry_delay": timedelta(seconds=30),
         "retry_exponential_backoff": True,
         "max_retry_delay": timedelta(minutes=10),
+        "on_failure_callback": FailureAlert(),
     }
 
 
