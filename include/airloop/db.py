@@ -5,6 +5,8 @@ on-call engineer repoints them in the UI or with ``AIRFLOW_CONN_<ID>`` and no co
 from the connection's own provider hook (``get_sqlalchemy_engine``), so SQLite, Postgres and the rest behave
 as Airflow defines them. Outside Airflow (the ``airloop`` command line), a connection that Airflow cannot find
 falls back to airloop's embedded default under ``AIRLOOP_HOME``; that fallback is logged, never silent.
+An engine's errors while connecting (or for a lost connection) are marked with its connection id, so a task
+says which database it could not reach (``airloop.outages``).
 """
 
 from __future__ import annotations
@@ -51,21 +53,31 @@ def engine_for(conn_id: str) -> Engine:
             _defaulted.add(conn_id)
             log.info("connection %s not found in Airflow; using the embedded default sqlite:///%s", conn_id, host)
         url = f"sqlite:///{host}"
-    return _engine(url)
+    return _engine(url, conn_id)
 
+
+#: Seconds a Postgres connection attempt may take (libpq ``connect_timeout``) unless the connection sets it.
+POSTGRES_CONNECT_TIMEOUT = 10
 
 #: Connection ids already reported as falling back to their embedded default.
 _defaulted: set[str] = set()
 
 
 @lru_cache(maxsize=16)
-def _engine(url: str) -> Engine:
+def _engine(url: str, conn_id: str) -> Engine:
+    """An engine per URL and connection id; an unreachable database is named by its connection id in errors."""
     import sqlalchemy as sa
+
+    from airloop.outages import watch_engine
 
     kwargs: dict[str, object] = {}
     if url.startswith("sqlite"):
         # Several task processes write the warehouse at once: wait for the lock instead of failing.
         kwargs["connect_args"] = {"timeout": 60}
+    elif url.startswith("postgresql") and "connect_timeout" not in sa.engine.make_url(url).query:
+        # A server that does not answer fails the try in seconds (Airflow retries it), not after the OS's
+        # TCP timeout of about two minutes. A connection's own extra `connect_timeout` wins.
+        kwargs["connect_args"] = {"connect_timeout": POSTGRES_CONNECT_TIMEOUT}
     engine = sa.create_engine(url, **kwargs)
     if url.startswith("sqlite"):
 
@@ -76,6 +88,7 @@ def _engine(url: str) -> Engine:
             cursor.execute("PRAGMA busy_timeout=60000")
             cursor.close()
 
+    watch_engine(engine, conn_id)
     return engine
 
 

@@ -99,6 +99,16 @@ def train_request(
             validate()
         except (TypeError, ValueError) as exc:
             raise RequestProblem(f"param `overrides`: {exc}") from None
+    until = f"{end:%Y-%m-%d}" if end else "the newest validated data"
+    window = f"from {start:%Y-%m-%d} up to {until}" if start else f"the {spec.training.window_days} days up to {until}"
+    log.info(
+        "Request to train %s accepted (%s run): reason %r; window %s; estimator overrides %s.",
+        spec.name,
+        run.run_type or "unknown",
+        reason,
+        window,
+        overrides or "none (the spec's parameters)",
+    )
     return {
         "reason": reason,
         "window_start": start.isoformat() if start else None,
@@ -321,11 +331,39 @@ def gate(
         },
         description=markdown,
     )
-    log.info("Gate for %s v%s (%s): %s", spec.name, loaded.version, action, verdict_summary)
+    log.info(
+        "Gate for %s v%s (%s) on holdout %s (%d rows), @champion %s: %s",
+        spec.name,
+        loaded.version,
+        action,
+        holdout_range,
+        len(holdout),
+        f"v{champion_version}" if champion_version else "unset",
+        verdict_summary,
+    )
     for line in verdict.reasons:
         log.info("  - %s", line)
     for note in notes:
         log.warning("Note: %s", note)
+    if not promote and champion_version != loaded.version:
+        by_hand = (
+            f'trigger {spec.dag_id("promote")} with {{"action": "promote", "version": "{loaded.version}", '
+            '"override": true, "reason": "..."}'
+        )
+        if verdict.passed:  # dry run: it would have gone through
+            advice = f"the gate is in dry-run mode (gate.mode in the spec); to promote it now, {by_hand}."
+        else:
+            advice = (
+                f"to go ahead anyway, {by_hand} (recorded as an override); to do better, train again with other "
+                "overrides or another window."
+            )
+        log.info(
+            "What to do: nothing moves and @champion stays %s; the verdict is on v%s in MLflow and goes to the "
+            "ledger. %s",
+            f"v{champion_version}" if champion_version else "unset",
+            loaded.version,
+            advice[0].upper() + advice[1:],
+        )
     return {
         "model": spec.name,
         "action": action,
@@ -464,4 +502,14 @@ def promote_request(spec: ModelSpec, conf: dict[str, Any], params: dict[str, Any
     override = params.get("override", False)
     if not isinstance(override, bool):
         raise RequestProblem(f"param `override` must be true or false, got {override!r}.")
+    if action == "rollback":
+        what = f"roll {spec.name} back to v{candidate}, its previous champion"
+    else:
+        what = f"promote {spec.name} v{candidate}"
+    log.info(
+        "Request accepted: %s%s; reason %r. The gate judges it next.",
+        what,
+        ", with override (the gate's verdict will not stop it; recorded as such)" if override else "",
+        reason,
+    )
     return {"action": action, "candidate": candidate, "reason": reason, "override": override}

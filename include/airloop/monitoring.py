@@ -372,6 +372,19 @@ def monitor_request(
                 f"Run {spec.dag_id('ingest')} first."
             )
         as_of = min(interval_end, newest) if interval_end is not None else newest
+    if explicit is not None:
+        source = "param as_of"
+    elif interval_end is not None and newest is not None and newest < interval_end:
+        source = f"capped at the newest validated data (the run's interval ends {interval_end:%Y-%m-%d})"
+    else:
+        source = "the run's data interval end" if interval_end is not None else "the newest validated data"
+    log.info(
+        "%s judges the window [%s, %s) (as_of from %s).",
+        spec.dag_id("monitor"),
+        f"{as_of - timedelta(days=spec.monitoring.window_days):%Y-%m-%d}",
+        f"{as_of:%Y-%m-%d}",
+        source,
+    )
     return {"as_of": as_of.isoformat(), "explicit": explicit is not None}
 
 
@@ -401,6 +414,10 @@ def lineage(run_id: str) -> dict[str, Any]:
     try:
         return mlflow.artifacts.load_dict(f"runs:/{run_id}/lineage/training_data.json")
     except Exception as exc:  # MLflow raises several types for a missing artifact; all mean the same here
+        from airloop.outages import find
+
+        if find(exc) is not None:  # MLflow did not answer: not a missing lineage, and a retry may pass
+            raise
         raise MonitorProblem(
             f"MLflow run {run_id} has no lineage/training_data.json ({exc}); the monitor cannot find the champion's "
             "training data. Retrain the model with airloop (it logs the lineage), then promote it."

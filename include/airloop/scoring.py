@@ -87,7 +87,15 @@ def select_partitions(
         missing = [p for p in announced if p not in validated]
         if missing:
             log.warning("Announced partitions no longer validated (skipped): %s", missing)
-        return [p for p in announced if p in validated]
+        chosen = [p for p in announced if p in validated]
+        log.info(
+            "Selected %d partition(s) of %s announced by %d Asset event(s)%s.",
+            len(chosen),
+            spec.name,
+            len(events),
+            f": {chosen[0]} to {chosen[-1]}" if chosen else "",
+        )
+        return chosen
     if not params.get("start") or not params.get("end"):
         raise ScoringProblem(
             "To re-score by hand give params `start` and `end` (dates, UTC): every validated partition starting in "
@@ -103,6 +111,15 @@ def select_partitions(
             f"No validated partition of {spec.name} starts in [{start:%Y-%m-%d}, {end:%Y-%m-%d}); "
             f"validated ones: {f'{validated[0]} to {validated[-1]}' if validated else 'none'}."
         )
+    log.info(
+        "Selected %d validated partition(s) of %s starting in [%s, %s) to re-score: %s to %s.",
+        len(chosen),
+        spec.name,
+        f"{start:%Y-%m-%d}",
+        f"{end:%Y-%m-%d}",
+        chosen[0],
+        chosen[-1],
+    )
     return chosen
 
 
@@ -217,6 +234,31 @@ def score_partition(
         written.content_digest[:12],
     )
     return {"partition": partition, "rows": rows, "version": pinned["version"], "digest": written.content_digest}
+
+
+def score_partitions(
+    spec: ModelSpec, partitions: list[str], pinned: dict[str, str], run: RunInfo
+) -> list[dict[str, Any]]:
+    """Score partitions one after another with the pinned version (loaded once); log the run's summary."""
+    started = time.perf_counter()
+    results = [score_partition(spec, p, pinned, run) for p in partitions]
+    rows = sum(r["rows"] for r in results)
+    if results:
+        log.info(
+            "Scored %d partition(s) of %s, %s to %s, with v%s (MLflow run %s): %d rows in %.1f s; each "
+            "partition's predictions replaced in table predictions and the lake.",
+            len(results),
+            spec.name,
+            results[0]["partition"],
+            results[-1]["partition"],
+            pinned["version"],
+            pinned["run_id"],
+            rows,
+            time.perf_counter() - started,
+        )
+    else:
+        log.info("Nothing to score for %s: no partition was selected.", spec.name)
+    return results
 
 
 # --- the warehouse side: sinks for the predictions table and the thread that runs them --------------------------

@@ -1,8 +1,14 @@
 """Task bodies: the thin layer between Airflow's task context and airloop's library functions.
 
 DAG files call these with the model's name; each reads the data interval from the running task's context,
-calls the library, and turns expected failures into a task failure that does not retry and whose message
-is the on-call summary.
+calls the library, and ends one of three ways, all through :func:`_guard`:
+
+- done: the library has logged a short summary at INFO (interval, rows, versions, figures, decision);
+- an expected failure (bad data, bad params, a refused request): ``AirflowFailException`` with the on-call
+  summary as its message; no retries, since a retry would fail the same way;
+- MLflow or a database unreachable: ``outages.ServiceUnavailable``, a plain exception, so Airflow retries the
+  task with backoff; its message names the service (URI or connection id, credentials masked), what the task
+  was doing (model, interval or run) and what to do.
 """
 
 from __future__ import annotations
@@ -22,6 +28,39 @@ def _interval(context: Any) -> Interval:
     return Interval.of(context["data_interval_start"], context["data_interval_end"])
 
 
+def _doing(context: Any, what: str) -> str:
+    """``what`` the task was doing, with its run and (when it has one) its data interval, for outage messages."""
+    where = [f"run {context['run_id']}"] if context.get("run_id") else []
+    start, end = context.get("data_interval_start"), context.get("data_interval_end")
+    if start is not None and end is not None and start < end:
+        where.append(f"data interval {Interval.of(start, end)}")
+    return f"{what} ({'; '.join(where)})" if where else what
+
+
+@contextmanager
+def _guard(context: Any, what: str, *expected: type[Exception]) -> Iterator[None]:
+    """The one exit of every task body: outages retry with a message, expected problems fail without retries.
+
+    An outage is checked first, so an expected error that wraps one (a source read that never connected)
+    still retries.
+    """
+    from airloop.outages import ServiceUnavailable, explain, find
+
+    try:
+        yield
+    except Exception as exc:
+        outage = find(exc)
+        if outage is not None:
+            ti = context.get("ti")
+            try_number, max_tries = getattr(ti, "try_number", None), getattr(ti, "max_tries", None)
+            retries_left = None if try_number is None or max_tries is None else try_number <= max_tries
+            message = explain(outage, _doing(context, what), try_number=try_number, retries_left=retries_left)
+            raise ServiceUnavailable(message) from None
+        if expected and isinstance(exc, expected):
+            raise AirflowFailException(str(exc)) from None
+        raise
+
+
 def ingest_extract(model: str) -> dict[str, Any]:
     from airloop.ingest import Ingestion, extract
     from airloop.source import SourceProblem
@@ -29,8 +68,9 @@ def ingest_extract(model: str) -> dict[str, Any]:
     context = get_current_context()
     ing = Ingestion.for_spec(get_spec(model))
     try:
-        return extract(ing, _interval(context))
-    except SourceProblem as exc:
+        with _guard(context, f"extracting {model} from its source"):
+            return extract(ing, _interval(context))
+    except SourceProblem as exc:  # an unreachable source is a ServiceUnavailable by now
         if not exc.retryable:
             raise AirflowFailException(str(exc)) from None
         raise
@@ -43,9 +83,8 @@ def ingest_validate(model: str) -> dict[str, Any]:
     context = get_current_context()
     ing = Ingestion.for_spec(get_spec(model))
     try:
-        return validate_interval(ing, _interval(context), dag_run_id=context["run_id"])
-    except QuarantinedBatch as exc:
-        raise AirflowFailException(str(exc)) from None
+        with _guard(context, f"validating {model}", QuarantinedBatch):
+            return validate_interval(ing, _interval(context), dag_run_id=context["run_id"])
     except SuiteError as exc:
         raise AirflowFailException(
             f"The suites of {model} cannot be used, so interval {_interval(context)} was not validated:\n{exc}\n"
@@ -59,7 +98,8 @@ def ingest_publish(model: str, validated: dict[str, Any]) -> dict[str, Any]:
 
     context = get_current_context()
     spec = get_spec(model)
-    extra = publish(Ingestion.for_spec(spec), _interval(context), validated)
+    with _guard(context, f"publishing {model}"):
+        extra = publish(Ingestion.for_spec(spec), _interval(context), validated)
     context["outlet_events"][validated_asset(spec)].extra = extra
     return extra
 
@@ -90,20 +130,11 @@ def _asset_extras(context: Any) -> list[dict[str, Any]]:
     ]
 
 
-@contextmanager
-def _fail_on(*expected: type[Exception]) -> Iterator[None]:
-    """Turn airloop's expected errors into a task failure without retries, whose message is the summary."""
-    try:
-        yield
-    except expected as exc:
-        raise AirflowFailException(str(exc)) from None
-
-
 def train_check(model: str) -> dict[str, Any]:
     from airloop import lifecycle
 
     context = get_current_context()
-    with _fail_on(lifecycle.RequestProblem):
+    with _guard(context, f"checking the request to train {model}", lifecycle.RequestProblem):
         return lifecycle.train_request(
             get_spec(model),
             dict(context["dag_run"].conf or {}),
@@ -119,7 +150,8 @@ def train_fit(model: str, request: dict[str, Any]) -> dict[str, Any]:
     from airloop.training import TrainingProblem
 
     context = get_current_context()
-    with _fail_on(TrainingProblem, RegistryProblem):
+    window = f"window {request.get('window_start') or 'default'} to {request.get('window_end') or 'newest data'}"
+    with _guard(context, f"training {model} ({window})", TrainingProblem, RegistryProblem):
         return lifecycle.train(get_spec(model), request, _run_info(context))
 
 
@@ -130,7 +162,7 @@ def gate_trained(model: str, trained: dict[str, Any]) -> bool:
     from airloop.training import TrainingProblem
 
     context = get_current_context()
-    with _fail_on(TrainingProblem, RegistryProblem):
+    with _guard(context, f"gating {model} v{trained['version']}", TrainingProblem, RegistryProblem):
         result = lifecycle.gate(
             get_spec(model),
             action="promote",
@@ -148,7 +180,7 @@ def promote_check(model: str) -> dict[str, Any]:
     from airloop import lifecycle
 
     context = get_current_context()
-    with _fail_on(lifecycle.RequestProblem):
+    with _guard(context, f"checking the request to promote {model}", lifecycle.RequestProblem):
         return lifecycle.promote_request(get_spec(model), dict(context["dag_run"].conf or {}), dict(context["params"]))
 
 
@@ -159,7 +191,8 @@ def gate_requested(model: str, request: dict[str, Any]) -> bool:
     from airloop.training import TrainingProblem
 
     context = get_current_context()
-    with _fail_on(TrainingProblem, RegistryProblem):
+    what = f"gating {model} v{request['candidate']} ({request['action']})"
+    with _guard(context, what, TrainingProblem, RegistryProblem):
         result = lifecycle.gate(
             get_spec(model),
             action=request["action"],
@@ -187,7 +220,7 @@ def decision_promote(model: str) -> dict[str, Any]:
 
     context = get_current_context()
     gate_result = context["ti"].xcom_pull(task_ids="gate", key="gate")
-    with _fail_on(PromotionConflict):
+    with _guard(context, f"promoting {model} v{(gate_result or {}).get('candidate')}", PromotionConflict):
         return lifecycle.promote(gate_result, _approval(context, model), _run_info(context))
 
 
@@ -196,13 +229,14 @@ def decision_record(model: str) -> dict[str, Any] | None:
 
     context = get_current_context()
     ti = context["ti"]
-    return lifecycle.record_outcome(
-        ti.xcom_pull(task_ids="gate", key="gate"),
-        _approval(context, model),
-        ti.xcom_pull(task_ids="promote"),
-        get_spec(model).gate.approval.required,
-        _run_info(context),
-    )
+    with _guard(context, f"recording the decision on {model} in the promotion ledger"):
+        return lifecycle.record_outcome(
+            ti.xcom_pull(task_ids="gate", key="gate"),
+            _approval(context, model),
+            ti.xcom_pull(task_ids="promote"),
+            get_spec(model).gate.approval.required,
+            _run_info(context),
+        )
 
 
 def decision_outcome() -> None:
@@ -224,7 +258,8 @@ def score_pin(model: str) -> dict[str, str]:
     from airloop.scoring import NoChampion, pin_champion
 
     try:
-        return pin_champion(model)
+        with _guard(get_current_context(), f"resolving @champion of {model}"):
+            return pin_champion(model)
     except NoChampion as exc:
         raise AirflowSkipException(str(exc)) from None
 
@@ -234,7 +269,7 @@ def score_select(model: str) -> list[str]:
     from airloop.scoring import select_partitions
 
     context = get_current_context()
-    with _fail_on(ParamProblem):
+    with _guard(context, f"selecting the partitions of {model} to score", ParamProblem):
         return select_partitions(
             get_spec(model), _asset_extras(context), dict(context["params"]), dict(context["dag_run"].conf or {})
         )
@@ -242,12 +277,13 @@ def score_select(model: str) -> list[str]:
 
 def score_partitions(model: str, partitions: list[str], pinned: dict[str, str]) -> list[dict[str, Any]]:
     """Score the run's partitions one after another in this one process (the model is loaded once)."""
-    from airloop.scoring import ScoringProblem, score_partition
+    from airloop import scoring
 
     context = get_current_context()
-    spec, run = get_spec(model), _run_info(context)
-    with _fail_on(ScoringProblem):
-        return [score_partition(spec, p, pinned, run) for p in partitions]
+    spanned = f"{partitions[0]} to {partitions[-1]}" if partitions else "none"
+    what = f"scoring {len(partitions)} partition(s) of {model} ({spanned}) with v{pinned['version']}"
+    with _guard(context, what, scoring.ScoringProblem):
+        return scoring.score_partitions(get_spec(model), partitions, pinned, _run_info(context))
 
 
 # --- monitoring ---------------------------------------------------------------------------------------------
@@ -257,7 +293,7 @@ def monitor_check(model: str) -> dict[str, Any]:
     from airloop import monitoring
 
     context = get_current_context()
-    with _fail_on(monitoring.MonitorProblem):
+    with _guard(context, f"resolving the window of {model} to monitor", monitoring.MonitorProblem):
         return monitoring.monitor_request(
             get_spec(model),
             dict(context["params"]),
@@ -274,8 +310,9 @@ def monitor_judge(model: str, request: dict[str, Any]) -> dict[str, Any]:
     from airloop.scoring import NoChampion
 
     context = get_current_context()
+    what = f"judging the window of {model} ending {request['as_of'][:10]}"
     try:
-        with _fail_on(monitoring.MonitorProblem):
+        with _guard(context, what, monitoring.MonitorProblem):
             return monitoring.monitor(get_spec(model), request, _run_info(context))
     except NoChampion:
         raise AirflowSkipException(
@@ -292,7 +329,10 @@ def monitor_request_retraining(model: str, summary: dict[str, Any]) -> dict[str,
 
     context = get_current_context()
     spec = get_spec(model)
-    extra = request_retraining(spec, summary, _run_info(context))
+    with _guard(
+        context, f"recording the retrain request of {model} for the window ending {summary['window_end'][:10]}"
+    ):
+        extra = request_retraining(spec, summary, _run_info(context))
     if extra is None:
         raise AirflowSkipException(f"No retraining: {summary['decision']['reason']}.")
     context["outlet_events"][retrain_asset(spec)].extra = extra

@@ -13,11 +13,16 @@ Models are saved with cloudpickle and explicit pip requirements (fast: about 0.0
 requirement inference). Loading a pickled model runs code from the registry, so MLflow 3.17 asks for
 ``MLFLOW_ALLOW_PICKLE_DESERIALIZATION=true``; airloop sets it only for models of its own registry, whose
 write access is the trust boundary (see README, "Security").
+
+An unreachable tracking server must never read as "not found": only MLflow's not-found answers mean "no such
+alias / version"; anything else (a refused connection, a timeout, 5xx answers) propagates, and the task turns it
+into a retryable failure that names the server (``airloop.outages``). :func:`client` also makes MLflow's HTTP
+client give up within seconds (``outages.MLFLOW_CLIENT_DEFAULTS``, unless the environment sets them), so an
+outage is ridden out by Airflow's retries rather than by minutes of waiting inside one try.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
@@ -48,6 +53,15 @@ class RegistryProblem(RuntimeError):
     """The registry does not hold what was asked for; the message names the model, version or alias."""
 
 
+#: MLflow's error codes for "no such model, version or alias" (a missing alias is INVALID_PARAMETER_VALUE).
+_NOT_FOUND = ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE")
+
+
+def _not_found(exc: Exception) -> bool:
+    """The registry answered that it has no such thing (as opposed to not answering at all)."""
+    return getattr(exc, "error_code", None) in _NOT_FOUND
+
+
 def tracking_uri() -> str:
     uri = os.environ.get("MLFLOW_TRACKING_URI")
     if uri:
@@ -73,6 +87,9 @@ def client() -> MlflowClient:
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     os.environ.setdefault("DO_NOT_TRACK", "true")
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # no progress bars in task logs
+    from airloop.outages import mlflow_client_defaults
+
+    mlflow_client_defaults()  # an outage fails the try in seconds; Airflow's retries do the waiting
     import mlflow
     from mlflow import MlflowClient
 
@@ -107,7 +124,9 @@ def ensure_registered_model(model: str, description: str, owner: str) -> None:
 
     try:
         c.get_registered_model(model)
-    except MlflowException:
+    except MlflowException as exc:
+        if not _not_found(exc):
+            raise
         try:
             c.create_registered_model(model, tags={"owner": owner}, description=description)
         except MlflowException:  # a concurrent run created it
@@ -161,13 +180,18 @@ class LoadedModel:
 
 
 def version_for_alias(model: str, alias: str) -> str | None:
-    """The version an alias points at, as a string, or None when the alias (or the model) does not exist."""
+    """The version an alias points at, as a string, or None when the alias (or the model) does not exist.
+
+    Any other error (an unreachable server above all) propagates: it must never read as "no champion".
+    """
     from mlflow.exceptions import MlflowException
 
     try:
         return str(client().get_model_version_by_alias(model, alias).version)
-    except MlflowException:
-        return None
+    except MlflowException as exc:
+        if _not_found(exc):
+            return None
+        raise
 
 
 def signature_columns(model_uri: str) -> dict[str, str] | None:
@@ -189,6 +213,8 @@ def load_version(model: str, version: str) -> LoadedModel:
     try:
         mv = c.get_model_version(model, str(version))
     except MlflowException as exc:
+        if not _not_found(exc):
+            raise
         raise RegistryProblem(
             f"Model {model} has no version {version!r} in the registry at {tracking_uri()} ({exc.message}). "
             f"List versions in the MLflow UI (Models > {model})."
@@ -208,8 +234,11 @@ def set_alias(model: str, alias: str, version: str) -> None:
 def clear_alias(model: str, alias: str) -> None:
     from mlflow.exceptions import MlflowException
 
-    with contextlib.suppress(MlflowException):  # already gone
+    try:
         client().delete_registered_model_alias(model, alias)
+    except MlflowException as exc:
+        if not _not_found(exc):  # already gone is fine; an unreachable server is not
+            raise
 
 
 def record_verdict(model: str, version: str, tags: dict[str, str], description: str) -> None:
