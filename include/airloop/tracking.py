@@ -71,12 +71,18 @@ def tracking_uri() -> str:
     return f"sqlite:///{store / 'mlflow.db'}"
 
 
-def artifact_location(model: str) -> str:
+def artifact_location(model: str) -> str | None:
+    """Where a new experiment keeps its artifacts; None lets a tracking server choose.
+
+    A server's choice (``mlflow-artifacts:/<experiment id>``) is what its basic-auth app can authorise: it
+    checks an upload against the experiment whose id starts the path, so a named folder would make every
+    non-admin upload a 403.
+    """
     root = os.environ.get("AIRLOOP_MLFLOW_ARTIFACT_ROOT")
     if root:
         return f"{root.rstrip('/')}/{model}"
     if tracking_uri().startswith(("http://", "https://")):
-        return f"mlflow-artifacts:/{model}"
+        return None
     folder = paths().mlflow / "artifacts" / model
     folder.mkdir(parents=True, exist_ok=True)
     return folder.as_uri()
@@ -259,7 +265,14 @@ class LoggedRun:
 
 
 def ui_base() -> str | None:
-    """The MLflow UI address when tracking through a server (links in logs and the approval request)."""
+    """The MLflow UI address people open (links in logs and the approval request).
+
+    ``AIRLOOP_MLFLOW_UI_URL`` when set (in a compose stack the tracking URI is an internal name such as
+    ``http://mlflow:5000``), else the tracking server's address; None for a local store.
+    """
+    public = os.environ.get("AIRLOOP_MLFLOW_UI_URL")
+    if public:
+        return public.rstrip("/")
     uri = tracking_uri()
     return uri.rstrip("/") if uri.startswith(("http://", "https://")) else None
 

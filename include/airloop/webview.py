@@ -65,11 +65,9 @@ def _ui_base() -> str:
 
 
 def _mlflow_ui() -> str | None:
-    import os
-
     from airloop import tracking
 
-    return os.environ.get("AIRLOOP_MLFLOW_UI_URL") or tracking.ui_base()
+    return tracking.ui_base()
 
 
 def pending_approvals(dag_ids: list[str]) -> list[view.Approval]:
