@@ -11,7 +11,7 @@ UV := $(shell command -v uv 2>/dev/null || echo "$(CURDIR)/.venv-tools/bin/uv")
 RUN := $(UV) run --frozen
 PYTEST := $(RUN) python -m pytest
 
-.PHONY: help install test test-e2e test-all lint format lock-check bench demo up down status seed suites-check clean
+.PHONY: help install system-deps test test-e2e test-all lint format lock-check bench demo up down status seed suites-check clean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -28,7 +28,19 @@ install: .venv/.synced ## create .venv with the locked dependencies (uv sync --f
 test: install ## the test suite (unit, data, DAG integrity, dag.test integration); no servers
 	$(PYTEST) -q
 
-test-e2e: install ## end-to-end tests against real servers started by the tests (slow)
+# Debian packages the end-to-end tests use: Chromium for the browser test (Playwright drives /usr/bin/chromium;
+# its own browser download does not work offline).
+DEBIAN_PACKAGES := chromium
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+system-deps: ## install the Debian packages the end-to-end tests need (chromium); uses sudo unless root
+	@missing=$$(for p in $(DEBIAN_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	  echo "installing $$missing"; \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing >/dev/null; \
+	else echo "Debian packages present: $(DEBIAN_PACKAGES)"; fi
+
+test-e2e: install ## end-to-end tests against real servers started by the tests (slow; needs `make system-deps`)
 	$(PYTEST) -q -m e2e
 
 test-all: test test-e2e ## both of the above

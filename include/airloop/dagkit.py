@@ -90,6 +90,11 @@ Backfill from the UI (Trigger > Backfill), the REST API (`POST /api/v2/backfills
 - **publish failed, "changed after validation"**: two runs wrote the same interval; clear the whole DAG run.
 - **DAG import error naming `include/models/{name}.yaml`**: the spec is invalid; the message names the field
   and the fix.
+- **"MLflow ... is unreachable" / "the database of connection ... is unreachable"**: a service is down, not the
+  data. The try fails within seconds and Airflow retries it (backoff from 30 s); check `airloop status` or the
+  named service, and clear the task if its last try failed.
+- **Where to look**: this task's extra links (MLflow run, reports), the airloop view (nav "airloop"), and the
+  failure alert, when alerts are on (`AIRLOOP_ALERTS_CONN_ID`: README, "Alerts").
 """
 
 
@@ -204,6 +209,11 @@ Params: `reason`, `window_start`, `window_end` (dates), `overrides` (allowed: {o
   or `SELECT * FROM promotion_ledger WHERE model='{name}' ORDER BY seq DESC`.
 - **promote failed, "@champion is now ..."**: another promotion won the race; nothing moved and the conflict is in
   the ledger. Trigger training (or `{name}_promote`) again to compare against the new champion.
+- **"MLflow ... is unreachable" / "the database of connection ... is unreachable"**: a service is down, not the
+  data. The try fails within seconds and Airflow retries it (backoff from 30 s); check `airloop status` or the
+  named service, and clear the task if its last try failed.
+- **Where to look**: this task's extra links (MLflow run, reports), the airloop view (nav "airloop"), and the
+  failure alert, when alerts are on (`AIRLOOP_ALERTS_CONN_ID`: README, "Alerts").
 """
 
 
@@ -257,6 +267,11 @@ API: `POST /api/v2/dags/{name}_promote/dagRuns` with
 - **check failed**: the log names the param; "no earlier champion": the ledger has nothing to roll back to.
 - **gate refused**: the reasons are in the log and the ledger; re-run with `override: true` only if you mean it.
 - **promote failed, "@champion is now ..."**: another promotion ran at the same time; nothing moved; run again.
+- **"MLflow ... is unreachable" / "the database of connection ... is unreachable"**: a service is down, not the
+  data. The try fails within seconds and Airflow retries it (backoff from 30 s); check `airloop status` or the
+  named service, and clear the task if its last try failed.
+- **Where to look**: this task's extra links (MLflow run, reports), the airloop view (nav "airloop"), and the
+  failure alert, when alerts are on (`AIRLOOP_ALERTS_CONN_ID`: README, "Alerts").
 """
 
 
@@ -288,6 +303,11 @@ Re-score a range: Trigger with `{{"start": "2012-01-01", "end": "2013-01-01"}}`,
 - **select failed**: the log names the param, or says no validated partition is in the range.
 - **score failed, "non-finite predictions"**: the champion is broken for these rows; nothing was written. Roll
   back with `{name}_promote` and re-score.
+- **"MLflow ... is unreachable" / "the database of connection ... is unreachable"**: a service is down, not the
+  data. The try fails within seconds and Airflow retries it (backoff from 30 s); check `airloop status` or the
+  named service, and clear the task if its last try failed.
+- **Where to look**: this task's extra links (MLflow run, reports), the airloop view (nav "airloop"), and the
+  failure alert, when alerts are on (`AIRLOOP_ALERTS_CONN_ID`: README, "Alerts").
 """
 
 
@@ -337,6 +357,11 @@ Judge a past window: Trigger with `{{"as_of": "2012-06-16"}}`, or
 - **Too many or too few alarms**: tune `monitoring` in `{name}.yaml` (drift_share, column_threshold, reference,
   exclude, hysteresis, cooldown_days); `SELECT * FROM drift_metrics WHERE model='{name}' ORDER BY window_end`
   shows every window's scores.
+- **"MLflow ... is unreachable" / "the database of connection ... is unreachable"**: a service is down, not the
+  data. The try fails within seconds and Airflow retries it (backoff from 30 s); check `airloop status` or the
+  named service, and clear the task if its last try failed.
+- **Where to look**: this task's extra links (MLflow run, reports), the airloop view (nav "airloop"), and the
+  failure alert, when alerts are on (`AIRLOOP_ALERTS_CONN_ID`: README, "Alerts").
 """
 
 

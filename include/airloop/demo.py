@@ -284,6 +284,22 @@ def summary(spec: ModelSpec) -> list[str]:
     return lines
 
 
+def where_to_look(status: runtime.RuntimeStatus, credentials: dict[str, str]) -> list[str]:
+    """The addresses a newcomer opens after the demo, and the logins (generated passwords, shown once here)."""
+    from airloop.view import UI_ROUTE
+
+    roles = {u["name"]: u["role"] for u in status.users}
+    urls = status.urls
+    airflow = urls["airflow"].rstrip("/")
+    return [
+        f"Airflow UI    {airflow}",
+        f"airloop view  {airflow}/plugin/{UI_ROUTE}   (champion, ledger, drift trend, validations, approvals)",
+        f"MLflow        {urls['mlflow']}",
+        "logins        " + ", ".join(f"{u} / {p} ({roles.get(u, '?')})" for u, p in sorted(credentials.items())),
+        f"              (stored only in {status.credentials_file})",
+    ]
+
+
 def run_demo(keep_running: bool = True) -> int:
     started = time.monotonic()
     spec = get_spec(MODEL)
@@ -346,11 +362,9 @@ def run_demo(keep_running: bool = True) -> int:
         print(f"  {line}")
     print(f"\nDemo finished in {time.monotonic() - started:.0f} s.")
     if keep_running:
-        print("\nThe servers stay up for exploring:")
-        for name, url in urls.items():
-            print(f"  {name:<10} {url}")
-        print(f"  logins     {', '.join(f'{u} / {p}' for u, p in sorted(credentials.items()))}")
-        print("  stop with  make down")
+        print("\nThe servers stay up for exploring (stop them with `make down`):")
+        for line in where_to_look(status, credentials):
+            print(f"  {line}")
     else:
         runtime.down()
         print("Servers stopped (--exit).")

@@ -4,7 +4,8 @@ The view (``plugins/airloop_view.py``, served by :mod:`airloop.webview`) is one 
 
 - the **champion** and the **challenger** (``@champion`` / ``@challenger`` in the MLflow registry) with their
   holdout metrics, training window and a link to each MLflow run;
-- the **latest validations** (pass or fail, rows, failed expectations, a link to the report or Data Docs page);
+- the **quarantined intervals** (all of them: each stays until re-ingested) and the **latest validations** (pass
+  or fail, rows, failed expectations, a link to the result or the Data Docs page);
 - the **drift trend** of the latest monitored windows, as an SVG chart drawn here (no JavaScript library to
   download: the UI must work on a closed network), each point linking to its Evidently report;
 - the **retraining requests**, the **promotion ledger**, and the **pending approvals** with a link to answer them.
@@ -71,7 +72,8 @@ class Board:
     dag_ids: dict[str, str]
     champion: VersionCard | None = None
     challenger: VersionCard | None = None
-    validations: list[dict[str, Any]] = field(default_factory=list)
+    validations: list[dict[str, Any]] = field(default_factory=list)  # newest first
+    quarantined: list[dict[str, Any]] = field(default_factory=list)  # every failed interval, newest first
     drift: list[dict[str, Any]] = field(default_factory=list)  # oldest first
     requests: list[dict[str, Any]] = field(default_factory=list)  # newest first
     ledger: list[dict[str, Any]] = field(default_factory=list)  # newest first
@@ -152,6 +154,7 @@ def load_board(
     try:
         warehouse.ensure_schema(engine)
         board.validations = warehouse.recent_validations(engine, spec.name, limit=limit)
+        board.quarantined = warehouse.recent_validations(engine, spec.name, limit=100, failed_only=True)
         board.drift = list(reversed(warehouse.drift_history(engine, spec.name, limit=limit)))
         board.requests = list(reversed(warehouse.retrain_requests_of(engine, spec.name)))[:limit]
         board.ledger = promotion.ledger(engine, spec.name, limit=limit)
@@ -176,7 +179,7 @@ def drift_chart(
 
     if not windows:
         return ""
-    left, right, top, bottom = 48, 16, 16, 40
+    left, right, top, bottom = 48, 40, 16, 40  # room for the last date label
     plot_w, plot_h = width - left - right, height - top - bottom
     ymax = max(1.0, *(float(w["drift_share"]) for w in windows))
     n = len(windows)

@@ -176,14 +176,14 @@ def upsert_validation_result(engine: Engine, row: dict[str, Any]) -> None:
         conn.execute(validation_results.insert().values(**row))
 
 
-def recent_validations(engine: Engine, model: str, limit: int = 20) -> list[dict[str, Any]]:
-    """The latest validation rows of a model, newest interval first."""
-    query = (
-        sa.select(validation_results)
-        .where(validation_results.c.model == model)
-        .order_by(validation_results.c.interval_start.desc())
-        .limit(limit)
-    )
+def recent_validations(
+    engine: Engine, model: str, limit: int = 20, *, failed_only: bool = False
+) -> list[dict[str, Any]]:
+    """The latest validation rows of a model (only the failed ones, with ``failed_only``), newest interval first."""
+    query = sa.select(validation_results).where(validation_results.c.model == model)
+    if failed_only:
+        query = query.where(~validation_results.c.success)
+    query = query.order_by(validation_results.c.interval_start.desc()).limit(limit)
     with engine.connect() as conn:
         return [dict(r._mapping) for r in conn.execute(query)]
 

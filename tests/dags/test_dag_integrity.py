@@ -45,6 +45,8 @@ def test_policy_on_every_dag(dagbag):
         assert "airloop" in dag.tags, dag_id
         assert any(t.startswith("model:") for t in dag.tags), dag_id
         assert dag.doc_md and "## Triage" in dag.doc_md and "**Owner:**" in dag.doc_md, dag_id
+        triage = dag.doc_md.split("## Triage", 1)[1]
+        assert "is unreachable" in triage and "airloop view" in triage, f"{dag_id}: runbook lacks the common triage"
         for task in dag.tasks:
             assert task.owner not in ("", "airflow"), f"{dag_id}.{task.task_id} has no real owner"
             if task.task_id in NO_RETRY_TASKS:

@@ -26,6 +26,7 @@ import httpx
 import pytest
 import yaml
 
+from tests.e2e import recipes
 from tests.e2e.helpers import free_port, wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1500)]
@@ -343,8 +344,12 @@ def test_the_first_champion_waits_for_approval_and_is_promoted_once_approved(ser
     resp = steward.patch(_answer_url(run_id), json={"chosen_options": ["Approve"], "params_input": {}})
     assert resp.status_code == 403, resp.text
 
-    answer = _answer_with_official_client(servers, run_id, "Approve")
-    assert answer.chosen_options == ["Approve"] and answer.responded_by.name == "operator", answer
+    # Answered with the README's curl recipe, as written: it lists what waits, then approves this one.
+    env = {"AIRFLOW": servers.api, "TOKEN": servers.token["operator"], "DAG_ID": TRAIN, "RUN_ID": run_id}
+    out = recipes.run("approvals", "bash", env | {"TASK_ID": "approve"})
+    listed, answer = recipes.json_lines(out)[:2]
+    assert run_id in {d["task_instance"]["dag_run_id"] for d in listed["hitl_details"]}, listed
+    assert answer["chosen_options"] == ["Approve"] and answer["responded_by"]["name"] == "operator", answer
     again = client.patch(_answer_url(run_id), json={"chosen_options": ["Reject"], "params_input": {}})
     assert again.status_code == 409, again.text  # answered once, for good
 
@@ -381,8 +386,9 @@ def test_a_better_challenger_rejected_in_review_changes_nothing(servers: Servers
     # The gate passed (default params beat the weak first model): the table compares both versions.
     assert "rmse" in detail["body"] and re.search(rf"champion: v?{champion}\b", detail["body"]), detail["body"]
 
-    answer = _answer_with_official_client(servers, run_id, "Reject")
-    assert answer.chosen_options == ["Reject"]
+    # Answered with the README's client recipe, as written: it rejects every request still waiting (this one).
+    out = recipes.run("approvals", "python", {"AIRFLOW": servers.api, "TOKEN": servers.token["operator"]})
+    assert f"{TRAIN} {run_id} approve" in out, out
 
     run = _wait_finished(client, TRAIN, run_id)
     states = _task_states(client, TRAIN, run_id)

@@ -215,6 +215,9 @@ def test_the_page_tells_the_model_story(api: Any, story: dict[str, Any]) -> None
     assert "temp, atemp" in html and "+100%" in html
     # Validations: the quarantined interval links to its Data Docs page, the passed one to its result.
     assert "quarantined" in html and "2 of 20" in html
+    quarantined = html.split('id="quarantined"')[1].split("</table>")[0]
+    assert "2011-03-01" in quarantined and "expect_column_values_to_be_between (temp)" in quarantined
+    assert "2011-02-01" not in quarantined
     assert f"/airloop/reports/{MODEL}/validation/2011-03-01/data_docs/index.html" in html
     # Request and ledger; every value is escaped.
     assert "drift in 2 of the last 3 windows" in html

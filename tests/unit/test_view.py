@@ -53,7 +53,7 @@ def test_drift_chart_draws_each_window_with_its_state_and_report(tmp_path: Path)
 def test_drift_chart_of_nothing_is_empty_and_of_one_window_is_centred(tmp_path: Path) -> None:
     assert view.drift_chart([], threshold=0.1, reports_root=tmp_path) == ""
     svg = view.drift_chart([_window(0, 0.3, True)], threshold=0.1, reports_root=tmp_path, width=400)
-    assert 'cx="216.0"' in svg  # left margin 48 + half of the 336-pixel plot
+    assert 'cx="204.0"' in svg  # left margin 48 + half of the 312-pixel plot
 
 
 def test_tooltip_text_is_escaped(tmp_path: Path) -> None:
