@@ -145,14 +145,14 @@ def child_setup(sizes: Sequence[int], max_iter: int | None) -> dict[str, Any]:
     from airloop import config, lifecycle, tracking
     from airloop.db import engine_for
     from airloop.intervals import Interval, expected_intervals
-    from airloop.lake import Lake
+    from airloop.lake import default_lake
     from airloop.source import extract_interval, seed
 
     spec = _spec()
     config.paths().home.mkdir(parents=True, exist_ok=True)
     engine = engine_for(config.SOURCE_CONN_ID)
     seed(engine, DEMO_CSV)
-    lake = Lake(config.paths().lake)
+    lake = default_lake()
     for interval in list(expected_intervals(spec, until=datetime.now(UTC)))[-14:]:
         meta = {
             "interval_start": interval.start.isoformat(),
@@ -185,12 +185,11 @@ def child_setup(sizes: Sequence[int], max_iter: int | None) -> dict[str, Any]:
                 "suite_digests": {"schema": "bench"},
             },
         )
-        path = lake.partition_dir(spec.name, "validated", interval.key) / written.data_file
         partitions[str(rows)] = {
             "partition": interval.key,
             "rows": written.rows,
             "columns": len(written.columns),
-            "file_mb": path.stat().st_size / 2**20,
+            "file_mb": lake.fs.size(lake.data_url(written)) / 2**20,
             "write_s": time.perf_counter() - t,
         }
     return {
@@ -305,9 +304,9 @@ def child_subject(partition: str, pinned: dict[str, str], label: str) -> dict[st
     import sqlalchemy as sa
 
     from airloop import scoring, tracking
-    from airloop.config import WAREHOUSE_CONN_ID, paths
+    from airloop.config import WAREHOUSE_CONN_ID
     from airloop.db import engine_for
-    from airloop.lake import Lake
+    from airloop.lake import default_lake
     from airloop.lifecycle import RunInfo
     from airloop.warehouse import predictions
 
@@ -342,7 +341,7 @@ def child_subject(partition: str, pinned: dict[str, str], label: str) -> dict[st
         warehouse_fsum = math.fsum(row[0] for row in cursor)
         total = conn.execute(sa.select(sa.func.count()).select_from(predictions)).scalar_one()
     digest = _Digest()
-    for batch in Lake(paths().lake).iter_batches(spec.name, "predictions", partition, ["prediction"]):
+    for batch in default_lake().iter_batches(spec.name, "predictions", partition, ["prediction"]):
         digest.add(batch["prediction"].to_numpy())
     return {
         "label": label,
@@ -371,14 +370,13 @@ def child_baseline(partition: str, pinned: dict[str, str]) -> dict[str, Any]:
     preload = _preload()
 
     from airloop import scoring, tracking
-    from airloop.config import paths
-    from airloop.lake import Lake
+    from airloop.lake import default_lake
 
     spec = _spec()
     start = time.perf_counter()
     model = tracking.load_version(spec.name, pinned["version"])
     load_s = time.perf_counter() - start
-    lake = Lake(paths().lake)
+    lake = default_lake()
     columns = [spec.source.time_column, *spec.feature_names]
     memory = _Memory()
     memory.start()

@@ -85,9 +85,27 @@ def airflow_db(home: Path) -> Path:
 @pytest.fixture(scope="session")
 def validated_lake(seeded_source: Path, bikes_spec) -> list[str]:
     """Validated partitions of the newest 14 intervals (the 364-day training window), written without GX."""
-    from airloop.config import SOURCE_CONN_ID, paths
+    from airloop.config import SOURCE_CONN_ID
     from airloop.db import engine_for
-    from airloop.lake import Lake
+    from airloop.lake import default_lake
     from tests.support import write_validated_partitions
 
-    return write_validated_partitions(engine_for(SOURCE_CONN_ID), Lake(paths().lake), bikes_spec)
+    return write_validated_partitions(engine_for(SOURCE_CONN_ID), default_lake(), bikes_spec)
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    """An S3-compatible server (moto, in-process, on 127.0.0.1) for the whole session; see ``tests.support``."""
+    from tests.support import S3Server
+
+    server = S3Server().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def s3_env(s3_server, monkeypatch):
+    """The standard AWS variables pointing at the session's S3 server, for this test only."""
+    for name, value in s3_server.env().items():
+        monkeypatch.setenv(name, value)
+    return s3_server

@@ -62,11 +62,11 @@ def model_status() -> dict[str, Any]:
     """Per model: validated, quarantined and missing intervals (expected by the timetable up to now)."""
     from airloop.config import paths
     from airloop.intervals import expected_intervals
-    from airloop.lake import Lake
+    from airloop.lake import default_lake
     from airloop.spec import load_specs
 
     p = paths()
-    lake = Lake(p.lake)
+    lake = default_lake()
     now = datetime.now(UTC)
     out: dict[str, Any] = {}
     for spec in load_specs(p.models_dir):

@@ -1,5 +1,8 @@
 """Where airloop keeps things: one environment switch (``AIRLOOP_HOME``) and paths derived from it.
 
+The lake may live elsewhere: ``AIRLOOP_LAKE_URL`` (object storage, e.g. ``s3://airloop-lake/lake``) and
+``AIRLOOP_LAKE_STORAGE_OPTIONS``; see :mod:`airloop.lake`.
+
 Nothing here touches the disk or the environment at import time; every value is read when asked for,
 so tests and workers can point ``AIRLOOP_HOME`` elsewhere before calling in.
 """
@@ -10,6 +13,7 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import airloop
 
@@ -87,6 +91,33 @@ def paths() -> Paths:
     """The paths in force now (``AIRLOOP_HOME`` defaults to ``./.airloop`` under the working directory)."""
     home = Path(os.environ.get("AIRLOOP_HOME") or ".airloop").resolve()
     return Paths(home=home, project=project_dir())
+
+
+#: The lake's root as a URL (``s3://bucket/prefix``, ``file:///path``); unset: ``$AIRLOOP_HOME/lake``.
+LAKE_URL_ENV = "AIRLOOP_LAKE_URL"
+#: Extra fsspec options for the lake's filesystem, as a JSON object (optional).
+LAKE_STORAGE_OPTIONS_ENV = "AIRLOOP_LAKE_STORAGE_OPTIONS"
+
+
+def lake_url() -> str:
+    """The lake's root: ``AIRLOOP_LAKE_URL``, else the embedded default ``$AIRLOOP_HOME/lake`` (a local path)."""
+    return os.environ.get(LAKE_URL_ENV, "").strip() or str(paths().lake)
+
+
+def lake_storage_options() -> dict[str, Any]:
+    """``AIRLOOP_LAKE_STORAGE_OPTIONS`` parsed (a JSON object), or no options when unset."""
+    raw = os.environ.get(LAKE_STORAGE_OPTIONS_ENV, "").strip()
+    if not raw:
+        return {}
+    try:
+        options = json.loads(raw)
+    except ValueError as exc:
+        raise ValueError(
+            f"{LAKE_STORAGE_OPTIONS_ENV} is not valid JSON ({exc}); give a JSON object or unset it."
+        ) from None
+    if not isinstance(options, dict):
+        raise ValueError(f'{LAKE_STORAGE_OPTIONS_ENV} must be a JSON object, e.g. {{"anon": false}}; got {raw[:80]!r}.')
+    return options
 
 
 def default_connections() -> dict[str, str]:

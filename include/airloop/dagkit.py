@@ -76,7 +76,8 @@ Backfill from the UI (Trigger > Backfill), the REST API (`POST /api/v2/backfills
 (`airflow backfill create --dag-id {name}_ingest --from-date ... --to-date ...`).
 
 ## Outputs
-- `$AIRLOOP_HOME/lake/{name}/raw|validated|quarantine/<interval start>/` (Parquet + `_manifest.json`)
+- the lake (`$AIRLOOP_HOME/lake`, or `AIRLOOP_LAKE_URL` such as `s3://bucket/lake`):
+  `{name}/raw|validated|quarantine/<interval start>/` (`_manifest.json` + a version folder with the Parquet file)
 - `$AIRLOOP_HOME/reports/{name}/validation/<interval start>/validation.json` (+ `data_docs/` on failure)
 - warehouse table `validation_results` (one row per interval, latest verdict)
 
@@ -88,6 +89,9 @@ Backfill from the UI (Trigger > Backfill), the REST API (`POST /api/v2/backfills
 - **extract failed with a connection error**: check connection `{connection}` (Admin > Connections); the task
   retries by itself with backoff. "table does not exist": for the demo, run `airloop seed`.
 - **publish failed, "changed after validation"**: two runs wrote the same interval; clear the whole DAG run.
+- **a task fails with "The lake at ... cannot be used / refused the credentials / is unreachable"**: the
+  lake's object store; the message names the bucket, the endpoint and the setting to check (`AIRLOOP_LAKE_URL`,
+  `AWS_*`). Clear the task once fixed.
 - **DAG import error naming `include/models/{name}.yaml`**: the spec is invalid; the message names the field
   and the fix.
 - **"MLflow ... is unreachable" / "the database of connection ... is unreachable"**: a service is down, not the

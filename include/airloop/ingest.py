@@ -15,7 +15,7 @@ from typing import Any
 
 from airloop.config import paths
 from airloop.intervals import Interval
-from airloop.lake import Lake
+from airloop.lake import Lake, default_lake
 from airloop.spec import ModelSpec
 
 log = logging.getLogger(__name__)
@@ -43,7 +43,7 @@ class Ingestion:
     @classmethod
     def for_spec(cls, spec: ModelSpec) -> Ingestion:
         p = paths()
-        return cls(spec=spec, lake=Lake(p.lake), reports=p.reports, expectations=p.expectations_dir)
+        return cls(spec=spec, lake=default_lake(), reports=p.reports, expectations=p.expectations_dir)
 
     def report_dir(self, interval: Interval) -> Path:
         return self.reports / self.spec.name / "validation" / interval.key
@@ -71,7 +71,7 @@ def extract(ing: Ingestion, interval: Interval) -> dict[str, Any]:
         interval,
         spec.source.connection,
         describe(engine),
-        ing.lake.partition_dir(spec.name, "raw", interval.key),
+        ing.lake.partition_url(spec.name, "raw", interval.key),
         manifest.content_digest[:12],
     )
     return {"partition": interval.key, "rows": manifest.rows, "content_digest": manifest.content_digest}
@@ -140,7 +140,7 @@ def quarantine_summary(
 ) -> str:
     """The message an on-call engineer reads at the end of the failed task's log."""
     spec = ing.spec
-    where = ing.lake.partition_dir(spec.name, "quarantine", interval.key)
+    where = ing.lake.partition_url(spec.name, "quarantine", interval.key)
     lines = [
         f"Batch QUARANTINED: {spec.name} interval {interval} (partition {interval.key}) failed "
         f"{len(failures)} of {evaluated} expectations on {rows} rows.",
@@ -190,7 +190,7 @@ def publish(ing: Ingestion, interval: Interval, validated: dict[str, Any]) -> di
         "rows": manifest.rows,
         "content_digest": manifest.content_digest,
         "suite_digests": validated["suite_digests"],
-        "path": str(ing.lake.partition_dir(spec.name, "validated", interval.key)),
+        "path": str(ing.lake.partition_url(spec.name, "validated", interval.key)),
     }
     log.info(
         "Published %d validated rows of %s for interval %s to %s (content digest %s).",

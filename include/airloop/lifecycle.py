@@ -14,9 +14,9 @@ from datetime import datetime
 from typing import Any
 
 from airloop import tracking
-from airloop.config import WAREHOUSE_CONN_ID, paths
+from airloop.config import WAREHOUSE_CONN_ID
 from airloop.gate import Evaluation, Verdict, evaluate_gate
-from airloop.lake import Lake
+from airloop.lake import default_lake
 from airloop.params import ParamProblem, day, refuse_unknown
 from airloop.spec import ModelSpec, spec_digest
 from airloop.training import TrainingProblem
@@ -123,7 +123,7 @@ def train(spec: ModelSpec, request: dict[str, Any], run: RunInfo) -> dict[str, A
 
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
-    lake = Lake(paths().lake)
+    lake = default_lake()
     window = training.resolve_window(
         spec,
         lake,
@@ -194,7 +194,7 @@ def train(spec: ModelSpec, request: dict[str, Any], run: RunInfo) -> dict[str, A
         feature_names=spec.feature_names,
         target=spec.target.name,
         dataset_digest=data.content_digest,
-        dataset_source=str(Lake(paths().lake).root / spec.name / "validated"),
+        dataset_source=lake.stage_url(spec.name, "validated"),
         lineage=lineage,
         figures=figures,
         extra_json={
@@ -241,7 +241,7 @@ def train(spec: ModelSpec, request: dict[str, Any], run: RunInfo) -> dict[str, A
 def _holdout(spec: ModelSpec, window: dict[str, str] | None) -> tuple[Any, Any]:
     from airloop import training
 
-    lake = Lake(paths().lake)
+    lake = default_lake()
     if window is None:
         resolved = training.resolve_window(spec, lake)
     else:

@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any
 from airloop import tracking
 from airloop.config import WAREHOUSE_CONN_ID, paths
 from airloop.decisions import RetrainDecision, WindowResult, decide
-from airloop.lake import Lake
+from airloop.lake import default_lake
 from airloop.params import ParamProblem, day, refuse_unknown
 from airloop.spec import PREDICTION_COLUMN, ModelSpec
 
@@ -362,7 +362,7 @@ def monitor_request(
     from airloop.training import newest_validated_end
 
     explicit = day("as_of", params.get("as_of"))
-    newest = newest_validated_end(spec, Lake(paths().lake))
+    newest = newest_validated_end(spec, default_lake())
     if explicit is not None:
         as_of = explicit
     else:
@@ -391,7 +391,7 @@ def monitor_request(
 def _current(spec: ModelSpec, start: datetime, end: datetime) -> tuple[pd.DataFrame, list[str]]:
     from airloop import training
 
-    lake = Lake(paths().lake)
+    lake = default_lake()
     try:
         data = training.assemble(spec, lake, training.Window(start=start, end=end, holdout_start=end))
     except training.NoValidatedData:
@@ -428,7 +428,7 @@ def _reference(spec: ModelSpec, trained: dict[str, Any]) -> tuple[pd.DataFrame, 
     """The champion's training rows, read back from the lake partitions its lineage names."""
     import pandas as pd
 
-    lake = Lake(paths().lake)
+    lake = default_lake()
     time_col = spec.source.time_column
     columns = [*spec.feature_names, spec.target.name, time_col]
     frames, notes, missing = [], [], []

@@ -26,9 +26,9 @@ from functools import lru_cache
 from typing import TYPE_CHECKING, Any, Protocol
 
 from airloop import tracking
-from airloop.config import WAREHOUSE_CONN_ID, paths
+from airloop.config import WAREHOUSE_CONN_ID
 from airloop.intervals import parse_key
-from airloop.lake import Lake
+from airloop.lake import default_lake
 from airloop.params import ParamProblem, day
 
 if TYPE_CHECKING:
@@ -80,7 +80,7 @@ def select_partitions(
         raise ScoringProblem(
             f"{spec.dag_id('score')} does not know the param(s) {unknown}; it takes {list(SCORE_PARAMS)}."
         )
-    lake = Lake(paths().lake)
+    lake = default_lake()
     validated = lake.partitions(spec.name, "validated")
     if events and not (params.get("start") or params.get("end")):
         announced = sorted({e["partition"] for e in events if e.get("partition")})
@@ -147,7 +147,7 @@ def score_partition(
     from airloop.warehouse import ensure_schema, predictions
 
     started = time.perf_counter()
-    lake = Lake(paths().lake)
+    lake = default_lake()
     manifest = lake.manifest(spec.name, "validated", partition)
     if manifest is None:
         raise ScoringProblem(
@@ -230,7 +230,7 @@ def score_partition(
         seconds,
         rows / seconds if seconds else 0,
         sink.describe,
-        lake.partition_dir(spec.name, "predictions", partition),
+        lake.partition_url(spec.name, "predictions", partition),
         written.content_digest[:12],
     )
     return {"partition": partition, "rows": rows, "version": pinned["version"], "digest": written.content_digest}

@@ -43,9 +43,9 @@ def _closed_port() -> int:
 @pytest.fixture(scope="module")
 def models_dir(tmp_path_factory, airflow_db, seeded_source):
     """A models folder holding bikes and bikesgate (with validated partitions), in force for this module."""
-    from airloop.config import SOURCE_CONN_ID, paths
+    from airloop.config import SOURCE_CONN_ID
     from airloop.db import engine_for
-    from airloop.lake import Lake
+    from airloop.lake import default_lake
     from airloop.spec import get_spec
     from tests.support import write_validated_partitions
 
@@ -56,7 +56,7 @@ def models_dir(tmp_path_factory, airflow_db, seeded_source):
     (folder / f"{MODEL}.yaml").write_text(yaml.safe_dump(raw))
     mp = pytest.MonkeyPatch()
     mp.setenv("AIRLOOP_MODELS_DIR", str(folder))
-    write_validated_partitions(engine_for(SOURCE_CONN_ID), Lake(paths().lake), get_spec(MODEL))
+    write_validated_partitions(engine_for(SOURCE_CONN_ID), default_lake(), get_spec(MODEL))
     yield folder
     mp.undo()
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from airloop.lake import Lake
+from airloop.lake import default_lake
 
 ROOT = Path(__file__).resolve().parents[2]
 UTC = UTC
@@ -61,7 +61,7 @@ def test_clean_intervals_are_published_with_asset_events(ingest_dag, home):
     for start in CLEAN:
         _, states = _run(ingest_dag, start)
         assert states == {"extract": "success", "validate": "success", "publish": "success"}
-    lake = Lake(home / "lake")
+    lake = default_lake()
     keys = [s.strftime("%Y-%m-%dT%H%M%SZ") for s in CLEAN]
     assert set(keys) <= set(lake.partitions("bikes", "validated"))
     manifest = lake.manifest("bikes", "validated", keys[1])
@@ -94,7 +94,7 @@ def test_bad_interval_is_quarantined_and_explained(ingest_dag, home, capfd):
     assert states["extract"] == "success"
     assert states["validate"] == "failed"
     assert states["publish"] == "upstream_failed"
-    lake = Lake(home / "lake")
+    lake = default_lake()
     key = "2011-03-26T000000Z"
     assert key in lake.partitions("bikes", "quarantine")
     assert key not in lake.partitions("bikes", "validated")
@@ -138,7 +138,7 @@ def test_broken_suite_fails_validate_and_publishes_nothing(ingest_dag, home, cap
     out, err = capfd.readouterr()
     assert "The suites of bikes cannot be used" in out + err
     assert "values.json: not valid JSON at line 1" in out + err
-    lake = Lake(home / "lake")
+    lake = default_lake()
     key = "2011-04-23T000000Z"
     assert key not in lake.partitions("bikes", "validated")
     assert key not in lake.partitions("bikes", "quarantine")

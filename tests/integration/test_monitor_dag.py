@@ -23,9 +23,9 @@ MODEL = "bikesmon"
 @pytest.fixture(scope="module")
 def models_dir(tmp_path_factory, airflow_db, seeded_source):
     """A models folder holding bikes and bikesmon, in force for this module; bikesmon's validated lake."""
-    from airloop.config import SOURCE_CONN_ID, paths
+    from airloop.config import SOURCE_CONN_ID
     from airloop.db import engine_for
-    from airloop.lake import Lake
+    from airloop.lake import default_lake
     from airloop.spec import get_spec
     from tests.support import write_validated_partitions
 
@@ -38,7 +38,7 @@ def models_dir(tmp_path_factory, airflow_db, seeded_source):
     mp = pytest.MonkeyPatch()
     mp.setenv("AIRLOOP_MODELS_DIR", str(folder))
     spec = get_spec(MODEL)
-    write_validated_partitions(engine_for(SOURCE_CONN_ID), Lake(paths().lake), spec, last=26)
+    write_validated_partitions(engine_for(SOURCE_CONN_ID), default_lake(), spec, last=26)
     yield folder
     mp.undo()
 

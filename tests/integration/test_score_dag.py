@@ -59,12 +59,11 @@ def _rows(partition: str | None = None) -> list[dict]:
 
 def test_rescoring_a_range_writes_every_row_once_with_provenance(champion, validated_lake):
     from airloop import tracking
-    from airloop.config import paths
-    from airloop.lake import Lake
+    from airloop.lake import default_lake
 
     run, states = _run(HOLDOUT)
     assert states["pin"] == ["success"] and states["score"] == ["success"], states
-    lake = Lake(paths().lake)
+    lake = default_lake()
     run_id = tracking.client().get_model_version("bikes", champion).run_id
     for partition in validated_lake[-2:]:
         validated = lake.manifest("bikes", "validated", partition)
@@ -78,15 +77,14 @@ def test_rescoring_a_range_writes_every_row_once_with_provenance(champion, valid
 
 
 def test_scoring_an_interval_twice_gives_the_same_rows(champion, validated_lake):
-    from airloop.config import paths
-    from airloop.lake import Lake
+    from airloop.lake import default_lake
 
     partition = validated_lake[-1]
     before = [(r["ts"], r["prediction"]) for r in _rows(partition)]
-    digest = Lake(paths().lake).manifest("bikes", "predictions", partition).content_digest
+    digest = default_lake().manifest("bikes", "predictions", partition).content_digest
     _run(HOLDOUT)
     assert [(r["ts"], r["prediction"]) for r in _rows(partition)] == before
-    assert Lake(paths().lake).manifest("bikes", "predictions", partition).content_digest == digest
+    assert default_lake().manifest("bikes", "predictions", partition).content_digest == digest
 
 
 def test_a_new_champion_rescores_with_its_own_version(champion, validated_lake, bikes_spec):

@@ -60,23 +60,19 @@ def _rows(partition: str) -> list[dict]:
 
 def _lake_state(partition: str) -> tuple:
     """The predictions partition's manifest and the files in its folder (temporary ones included)."""
-    from airloop.config import paths
-    from airloop.lake import Lake
+    from airloop.lake import default_lake
 
-    lake = Lake(paths().lake)
-    folder = lake.partition_dir("bikes", "predictions", partition)
-    files = sorted(p.name for p in folder.iterdir()) if folder.is_dir() else []
-    return lake.manifest("bikes", "predictions", partition), files
+    lake = default_lake()
+    return lake.manifest("bikes", "predictions", partition), lake.files("bikes", "predictions", partition)
 
 
 def test_rows_are_exactly_what_the_model_predicts_in_the_warehouse_and_the_lake(pinned, validated_lake, bikes_spec):
     from airloop import scoring
-    from airloop.config import paths
-    from airloop.lake import Lake
+    from airloop.lake import default_lake
 
     partition = validated_lake[-3]
     result = _score(bikes_spec, partition, pinned, "exact")
-    lake = Lake(paths().lake)
+    lake = default_lake()
     validated = lake.read("bikes", "validated", partition)
     expected = np.asarray(scoring._load("bikes", pinned["version"]).predict(validated[bikes_spec.feature_names]))
     assert len(validated) > 3 * CHUNK_ROWS  # several chunks, and a short last one
@@ -184,13 +180,13 @@ def test_a_failure_on_a_partition_never_scored_writes_no_lake_partition(
     pinned, validated_lake, bikes_spec, monkeypatch
 ):
     from airloop import scoring
-    from airloop.config import WAREHOUSE_CONN_ID, paths
+    from airloop.config import WAREHOUSE_CONN_ID
     from airloop.db import engine_for
-    from airloop.lake import Lake
+    from airloop.lake import default_lake
     from airloop.warehouse import predictions
 
     partition = validated_lake[0]
-    Lake(paths().lake).delete("bikes", "predictions", partition)
+    default_lake().delete("bikes", "predictions", partition)
     with engine_for(WAREHOUSE_CONN_ID).begin() as conn:
         conn.execute(predictions.delete().where(predictions.c.partition == partition))
     original = scoring._SQLiteSink.write
