@@ -16,7 +16,7 @@ import logging
 import os
 from functools import lru_cache
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
@@ -37,7 +37,7 @@ def engine_for(conn_id: str) -> Engine:
         from airflow.sdk import Connection
 
         conn = Connection.get(conn_id)
-        url = conn.get_hook().get_sqlalchemy_engine().url.render_as_string(hide_password=False)
+        url = _url_of(conn)
     except Exception as exc:  # Airflow raises several types for "not found" and "no API here"
         # Inside a task a missing connection is a deployment error, never a reason to guess.
         in_task = bool(os.environ.get("AIRFLOW_CTX_DAG_ID"))
@@ -58,6 +58,23 @@ def engine_for(conn_id: str) -> Engine:
 
 #: Seconds a Postgres connection attempt may take (libpq ``connect_timeout``) unless the connection sets it.
 POSTGRES_CONNECT_TIMEOUT = 10
+
+
+def _url_of(conn: Any) -> str:
+    """The SQLAlchemy URL of an Airflow connection, as its provider hook defines it.
+
+    Postgres: the hook's URL names no driver, which SQLAlchemy 2.1 maps to psycopg 3; airloop ships psycopg2
+    (what the Postgres provider itself uses), so the driver is named. Building the URL alone also avoids
+    creating a throw-away engine.
+    """
+    hook = conn.get_hook()
+    if conn.conn_type in ("postgres", "postgresql"):
+        url = hook.sqlalchemy_url
+        if url.drivername == "postgresql":
+            url = url.set(drivername="postgresql+psycopg2")
+        return url.render_as_string(hide_password=False)
+    return hook.get_sqlalchemy_engine().url.render_as_string(hide_password=False)
+
 
 #: Connection ids already reported as falling back to their embedded default.
 _defaulted: set[str] = set()

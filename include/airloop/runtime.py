@@ -49,6 +49,10 @@ DEFAULT_AIRFLOW_PORT = 8080
 DEFAULT_MLFLOW_PORT = 5000
 AIRFLOW_PORT_VAR = "AIRLOOP_AIRFLOW_PORT"
 MLFLOW_PORT_VAR = "AIRLOOP_MLFLOW_PORT"
+#: The MLflow server's backend store and artifact destination (default: SQLite and a folder under AIRLOOP_HOME),
+#: e.g. ``postgresql+psycopg2://...`` and ``s3://bucket/mlflow`` (S3 settings from the usual AWS variables).
+MLFLOW_BACKEND_VAR = "AIRLOOP_MLFLOW_BACKEND_STORE_URI"
+MLFLOW_ARTIFACTS_VAR = "AIRLOOP_MLFLOW_ARTIFACTS_DESTINATION"
 USERS_VAR = "AIRLOOP_USERS"
 #: ``user:role`` pairs for Airflow's SimpleAuthManager; roles are viewer, user, op, admin.
 DEFAULT_USERS = "admin:admin,operator:op,steward:viewer"
@@ -61,6 +65,12 @@ PASSWORDS_FILE = "simple_auth_manager_passwords.json.generated"
 COMPONENTS: tuple[str, ...] = ("mlflow", "api-server", "dag-processor", "triggerer", "scheduler")
 _AIRFLOW_COMPONENTS = ("api-server", "dag-processor", "triggerer", "scheduler")
 _STOP_FIRST = ("scheduler", "triggerer", "dag-processor")
+#: With CeleryExecutor, ``up()`` also starts ``AIRLOOP_CELERY_WORKERS`` workers (default 2) named like this.
+WORKER_PREFIX = "worker-"
+WORKERS_VAR = "AIRLOOP_CELERY_WORKERS"
+WORKER_CONCURRENCY_VAR = "AIRLOOP_CELERY_CONCURRENCY"
+#: Set in each worker's environment: its name, which task instances record as their hostname.
+WORKER_NAME_VAR = "AIRLOOP_WORKER_NAME"
 #: Components the api-server reports healthy by their heartbeat; they print their threads on SIGQUIT.
 _HEARTBEATING = ("scheduler", "triggerer", "dag-processor")
 #: Key of each Airflow component in the api-server's ``/api/v2/monitor/health`` answer.
@@ -274,21 +284,66 @@ def airflow_env(base: Mapping[str, str] | None = None) -> dict[str, str]:
 # ---------------------------------------------------------------------------------------------------------
 
 
+def _celery(env: Mapping[str, str]) -> bool:
+    return "CeleryExecutor" in env.get("AIRFLOW__CORE__EXECUTOR", "")
+
+
+def workers(env: Mapping[str, str] | None = None) -> tuple[str, ...]:
+    """The Celery workers the runtime runs: none unless the executor is CeleryExecutor."""
+    env = os.environ if env is None else env
+    if not _celery(env):
+        return ()
+    raw = env.get(WORKERS_VAR, "").strip() or "2"
+    if not raw.isdigit() or int(raw) < 1:
+        raise ValueError(f"{WORKERS_VAR}={raw!r}: expected a whole number of Celery workers, 1 or more")
+    return tuple(f"{WORKER_PREFIX}{i}" for i in range(1, int(raw) + 1))
+
+
+def _components(env: Mapping[str, str] | None = None) -> tuple[str, ...]:
+    """Every component to run or report: the fixed ones, the configured workers, and workers still running
+    from an earlier configuration (their PID files), so ``down()`` stops them whatever the environment says."""
+    names = list(COMPONENTS) + list(workers(env))
+    run = paths().run
+    if run.is_dir():
+        for pid_file in sorted(run.glob(f"{WORKER_PREFIX}*.pid")):
+            if pid_file.stem not in names:
+                names.append(pid_file.stem)
+    return tuple(names)
+
+
+def _is_worker(name: str) -> bool:
+    return name.startswith(WORKER_PREFIX)
+
+
+def worker_hostname() -> str:
+    """The hostname task instances record (``[core] hostname_callable`` of the runtime's Celery workers).
+
+    Several workers on one machine share its name; this adds the worker's, so the UI and the tests can tell
+    which worker ran a task. Task logs stay local files that the api-server reads directly.
+    """
+    import socket as _socket
+
+    name = os.environ.get(WORKER_NAME_VAR)
+    host = _socket.getfqdn()
+    return f"{name}@{host}" if name else host
+
+
 def _bin(name: str) -> str:
     """An executable of this virtualenv (next to the running interpreter)."""
     return str(Path(sys.executable).parent / name)
 
 
-def _command(name: str, api_port: int, mlflow_port: int) -> list[str]:
+def _command(name: str, api_port: int, mlflow_port: int, env: Mapping[str, str] | None = None) -> list[str]:
+    env = os.environ if env is None else env
     if name == "mlflow":
         store = paths().mlflow
         return [
             _bin("mlflow"),
             "server",
             "--backend-store-uri",
-            f"sqlite:///{store / 'mlflow.db'}",
+            env.get(MLFLOW_BACKEND_VAR) or f"sqlite:///{store / 'mlflow.db'}",
             "--artifacts-destination",
-            str(store / "artifacts"),
+            env.get(MLFLOW_ARTIFACTS_VAR) or str(store / "artifacts"),
             "--host",
             HOST,
             "--port",
@@ -297,6 +352,18 @@ def _command(name: str, api_port: int, mlflow_port: int) -> list[str]:
             "1",
             "--x-frame-options",
             "NONE",
+        ]
+    if _is_worker(name):
+        concurrency = env.get(WORKER_CONCURRENCY_VAR, "").strip() or "2"
+        return [
+            _bin("airflow"),
+            "celery",
+            "worker",
+            "--concurrency",
+            concurrency,
+            "--celery-hostname",
+            f"airloop-{name}@%h",
+            "--skip-serve-logs",  # logs are files on this host; serve-logs would bind every interface
         ]
     args = {
         "api-server": ["api-server", "--host", HOST, "--port", str(api_port)],
@@ -314,6 +381,8 @@ def _signature(name: str) -> tuple[frozenset[str], ...]:
     """
     if name == "mlflow":
         return frozenset({"mlflow"}), frozenset({"server"})
+    if _is_worker(name):
+        return frozenset({"airflow", "celery"}), frozenset({"worker", f"airloop-{name}@%h"})
     return frozenset({"airflow"}), frozenset({name, name.replace("-", "_")})
 
 
@@ -431,7 +500,9 @@ def _tail(path: Path, lines: int = _LOG_TAIL_LINES) -> str:
 def _start(name: str, env: Mapping[str, str], api_port: int, mlflow_port: int) -> int:
     """Start one component in its own session; its output goes to its log, its PID to its PID file."""
     p = paths()
-    cmd = _command(name, api_port, mlflow_port)
+    cmd = _command(name, api_port, mlflow_port, env)
+    if _is_worker(name):
+        env = {**env, WORKER_NAME_VAR: name, "AIRFLOW__CORE__HOSTNAME_CALLABLE": "airloop.runtime.worker_hostname"}
     with _open_private(_log_file(name), "ab") as log:
         stamp = time.strftime("%Y-%m-%dT%H:%M:%S%z")
         log.write(f"\n=== airloop: {stamp} starting {name}: {' '.join(cmd)}\n".encode())
@@ -547,18 +618,25 @@ def _probe(api_port: int, mlflow_port: int) -> dict[str, bool]:
     return result
 
 
+def _worker_ready(name: str) -> bool:
+    """A Celery worker is ready once its log, since its last start, says so (Celery's "celery@... ready.")."""
+    text = _tail(_log_file(name), lines=400)
+    return " ready." in text.rsplit("=== airloop:", 1)[-1]
+
+
 def status() -> RuntimeStatus:
     """What runs (PID alive and ours) and what is healthy, with URLs and users (no passwords)."""
     env = os.environ
     api_port, mlflow_port = _ports(env)
-    pids = {name: _running_pid(name) for name in COMPONENTS}
+    names = _components(env)
+    pids = {name: _running_pid(name) for name in names}
     probe = _probe(api_port, mlflow_port) if any(pids.values()) else dict.fromkeys(COMPONENTS, False)
     components = {
         name: ComponentStatus(
             name=name,
             pid=pid,
             running=pid is not None,
-            healthy=pid is not None and probe[name],
+            healthy=pid is not None and (_worker_ready(name) if _is_worker(name) else probe[name]),
             log=str(_log_file(name)),
         )
         for name, pid in pids.items()
@@ -623,7 +701,7 @@ def up(wait_timeout: float = 180, hung_after: float = 60) -> RuntimeStatus:
 
     started: dict[str, int] = {}
     with _locked():
-        missing = [name for name in COMPONENTS if _running_pid(name) is None]
+        missing = [name for name in _components(env) if _running_pid(name) is None]
         if "api-server" in missing:
             _check_port(api_port, "the Airflow api-server", AIRFLOW_PORT_VAR)
         if "mlflow" in missing:
@@ -632,7 +710,7 @@ def up(wait_timeout: float = 180, hung_after: float = 60) -> RuntimeStatus:
         if "mlflow" in missing:  # independent of Airflow: it warms up while the metadata DB migrates
             mlflow_env = {**env, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
             started["mlflow"] = _start("mlflow", mlflow_env, api_port, mlflow_port)
-        airflow_missing = [name for name in _AIRFLOW_COMPONENTS if name in missing]
+        airflow_missing = [name for name in (*_AIRFLOW_COMPONENTS, *workers(env)) if name in missing]
         if airflow_missing:
             try:
                 _bootstrap(env, timeout=max(deadline - time.monotonic(), 1))
@@ -797,14 +875,15 @@ def down(timeout: float = 30) -> list[str]:
 
 
 def _down(timeout: float) -> list[str]:
-    targets = {name: pid for name in COMPONENTS if (pid := _running_pid(name)) is not None}
+    names = _components()
+    targets = {name: pid for name in names if (pid := _running_pid(name)) is not None}
     start = time.monotonic()
     deadline = start + timeout
     # Record every process now: once a parent dies its children are re-parented and untraceable.
     table = _process_table()
     trees = {name: _tree([pid], table) for name, pid in targets.items()}
     known = set().union(*trees.values())
-    first = [name for name in targets if name in _STOP_FIRST]
+    first = [name for name in targets if name in _STOP_FIRST or _is_worker(name)]
     later = [name for name in targets if name not in _STOP_FIRST]
     _signal_tree(set().union(*(trees[n] for n in first)), signal.SIGTERM)
     sched = targets.get("scheduler")
@@ -820,9 +899,9 @@ def _down(timeout: float) -> list[str]:
     if not _wait_gone(targets.values(), known, deadline):
         _signal_tree(_remaining(targets.values(), known), signal.SIGKILL)
         _wait_gone(targets.values(), known, time.monotonic() + 10)
-    for name in COMPONENTS:
+    for name in names:
         _pid_file(name).unlink(missing_ok=True)
-    return [name for name in COMPONENTS if name in targets]
+    return [name for name in names if name in targets]
 
 
 # ---------------------------------------------------------------------------------------------------------

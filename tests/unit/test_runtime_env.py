@@ -228,3 +228,53 @@ def test_import_is_cheap() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_celery_workers_only_with_the_celery_executor(home: Path) -> None:
+    assert runtime.workers({"AIRFLOW__CORE__EXECUTOR": "LocalExecutor"}) == ()
+    celery = {"AIRFLOW__CORE__EXECUTOR": "CeleryExecutor"}
+    assert runtime.workers(celery) == ("worker-1", "worker-2")  # the default: two
+    assert runtime.workers({**celery, "AIRLOOP_CELERY_WORKERS": "3"}) == ("worker-1", "worker-2", "worker-3")
+    for bad in ("0", "two", "-1"):
+        with pytest.raises(ValueError, match=f"AIRLOOP_CELERY_WORKERS={bad!r}"):
+            runtime.workers({**celery, "AIRLOOP_CELERY_WORKERS": bad})
+
+
+def test_a_worker_is_an_airflow_celery_worker_named_after_itself(home: Path) -> None:
+    env = {"AIRFLOW__CORE__EXECUTOR": "CeleryExecutor", "AIRLOOP_CELERY_CONCURRENCY": "3"}
+    cmd = runtime._command("worker-2", 8080, 5000, env)
+    assert cmd[1:4] == ["celery", "worker", "--concurrency"] and cmd[4] == "3"
+    assert "airloop-worker-2@%h" in cmd and "--skip-serve-logs" in cmd
+    # _is_ours() recognises a running worker by these words of its command line.
+    words = {Path(w).name for w in cmd}
+    assert all(words & choices for choices in runtime._signature("worker-2"))
+
+
+def test_worker_hostname_names_the_worker(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AIRLOOP_WORKER_NAME", "worker-2")
+    assert runtime.worker_hostname() == f"worker-2@{socket.getfqdn()}"
+    monkeypatch.delenv("AIRLOOP_WORKER_NAME")
+    assert runtime.worker_hostname() == socket.getfqdn()
+
+
+def test_down_finds_workers_of_an_earlier_configuration(home: Path) -> None:
+    """A worker started with CeleryExecutor is still stopped by a shell whose environment says LocalExecutor."""
+    run = home / "run"
+    run.mkdir(parents=True, exist_ok=True)
+    (run / "worker-7.pid").write_text("999999\n")
+    try:
+        assert "worker-7" in runtime._components({"AIRFLOW__CORE__EXECUTOR": "LocalExecutor"})
+    finally:
+        (run / "worker-7.pid").unlink()
+
+
+def test_mlflow_server_backend_and_artifacts_are_settings(home: Path) -> None:
+    env = {
+        "AIRLOOP_MLFLOW_BACKEND_STORE_URI": "postgresql+psycopg2://u:p@127.0.0.1:5432/mlflow",
+        "AIRLOOP_MLFLOW_ARTIFACTS_DESTINATION": "s3://artifacts/mlflow",
+    }
+    cmd = runtime._command("mlflow", 8080, 5000, env)
+    assert cmd[cmd.index("--backend-store-uri") + 1] == env["AIRLOOP_MLFLOW_BACKEND_STORE_URI"]
+    assert cmd[cmd.index("--artifacts-destination") + 1] == "s3://artifacts/mlflow"
+    local = runtime._command("mlflow", 8080, 5000, {})
+    assert local[local.index("--backend-store-uri") + 1].startswith("sqlite:///")
