@@ -11,7 +11,7 @@ UV := $(shell command -v uv 2>/dev/null || echo "$(CURDIR)/.venv-tools/bin/uv")
 RUN := $(UV) run --frozen
 PYTEST := $(RUN) python -m pytest
 
-.PHONY: help install system-deps test test-e2e test-all lint format lock-check bench demo up down status seed suites-check clean
+.PHONY: help install system-deps test test-e2e test-distributed test-all lint format lock-check bench demo up down status seed suites-check clean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -29,11 +29,11 @@ test: install ## the test suite (unit, data, DAG integrity, dag.test integration
 	$(PYTEST) -q
 
 # Debian packages the end-to-end tests use: Chromium for the browser test (Playwright drives /usr/bin/chromium;
-# its own browser download does not work offline).
-DEBIAN_PACKAGES := chromium
+# its own browser download does not work offline), Postgres and Redis for the distributed test.
+DEBIAN_PACKAGES := chromium postgresql redis-server
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-system-deps: ## install the Debian packages the end-to-end tests need (chromium); uses sudo unless root
+system-deps: ## install the Debian packages the end-to-end tests need (chromium, postgresql, redis-server); sudo unless root
 	@missing=$$(for p in $(DEBIAN_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
 	if [ -n "$$missing" ]; then \
 	  echo "installing $$missing"; \
@@ -43,7 +43,10 @@ system-deps: ## install the Debian packages the end-to-end tests need (chromium)
 test-e2e: install ## end-to-end tests against real servers started by the tests (slow; needs `make system-deps`)
 	$(PYTEST) -q -m e2e
 
-test-all: test test-e2e ## both of the above
+test-distributed: install ## the loop on CeleryExecutor (2 workers), Postgres, Redis and S3 (moto), started by the test
+	$(PYTEST) -q -m distributed
+
+test-all: test test-e2e test-distributed ## all of the above
 
 lint: install ## ruff lint and format check
 	$(RUN) ruff check .

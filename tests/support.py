@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -113,3 +114,21 @@ class S3Server:
             yield
         finally:
             set_count("inf")
+
+
+def models_folder(folder: Path, model: str, monitoring: dict | None = None) -> Path:
+    """``folder`` holding the bikes spec and a copy of it named ``model`` (an isolated model for one module).
+
+    ``monitoring`` updates the copy's monitoring section. Point ``AIRLOOP_MODELS_DIR`` at the folder to use it.
+    """
+    import shutil
+
+    import yaml
+
+    bikes = Path(__file__).resolve().parents[1] / "include" / "models" / "bikes.yaml"
+    shutil.copy(bikes, folder / "bikes.yaml")
+    raw = yaml.safe_load(bikes.read_text())
+    raw["name"] = model
+    raw["monitoring"].update(monitoring or {})
+    (folder / f"{model}.yaml").write_text(yaml.safe_dump(raw))
+    return folder

@@ -64,7 +64,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Literal
 
-from airloop.outages import ServiceUnavailable, mask_url
+from airloop.outages import ServiceUnavailable, exception_chain, mask_url
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -171,15 +171,6 @@ def _check_side_files(side_files: Mapping[str, bytes], data_file: str) -> None:
             raise ValueError(f"side file name {name!r} is reserved or not a plain file name")
 
 
-def _chain(exc: BaseException) -> Iterator[BaseException]:
-    seen: set[int] = set()
-    current: BaseException | None = exc
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
-        yield current
-        current = current.__cause__ or current.__context__
-
-
 def _error_code(exc: BaseException) -> str | None:
     response = getattr(exc, "response", None)
     if isinstance(response, dict):
@@ -284,7 +275,7 @@ class Lake:
         bucket = self._root.split("/", 1)[0]
         where = f"The lake at {self.url} ({self._endpoint()})"
         settings = "AIRLOOP_LAKE_URL" + ("" if os.environ.get("AIRLOOP_LAKE_URL") else " (unset)")
-        for link in _chain(exc):
+        for link in exception_chain(exc):
             code, name = _error_code(link), type(link).__name__
             cause = f"{code or name}: {' '.join(str(link).split())[:300]}"
             if code == "NoSuchBucket":

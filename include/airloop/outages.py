@@ -101,7 +101,8 @@ def watch_engine(engine: Engine, conn_id: str) -> None:
                     setattr(exc, _MARK, mark)
 
 
-def _chain(exc: BaseException) -> Iterator[BaseException]:
+def exception_chain(exc: BaseException) -> Iterator[BaseException]:
+    """An exception, then its causes and contexts, each once."""
     seen: set[int] = set()
     current: BaseException | None = exc
     while current is not None and id(current) not in seen:
@@ -131,7 +132,7 @@ def _http_cause(exc: BaseException) -> str:
 
 def find(exc: BaseException) -> Outage | None:
     """The outage behind ``exc`` (itself or anything in its chain), or None when it is not an outage."""
-    chain = list(_chain(exc))
+    chain = list(exception_chain(exc))
     for link in chain:
         mark = getattr(link, _MARK, None)
         if mark:

@@ -337,11 +337,13 @@ def _command(name: str, api_port: int, mlflow_port: int, env: Mapping[str, str] 
     env = os.environ if env is None else env
     if name == "mlflow":
         store = paths().mlflow
+        # A configured backend (with its password) reaches MLflow as MLFLOW_BACKEND_STORE_URI in the
+        # environment (_start), never on a command line that any user of the machine can read.
+        backend = [] if env.get(MLFLOW_BACKEND_VAR) else ["--backend-store-uri", f"sqlite:///{store / 'mlflow.db'}"]
         return [
             _bin("mlflow"),
             "server",
-            "--backend-store-uri",
-            env.get(MLFLOW_BACKEND_VAR) or f"sqlite:///{store / 'mlflow.db'}",
+            *backend,
             "--artifacts-destination",
             env.get(MLFLOW_ARTIFACTS_VAR) or str(store / "artifacts"),
             "--host",
@@ -382,7 +384,9 @@ def _signature(name: str) -> tuple[frozenset[str], ...]:
     if name == "mlflow":
         return frozenset({"mlflow"}), frozenset({"server"})
     if _is_worker(name):
-        return frozenset({"airflow", "celery"}), frozenset({"worker", f"airloop-{name}@%h"})
+        # Celery retitles its main process ("[celeryd: airloop-worker-1@host:MainProcess] -active- (celery worker
+        # ... --celery-hostname airloop-worker-1@%h ...)"): the hostname argument is in both spellings.
+        return frozenset({"worker"}), frozenset({f"airloop-{name}@%h"})
     return frozenset({"airflow"}), frozenset({name, name.replace("-", "_")})
 
 
@@ -503,6 +507,8 @@ def _start(name: str, env: Mapping[str, str], api_port: int, mlflow_port: int) -
     cmd = _command(name, api_port, mlflow_port, env)
     if _is_worker(name):
         env = {**env, WORKER_NAME_VAR: name, "AIRFLOW__CORE__HOSTNAME_CALLABLE": "airloop.runtime.worker_hostname"}
+    if name == "mlflow" and env.get(MLFLOW_BACKEND_VAR):
+        env = {**env, "MLFLOW_BACKEND_STORE_URI": env[MLFLOW_BACKEND_VAR]}
     with _open_private(_log_file(name), "ab") as log:
         stamp = time.strftime("%Y-%m-%dT%H:%M:%S%z")
         log.write(f"\n=== airloop: {stamp} starting {name}: {' '.join(cmd)}\n".encode())

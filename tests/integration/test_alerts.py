@@ -23,6 +23,8 @@ from typing import Any
 
 import pytest
 
+from tests.unit.test_alert_messages import WEBHOOK_FIELDS
+
 DAG_ID = "alerts_probe"
 TASK_ID = "extract"
 ERROR = "source table bikes_hourly has no rows for [2012-01-01, 2012-01-29)"
@@ -47,20 +49,6 @@ _DAG_FILE = textwrap.dedent(
         extract()
     '''
 )
-
-WEBHOOK_FIELDS = {
-    "dag_id",
-    "task_id",
-    "run_id",
-    "try_number",
-    "logical_date",
-    "interval_start",
-    "interval_end",
-    "owner",
-    "error",
-    "log_url",
-    "text",
-}
 
 
 def _free_port() -> int:

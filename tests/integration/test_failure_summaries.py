@@ -20,14 +20,12 @@ its tasks one immediate retry, so the test sees the retry happen and the last tr
 from __future__ import annotations
 
 import json
-import shutil
 import socket
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 MODEL = "bikesgate"  # an isolated copy of bikes: its registry starts empty, whatever ran before
@@ -47,13 +45,9 @@ def models_dir(tmp_path_factory, airflow_db, seeded_source):
     from airloop.db import engine_for
     from airloop.lake import default_lake
     from airloop.spec import get_spec
-    from tests.support import write_validated_partitions
+    from tests.support import models_folder, write_validated_partitions
 
-    folder = tmp_path_factory.mktemp("models")
-    shutil.copy(ROOT / "include" / "models" / "bikes.yaml", folder / "bikes.yaml")
-    raw = yaml.safe_load((ROOT / "include" / "models" / "bikes.yaml").read_text())
-    raw["name"] = MODEL
-    (folder / f"{MODEL}.yaml").write_text(yaml.safe_dump(raw))
+    folder = models_folder(tmp_path_factory.mktemp("models"), MODEL)
     mp = pytest.MonkeyPatch()
     mp.setenv("AIRLOOP_MODELS_DIR", str(folder))
     write_validated_partitions(engine_for(SOURCE_CONN_ID), default_lake(), get_spec(MODEL))

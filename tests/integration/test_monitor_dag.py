@@ -9,12 +9,10 @@ below is made by drift, hysteresis and cooldown alone.
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 MODEL = "bikesmon"
@@ -27,14 +25,13 @@ def models_dir(tmp_path_factory, airflow_db, seeded_source):
     from airloop.db import engine_for
     from airloop.lake import default_lake
     from airloop.spec import get_spec
-    from tests.support import write_validated_partitions
+    from tests.support import models_folder, write_validated_partitions
 
-    folder = tmp_path_factory.mktemp("models")
-    shutil.copy(ROOT / "include" / "models" / "bikes.yaml", folder / "bikes.yaml")
-    raw = yaml.safe_load((ROOT / "include" / "models" / "bikes.yaml").read_text())
-    raw["name"] = MODEL
-    raw["monitoring"].update(labels_after_days=0, max_degradation=100.0, cooldown_days=84)
-    (folder / f"{MODEL}.yaml").write_text(yaml.safe_dump(raw))
+    folder = models_folder(
+        tmp_path_factory.mktemp("models"),
+        MODEL,
+        monitoring=dict(labels_after_days=0, max_degradation=100.0, cooldown_days=84),
+    )
     mp = pytest.MonkeyPatch()
     mp.setenv("AIRLOOP_MODELS_DIR", str(folder))
     spec = get_spec(MODEL)

@@ -245,9 +245,16 @@ def test_a_worker_is_an_airflow_celery_worker_named_after_itself(home: Path) -> 
     cmd = runtime._command("worker-2", 8080, 5000, env)
     assert cmd[1:4] == ["celery", "worker", "--concurrency"] and cmd[4] == "3"
     assert "airloop-worker-2@%h" in cmd and "--skip-serve-logs" in cmd
-    # _is_ours() recognises a running worker by these words of its command line.
-    words = {Path(w).name for w in cmd}
-    assert all(words & choices for choices in runtime._signature("worker-2"))
+    # _is_ours() recognises a running worker by these words of its command line, as started and as Celery
+    # retitles it.
+    retitled = (
+        "[celeryd: airloop-worker-2@vm:MainProcess] -active- (celery worker --celery-hostname airloop-worker-2@%h -c 2)"
+    )
+    for argv in (cmd, retitled.split()):
+        words = {Path(w).name for w in argv}
+        assert all(words & choices for choices in runtime._signature("worker-2")), argv
+    other = {Path(w).name for w in runtime._command("worker-1", 8080, 5000, env)}
+    assert not all(other & choices for choices in runtime._signature("worker-2"))
 
 
 def test_worker_hostname_names_the_worker(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -274,7 +281,8 @@ def test_mlflow_server_backend_and_artifacts_are_settings(home: Path) -> None:
         "AIRLOOP_MLFLOW_ARTIFACTS_DESTINATION": "s3://artifacts/mlflow",
     }
     cmd = runtime._command("mlflow", 8080, 5000, env)
-    assert cmd[cmd.index("--backend-store-uri") + 1] == env["AIRLOOP_MLFLOW_BACKEND_STORE_URI"]
+    # The backend URL carries a password: it goes through MLflow's environment variable, not the command line.
+    assert "--backend-store-uri" not in cmd and not any("u:p@" in word for word in cmd)
     assert cmd[cmd.index("--artifacts-destination") + 1] == "s3://artifacts/mlflow"
     local = runtime._command("mlflow", 8080, 5000, {})
     assert local[local.index("--backend-store-uri") + 1].startswith("sqlite:///")
