@@ -354,7 +354,7 @@ def test_recipes_read_a_failed_tasks_log() -> None:
     for lang in ("bash", "python"):
         out = recipes.run("failed-log", lang, _recipe_env())
         # The quarantined interval's validate log: what failed (the humidity sensor's zeros) and where it went.
-        assert "quarantined" in out.lower() and "hum" in out and "validate" in out, (lang, out[-2000:])
+        assert "Batch QUARANTINED" in out and "hum" in out and "validate" in out, (lang, out[-2000:])
 
 
 def test_recipes_train_with_a_reason_and_bad_params_are_refused() -> None:
