@@ -44,10 +44,33 @@ def _print_up(status: dict[str, Any]) -> None:
     print("airloop is up (all bound to 127.0.0.1):")
     for name, url in urls.items():
         print(f"  {name:<10} {url}")
-    print(f"Log in to Airflow with one of these users (passwords generated; file: {status['credentials_file']}):")
-    for user, password in sorted(runtime.read_credentials().items()):
-        print(f"  {user:<10} {password}")
+    roles = {u["name"]: u["role"] for u in status.get("users", [])}
+    credentials = runtime.read_credentials()
+    if _first_showing(credentials):
+        print("Log in to Airflow with one of these users (passwords generated now and shown only this once;")
+        print(f"they are stored only in {status['credentials_file']}, readable by you alone):")
+        for user, password in sorted(credentials.items()):
+            print(f"  {user:<10} {password:<20} ({roles.get(user, '?')})")
+    else:
+        users = ", ".join(f"{u} ({roles.get(u, '?')})" for u in sorted(credentials))
+        print(f"Log in to Airflow as {users}; the passwords are in {status['credentials_file']}.")
+    print(f"The airloop view: {urls['airflow']}/plugin/airloop")
     print("Stop everything with `make down` (or `airloop down`).")
+
+
+def _first_showing(credentials: dict[str, str]) -> bool:
+    """True the first time these passwords are printed (a digest of them, never the passwords, is kept)."""
+    import hashlib
+    import json
+
+    from airloop.config import paths
+
+    digest = hashlib.sha256(json.dumps(credentials, sort_keys=True).encode()).hexdigest()
+    marker = paths().run / "passwords_shown"
+    if marker.exists() and marker.read_text().strip() == digest:
+        return False
+    marker.write_text(digest + "\n")
+    return True
 
 
 def _cmd_down(args: argparse.Namespace) -> int:

@@ -75,3 +75,28 @@ def test_status_json_without_servers(seeded_source, capsys):
     assert bikes["expected"] == 26
     assert set(bikes) >= {"validated", "quarantined", "missing"}
     assert len(bikes["missing"]) + len(bikes["validated"]) + len(bikes["quarantined"]) == 26
+
+
+def test_up_shows_generated_passwords_only_once(home, monkeypatch, capsys):
+    from airloop import cli, runtime
+
+    (home / "run").mkdir(parents=True, exist_ok=True)
+    (home / "run" / "passwords_shown").unlink(missing_ok=True)
+    creds = {"admin": "pw-admin-1234", "steward": "pw-steward-5678"}
+    monkeypatch.setattr(runtime, "read_credentials", lambda: dict(creds))
+    status = {
+        "urls": {"airflow": "http://127.0.0.1:8080", "mlflow": "http://127.0.0.1:5000"},
+        "credentials_file": "/somewhere/passwords.json",
+        "users": [{"name": "admin", "role": "admin"}, {"name": "steward", "role": "viewer"}],
+    }
+    cli._print_up(status)
+    first = capsys.readouterr().out
+    assert "pw-admin-1234" in first and "(viewer)" in first and "/plugin/airloop" in first
+    cli._print_up(status)
+    again = capsys.readouterr().out
+    assert "pw-admin-1234" not in again and "pw-steward-5678" not in again
+    assert "steward (viewer)" in again and "/somewhere/passwords.json" in again
+    assert "pw-admin" not in (home / "run" / "passwords_shown").read_text()  # a digest, never a password
+    creds["admin"] = "pw-admin-rotated"  # new passwords are shown once more
+    cli._print_up(status)
+    assert "pw-admin-rotated" in capsys.readouterr().out
