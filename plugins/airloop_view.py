@@ -19,22 +19,14 @@ class _LazyApp:
     """An ASGI app that builds the real one on its first call.
 
     Written by hand because Airflow mounts the object given in ``fastapi_apps`` as it is; no library defers
-    the import of an ASGI app. Lifespan events (sent at the api-server's start) are answered without
-    building it, so a broken view cannot stop the api-server from starting: its error shows on first use.
+    the import of an ASGI app. A mounted app gets HTTP requests only (Starlette does not forward lifespan
+    events to mounts), so a broken view cannot stop the api-server from starting: its error shows on first use.
     """
 
     def __init__(self) -> None:
         self._app: Any = None
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] == "lifespan":
-            while True:
-                message = await receive()
-                if message["type"] == "lifespan.startup":
-                    await send({"type": "lifespan.startup.complete"})
-                elif message["type"] == "lifespan.shutdown":
-                    await send({"type": "lifespan.shutdown.complete"})
-                    return
         if self._app is None:
             from airloop.webview import create_app
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
@@ -120,7 +120,7 @@ def _card(model: str, alias: str, mlflow_ui: str | None) -> VersionCard | None:
     run = c.get_run(mv.run_id)
     metrics = {k: run.data.metrics[k] for k in CARD_METRICS if k in run.data.metrics}
     url = f"{mlflow_ui}/#/experiments/{run.info.experiment_id}/runs/{mv.run_id}" if mlflow_ui else None
-    created = datetime.fromtimestamp(mv.creation_timestamp / 1000).astimezone() if mv.creation_timestamp else None
+    created = datetime.fromtimestamp(mv.creation_timestamp / 1000, tz=UTC) if mv.creation_timestamp else None
     return VersionCard(alias, version, mv.run_id, metrics, run.data.tags.get("airloop.window", ""), created, url)
 
 

@@ -51,8 +51,8 @@ def _readable_models(user: Any) -> list[Any]:
     ]
 
 
-def _spec(user: Any, model: str) -> Any:
-    for spec in _readable_models(user):
+def _spec(user: Any, model: str, specs: list[Any] | None = None) -> Any:
+    for spec in _readable_models(user) if specs is None else specs:
         if spec.name == model:
             return spec
     raise HTTPException(status_code=404, detail=f"No model {model!r} that you may read.")
@@ -125,13 +125,13 @@ def create_app() -> FastAPI:
 
     @app.get("/models/{model}", response_class=HTMLResponse)
     def model_page(model: str, user: GetUserDep) -> HTMLResponse:
-        spec = _spec(user, model)
-        board = _board(spec)
+        specs = _readable_models(user)  # once per request: each reads every spec and asks the auth manager
+        board = _board(_spec(user, model, specs))
         html = view.render_board(
             board,
             reports_root=paths().reports,
             airflow_ui=_ui_base(),
-            models=[s.name for s in _readable_models(user)],
+            models=[s.name for s in specs],
             user=_user_name(user),
         )
         return HTMLResponse(html)
