@@ -52,7 +52,7 @@ COPY --chown=airflow:0 expectations/ expectations/
 COPY --chown=airflow:0 docker/ docker/
 RUN --mount=type=cache,target=/tmp/.cache/uv,uid=50000,gid=0 \
     uv sync --frozen --no-dev --no-editable \
-    && python -c "import airloop.config, airloop.spec"
+    && python -c "import airloop.core.settings, airloop.core.spec"
 
 # Late, so a new commit does not invalidate the layers above.
 ARG AIRLOOP_GIT_COMMIT=unknown

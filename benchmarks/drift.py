@@ -1,7 +1,7 @@
 """The monitor's drift check on current frames of 10k, 100k, 1M and 10M rows: the sample cap keeps it bounded.
 
 Targets (DESIGN.md "Speed targets"): "Drift check at 10M current rows ≤ 1.2x its cost at 100k (sample cap); no
-false alarm on same-distribution windows." The subject is the drift check as ``airloop.monitoring.monitor`` does
+false alarm on same-distribution windows." The subject is the drift check as ``airloop.stages.monitor.runner.monitor`` does
 it, from the full current frame in memory to the ``DriftResult``: ``sample`` both sides to
 ``monitoring.sample_cap`` (seeded with ``training.seed``), ``clean`` both, predict both with the champion (on the
 capped sample only), then ``monitoring.drift(spec, Frames(...))`` (Evidently's ``DataDriftPreset`` + the
@@ -15,14 +15,14 @@ shows what the extra 9.9M rows still cost. ``sample`` draws with numpy's ``Gener
 it needs, so sampling 10M rows costs about 20 ms. Beside it, informative: the same check without the cap
 (``sample_cap`` set above the size) at 100k and 1M, to show what the cap saves.
 
-The data: ``include/data/bike_sharing/hour.csv`` as ``airloop.source.load_demo_frame`` reads it (``ts`` from
+The data: ``include/data/bike_sharing/hour.csv`` as ``airloop.adapters.source.load_demo_frame`` reads it (``ts`` from
 ``dteday`` and ``hr``, in UTC), without its sensor-fault rows (``hum == 0`` on 2011-03-10, which validation
 quarantines), reduced to the bikes spec's features, its target and ``ts``, in compact dtypes (integers in the
 smallest integer type that holds them, floats as float32: 34 bytes a row, 340 MB at 10M rows instead of 1.1 GB in
 int64/float64; the capped sample is what the model and Evidently see, and the dtypes are the same at every size).
 The reference: its 2011 rows. The current frames: rows resampled with replacement from the whole data (seed 0),
 built once per size. The model: the spec's pipeline fitted once on the 2011 rows with ``max_iter`` 20
-(``airloop.training.fit``), used in-process (MLflow's load is not part of the check).
+(``airloop.stages.train.steps.fit``), used in-process (MLflow's load is not part of the check).
 
 No false alarm: in the same run, ``pairs`` same-distribution comparisons of each kind go through the same check
 with the bikes spec's monitoring settings, and the ones that say "drifted" are counted (target 0):
@@ -50,8 +50,8 @@ from benchmarks.common import PROJECT_DIR, child_env, child_exit, emit, fmt_s, r
 if TYPE_CHECKING:
     import pandas as pd
 
-    from airloop.monitoring import DriftResult
-    from airloop.spec import ModelSpec
+    from airloop.core.spec import ModelSpec
+    from airloop.stages.monitor.runner import DriftResult
 
 DEMO_CSV = PROJECT_DIR / "include" / "data" / "bike_sharing" / "hour.csv"
 MODEL = "bikes"
@@ -83,7 +83,7 @@ def label(rows: int) -> str:
 
 def _spec(sample_cap: int | None = None) -> ModelSpec:
     """The bikes spec; with ``sample_cap``, a copy with that cap (the spec file is not touched)."""
-    from airloop.spec import get_spec
+    from airloop.core.spec import get_spec
 
     spec = get_spec(MODEL)
     if sample_cap is None:
@@ -95,7 +95,7 @@ def load_base(spec: ModelSpec) -> pd.DataFrame:
     """The real data: the spec's features, target and time column (UTC), compact dtypes, no sensor-fault rows."""
     import pandas as pd
 
-    from airloop.source import load_demo_frame
+    from airloop.adapters.source import load_demo_frame
 
     real = load_demo_frame(DEMO_CSV)
     real = real[real["hum"] > 0]  # hum == 0 all day on 2011-03-10: a sensor fault validation quarantines
@@ -128,8 +128,8 @@ def drift_check(
     spec: ModelSpec, current: pd.DataFrame, reference: pd.DataFrame, model: Any
 ) -> tuple[DriftResult, dict[str, float], dict[str, int]]:
     """The monitor's steps from the full frames in memory to the ``DriftResult``; the phases' seconds; the rows."""
-    from airloop import monitoring
-    from airloop.monitoring import PREDICTION, Frames
+    from airloop.stages.monitor import runner as monitoring
+    from airloop.stages.monitor.runner import PREDICTION, Frames
 
     m, seed, features = spec.monitoring, spec.training.seed, spec.feature_names
     t0 = time.perf_counter()
@@ -205,7 +205,7 @@ def _false_alarms(spec: ModelSpec, reference: pd.DataFrame, model: Any, pairs: i
 
 def child_timing(sizes: Sequence[int], repeat: int, pairs: int, uncapped_repeat: int) -> dict[str, Any]:
     """Build the frames, fit the model, import and warm up Evidently; then the interleaved timings; then pairs."""
-    from airloop import training
+    from airloop.stages.train import steps as training
 
     spec = _spec()
     cap = spec.monitoring.sample_cap
@@ -332,7 +332,7 @@ def run(scratch: Path, repeat: int = 7, sizes: Sequence[int] = SIZES, pairs: int
         "method": {
             "repeat": repeat,
             "sizes": sizes,
-            "subject": "the drift check as airloop.monitoring.monitor does it, from the full current frame in "
+            "subject": "the drift check as airloop.stages.monitor.runner.monitor does it, from the full current frame in "
             "memory: monitoring.sample (both sides, to spec.monitoring.sample_cap, seed spec.training.seed), "
             "monitoring.clean (both), pipeline.predict (both, on the sample), monitoring.drift(spec, Frames(...)); "
             "bikes spec as is (sample_cap, thresholds, methods, excluded columns)",
@@ -342,7 +342,7 @@ def run(scratch: Path, repeat: int = 7, sizes: Sequence[int] = SIZES, pairs: int
             "data": "hour.csv (load_demo_frame, ts in UTC) without hum == 0 rows; the spec's features, target and "
             "ts in compact dtypes (see data.dtypes); reference: its 2011 rows; current: rows resampled with "
             f"replacement from all of it (seed {SEED}), one frame per size, built once",
-            "model": f"airloop.training.fit(spec, 2011 rows, {{'max_iter': {MAX_ITER}}}).pipeline, in-process (no "
+            "model": f"airloop.stages.train.steps.fit(spec, 2011 rows, {{'max_iter': {MAX_ITER}}}).pipeline, in-process (no "
             "MLflow load)",
             "uncapped": "informative: the same check with sample_cap set to 10x the size (no sampling), in the "
             f"first {uncapped_repeat} repetitions only; ratio_to_capped pairs it with the capped check of those",

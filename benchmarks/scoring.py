@@ -2,7 +2,7 @@
 
 Targets (DESIGN.md "Speed targets"): "Scoring step (champion loaded through MLflow, predictions written to the
 warehouse and the lake) at ≥ 0.8x the rows/s of raw ``model.predict`` on the same rows, peak memory ≤ 1 GB
-whatever the partition size." The subject is airloop's real code path, ``airloop.scoring.score_partition`` end to
+whatever the partition size." The subject is airloop's real code path, ``airloop.stages.score.runner.score_partition`` end to
 end: the pinned version loaded through MLflow (``scoring._load``, timed), then the partition read in chunks,
 predicted, checked, inserted into the warehouse's ``predictions`` table and written as a ``predictions`` lake
 partition, in one transaction. The baseline is ``model.predict`` of the same pipeline, loaded the same way, on
@@ -12,7 +12,7 @@ timed, so the subject pays for reading, the warehouse and the lake out of the 0.
 The data: ``include/data/bike_sharing/hour.csv`` without its sensor-fault rows (``hum == 0``), resampled with
 replacement (seed 0) to 1M and 10M rows with ``ts`` one minute apart, each size written as one validated lake
 partition through ``Lake.write_batches`` (so the manifest and content digest are the real ones). The model: the
-bikes spec's estimator trained on the demo data by ``lifecycle.train`` and given ``@champion`` (``--max-iter``
+bikes spec's estimator trained on the demo data by ``train_stage.train`` and given ``@champion`` (``--max-iter``
 overrides its ``max_iter``; the spec's own settings by default, since the target is about the champion and a
 cheaper model makes the same sink cost a larger share).
 
@@ -93,11 +93,11 @@ PRELOAD = (
     "mlflow.store.db.utils",
     "mlflow.store.tracking.sqlalchemy_store",
     "mlflow.store.model_registry.sqlalchemy_store",
-    "airloop.scoring",
-    "airloop.tracking",
-    "airloop.warehouse",
-    "airloop.db",
-    "airloop.lake",
+    "airloop.stages.score.runner",
+    "airloop.adapters.registry",
+    "airloop.adapters.warehouse",
+    "airloop.adapters.db",
+    "airloop.adapters.lake",
 )
 
 
@@ -118,7 +118,7 @@ def build_pieces(rows: int, start: datetime, seed: int = SEED) -> Iterator[pd.Da
     import numpy as np
     import pandas as pd
 
-    from airloop.source import load_demo_frame
+    from airloop.adapters.source import load_demo_frame
 
     real = load_demo_frame(DEMO_CSV)
     real = real[real["hum"] > 0].reset_index(drop=True)
@@ -132,7 +132,7 @@ def build_pieces(rows: int, start: datetime, seed: int = SEED) -> Iterator[pd.Da
 
 
 def _spec() -> Any:
-    from airloop.spec import get_spec
+    from airloop.core.spec import get_spec
 
     return get_spec(MODEL)
 
@@ -142,11 +142,14 @@ def _spec() -> Any:
 
 def child_setup(sizes: Sequence[int], max_iter: int | None) -> dict[str, Any]:
     """Seed, validated intervals, a trained ``@champion``, one validated partition per size (all untimed)."""
-    from airloop import config, lifecycle, tracking
-    from airloop.db import engine_for
-    from airloop.intervals import Interval, expected_intervals
-    from airloop.lake import default_lake
-    from airloop.source import extract_interval, seed
+    from airloop.adapters import registry as tracking
+    from airloop.adapters.db import engine_for
+    from airloop.adapters.lake import default_lake
+    from airloop.adapters.source import extract_interval, seed
+    from airloop.core import settings as config
+    from airloop.core.contracts import RunInfo
+    from airloop.core.intervals import Interval, expected_intervals
+    from airloop.stages.train import runner as train_stage
 
     spec = _spec()
     config.paths().home.mkdir(parents=True, exist_ok=True)
@@ -164,7 +167,7 @@ def child_setup(sizes: Sequence[int], max_iter: int | None) -> dict[str, Any]:
     t = time.perf_counter()
     overrides = {} if max_iter is None else {"max_iter": max_iter}
     request = {"reason": "scoring benchmark", "window_start": None, "window_end": None, "overrides": overrides}
-    trained = lifecycle.train(spec, request, lifecycle.RunInfo())
+    trained = train_stage.train(spec, request, RunInfo())
     tracking.set_alias(spec.name, tracking.CHAMPION, trained["version"])
     train_s = time.perf_counter() - t
     mv = tracking.client().get_model_version(spec.name, trained["version"])
@@ -212,9 +215,9 @@ def _preload() -> dict[str, float]:
     start = time.perf_counter()
     for module in PRELOAD:
         importlib.import_module(module)
-    from airloop import tracking
-    from airloop.config import WAREHOUSE_CONN_ID
-    from airloop.db import engine_for
+    from airloop.adapters import registry as tracking
+    from airloop.adapters.db import engine_for
+    from airloop.core.settings import WAREHOUSE_CONN_ID
 
     engine_for(WAREHOUSE_CONN_ID)  # the Airflow connection lookup and the engine
     imports_s = time.perf_counter() - start
@@ -303,12 +306,13 @@ def child_subject(partition: str, pinned: dict[str, str], label: str) -> dict[st
     preload = _preload()
     import sqlalchemy as sa
 
-    from airloop import scoring, tracking
-    from airloop.config import WAREHOUSE_CONN_ID
-    from airloop.db import engine_for
-    from airloop.lake import default_lake
-    from airloop.lifecycle import RunInfo
-    from airloop.warehouse import predictions
+    from airloop.adapters import registry as tracking
+    from airloop.adapters.db import engine_for
+    from airloop.adapters.lake import default_lake
+    from airloop.adapters.warehouse import predictions
+    from airloop.core.contracts import RunInfo
+    from airloop.core.settings import WAREHOUSE_CONN_ID
+    from airloop.stages.score import runner as scoring
 
     spec = _spec()
     engine = engine_for(WAREHOUSE_CONN_ID)
@@ -369,8 +373,9 @@ def child_baseline(partition: str, pinned: dict[str, str]) -> dict[str, Any]:
     """Raw ``predict`` of the same pipeline over the same rows read from the lake in the same chunks."""
     preload = _preload()
 
-    from airloop import scoring, tracking
-    from airloop.lake import default_lake
+    from airloop.adapters import registry as tracking
+    from airloop.adapters.lake import default_lake
+    from airloop.stages.score import runner as scoring
 
     spec = _spec()
     start = time.perf_counter()
@@ -565,7 +570,7 @@ def run(
             "repeat": repeat,
             "large_repeat": f"{large_repeat} for partitions of {LARGE_ROWS:,} rows or more",
             "subject": "scoring._load(model, version) (MLflow registry + artifact load) then "
-            "airloop.scoring.score_partition(get_spec('bikes'), partition, pinned, RunInfo(...)) into an empty "
+            "airloop.stages.score.runner.score_partition(get_spec('bikes'), partition, pinned, RunInfo(...)) into an empty "
             "SQLite warehouse (a new file each repetition) and the lake",
             "baseline": "tracking.load_version(...).pipeline.predict on the same partition read with "
             "Lake.iter_batches in chunks of scoring.DEFAULT_CHUNK_ROWS; only the predict calls are timed",
@@ -573,7 +578,7 @@ def run(
             "repetition); imports, the warehouse engine and the Airflow connection lookup before timing",
             "data": "hour.csv without hum == 0 rows, resampled with replacement (seed 0), ts one minute apart; "
             "one validated lake partition per size, written with Lake.write_batches",
-            "model": "lifecycle.train on the demo data, then @champion; "
+            "model": "train_stage.train on the demo data, then @champion; "
             + (f"max_iter={max_iter}" if max_iter else "the spec's estimator settings"),
             "memory": "process_peak: the child's ru_maxrss (imports included; the target is checked on this); "
             "above_before: VmHWM (reset through /proc/self/clear_refs) minus VmRSS before the timed call",

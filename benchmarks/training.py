@@ -1,7 +1,7 @@
 """A training run on the demo data, split into imports, data load, fit, evaluation and MLflow logging.
 
 Targets (DESIGN.md "Speed targets"): "Training: everything except ``fit`` ≤ half of a run on the demo data;
-``log_model`` ≤ 0.1 s." The subject is airloop's real code path, ``airloop.lifecycle.train`` on the bikes spec
+``log_model`` ≤ 0.1 s." The subject is airloop's real code path, ``airloop.stages.promote.runner.train`` on the bikes spec
 (resolve the window, assemble the validated partitions, split, fit, evaluate + permutation importance + plots,
 then ``tracking.log_training_run``: params, metrics, dataset input, figures, ``log_model``, register, alias),
 which returns its own phase timings (``data_s``, ``fit_s``, ``evaluate_s``, ``log_s``).
@@ -53,7 +53,7 @@ WARMUP_OVERRIDES = {"max_iter": 5}
 TARGET_OVERHEAD = (0.5, "DESIGN.md: training: everything except fit ≤ half of a run on the demo data")
 TARGET_LOG_MODEL = (0.1, "DESIGN.md: training: log_model ≤ 0.1 s")
 
-#: What ``lifecycle.train`` imports, by library, in import order (each group's time is what it adds).
+#: What ``train_stage.train`` imports, by library, in import order (each group's time is what it adds).
 IMPORT_GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("numpy, pandas", ("numpy", "pandas")),
     ("pyarrow", ("pyarrow", "pyarrow.parquet")),
@@ -70,19 +70,28 @@ IMPORT_GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ),
     ("matplotlib", ("matplotlib", "matplotlib.pyplot")),  # MPLBACKEND=Agg in the child, as plots() sets
     ("mlflow", ("mlflow", "mlflow.sklearn", "mlflow.models", "mlflow.data")),
-    ("airloop", ("airloop.lifecycle", "airloop.training", "airloop.tracking", "airloop.spec", "airloop.lake")),
+    (
+        "airloop",
+        (
+            "airloop.stages.promote.runner",
+            "airloop.stages.train.steps",
+            "airloop.adapters.registry",
+            "airloop.core.spec",
+            "airloop.adapters.lake",
+        ),
+    ),
 )
 
 #: The calls timed inside a run: (phase, label, module, attribute). A call nested in another timed call counts
 #: for the outer one only. ``git_commit`` runs between evaluation and logging (in neither phase).
 WRAPPED: tuple[tuple[str, str, str, str], ...] = (
-    ("evaluate", "evaluate (holdout metrics, slices)", "airloop.training", "evaluate"),
-    ("evaluate", "feature_importance (permutation)", "airloop.training", "feature_importance"),
-    ("evaluate", "plots (3 figures)", "airloop.training", "plots"),
-    ("between", "git_commit (subprocess)", "airloop.tracking", "git_commit"),
-    ("log", "client() (tracking + registry URIs, client)", "airloop.tracking", "client"),
-    ("log", "ensure_experiment", "airloop.tracking", "ensure_experiment"),
-    ("log", "ensure_registered_model", "airloop.tracking", "ensure_registered_model"),
+    ("evaluate", "evaluate (holdout metrics, slices)", "airloop.stages.train.steps", "evaluate"),
+    ("evaluate", "feature_importance (permutation)", "airloop.stages.train.steps", "feature_importance"),
+    ("evaluate", "plots (3 figures)", "airloop.stages.train.steps", "plots"),
+    ("between", "git_commit (subprocess)", "airloop.adapters.registry", "git_commit"),
+    ("log", "client() (tracking + registry URIs, client)", "airloop.adapters.registry", "client"),
+    ("log", "ensure_experiment", "airloop.adapters.registry", "ensure_experiment"),
+    ("log", "ensure_registered_model", "airloop.adapters.registry", "ensure_registered_model"),
     ("log", "start_run", "mlflow", "start_run"),
     ("log", "log_params", "mlflow", "log_params"),
     ("log", "log_metrics", "mlflow", "log_metrics"),
@@ -95,7 +104,7 @@ WRAPPED: tuple[tuple[str, str, str, str], ...] = (
     ("log", "end_run", "mlflow.tracking.fluent", "end_run"),
     ("log", "register_model", "mlflow", "register_model"),
     ("log", "update_model_version (description)", "mlflow", "MlflowClient.update_model_version"),
-    ("log", "set_alias (@challenger)", "airloop.tracking", "set_alias"),
+    ("log", "set_alias (@challenger)", "airloop.adapters.registry", "set_alias"),
 )
 
 #: MLflow's SQL store, imported in the setup child before the store is created (they are not part of store_init_s).
@@ -193,18 +202,21 @@ def _time_imports() -> dict[str, Any]:
 
 
 def _spec() -> Any:
-    from airloop.spec import get_spec
+    from airloop.core.spec import get_spec
 
     return get_spec(MODEL)
 
 
 def child_setup() -> dict[str, Any]:
     """Seed the source, write validated partitions, create the MLflow store, train once (all untimed but one)."""
-    from airloop import config, lifecycle, tracking
-    from airloop.db import engine_for
-    from airloop.intervals import expected_intervals
-    from airloop.lake import Lake
-    from airloop.source import extract_interval, seed
+    from airloop.adapters import registry as tracking
+    from airloop.adapters.db import engine_for
+    from airloop.adapters.lake import Lake
+    from airloop.adapters.source import extract_interval, seed
+    from airloop.core import settings as config
+    from airloop.core.contracts import RunInfo
+    from airloop.core.intervals import expected_intervals
+    from airloop.stages.train import runner as train_stage
 
     # The throw-away source database, whatever the calling shell has configured for the connection.
     conn_var = f"AIRFLOW_CONN_{config.SOURCE_CONN_ID.upper()}"
@@ -251,7 +263,7 @@ def child_setup() -> dict[str, Any]:
     store_init_modules = len(sys.modules) - modules
 
     t = time.perf_counter()
-    warmup = lifecycle.train(spec, {**REQUEST, "overrides": WARMUP_OVERRIDES}, lifecycle.RunInfo())
+    warmup = train_stage.train(spec, {**REQUEST, "overrides": WARMUP_OVERRIDES}, RunInfo())
     warmup_s = time.perf_counter() - t
     return {
         "source_rows": source_rows,
@@ -285,7 +297,7 @@ def _log_model_once(pipeline: Any, experiment_id: str, env: Mapping[str, str] | 
     import mlflow
     import mlflow.sklearn
 
-    from airloop import tracking
+    from airloop.adapters import registry as tracking
 
     kwargs: dict[str, Any] = {} if env is not None else {"pip_requirements": tracking.pip_requirements()}
     saved = {k: os.environ.get(k) for k in env or {}}
@@ -314,7 +326,9 @@ def child_rep(with_inferred: bool) -> dict[str, Any]:
     imports = _time_imports()
     before_train = set(sys.modules)
 
-    from airloop import lifecycle, tracking
+    from airloop.adapters import registry as tracking
+    from airloop.core.contracts import RunInfo
+    from airloop.stages.train import runner as train_stage
 
     spec = _spec()
     timer = CallTimer()
@@ -328,7 +342,7 @@ def child_rep(with_inferred: bool) -> dict[str, Any]:
     ]
     start = time.perf_counter()
     try:
-        result = lifecycle.train(spec, dict(REQUEST), lifecycle.RunInfo())
+        result = train_stage.train(spec, dict(REQUEST), RunInfo())
     finally:
         timer.restore()
     total_s = time.perf_counter() - start
@@ -445,7 +459,7 @@ def run(scratch: Path, *, repeat: int = 7) -> dict[str, Any]:
         "benchmark": "training",
         "method": {
             "repeat": repeat,
-            "subject": "airloop.lifecycle.train(get_spec('bikes'), {'reason': 'bench', ...}, RunInfo()) on the demo "
+            "subject": "airloop.stages.promote.runner.train(get_spec('bikes'), {'reason': 'bench', ...}, RunInfo()) on the demo "
             "data: its own phase timings (data_s, fit_s, evaluate_s, log_s) and its wall time (total_s)",
             "processes": "one setup child (seed, validated lake partitions, MLflow store creation, one warm-up "
             "training), then one fresh child per repetition: imports timed first, then one train, then one "
@@ -514,7 +528,7 @@ def print_summary(results: Mapping[str, Any]) -> None:
     m, d, t, setup = results["method"], results["data"], results["targets"], results["setup"]
     med = {k: results[k]["median"] for k in ("imports_s", "total_s", "data_s", "fit_s", "evaluate_s", "log_s")}
     print(
-        f"\n== training: lifecycle.train on the demo data ({m['repeat']} runs, a fresh process each, medians; "
+        f"\n== training: train_stage.train on the demo data ({m['repeat']} runs, a fresh process each, medians; "
         f"{d['partitions']} partitions, {d['train_rows']:,} train + {d['holdout_rows']:,} holdout rows)"
     )
     print(

@@ -52,7 +52,7 @@ from benchmarks.common import (
 if TYPE_CHECKING:
     import pandas as pd
 
-    from airloop.validation import SuiteFile
+    from airloop.adapters.expectations import SuiteFile
 
 DEMO_CSV = PROJECT_DIR / "include" / "data" / "bike_sharing" / "hour.csv"
 EXPECTATIONS_DIR = PROJECT_DIR / "expectations"
@@ -151,7 +151,7 @@ def build_batch(rows: int, seed: int = 0) -> pd.DataFrame:
     import numpy as np
     import pandas as pd
 
-    from airloop.source import load_demo_frame
+    from airloop.adapters.source import load_demo_frame
 
     real = load_demo_frame(DEMO_CSV)
     real = real[real["hum"] > 0]  # hum == 0 all day on 2011-03-10: a sensor fault the suite rejects
@@ -163,8 +163,8 @@ def build_batch(rows: int, seed: int = 0) -> pd.DataFrame:
 
 def benchmark_suites() -> tuple[list[SuiteFile], str]:
     """The bikes suites as airloop loads them, with the row-count maximum lifted; and a note saying so."""
-    from airloop.spec import get_spec
-    from airloop.validation import load_suites, suite_digest
+    from airloop.adapters.expectations import load_suites, suite_digest
+    from airloop.core.spec import get_spec
 
     suites = load_suites(get_spec(MODEL), EXPECTATIONS_DIR)
     patched: list[SuiteFile] = []
@@ -185,7 +185,7 @@ def benchmark_suites() -> tuple[list[SuiteFile], str]:
             "update pandas_checks() in benchmarks/validation.py to match expectations/bikes/"
         )
     note = (
-        f"suites loaded from {EXPECTATIONS_DIR.relative_to(PROJECT_DIR)}/{MODEL} by airloop.validation.load_suites; "
+        f"suites loaded from {EXPECTATIONS_DIR.relative_to(PROJECT_DIR)}/{MODEL} by airloop.adapters.expectations.load_suites; "
         f"for the benchmark only, in the loaded dict: {changed[0]} (a 1M-row batch would fail the weekly maximum)"
     )
     return patched, note
@@ -193,7 +193,7 @@ def benchmark_suites() -> tuple[list[SuiteFile], str]:
 
 def gx_validate(df: pd.DataFrame, suites: list[SuiteFile]) -> bool:
     """The subject: airloop's real validation call."""
-    from airloop.validation import validate
+    from airloop.adapters.expectations import validate
 
     return validate(df, suites, id_column="ts").success
 
@@ -352,7 +352,7 @@ def child_timing(rows: int, repeat: int, small_rows: int) -> dict[str, Any]:
             times.append(time.perf_counter() - start)
 
     # the failure path, once: one bad hum on the 1M batch.
-    from airloop.validation import validate
+    from airloop.adapters.expectations import validate
 
     bad_row = rows // 2
     failing = batch.copy()
@@ -479,7 +479,7 @@ def run(scratch: Path, *, rows: int = 1_000_000, repeat: int = 7) -> dict[str, A
             "repeat": repeat,
             "interleaved": "GX and pandas alternate in one process; the order reverses each repetition; one "
             "untimed warm-up call of each first",
-            "subject": "airloop.validation.validate(df, load_suites(get_spec('bikes'), expectations), "
+            "subject": "airloop.adapters.expectations.validate(df, load_suites(get_spec('bikes'), expectations), "
             "id_column='ts') (BOOLEAN_ONLY pass per suite)",
             "baseline": "benchmarks.validation.pandas_checks: the same expectations as vectorised pandas",
             "suites": timing["suites_note"],

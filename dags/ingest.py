@@ -4,21 +4,21 @@ from __future__ import annotations
 
 from airflow.sdk import DAG, task
 
-from airloop import dagkit, links, tasks
+from airloop.orchestration import assets, build, links, tasks
 
-for spec in dagkit.model_specs():
-    validated = dagkit.validated_asset(spec)
+for spec in build.model_specs():
+    validated = assets.validated_asset(spec)
     with DAG(
         dag_id=spec.dag_id("ingest"),
         description=f"Extract, validate and publish each interval of {spec.name}",
-        schedule=dagkit.ingest_timetable(spec),
+        schedule=build.ingest_timetable(spec),
         start_date=spec.schedule.start_datetime,
         end_date=spec.schedule.end_datetime,
         catchup=spec.schedule.catchup,
         max_active_runs=spec.schedule.max_active_runs,
-        default_args=dagkit.default_args(spec),
-        tags=dagkit.tags(spec, "ingest"),
-        doc_md=dagkit.ingest_runbook(spec),
+        default_args=build.default_args(spec),
+        tags=build.tags(spec, "ingest"),
+        doc_md=build.ingest_runbook(spec),
     ):
 
         @task

@@ -4,19 +4,19 @@ from __future__ import annotations
 
 from airflow.sdk import DAG, Param, task
 
-from airloop import dagkit, links, tasks
+from airloop.orchestration import assets, build, links, tasks
 
-for spec in dagkit.model_specs():
+for spec in build.model_specs():
     with DAG(
         dag_id=spec.dag_id("monitor"),
         description=f"Drift and performance of {spec.name}'s champion; ask for retraining when it is due",
-        schedule=dagkit.monitor_schedule(spec),
+        schedule=build.monitor_schedule(spec),
         start_date=spec.schedule.start_datetime,
         catchup=False,
         max_active_runs=1,
-        default_args=dagkit.default_args(spec),
-        tags=dagkit.tags(spec, "monitor"),
-        doc_md=dagkit.monitor_runbook(spec),
+        default_args=build.default_args(spec),
+        tags=build.tags(spec, "monitor"),
+        doc_md=build.monitor_runbook(spec),
         params={
             "as_of": Param(None, type=["null", "string"], format="date", description="Window end (UTC); default: now"),
         },
@@ -30,7 +30,7 @@ for spec in dagkit.model_specs():
         def judge(model: str, request: dict) -> dict:
             return tasks.monitor_judge(model, request)
 
-        @task(outlets=[dagkit.retrain_asset(spec)])
+        @task(outlets=[assets.retrain_asset(spec)])
         def request(model: str, summary: dict) -> dict:
             return tasks.monitor_request_retraining(model, summary)
 

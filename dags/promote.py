@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from airflow.sdk import DAG, Param, task
 
-from airloop import dagkit, tasks
+from airloop.orchestration import build, tasks
 
-for spec in dagkit.model_specs():
+for spec in build.model_specs():
     with DAG(
         dag_id=spec.dag_id("promote"),
         description=f"Promote a version of {spec.name} or roll back, through the gate, into the ledger",
@@ -14,9 +14,9 @@ for spec in dagkit.model_specs():
         start_date=spec.schedule.start_datetime,
         catchup=False,
         max_active_runs=1,
-        default_args=dagkit.default_args(spec),
-        tags=dagkit.tags(spec, "promote"),
-        doc_md=dagkit.promote_runbook(spec),
+        default_args=build.default_args(spec),
+        tags=build.tags(spec, "promote"),
+        doc_md=build.promote_runbook(spec),
         params={
             "action": Param("promote", enum=["promote", "rollback"], description="promote a version, or roll back"),
             "version": Param(None, type=["null", "string", "integer"], description="Registry version (promote)"),
@@ -33,4 +33,4 @@ for spec in dagkit.model_specs():
         def gate(model: str, request: dict) -> bool:
             return tasks.gate_requested(model, request)
 
-        dagkit.decision_tasks(spec, gate(spec.name, check(spec.name)))
+        build.decision_tasks(spec, gate(spec.name, check(spec.name)))

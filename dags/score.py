@@ -4,19 +4,19 @@ from __future__ import annotations
 
 from airflow.sdk import DAG, Param, task
 
-from airloop import dagkit, tasks
+from airloop.orchestration import assets, build, tasks
 
-for spec in dagkit.model_specs():
+for spec in build.model_specs():
     with DAG(
         dag_id=spec.dag_id("score"),
         description=f"Score each validated partition of {spec.name} with the pinned @champion",
-        schedule=[dagkit.validated_asset(spec)],
+        schedule=[assets.validated_asset(spec)],
         start_date=spec.schedule.start_datetime,
         catchup=False,
         max_active_runs=1,
-        default_args=dagkit.default_args(spec),
-        tags=dagkit.tags(spec, "score"),
-        doc_md=dagkit.score_runbook(spec),
+        default_args=build.default_args(spec),
+        tags=build.tags(spec, "score"),
+        doc_md=build.score_runbook(spec),
         params={
             "start": Param(None, type=["null", "string"], format="date", description="Re-score from (UTC)"),
             "end": Param(None, type=["null", "string"], format="date", description="Re-score until (excl.)"),

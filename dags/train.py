@@ -4,19 +4,19 @@ from __future__ import annotations
 
 from airflow.sdk import DAG, Param, task
 
-from airloop import dagkit, links, tasks
+from airloop.orchestration import build, links, tasks
 
-for spec in dagkit.model_specs():
+for spec in build.model_specs():
     with DAG(
         dag_id=spec.dag_id("train"),
         description=f"Train {spec.name}, gate the challenger against @champion, promote and record",
-        schedule=dagkit.train_schedule(spec),
+        schedule=build.train_schedule(spec),
         start_date=spec.schedule.start_datetime,
         catchup=False,
         max_active_runs=1,
-        default_args=dagkit.default_args(spec),
-        tags=dagkit.tags(spec, "train"),
-        doc_md=dagkit.train_runbook(spec),
+        default_args=build.default_args(spec),
+        tags=build.tags(spec, "train"),
+        doc_md=build.train_runbook(spec),
         params={
             "reason": Param(
                 None, type=["null", "string"], maxLength=500, description="Why this run (required by hand)"
@@ -40,4 +40,4 @@ for spec in dagkit.model_specs():
             return tasks.gate_trained(model, trained)
 
         trained = links.attach(train(spec.name, check(spec.name)), links.MLFLOW_RUN)
-        dagkit.decision_tasks(spec, gate(spec.name, trained))
+        build.decision_tasks(spec, gate(spec.name, trained))

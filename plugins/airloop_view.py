@@ -1,8 +1,8 @@
 """The airloop plugin: the airloop view in the Airflow UI's navigation, served by a FastAPI app on the api-server.
 
 Every Airflow process imports plugin modules, task processes included, so this file imports nothing heavy:
-the FastAPI app (:mod:`airloop.webview`, with pandas, MLflow and SQLAlchemy behind it) is built on the first
-request the api-server routes to it. The extra links live in :mod:`airloop.links` and are attached in the
+the FastAPI app (:mod:`airloop.ui.app`, with pandas, MLflow and SQLAlchemy behind it) is built on the first
+request the api-server routes to it. The extra links live in :mod:`airloop.orchestration.links` and are attached in the
 DAG files; Airflow stores them per task instance and needs no registration here.
 """
 
@@ -12,7 +12,7 @@ from typing import Any, ClassVar
 
 from airflow.plugins_manager import AirflowPlugin
 
-MOUNT = "/airloop"  # airloop.view.MOUNT, repeated so that importing this file stays light
+from airloop.core.urls import MOUNT  # pure and light: importing this file stays cheap
 
 
 class _LazyApp:
@@ -28,7 +28,7 @@ class _LazyApp:
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if self._app is None:
-            from airloop.webview import create_app
+            from airloop.ui.app import create_app
 
             self._app = create_app()
         await self._app(scope, receive, send)

@@ -47,14 +47,14 @@ def home() -> Path:
 @pytest.fixture(scope="session")
 def demo_frame():
     """The vendored bike-sharing data with its ``ts`` column (checksum verified)."""
-    from airloop.source import load_demo_frame
+    from airloop.adapters.source import load_demo_frame
 
     return load_demo_frame(DEMO_CSV)
 
 
 @pytest.fixture(scope="session")
 def bikes_spec():
-    from airloop.spec import get_spec
+    from airloop.core.spec import get_spec
 
     return get_spec("bikes", ROOT / "include" / "models")
 
@@ -62,9 +62,9 @@ def bikes_spec():
 @pytest.fixture(scope="session")
 def seeded_source(home: Path) -> Path:
     """The session's source database, seeded with the real demo data."""
-    from airloop.config import SOURCE_CONN_ID
-    from airloop.db import engine_for
-    from airloop.source import seed
+    from airloop.adapters.db import engine_for
+    from airloop.adapters.source import seed
+    from airloop.core.settings import SOURCE_CONN_ID
 
     seed(engine_for(SOURCE_CONN_ID), DEMO_CSV)
     return home / "source.db"
@@ -85,9 +85,9 @@ def airflow_db(home: Path) -> Path:
 @pytest.fixture(scope="session")
 def validated_lake(seeded_source: Path, bikes_spec) -> list[str]:
     """Validated partitions of the newest 14 intervals (the 364-day training window), written without GX."""
-    from airloop.config import SOURCE_CONN_ID
-    from airloop.db import engine_for
-    from airloop.lake import default_lake
+    from airloop.adapters.db import engine_for
+    from airloop.adapters.lake import default_lake
+    from airloop.core.settings import SOURCE_CONN_ID
     from tests.support import write_validated_partitions
 
     return write_validated_partitions(engine_for(SOURCE_CONN_ID), default_lake(), bikes_spec)

@@ -11,8 +11,8 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
 
-    from airloop.lake import Lake
-    from airloop.spec import ModelSpec
+    from airloop.adapters.lake import Lake
+    from airloop.core.spec import ModelSpec
 
 
 def write_validated_partitions(engine: Engine, lake: Lake, spec: ModelSpec, last: int = 14) -> list[str]:
@@ -21,8 +21,8 @@ def write_validated_partitions(engine: Engine, lake: Lake, spec: ModelSpec, last
     Real ingestion writes the same data files (extract, then copy raw to validated); validation itself is
     tested in ``tests/integration/test_ingest_dag.py``, and running it here would only add time.
     """
-    from airloop.intervals import expected_intervals
-    from airloop.source import extract_interval
+    from airloop.adapters.source import extract_interval
+    from airloop.core.intervals import expected_intervals
 
     keys = []
     for interval in list(expected_intervals(spec, until=datetime.now(UTC)))[-last:]:

@@ -114,7 +114,7 @@ def test_second_spec_gives_a_second_dag(tmp_path, monkeypatch):
 def test_train_dag_runs_on_retrain_requests_and_the_specs_cron(dagbag, bikes_spec):
     from airflow.sdk import AssetOrTimeSchedule
 
-    from airloop import dagkit
+    from airloop.orchestration import build as dagkit
 
     train = dagbag.dags["bikes_train"]
     assert train.max_active_runs == 1 and train.catchup is False
@@ -132,7 +132,7 @@ def test_train_dag_runs_on_retrain_requests_and_the_specs_cron(dagbag, bikes_spe
 def test_approval_step_only_when_the_spec_requires_it(bikes_spec):
     from airflow.sdk import DAG
 
-    from airloop import dagkit
+    from airloop.orchestration import build as dagkit
 
     gate = bikes_spec.gate.model_copy(
         update={"approval": bikes_spec.gate.approval.model_copy(update={"required": True})}
@@ -153,7 +153,7 @@ def test_approval_step_only_when_the_spec_requires_it(bikes_spec):
 
 
 def test_monitor_dag_runs_on_the_spec_cron_and_announces_requests_on_the_retrain_asset(dagbag, bikes_spec):
-    from airloop import dagkit
+    from airloop.orchestration import build as dagkit
 
     dag = dagbag.dags["bikes_monitor"]
     assert dag.catchup is False and dag.max_active_runs == 1

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from airloop.validation import SuiteError, load_suites, validate
+from airloop.adapters.expectations import SuiteError, load_suites, validate
 
 ROOT = Path(__file__).resolve().parents[2]
 EXPECTATIONS = ROOT / "expectations"

@@ -40,8 +40,8 @@ def embedded(airflow_db: Path, seeded_source: Path, bikes_spec) -> dict[str, Any
     """The embedded run of the same range: ``dag.test()`` of bikes_ingest for every interval, local lake."""
     from airflow.dag_processing.dagbag import DagBag
 
-    from airloop.intervals import expected_intervals
-    from airloop.lake import default_lake
+    from airloop.adapters.lake import default_lake
+    from airloop.core.intervals import expected_intervals
 
     dag = DagBag(dag_folder=str(ROOT / "dags" / "ingest.py")).dags["bikes_ingest"]
     # A manual run of a fixed-interval timetable has its interval's END as logical date, and the DAG's end_date
@@ -70,7 +70,7 @@ def _lake_state(lake: Any) -> dict[str, Any]:
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory, embedded: dict[str, Any]) -> Iterator[Services]:
     """Postgres, Redis, S3 and the runtime on CeleryExecutor, all on 127.0.0.1; stopped afterwards."""
-    from airloop import runtime
+    from airloop.ops import runtime
 
     # Not under pytest's temporary folder: that is private to this user, and Postgres runs as its own user.
     services = Services(root=Path(tempfile.mkdtemp(prefix="airloop-services-")))
@@ -127,7 +127,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory, embedded: dict[str, Any]) ->
 
 
 def test_the_loop_closes_on_celery_postgres_redis_and_s3(stack: Services, capsys: pytest.CaptureFixture[str]) -> None:
-    from airloop import demo, runtime
+    from airloop.ops import demo, runtime
 
     status = runtime.status()
     assert {"worker-1", "worker-2"} <= set(status.components), status.components
@@ -141,7 +141,7 @@ def test_the_loop_closes_on_celery_postgres_redis_and_s3(stack: Services, capsys
 def test_tasks_ran_on_both_workers(stack: Services) -> None:
     import httpx
 
-    from airloop import runtime
+    from airloop.ops import runtime
 
     token = runtime.get_token("admin", runtime.read_credentials()["admin"])
     api = httpx.Client(
@@ -164,8 +164,8 @@ def test_tasks_ran_on_both_workers(stack: Services) -> None:
 
 
 def test_the_results_match_the_embedded_run(stack: Services, embedded: dict[str, Any]) -> None:
-    from airloop.lake import default_lake
-    from airloop.warehouse import predictions, validation_results
+    from airloop.adapters.lake import default_lake
+    from airloop.adapters.warehouse import predictions, validation_results
 
     lake = default_lake()
     assert str(lake.root).startswith(f"s3://{LAKE_BUCKET}") or LAKE_BUCKET in str(lake.root)
@@ -210,7 +210,7 @@ def test_the_lake_and_artifacts_are_in_object_storage(stack: Services) -> None:
 def test_everything_started_is_stopped(stack: Services) -> None:
     import socket
 
-    from airloop import runtime
+    from airloop.ops import runtime
 
     stopped = runtime.down(timeout=60)
     assert {"scheduler", "api-server", "worker-1", "worker-2", "mlflow"} <= set(stopped), stopped

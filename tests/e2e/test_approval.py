@@ -56,9 +56,9 @@ def _write_training_data(home: Path, models: Path) -> list[str]:
     """Seed this home's source and write validated partitions of the newest 14 intervals (the 364-day window)."""
     import sqlalchemy as sa
 
-    from airloop.lake import Lake
-    from airloop.source import seed
-    from airloop.spec import get_spec
+    from airloop.adapters.lake import Lake
+    from airloop.adapters.source import seed
+    from airloop.core.spec import get_spec
     from tests.conftest import DEMO_CSV
     from tests.support import write_validated_partitions
 
@@ -75,7 +75,7 @@ def _write_training_data(home: Path, models: Path) -> list[str]:
 @pytest.fixture(scope="module")
 def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Servers]:
     """The runtime on free ports, in its own AIRLOOP_HOME, with a bikes spec that requires approval."""
-    from airloop import runtime
+    from airloop.ops import runtime
     from tests.conftest import ROOT
 
     mp = pytest.MonkeyPatch()

@@ -6,7 +6,7 @@ import httpx
 import pytest
 import yaml
 
-from airloop.lake import Lake
+from airloop.adapters.lake import Lake
 from tests.e2e.helpers import free_port, wait_for
 
 pytestmark = pytest.mark.e2e
@@ -17,7 +17,7 @@ INTERVALS = ["2011-01-01T000000Z", "2011-01-29T000000Z", "2011-02-26T000000Z"]
 @pytest.fixture(scope="module")
 def servers(tmp_path_factory, seeded_source):
     """The runtime on free ports, with a bikes spec that does not catch up (so only the backfill creates runs)."""
-    from airloop import runtime
+    from airloop.ops import runtime
     from tests.conftest import ROOT
 
     mp = pytest.MonkeyPatch()

@@ -59,22 +59,22 @@ def demo_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     try:
         yield home
     finally:
-        from airloop import runtime
+        from airloop.ops import runtime
 
         runtime.down()
         mp.undo()
 
 
 def test_demo_closes_the_loop_on_real_data(demo_home: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from airloop import demo
-    from airloop.warehouse import drift_metrics, predictions, promotion_ledger, retrain_requests
+    from airloop.adapters.warehouse import drift_metrics, predictions, promotion_ledger, retrain_requests
+    from airloop.ops import demo
 
     assert demo.run_demo(keep_running=True) == 0  # the servers stay up for the tests below; the fixture stops them
     out = capsys.readouterr().out
     print(out)  # shown when the test fails
     assert "[7/7]" not in out and "[8/8]" in out
     # It ends with where to look and how to log in (the generated passwords, shown here once).
-    from airloop import runtime
+    from airloop.ops import runtime
 
     base = runtime.status().urls["airflow"]
     creds = runtime.read_credentials()
@@ -110,13 +110,13 @@ def test_demo_closes_the_loop_on_real_data(demo_home: Path, capsys: pytest.Captu
 
 
 def _base() -> str:
-    from airloop import runtime
+    from airloop.ops import runtime
 
     return runtime.status().urls["airflow"]
 
 
 def _client(user: str) -> httpx.Client:
-    from airloop import runtime
+    from airloop.ops import runtime
 
     token = runtime.get_token(user, runtime.read_credentials()[user])
     return httpx.Client(base_url=_base(), headers={"Authorization": f"Bearer {token}"}, timeout=60, trust_env=False)
@@ -135,8 +135,8 @@ def test_the_airloop_view_in_a_real_browser(demo_home: Path) -> None:
     """A steward logs into the Airflow UI, opens the airloop view from the nav and sees the loop's story."""
     from playwright.sync_api import expect, sync_playwright
 
-    from airloop import runtime
-    from airloop.warehouse import drift_metrics
+    from airloop.adapters.warehouse import drift_metrics
+    from airloop.ops import runtime
 
     assert CHROMIUM.exists(), f"{CHROMIUM} is missing: install Debian's chromium (`apt-get install chromium`)"
     windows = len(_warehouse(demo_home, sa.select(drift_metrics.c.window_end)))
@@ -172,7 +172,7 @@ def test_the_airloop_view_in_a_real_browser(demo_home: Path) -> None:
 
 
 def test_extra_links_lead_to_what_each_task_made(demo_home: Path) -> None:
-    from airloop.warehouse import promotion_ledger, retrain_requests, validation_results
+    from airloop.adapters.warehouse import promotion_ledger, retrain_requests, validation_results
 
     (request,) = _warehouse(demo_home, sa.select(retrain_requests))
     (quarantined,) = _warehouse(demo_home, sa.select(validation_results).where(~validation_results.c.success))
@@ -197,7 +197,7 @@ def test_extra_links_lead_to_what_each_task_made(demo_home: Path) -> None:
                 run_info = viewer.get(f"/api/v2/dags/bikes_train/dagRuns/{train_run}").json()
                 assert run_info["run_type"] == "asset_triggered" and run_info["state"] == "success", run_info
             elif name == "MLflow run":
-                from airloop import runtime
+                from airloop.ops import runtime
 
                 mlflow = runtime.status().urls["mlflow"]
                 assert target.startswith(f"{mlflow}/#/experiments/") and trained[0]["mlflow_run_id"] in target
@@ -212,7 +212,7 @@ def test_extra_links_lead_to_what_each_task_made(demo_home: Path) -> None:
 
 
 def _recipe_env(user: str = "operator") -> dict[str, str]:
-    from airloop import runtime
+    from airloop.ops import runtime
 
     creds = runtime.read_credentials()
     return {"AIRFLOW": _base(), "TOKEN": runtime.get_token(user, creds[user]), "PASSWORD": creds[user]}
@@ -233,7 +233,7 @@ def _finished(client: httpx.Client, dag_id: str, run_id: str, timeout: float = 9
 
 
 def _champion() -> str | None:
-    from airloop import tracking
+    from airloop.adapters import registry as tracking
 
     return tracking.version_for_alias("bikes", tracking.CHAMPION)
 
@@ -269,7 +269,7 @@ def test_recipes_roll_back_then_promote_again(demo_home: Path) -> None:
     (On the demo's newest holdout v1 fails the absolute rmse threshold, so the rollback is refused: the recipe
     works when the decision is made, explained and recorded, not only when it moves @champion.)
     """
-    from airloop.warehouse import promotion_ledger
+    from airloop.adapters.warehouse import promotion_ledger
 
     def newest() -> dict[str, Any]:
         return _warehouse(demo_home, sa.select(promotion_ledger).order_by(promotion_ledger.c.seq.desc()).limit(1))[0]
@@ -292,7 +292,7 @@ def test_recipes_roll_back_then_promote_again(demo_home: Path) -> None:
 
 
 def test_recipes_rescore_a_range(demo_home: Path) -> None:
-    from airloop.warehouse import predictions
+    from airloop.adapters.warehouse import predictions
 
     with _client("operator") as op:
         for lang in ("bash", "python"):
@@ -303,7 +303,7 @@ def test_recipes_rescore_a_range(demo_home: Path) -> None:
 
 
 def test_recipes_announce_new_data_through_an_asset_event(demo_home: Path) -> None:
-    from airloop.warehouse import predictions
+    from airloop.adapters.warehouse import predictions
 
     with _client("operator") as op:
         for lang, partition in (("bash", "2012-03-24T000000Z"), ("python", "2012-04-21T000000Z")):

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from airloop import runtime
+from airloop.ops import runtime
 from tests.e2e.helpers import free_port, wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]

@@ -37,8 +37,7 @@ _DAG_FILE = textwrap.dedent(
 
     from airflow.sdk import DAG, task
 
-    from airloop import dagkit
-
+    from airloop.orchestration import build as dagkit
     spec = dagkit.model_specs()[0]
     with DAG({DAG_ID!r}, schedule=None, default_args=dagkit.default_args(spec, retries=1), tags=["test"]):
 
@@ -79,7 +78,7 @@ def run_probe(
     """
     from airflow.dag_processing.dagbag import DagBag
 
-    caplog.set_level(logging.INFO, logger="airloop.alerts")
+    caplog.set_level(logging.INFO, logger="airloop.orchestration.notifiers")
 
     local = "airflow.dag_processing.bundles.local.LocalDagBundle"
     bundles = [
@@ -222,7 +221,7 @@ def test_webhook_alert_posts_the_documented_json(run_probe, webhook_server, monk
 
 
 def test_alerts_are_off_by_default_and_say_how_to_turn_them_on(run_probe):
-    from airloop.alerts import OFF_MESSAGE
+    from airloop.orchestration.notifiers import OFF_MESSAGE
 
     _, log = run_probe()
     assert OFF_MESSAGE in log

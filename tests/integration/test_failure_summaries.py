@@ -41,10 +41,10 @@ def _closed_port() -> int:
 @pytest.fixture(scope="module")
 def models_dir(tmp_path_factory, airflow_db, seeded_source):
     """A models folder holding bikes and bikesgate (with validated partitions), in force for this module."""
-    from airloop.config import SOURCE_CONN_ID
-    from airloop.db import engine_for
-    from airloop.lake import default_lake
-    from airloop.spec import get_spec
+    from airloop.adapters.db import engine_for
+    from airloop.adapters.lake import default_lake
+    from airloop.core.settings import SOURCE_CONN_ID
+    from airloop.core.spec import get_spec
     from tests.support import models_folder, write_validated_partitions
 
     folder = models_folder(tmp_path_factory.mktemp("models"), MODEL)
@@ -75,8 +75,8 @@ def _tries(run) -> dict[str, tuple[str, int]]:
 
 
 def test_a_refused_challenger_says_why_with_figures_and_what_to_do(models_dir, capfd, caplog):
-    from airloop import tracking
-    from airloop.spec import get_spec
+    from airloop.adapters import registry as tracking
+    from airloop.core.spec import get_spec
 
     run = _dag("train", f"{MODEL}_train").test(run_conf={"reason": "deliberately weak", "overrides": WORSE})
     states = {ti.task_id: ti.state for ti in run.get_task_instances()}

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from airloop.lake import default_lake
+from airloop.adapters.lake import default_lake
 
 ROOT = Path(__file__).resolve().parents[2]
 UTC = UTC
@@ -25,7 +25,7 @@ def ingest_dag(airflow_db, tmp_path_factory):
 
     from airflow.dag_processing.dagbag import DagBag
 
-    from airloop.source import seed
+    from airloop.adapters.source import seed
     from tests.conftest import DEMO_CSV
 
     source = tmp_path_factory.mktemp("source") / "source.db"
@@ -105,8 +105,8 @@ def test_bad_interval_is_quarantined_and_explained(ingest_dag, home, capfd):
     assert hr["examples"] == [30] and hr["example_ids"] == ["2011-03-28T05:00:00+00:00"]
     assert (home / "reports" / "bikes" / "validation" / key / "data_docs" / "index.html").is_file()
 
-    from airloop.db import engine_for
-    from airloop.warehouse import recent_validations
+    from airloop.adapters.db import engine_for
+    from airloop.adapters.warehouse import recent_validations
 
     rows = {r["partition"]: r for r in recent_validations(engine_for("airloop_warehouse"), "bikes")}
     assert rows[key]["success"] is False and rows[key]["failed_expectations"] == 2
@@ -118,7 +118,7 @@ def test_rerun_is_byte_identical_with_no_duplicates(ingest_dag, home):
         _run(ingest_dag, start)
     assert _snapshot(home) == before
 
-    from airloop.db import engine_for
+    from airloop.adapters.db import engine_for
 
     with engine_for("airloop_warehouse").connect() as conn:
         count, distinct = conn.execute(

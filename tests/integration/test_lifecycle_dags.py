@@ -37,8 +37,8 @@ def dags(airflow_db, validated_lake):
 
 @pytest.fixture(scope="module")
 def warehouse():
-    from airloop.config import WAREHOUSE_CONN_ID
-    from airloop.db import engine_for
+    from airloop.adapters.db import engine_for
+    from airloop.core.settings import WAREHOUSE_CONN_ID
 
     return engine_for(WAREHOUSE_CONN_ID)
 
@@ -49,19 +49,19 @@ def _run(dag, conf: dict):
 
 
 def _ledger(warehouse) -> list[dict]:
-    from airloop.promotion import ledger
+    from airloop.stages.promote.ledger import ledger
 
     return ledger(warehouse, "bikes")
 
 
 def _champion() -> str | None:
-    from airloop import tracking
+    from airloop.adapters import registry as tracking
 
     return tracking.version_for_alias("bikes", tracking.CHAMPION)
 
 
 def test_first_model_becomes_champion_with_lineage(dags, warehouse, validated_lake):
-    from airloop import tracking
+    from airloop.adapters import registry as tracking
 
     run, states = _run(dags["bikes_train"], {"reason": "first champion", "overrides": WEAK})
     assert states == {
@@ -205,7 +205,7 @@ def test_unknown_or_missing_params_fail_fast_naming_them(dags, warehouse, capfd,
 
 
 def test_ledger_is_append_only(warehouse):
-    from airloop.warehouse import promotion_ledger
+    from airloop.adapters.warehouse import promotion_ledger
 
     with pytest.raises(sa.exc.DatabaseError, match="append-only"), warehouse.begin() as conn:
         conn.execute(promotion_ledger.update().values(reason="rewritten"))

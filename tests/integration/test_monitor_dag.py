@@ -21,10 +21,10 @@ MODEL = "bikesmon"
 @pytest.fixture(scope="module")
 def models_dir(tmp_path_factory, airflow_db, seeded_source):
     """A models folder holding bikes and bikesmon, in force for this module; bikesmon's validated lake."""
-    from airloop.config import SOURCE_CONN_ID
-    from airloop.db import engine_for
-    from airloop.lake import default_lake
-    from airloop.spec import get_spec
+    from airloop.adapters.db import engine_for
+    from airloop.adapters.lake import default_lake
+    from airloop.core.settings import SOURCE_CONN_ID
+    from airloop.core.spec import get_spec
     from tests.support import models_folder, write_validated_partitions
 
     folder = models_folder(
@@ -43,15 +43,16 @@ def models_dir(tmp_path_factory, airflow_db, seeded_source):
 @pytest.fixture(scope="module")
 def champion(models_dir):
     """bikesmon v1, trained on the first half of 2011 (fast: 20 boosting rounds) and promoted."""
-    from airloop import lifecycle
-    from airloop.config import WAREHOUSE_CONN_ID
-    from airloop.db import engine_for
-    from airloop.promotion import Decision, apply
-    from airloop.spec import get_spec
+    from airloop.adapters.db import engine_for
+    from airloop.core.contracts import RunInfo
+    from airloop.core.settings import WAREHOUSE_CONN_ID
+    from airloop.core.spec import get_spec
+    from airloop.stages.promote.ledger import Decision, apply
+    from airloop.stages.train import runner as train_stage
 
     request = {"reason": "monitor tests", "window_start": None, "window_end": "2011-07-16", "overrides": {}}
     request["overrides"] = {"max_iter": 20}
-    trained = lifecycle.train(get_spec(MODEL), request, lifecycle.RunInfo())
+    trained = train_stage.train(get_spec(MODEL), request, RunInfo())
     apply(engine_for(WAREHOUSE_CONN_ID), Decision(MODEL, "promote", trained["version"], "tests", "tests"), None)
     return trained
 
@@ -66,9 +67,9 @@ def _run(conf: dict):
 
 
 def _table(name: str) -> list[dict]:
-    from airloop import warehouse
-    from airloop.config import WAREHOUSE_CONN_ID
-    from airloop.db import engine_for
+    from airloop.adapters import warehouse
+    from airloop.adapters.db import engine_for
+    from airloop.core.settings import WAREHOUSE_CONN_ID
 
     table = getattr(warehouse, name)
     query = sa.select(table).where(table.c.model == MODEL).order_by(table.c.window_end)
@@ -138,13 +139,13 @@ def test_drift_asks_once_through_hysteresis_and_cooldown_however_often_it_runs(c
 
 
 def champion_spec_monitored() -> list[str]:
-    from airloop.spec import get_spec
+    from airloop.core.spec import get_spec
 
     return get_spec(MODEL).monitored_features
 
 
 def test_each_window_is_an_mlflow_run_with_its_reports(champion):
-    from airloop import tracking
+    from airloop.adapters import registry as tracking
 
     client = tracking.client()
     experiment = client.get_experiment_by_name(f"{MODEL}-monitoring")

@@ -16,7 +16,7 @@ MODEL = "race"
 
 @pytest.fixture(scope="module")
 def versions(tmp_path_factory) -> list[str]:
-    from airloop import tracking
+    from airloop.adapters import registry as tracking
 
     c = tracking.client()
     tracking.ensure_registered_model(MODEL, "promotion race test", "tests")
@@ -25,7 +25,7 @@ def versions(tmp_path_factory) -> list[str]:
 
 
 def _decision(candidate: str, reason: str):
-    from airloop.promotion import Decision
+    from airloop.stages.promote.ledger import Decision
 
     return Decision(
         model=MODEL,
@@ -39,10 +39,10 @@ def _decision(candidate: str, reason: str):
 
 
 def test_concurrent_promotions_leave_one_champion_and_a_consistent_ledger(versions):
-    from airloop import tracking
-    from airloop.config import WAREHOUSE_CONN_ID
-    from airloop.db import engine_for
-    from airloop.promotion import PromotionConflict, apply, ledger
+    from airloop.adapters import registry as tracking
+    from airloop.adapters.db import engine_for
+    from airloop.core.settings import WAREHOUSE_CONN_ID
+    from airloop.stages.promote.ledger import PromotionConflict, apply, ledger
 
     engine = engine_for(WAREHOUSE_CONN_ID)
     first = apply(engine, _decision(versions[0], "setup"), expected_champion=None)
@@ -82,15 +82,15 @@ def test_concurrent_promotions_leave_one_champion_and_a_consistent_ledger(versio
 
 
 def test_rollback_target_follows_the_champion_history(versions):
-    from airloop.config import WAREHOUSE_CONN_ID
-    from airloop.db import engine_for
-    from airloop.promotion import NothingToRollBack, apply, champion_history, previous_champion
+    from airloop.adapters.db import engine_for
+    from airloop.core.settings import WAREHOUSE_CONN_ID
+    from airloop.stages.promote.ledger import NothingToRollBack, apply, champion_history, previous_champion
 
     engine = engine_for(WAREHOUSE_CONN_ID)
     current = champion_history(engine, MODEL)[-1]
     target = previous_champion(engine, MODEL)
     assert target == versions[0]
-    from airloop.promotion import Decision
+    from airloop.stages.promote.ledger import Decision
 
     apply(
         engine,

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import pytest
 
-from airloop.lifecycle import RunInfo, record_outcome
+from airloop.core.contracts import RunInfo
+from airloop.stages.promote.runner import record_outcome
 
 MODEL = "outcomes"
 
@@ -52,9 +53,9 @@ def test_outcome_when_nothing_moved(gate, approval, required, outcome, decided_b
 
 
 def test_a_retried_record_task_writes_no_second_row():
-    from airloop.config import WAREHOUSE_CONN_ID
-    from airloop.db import engine_for
-    from airloop.promotion import ledger
+    from airloop.adapters.db import engine_for
+    from airloop.core.settings import WAREHOUSE_CONN_ID
+    from airloop.stages.promote.ledger import ledger
 
     run = RunInfo(dag_id="outcomes_train", run_id="run-retried")
     first = record_outcome(_gate(False), None, None, False, run)

@@ -30,15 +30,17 @@ def _run(conf: dict):
 @pytest.fixture(scope="module")
 def champion(airflow_db, validated_lake, bikes_spec) -> str:
     """The current champion; trained and promoted here when this file runs on its own."""
-    from airloop import lifecycle, tracking
-    from airloop.config import WAREHOUSE_CONN_ID
-    from airloop.db import engine_for
-    from airloop.promotion import Decision, apply
+    from airloop.adapters import registry as tracking
+    from airloop.adapters.db import engine_for
+    from airloop.core.contracts import RunInfo
+    from airloop.core.settings import WAREHOUSE_CONN_ID
+    from airloop.stages.promote.ledger import Decision, apply
+    from airloop.stages.train import runner as train_stage
 
     version = tracking.version_for_alias("bikes", tracking.CHAMPION)
     if version is None:
         request = {"reason": "score tests", "window_start": None, "window_end": None, "overrides": {"max_iter": 20}}
-        trained = lifecycle.train(bikes_spec, request, lifecycle.RunInfo())
+        trained = train_stage.train(bikes_spec, request, RunInfo())
         decision = Decision("bikes", "promote", trained["version"], "score tests", "tests")
         apply(engine_for(WAREHOUSE_CONN_ID), decision, expected_champion=None)
         version = trained["version"]
@@ -46,9 +48,9 @@ def champion(airflow_db, validated_lake, bikes_spec) -> str:
 
 
 def _rows(partition: str | None = None) -> list[dict]:
-    from airloop.config import WAREHOUSE_CONN_ID
-    from airloop.db import engine_for
-    from airloop.warehouse import predictions
+    from airloop.adapters.db import engine_for
+    from airloop.adapters.warehouse import predictions
+    from airloop.core.settings import WAREHOUSE_CONN_ID
 
     query = sa.select(predictions).where(predictions.c.model == "bikes").order_by(predictions.c.ts)
     if partition:
@@ -58,8 +60,8 @@ def _rows(partition: str | None = None) -> list[dict]:
 
 
 def test_rescoring_a_range_writes_every_row_once_with_provenance(champion, validated_lake):
-    from airloop import tracking
-    from airloop.lake import default_lake
+    from airloop.adapters import registry as tracking
+    from airloop.adapters.lake import default_lake
 
     run, states = _run(HOLDOUT)
     assert states["pin"] == ["success"] and states["score"] == ["success"], states
@@ -77,7 +79,7 @@ def test_rescoring_a_range_writes_every_row_once_with_provenance(champion, valid
 
 
 def test_scoring_an_interval_twice_gives_the_same_rows(champion, validated_lake):
-    from airloop.lake import default_lake
+    from airloop.adapters.lake import default_lake
 
     partition = validated_lake[-1]
     before = [(r["ts"], r["prediction"]) for r in _rows(partition)]
@@ -88,13 +90,15 @@ def test_scoring_an_interval_twice_gives_the_same_rows(champion, validated_lake)
 
 
 def test_a_new_champion_rescores_with_its_own_version(champion, validated_lake, bikes_spec):
-    from airloop import lifecycle, tracking
-    from airloop.config import WAREHOUSE_CONN_ID
-    from airloop.db import engine_for
-    from airloop.promotion import Decision, apply
+    from airloop.adapters import registry as tracking
+    from airloop.adapters.db import engine_for
+    from airloop.core.contracts import RunInfo
+    from airloop.core.settings import WAREHOUSE_CONN_ID
+    from airloop.stages.promote.ledger import Decision, apply
+    from airloop.stages.train import runner as train_stage
 
     request = {"reason": "new champion", "window_start": None, "window_end": None, "overrides": {"max_iter": 30}}
-    trained = lifecycle.train(bikes_spec, request, lifecycle.RunInfo())
+    trained = train_stage.train(bikes_spec, request, RunInfo())
     apply(engine_for(WAREHOUSE_CONN_ID), Decision("bikes", "promote", trained["version"], "t", "tests"), champion)
     try:
         _run(HOLDOUT)
@@ -110,7 +114,7 @@ def test_a_new_champion_rescores_with_its_own_version(champion, validated_lake, 
 
 
 def test_no_champion_skips_with_a_clear_message(champion, capfd):
-    from airloop import tracking
+    from airloop.adapters import registry as tracking
 
     tracking.clear_alias("bikes", tracking.CHAMPION)
     try:

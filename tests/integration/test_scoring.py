@@ -16,15 +16,17 @@ CHUNK_ROWS = 100  # a 28-day partition holds about 670 rows: 7 chunks
 @pytest.fixture(scope="module")
 def pinned(validated_lake, bikes_spec) -> dict[str, str]:
     """The champion, pinned; trained (max_iter 20) and promoted here when this file runs on its own."""
-    from airloop import lifecycle, tracking
-    from airloop.config import WAREHOUSE_CONN_ID
-    from airloop.db import engine_for
-    from airloop.promotion import Decision, apply
-    from airloop.scoring import pin_champion
+    from airloop.adapters import registry as tracking
+    from airloop.adapters.db import engine_for
+    from airloop.adapters.registry import pin_champion
+    from airloop.core.contracts import RunInfo
+    from airloop.core.settings import WAREHOUSE_CONN_ID
+    from airloop.stages.promote.ledger import Decision, apply
+    from airloop.stages.train import runner as train_stage
 
     if tracking.version_for_alias("bikes", tracking.CHAMPION) is None:
         request = {"reason": "scoring tests", "window_start": None, "window_end": None, "overrides": {"max_iter": 20}}
-        trained = lifecycle.train(bikes_spec, request, lifecycle.RunInfo())
+        trained = train_stage.train(bikes_spec, request, RunInfo())
         decision = Decision("bikes", "promote", trained["version"], "scoring tests", "tests")
         apply(engine_for(WAREHOUSE_CONN_ID), decision, expected_champion=None)
     return pin_champion("bikes")
@@ -32,22 +34,22 @@ def pinned(validated_lake, bikes_spec) -> dict[str, str]:
 
 @pytest.fixture(autouse=True)
 def short_statements(monkeypatch):
-    from airloop import scoring
+    from airloop.stages.score import runner as scoring
 
     monkeypatch.setattr(scoring, "SQLITE_ROWS_PER_STATEMENT", 32)  # 100-row chunks: 3 full statements and 1 short
 
 
 def _score(spec, partition: str, pinned: dict[str, str], run_id: str) -> dict:
-    from airloop.lifecycle import RunInfo
-    from airloop.scoring import score_partition
+    from airloop.core.contracts import RunInfo
+    from airloop.stages.score.runner import score_partition
 
     return score_partition(spec, partition, pinned, RunInfo(dag_id="bikes_score", run_id=run_id), CHUNK_ROWS)
 
 
 def _rows(partition: str) -> list[dict]:
-    from airloop.config import WAREHOUSE_CONN_ID
-    from airloop.db import engine_for
-    from airloop.warehouse import predictions
+    from airloop.adapters.db import engine_for
+    from airloop.adapters.warehouse import predictions
+    from airloop.core.settings import WAREHOUSE_CONN_ID
 
     query = (
         sa.select(predictions)
@@ -60,15 +62,15 @@ def _rows(partition: str) -> list[dict]:
 
 def _lake_state(partition: str) -> tuple:
     """The predictions partition's manifest and the files in its folder (temporary ones included)."""
-    from airloop.lake import default_lake
+    from airloop.adapters.lake import default_lake
 
     lake = default_lake()
     return lake.manifest("bikes", "predictions", partition), lake.files("bikes", "predictions", partition)
 
 
 def test_rows_are_exactly_what_the_model_predicts_in_the_warehouse_and_the_lake(pinned, validated_lake, bikes_spec):
-    from airloop import scoring
-    from airloop.lake import default_lake
+    from airloop.adapters.lake import default_lake
+    from airloop.stages.score import runner as scoring
 
     partition = validated_lake[-3]
     result = _score(bikes_spec, partition, pinned, "exact")
@@ -118,7 +120,7 @@ def test_rows_are_exactly_what_the_model_predicts_in_the_warehouse_and_the_lake(
 
 
 def test_the_fast_sink_and_sqlalchemy_core_write_the_same_rows(pinned, validated_lake, bikes_spec, monkeypatch):
-    from airloop import scoring
+    from airloop.stages.score import runner as scoring
 
     partition = validated_lake[-3]
     _score(bikes_spec, partition, pinned, "same")
@@ -137,7 +139,8 @@ def test_the_fast_sink_and_sqlalchemy_core_write_the_same_rows(pinned, validated
 def test_a_failure_in_the_middle_of_a_partition_leaves_the_previous_predictions(
     pinned, validated_lake, bikes_spec, monkeypatch, where, failing_chunk
 ):
-    from airloop import scoring, tracking
+    from airloop.adapters import registry as tracking
+    from airloop.stages.score import runner as scoring
 
     partition = validated_lake[-4]
     _score(bikes_spec, partition, pinned, "before")
@@ -179,11 +182,11 @@ def test_a_failure_in_the_middle_of_a_partition_leaves_the_previous_predictions(
 def test_a_failure_on_a_partition_never_scored_writes_no_lake_partition(
     pinned, validated_lake, bikes_spec, monkeypatch
 ):
-    from airloop import scoring
-    from airloop.config import WAREHOUSE_CONN_ID
-    from airloop.db import engine_for
-    from airloop.lake import default_lake
-    from airloop.warehouse import predictions
+    from airloop.adapters.db import engine_for
+    from airloop.adapters.lake import default_lake
+    from airloop.adapters.warehouse import predictions
+    from airloop.core.settings import WAREHOUSE_CONN_ID
+    from airloop.stages.score import runner as scoring
 
     partition = validated_lake[0]
     default_lake().delete("bikes", "predictions", partition)

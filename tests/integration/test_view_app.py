@@ -39,9 +39,9 @@ def models_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 @pytest.fixture(scope="module")
 def story(models_dir: Path) -> dict[str, Any]:
     """Warehouse rows and report files of one model: two validations, three drift windows, a request, the ledger."""
-    from airloop import warehouse
-    from airloop.config import WAREHOUSE_CONN_ID, paths
-    from airloop.db import engine_for
+    from airloop.adapters import warehouse
+    from airloop.adapters.db import engine_for
+    from airloop.core.settings import WAREHOUSE_CONN_ID, paths
 
     engine = engine_for(WAREHOUSE_CONN_ID)
     warehouse.ensure_schema(engine)
@@ -248,7 +248,7 @@ def test_reports_are_served_only_from_the_reports_folder(api: Any, story: dict[s
 
 
 def test_links_resolve_when_clicked(api: Any, story: dict[str, Any]) -> None:
-    from airloop.links import VALIDATION, link_url
+    from airloop.core.urls import VALIDATION, link_url
 
     h = _token("viewer")
     resp = api.get(link_url(VALIDATION, f"{MODEL}_ingest", RUN), headers=h)  # what the task's link holds

@@ -10,8 +10,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from airloop import alerts
-from airloop.alerts import Alert, FailureAlert, alert_from_context, recipients, summarize_error
+from airloop.orchestration import notifiers as alerts
+from airloop.orchestration.notifiers import Alert, FailureAlert, alert_from_context, recipients, summarize_error
 
 #: The webhook body's fields, as the README and alerts.py document them (the contract tested here).
 WEBHOOK_FIELDS = {
@@ -114,7 +114,7 @@ def test_recipients_are_split_and_trimmed():
 
 
 def test_off_by_default_logs_how_to_turn_alerts_on(context, no_alert_env, caplog):
-    caplog.set_level(logging.INFO, logger="airloop.alerts")
+    caplog.set_level(logging.INFO, logger="airloop.orchestration.notifiers")
     FailureAlert()(context)  # through BaseNotifier.__call__, as Airflow calls it
     assert caplog.messages == [alerts.OFF_MESSAGE]
     assert alerts.CONN_ID_VAR in alerts.OFF_MESSAGE and alerts.TO_VAR in alerts.OFF_MESSAGE
@@ -122,7 +122,7 @@ def test_off_by_default_logs_how_to_turn_alerts_on(context, no_alert_env, caplog
 
 def test_a_missing_connection_is_logged_and_never_raises(context, no_alert_env, caplog):
     FailureAlert(conn_id="no_such_alert_conn")(context)
-    (record,) = [r for r in caplog.records if r.name == "airloop.alerts"]
+    (record,) = [r for r in caplog.records if r.name == "airloop.orchestration.notifiers"]
     assert record.levelno == logging.ERROR
     assert "NOT sent through connection 'no_such_alert_conn'" in record.getMessage()
     assert "AIRFLOW_CONN_NO_SUCH_ALERT_CONN" in record.getMessage()
@@ -149,7 +149,7 @@ def test_email_without_recipients_is_a_clear_error(context, no_alert_env, monkey
 
 
 def test_default_args_alert_on_final_failure_only(bikes_spec):
-    from airloop import dagkit
+    from airloop.orchestration import build as dagkit
 
     args = dagkit.default_args(bikes_spec)
     assert isinstance(args["on_failure_callback"], FailureAlert)

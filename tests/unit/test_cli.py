@@ -7,7 +7,7 @@ import shutil
 
 import pytest
 
-from airloop.cli import main
+from airloop.ops.cli import main
 
 
 def test_seed_twice_is_safe(seeded_source, capsys):
@@ -78,7 +78,7 @@ def test_status_json_without_servers(seeded_source, capsys):
 
 
 def test_up_shows_generated_passwords_only_once(home, monkeypatch, capsys):
-    from airloop import cli, runtime
+    from airloop.ops import cli, runtime
 
     (home / "run").mkdir(parents=True, exist_ok=True)
     (home / "run" / "passwords_shown").unlink(missing_ok=True)

@@ -8,7 +8,7 @@ import pytest
 
 
 def test_a_postgres_connection_gets_the_psycopg2_driver(monkeypatch: pytest.MonkeyPatch) -> None:
-    from airloop.db import describe, engine_for
+    from airloop.adapters.db import describe, engine_for
 
     conn = {
         "conn_type": "postgres",

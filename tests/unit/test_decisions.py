@@ -6,8 +6,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from airloop.decisions import WindowResult, decide
-from airloop.spec import Hysteresis, Monitoring
+from airloop.core.spec import Hysteresis, Monitoring
+from airloop.stages.monitor.policy import WindowResult, decide
 
 POLICY = Monitoring(hysteresis=Hysteresis(n=2, m=3), cooldown_days=28)
 START = datetime(2012, 1, 1, tzinfo=UTC)

@@ -6,8 +6,9 @@ from typing import Any
 
 import pytest
 
-from airloop.gate import Evaluation, Verdict, evaluate_gate, signature_differences
-from airloop.spec import Gate
+from airloop.core.contracts import Evaluation
+from airloop.core.spec import Gate
+from airloop.stages.promote.rules import Verdict, evaluate_gate, signature_differences
 
 NAN = math.nan
 SIGNATURE = {"hr": "long", "temp": "double", "hum": "double"}

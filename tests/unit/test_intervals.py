@@ -6,8 +6,8 @@ from datetime import UTC, datetime
 import pytest
 import yaml
 
-from airloop.intervals import Interval, expected_intervals, parse_key
-from airloop.spec import ModelSpec
+from airloop.core.intervals import Interval, expected_intervals, parse_key
+from airloop.core.spec import ModelSpec
 
 UTC = UTC
 

@@ -12,8 +12,8 @@ import time
 import pandas as pd
 import pytest
 
-from airloop import lake as lake_module
-from airloop.lake import MANIFEST, Lake, LakeUnavailable, PartitionNotFound, content_digest, default_lake
+from airloop.adapters import lake as lake_module
+from airloop.adapters.lake import MANIFEST, Lake, LakeUnavailable, PartitionNotFound, content_digest, default_lake
 
 
 @pytest.fixture

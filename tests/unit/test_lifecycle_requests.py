@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from airloop.lifecycle import RequestProblem, RunInfo, decided_by, train_request
+from airloop.core.contracts import RunInfo
+from airloop.core.params import RequestProblem
+from airloop.stages.promote.runner import decided_by
+from airloop.stages.train.runner import train_request
 
 MANUAL = RunInfo(dag_id="bikes_train", run_id="manual__1", run_type="manual", triggered_by="alice")
 SCHEDULED = RunInfo(dag_id="bikes_train", run_id="scheduled__1", run_type="scheduled")
@@ -83,7 +86,7 @@ def test_decided_by_names_gate_approver_and_override():
 
 
 def test_date_params_accept_a_day_or_a_timestamp_and_name_a_bad_one():
-    from airloop.params import ParamProblem, day
+    from airloop.core.params import ParamProblem, day
 
     assert day("window_end", "2012-10-01") == day("window_end", "2012-10-01T13:45:00Z")
     assert day("window_end", None) is None and day("window_end", "") is None

@@ -9,9 +9,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from airloop import monitoring
-from airloop.decisions import RetrainDecision
-from airloop.monitoring import PREDICTION, Frames, MonitorProblem
+from airloop.stages.monitor import runner as monitoring
+from airloop.stages.monitor.policy import RetrainDecision
+from airloop.stages.monitor.runner import PREDICTION, Frames, MonitorProblem
 
 
 def _window(frame: pd.DataFrame, start: str, end: str) -> pd.DataFrame:
@@ -22,7 +22,7 @@ def _window(frame: pd.DataFrame, start: str, end: str) -> pd.DataFrame:
 @pytest.fixture(scope="module")
 def early_2011_model(demo_frame, bikes_spec):
     """A small real pipeline trained on the first half of 2011 (the predictions whose drift is measured)."""
-    from airloop.training import fit
+    from airloop.stages.train.steps import fit
 
     return fit(bikes_spec, _window(demo_frame, "2011-01-01", "2011-07-01"), {"max_iter": 20}).pipeline
 
@@ -169,7 +169,7 @@ def test_verdict_names_drifted_columns_scores_performance_and_the_decision(demo_
 
 
 def test_the_reference_is_read_through_the_lineage_and_says_what_changed(tmp_path, monkeypatch, demo_frame, bikes_spec):
-    from airloop.lake import Lake
+    from airloop.adapters.lake import Lake
 
     monkeypatch.setenv("AIRLOOP_HOME", str(tmp_path))
     lake = Lake(tmp_path / "lake")
@@ -199,7 +199,7 @@ def test_the_reference_is_read_through_the_lineage_and_says_what_changed(tmp_pat
 
 
 def test_a_request_is_recorded_once_per_window_and_a_retry_announces_it_again(bikes_spec):
-    from airloop.lifecycle import RunInfo
+    from airloop.core.contracts import RunInfo
 
     spec = bikes_spec.model_copy(update={"name": "requnit"})
     summary = {

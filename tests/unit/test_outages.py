@@ -1,4 +1,4 @@
-"""airloop.outages: what counts as an unreachable MLflow or database, and what on-call is told about it."""
+"""airloop.adapters.outages: what counts as an unreachable MLflow or database, and what on-call is told about it."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from airloop import outages, tracking
+from airloop.adapters import outages
+from airloop.adapters import registry as tracking
 
 
 def _closed_port() -> int:
@@ -83,7 +84,7 @@ def test_an_outage_is_never_a_registry_problem(dead_mlflow, monkeypatch):
 
 
 def test_a_database_that_cannot_be_opened_is_an_outage_named_by_its_connection(tmp_path: Path):
-    from airloop.db import _engine
+    from airloop.adapters.db import _engine
 
     url = f"sqlite:///{tmp_path / 'missing-folder' / 'warehouse.db'}"
     engine = _engine(url, "airloop_warehouse")
@@ -103,7 +104,7 @@ def test_a_database_that_cannot_be_opened_is_an_outage_named_by_its_connection(t
 
 
 def test_other_database_errors_are_not_outages(tmp_path: Path):
-    from airloop.db import _engine
+    from airloop.adapters.db import _engine
 
     engine = _engine(f"sqlite:///{tmp_path / 'warehouse.db'}", "airloop_warehouse")
     with pytest.raises(sa.exc.OperationalError, match="no such table") as caught, engine.connect() as conn:
@@ -113,7 +114,7 @@ def test_other_database_errors_are_not_outages(tmp_path: Path):
 
 
 def test_a_refused_postgres_is_an_outage_without_its_password():
-    from airloop.db import _engine
+    from airloop.adapters.db import _engine
 
     port = _closed_port()
     engine = _engine(f"postgresql+psycopg2://airloop:hunter2@127.0.0.1:{port}/warehouse", "airloop_warehouse")

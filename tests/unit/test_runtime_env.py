@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from airloop import runtime
+from airloop.ops import runtime
 
 
 @pytest.fixture
@@ -124,7 +124,7 @@ def test_jwt_secret_is_generated_once_private_and_long(home: Path) -> None:
     assert stat.S_IMODE(secret_file.stat().st_mode) == 0o600
     assert stat.S_IMODE((home / "run").stat().st_mode) == 0o700
     # A fresh process (another component) sees the same secret.
-    code = "from airloop import runtime; print(runtime.airflow_env()['AIRFLOW__API_AUTH__JWT_SECRET'])"
+    code = "from airloop.ops import runtime; print(runtime.airflow_env()['AIRFLOW__API_AUTH__JWT_SECRET'])"
     out = subprocess.run(
         [sys.executable, "-c", code],
         capture_output=True,
@@ -222,7 +222,7 @@ def test_read_credentials(home: Path) -> None:
 
 def test_import_is_cheap() -> None:
     code = (
-        "import sys, airloop.runtime; "
+        "import sys, airloop.ops.runtime; "
         "heavy = [m for m in ('airflow', 'mlflow', 'pandas', 'httpx') if m in sys.modules]; "
         "print(heavy)"
     )

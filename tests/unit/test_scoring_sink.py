@@ -1,4 +1,4 @@
-"""The predictions sinks of airloop.scoring: the SQLite fast path writes exactly what SQLAlchemy would."""
+"""The predictions sinks of airloop.stages.score.runner: the SQLite fast path writes exactly what SQLAlchemy would."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.dialects import sqlite as sqlite_dialect
 
-from airloop import scoring
-from airloop.warehouse import ensure_schema, predictions
+from airloop.adapters.warehouse import ensure_schema, predictions
+from airloop.stages.score import runner as scoring
 
 CONSTANTS = {
     "model": "bikes",

@@ -7,9 +7,18 @@ import pytest
 import sqlalchemy as sa
 import yaml
 
-from airloop.intervals import Interval
-from airloop.source import ChecksumMismatch, SourceProblem, extract_interval, load_demo_frame, seed, verify_checksum
-from airloop.spec import ModelSpec
+from airloop.adapters.source import (
+    ChecksumMismatch,
+    SourceProblem,
+    SourceUnavailable,
+    extract_interval,
+    load_demo_frame,
+    seed,
+    verify_checksum,
+)
+from airloop.core.errors import ExpectedFailure, ServiceUnavailable
+from airloop.core.intervals import Interval
+from airloop.core.spec import ModelSpec
 
 UTC = UTC
 DAY = Interval(datetime(2011, 1, 2, tzinfo=UTC), datetime(2011, 1, 3, tzinfo=UTC))
@@ -64,7 +73,7 @@ def test_missing_table_says_seed(tmp_path, bikes_spec):
     eng = sa.create_engine(f"sqlite:///{tmp_path / 'empty.db'}")
     with pytest.raises(SourceProblem, match=r"does not exist.*airloop seed") as err:
         extract_interval(eng, bikes_spec, DAY)
-    assert err.value.retryable is False
+    assert isinstance(err.value, ExpectedFailure) and not isinstance(err.value, ServiceUnavailable)
 
 
 def test_wrong_time_column_is_named(engine, bikes_spec):
@@ -72,14 +81,14 @@ def test_wrong_time_column_is_named(engine, bikes_spec):
     raw["source"]["time_column"] = "when"
     with pytest.raises(SourceProblem, match="no time column 'when'") as err:
         extract_interval(engine, ModelSpec.model_validate(yaml.safe_load(yaml.safe_dump(raw))), DAY)
-    assert err.value.retryable is False
+    assert isinstance(err.value, ExpectedFailure) and not isinstance(err.value, ServiceUnavailable)
 
 
 def test_unreachable_database_is_retryable(tmp_path, bikes_spec):
     eng = sa.create_engine(f"sqlite:///{tmp_path / 'no' / 'such' / 'dir.db'}")
-    with pytest.raises(SourceProblem, match="Check the connection") as err:
+    with pytest.raises(SourceUnavailable, match="Check the connection") as err:
         extract_interval(eng, bikes_spec, DAY)
-    assert err.value.retryable is True
+    assert isinstance(err.value, ServiceUnavailable) and not isinstance(err.value, ExpectedFailure)
 
 
 def test_checksum_is_verified(tmp_path):

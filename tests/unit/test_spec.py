@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from airloop.spec import SpecError, get_spec, load_spec, load_specs, spec_digest
+from airloop.core.spec import SpecError, get_spec, load_spec, load_specs, spec_digest
 
 MODELS = Path(__file__).resolve().parents[2] / "include" / "models"
 

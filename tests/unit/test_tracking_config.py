@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from airloop import tracking
+from airloop.adapters import registry as tracking
 
 
 def test_a_tracking_server_chooses_the_artifact_location(monkeypatch: pytest.MonkeyPatch) -> None:

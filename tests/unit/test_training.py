@@ -7,9 +7,9 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 import pytest
 
-from airloop import training
-from airloop.lake import Lake
-from airloop.training import TrainingProblem
+from airloop.adapters.lake import Lake
+from airloop.stages.train import steps as training
+from airloop.stages.train.steps import TrainingProblem
 
 STEP = timedelta(days=28)
 FIRST = datetime(2012, 1, 28, tzinfo=UTC)
@@ -117,7 +117,7 @@ def test_evaluation_of_nan_predictions_is_not_finite(bikes_spec, lake):
 
 
 def test_bounded_search_picks_from_the_space(bikes_spec, lake):
-    from airloop.spec import Search
+    from airloop.core.spec import Search
 
     search = Search(space={"max_iter": [10, 40], "learning_rate": [0.05, 0.1]}, max_trials=3, folds=2)
     t = bikes_spec.training.model_copy(update={"search": search, "overridable": []})
@@ -132,7 +132,7 @@ def test_bounded_search_picks_from_the_space(bikes_spec, lake):
 
 
 def test_an_estimator_that_cannot_be_imported_is_named(bikes_spec):
-    from airloop.spec import Estimator
+    from airloop.core.spec import Estimator
 
     t = bikes_spec.training.model_copy(update={"estimator": Estimator(class_path="sklearn.ensemble.NoSuchRegressor")})
     with pytest.raises(TrainingProblem, match=r"NoSuchRegressor.*cannot be imported"):

@@ -5,7 +5,8 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from airloop import links, view
+from airloop.core import urls
+from airloop.ui import board as view
 
 START = datetime(2012, 1, 1, tzinfo=UTC)
 DAGS = {stage: f"bikes_{stage}" for stage in ("ingest", "train", "promote", "score", "monitor")}
@@ -27,12 +28,12 @@ def _window(i: int, share: float, drifted: bool, report: str = "") -> dict:
 
 def test_report_url_only_for_files_under_the_reports_folder(tmp_path: Path) -> None:
     inside = tmp_path / "bikes" / "drift" / "2012-01-29_v2" / "report.html"
-    assert view.report_url(str(inside), tmp_path) == "/airloop/reports/bikes/drift/2012-01-29_v2/report.html"
-    assert view.report_url(str(tmp_path.parent / "elsewhere.html"), tmp_path) is None
-    assert view.report_url(str(tmp_path / ".." / "x.html"), tmp_path) is None
-    assert view.report_url(None, tmp_path) is None
+    assert urls.report_url(str(inside), tmp_path) == "/airloop/reports/bikes/drift/2012-01-29_v2/report.html"
+    assert urls.report_url(str(tmp_path.parent / "elsewhere.html"), tmp_path) is None
+    assert urls.report_url(str(tmp_path / ".." / "x.html"), tmp_path) is None
+    assert urls.report_url(None, tmp_path) is None
     spaced = tmp_path / "bikes" / "a b#c.html"
-    assert view.report_url(str(spaced), tmp_path) == "/airloop/reports/bikes/a%20b%23c.html"
+    assert urls.report_url(str(spaced), tmp_path) == "/airloop/reports/bikes/a%20b%23c.html"
 
 
 def test_drift_chart_draws_each_window_with_its_state_and_report(tmp_path: Path) -> None:
@@ -94,5 +95,5 @@ def test_numbers_are_shown_for_people() -> None:
 
 
 def test_link_addresses_carry_the_run_encoded() -> None:
-    url = links.link_url(links.VALIDATION, "bikes_ingest", "scheduled__2011-03-01T00:00:00+00:00")
+    url = urls.link_url(urls.VALIDATION, "bikes_ingest", "scheduled__2011-03-01T00:00:00+00:00")
     assert url == "/airloop/go/validation?dag_id=bikes_ingest&run_id=scheduled__2011-03-01T00%3A00%3A00%2B00%3A00"

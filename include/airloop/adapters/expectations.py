@@ -1,0 +1,391 @@
+"""Validation of a batch against the data stewards' Great Expectations suites.
+
+Suites are plain GX 1.x suite JSON files in ``expectations/<model>/``, owned by data stewards and only ever
+read here (saving a suite through GX would rewrite the steward's file with generated ids).
+
+A passing batch costs one GX pass in ``BOOLEAN_ONLY`` format, which is several times cheaper than the detailed
+formats. Only when something fails is the batch validated again through a checkpoint in ``COMPLETE`` format,
+which names the bad rows by the time column and builds a Data Docs page for the quarantine report.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import uuid
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from functools import lru_cache
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from airloop.core.errors import ExpectedFailure
+from airloop.core.spec import ModelSpec
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+log = logging.getLogger(__name__)
+
+#: kwargs of GX expectations that name columns, checked against the columns a spec knows.
+_COLUMN_KWARGS = ("column", "column_A", "column_B")
+_COLUMN_LIST_KWARGS = ("column_list", "column_set")
+_EXAMPLES = 5
+
+
+class SuiteError(ExpectedFailure, ValueError):
+    """A suite file that cannot be used; the message names the file, the expectation and the fix."""
+
+
+@dataclass(frozen=True)
+class SuiteFile:
+    """One steward-owned suite file, as loaded (never written back)."""
+
+    path: Path
+    name: str
+    digest: str
+    raw: dict[str, Any]
+
+    @property
+    def expectation_count(self) -> int:
+        return len(self.raw["expectations"])
+
+
+@dataclass(frozen=True)
+class Failure:
+    """One failed expectation, with what an on-call engineer needs to act on it."""
+
+    suite: str
+    expectation: str
+    kwargs: dict[str, Any]
+    unexpected_count: int | None = None
+    element_count: int | None = None
+    examples: list[Any] = field(default_factory=list)
+    example_ids: list[Any] = field(default_factory=list)
+    observed: Any = None
+    error: str | None = None
+    notes: str | None = None
+
+    def describe(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.kwargs.items())
+        text = f"{self.suite}: {self.expectation}({args})"
+        if self.error:
+            text += f": could not be evaluated: {self.error}"
+        elif self.unexpected_count is not None:
+            text += f": {self.unexpected_count} of {self.element_count} rows fail"
+            if self.examples:
+                text += f"; values {self.examples}"
+            if self.example_ids:
+                text += f" at {self.example_ids}"
+        elif self.observed is not None:
+            text += f": observed {self.observed!r}"
+        if self.notes:
+            text += f" (rule: {self.notes})"
+        return text
+
+
+@dataclass
+class Outcome:
+    """The verdict on one batch."""
+
+    success: bool
+    rows: int
+    evaluated: int
+    failures: list[Failure]
+    suites: list[SuiteFile]
+    results: list[dict[str, Any]] = field(default_factory=list)
+    docs_index: Path | None = None
+
+    @property
+    def suite_digests(self) -> dict[str, str]:
+        return {s.name: s.digest for s in self.suites}
+
+    def report(self, **context: Any) -> dict[str, Any]:
+        """The stored validation result: verdict, failures, suite versions and GX's own detailed results."""
+        return {
+            **context,
+            "success": self.success,
+            "rows": self.rows,
+            "evaluated_expectations": self.evaluated,
+            "failed_expectations": len(self.failures),
+            "suites": [{"name": s.name, "file": s.path.name, "digest": s.digest} for s in self.suites],
+            "failures": [asdict(f) for f in self.failures],
+            "gx_results": self.results,
+        }
+
+
+def suite_digest(raw: dict[str, Any]) -> str:
+    """A short digest of a suite's content (key order and white space do not matter)."""
+    return hashlib.sha256(json.dumps(raw, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def suite_files(spec: ModelSpec, expectations_dir: Path) -> list[Path]:
+    folder = expectations_dir / spec.suite_dir
+    if spec.validation.suites:
+        return [folder / name for name in spec.validation.suites]
+    return sorted(folder.glob("*.json"))
+
+
+def load_suites(spec: ModelSpec, expectations_dir: Path) -> list[SuiteFile]:
+    """Load and check every suite that applies to a model.
+
+    Checks: JSON syntax, the suite shape, known expectation types, columns known to the spec, and that GX
+    accepts each expectation's arguments. All problems are reported together.
+    """
+    files = suite_files(spec, expectations_dir)
+    if not files:
+        raise SuiteError(
+            f"no suites for model {spec.name} in {expectations_dir / spec.suite_dir}: every batch must be "
+            "validated. Add a suite JSON file there (see expectations/README.md)."
+        )
+    problems: list[str] = []
+    suites: list[SuiteFile] = []
+    for path in files:
+        try:
+            suites.append(_load_suite(path, spec))
+        except SuiteError as exc:
+            problems.append(str(exc))
+    names = [s.name for s in suites]
+    for name in sorted({n for n in names if names.count(n) > 1}):
+        problems.append(f"suite name {name!r} is used by more than one file: give each suite its own `name`")
+    if problems:
+        raise SuiteError("\n".join(problems))
+    return suites
+
+
+def _load_suite(path: Path, spec: ModelSpec) -> SuiteFile:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise SuiteError(f"{path}: cannot be read ({exc.strerror})") from exc
+    try:
+        raw = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise SuiteError(
+            f"{path}: not valid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}. "
+            "Fix the syntax (a JSON linter or `python -m json.tool FILE` shows it)."
+        ) from exc
+    if not isinstance(raw, dict) or not isinstance(raw.get("name"), str):
+        raise SuiteError(f'{path}: a suite is a JSON object with a "name" and a list of "expectations"')
+    expectations = raw.get("expectations")
+    if not isinstance(expectations, list) or not expectations:
+        raise SuiteError(f'{path}: "expectations" must be a non-empty list')
+    problems = []
+    known_types = _known_expectation_types()
+    for i, exp in enumerate(expectations):
+        where = f"{path}: expectation #{i + 1}"
+        if not isinstance(exp, dict) or not isinstance(exp.get("type"), str):
+            problems.append(f'{where}: each expectation needs a "type" and "kwargs"')
+            continue
+        where += f" ({exp['type']})"
+        if exp["type"] not in known_types:
+            close = sorted(t for t in known_types if exp["type"].split("_")[-1] in t)[:3]
+            problems.append(f"{where}: unknown expectation type. Did you mean one of {close or 'the GX gallery'}?")
+            continue
+        kwargs = exp.get("kwargs", {})
+        for key in _COLUMN_KWARGS:
+            if key in kwargs and kwargs[key] not in spec.known_columns:
+                problems.append(
+                    f"{where}: column {kwargs[key]!r} is not a column of model {spec.name}. "
+                    f"Known columns: {', '.join(sorted(spec.known_columns))}."
+                )
+        for key in _COLUMN_LIST_KWARGS:
+            unknown = sorted(set(kwargs.get(key) or []) - spec.known_columns)
+            if unknown and not (key == "column_set" and kwargs.get("exact_match") is False):
+                problems.append(f"{where}: columns {unknown} are not columns of model {spec.name}.")
+    if problems:
+        raise SuiteError("\n".join(problems))
+    try:
+        _to_gx_suite(raw)
+    except Exception as exc:  # GX raises pydantic and its own errors for bad kwargs
+        raise SuiteError(f"{path}: Great Expectations refused the suite: {exc}") from exc
+    return SuiteFile(path=path, name=raw["name"], digest=suite_digest(raw), raw=raw)
+
+
+@lru_cache(maxsize=1)
+def _known_expectation_types() -> frozenset[str]:
+    from great_expectations.expectations.registry import list_registered_expectation_implementations
+
+    return frozenset(list_registered_expectation_implementations())
+
+
+def _to_gx_suite(raw: dict[str, Any]) -> Any:
+    import great_expectations as gx
+
+    return gx.ExpectationSuite(**{k: v for k, v in raw.items() if k in ("name", "expectations", "meta", "notes")})
+
+
+def _quiet_gx() -> None:
+    """GX logs hundreds of INFO lines per run; on-call reads task logs, so keep only its warnings."""
+    logging.getLogger("great_expectations").setLevel(logging.WARNING)
+
+
+@lru_cache(maxsize=1)
+def _context() -> Any:
+    """One ephemeral GX context per process: no yml file to race on, nothing written by GX itself."""
+    os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
+    _quiet_gx()
+    import great_expectations as gx
+
+    ctx = gx.get_context(mode="ephemeral")
+    ctx.variables.progress_bars = {"globally": False}
+    return ctx
+
+
+def _batch_definition(ctx: Any) -> Any:
+    return (
+        ctx.data_sources.add_pandas("airloop")
+        .add_dataframe_asset("batch")
+        .add_batch_definition_whole_dataframe("whole")
+    )
+
+
+@lru_cache(maxsize=1)
+def _shared_batch_definition() -> Any:
+    return _batch_definition(_context())
+
+
+@dataclass(frozen=True)
+class DocsTarget:
+    """Where to build the Data Docs site of a failing batch, and the GX run it is filed under."""
+
+    folder: Path
+    run_name: str
+    run_time: datetime
+
+
+def validate(
+    df: pd.DataFrame, suites: list[SuiteFile], *, id_column: str | None, docs: DocsTarget | None = None
+) -> Outcome:
+    """Validate a batch: a cheap boolean pass, and detailed results only if something fails.
+
+    With ``docs``, the detailed pass of a failing batch runs through a checkpoint that also builds its Data
+    Docs site, so the batch is validated in detail once, not once for the report and again for the docs.
+    """
+    batch = _shared_batch_definition().get_batch(batch_parameters={"dataframe": df})
+    # One boolean pass over every suite's expectations together: GX fingerprints the whole frame once per
+    # validate call, so one pass instead of one per suite saves a full hash of the batch for each extra suite.
+    combined = {"name": "airloop-combined", "expectations": [e for s in suites for e in s.raw["expectations"]]}
+    result = batch.validate(_to_gx_suite(combined), result_format="BOOLEAN_ONLY")
+    evaluated = len(result.results)
+    if result.success:
+        return Outcome(success=True, rows=len(df), evaluated=evaluated, failures=[], suites=suites)
+    # The detailed pass, per suite, names which suite each failure belongs to; passing suites are left out.
+    index = None
+    if docs is None:
+        fmt = _result_format(df, id_column)
+        detailed = {s.name: _report_json(batch.validate(_to_gx_suite(s.raw), result_format=fmt)) for s in suites}
+    else:
+        index, detailed = _validate_with_docs(df, suites, id_column=id_column, docs=docs)
+    per_suite = [(_failures(s, detailed[s.name], id_column), detailed[s.name]) for s in suites]
+    per_suite = [(f, j) for f, j in per_suite if f]
+    return Outcome(
+        success=False,
+        rows=len(df),
+        evaluated=evaluated,
+        failures=[f for fs, _ in per_suite for f in fs],
+        suites=suites,
+        results=[j for _, j in per_suite],
+        docs_index=index,
+    )
+
+
+def _result_format(df: pd.DataFrame, id_column: str | None) -> dict[str, Any]:
+    fmt: dict[str, Any] = {"result_format": "COMPLETE"}
+    if id_column and id_column in df.columns:
+        fmt["unexpected_index_column_names"] = [id_column]
+    return fmt
+
+
+def _report_json(result: Any) -> dict[str, Any]:
+    """A GX suite result as stored: only what describes the data, so a re-run gives the same report
+    (GX's "meta" carries load times)."""
+    full = result.to_json_dict()
+    for r in full["results"]:  # ids GX generates when a suite is registered in a context differ on every run
+        r["expectation_config"].pop("id", None)
+    return {k: full[k] for k in ("suite_name", "statistics", "results")}
+
+
+def _failures(suite: SuiteFile, result: dict[str, Any], id_column: str | None) -> list[Failure]:
+    failures = []
+    for r in result["results"]:
+        if r["success"]:
+            continue
+        config = r["expectation_config"]
+        kwargs = {k: v for k, v in config["kwargs"].items() if k != "batch_id"}
+        details = r.get("result") or {}
+        info = r.get("exception_info") or {}
+        ids = [row.get(id_column) for row in details.get("partial_unexpected_index_list") or [] if id_column]
+        failures.append(
+            Failure(
+                suite=suite.name,
+                expectation=config["type"],
+                kwargs=kwargs,
+                unexpected_count=details.get("unexpected_count"),
+                element_count=details.get("element_count"),
+                examples=list(details.get("partial_unexpected_list") or [])[:_EXAMPLES],
+                example_ids=[i for i in ids if i is not None][:_EXAMPLES],
+                observed=details.get("observed_value"),
+                error=info.get("exception_message") if info.get("raised_exception") else None,
+                notes=(config.get("meta") or {}).get("notes"),
+            )
+        )
+    return failures
+
+
+def _validate_with_docs(
+    df: pd.DataFrame, suites: list[SuiteFile], *, id_column: str | None, docs: DocsTarget
+) -> tuple[Path, dict[str, dict[str, Any]]]:
+    """Validate in detail through a checkpoint that builds a Data Docs site in ``docs.folder`` (replaced
+    atomically); return its index page and each suite's result.
+
+    A fresh ephemeral context per call keeps each batch's site to its own results and avoids any shared
+    GX config file (concurrent tasks would race on one).
+    """
+    import great_expectations as gx
+    from great_expectations.core.run_identifier import RunIdentifier
+
+    os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
+    _quiet_gx()
+    target_dir = docs.folder
+    target_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = target_dir.with_name(f".{target_dir.name}.tmp-{uuid.uuid4().hex}")
+    ctx = gx.get_context(mode="ephemeral")
+    ctx.variables.progress_bars = {"globally": False}
+    ctx.add_data_docs_site(
+        site_name="airloop",
+        site_config={
+            "class_name": "SiteBuilder",
+            "show_how_to_buttons": False,
+            "store_backend": {"class_name": "TupleFilesystemStoreBackend", "base_directory": str(staging)},
+            "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
+        },
+    )
+    batch_definition = _batch_definition(ctx)
+    definitions = [
+        ctx.validation_definitions.add(
+            gx.ValidationDefinition(name=s.name, data=batch_definition, suite=ctx.suites.add(_to_gx_suite(s.raw)))
+        )
+        for s in suites
+    ]
+    checkpoint = ctx.checkpoints.add(
+        gx.Checkpoint(
+            name="airloop",
+            validation_definitions=definitions,
+            actions=[gx.checkpoint.UpdateDataDocsAction(name="docs", site_names=["airloop"])],
+            result_format=_result_format(df, id_column),
+        )
+    )
+    try:
+        run_id = RunIdentifier(run_name=docs.run_name, run_time=docs.run_time)
+        result = checkpoint.run(batch_parameters={"dataframe": df}, run_id=run_id)
+        if target_dir.exists():
+            shutil.rmtree(target_dir)
+        os.replace(staging, target_dir)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    detailed = {r.suite_name: _report_json(r) for r in result.run_results.values()}
+    return target_dir / "index.html", detailed

@@ -1,0 +1,381 @@
+"""MLflow: where airloop's runs, models and aliases live.
+
+One experiment and one registered model per model spec, named after it. Only aliases (``champion``,
+``challenger``) mark a version's role; registry stages are deprecated and never used.
+
+Where MLflow is: ``MLFLOW_TRACKING_URI`` when set (the embedded runtime points it at its server), else a
+SQLite store under ``$AIRLOOP_HOME/mlflow``. The experiment's artifact location is always set explicitly
+(otherwise MLflow writes artifacts into the worker's working directory): ``mlflow-artifacts:/<model>``
+through a tracking server (which proxies to its artifact store: a folder, S3, ...), a folder under
+``$AIRLOOP_HOME/mlflow/artifacts`` without one, or ``AIRLOOP_MLFLOW_ARTIFACT_ROOT/<model>`` when set.
+
+Models are saved with cloudpickle and explicit pip requirements (fast: about 0.05 s instead of seconds of
+requirement inference). Loading a pickled model runs code from the registry, so MLflow 3.17 asks for
+``MLFLOW_ALLOW_PICKLE_DESERIALIZATION=true``; airloop sets it only for models of its own registry, whose
+write access is the trust boundary (see README, "Security").
+
+An unreachable tracking server must never read as "not found": only MLflow's not-found answers mean "no such
+alias / version"; anything else (a refused connection, a timeout, 5xx answers) propagates, and the task turns it
+into a retryable failure that names the server (``airloop.adapters.outages``). :func:`client` also makes MLflow's HTTP
+client give up within seconds (``outages.MLFLOW_CLIENT_DEFAULTS``, unless the environment sets them), so an
+outage is ridden out by Airflow's retries rather than by minutes of waiting inside one try.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import warnings
+from contextlib import contextmanager
+from dataclasses import dataclass
+from importlib.metadata import version as dist_version
+from typing import TYPE_CHECKING, Any
+
+from airloop.adapters.outages import mlflow_client_defaults
+from airloop.core.errors import ExpectedFailure, NoChampion
+from airloop.core.settings import mlflow_tracking_uri, paths
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+    from mlflow import MlflowClient
+
+log = logging.getLogger(__name__)
+
+CHAMPION = "champion"
+CHALLENGER = "challenger"
+MODEL_ARTIFACT = "model"
+#: What a logged model needs to be loaded again (pinned to what trained it).
+PIP_PACKAGES = ("scikit-learn", "pandas", "numpy", "scipy", "cloudpickle")
+
+
+class RegistryProblem(ExpectedFailure, RuntimeError):
+    """The registry does not hold what was asked for; the message names the model, version or alias."""
+
+
+#: MLflow's error codes for "no such model, version or alias" (a missing alias is INVALID_PARAMETER_VALUE).
+_NOT_FOUND = ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE")
+
+
+def _not_found(exc: Exception) -> bool:
+    """The registry answered that it has no such thing (as opposed to not answering at all)."""
+    return getattr(exc, "error_code", None) in _NOT_FOUND
+
+
+def tracking_uri() -> str:
+    """The tracking and registry URI (:func:`airloop.core.settings.mlflow_tracking_uri`); makes the embedded store's folder."""
+    uri = mlflow_tracking_uri()
+    if not os.environ.get("MLFLOW_TRACKING_URI"):
+        paths().mlflow.mkdir(parents=True, exist_ok=True)
+    return uri
+
+
+def artifact_location(model: str) -> str | None:
+    """Where a new experiment keeps its artifacts; None lets a tracking server choose.
+
+    A server's choice (``mlflow-artifacts:/<experiment id>``) is what its basic-auth app can authorise: it
+    checks an upload against the experiment whose id starts the path, so a named folder would make every
+    non-admin upload a 403.
+    """
+    root = os.environ.get("AIRLOOP_MLFLOW_ARTIFACT_ROOT")
+    if root:
+        return f"{root.rstrip('/')}/{model}"
+    if tracking_uri().startswith(("http://", "https://")):
+        return None
+    folder = paths().mlflow / "artifacts" / model
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder.as_uri()
+
+
+def client() -> MlflowClient:
+    """A client for the configured store (telemetry off; both tracking and registry on the same store)."""
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    os.environ.setdefault("DO_NOT_TRACK", "true")
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # no progress bars in task logs
+
+    mlflow_client_defaults()  # an outage fails the try in seconds; Airflow's retries do the waiting
+    import mlflow
+    from mlflow import MlflowClient
+
+    uri = tracking_uri()
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    return MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
+def ensure_experiment(model: str, description: str = "") -> str:
+    """The experiment id of a model, created with an explicit artifact location on first use."""
+    c = client()
+    experiment = c.get_experiment_by_name(model)
+    if experiment is not None:
+        return experiment.experiment_id
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return c.create_experiment(
+            model, artifact_location=artifact_location(model), tags={"mlflow.note.content": description}
+        )
+    except MlflowException:  # created by a concurrent run a moment ago
+        experiment = c.get_experiment_by_name(model)
+        if experiment is None:
+            raise
+        return experiment.experiment_id
+
+
+def ensure_registered_model(model: str, description: str, owner: str) -> None:
+    c = client()
+    from mlflow.exceptions import MlflowException
+
+    try:
+        c.get_registered_model(model)
+    except MlflowException as exc:
+        if not _not_found(exc):
+            raise
+        try:
+            c.create_registered_model(model, tags={"owner": owner}, description=description)
+        except MlflowException:  # a concurrent run created it
+            c.get_registered_model(model)
+
+
+def pip_requirements() -> list[str]:
+    """Explicit pins of what a saved pipeline needs (no slow inference of requirements)."""
+    return [f"{name}=={dist_version(name)}" for name in PIP_PACKAGES]
+
+
+def git_commit() -> str:
+    """The project's commit (``AIRLOOP_GIT_COMMIT`` wins, for images built without ``.git``), or "unknown"."""
+    explicit = os.environ.get("AIRLOOP_GIT_COMMIT")
+    if explicit:
+        return explicit
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=paths().project, capture_output=True, text=True, timeout=5, check=True
+        )
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return out.stdout.strip() or "unknown"
+
+
+@contextmanager
+def _pickle_allowed() -> Iterator[None]:
+    previous = os.environ.get("MLFLOW_ALLOW_PICKLE_DESERIALIZATION")
+    os.environ["MLFLOW_ALLOW_PICKLE_DESERIALIZATION"] = "true"
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop("MLFLOW_ALLOW_PICKLE_DESERIALIZATION", None)
+        else:
+            os.environ["MLFLOW_ALLOW_PICKLE_DESERIALIZATION"] = previous
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """A registered model version, loaded: the pipeline and what the registry knows of it."""
+
+    model: str
+    version: str
+    run_id: str | None
+    pipeline: Any
+    signature: dict[str, str] | None
+
+    def predict(self, frame: Any) -> Any:
+        return self.pipeline.predict(frame)
+
+
+def version_for_alias(model: str, alias: str) -> str | None:
+    """The version an alias points at, as a string, or None when the alias (or the model) does not exist.
+
+    Any other error (an unreachable server above all) propagates: it must never read as "no champion".
+    """
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return str(client().get_model_version_by_alias(model, alias).version)
+    except MlflowException as exc:
+        if _not_found(exc):
+            return None
+        raise
+
+
+def signature_columns(model_uri: str) -> dict[str, str] | None:
+    """The input columns and their types of a logged model's signature (None when it has none)."""
+    from mlflow.models import get_model_info
+
+    info = get_model_info(model_uri)
+    if info.signature is None or info.signature.inputs is None:
+        return None
+    return {col.name: getattr(col.type, "name", str(col.type)) for col in info.signature.inputs.inputs}
+
+
+def load_version(model: str, version: str) -> LoadedModel:
+    """Load a registered version (the sklearn pipeline itself, for exact predictions and evaluation)."""
+    import mlflow.sklearn
+    from mlflow.exceptions import MlflowException
+
+    c = client()
+    try:
+        mv = c.get_model_version(model, str(version))
+    except MlflowException as exc:
+        if not _not_found(exc):
+            raise
+        raise RegistryProblem(
+            f"Model {model} has no version {version!r} in the registry at {tracking_uri()} ({exc.message}). "
+            f"List versions in the MLflow UI (Models > {model})."
+        ) from None
+    uri = f"models:/{model}/{mv.version}"
+    with _pickle_allowed():
+        pipeline = mlflow.sklearn.load_model(uri)
+    return LoadedModel(
+        model=model, version=str(mv.version), run_id=mv.run_id, pipeline=pipeline, signature=signature_columns(uri)
+    )
+
+
+def pin_champion(model: str) -> dict[str, str]:
+    """The champion's concrete version and MLflow run, resolved once for the whole run."""
+    version = version_for_alias(model, CHAMPION)
+    if version is None:
+        raise NoChampion(
+            f"{model} has no @champion yet, so nothing was scored. Train and promote one ({model}_train); "
+            f"then re-score the range from {model}_score with params start and end."
+        )
+    mv = client().get_model_version(model, version)
+    log.info("@champion of %s is v%s (MLflow run %s): pinned for this whole run.", model, version, mv.run_id)
+    return {"version": str(version), "run_id": str(mv.run_id)}
+
+
+def set_alias(model: str, alias: str, version: str) -> None:
+    client().set_registered_model_alias(model, alias, str(version))
+
+
+def clear_alias(model: str, alias: str) -> None:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        client().delete_registered_model_alias(model, alias)
+    except MlflowException as exc:
+        if not _not_found(exc):  # already gone is fine; an unreachable server is not
+            raise
+
+
+def record_verdict(model: str, version: str, tags: dict[str, str], description: str) -> None:
+    """Write the gate's verdict on a model version: tags for filtering, description for people."""
+    c = client()
+    for key, value in tags.items():
+        c.set_model_version_tag(model, str(version), key, value)
+    c.update_model_version(model, str(version), description=description)
+
+
+@dataclass(frozen=True)
+class LoggedRun:
+    run_id: str
+    experiment_id: str
+    model_uri: str
+    version: str
+    run_url: str | None
+
+
+def ui_base() -> str | None:
+    """The MLflow UI address people open (links in logs and the approval request).
+
+    ``AIRLOOP_MLFLOW_UI_URL`` when set (in a compose stack the tracking URI is an internal name such as
+    ``http://mlflow:5000``), else the tracking server's address; None for a local store.
+    """
+    public = os.environ.get("AIRLOOP_MLFLOW_UI_URL")
+    if public:
+        return public.rstrip("/")
+    uri = tracking_uri()
+    return uri.rstrip("/") if uri.startswith(("http://", "https://")) else None
+
+
+def run_url(experiment_id: str, run_id: str) -> str | None:
+    base = ui_base()
+    return f"{base}/#/experiments/{experiment_id}/runs/{run_id}" if base else None
+
+
+def version_url(model: str, version: str) -> str | None:
+    base = ui_base()
+    return f"{base}/#/models/{model}/versions/{version}" if base else None
+
+
+def log_training_run(
+    *,
+    model: str,
+    description: str,
+    owner: str,
+    run_name: str,
+    params: dict[str, Any],
+    metrics: dict[str, float],
+    tags: dict[str, str],
+    pipeline: Any,
+    train_frame: Any,
+    feature_names: list[str],
+    target: str,
+    dataset_digest: str,
+    dataset_source: str,
+    lineage: dict[str, Any],
+    figures: dict[str, Any],
+    extra_json: dict[str, Any],
+) -> LoggedRun:
+    """One MLflow run: params, metrics, the training data as a dataset input, plots, the model; then register it.
+
+    The new version is tagged with its lineage and gets the ``challenger`` alias.
+    """
+    import mlflow
+    from mlflow.models import infer_signature
+
+    c = client()
+    experiment_id = ensure_experiment(model, description)
+    ensure_registered_model(model, description, owner)
+    x_sample = train_frame[feature_names].head(200)
+    with warnings.catch_warnings(), mlflow.start_run(experiment_id=experiment_id, run_name=run_name, tags=tags) as run:
+        # Two warnings that would only add noise to every training log: "integer columns cannot represent
+        # missing values" (the suites guarantee non-null features) and a local dataset source that "can be
+        # interpreted in multiple ways" (both ways are the same local source).
+        warnings.filterwarnings("ignore", message=".*integer column", category=UserWarning)
+        warnings.filterwarnings("ignore", message=".*can be interpreted in multiple ways", category=UserWarning)
+        mlflow.log_params({k: (json.dumps(v) if isinstance(v, (dict, list)) else v) for k, v in params.items()})
+        mlflow.log_metrics({k: v for k, v in metrics.items() if v == v})  # NaN metrics are not logged
+        dataset = mlflow.data.from_pandas(
+            train_frame, source=dataset_source, targets=target, name=f"{model}-training", digest=dataset_digest[:36]
+        )
+        mlflow.log_input(dataset, context="training", tags={"partitions": str(len(lineage["partitions"]))})
+        mlflow.log_dict(lineage, "lineage/training_data.json")
+        for name, payload in extra_json.items():
+            mlflow.log_dict(payload, name)
+        for name, fig in figures.items():
+            mlflow.log_figure(fig, f"plots/{name}")
+        signature = infer_signature(x_sample, pipeline.predict(x_sample))
+        info = mlflow.sklearn.log_model(
+            pipeline,
+            name=MODEL_ARTIFACT,
+            signature=signature,
+            input_example=x_sample.head(5),
+            pip_requirements=pip_requirements(),
+            serialization_format="cloudpickle",
+        )
+        run_id = run.info.run_id
+    import matplotlib.pyplot as plt
+
+    for fig in figures.values():
+        plt.close(fig)
+    version_tags = {
+        "airloop.run_id": run_id,
+        "airloop.dataset_digest": dataset_digest,
+        "airloop.partitions": ",".join(p["partition"] for p in lineage["partitions"]),
+        **{k: v for k, v in tags.items() if k.startswith("airflow.")},
+    }
+    mv = mlflow.register_model(info.model_uri, model, tags=version_tags)
+    version = str(mv.version)
+    c.update_model_version(model, version, description=f"Trained by run {run_id} ({run_name}); awaiting the gate.")
+    set_alias(model, CHALLENGER, version)
+    log.info("Registered %s version %s from run %s and set @%s.", model, version, run_id, CHALLENGER)
+    return LoggedRun(
+        run_id=run_id,
+        experiment_id=experiment_id,
+        model_uri=info.model_uri,
+        version=version,
+        run_url=run_url(experiment_id, run_id),
+    )

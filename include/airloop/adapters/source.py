@@ -1,0 +1,154 @@
+"""The source database: seeding the vendored demo data, and extracting exactly one data interval.
+
+Extraction binds the interval bounds as SQL parameters (never formats them into SQL) and selects
+``start <= time < end``, so adjacent intervals never share or drop a row.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from airloop.core.errors import ExpectedFailure, ServiceUnavailable
+from airloop.core.intervals import Interval
+from airloop.core.spec import ModelSpec
+
+if TYPE_CHECKING:
+    import pandas as pd
+    from sqlalchemy.engine import Engine
+
+log = logging.getLogger(__name__)
+
+DEMO_TABLE = "bike_rentals"
+
+
+class SourceProblem(ExpectedFailure, RuntimeError):
+    """The source cannot give the interval's rows as configured (a missing table or column, values that are not
+    timestamps): a person must act, so retrying only delays the alert. The message says why and what to do."""
+
+
+class SourceUnavailable(ServiceUnavailable):
+    """Reading the source failed in a way that may pass on its own (the database unreachable or busy): retried."""
+
+
+class ChecksumMismatch(ExpectedFailure, ValueError):
+    """A vendored data file does not match its recorded sha256."""
+
+
+def sha256_of(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def verify_checksum(csv_path: Path) -> str:
+    """Check a data file against ``<file>.sha256`` beside it; return the digest."""
+    recorded_file = csv_path.with_name(csv_path.name + ".sha256")
+    try:
+        expected = recorded_file.read_text().split()[0]
+    except (FileNotFoundError, IndexError) as exc:
+        raise ChecksumMismatch(f"{recorded_file} is missing or empty: cannot verify {csv_path}") from exc
+    actual = sha256_of(csv_path)
+    if actual != expected:
+        raise ChecksumMismatch(
+            f"{csv_path} has sha256 {actual}, but {recorded_file.name} records {expected}. "
+            "The file was changed or truncated: restore it with `git checkout -- include/data`."
+        )
+    return actual
+
+
+def load_demo_frame(csv_path: Path) -> pd.DataFrame:
+    """The bike-sharing CSV as a frame with a UTC ``ts`` column built from ``dteday`` and ``hr``."""
+    import pandas as pd
+
+    verify_checksum(csv_path)
+    df = pd.read_csv(csv_path)
+    df.insert(0, "ts", pd.to_datetime(df["dteday"]) + pd.to_timedelta(df["hr"], unit="h"))
+    return df
+
+
+def seed(engine: Engine, csv_path: Path, table: str = DEMO_TABLE) -> int:
+    """Load the demo data into ``table`` (replacing it in one transaction). Safe to run twice."""
+    import sqlalchemy as sa
+
+    df = load_demo_frame(csv_path)
+    with engine.begin() as conn:
+        df.to_sql(table, conn, if_exists="replace", index=False, dtype={"ts": sa.DateTime()})
+        conn.execute(sa.text(f'CREATE UNIQUE INDEX IF NOT EXISTS "ix_{table}_ts" ON "{table}" (ts)'))
+    log.info("seeded %d rows into %s", len(df), table)
+    return len(df)
+
+
+@dataclass(frozen=True)
+class Extract:
+    frame: pd.DataFrame
+    statement: str
+
+
+def _bounds_for(column_type: object, interval: Interval) -> tuple[datetime, datetime]:
+    """Interval bounds in the form the column stores: naive UTC for columns without a time zone."""
+    if getattr(column_type, "timezone", False):
+        return interval.start, interval.end
+    return (
+        interval.start.astimezone(UTC).replace(tzinfo=None),
+        interval.end.astimezone(UTC).replace(tzinfo=None),
+    )
+
+
+def extract_interval(engine: Engine, spec: ModelSpec, interval: Interval) -> Extract:
+    """Rows of ``[interval.start, interval.end)`` from the spec's source, ordered by time, time column in UTC."""
+    import pandas as pd
+    import sqlalchemy as sa
+
+    src = spec.source
+    try:
+        with engine.connect() as conn:
+            if src.table is not None:
+                table = sa.Table(src.table, sa.MetaData(), autoload_with=conn)
+                if src.time_column not in table.c:
+                    raise SourceProblem(
+                        f"source table {src.table!r} has no time column {src.time_column!r} "
+                        f"(columns: {', '.join(table.c.keys())}). Fix `source.time_column` in the {spec.name} spec."
+                    )
+                ts = table.c[src.time_column]
+                start, end = _bounds_for(ts.type, interval)
+                stmt = sa.select(table).where(ts >= start, ts < end).order_by(ts)
+            else:
+                assert src.query is not None
+                start, end = _bounds_for(None, interval)
+                stmt = sa.text(src.query).bindparams(start=start, end=end)
+            frame = pd.read_sql(stmt, conn)
+    except (SourceProblem, SourceUnavailable):
+        raise
+    except sa.exc.NoSuchTableError as exc:
+        raise SourceProblem(
+            f"source table {src.table!r} does not exist in {engine.url.render_as_string(hide_password=True)}. "
+            "For the demo run `airloop seed`; otherwise fix `source.table` or the connection "
+            f"{src.connection!r}."
+        ) from exc
+    except sa.exc.SQLAlchemyError as exc:
+        raise SourceUnavailable(
+            f"reading interval {interval} from connection {src.connection!r} failed: {exc.__class__.__name__}: "
+            f"{str(exc).splitlines()[0]}. Check the connection in Airflow (Admin > Connections) and retry."
+        ) from exc
+    if src.time_column in frame.columns:
+        frame[src.time_column] = _to_utc(frame[src.time_column], src.time_column)
+    return Extract(frame=frame, statement=str(stmt))
+
+
+def _to_utc(values: pd.Series, column: str) -> pd.Series:
+    import pandas as pd
+
+    try:
+        converted = pd.to_datetime(values)
+    except (ValueError, TypeError) as exc:
+        raise SourceProblem(f"time column {column!r} holds values that are not timestamps: {exc}") from exc
+    if converted.dt.tz is None:
+        return converted.dt.tz_localize("UTC")
+    return converted.dt.tz_convert("UTC")

@@ -1,0 +1,459 @@
+"""Model specs: one YAML file per model in ``include/models/``, validated with pydantic.
+
+A spec is read at DAG parse time, so this module stays light (pydantic and PyYAML are already loaded by
+``airflow.sdk``). A wrong spec raises :class:`SpecError`, whose message names the file, the field, what was
+expected and how to fix it; in a DAG file that becomes the DAG import error an engineer sees in the UI.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from airloop.core.errors import ExpectedFailure
+
+#: The column the monitor gives the champion's predictions (beside the features): no feature may take it.
+PREDICTION_COLUMN = "_prediction"
+_NAME = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
+_EVERY = re.compile(r"^(\d+)\s*([dhm])$")
+_UNITS = {"d": "days", "h": "hours", "m": "minutes"}
+# Every DAG file parses the specs on every parse: libyaml's safe loader is about 10x faster than pure Python.
+_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+class SpecError(ExpectedFailure, ValueError):
+    """A model spec that cannot be used; the message says where, what and how to fix it."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Source(_Strict):
+    """Where an interval's rows come from: a table (or a query) with a time column, behind an Airflow connection."""
+
+    connection: str = "airloop_source"
+    table: str | None = None
+    query: str | None = Field(
+        default=None,
+        description="SQL binding :start and :end, e.g. `SELECT * FROM t WHERE ts >= :start AND ts < :end`.",
+    )
+    time_column: str
+
+    @model_validator(mode="after")
+    def _table_or_query(self) -> Source:
+        if (self.table is None) == (self.query is None):
+            raise ValueError("give exactly one of `table` or `query`")
+        if self.query is not None and not (":start" in self.query and ":end" in self.query):
+            raise ValueError("`query` must use the bound parameters :start and :end (never format dates into SQL)")
+        return self
+
+
+class Schedule(_Strict):
+    """The ingestion timetable. Each run covers one real data interval ``[start, end)``."""
+
+    every: str | None = Field(default=None, description="A fixed interval such as `1d`, `7d` or `6h`.")
+    cron: str | None = Field(
+        default=None, description="A cron expression; the interval runs from one tick to the next."
+    )
+    start: date
+    end: date | None = Field(default=None, description="No interval starts after this date (e.g. the end of a replay).")
+    catchup: bool = True
+    max_active_runs: Annotated[int, Field(ge=1, le=64)] = 4
+
+    @field_validator("every")
+    @classmethod
+    def _every_format(cls, value: str | None) -> str | None:
+        if value is not None and not _EVERY.match(value.strip()):
+            raise ValueError("`every` must be a number and a unit d, h or m, e.g. `1d`, `7d`, `6h`")
+        return value
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> Schedule:
+        if self.every is not None and self.cron is not None:
+            raise ValueError("give `every` or `cron`, not both")
+        if self.end is not None and self.end < self.start:
+            raise ValueError(f"`end` ({self.end}) is before `start` ({self.start})")
+        return self
+
+    @property
+    def interval(self) -> timedelta | None:
+        """The fixed interval length, or None for a cron schedule. With neither given, one day."""
+        if self.cron is not None:
+            return None
+        match = _EVERY.match((self.every or "1d").strip())
+        assert match is not None  # checked by the validator
+        return timedelta(**{_UNITS[match.group(2)]: int(match.group(1))})
+
+    @property
+    def start_datetime(self) -> datetime:
+        return datetime(self.start.year, self.start.month, self.start.day, tzinfo=UTC)
+
+    @property
+    def end_datetime(self) -> datetime | None:
+        if self.end is None:
+            return None
+        return datetime(self.end.year, self.end.month, self.end.day, tzinfo=UTC)
+
+
+class Feature(_Strict):
+    name: str
+    kind: Literal["numeric", "categorical"]
+
+
+class Target(_Strict):
+    name: str
+    task: Literal["regression", "classification"] = "regression"
+
+
+class Validation(_Strict):
+    """Which Great Expectations suites apply: the files in ``expectations/<suite_dir>/`` (default: the model name)."""
+
+    suite_dir: str | None = None
+    suites: list[str] | None = Field(default=None, description="Suite file names to apply; default every *.json.")
+
+
+class Estimator(_Strict):
+    """The scikit-learn estimator at the end of the pipeline, by its import path, with its parameters."""
+
+    class_path: str = Field(
+        default="sklearn.ensemble.HistGradientBoostingRegressor",
+        alias="class",
+        description="Import path of a scikit-learn estimator (only `sklearn.` classes are allowed).",
+    )
+    params: dict[str, Any] = {}
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    @field_validator("class_path")
+    @classmethod
+    def _sklearn_only(cls, value: str) -> str:
+        if not re.match(r"^sklearn(\.[A-Za-z_][A-Za-z0-9_]*)+$", value):
+            raise ValueError(
+                "`class` must be the import path of a scikit-learn estimator, e.g. "
+                "`sklearn.ensemble.HistGradientBoostingRegressor`"
+            )
+        return value
+
+
+class Search(_Strict):
+    """An optional, bounded hyperparameter search over the estimator's parameters (time-series folds)."""
+
+    space: dict[str, list[Any]] = Field(description="Estimator parameter -> candidate values.")
+    max_trials: Annotated[int, Field(ge=1, le=50)] = 8
+    folds: Annotated[int, Field(ge=2, le=10)] = 3
+
+    @field_validator("space")
+    @classmethod
+    def _non_empty(cls, value: dict[str, list[Any]]) -> dict[str, list[Any]]:
+        empty = sorted(k for k, v in value.items() if not v)
+        if not value or empty:
+            raise ValueError(f"`space` needs at least one parameter with candidate values (empty: {empty})")
+        return value
+
+
+class Slice(_Strict):
+    """A slice of the holdout whose metrics are reported and gated: by value of a column, or by bins of it."""
+
+    name: str
+    column: str
+    bins: list[float] | None = Field(default=None, description="Bin edges [a, b, c] give slices [a, b) and [b, c).")
+    labels: list[str] | None = None
+
+    @model_validator(mode="after")
+    def _bins_and_labels(self) -> Slice:
+        if self.labels is not None and (self.bins is None or len(self.labels) != len(self.bins) - 1):
+            raise ValueError("`labels` needs `bins` and one label per bin (len(bins) - 1)")
+        if self.bins is not None and list(self.bins) != sorted(set(self.bins)):
+            raise ValueError("`bins` must be strictly increasing")
+        return self
+
+
+class Training(_Strict):
+    """How a model is trained: the window, the holdout, the estimator and what a run may override."""
+
+    cron: str | None = Field(default=None, description="Retrain on this cron (UTC); none: on demand and on drift.")
+    window_days: Annotated[int, Field(ge=1)] = 365
+    holdout_days: Annotated[int, Field(ge=1)] = 56
+    min_rows: Annotated[int, Field(ge=1)] = 1000
+    seed: int = 42
+    estimator: Estimator = Estimator()
+    search: Search | None = None
+    overridable: list[str] = Field(
+        default=[], description="Estimator parameters a run may override (param `overrides` of the train DAG)."
+    )
+    slices: list[Slice] = []
+
+    @model_validator(mode="after")
+    def _holdout_inside_window(self) -> Training:
+        if self.holdout_days >= self.window_days:
+            raise ValueError(
+                f"`holdout_days` ({self.holdout_days}) must be less than `window_days` ({self.window_days})"
+            )
+        return self
+
+
+#: Metrics where lower is better; for the others (r2) higher is better.
+LOWER_IS_BETTER = frozenset({"rmse", "mae"})
+METRICS = ("rmse", "mae", "r2")
+
+
+class Sanity(_Strict):
+    """Predictions a model may give at all: no NaN, and within a plausible range."""
+
+    min_prediction: float | None = None
+    max_prediction: float | None = None
+
+
+class Approval(_Strict):
+    """A person's approval before `@champion` moves (the standard provider's HITL approval)."""
+
+    required: bool = False
+    timeout_hours: Annotated[float, Field(gt=0)] = 24
+
+
+class Gate(_Strict):
+    """The promotion gate: what a challenger must show before it becomes `@champion`."""
+
+    mode: Literal["enabled", "dry_run"] = "enabled"
+    metric: Literal["rmse", "mae", "r2"] = "rmse"
+    thresholds: dict[Literal["rmse", "mae", "r2"], float] = Field(
+        default={}, description="Absolute bounds: rmse and mae at most this, r2 at least this."
+    )
+    min_improvement: Annotated[float, Field(ge=0, le=1)] = Field(
+        default=0.01, description="Relative improvement of `metric` over the champion, e.g. 0.01 = 1 %."
+    )
+    slice_tolerance: Annotated[float, Field(ge=0, le=1)] = Field(
+        default=0.05, description="How much worse (relative) than the champion any slice may be."
+    )
+    sanity: Sanity = Sanity()
+    approval: Approval = Approval()
+
+    @property
+    def lower_is_better(self) -> bool:
+        return self.metric in LOWER_IS_BETTER
+
+
+class Hysteresis(_Strict):
+    """Drift must hold in ``n`` of the last ``m`` windows, the latest among them, before retraining is asked."""
+
+    n: Annotated[int, Field(ge=1)] = 2
+    m: Annotated[int, Field(ge=1)] = 3
+
+    @model_validator(mode="after")
+    def _n_within_m(self) -> Hysteresis:
+        if self.n > self.m:
+            raise ValueError(f"`n` ({self.n}) cannot exceed `m` ({self.m}): drift in n of the last m windows")
+        return self
+
+
+class Monitoring(_Strict):
+    """How drift and performance are watched, and when they may ask for retraining."""
+
+    cron: str | None = Field(default="@daily", description="When the monitor runs (UTC); null: manual and API only.")
+    window_days: Annotated[int, Field(ge=1)] = 28
+    labels_after_days: Annotated[int, Field(ge=0)] = Field(
+        default=0, description="How long after an interval its labels (the target) are known."
+    )
+    drift_share: Annotated[float, Field(gt=0, le=1)] = Field(
+        default=0.5, description="A window has drifted when at least this share of features drifted."
+    )
+    column_threshold: Annotated[float, Field(gt=0)] | None = Field(
+        default=None,
+        description="Per-column drift threshold: a distance for the default methods (Evidently's default 0.1); "
+        "the p-value below which a column drifted if `method` is a p-value test.",
+    )
+    method: str | None = Field(
+        default=None,
+        description="Evidently drift method for every column (e.g. `psi`, `ks`); default: normed Wasserstein for "
+        "numbers and Jensen-Shannon for categories, distance-based at any sample size.",
+    )
+    reference: Literal["training", "seasonal"] = Field(
+        default="training",
+        description="Compare with the champion's whole training data, or (seasonal) with its rows from the same "
+        "weeks of the year (within `seasonal_margin_days`): a June window is then compared with last June.",
+    )
+    seasonal_margin_days: Annotated[int, Field(ge=0, le=90)] = 14
+    exclude: list[str] = Field(
+        default=[],
+        description="Features not tested for drift (e.g. calendar columns a window fixes by construction); "
+        "they still feed the predictions whose drift is tested.",
+    )
+    min_rows: Annotated[int, Field(ge=1)] = Field(
+        default=100, description="A window (or a reference) with fewer rows is not judged: the run fails and says so."
+    )
+    sample_cap: Annotated[int, Field(ge=1000)] = 50_000
+    max_degradation: Annotated[float, Field(gt=0)] = Field(
+        default=0.25, description="Retrain when the champion's MAE is this much worse (relative) than at training."
+    )
+    hysteresis: Hysteresis = Hysteresis()
+    cooldown_days: Annotated[int, Field(ge=0)] = 28
+
+
+class ModelSpec(_Strict):
+    """One model: its data, its schedule, its features and target, and how its batches are validated."""
+
+    name: str = Field(description="Lower-case identifier; DAG ids are `<name>_<stage>`.")
+    description: str
+    owner: str
+    tags: list[str] = []
+    source: Source
+    schedule: Schedule
+    features: list[Feature] = Field(min_length=1)
+    target: Target
+    leakage_columns: list[str] = Field(
+        default=[], description="Source columns that must never be features (e.g. parts of the target)."
+    )
+    validation: Validation = Validation()
+    training: Training = Training()
+    gate: Gate = Gate()
+    monitoring: Monitoring = Monitoring()
+
+    @field_validator("name")
+    @classmethod
+    def _name_format(cls, value: str) -> str:
+        if not _NAME.match(value):
+            raise ValueError("`name` must be lower-case letters, digits and `_`, starting with a letter (max 40)")
+        return value
+
+    @model_validator(mode="after")
+    def _columns_consistent(self) -> ModelSpec:
+        names = [f.name for f in self.features]
+        duplicated = sorted({n for n in names if names.count(n) > 1})
+        if duplicated:
+            raise ValueError(f"features listed twice: {duplicated}")
+        if PREDICTION_COLUMN in names:
+            raise ValueError(f"`{PREDICTION_COLUMN}` is reserved for the monitor's predictions; rename that feature")
+        clash = sorted(set(names) & ({self.target.name, self.source.time_column} | set(self.leakage_columns)))
+        if clash:
+            raise ValueError(
+                f"{clash} cannot be features: the target, the time column and leakage columns are never model inputs"
+            )
+        slice_columns = {sl.column for sl in self.training.slices}
+        unknown = sorted(slice_columns - set(names))
+        if unknown:
+            raise ValueError(f"training.slices name columns that are not features: {unknown}")
+        for key in self.training.overridable:
+            if self.training.search is not None and key in self.training.search.space:
+                raise ValueError(f"`{key}` is both searched and overridable; choose one")
+        excluded = set(self.monitoring.exclude)
+        if excluded - set(names):
+            raise ValueError(f"monitoring.exclude names columns that are not features: {sorted(excluded - set(names))}")
+        if excluded >= set(names):
+            raise ValueError("monitoring.exclude leaves no feature to test for drift; keep at least one")
+        return self
+
+    @property
+    def monitored_features(self) -> list[str]:
+        """The features tested for drift (all but ``monitoring.exclude``), in spec order."""
+        return [n for n in self.feature_names if n not in self.monitoring.exclude]
+
+    @property
+    def feature_names(self) -> list[str]:
+        return [f.name for f in self.features]
+
+    @property
+    def known_columns(self) -> set[str]:
+        """Columns a suite may name: features, target, time column and declared leakage columns."""
+        return {*self.feature_names, self.target.name, self.source.time_column, *self.leakage_columns}
+
+    @property
+    def suite_dir(self) -> str:
+        return self.validation.suite_dir or self.name
+
+    def dag_id(self, stage: str) -> str:
+        return f"{self.name}_{stage}"
+
+
+def _fix_hint(error_type: str, loc: str, allowed: list[str]) -> str:
+    if error_type == "extra_forbidden":
+        return f"remove `{loc}` or correct its spelling; allowed here: {', '.join(allowed)}"
+    if error_type == "missing":
+        return f"add `{loc}` to the file"
+    return "correct the value (see the model spec reference in README.md)"
+
+
+def _allowed_fields(loc: tuple[int | str, ...]) -> list[str]:
+    model: type[BaseModel] = ModelSpec
+    for part in loc[:-1]:
+        if isinstance(part, int):
+            continue
+        annotation = model.model_fields[str(part)].annotation if str(part) in model.model_fields else None
+        candidates = [a for a in getattr(annotation, "__args__", (annotation,)) if isinstance(a, type)]
+        nested = [a for a in candidates if issubclass(a, BaseModel)]
+        if not nested:
+            return []
+        model = nested[0]
+    return sorted(model.model_fields)
+
+
+def _describe(path: Path, exc: ValidationError) -> str:
+    lines = [f"Model spec {path} is not valid ({exc.error_count()} problem(s)):"]
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        hint = _fix_hint(err["type"], loc, _allowed_fields(err["loc"]))
+        shown = "" if err["type"] == "missing" else f" (got {err['input']!r})"
+        lines.append(f"  - field `{loc}`: {err['msg']}{shown}. Fix: {hint}.")
+    return "\n".join(lines)
+
+
+def load_spec(path: Path) -> ModelSpec:
+    """Read and validate one spec file; the file's stem must equal the spec's ``name``."""
+    try:
+        raw = yaml.load(path.read_text(encoding="utf-8"), Loader=_LOADER)
+    except OSError as exc:
+        raise SpecError(f"Model spec {path} cannot be read: {exc.strerror}.") from exc
+    except yaml.YAMLError as exc:
+        raise SpecError(f"Model spec {path} is not valid YAML: {exc}. Fix the syntax at the line shown.") from exc
+    if not isinstance(raw, dict):
+        raise SpecError(f"Model spec {path} must be a YAML mapping of fields (name, source, schedule, ...).")
+    try:
+        spec = ModelSpec.model_validate(raw)
+    except ValidationError as exc:
+        raise SpecError(_describe(path, exc)) from None
+    if spec.name != path.stem:
+        raise SpecError(
+            f"Model spec {path}: field `name` is {spec.name!r} but the file is {path.name}. "
+            f"Fix: rename the file to {spec.name}.yaml or set `name: {path.stem}`."
+        )
+    return spec
+
+
+def load_specs(directory: Path) -> list[ModelSpec]:
+    """Every ``*.yaml`` spec in a folder, sorted by name. All problems are reported together."""
+    specs: list[ModelSpec] = []
+    problems: list[str] = []
+    for path in sorted(directory.glob("*.yaml")):
+        try:
+            specs.append(load_spec(path))
+        except SpecError as exc:
+            problems.append(str(exc))
+    if problems:
+        raise SpecError("\n".join(problems))
+    return specs
+
+
+def get_spec(name: str, directory: Path | None = None) -> ModelSpec:
+    """The spec of one model by name, from the configured models folder."""
+    if directory is None:
+        from airloop.core.settings import paths
+
+        directory = paths().models_dir
+    path = directory / f"{name}.yaml"
+    if not path.is_file():
+        known = sorted(p.stem for p in directory.glob("*.yaml"))
+        raise SpecError(f"No model spec {path}. Known models: {', '.join(known) or 'none'}.")
+    return load_spec(path)
+
+
+def spec_digest(spec: ModelSpec) -> str:
+    """A short, stable digest of a spec's content (field order and comments do not matter)."""
+    canonical = json.dumps(spec.model_dump(mode="json", by_alias=True), sort_keys=True)
+    return hashlib.sha256(canonical.encode()).hexdigest()[:16]

@@ -1,0 +1,186 @@
+"""The ``airloop`` command line: seed, up, down, status, suites check, demo.
+
+Every command is safe to run twice. Expected problems print one clear message and exit non-zero
+(1 for a failed check, 2 for bad usage or configuration); tracebacks are for bugs only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from datetime import date
+from typing import Any
+
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+
+
+def _cmd_seed(args: argparse.Namespace) -> int:
+    from airloop.adapters.db import describe, engine_for
+    from airloop.adapters.source import seed
+    from airloop.core.settings import SOURCE_CONN_ID, paths
+
+    engine = engine_for(SOURCE_CONN_ID)
+    rows = seed(engine, paths().demo_data_dir / "hour.csv")
+    print(
+        f"Seeded {rows} rows of the bike-sharing data (checksum verified) into {describe(engine)}, table bike_rentals."
+    )
+    return 0
+
+
+def _cmd_up(args: argparse.Namespace) -> int:
+    from airloop.ops import runtime
+
+    status = runtime.up()
+    _print_up(status.to_dict())
+    return 0
+
+
+def _print_up(status: dict[str, Any]) -> None:
+    from airloop.ops import runtime
+
+    urls = status["urls"]
+    print("airloop is up (all bound to 127.0.0.1):")
+    for name, url in urls.items():
+        print(f"  {name:<10} {url}")
+    roles = {u["name"]: u["role"] for u in status.get("users", [])}
+    credentials = runtime.read_credentials()
+    if _first_showing(credentials):
+        print("Log in to Airflow with one of these users (passwords generated now and shown only this once;")
+        print(f"they are stored only in {status['credentials_file']}, readable by you alone):")
+        for user, password in sorted(credentials.items()):
+            print(f"  {user:<10} {password:<20} ({roles.get(user, '?')})")
+    else:
+        users = ", ".join(f"{u} ({roles.get(u, '?')})" for u in sorted(credentials))
+        print(f"Log in to Airflow as {users}; the passwords are in {status['credentials_file']}.")
+    print(f"The airloop view: {urls['airflow']}/plugin/airloop")
+    print("Stop everything with `make down` (or `airloop down`).")
+
+
+def _first_showing(credentials: dict[str, str]) -> bool:
+    """True the first time these passwords are printed (a digest of them, never the passwords, is kept)."""
+    import hashlib
+    import json
+
+    from airloop.core.settings import paths
+
+    digest = hashlib.sha256(json.dumps(credentials, sort_keys=True).encode()).hexdigest()
+    marker = paths().run / "passwords_shown"
+    if marker.exists() and marker.read_text().strip() == digest:
+        return False
+    marker.write_text(digest + "\n")
+    return True
+
+
+def _cmd_down(args: argparse.Namespace) -> int:
+    from airloop.ops import runtime
+
+    stopped = runtime.down()
+    print(f"Stopped: {', '.join(stopped)}." if stopped else "Nothing was running.")
+    return 0
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    from airloop.ops import runtime
+
+    state = runtime.status().to_dict()
+    from airloop.ops.status import model_status
+
+    state["models"] = model_status()
+    if args.json:
+        print(json.dumps(state, indent=2, default=str))
+        return 0
+    for name, comp in state["components"].items():
+        mark = "up" if comp.get("healthy") else ("running" if comp.get("running") else "down")
+        print(f"{name:<14} {mark}")
+    for model, s in state["models"].items():
+        print(
+            f"model {model}: {len(s['validated'])} validated, {len(s['quarantined'])} quarantined, "
+            f"{len(s['missing'])} missing of {s['expected']} intervals"
+        )
+    return 0
+
+
+def _cmd_suites_check(args: argparse.Namespace) -> int:
+    from airloop.adapters.expectations import SuiteError
+    from airloop.core.settings import paths
+    from airloop.core.spec import get_spec
+    from airloop.ops.suites import check
+
+    spec = get_spec(args.model)
+    try:
+        report = check(spec, paths().expectations_dir, on=args.on)
+    except SuiteError as exc:
+        print(f"FAIL: the suites of {args.model} do not load:\n{exc}", file=sys.stderr)
+        return EXIT_FAILED
+    print("\n".join(report.lines()))
+    if report.passed is False:
+        return EXIT_FAILED
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from airloop.ops.demo import run_demo
+
+    return run_demo(keep_running=not args.exit)
+
+
+def _date(value: str) -> date:
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a date; use YYYY-MM-DD, e.g. 2011-03-10") from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="airloop", description="Run the airloop MLOps pipeline on Airflow.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub.add_parser("seed", help="load the vendored demo data into the source database").set_defaults(func=_cmd_seed)
+    sub.add_parser("up", help="start Airflow and MLflow on 127.0.0.1 under AIRLOOP_HOME").set_defaults(func=_cmd_up)
+    sub.add_parser("down", help="stop everything `up` started").set_defaults(func=_cmd_down)
+    st = sub.add_parser("status", help="components, URLs and per-model interval state")
+    st.add_argument("--json", action="store_true", help="machine-readable output")
+    st.set_defaults(func=_cmd_status)
+    suites = sub.add_parser("suites", help="data steward tools for expectation suites")
+    suites_sub = suites.add_subparsers(dest="suites_command", required=True, metavar="SUBCOMMAND")
+    chk = suites_sub.add_parser("check", help="check a model's suites load; with --on, dry-run them on that interval")
+    chk.add_argument("model", help="model name, e.g. bikes")
+    chk.add_argument("--on", type=_date, help="a date (YYYY-MM-DD): dry-run on the interval that contains it")
+    chk.set_defaults(func=_cmd_suites_check)
+    demo = sub.add_parser("demo", help="seed, start and run the pipeline on the demo data, then summarise")
+    demo.add_argument("--exit", action="store_true", help="stop the servers when the demo is done")
+    demo.set_defaults(func=_cmd_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from airloop.adapters.db import ConnectionProblem
+    from airloop.adapters.source import ChecksumMismatch, SourceProblem
+    from airloop.core.spec import SpecError
+
+    try:
+        return int(args.func(args))
+    except (SpecError, SourceProblem, ChecksumMismatch, ConnectionProblem, ValueError) as exc:
+        print(f"airloop {args.command}: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except SQLAlchemyError as exc:
+        print(
+            f"airloop {args.command}: database error: {str(exc).splitlines()[0]}. "
+            "Check the connection (airloop_source / airloop_warehouse) and that AIRLOOP_HOME is writable.",
+            file=sys.stderr,
+        )
+        return EXIT_FAILED
+    except RuntimeError as exc:
+        print(f"airloop {args.command} failed: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,371 @@
+"""``make demo``: the whole loop on the vendored real data, driven the way a user would drive it.
+
+Seeds the source, starts the embedded runtime, waits for the DAGs to be parsed, unpauses ingestion so the
+scheduler replays the data's timeline (catchup). Then, in data time: trains the first champion through the
+REST API on the data until 2011-12-03, scores every interval with it, and steps ``bikes_monitor`` through the
+following four-week windows (param ``as_of``) as 2012 would have come in. When the monitor requests
+retraining (demand grows a lot in 2012), the request's Asset event starts ``bikes_train``, whose challenger
+goes through the gate; a new champion re-scores the windows after the first one. The summary shows intervals,
+the champion and its metrics, predictions by version, judged windows, requests and the promotion ledger.
+The servers stay up for exploring (``make down`` stops them) unless ``--exit`` is given.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from airloop.core.settings import SOURCE_CONN_ID, WAREHOUSE_CONN_ID, paths
+from airloop.core.spec import ModelSpec, get_spec
+from airloop.ops import runtime
+
+MODEL = "bikes"
+STAGES = 8
+#: The first champion is trained on the data of the first this-many intervals (2011-01-01 to 2011-12-03).
+FIRST_CHAMPION_INTERVALS = 12
+_TERMINAL = {"success", "failed"}
+
+
+class DemoFailed(RuntimeError):
+    """The demo could not finish; the message says where and what to look at."""
+
+
+def _stage(number: int, text: str) -> None:
+    print(f"[{number}/{STAGES}] {text}", flush=True)
+
+
+_last_bar: list[str] = [""]
+
+
+def _bar(done: int, total: int, detail: str, width: int = 30) -> None:
+    """A progress bar redrawn in place on a terminal; one line per change when the output is a file or pipe."""
+    filled = int(width * done / total) if total else width
+    line = f"      [{'#' * filled}{'.' * (width - filled)}] {done}/{total} intervals {detail}"
+    if sys.stdout.isatty():
+        print("\r" + line, end="\n" if done >= total else "", flush=True)
+    elif line != _last_bar[0]:
+        print(line, flush=True)
+    _last_bar[0] = line
+
+
+class Api:
+    """A minimal client of Airflow's REST API v2 for the demo (token from the generated admin password)."""
+
+    def __init__(self, base_url: str, token: str) -> None:
+        self.client = httpx.Client(base_url=base_url, headers={"Authorization": f"Bearer {token}"}, timeout=30)
+
+    def get(self, path: str, **params: Any) -> httpx.Response:
+        return self.client.get(f"/api/v2{path}", params=params)
+
+    def patch(self, path: str, body: dict[str, Any]) -> httpx.Response:
+        return self.client.patch(f"/api/v2{path}", json=body)
+
+    def post(self, path: str, body: dict[str, Any]) -> httpx.Response:
+        return self.client.post(f"/api/v2{path}", json=body)
+
+
+def _wait_for_dag(api: Api, dag_id: str, timeout: float = 180) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if api.get(f"/dags/{dag_id}").status_code == 200:
+            return
+        errors = api.get("/importErrors").json().get("import_errors", [])
+        if errors:
+            text = "\n".join(f"{e['filename']}: {e['stack_trace'].strip().splitlines()[-1]}" for e in errors)
+            raise DemoFailed(f"DAG files failed to import:\n{text}")
+        time.sleep(2)
+    raise DemoFailed(f"{dag_id} did not appear within {timeout:.0f} s; see {paths().run / 'dag-processor.log'}")
+
+
+def _runs(api: Api, dag_id: str) -> list[dict[str, Any]]:
+    runs: list[dict[str, Any]] = []
+    while True:
+        page = api.get(f"/dags/{dag_id}/dagRuns", limit=100, offset=len(runs), order_by="logical_date").json()
+        runs += page["dag_runs"]
+        if len(runs) >= page["total_entries"] or not page["dag_runs"]:
+            return runs
+
+
+def _replay_ingest(api: Api, spec: ModelSpec, expected: int, timeout: float = 3600) -> list[dict[str, Any]]:
+    dag_id = spec.dag_id("ingest")
+    response = api.patch(f"/dags/{dag_id}", {"is_paused": False})
+    response.raise_for_status()
+    deadline = time.monotonic() + timeout
+    while True:
+        runs = _runs(api, dag_id)
+        done = [r for r in runs if r["state"] in _TERMINAL]
+        failed = sum(r["state"] == "failed" for r in done)
+        _bar(len(done), expected, f"({len(done) - failed} published, {failed} failed)")
+        if len(done) >= expected:
+            return runs
+        if time.monotonic() > deadline:
+            raise DemoFailed(f"ingestion did not finish within {timeout:.0f} s ({len(done)}/{expected} intervals)")
+        time.sleep(3)
+
+
+def _trigger_and_follow(
+    api: Api, dag_id: str, conf: dict[str, Any], timeout: float = 900, quiet: bool = False
+) -> dict[str, Any]:
+    """Trigger a run the way a service would (REST API, with conf), print task states as they end, wait."""
+    _wait_for_dag(api, dag_id)
+    api.patch(f"/dags/{dag_id}", {"is_paused": False}).raise_for_status()
+    response = api.post(f"/dags/{dag_id}/dagRuns", {"logical_date": None, "conf": conf})
+    response.raise_for_status()
+    return _follow(api, dag_id, response.json()["dag_run_id"], timeout, quiet)
+
+
+def _follow(api: Api, dag_id: str, run_id: str, timeout: float = 900, quiet: bool = False) -> dict[str, Any]:
+    """Wait for a run to end, printing its task states as they end (unless ``quiet``); fail on a failed run."""
+    deadline = time.monotonic() + timeout
+    shown: set[str] = set()
+    while time.monotonic() < deadline:
+        tis = api.get(f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances").json()["task_instances"]
+        for ti in sorted(tis, key=lambda t: t["start_date"] or ""):
+            if ti["task_id"] == "outcome" and ti["state"] == "skipped":
+                continue  # runs only when something failed
+            key = f"{ti['task_id']}[{ti['map_index']}]" if ti.get("map_index", -1) >= 0 else ti["task_id"]
+            if ti["state"] in ("success", "failed", "skipped", "upstream_failed") and key not in shown:
+                shown.add(key)
+                if not quiet:
+                    print(f"      {key:<10} {ti['state']}", flush=True)
+        run = api.get(f"/dags/{dag_id}/dagRuns/{run_id}").json()
+        if run["state"] in _TERMINAL:
+            if run["state"] == "failed":
+                raise DemoFailed(
+                    f"{dag_id} run {run_id} failed; read its task logs in the Airflow UI, or "
+                    f"{paths().airflow_home / 'logs'}"
+                )
+            return run
+        time.sleep(3)
+    raise DemoFailed(f"{dag_id} run {run_id} did not finish within {timeout:.0f} s")
+
+
+def _window_line(spec: ModelSpec, as_of: datetime) -> str:
+    """One judged window, read back from ``drift_metrics``: drift, performance, and the request if any."""
+    from airloop.adapters import warehouse
+    from airloop.adapters.db import engine_for
+
+    engine = engine_for(WAREHOUSE_CONN_ID)
+    rows = [r for r in warehouse.drift_history(engine, spec.name, limit=20) if r["window_end"] == as_of]
+    if not rows:
+        return f"{as_of:%Y-%m-%d}: not judged (see the bikes_monitor run's log)"
+    row = rows[0]
+    drifted = ", ".join(row["drifted_columns"]) or "none"
+    perf = "no labels yet" if row["mae"] is None else f"MAE {row['mae']:.0f} ({row['degradation']:+.0%} vs training)"
+    request = warehouse.retrain_request_for(engine, spec.name, as_of)
+    if request:
+        outcome = f"RETRAINING REQUESTED: {request['reason']}"
+    else:  # the decision's reason is in the window's verdict, beside its report
+        verdict = Path(row["report_path"]).parent / "verdict.json"
+        why = json.loads(verdict.read_text())["decision"]["reason"] if verdict.is_file() else "see the task log"
+        outcome = f"no request: {why}"
+    return (
+        f"{as_of:%Y-%m-%d} v{row['champion_version']}: {'drift' if row['drifted'] else 'no drift'} "
+        f"(features: {drifted}), {perf} -> {outcome}"
+    )
+
+
+def _closing_loop(api: Api, spec: ModelSpec, first_as_of: datetime, max_windows: int = 6) -> datetime | None:
+    """Judge successive windows in data time; follow the training each request starts; stop after a window
+    that asked for nothing once a retraining has run (or after ``max_windows``). The last request's window end."""
+    from airloop.adapters import warehouse
+    from airloop.adapters.db import engine_for
+
+    step = timedelta(days=spec.monitoring.window_days)
+    monitor, train = spec.dag_id("monitor"), spec.dag_id("train")
+    retrained: datetime | None = None
+    for i in range(max_windows):
+        as_of = first_as_of + i * step
+        known = {r["dag_run_id"] for r in _runs(api, train)}
+        _trigger_and_follow(api, monitor, {"as_of": f"{as_of:%Y-%m-%d}"}, quiet=True)
+        print(f"      {_window_line(spec, as_of)}", flush=True)
+        if warehouse.retrain_request_for(engine_for(WAREHOUSE_CONN_ID), spec.name, as_of) is None:
+            if retrained:
+                break
+            continue
+        deadline = time.monotonic() + 120
+        while not (new := [r for r in _runs(api, train) if r["dag_run_id"] not in known]):
+            if time.monotonic() > deadline:
+                raise DemoFailed(f"the retrain request of {as_of:%Y-%m-%d} started no {train} run within 120 s")
+            time.sleep(2)
+        print(f"      {train} started by the request (Asset {spec.name}.retrain_requested):", flush=True)
+        _follow(api, train, new[0]["dag_run_id"])
+        retrained = as_of
+    return retrained
+
+
+def model_summary(spec: ModelSpec) -> list[str]:
+    """The champion (version, metrics, lineage) and the newest ledger rows."""
+    import sqlalchemy as sa
+
+    from airloop.adapters import registry
+    from airloop.adapters.db import engine_for
+    from airloop.stages.promote.ledger import ledger
+
+    lines: list[str] = []
+    champion = registry.version_for_alias(spec.name, registry.CHAMPION)
+    if champion is None:
+        lines.append(f"No @champion for {spec.name} yet.")
+    else:
+        c = registry.client()
+        mv = c.get_model_version(spec.name, champion)
+        run = c.get_run(mv.run_id)
+        m = run.data.metrics
+        lines.append(
+            f"@champion: {spec.name} v{champion} (MLflow run {mv.run_id[:12]}): holdout rmse {m['holdout_rmse']:.1f}, "
+            f"mae {m['holdout_mae']:.1f}, r2 {m['holdout_r2']:.3f} on {int(m['holdout_rows'])} rows"
+        )
+        lines.append(
+            f"  trained on {run.data.tags.get('airloop.window', '?')}: {int(m['train_rows'])} rows from "
+            f"{len(mv.tags.get('airloop.partitions', '').split(','))} validated partitions (dataset digest "
+            f"{mv.tags.get('airloop.dataset_digest', '?')[:12]})"
+        )
+    from airloop.adapters.warehouse import ensure_schema, predictions
+
+    engine = engine_for(WAREHOUSE_CONN_ID)
+    ensure_schema(engine)
+    with engine.connect() as conn:
+        counts = conn.execute(
+            sa.select(predictions.c.model_version, sa.func.count(), sa.func.count(sa.distinct(predictions.c.partition)))
+            .where(predictions.c.model == spec.name)
+            .group_by(predictions.c.model_version)
+        ).all()
+    for version, rows, partitions in counts:
+        lines.append(f"Predictions: {rows} rows in {partitions} intervals, every one stamped with v{version}")
+    from airloop.adapters.warehouse import drift_history, retrain_requests_of
+
+    windows = drift_history(engine, spec.name, limit=1000)
+    requests = retrain_requests_of(engine, spec.name)
+    drifted = sum(w["drifted"] for w in windows)
+    lines.append(f"Drift windows judged: {len(windows)} ({drifted} drifted); retrain requests: {len(requests)}")
+    for request in requests:
+        lines.append(
+            f"  request #{request['id']} window ending {request['window_end']:%Y-%m-%d} (champion "
+            f"v{request['champion_version']}): {request['reason']}"
+        )
+        lines.append(f"    report: {request['report_path']}")
+    lines.append("Promotion ledger (newest first):")
+    for row in ledger(engine_for(WAREHOUSE_CONN_ID), spec.name, limit=5):
+        lines.append(
+            f"  #{row['seq']} {row['recorded_at']:%Y-%m-%d %H:%M} {row['action']} v{row['candidate_version']}: "
+            f"{row['outcome']} (champion {row['from_version'] or 'none'} -> {row['champion_after'] or 'none'}), "
+            f"by {row['decided_by']}"
+        )
+    return lines
+
+
+def summary(spec: ModelSpec) -> list[str]:
+    """What the demo did, read back from the lake and the warehouse."""
+    from airloop.adapters.db import engine_for
+    from airloop.adapters.warehouse import recent_validations
+    from airloop.ops.status import model_status
+
+    state = model_status()[spec.name]
+    validations = recent_validations(engine_for(WAREHOUSE_CONN_ID), spec.name, limit=1000)
+    rows = sum(v["rows"] for v in validations if v["success"])
+    lines = [
+        f"Model {spec.name}: {len(state['validated'])} intervals validated ({rows} rows), "
+        f"{len(state['quarantined'])} quarantined, {len(state['missing'])} missing of {state['expected']}.",
+    ]
+    for v in sorted((v for v in validations if not v["success"]), key=lambda v: v["partition"]):
+        reasons = "; ".join(
+            f"{f['expectation']}({f['kwargs'].get('column', '')}): {f.get('unexpected_count')} rows"
+            for f in v["failures"]
+        )
+        lines.append(f"  quarantined {v['partition']}: {reasons}")
+        lines.append(f"    report: {v['report_path']}")
+    return lines
+
+
+def where_to_look(status: runtime.RuntimeStatus, credentials: dict[str, str]) -> list[str]:
+    """The addresses a newcomer opens after the demo, and the logins (generated passwords, shown once here)."""
+    from airloop.core.urls import UI_ROUTE
+
+    roles = {u["name"]: u["role"] for u in status.users}
+    urls = status.urls
+    airflow = urls["airflow"].rstrip("/")
+    return [
+        f"Airflow UI    {airflow}",
+        f"airloop view  {airflow}/plugin/{UI_ROUTE}   (champion, ledger, drift trend, validations, approvals)",
+        f"MLflow        {urls['mlflow']}",
+        "logins        " + ", ".join(f"{u} / {p} ({roles.get(u, '?')})" for u, p in sorted(credentials.items())),
+        f"              (stored only in {status.credentials_file})",
+    ]
+
+
+def run_demo(keep_running: bool = True) -> int:
+    started = time.monotonic()
+    spec = get_spec(MODEL)
+    from airloop.adapters.db import describe, engine_for
+    from airloop.adapters.source import seed
+    from airloop.core.intervals import expected_intervals
+
+    _stage(1, "Seeding the source database with the real bike-sharing data (checksum verified)")
+    engine = engine_for(SOURCE_CONN_ID)
+    print(f"      {seed(engine, paths().demo_data_dir / 'hour.csv')} rows into {describe(engine)}")
+
+    _stage(2, "Starting Airflow (api-server, scheduler, dag-processor, triggerer) and MLflow on 127.0.0.1")
+    status = runtime.up()
+    urls = status.to_dict()["urls"]
+    credentials = runtime.read_credentials()
+    user = "admin" if "admin" in credentials else sorted(credentials)[0]
+    token = runtime.get_token(user, credentials[user])
+    api = Api(urls["airflow"], token)
+
+    _stage(3, f"Waiting for the DAG files to be parsed ({spec.dag_id('ingest')})")
+    _wait_for_dag(api, spec.dag_id("ingest"))
+
+    expected = len(list(expected_intervals(spec, until=datetime.now(UTC))))
+    every = spec.schedule.every or spec.schedule.cron
+    _stage(4, f"Replaying {expected} intervals ({every} each): extract, validate (Great Expectations), publish")
+    _replay_ingest(api, spec, expected)
+
+    # Data time: the first champion is trained as if it were the end of the first eleven months (2011-12-03),
+    # then the monitor judges each four-week window after it, as the months of 2012 would have come in.
+    intervals = list(expected_intervals(spec, until=datetime.now(UTC)))
+    first_end = intervals[min(FIRST_CHAMPION_INTERVALS, len(intervals)) - 1].end
+    _stage(5, f"Training the first champion through the REST API on data until {first_end:%Y-%m-%d}: fit, MLflow, gate")
+    _trigger_and_follow(
+        api,
+        spec.dag_id("train"),
+        {"reason": "demo: first champion, on the data until the end of 2011", "window_end": f"{first_end:%Y-%m-%d}"},
+    )
+
+    first = spec.schedule.start
+    last = (spec.schedule.end or datetime.now(UTC).date()) + timedelta(days=1)  # the last interval starts on `end`
+    _stage(6, f"Scoring every validated interval with the champion ({spec.dag_id('score')}, re-score {first}..{last})")
+    _trigger_and_follow(api, spec.dag_id("score"), {"start": str(first), "end": str(last)})
+
+    from airloop.adapters import registry
+
+    os.environ["MLFLOW_TRACKING_URI"] = urls["mlflow"]
+    before = registry.version_for_alias(spec.name, registry.CHAMPION)
+    _stage(7, f"Months later: {spec.dag_id('monitor')} judges each four-week window after the champion's data")
+    requested = _closing_loop(api, spec, first_end + timedelta(days=spec.monitoring.window_days))
+    after = registry.version_for_alias(spec.name, registry.CHAMPION)
+    if after != before and requested is not None:
+        start = requested  # the new champion was trained on data until the request's window end
+        _stage(8, f"Re-scoring from {start:%Y-%m-%d} with the new champion v{after} ({spec.dag_id('score')})")
+        _trigger_and_follow(api, spec.dag_id("score"), {"start": f"{start:%Y-%m-%d}", "end": str(last)})
+    else:
+        _stage(8, f"@champion is still v{after}: nothing to re-score")
+
+    print("\nSummary")
+    for line in summary(spec) + model_summary(spec):
+        print(f"  {line}")
+    print(f"\nDemo finished in {time.monotonic() - started:.0f} s.")
+    if keep_running:
+        print("\nThe servers stay up for exploring (stop them with `make down`):")
+        for line in where_to_look(status, credentials):
+            print(f"  {line}")
+    else:
+        runtime.down()
+        print("Servers stopped (--exit).")
+    return 0

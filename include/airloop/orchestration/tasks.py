@@ -1,0 +1,334 @@
+"""Task bodies: the thin layer between Airflow's task context and airloop's library functions.
+
+DAG files call these with the model's name; each reads the data interval from the running task's context,
+calls the library, and ends one of three ways, all through :func:`_guard`:
+
+- done: the library has logged a short summary at INFO (interval, rows, versions, figures, decision);
+- an expected failure (bad data, bad params, a refused request): ``AirflowFailException`` with the on-call
+  summary as its message; no retries, since a retry would fail the same way;
+- MLflow or a database unreachable: ``outages.ServiceUnavailable``, a plain exception, so Airflow retries the
+  task with backoff; its message names the service (URI or connection id, credentials masked), what the task
+  was doing (model, interval or run) and what to do.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from airflow.sdk import get_current_context
+from airflow.sdk.exceptions import AirflowFailException
+
+from airloop.core.errors import ExpectedFailure, ServiceUnavailable
+from airloop.core.intervals import Interval
+from airloop.core.spec import get_spec
+
+
+def _interval(context: Any) -> Interval:
+    return Interval.of(context["data_interval_start"], context["data_interval_end"])
+
+
+def _doing(context: Any, what: str) -> str:
+    """``what`` the task was doing, with its run and (when it has one) its data interval, for outage messages."""
+    where = [f"run {context['run_id']}"] if context.get("run_id") else []
+    start, end = context.get("data_interval_start"), context.get("data_interval_end")
+    if start is not None and end is not None and start < end:
+        where.append(f"data interval {Interval.of(start, end)}")
+    return f"{what} ({'; '.join(where)})" if where else what
+
+
+@contextmanager
+def guard(context: Any, what: str) -> Iterator[None]:
+    """The one exit of every task body, by the two error bases of :mod:`airloop.core.errors`.
+
+    - An outage (:class:`ServiceUnavailable`, or a library error that :func:`outages.find` recognises as MLflow
+      or a database not answering) retries, with a message naming the service, what the task was doing and
+      whether a retry is left. It is checked first, so an expected error that wraps one still retries.
+    - An :class:`ExpectedFailure` (bad data, bad params, a refusal) fails at once, without retries: its
+      message is the on-call summary.
+    - Anything else is a bug: it propagates with its traceback (and Airflow retries it once).
+    """
+    from airloop.adapters.outages import explain, find
+
+    try:
+        yield
+    except Exception as exc:
+        outage = find(exc)
+        if outage is not None:
+            ti = context.get("ti")
+            try_number, max_tries = getattr(ti, "try_number", None), getattr(ti, "max_tries", None)
+            retries_left = None if try_number is None or max_tries is None else try_number <= max_tries
+            message = explain(outage, _doing(context, what), try_number=try_number, retries_left=retries_left)
+            raise ServiceUnavailable(message) from None
+        if isinstance(exc, ServiceUnavailable):
+            raise
+        if isinstance(exc, ExpectedFailure):
+            raise AirflowFailException(str(exc)) from None
+        raise
+
+
+def ingest_extract(model: str) -> dict[str, Any]:
+    from airloop.stages.ingest.runner import Ingestion, extract
+
+    context = get_current_context()
+    ing = Ingestion.for_spec(get_spec(model))
+    with guard(context, f"extracting {model} from its source"):
+        return extract(ing, _interval(context))
+
+
+def ingest_validate(model: str) -> dict[str, Any]:
+    from airloop.adapters.expectations import SuiteError
+    from airloop.stages.ingest.runner import Ingestion, validate_interval
+
+    context = get_current_context()
+    ing = Ingestion.for_spec(get_spec(model))
+    with guard(context, f"validating {model}"):
+        try:
+            return validate_interval(ing, _interval(context), dag_run_id=context["run_id"])
+        except SuiteError as exc:
+            raise SuiteError(
+                f"The suites of {model} cannot be used, so interval {_interval(context)} was not validated:\n"
+                f"{exc}\nFix the suite file named above (check it with `airloop suites check {model}`), "
+                "then clear this task."
+            ) from None
+
+
+def ingest_publish(model: str, validated: dict[str, Any]) -> dict[str, Any]:
+    from airloop.orchestration.assets import validated_asset
+    from airloop.stages.ingest.runner import Ingestion, publish
+
+    context = get_current_context()
+    spec = get_spec(model)
+    with guard(context, f"publishing {model}"):
+        extra = publish(Ingestion.for_spec(spec), _interval(context), validated)
+    context["outlet_events"][validated_asset(spec)].extra = extra
+    return extra
+
+
+# --- model lifecycle: train, gate, approve, promote, record -------------------------------------------------
+
+
+def _run_info(context: Any) -> Any:
+    from airloop.core.contracts import RunInfo
+
+    dag_run = context["dag_run"]
+    run_type = getattr(dag_run, "run_type", None)
+    return RunInfo(
+        dag_id=dag_run.dag_id,
+        run_id=dag_run.run_id,
+        try_number=getattr(context["ti"], "try_number", None),
+        run_type=getattr(run_type, "value", run_type),
+        triggered_by=getattr(dag_run, "triggering_user_name", None),
+    )
+
+
+def _asset_extras(context: Any) -> list[dict[str, Any]]:
+    """The ``extra`` of every Asset event that triggered this run (queued events merge into one run)."""
+    return [
+        dict(getattr(event, "extra", None) or {})
+        for events in (context.get("triggering_asset_events") or {}).values()
+        for event in events
+    ]
+
+
+def train_check(model: str) -> dict[str, Any]:
+    from airloop.stages.train import runner as train_stage
+
+    context = get_current_context()
+    with guard(context, f"checking the request to train {model}"):
+        return train_stage.train_request(
+            get_spec(model),
+            dict(context["dag_run"].conf or {}),
+            dict(context["params"]),
+            _run_info(context),
+            _asset_extras(context),
+        )
+
+
+def train_fit(model: str, request: dict[str, Any]) -> dict[str, Any]:
+    from airloop.stages.train import runner as train_stage
+
+    context = get_current_context()
+    window = f"window {request.get('window_start') or 'default'} to {request.get('window_end') or 'newest data'}"
+    with guard(context, f"training {model} ({window})"):
+        return train_stage.train(get_spec(model), request, _run_info(context))
+
+
+def gate_trained(model: str, trained: dict[str, Any]) -> bool:
+    """Gate the freshly trained challenger on its own holdout; push the verdict; True when it may go on."""
+    from airloop.stages.promote import runner as promote_stage
+
+    context = get_current_context()
+    with guard(context, f"gating {model} v{trained['version']}"):
+        result = promote_stage.gate(
+            get_spec(model),
+            action="promote",
+            candidate=trained["version"],
+            window=trained["window"],
+            reason=trained["reason"],
+            run=_run_info(context),
+            mlflow_run_id=trained["mlflow_run_id"],
+        )
+    context["ti"].xcom_push(key="gate", value=result)
+    return bool(result["promote"])
+
+
+def promote_check(model: str) -> dict[str, Any]:
+    from airloop.stages.promote import runner as promote_stage
+
+    context = get_current_context()
+    with guard(context, f"checking the request to promote {model}"):
+        return promote_stage.promote_request(
+            get_spec(model), dict(context["dag_run"].conf or {}), dict(context["params"])
+        )
+
+
+def gate_requested(model: str, request: dict[str, Any]) -> bool:
+    """Gate a named version (or the rollback target) on the newest holdout; push the verdict."""
+    from airloop.stages.promote import runner as promote_stage
+
+    context = get_current_context()
+    what = f"gating {model} v{request['candidate']} ({request['action']})"
+    with guard(context, what):
+        result = promote_stage.gate(
+            get_spec(model),
+            action=request["action"],
+            candidate=request["candidate"],
+            window=None,
+            reason=request["reason"],
+            run=_run_info(context),
+            override=request["override"],
+        )
+    context["ti"].xcom_push(key="gate", value=result)
+    return bool(result["promote"])
+
+
+def _approval(context: Any, model: str) -> dict[str, Any] | None:
+    if not get_spec(model).gate.approval.required:
+        return None
+    from airloop.orchestration.approval import ANSWER_KEY
+
+    return context["ti"].xcom_pull(task_ids="approve", key=ANSWER_KEY)
+
+
+def decision_promote(model: str) -> dict[str, Any]:
+    from airloop.stages.promote import runner as promote_stage
+
+    context = get_current_context()
+    gate_result = context["ti"].xcom_pull(task_ids="gate", key="gate")
+    with guard(context, f"promoting {model} v{(gate_result or {}).get('candidate')}"):
+        return promote_stage.promote(gate_result, _approval(context, model), _run_info(context))
+
+
+def decision_record(model: str) -> dict[str, Any] | None:
+    from airloop.stages.promote import runner as promote_stage
+
+    context = get_current_context()
+    ti = context["ti"]
+    with guard(context, f"recording the decision on {model} in the promotion ledger"):
+        return promote_stage.record_outcome(
+            ti.xcom_pull(task_ids="gate", key="gate"),
+            _approval(context, model),
+            ti.xcom_pull(task_ids="promote"),
+            get_spec(model).gate.approval.required,
+            _run_info(context),
+        )
+
+
+def decision_outcome() -> None:
+    """Fail the run because an earlier task failed (this task runs only then)."""
+    context = get_current_context()
+    raise AirflowFailException(
+        f"An earlier task of run {context['run_id']} failed, so the run fails: open the failed task's log "
+        "(its last lines say what broke and what to do). The promotion ledger holds any decision that was made."
+    )
+
+
+# --- batch scoring ----------------------------------------------------------------------------------------------
+
+
+def score_pin(model: str) -> dict[str, str]:
+    """Resolve ``@champion`` once for the run; no champion skips the run's scoring (not a failure)."""
+    from airflow.sdk.exceptions import AirflowSkipException
+
+    from airloop.adapters.registry import pin_champion
+    from airloop.core.errors import NoChampion
+
+    try:
+        with guard(get_current_context(), f"resolving @champion of {model}"):
+            return pin_champion(model)
+    except NoChampion as exc:
+        raise AirflowSkipException(str(exc)) from None
+
+
+def score_select(model: str) -> list[str]:
+    from airloop.stages.score.runner import select_partitions
+
+    context = get_current_context()
+    with guard(context, f"selecting the partitions of {model} to score"):
+        return select_partitions(
+            get_spec(model), _asset_extras(context), dict(context["params"]), dict(context["dag_run"].conf or {})
+        )
+
+
+def score_partitions(model: str, partitions: list[str], pinned: dict[str, str]) -> list[dict[str, Any]]:
+    """Score the run's partitions one after another in this one process (the model is loaded once)."""
+    from airloop.stages.score import runner as scoring
+
+    context = get_current_context()
+    spanned = f"{partitions[0]} to {partitions[-1]}" if partitions else "none"
+    what = f"scoring {len(partitions)} partition(s) of {model} ({spanned}) with v{pinned['version']}"
+    with guard(context, what):
+        return scoring.score_partitions(get_spec(model), partitions, pinned, _run_info(context))
+
+
+# --- monitoring ---------------------------------------------------------------------------------------------
+
+
+def monitor_check(model: str) -> dict[str, Any]:
+    from airloop.stages.monitor import runner as monitoring
+
+    context = get_current_context()
+    with guard(context, f"resolving the window of {model} to monitor"):
+        return monitoring.monitor_request(
+            get_spec(model),
+            dict(context["params"]),
+            dict(context["dag_run"].conf or {}),
+            context.get("data_interval_end"),
+        )
+
+
+def monitor_judge(model: str, request: dict[str, Any]) -> dict[str, Any]:
+    """Judge the window; no champion yet skips (nothing to monitor), a window that cannot be judged fails."""
+    from airflow.sdk.exceptions import AirflowSkipException
+
+    from airloop.core.errors import NoChampion
+    from airloop.stages.monitor import runner as monitoring
+
+    context = get_current_context()
+    what = f"judging the window of {model} ending {request['as_of'][:10]}"
+    try:
+        with guard(context, what):
+            return monitoring.monitor(get_spec(model), request, _run_info(context))
+    except NoChampion:
+        raise AirflowSkipException(
+            f"{model} has no @champion yet, so there is nothing to monitor. Train and promote one ({model}_train)."
+        ) from None
+
+
+def monitor_request_retraining(model: str, summary: dict[str, Any]) -> dict[str, Any]:
+    """Record the request and announce it on the retrain Asset; skipped (no event) when none is due."""
+    from airflow.sdk.exceptions import AirflowSkipException
+
+    from airloop.orchestration.assets import retrain_asset
+    from airloop.stages.monitor.runner import request_retraining
+
+    context = get_current_context()
+    spec = get_spec(model)
+    with guard(context, f"recording the retrain request of {model} for the window ending {summary['window_end'][:10]}"):
+        extra = request_retraining(spec, summary, _run_info(context))
+    if extra is None:
+        raise AirflowSkipException(f"No retraining: {summary['decision']['reason']}.")
+    context["outlet_events"][retrain_asset(spec)].extra = extra
+    return extra

@@ -1,0 +1,246 @@
+"""Ingestion of one data interval: extract to ``raw``, validate, then publish to ``validated`` or quarantine.
+
+Each step is keyed to the interval and overwrites only its own outputs, so running an interval again
+(a retry, a clear, a backfill) gives byte-identical partitions and no duplicate rows. A validated and a
+quarantined partition of the same interval never exist together.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from airloop.adapters.lake import Lake, default_lake
+from airloop.core.errors import ExpectedFailure
+from airloop.core.intervals import Interval
+from airloop.core.settings import paths
+from airloop.core.spec import ModelSpec
+
+log = logging.getLogger(__name__)
+
+REPORT_FILE = "validation.json"
+
+
+class QuarantinedBatch(ExpectedFailure):
+    """The batch failed its suites and was quarantined; the message is the on-call summary."""
+
+
+class StaleRawPartition(RuntimeError):
+    """The raw partition changed between validation and publication."""
+
+
+@dataclass(frozen=True)
+class Ingestion:
+    """Where one model's ingestion reads and writes (all derived from ``AIRLOOP_HOME`` unless given)."""
+
+    spec: ModelSpec
+    lake: Lake
+    reports: Path
+    expectations: Path
+
+    @classmethod
+    def for_spec(cls, spec: ModelSpec) -> Ingestion:
+        p = paths()
+        return cls(spec=spec, lake=default_lake(), reports=p.reports, expectations=p.expectations_dir)
+
+    def report_dir(self, interval: Interval) -> Path:
+        return self.reports / self.spec.name / "validation" / interval.key
+
+
+def extract(ing: Ingestion, interval: Interval) -> dict[str, Any]:
+    """Copy the interval's source rows into the ``raw`` partition; return its summary (for XCom)."""
+    from airloop.adapters.db import describe, engine_for
+    from airloop.adapters.source import extract_interval
+
+    spec = ing.spec
+    engine = engine_for(spec.source.connection)
+    result = extract_interval(engine, spec, interval)
+    manifest = ing.lake.write(
+        spec.name,
+        "raw",
+        interval.key,
+        result.frame,
+        meta=_interval_meta(interval) | {"source": spec.source.connection, "table": spec.source.table},
+    )
+    log.info(
+        "Extracted %d rows of %s for interval %s from %s (%s) into %s (content digest %s).",
+        manifest.rows,
+        spec.name,
+        interval,
+        spec.source.connection,
+        describe(engine),
+        ing.lake.partition_url(spec.name, "raw", interval.key),
+        manifest.content_digest[:12],
+    )
+    return {"partition": interval.key, "rows": manifest.rows, "content_digest": manifest.content_digest}
+
+
+def validate_interval(ing: Ingestion, interval: Interval, *, dag_run_id: str | None = None) -> dict[str, Any]:
+    """Validate the raw partition. On failure quarantine it and raise :class:`QuarantinedBatch`."""
+    from airloop.adapters.expectations import DocsTarget, load_suites, validate
+
+    spec = ing.spec
+    df = ing.lake.read(spec.name, "raw", interval.key)
+    raw = ing.lake.manifest(spec.name, "raw", interval.key)
+    assert raw is not None  # read() succeeded
+    suites = load_suites(spec, ing.expectations)
+    report_dir = ing.report_dir(interval)
+    docs_target = DocsTarget(report_dir / "data_docs", f"{spec.name}-{interval.key}", interval.start)
+    outcome = validate(df, suites, id_column=spec.source.time_column, docs=docs_target)
+    docs = outcome.docs_index
+    report = outcome.report(
+        model=spec.name, partition=interval.key, content_digest=raw.content_digest, **_interval_meta(interval)
+    )
+    report_bytes = (json.dumps(report, indent=2, sort_keys=True, default=str) + "\n").encode()
+    report_dir.mkdir(parents=True, exist_ok=True)
+    (report_dir / REPORT_FILE).write_bytes(report_bytes)
+    _record(ing, interval, outcome, raw.content_digest, report_dir / REPORT_FILE, docs, dag_run_id)
+    summary = {
+        "partition": interval.key,
+        "rows": outcome.rows,
+        "content_digest": raw.content_digest,
+        "suite_digests": outcome.suite_digests,
+        "report": str(report_dir / REPORT_FILE),
+    }
+    if outcome.success:
+        log.info(
+            "Validation passed for %s interval %s: %d rows, %d expectations in %d suite(s) %s.",
+            spec.name,
+            interval,
+            outcome.rows,
+            outcome.evaluated,
+            len(suites),
+            outcome.suite_digests,
+        )
+        return summary
+    quarantine = ing.lake.write(
+        spec.name,
+        "quarantine",
+        interval.key,
+        df,
+        side_files={REPORT_FILE: report_bytes},
+        meta=_interval_meta(interval) | {"suite_digests": outcome.suite_digests, "data_docs": str(docs)},
+    )
+    ing.lake.delete(spec.name, "validated", interval.key)
+    raise QuarantinedBatch(
+        quarantine_summary(ing, interval, outcome.rows, outcome.evaluated, outcome.failures, docs, quarantine.rows)
+    )
+
+
+def quarantine_summary(
+    ing: Ingestion,
+    interval: Interval,
+    rows: int,
+    evaluated: int,
+    failures: list[Any],
+    docs: Path | None,
+    quarantined_rows: int,
+) -> str:
+    """The message an on-call engineer reads at the end of the failed task's log."""
+    spec = ing.spec
+    where = ing.lake.partition_url(spec.name, "quarantine", interval.key)
+    lines = [
+        f"Batch QUARANTINED: {spec.name} interval {interval} (partition {interval.key}) failed "
+        f"{len(failures)} of {evaluated} expectations on {rows} rows.",
+        *(f"  - {f.describe()}" for f in failures[:10]),
+    ]
+    if len(failures) > 10:
+        lines.append(f"  - ... and {len(failures) - 10} more (see the report)")
+    suite_folder = ing.expectations / spec.suite_dir
+    lines += [
+        f"Quarantined {quarantined_rows} rows to {where}; nothing from this interval flows on.",
+        f"Validation result: {ing.report_dir(interval) / REPORT_FILE}",
+        f"Data Docs: {docs}" if docs else "Data Docs: not built",
+        "What to do: if the data is wrong, fix it at the source and clear this task to re-run the interval; "
+        f"if the rule is wrong, a data steward edits the suite in {suite_folder} and checks it with "
+        f"`airloop suites check {spec.name} --on {interval.start.date()}`, then clear this task.",
+    ]
+    return "\n".join(lines)
+
+
+def publish(ing: Ingestion, interval: Interval, validated: dict[str, Any]) -> dict[str, Any]:
+    """Copy the validated raw partition to ``validated`` and drop any old quarantine of the interval.
+
+    Returns the Asset event extra: partition, interval, rows, content digest and suite digests.
+    """
+    spec = ing.spec
+    raw = ing.lake.manifest(spec.name, "raw", interval.key)
+    if raw is None or raw.content_digest != validated["content_digest"]:
+        raise StaleRawPartition(
+            f"raw partition {interval.key} of {spec.name} changed after validation "
+            f"(validated {validated['content_digest'][:12]}, now {raw.content_digest[:12] if raw else 'missing'}). "
+            "Another run of this interval is writing it: clear this whole DAG run to extract and validate again."
+        )
+    report = (ing.report_dir(interval) / REPORT_FILE).read_bytes()
+    manifest = ing.lake.copy(
+        spec.name,
+        "raw",
+        "validated",
+        interval.key,
+        side_files={REPORT_FILE: report},
+        meta=_interval_meta(interval) | {"suite_digests": validated["suite_digests"]},
+    )
+    ing.lake.delete(spec.name, "quarantine", interval.key)
+    extra = {
+        "model": spec.name,
+        "partition": interval.key,
+        **_interval_meta(interval),
+        "rows": manifest.rows,
+        "content_digest": manifest.content_digest,
+        "suite_digests": validated["suite_digests"],
+        "path": str(ing.lake.partition_url(spec.name, "validated", interval.key)),
+    }
+    log.info(
+        "Published %d validated rows of %s for interval %s to %s (content digest %s).",
+        manifest.rows,
+        spec.name,
+        interval,
+        extra["path"],
+        manifest.content_digest[:12],
+    )
+    return extra
+
+
+def _interval_meta(interval: Interval) -> dict[str, str]:
+    return {"interval_start": interval.start.isoformat(), "interval_end": interval.end.isoformat()}
+
+
+def _record(
+    ing: Ingestion,
+    interval: Interval,
+    outcome: Any,
+    digest: str,
+    report: Path,
+    docs: Path | None,
+    dag_run_id: str | None,
+) -> None:
+    from dataclasses import asdict
+
+    from airloop.adapters.db import engine_for
+    from airloop.adapters.warehouse import ensure_schema, upsert_validation_result
+    from airloop.core.settings import WAREHOUSE_CONN_ID
+
+    engine = engine_for(WAREHOUSE_CONN_ID)
+    ensure_schema(engine)
+    upsert_validation_result(
+        engine,
+        {
+            "model": ing.spec.name,
+            "partition": interval.key,
+            "interval_start": interval.start,
+            "interval_end": interval.end,
+            "success": outcome.success,
+            "rows": outcome.rows,
+            "evaluated_expectations": outcome.evaluated,
+            "failed_expectations": len(outcome.failures),
+            "content_digest": digest,
+            "suite_digests": outcome.suite_digests,
+            "failures": json.loads(json.dumps([asdict(f) for f in outcome.failures], default=str)),
+            "report_path": str(report),
+            "docs_path": str(docs) if docs else None,
+            "dag_run_id": dag_run_id,
+        },
+    )

@@ -1,0 +1,173 @@
+"""The airloop view: a FastAPI app mounted on Airflow's api-server at ``/airloop`` by ``plugins/airloop_view.py``.
+
+Airflow does not put plugin apps behind its authentication, so every route here depends on
+:data:`GetUserDep`: the UI's ``_token`` cookie (sent by the page embedded in the UI) or an
+``Authorization: Bearer`` token. Anonymous requests get 401 before anything is read. A user sees only the
+models whose DAGs the auth manager lets them read.
+
+Routes (under ``/airloop``):
+
+- ``/`` and ``/models/<model>``: the model's page (champion, challenger, approvals, drift trend, requests,
+  ledger, validations); ``/api/models`` and ``/api/models/<model>``: the same as JSON, for services.
+- ``/reports/<path>``: a report file under ``AIRLOOP_HOME/reports`` (Data Docs, validation results, Evidently).
+- ``/go/<kind>?dag_id=&run_id=``: where a task's extra link leads (:mod:`airloop.orchestration.links`), resolved when clicked,
+  so a link made when the task ended still finds what appeared later (the training run a request started).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from airflow.api_fastapi.core_api.security import GetUserDep
+from fastapi import FastAPI, HTTPException, Query
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse, Response
+
+from airloop.core import urls
+from airloop.core.settings import WAREHOUSE_CONN_ID, paths
+from airloop.ui import board as view
+from airloop.ui import links
+
+log = logging.getLogger(__name__)
+
+
+def _user_name(user: Any) -> str:
+    return str(getattr(user, "get_name", lambda: "?")())
+
+
+def _readable_models(user: Any) -> list[Any]:
+    """The specs whose DAGs this user may read (an auth manager other than Simple may restrict some)."""
+    from airflow.api_fastapi.app import get_auth_manager
+    from airflow.api_fastapi.auth.managers.models.resource_details import DagDetails
+
+    from airloop.core.spec import load_specs
+
+    auth = get_auth_manager()
+    return [
+        spec
+        for spec in load_specs(paths().models_dir)
+        if all(
+            auth.is_authorized_dag(method="GET", user=user, details=DagDetails(id=spec.dag_id(stage)))
+            for stage in urls.STAGES
+        )
+    ]
+
+
+def _spec(user: Any, model: str, specs: list[Any] | None = None) -> Any:
+    for spec in _readable_models(user) if specs is None else specs:
+        if spec.name == model:
+            return spec
+    raise HTTPException(status_code=404, detail=f"No model {model!r} that you may read.")
+
+
+def _ui_base() -> str:
+    from airflow.configuration import conf
+
+    return conf.get("api", "base_url", fallback="") or ""
+
+
+def _mlflow_ui() -> str | None:
+    from airloop.adapters import registry
+
+    return registry.ui_base()
+
+
+def pending_approvals(dag_ids: list[str]) -> list[view.Approval]:
+    """Tasks of these DAGs waiting in ``awaiting_input`` for an answer, oldest first (Airflow's metadata DB)."""
+    import sqlalchemy as sa
+    from airflow.models.hitl import HITLDetail
+    from airflow.models.taskinstance import TaskInstance
+    from airflow.utils.session import create_session
+
+    ui = _ui_base().rstrip("/")
+    with create_session() as session:
+        rows = session.execute(
+            sa.select(TaskInstance.dag_id, TaskInstance.run_id, TaskInstance.task_id, HITLDetail.subject)
+            .add_columns(HITLDetail.created_at)
+            .join(TaskInstance, TaskInstance.id == HITLDetail.ti_id)
+            .where(HITLDetail.responded_at.is_(None), TaskInstance.dag_id.in_(dag_ids))
+            .order_by(HITLDetail.created_at)
+        ).all()
+    return [
+        view.Approval(
+            dag_id=d,
+            run_id=r,
+            task_id=t,
+            subject=subject,
+            created_at=created,
+            url=f"{ui}/dags/{d}/runs/{r}/tasks/{t}/required_actions",
+        )
+        for d, r, t, subject, created in rows
+    ]
+
+
+def _board(spec: Any) -> view.Board:
+    from airloop.adapters.db import engine_for
+
+    try:
+        approvals = pending_approvals([spec.dag_id(stage) for stage in ("train", "promote")])
+    except Exception as exc:  # the page still shows the rest, and says what it could not read
+        log.warning("airloop view: pending approvals of %s unreadable: %s", spec.name, exc)
+        approvals = []
+    return view.load_board(spec, engine_for(WAREHOUSE_CONN_ID), approvals=approvals, mlflow_ui=_mlflow_ui())
+
+
+def create_app() -> FastAPI:
+    """The view's app; the plugin mounts it at :data:`airloop.ui.board.MOUNT`."""
+    app = FastAPI(title="airloop view", description=__doc__, docs_url=None, redoc_url=None, openapi_url=None)
+
+    @app.get("/", response_class=HTMLResponse)
+    def index(user: GetUserDep) -> Response:
+        specs = _readable_models(user)
+        if not specs:
+            return HTMLResponse(
+                view.render_message("No model", "No model spec whose DAGs you may read.", status=404), 404
+            )
+        return RedirectResponse(f"{urls.MOUNT}/models/{specs[0].name}", status_code=307)
+
+    @app.get("/models/{model}", response_class=HTMLResponse)
+    def model_page(model: str, user: GetUserDep) -> HTMLResponse:
+        specs = _readable_models(user)  # once per request: each reads every spec and asks the auth manager
+        board = _board(_spec(user, model, specs))
+        html = view.render_board(
+            board,
+            reports_root=paths().reports,
+            airflow_ui=_ui_base(),
+            models=[s.name for s in specs],
+            user=_user_name(user),
+        )
+        return HTMLResponse(html)
+
+    @app.get("/api/models")
+    def api_models(user: GetUserDep) -> JSONResponse:
+        return JSONResponse({"models": [s.name for s in _readable_models(user)]})
+
+    @app.get("/api/models/{model}")
+    def api_model(model: str, user: GetUserDep) -> JSONResponse:
+        return JSONResponse(_board(_spec(user, model)).to_dict())
+
+    @app.get("/reports/{path:path}")
+    def report(path: str, user: GetUserDep) -> FileResponse:
+        root = paths().reports.resolve()
+        target = (root / path).resolve()
+        # Only files under the reports folder, of a model this user may read: ``..`` or a symlink out is 404.
+        if not target.is_relative_to(root) or not target.is_file():
+            raise HTTPException(status_code=404, detail="No such report.")
+        model = target.relative_to(root).parts[0]
+        _spec(user, model)
+        return FileResponse(target)
+
+    @app.get("/go/{kind}", response_class=HTMLResponse)
+    def go(kind: str, user: GetUserDep, dag_id: str = Query(...), run_id: str = Query(...)) -> Response:
+        if kind not in urls.KINDS:
+            raise HTTPException(status_code=404, detail=f"No link kind {kind!r}; known: {', '.join(urls.KINDS)}.")
+        spec = next((s for s in _readable_models(user) if dag_id in {s.dag_id(st) for st in urls.STAGES}), None)
+        if spec is None:
+            raise HTTPException(status_code=404, detail=f"No DAG {dag_id!r} of a model that you may read.")
+        target = links.resolve(kind, spec, dag_id, run_id, reports_root=paths().reports, mlflow_ui=_mlflow_ui())
+        if target.url:
+            url = target.url if not target.url.startswith("/dags/") else _ui_base().rstrip("/") + target.url
+            return RedirectResponse(url, status_code=307)
+        return HTMLResponse(view.render_message(target.title, target.message, status=404), status_code=404)
+
+    return app

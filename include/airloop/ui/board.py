@@ -1,0 +1,266 @@
+"""What the airloop view in the Airflow UI shows, per model: read from MLflow and the warehouse, rendered as HTML.
+
+The view (``plugins/airloop_view.py``, served by :mod:`airloop.ui.app`) is one page per model:
+
+- the **champion** and the **challenger** (``@champion`` / ``@challenger`` in the MLflow registry) with their
+  holdout metrics, training window and a link to each MLflow run;
+- the **quarantined intervals** (all of them: each stays until re-ingested) and the **latest validations** (pass
+  or fail, rows, failed expectations, a link to the result or the Data Docs page);
+- the **drift trend** of the latest monitored windows, as an SVG chart drawn here (no JavaScript library to
+  download: the UI must work on a closed network), each point linking to its Evidently report;
+- the **retraining requests**, the **promotion ledger**, and the **pending approvals** with a link to answer them.
+
+Everything here is plain data and HTML so it is unit tested without a server; the FastAPI app adds the
+authentication and the Airflow metadata (approvals) around it.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from airloop.core.urls import MOUNT, report_url
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Engine
+
+    from airloop.core.spec import ModelSpec
+
+log = logging.getLogger(__name__)
+
+#: Holdout metrics shown on a version card, in this order.
+CARD_METRICS = ("holdout_rmse", "holdout_mae", "holdout_r2", "holdout_rows", "train_rows")
+
+
+@dataclass(frozen=True)
+class VersionCard:
+    """A registered version as the view shows it."""
+
+    alias: str
+    version: str
+    run_id: str
+    metrics: dict[str, float]
+    window: str
+    created: datetime | None
+    url: str | None
+
+
+@dataclass(frozen=True)
+class Approval:
+    """A task waiting for a person's answer (Airflow human-in-the-loop)."""
+
+    dag_id: str
+    run_id: str
+    task_id: str
+    subject: str
+    created_at: datetime
+    url: str
+
+
+@dataclass
+class Board:
+    """Everything on one model's page."""
+
+    model: str
+    description: str
+    owner: str
+    dag_ids: dict[str, str]
+    champion: VersionCard | None = None
+    challenger: VersionCard | None = None
+    validations: list[dict[str, Any]] = field(default_factory=list)  # newest first
+    quarantined: list[dict[str, Any]] = field(default_factory=list)  # every failed interval, newest first
+    drift: list[dict[str, Any]] = field(default_factory=list)  # oldest first
+    requests: list[dict[str, Any]] = field(default_factory=list)  # newest first
+    ledger: list[dict[str, Any]] = field(default_factory=list)  # newest first
+    approvals: list[Approval] = field(default_factory=list)
+    drift_share_threshold: float = 0.0
+    problems: list[str] = field(default_factory=list)  # parts that could not be read, said on the page
+
+    def to_dict(self) -> dict[str, Any]:
+        """The board as JSON-ready data (the view's ``/api/models/<model>`` answer)."""
+        from dataclasses import asdict
+
+        return _jsonable(asdict(self))
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, datetime):
+        return value.isoformat()
+    return value
+
+
+def _card(model: str, alias: str, mlflow_ui: str | None) -> VersionCard | None:
+    from airloop.adapters import registry
+
+    version = registry.version_for_alias(model, alias)
+    if version is None:
+        return None
+    c = registry.client()
+    mv = c.get_model_version(model, version)
+    run = c.get_run(mv.run_id)
+    metrics = {k: run.data.metrics[k] for k in CARD_METRICS if k in run.data.metrics}
+    url = f"{mlflow_ui}/#/experiments/{run.info.experiment_id}/runs/{mv.run_id}" if mlflow_ui else None
+    created = datetime.fromtimestamp(mv.creation_timestamp / 1000, tz=UTC) if mv.creation_timestamp else None
+    return VersionCard(alias, version, mv.run_id, metrics, run.data.tags.get("airloop.window", ""), created, url)
+
+
+def load_board(
+    spec: ModelSpec,
+    engine: Engine,
+    *,
+    approvals: list[Approval] | None = None,
+    mlflow_ui: str | None = None,
+    limit: int = 12,
+) -> Board:
+    """Read one model's page. A part that cannot be read (MLflow down, say) is named in ``problems``, not raised."""
+    from airloop.adapters import registry, warehouse
+    from airloop.stages.promote import ledger as promotion
+
+    board = Board(
+        model=spec.name,
+        description=spec.description,
+        owner=spec.owner,
+        dag_ids={stage: spec.dag_id(stage) for stage in ("ingest", "train", "promote", "score", "monitor")},
+        approvals=approvals or [],
+        drift_share_threshold=spec.monitoring.drift_share,
+    )
+    try:
+        board.champion = _card(spec.name, registry.CHAMPION, mlflow_ui)
+        board.challenger = _card(spec.name, registry.CHALLENGER, mlflow_ui)
+        if board.challenger and board.champion and board.challenger.version == board.champion.version:
+            board.challenger = None  # promoted: the challenger is the champion now
+    except Exception as exc:  # the page must still show the warehouse's story when MLflow is down
+        log.warning("airloop view: MLflow registry of %s unreadable: %s", spec.name, exc)
+        board.problems.append(f"MLflow registry not readable ({type(exc).__name__}: {exc}); check `airloop status`.")
+    try:
+        warehouse.ensure_schema(engine)
+        board.validations = warehouse.recent_validations(engine, spec.name, limit=limit)
+        board.quarantined = warehouse.recent_validations(engine, spec.name, limit=100, failed_only=True)
+        board.drift = list(reversed(warehouse.drift_history(engine, spec.name, limit=limit)))
+        board.requests = list(reversed(warehouse.retrain_requests_of(engine, spec.name)))[:limit]
+        board.ledger = promotion.ledger(engine, spec.name, limit=limit)
+    except Exception as exc:
+        log.warning("airloop view: warehouse of %s unreadable: %s", spec.name, exc)
+        board.problems.append(f"Warehouse not readable ({type(exc).__name__}: {exc}); check the connection.")
+    return board
+
+
+# --- the drift chart ---------------------------------------------------------------------------------------------
+
+
+def drift_chart(
+    windows: list[dict[str, Any]], threshold: float, reports_root: Path, width: int = 720, height: int = 220
+) -> str:
+    """An SVG chart of the drift share per window (oldest left), the threshold as a dashed line.
+
+    Drifted windows are drawn red, others green; each point links to its report and has a tooltip with the
+    window, champion version, drifted columns and MAE change. Returns ``""`` when there is no window.
+    """
+    from markupsafe import escape
+
+    if not windows:
+        return ""
+    left, right, top, bottom = 48, 40, 16, 40  # room for the last date label
+    plot_w, plot_h = width - left - right, height - top - bottom
+    ymax = max(1.0, *(float(w["drift_share"]) for w in windows))
+    n = len(windows)
+
+    def x(i: int) -> float:
+        return left + (plot_w / 2 if n == 1 else plot_w * i / (n - 1))
+
+    def y(value: float) -> float:
+        return top + plot_h * (1 - value / ymax)
+
+    parts = [
+        f'<svg id="drift-chart" xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+        f'viewBox="0 0 {width} {height}" role="img" aria-label="Drift share per monitored window">',
+        f'<line x1="{left}" y1="{top + plot_h}" x2="{left + plot_w}" y2="{top + plot_h}" stroke="#888"/>',
+        f'<line x1="{left}" y1="{top}" x2="{left}" y2="{top + plot_h}" stroke="#888"/>',
+    ]
+    for tick in (0.0, 0.5, 1.0):
+        parts.append(f'<text x="{left - 6}" y="{y(tick) + 4:.1f}" font-size="11" text-anchor="end">{tick:.1f}</text>')
+    parts.append(
+        f'<line class="threshold" x1="{left}" y1="{y(threshold):.1f}" x2="{left + plot_w}" y2="{y(threshold):.1f}" '
+        f'stroke="#c60" stroke-dasharray="4 3"><title>drift_share threshold {threshold}</title></line>'
+    )
+    points = " ".join(f"{x(i):.1f},{y(float(w['drift_share'])):.1f}" for i, w in enumerate(windows))
+    parts.append(f'<polyline points="{points}" fill="none" stroke="#468" stroke-width="1.5"/>')
+    for i, w in enumerate(windows):
+        end = w["window_end"]
+        degradation = w.get("degradation")
+        tip = (
+            f"window {w['window_start']:%Y-%m-%d}..{end:%Y-%m-%d}, champion v{w['champion_version']}: "
+            f"drift share {float(w['drift_share']):.2f}"
+            + (f", drifted {', '.join(w['drifted_columns'])}" if w["drifted_columns"] else "")
+            + (f", MAE {degradation:+.0%} vs training" if degradation is not None else "")
+        )
+        colour = "#c22" if w["drifted"] else "#2a2"
+        dot = (
+            f'<circle class="window{" drifted" if w["drifted"] else ""}" cx="{x(i):.1f}" '
+            f'cy="{y(float(w["drift_share"])):.1f}" r="5" fill="{colour}"><title>{escape(tip)}</title></circle>'
+        )
+        url = report_url(w.get("report_path"), reports_root)
+        parts.append(f'<a href="{escape(url)}" target="_blank">{dot}</a>' if url else dot)
+        if n <= 8 or i % max(1, n // 8) == 0 or i == n - 1:
+            label = f'x="{x(i):.1f}" y="{top + plot_h + 16}" font-size="10" text-anchor="middle"'
+            parts.append(f"<text {label}>{end:%Y-%m-%d}</text>")
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+# --- HTML --------------------------------------------------------------------------------------------------------
+
+
+def _environment() -> Any:
+    import jinja2
+
+    env = jinja2.Environment(
+        loader=jinja2.PackageLoader("airloop.ui", "templates"),
+        autoescape=jinja2.select_autoescape(default=True),
+        undefined=jinja2.StrictUndefined,  # a template typo fails the unit tests, not a user's page
+    )
+    env.filters["num"] = _num
+    env.filters["when"] = lambda v: v.strftime("%Y-%m-%d %H:%M") if isinstance(v, datetime) else (v or "")
+    env.filters["day"] = lambda v: v.strftime("%Y-%m-%d") if isinstance(v, datetime) else (v or "")
+    return env
+
+
+def _num(value: Any) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, float):
+        if value != value:
+            return "NaN"
+        return f"{value:,.0f}" if abs(value) >= 1000 or value.is_integer() else f"{value:.3g}"
+    return str(value)
+
+
+def render_board(board: Board, *, reports_root: Path, airflow_ui: str, models: list[str], user: str) -> str:
+    """The model's page as HTML (every value escaped by Jinja2)."""
+    from markupsafe import Markup
+
+    return (
+        _environment()
+        .get_template("board.html")
+        .render(
+            b=board,
+            models=models,
+            user=user,
+            mount=MOUNT,
+            ui=airflow_ui.rstrip("/"),
+            chart=Markup(drift_chart(board.drift, board.drift_share_threshold, reports_root)),
+            report=lambda path: report_url(path, reports_root),
+        )
+    )
+
+
+def render_message(title: str, message: str, *, status: int) -> str:
+    """A short page for a link that leads nowhere yet (it says why and what to do)."""
+    return _environment().get_template("message.html").render(title=title, message=message, status=status, mount=MOUNT)
