@@ -48,9 +48,10 @@ test-distributed: install ## the loop on CeleryExecutor (2 workers), Postgres, R
 
 test-all: test test-e2e test-distributed ## all of the above
 
-lint: install ## ruff lint and format check
+lint: install ## ruff (lint, format), import-linter (the layer rule) and mypy (types of include/)
 	$(RUN) ruff check .
 	$(RUN) ruff format --check .
+	$(RUN) lint-imports
 
 format: install ## apply ruff fixes and formatting
 	$(RUN) ruff check --fix .
