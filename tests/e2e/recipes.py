@@ -1,7 +1,8 @@
-"""The README's REST API recipes, read from the README and run as written (bash with curl, or the Python client).
+"""The REST API recipes of ``docs/rest-api.md``, read from that page and run as written (curl, or the Python client).
 
 A recipe is a fenced ``bash`` or ``python`` block right after a ``<!-- recipe: NAME -->`` line. Python recipes
-run after the README's client set-up block (the one that builds ``api``), so each is what a reader would paste.
+run after the page's client set-up block (the one that builds ``api``), so each is what a reader would paste.
+``tests/unit/test_docs.py`` checks, without servers, that every recipe the end-to-end tests ask for is there.
 """
 
 from __future__ import annotations
@@ -14,24 +15,26 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
+PAGE = ROOT / "docs" / "rest-api.md"
 _BLOCK = re.compile(r"<!-- recipe: (?P<name>[\w-]+) -->\n```(?P<lang>bash|python)\n(?P<code>.*?)```", re.S)
 _SETUP = re.compile(r"```python\n(?P<code>import os\nimport airflow_client\.client as af\n.*?)```", re.S)
 
 
-def recipes(readme: Path = ROOT / "README.md") -> dict[tuple[str, str], str]:
-    """(name, language) -> code, for every recipe block of the README."""
-    text = readme.read_text()
+def recipes(page: Path = PAGE) -> dict[tuple[str, str], str]:
+    """(name, language) -> code, for every recipe block of the page."""
+    text = page.read_text()
     found: dict[tuple[str, str], str] = {}
     for m in _BLOCK.finditer(text):
         key = (m["name"], m["lang"])
-        assert key not in found, f"two {m['lang']} blocks for recipe {m['name']!r} in the README"
+        assert key not in found, f"two {m['lang']} blocks for recipe {m['name']!r} in {page.name}"
         found[key] = m["code"]
     return found
 
 
-def client_setup(readme: Path = ROOT / "README.md") -> str:
-    m = _SETUP.search(readme.read_text())
-    assert m, "the README's REST section has no client set-up block (import airflow_client.client as af ...)"
+def client_setup(page: Path = PAGE) -> str:
+    """The page's client set-up block (``import airflow_client.client as af`` ... ``api = ...``)."""
+    m = _SETUP.search(page.read_text())
+    assert m, f"{page.name} has no client set-up block (import airflow_client.client as af ...)"
     return m["code"]
 
 
@@ -45,7 +48,7 @@ def run(name: str, lang: str, env: dict[str, str], timeout: float = 120) -> str:
         cmd = [sys.executable, "-c", client_setup() + "\n" + code]
     done = subprocess.run(cmd, env=full_env, capture_output=True, text=True, timeout=timeout)
     assert done.returncode == 0, (
-        f"README recipe {name!r} ({lang}) failed with exit code {done.returncode}\n"
+        f"{PAGE.name} recipe {name!r} ({lang}) failed with exit code {done.returncode}\n"
         f"--- code\n{code}\n--- stdout\n{done.stdout[-3000:]}\n--- stderr\n{done.stderr[-3000:]}"
     )
     return done.stdout

@@ -344,7 +344,7 @@ def test_the_first_champion_waits_for_approval_and_is_promoted_once_approved(ser
     resp = steward.patch(_answer_url(run_id), json={"chosen_options": ["Approve"], "params_input": {}})
     assert resp.status_code == 403, resp.text
 
-    # Answered with the README's curl recipe, as written: it lists what waits, then approves this one.
+    # Answered with the curl recipe of docs/rest-api.md, as written: it lists what waits, then approves this one.
     env = {"AIRFLOW": servers.api, "TOKEN": servers.token["operator"], "DAG_ID": TRAIN, "RUN_ID": run_id}
     out = recipes.run("approvals", "bash", env | {"TASK_ID": "approve"})
     listed, answer = recipes.json_lines(out)[:2]
@@ -386,7 +386,7 @@ def test_a_better_challenger_rejected_in_review_changes_nothing(servers: Servers
     # The gate passed (default params beat the weak first model): the table compares both versions.
     assert "rmse" in detail["body"] and re.search(rf"champion: v?{champion}\b", detail["body"]), detail["body"]
 
-    # Answered with the README's client recipe, as written: it rejects every request still waiting (this one).
+    # Answered with the client recipe of docs/rest-api.md, as written: it rejects every request still waiting.
     out = recipes.run("approvals", "python", {"AIRFLOW": servers.api, "TOKEN": servers.token["operator"]})
     assert f"{TRAIN} {run_id} approve" in out, out
 

@@ -5,8 +5,8 @@ scored, the monitor judges 2012 window by window in data time, asks for retraini
 holds, the request's Asset event starts training, and the challenger goes through the gate.
 
 Then, on the servers the demo leaves up, as a newcomer and a service meet them: the airloop view in a real
-browser (Debian's headless Chromium), the tasks' extra links, and every REST API recipe of the README, run as
-written with curl and with the official client. The tests run in file order and build on each other.
+browser (Debian's headless Chromium), the tasks' extra links, and every REST API recipe of docs/rest-api.md, run
+as written with curl and with the official client. The tests run in file order and build on each other.
 """
 
 from __future__ import annotations
@@ -208,7 +208,7 @@ def test_extra_links_lead_to_what_each_task_made(demo_home: Path) -> None:
         assert httpx.get(_base() + link, trust_env=False).status_code == 401  # links need a login too
 
 
-# --- the README's REST API recipes, as written ---------------------------------------------------------------------
+# --- the REST API recipes of docs/rest-api.md, as written -------------------------------------------------------------
 
 
 def _recipe_env(user: str = "operator") -> dict[str, str]:

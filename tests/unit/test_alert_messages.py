@@ -13,7 +13,7 @@ import pytest
 from airloop.orchestration import notifiers as alerts
 from airloop.orchestration.notifiers import Alert, FailureAlert, alert_from_context, recipients, summarize_error
 
-#: The webhook body's fields, as the README and alerts.py document them (the contract tested here).
+#: The webhook body's fields, as docs/operations.md and notifiers.py document them (the contract tested here).
 WEBHOOK_FIELDS = {
     "dag_id",
     "task_id",

@@ -12,7 +12,7 @@ through a tracking server (which proxies to its artifact store: a folder, S3, ..
 Models are saved with cloudpickle and explicit pip requirements (fast: about 0.05 s instead of seconds of
 requirement inference). Loading a pickled model runs code from the registry, so MLflow 3.17 asks for
 ``MLFLOW_ALLOW_PICKLE_DESERIALIZATION=true``; airloop sets it only for models of its own registry, whose
-write access is the trust boundary (see README, "Security").
+write access is the trust boundary (see docs/training-and-promotion.md, "Security").
 
 An unreachable tracking server must never read as "not found": only MLflow's not-found answers mean "no such
 alias / version"; anything else (a refused connection, a timeout, 5xx answers) propagates, and the task turns it

@@ -377,7 +377,7 @@ def _fix_hint(error_type: str, loc: str, allowed: list[str]) -> str:
         return f"remove `{loc}` or correct its spelling; allowed here: {', '.join(allowed)}"
     if error_type == "missing":
         return f"add `{loc}` to the file"
-    return "correct the value (see the model spec reference in README.md)"
+    return "correct the value (see the model spec reference in docs/model-spec.md)"
 
 
 def _allowed_fields(loc: tuple[int | str, ...]) -> list[str]:

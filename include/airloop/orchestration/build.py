@@ -94,7 +94,7 @@ Backfill from the UI (Trigger > Backfill), the REST API (`POST /api/v2/backfills
   data. The try fails within seconds and Airflow retries it (backoff from 30 s); check `airloop status` or the
   named service, and clear the task if its last try failed.
 - **Where to look**: this task's extra links (MLflow run, reports), the airloop view (nav "airloop"), and the
-  failure alert, when alerts are on (`AIRLOOP_ALERTS_CONN_ID`: README, "Alerts").
+  failure alert, when alerts are on (`AIRLOOP_ALERTS_CONN_ID`: docs/operations.md, "Alerts").
 """
 
 
@@ -205,7 +205,7 @@ Params: `reason`, `window_start`, `window_end` (dates), `overrides` (allowed: {o
   data. The try fails within seconds and Airflow retries it (backoff from 30 s); check `airloop status` or the
   named service, and clear the task if its last try failed.
 - **Where to look**: this task's extra links (MLflow run, reports), the airloop view (nav "airloop"), and the
-  failure alert, when alerts are on (`AIRLOOP_ALERTS_CONN_ID`: README, "Alerts").
+  failure alert, when alerts are on (`AIRLOOP_ALERTS_CONN_ID`: docs/operations.md, "Alerts").
 """
 
 
@@ -263,7 +263,7 @@ API: `POST /api/v2/dags/{name}_promote/dagRuns` with
   data. The try fails within seconds and Airflow retries it (backoff from 30 s); check `airloop status` or the
   named service, and clear the task if its last try failed.
 - **Where to look**: this task's extra links (MLflow run, reports), the airloop view (nav "airloop"), and the
-  failure alert, when alerts are on (`AIRLOOP_ALERTS_CONN_ID`: README, "Alerts").
+  failure alert, when alerts are on (`AIRLOOP_ALERTS_CONN_ID`: docs/operations.md, "Alerts").
 """
 
 
@@ -299,7 +299,7 @@ Re-score a range: Trigger with `{{"start": "2012-01-01", "end": "2013-01-01"}}`,
   data. The try fails within seconds and Airflow retries it (backoff from 30 s); check `airloop status` or the
   named service, and clear the task if its last try failed.
 - **Where to look**: this task's extra links (MLflow run, reports), the airloop view (nav "airloop"), and the
-  failure alert, when alerts are on (`AIRLOOP_ALERTS_CONN_ID`: README, "Alerts").
+  failure alert, when alerts are on (`AIRLOOP_ALERTS_CONN_ID`: docs/operations.md, "Alerts").
 """
 
 
@@ -353,7 +353,7 @@ Judge a past window: Trigger with `{{"as_of": "2012-06-16"}}`, or
   data. The try fails within seconds and Airflow retries it (backoff from 30 s); check `airloop status` or the
   named service, and clear the task if its last try failed.
 - **Where to look**: this task's extra links (MLflow run, reports), the airloop view (nav "airloop"), and the
-  failure alert, when alerts are on (`AIRLOOP_ALERTS_CONN_ID`: README, "Alerts").
+  failure alert, when alerts are on (`AIRLOOP_ALERTS_CONN_ID`: docs/operations.md, "Alerts").
 """
 
 
