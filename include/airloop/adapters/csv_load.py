@@ -8,9 +8,10 @@ transaction (on SQLite with an explicit ``BEGIN``, since its Python driver would
 Repairs (reported): a UTF-8 byte-order mark; a file that is not UTF-8, read as Latin-1; CRLF or CR line endings;
 blank lines and rows of empty cells (skipped); spaces around column names; spaces around numbers and thousands
 separators (``1,234``) in a numeric column; with ``coerce``, cells that are not numbers in a column that mostly is
-(set to null, lines named). Refusals: a row with more or fewer cells than the header; an empty or repeated column
-name; such non-number cells without ``coerce`` (a column is numeric when at least :data:`NUMERIC_SHARE` of its
-filled cells are numbers; otherwise it is text and nothing is changed); a time column value that is empty or not
+(set to null, lines named); ``text_columns`` are kept as text whatever they hold. Refusals: a row with more or
+fewer cells than the header; an empty or repeated column name; such non-number cells without ``coerce`` (a
+column is numeric when at least :data:`NUMERIC_SHARE` of its filled cells are numbers; otherwise it is text and
+nothing is changed); a time column value that is empty or not
 a time in the given (or inferred) format. Times are stored as naive UTC timestamps (times without a zone are taken
 as UTC), as the extraction of intervals expects. Line numbers are the physical lines of the file (the header is
 line 1), so an editor's "go to line" finds them. A ``<file>.sha256`` beside the file is verified first.
@@ -34,8 +35,9 @@ if TYPE_CHECKING:
 
 #: Cells read as missing in numeric and time columns (in text columns only the empty cell is missing).
 MISSING = frozenset({"", "NA", "N/A", "NaN", "nan", "null", "NULL", "None"})
-#: A column whose filled cells are numbers at least this often is numeric; its other cells are errors.
-NUMERIC_SHARE = 0.9
+#: A column whose filled cells are numbers at least this often is numeric; its other cells are errors. High, so that
+#: a banded category that is mostly "1" (with "2-10") stays text; ``text_columns`` (--text) forces text anyway.
+NUMERIC_SHARE = 0.99
 _PLAIN = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
 _GROUPED = re.compile(r"[+-]?\d{1,3}(,\d{3})+(\.\d+)?")
 _SHOWN = 5  # lines named in one message
@@ -187,7 +189,8 @@ def _numeric(
     if bad.any() and not coerce:
         raise CsvProblem(
             f"{path}: column {name!r} holds numbers in {1 - bad.sum() / filled.sum():.1%} of its filled cells, but "
-            f"{bad.sum()} are not numbers: {_shown(lines(bad))}. Fix them, or load with --coerce to set them to null"
+            f"{bad.sum()} are not numbers: {_shown(lines(bad))}. Fix them, load with --coerce to set them to null, "
+            f"or with --text {name} to keep the column as text"
         )
     repairs = []
     spaced = (plain | grouped) & (raw != text)
@@ -230,7 +233,12 @@ def _times(path: Path, name: str, cells: list[str], starts: list[int], fmt: str 
 
 
 def read_csv(
-    path: Path, *, time_column: str | None = None, time_format: str | None = None, coerce: bool = False
+    path: Path,
+    *,
+    time_column: str | None = None,
+    time_format: str | None = None,
+    coerce: bool = False,
+    text_columns: frozenset[str] = frozenset(),
 ) -> Prepared:
     """Read, repair (reported) and type a CSV file, or refuse it with a :class:`CsvProblem` naming line and column."""
     import pandas as pd
@@ -245,15 +253,19 @@ def read_csv(
     text, repairs = _decode(path)
     header, records, starts, more = _records(path, text)
     repairs += more
-    if time_column is not None and time_column not in header:
-        raise CsvProblem(f"{path}: no column {time_column!r} for --time-column; the columns are {', '.join(header)}")
+    for option, name in [("--time-column", time_column), *(("--text", n) for n in sorted(text_columns))]:
+        if name is not None and name not in header:
+            raise CsvProblem(f"{path}: no column {name!r} for {option}; the columns are {', '.join(header)}")
     frame, types = pd.DataFrame(index=range(len(records))), {}
     for j, name in enumerate(header):
         cells = [r[j] for r in records]
         if name == time_column:
             frame[name], types[name] = _times(path, name, cells, starts, time_format), "timestamp (UTC)"
             continue
-        series, types[name], fixes = _numeric(path, name, cells, starts, coerce)
+        if name in text_columns:
+            series, types[name], fixes = None, "text", []
+        else:
+            series, types[name], fixes = _numeric(path, name, cells, starts, coerce)
         repairs += fixes
         frame[name] = series if series is not None else pd.Series([c if c != "" else None for c in cells], dtype=object)
     return Prepared(frame=frame, types=types, repairs=repairs, checksum=checksum)
@@ -292,13 +304,16 @@ def load_csv(
     time_format: str | None = None,
     replace: bool = False,
     coerce: bool = False,
+    text_columns: frozenset[str] = frozenset(),
 ) -> LoadReport:
     """Read ``path`` (see the module's docstring for repairs and refusals) and write it as ``table``."""
     from airloop.adapters.db import describe
 
     if not table.strip():
         raise CsvProblem("--table is empty: name the table to write")
-    prepared = read_csv(path, time_column=time_column, time_format=time_format, coerce=coerce)
+    prepared = read_csv(
+        path, time_column=time_column, time_format=time_format, coerce=coerce, text_columns=text_columns
+    )
     write_table(engine, prepared.frame, table, time_column=time_column, replace=replace)
     span = None
     if time_column and len(prepared.frame):

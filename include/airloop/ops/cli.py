@@ -135,6 +135,7 @@ def _cmd_source_load(args: argparse.Namespace) -> int:
         time_format=args.time_format,
         replace=args.replace,
         coerce=args.coerce,
+        text_columns=frozenset(args.text or ()),
     )
     print("\n".join(report.lines()))
     return 0
@@ -152,6 +153,7 @@ def _add_source(sub: argparse._SubParsersAction) -> None:
     load.add_argument("--time-format", help="its strptime format, e.g. '%%m/%%d/%%Y %%H:%%M:%%S' (default: inferred)")
     load.add_argument("--replace", action="store_true", help="overwrite the table if it exists")
     load.add_argument("--coerce", action="store_true", help="set non-numbers in numeric columns to null (reported)")
+    load.add_argument("--text", action="append", metavar="COLUMN", help="keep this column as text (repeatable)")
     load.set_defaults(func=_cmd_source_load)
 
 
