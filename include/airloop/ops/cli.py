@@ -1,4 +1,4 @@
-"""The ``airloop`` command line: seed, up, down, status, suites check, demo.
+"""The ``airloop`` command line: seed, up, down, status, suites check, source load, demo.
 
 Every command is safe to run twice. Expected problems print one clear message and exit non-zero
 (1 for a failed check, 2 for bad usage or configuration); tracebacks are for bugs only.
@@ -120,6 +120,43 @@ def _cmd_suites_check(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_source_load(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from airloop.adapters.csv_load import load_csv
+    from airloop.adapters.db import engine_for
+    from airloop.core.settings import SOURCE_CONN_ID
+
+    report = load_csv(
+        engine_for(args.connection or SOURCE_CONN_ID),
+        Path(args.file),
+        args.table,
+        time_column=args.time_column,
+        time_format=args.time_format,
+        replace=args.replace,
+        coerce=args.coerce,
+        text_columns=frozenset(args.text or ()),
+    )
+    print("\n".join(report.lines()))
+    return 0
+
+
+def _add_source(sub: argparse._SubParsersAction) -> None:
+    """``airloop source load FILE.csv --table T``: a user's CSV into a source table (see adapters.csv_load)."""
+    source = sub.add_parser("source", help="the source database: load a CSV file into a table")
+    source_sub = source.add_subparsers(dest="source_command", required=True, metavar="SUBCOMMAND")
+    load = source_sub.add_parser("load", help="load a CSV file into a table (all rows or none; repairs reported)")
+    load.add_argument("file", help="the CSV file (header line first); a FILE.sha256 beside it is verified")
+    load.add_argument("--table", required=True, help="the table to write")
+    load.add_argument("--connection", help="Airflow connection id of the database (default: airloop_source)")
+    load.add_argument("--time-column", help="the column of event times (stored as UTC timestamps)")
+    load.add_argument("--time-format", help="its strptime format, e.g. '%%m/%%d/%%Y %%H:%%M:%%S' (default: inferred)")
+    load.add_argument("--replace", action="store_true", help="overwrite the table if it exists")
+    load.add_argument("--coerce", action="store_true", help="set non-numbers in numeric columns to null (reported)")
+    load.add_argument("--text", action="append", metavar="COLUMN", help="keep this column as text (repeatable)")
+    load.set_defaults(func=_cmd_source_load)
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from airloop.ops.demo import run_demo
 
@@ -148,6 +185,7 @@ def build_parser() -> argparse.ArgumentParser:
     chk.add_argument("model", help="model name, e.g. bikes")
     chk.add_argument("--on", type=_date, help="a date (YYYY-MM-DD): dry-run on the interval that contains it")
     chk.set_defaults(func=_cmd_suites_check)
+    _add_source(sub)
     demo = sub.add_parser("demo", help="seed, start and run the pipeline on the demo data, then summarise")
     demo.add_argument("--exit", action="store_true", help="stop the servers when the demo is done")
     demo.set_defaults(func=_cmd_demo)
