@@ -65,6 +65,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Literal
 
 from airloop.adapters.outages import ServiceUnavailable, exception_chain, mask_url
+from airloop.core.settings import LAKE_URL
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -274,7 +275,7 @@ class Lake:
         """The :class:`LakeUnavailable` that ``exc`` means, or None when it is not a storage problem."""
         bucket = self._root.split("/", 1)[0]
         where = f"The lake at {self.url} ({self._endpoint()})"
-        settings = "AIRLOOP_LAKE_URL" + ("" if os.environ.get("AIRLOOP_LAKE_URL") else " (unset)")
+        settings = LAKE_URL.name + ("" if LAKE_URL.is_set() else " (unset)")
         for link in exception_chain(exc):
             code, name = _error_code(link), type(link).__name__
             cause = f"{code or name}: {' '.join(str(link).split())[:300]}"

@@ -34,8 +34,8 @@ def ingest_timetable(spec: ModelSpec) -> DeltaDataIntervalTimetable | CronDataIn
 
 def default_args(spec: ModelSpec, *, retries: int = 2) -> dict[str, Any]:
     """Owner from the spec; retries with backoff for transient failures (data failures never retry); a failure
-    alert when a task has finally failed (``airloop.orchestration.notifiers``: e-mail or webhook per deployment, off by default;
-    retries do not alert).
+    alert when a task has finally failed (``airloop.orchestration.notifiers``: e-mail or webhook per deployment, off
+    by default; retries do not alert).
     """
     from airloop.orchestration.notifiers import FailureAlert
 
