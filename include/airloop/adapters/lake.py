@@ -52,7 +52,6 @@ names the lake's URL and what to check; never a bare botocore traceback.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import shutil
@@ -65,6 +64,8 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Literal
 
 from airloop.adapters.outages import ServiceUnavailable, exception_chain, mask_url
+from airloop.core.digests import digest as sha256
+from airloop.core.digests import hasher, json_digest, short
 from airloop.core.settings import LAKE_URL
 
 if TYPE_CHECKING:
@@ -153,7 +154,7 @@ def content_digest(df: pd.DataFrame) -> str:
     """
     import pandas as pd
 
-    h = hashlib.sha256()
+    h = hasher()
     h.update(json.dumps([[str(c), str(t)] for c, t in df.dtypes.items()]).encode())
     if len(df):
         h.update(pd.util.hash_pandas_object(df, index=False).to_numpy().tobytes())
@@ -162,8 +163,8 @@ def content_digest(df: pd.DataFrame) -> str:
 
 def version_of(digest: str, side_files: Mapping[str, bytes]) -> str:
     """The version folder of a partition holding data of ``digest`` and these side files (same files, same name)."""
-    what = {"content_digest": digest, "side_files": {n: hashlib.sha256(b).hexdigest() for n, b in side_files.items()}}
-    return VERSION_PREFIX + hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()[:16]
+    what = {"content_digest": digest, "side_files": {n: sha256(b) for n, b in side_files.items()}}
+    return VERSION_PREFIX + short(json_digest(what))
 
 
 def _check_side_files(side_files: Mapping[str, bytes], data_file: str) -> None:
@@ -533,7 +534,7 @@ class Lake:
         part = self._partition_path(model, stage, partition)
         # The batches' own errors (a model, a database) pass through untouched: only publishing talks to storage.
         with self._spool(part) as tmp:
-            h, writer, rows, dtypes = hashlib.sha256(), None, 0, None
+            h, writer, rows, dtypes = hasher(), None, 0, None
             try:
                 for df in batches:
                     if dtypes is None:
