@@ -1,8 +1,8 @@
 """The monitor's drift check on current frames of 10k, 100k, 1M and 10M rows: the sample cap keeps it bounded.
 
-Targets (DESIGN.md "Speed targets"): "Drift check at 10M current rows ≤ 1.2x its cost at 100k (sample cap); no
-false alarm on same-distribution windows." The subject is the drift check as ``airloop.stages.monitor.runner.monitor`` does
-it, from the full current frame in memory to the ``DriftResult``: ``sample`` both sides to
+Targets (DESIGN.md "Speed targets"): "Drift check at 10M current rows ≤ 1.2x its cost at 100k (sample cap); no false
+alarm on same-distribution windows." The subject is the drift check as ``airloop.stages.monitor.runner.monitor``
+does it, from the full current frame in memory to the ``DriftResult``: ``sample`` both sides to
 ``monitoring.sample_cap`` (seeded with ``training.seed``), ``clean`` both, predict both with the champion (on the
 capped sample only), then ``monitoring.drift(spec, Frames(...))`` (Evidently's ``DataDriftPreset`` + the
 predictions' ``ValueDrift``). Each phase is timed on its own (``sample``, ``clean``, ``predict``, ``drift``). What
@@ -332,8 +332,8 @@ def run(scratch: Path, repeat: int = 7, sizes: Sequence[int] = SIZES, pairs: int
         "method": {
             "repeat": repeat,
             "sizes": sizes,
-            "subject": "the drift check as airloop.stages.monitor.runner.monitor does it, from the full current frame in "
-            "memory: monitoring.sample (both sides, to spec.monitoring.sample_cap, seed spec.training.seed), "
+            "subject": "the drift check as airloop.stages.monitor.runner.monitor does it, from the full current "
+            "frame in memory: monitoring.sample (both sides, to spec.monitoring.sample_cap, seed spec.training.seed), "
             "monitoring.clean (both), pipeline.predict (both, on the sample), monitoring.drift(spec, Frames(...)); "
             "bikes spec as is (sample_cap, thresholds, methods, excluded columns)",
             "baseline": f"the same check at {BASELINE_ROWS:,} current rows (already capped to {cap:,})",
@@ -342,8 +342,8 @@ def run(scratch: Path, repeat: int = 7, sizes: Sequence[int] = SIZES, pairs: int
             "data": "hour.csv (load_demo_frame, ts in UTC) without hum == 0 rows; the spec's features, target and "
             "ts in compact dtypes (see data.dtypes); reference: its 2011 rows; current: rows resampled with "
             f"replacement from all of it (seed {SEED}), one frame per size, built once",
-            "model": f"airloop.stages.train.steps.fit(spec, 2011 rows, {{'max_iter': {MAX_ITER}}}).pipeline, in-process (no "
-            "MLflow load)",
+            "model": f"airloop.stages.train.steps.fit(spec, 2011 rows, {{'max_iter': {MAX_ITER}}}).pipeline, "
+            "in-process (no MLflow load)",
             "uncapped": "informative: the same check with sample_cap set to 10x the size (no sampling), in the "
             f"first {uncapped_repeat} repetitions only; ratio_to_capped pairs it with the capped check of those",
             "false_alarms": f"{pairs} pairs of each kind through the same check with the spec's settings: "

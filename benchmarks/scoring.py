@@ -1,13 +1,13 @@
 """The scoring step on one big validated partition, against raw ``model.predict`` of the same rows.
 
 Targets (DESIGN.md "Speed targets"): "Scoring step (champion loaded through MLflow, predictions written to the
-warehouse and the lake) at ≥ 0.8x the rows/s of raw ``model.predict`` on the same rows, peak memory ≤ 1 GB
-whatever the partition size." The subject is airloop's real code path, ``airloop.stages.score.runner.score_partition`` end to
+warehouse and the lake) at ≥ 0.8x the rows/s of raw ``model.predict`` on the same rows, peak memory ≤ 1 GB whatever
+the partition size." The subject is airloop's real code path, ``airloop.stages.score.runner.score_partition`` end to
 end: the pinned version loaded through MLflow (``scoring._load``, timed), then the partition read in chunks,
 predicted, checked, inserted into the warehouse's ``predictions`` table and written as a ``predictions`` lake
-partition, in one transaction. The baseline is ``model.predict`` of the same pipeline, loaded the same way, on
-the same rows read from the same lake partition in chunks of the same size (only the ``predict`` calls are
-timed, so the subject pays for reading, the warehouse and the lake out of the 0.25x of slack it has).
+partition, in one transaction. The baseline is ``model.predict`` of the same pipeline, loaded the same way, on the
+same rows read from the same lake partition in chunks of the same size (only the ``predict`` calls are timed, so the
+subject pays for reading, the warehouse and the lake out of the 0.25x of slack it has).
 
 The data: ``include/data/bike_sharing/hour.csv`` without its sensor-fault rows (``hum == 0``), resampled with
 replacement (seed 0) to 1M and 10M rows with ``ts`` one minute apart, each size written as one validated lake
@@ -570,8 +570,8 @@ def run(
             "repeat": repeat,
             "large_repeat": f"{large_repeat} for partitions of {LARGE_ROWS:,} rows or more",
             "subject": "scoring._load(model, version) (MLflow registry + artifact load) then "
-            "airloop.stages.score.runner.score_partition(get_spec('bikes'), partition, pinned, RunInfo(...)) into an empty "
-            "SQLite warehouse (a new file each repetition) and the lake",
+            "airloop.stages.score.runner.score_partition(get_spec('bikes'), partition, pinned, RunInfo(...)) into an "
+            "empty SQLite warehouse (a new file each repetition) and the lake",
             "baseline": "tracking.load_version(...).pipeline.predict on the same partition read with "
             "Lake.iter_batches in chunks of scoring.DEFAULT_CHUNK_ROWS; only the predict calls are timed",
             "processes": "one fresh child per measurement, subject and baseline alternating (order reversed every "

@@ -1,9 +1,9 @@
 """A training run on the demo data, split into imports, data load, fit, evaluation and MLflow logging.
 
 Targets (DESIGN.md "Speed targets"): "Training: everything except ``fit`` ≤ half of a run on the demo data;
-``log_model`` ≤ 0.1 s." The subject is airloop's real code path, ``airloop.stages.promote.runner.train`` on the bikes spec
-(resolve the window, assemble the validated partitions, split, fit, evaluate + permutation importance + plots,
-then ``tracking.log_training_run``: params, metrics, dataset input, figures, ``log_model``, register, alias),
+``log_model`` ≤ 0.1 s." The subject is airloop's real code path, ``airloop.stages.promote.runner.train`` on the
+bikes spec (resolve the window, assemble the validated partitions, split, fit, evaluate + permutation importance +
+plots, then ``tracking.log_training_run``: params, metrics, dataset input, figures, ``log_model``, register, alias),
 which returns its own phase timings (``data_s``, ``fit_s``, ``evaluate_s``, ``log_s``).
 
 The overhead share is ``(total - fit) / total``. The target is checked on the run inside the task, without the
@@ -459,8 +459,8 @@ def run(scratch: Path, *, repeat: int = 7) -> dict[str, Any]:
         "benchmark": "training",
         "method": {
             "repeat": repeat,
-            "subject": "airloop.stages.promote.runner.train(get_spec('bikes'), {'reason': 'bench', ...}, RunInfo()) on the demo "
-            "data: its own phase timings (data_s, fit_s, evaluate_s, log_s) and its wall time (total_s)",
+            "subject": "airloop.stages.promote.runner.train(get_spec('bikes'), {'reason': 'bench', ...}, RunInfo()) "
+            "on the demo data: its own phase timings (data_s, fit_s, evaluate_s, log_s) and its wall time (total_s)",
             "processes": "one setup child (seed, validated lake partitions, MLflow store creation, one warm-up "
             "training), then one fresh child per repetition: imports timed first, then one train, then one "
             "separate log_model",

@@ -185,7 +185,8 @@ def benchmark_suites() -> tuple[list[SuiteFile], str]:
             "update pandas_checks() in benchmarks/validation.py to match expectations/bikes/"
         )
     note = (
-        f"suites loaded from {EXPECTATIONS_DIR.relative_to(PROJECT_DIR)}/{MODEL} by airloop.adapters.expectations.load_suites; "
+        f"suites loaded from {EXPECTATIONS_DIR.relative_to(PROJECT_DIR)}/{MODEL} by "
+        "airloop.adapters.expectations.load_suites; "
         f"for the benchmark only, in the loaded dict: {changed[0]} (a 1M-row batch would fail the weekly maximum)"
     )
     return patched, note

@@ -138,7 +138,7 @@ CASES = [
     _case("negative-predictions", {}, _ev(low=-2.5), None,
           False, False, "sanity:min", False, "-2.5 is below the bound 0"),
     _case("too-large-predictions", {}, _ev(high=2500), None,
-          False, False, "sanity:max", False, "2500 is above the bound 2000"),
+          False, False, "sanity:max", False, "2,500 is above the bound 2,000"),
     _case("no-bounds-negative-ok", {"sanity": {}}, _ev(low=-2.5), None,
           True, True, "sanity:nan", True),
     _case("r2-higher-is-better", {"metric": "r2"}, _ev(r2=0.90), _champion(r2=0.85),

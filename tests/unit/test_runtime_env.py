@@ -12,7 +12,9 @@ from pathlib import Path
 
 import pytest
 
+from airloop.core.settings import paths
 from airloop.ops import runtime
+from airloop.ops.runtime import processes
 
 
 @pytest.fixture
@@ -49,7 +51,7 @@ def test_defaults(home: Path) -> None:
     assert env["AIRFLOW__CORE__EXECUTOR"] == "LocalExecutor"
     assert env["AIRFLOW__CORE__PARALLELISM"] == "4"
     assert env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] == f"sqlite:///{airflow_home}/airflow.db"
-    project = runtime.paths().project
+    project = paths().project
     assert env["AIRFLOW__CORE__DAGS_FOLDER"] == str(project / "dags")
     assert env["AIRFLOW__CORE__PLUGINS_FOLDER"] == str(project / "plugins")
     assert env["AIRFLOW__CORE__EXECUTION_API_SERVER_URL"] == "http://127.0.0.1:8080/execution/"
@@ -242,7 +244,7 @@ def test_celery_workers_only_with_the_celery_executor(home: Path) -> None:
 
 def test_a_worker_is_an_airflow_celery_worker_named_after_itself(home: Path) -> None:
     env = {"AIRFLOW__CORE__EXECUTOR": "CeleryExecutor", "AIRLOOP_CELERY_CONCURRENCY": "3"}
-    cmd = runtime._command("worker-2", 8080, 5000, env)
+    cmd = processes._command("worker-2", 8080, 5000, env)
     assert cmd[1:4] == ["celery", "worker", "--concurrency"] and cmd[4] == "3"
     assert "airloop-worker-2@%h" in cmd and "--skip-serve-logs" in cmd
     # _is_ours() recognises a running worker by these words of its command line, as started and as Celery
@@ -252,9 +254,9 @@ def test_a_worker_is_an_airflow_celery_worker_named_after_itself(home: Path) -> 
     )
     for argv in (cmd, retitled.split()):
         words = {Path(w).name for w in argv}
-        assert all(words & choices for choices in runtime._signature("worker-2")), argv
-    other = {Path(w).name for w in runtime._command("worker-1", 8080, 5000, env)}
-    assert not all(other & choices for choices in runtime._signature("worker-2"))
+        assert all(words & choices for choices in processes._signature("worker-2")), argv
+    other = {Path(w).name for w in processes._command("worker-1", 8080, 5000, env)}
+    assert not all(other & choices for choices in processes._signature("worker-2"))
 
 
 def test_worker_hostname_names_the_worker(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -270,7 +272,7 @@ def test_down_finds_workers_of_an_earlier_configuration(home: Path) -> None:
     run.mkdir(parents=True, exist_ok=True)
     (run / "worker-7.pid").write_text("999999\n")
     try:
-        assert "worker-7" in runtime._components({"AIRFLOW__CORE__EXECUTOR": "LocalExecutor"})
+        assert "worker-7" in processes._components({"AIRFLOW__CORE__EXECUTOR": "LocalExecutor"})
     finally:
         (run / "worker-7.pid").unlink()
 
@@ -280,9 +282,28 @@ def test_mlflow_server_backend_and_artifacts_are_settings(home: Path) -> None:
         "AIRLOOP_MLFLOW_BACKEND_STORE_URI": "postgresql+psycopg2://u:p@127.0.0.1:5432/mlflow",
         "AIRLOOP_MLFLOW_ARTIFACTS_DESTINATION": "s3://artifacts/mlflow",
     }
-    cmd = runtime._command("mlflow", 8080, 5000, env)
+    cmd = processes._command("mlflow", 8080, 5000, env)
     # The backend URL carries a password: it goes through MLflow's environment variable, not the command line.
     assert "--backend-store-uri" not in cmd and not any("u:p@" in word for word in cmd)
     assert cmd[cmd.index("--artifacts-destination") + 1] == "s3://artifacts/mlflow"
-    local = runtime._command("mlflow", 8080, 5000, {})
+    local = processes._command("mlflow", 8080, 5000, {})
     assert local[local.index("--backend-store-uri") + 1].startswith("sqlite:///")
+
+
+def test_worker_hostname_callable_resolves_to_the_function(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Airflow imports ``[core] hostname_callable`` by its dotted path in each worker: it must name this function."""
+    import importlib
+
+    module, _, name = runtime.HOSTNAME_CALLABLE.rpartition(".")
+    assert getattr(importlib.import_module(module), name) is runtime.worker_hostname
+    monkeypatch.setenv("AIRFLOW__CORE__EXECUTOR", "CeleryExecutor")
+    assert processes._command("worker-1", 8080, 5000, {})[0].endswith("airflow")
+
+
+def test_up_and_run_demo_stay_short() -> None:
+    import inspect
+
+    from airloop.ops import demo
+
+    for function in (runtime.up, demo.run_demo):
+        assert len(inspect.getsource(function).splitlines()) <= 60, function.__qualname__

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from airloop.core import urls
+from airloop.core import numbers, urls
 from airloop.ui import board as view
 
 START = datetime(2012, 1, 1, tzinfo=UTC)
@@ -90,8 +90,12 @@ def test_board_json_is_plain_data() -> None:
 
 
 def test_numbers_are_shown_for_people() -> None:
-    assert view._num(None) == "–" and view._num(float("nan")) == "NaN"
-    assert view._num(1234.5) == "1,234" and view._num(0.61234) == "0.612" and view._num(672.0) == "672"
+    shown = view._environment().filters["num"]
+    assert shown(None) == "–" and shown(float("nan")) == "NaN"
+    assert shown(1234.5) == "1,234" and shown(0.61234) == "0.612" and shown(672.0) == "672"
+    assert shown(999.7) == "1,000" and shown(1234) == "1,234", "ints and floats alike, never 1e+03"
+    for value in (1234.5, 0.61234, 672.0, 999.7, 1e20, float("inf")):
+        assert shown(value) == numbers.num(value), "the view shows a metric as the verdict does"
 
 
 def test_link_addresses_carry_the_run_encoded() -> None:

@@ -10,7 +10,6 @@ which names the bad rows by the time column and builds a Data Docs page for the 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -22,6 +21,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from airloop.core.digests import json_digest, short
 from airloop.core.errors import ExpectedFailure
 from airloop.core.spec import ModelSpec
 
@@ -119,7 +119,7 @@ class Outcome:
 
 def suite_digest(raw: dict[str, Any]) -> str:
     """A short digest of a suite's content (key order and white space do not matter)."""
-    return hashlib.sha256(json.dumps(raw, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return short(json_digest(raw, default=str))
 
 
 def suite_files(spec: ModelSpec, expectations_dir: Path) -> list[Path]:

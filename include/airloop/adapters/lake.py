@@ -52,7 +52,6 @@ names the lake's URL and what to check; never a bare botocore traceback.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import shutil
@@ -65,6 +64,9 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Literal
 
 from airloop.adapters.outages import ServiceUnavailable, exception_chain, mask_url
+from airloop.core.digests import digest as sha256
+from airloop.core.digests import hasher, json_digest, short
+from airloop.core.settings import LAKE_URL
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -152,7 +154,7 @@ def content_digest(df: pd.DataFrame) -> str:
     """
     import pandas as pd
 
-    h = hashlib.sha256()
+    h = hasher()
     h.update(json.dumps([[str(c), str(t)] for c, t in df.dtypes.items()]).encode())
     if len(df):
         h.update(pd.util.hash_pandas_object(df, index=False).to_numpy().tobytes())
@@ -161,8 +163,8 @@ def content_digest(df: pd.DataFrame) -> str:
 
 def version_of(digest: str, side_files: Mapping[str, bytes]) -> str:
     """The version folder of a partition holding data of ``digest`` and these side files (same files, same name)."""
-    what = {"content_digest": digest, "side_files": {n: hashlib.sha256(b).hexdigest() for n, b in side_files.items()}}
-    return VERSION_PREFIX + hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()[:16]
+    what = {"content_digest": digest, "side_files": {n: sha256(b) for n, b in side_files.items()}}
+    return VERSION_PREFIX + short(json_digest(what))
 
 
 def _check_side_files(side_files: Mapping[str, bytes], data_file: str) -> None:
@@ -274,7 +276,7 @@ class Lake:
         """The :class:`LakeUnavailable` that ``exc`` means, or None when it is not a storage problem."""
         bucket = self._root.split("/", 1)[0]
         where = f"The lake at {self.url} ({self._endpoint()})"
-        settings = "AIRLOOP_LAKE_URL" + ("" if os.environ.get("AIRLOOP_LAKE_URL") else " (unset)")
+        settings = LAKE_URL.name + ("" if LAKE_URL.is_set() else " (unset)")
         for link in exception_chain(exc):
             code, name = _error_code(link), type(link).__name__
             cause = f"{code or name}: {' '.join(str(link).split())[:300]}"
@@ -532,7 +534,7 @@ class Lake:
         part = self._partition_path(model, stage, partition)
         # The batches' own errors (a model, a database) pass through untouched: only publishing talks to storage.
         with self._spool(part) as tmp:
-            h, writer, rows, dtypes = hashlib.sha256(), None, 0, None
+            h, writer, rows, dtypes = hasher(), None, 0, None
             try:
                 for df in batches:
                     if dtypes is None:

@@ -34,6 +34,7 @@ from importlib.metadata import version as dist_version
 from typing import TYPE_CHECKING, Any
 
 from airloop.adapters.outages import mlflow_client_defaults
+from airloop.core import settings
 from airloop.core.errors import ExpectedFailure, NoChampion
 from airloop.core.settings import mlflow_tracking_uri, paths
 
@@ -65,9 +66,12 @@ def _not_found(exc: Exception) -> bool:
 
 
 def tracking_uri() -> str:
-    """The tracking and registry URI (:func:`airloop.core.settings.mlflow_tracking_uri`); makes the embedded store's folder."""
+    """The tracking and registry URI (:func:`airloop.core.settings.mlflow_tracking_uri`).
+
+    Makes the embedded store's folder when no ``MLFLOW_TRACKING_URI`` is set.
+    """
     uri = mlflow_tracking_uri()
-    if not os.environ.get("MLFLOW_TRACKING_URI"):
+    if not settings.mlflow_tracking_uri_set():
         paths().mlflow.mkdir(parents=True, exist_ok=True)
     return uri
 
@@ -79,9 +83,9 @@ def artifact_location(model: str) -> str | None:
     checks an upload against the experiment whose id starts the path, so a named folder would make every
     non-admin upload a 403.
     """
-    root = os.environ.get("AIRLOOP_MLFLOW_ARTIFACT_ROOT")
+    root = settings.mlflow_artifact_root()
     if root:
-        return f"{root.rstrip('/')}/{model}"
+        return f"{root}/{model}"
     if tracking_uri().startswith(("http://", "https://")):
         return None
     folder = paths().mlflow / "artifacts" / model
@@ -146,7 +150,7 @@ def pip_requirements() -> list[str]:
 
 def git_commit() -> str:
     """The project's commit (``AIRLOOP_GIT_COMMIT`` wins, for images built without ``.git``), or "unknown"."""
-    explicit = os.environ.get("AIRLOOP_GIT_COMMIT")
+    explicit = settings.git_commit_override()
     if explicit:
         return explicit
     try:
@@ -283,9 +287,9 @@ def ui_base() -> str | None:
     ``AIRLOOP_MLFLOW_UI_URL`` when set (in a compose stack the tracking URI is an internal name such as
     ``http://mlflow:5000``), else the tracking server's address; None for a local store.
     """
-    public = os.environ.get("AIRLOOP_MLFLOW_UI_URL")
+    public = settings.mlflow_ui_url()
     if public:
-        return public.rstrip("/")
+        return public
     uri = tracking_uri()
     return uri.rstrip("/") if uri.startswith(("http://", "https://")) else None
 

@@ -6,13 +6,13 @@ Extraction binds the interval bounds as SQL parameters (never formats them into 
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from airloop.core.digests import file_digest
 from airloop.core.errors import ExpectedFailure, ServiceUnavailable
 from airloop.core.intervals import Interval
 from airloop.core.spec import ModelSpec
@@ -40,11 +40,8 @@ class ChecksumMismatch(ExpectedFailure, ValueError):
 
 
 def sha256_of(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+    """The hex sha256 of a data file (:func:`airloop.core.digests.file_digest`)."""
+    return file_digest(path)
 
 
 def verify_checksum(csv_path: Path) -> str:

@@ -11,6 +11,8 @@ from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
+from airloop.core.times import as_utc
+
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
 
@@ -188,15 +190,9 @@ def recent_validations(
         return [dict(r._mapping) for r in conn.execute(query)]
 
 
-def _utc(value: Any) -> Any:
-    """SQLite hands timestamps back without their zone; they were written in UTC."""
-    if isinstance(value, datetime) and value.tzinfo is None:
-        return value.replace(tzinfo=UTC)
-    return value
-
-
 def _row(mapping: Any) -> dict[str, Any]:
-    return {k: _utc(v) for k, v in dict(mapping).items()}
+    """A row as a dict; SQLite hands timestamps back without their zone: they were written in UTC."""
+    return {k: as_utc(v) if isinstance(v, datetime) else v for k, v in dict(mapping).items()}
 
 
 def record_drift(engine: Engine, row: dict[str, Any]) -> list[dict[str, Any]]:

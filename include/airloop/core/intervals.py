@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from airloop.core.spec import ModelSpec
+from airloop.core.times import as_utc
 
 _KEY_FORMAT = "%Y-%m-%dT%H%M%SZ"
 #: croniter yields ticks strictly after its base time, so start one tick before the schedule start.
@@ -44,12 +45,7 @@ class Interval:
     @classmethod
     def of(cls, start: datetime, end: datetime) -> Interval:
         """Build from Airflow's ``data_interval_start``/``data_interval_end`` (pendulum or datetime)."""
-        return cls(_utc(start), _utc(end))
-
-
-def _utc(value: datetime) -> datetime:
-    moment = datetime.fromtimestamp(value.timestamp(), tz=UTC)
-    return moment
+        return cls(as_utc(start), as_utc(end))
 
 
 def parse_key(key: str) -> datetime:

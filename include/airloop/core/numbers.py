@@ -36,14 +36,20 @@ def number_in(value: Any) -> float:
 
 
 def num(value: float, digits: int = 3) -> str:
-    """Three significant digits (more when asked), whole numbers from 1000 up; NaN and infinities by name."""
+    """Three significant digits (more when asked); whole numbers with thousands separators from 1000 up
+    (``1,235``); NaN and infinities by name. The one format of a metric in the verdict, the view and the logs."""
     value = as_float(value)
     if math.isnan(value):
         return "NaN"
     if math.isinf(value):
         return "inf" if value > 0 else "-inf"
-    text = f"{value:.{digits}g}"
-    return f"{value:.0f}" if "e+" in text else text
+    text = f"{value:,.{digits}g}"
+    return f"{value:,.0f}" if "e+" in text else text
+
+
+def shown(value: Any) -> str:
+    """:func:`num` for a page: a dash when there is no value (None) instead of NaN."""
+    return "–" if value is None else num(value)
 
 
 def nums(*values: float) -> tuple[str, ...]:

@@ -1,16 +1,21 @@
-"""Where airloop keeps things: one environment switch (``AIRLOOP_HOME``) and paths derived from it.
+"""airloop's settings: every ``AIRLOOP_*`` environment variable, read here and nowhere else.
 
-The lake may live elsewhere: ``AIRLOOP_LAKE_URL`` (object storage, e.g. ``s3://airloop-lake/lake``) and
-``AIRLOOP_LAKE_STORAGE_OPTIONS``; see :mod:`airloop.adapters.lake`.
+:data:`SETTINGS` is the table: each :class:`Setting` has its name, its default and a one-line meaning; the
+typed accessors below read them. ``docs/settings.md`` is generated from the table (``python -m
+airloop.core.settings > docs/settings.md``) and a unit test keeps the two equal. Variables of other tools that
+airloop reads (``MLFLOW_*``, ``AIRFLOW__*``, ``AWS_*``) are listed too, and may be read where they are used.
 
 Nothing here touches the disk or the environment at import time; every value is read when asked for,
-so tests and workers can point ``AIRLOOP_HOME`` elsewhere before calling in.
+so tests and workers can point ``AIRLOOP_HOME`` elsewhere before calling in. Accessors that the embedded
+runtime calls with the environment of a process it starts take that mapping as ``env`` (default: this
+process's environment).
 """
 
 from __future__ import annotations
 
 import json
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,13 +28,128 @@ SOURCE_CONN_ID = "airloop_source"
 WAREHOUSE_CONN_ID = "airloop_warehouse"
 
 
+@dataclass(frozen=True)
+class Setting:
+    """One environment variable airloop reads: its name, its default (``""``: unset) and what it means."""
+
+    name: str
+    default: str
+    meaning: str
+    #: The tool the variable belongs to; ``airloop`` for airloop's own (read only in this module).
+    owner: str = "airloop"
+
+    def raw(self, env: Mapping[str, str] | None = None) -> str:
+        """The value in ``env`` (default: this process's environment) without surrounding blanks; "" if unset."""
+        return ((os.environ if env is None else env).get(self.name) or "").strip()
+
+    def value(self, env: Mapping[str, str] | None = None) -> str:
+        """The value, or the default when the variable is unset or blank."""
+        return self.raw(env) or self.default
+
+    def is_set(self, env: Mapping[str, str] | None = None) -> bool:
+        """Whether the variable has a value (not blank)."""
+        return bool(self.raw(env))
+
+
+SETTINGS: dict[str, Setting] = {}
+
+
+def _setting(name: str, default: str, meaning: str, owner: str = "airloop") -> Setting:
+    setting = Setting(name, default, meaning, owner)
+    SETTINGS[name] = setting
+    return setting
+
+
+# --- where things live --------------------------------------------------------------------------------------
+HOME = _setting("AIRLOOP_HOME", ".airloop", "Folder of every file airloop writes (relative: to the working directory).")
+PROJECT_DIR = _setting(
+    "AIRLOOP_PROJECT_DIR", "", "The project checkout holding expectations/ and include/models/ (unset: found)."
+)
+MODELS_DIR = _setting("AIRLOOP_MODELS_DIR", "", "Folder of the model specs (unset: include/models in the project).")
+EXPECTATIONS_DIR = _setting(
+    "AIRLOOP_EXPECTATIONS_DIR", "", "Folder of the expectation suites (unset: expectations/ in the project)."
+)
+LAKE_URL = _setting(
+    "AIRLOOP_LAKE_URL", "", "The lake's root as a URL, e.g. s3://bucket/lake (unset: $AIRLOOP_HOME/lake on disk)."
+)
+LAKE_STORAGE_OPTIONS = _setting(
+    "AIRLOOP_LAKE_STORAGE_OPTIONS",
+    "",
+    'Extra fsspec options of the lake\'s filesystem, a JSON object: {"anon": false}.',
+)
+# --- MLflow -------------------------------------------------------------------------------------------------
+MLFLOW_ARTIFACT_ROOT = _setting(
+    "AIRLOOP_MLFLOW_ARTIFACT_ROOT", "", "Artifact root of new experiments, <root>/<model> (unset: the store chooses)."
+)
+MLFLOW_UI_URL = _setting(
+    "AIRLOOP_MLFLOW_UI_URL", "", "The MLflow address people open, for links (unset: the tracking server's)."
+)
+GIT_COMMIT = _setting(
+    "AIRLOOP_GIT_COMMIT", "", "The commit recorded on training runs, for images without .git (unset: git rev-parse)."
+)
+# --- failure alerts -----------------------------------------------------------------------------------------
+ALERTS_CONN_ID = _setting(
+    "AIRLOOP_ALERTS_CONN_ID", "", "Airflow connection of failure alerts, type smtp or http (unset: alerts off)."
+)
+ALERTS_TO = _setting("AIRLOOP_ALERTS_TO", "", "Comma-separated e-mail recipients of alerts (needed for smtp).")
+ALERTS_ENDPOINT = _setting("AIRLOOP_ALERTS_ENDPOINT", "", "Path appended to the webhook connection's URL (optional).")
+# --- the embedded runtime (airloop up) ----------------------------------------------------------------------
+AIRFLOW_PORT = _setting("AIRLOOP_AIRFLOW_PORT", "8080", "Port of the embedded Airflow api-server on 127.0.0.1.")
+MLFLOW_PORT = _setting("AIRLOOP_MLFLOW_PORT", "5000", "Port of the embedded MLflow server on 127.0.0.1.")
+MLFLOW_BACKEND_STORE_URI = _setting(
+    "AIRLOOP_MLFLOW_BACKEND_STORE_URI", "", "Backend store of the embedded MLflow server (unset: SQLite in the home)."
+)
+MLFLOW_ARTIFACTS_DESTINATION = _setting(
+    "AIRLOOP_MLFLOW_ARTIFACTS_DESTINATION",
+    "",
+    "Artifact destination of the embedded MLflow server, e.g. s3://bucket/mlflow (unset: a folder in the home).",
+)
+USERS = _setting(
+    "AIRLOOP_USERS",
+    "admin:admin,operator:op,steward:viewer",
+    "user:role pairs of Airflow's SimpleAuthManager; roles are viewer, user, op, admin.",
+)
+CELERY_WORKERS = _setting("AIRLOOP_CELERY_WORKERS", "2", "Celery workers the runtime starts with CeleryExecutor.")
+CELERY_CONCURRENCY = _setting("AIRLOOP_CELERY_CONCURRENCY", "2", "Task slots of each of those Celery workers.")
+WORKER_NAME = _setting(
+    "AIRLOOP_WORKER_NAME", "", "Set by the runtime in each Celery worker: its name, part of the task's hostname."
+)
+# --- other tools' variables airloop reads -------------------------------------------------------------------
+MLFLOW_TRACKING_URI = _setting(
+    "MLFLOW_TRACKING_URI", "", "Tracking and registry store (unset: SQLite under $AIRLOOP_HOME/mlflow).", "MLflow"
+)
+_setting(
+    "MLFLOW_ALLOW_PICKLE_DESERIALIZATION", "", "Set to true while airloop loads its own scikit-learn models.", "MLflow"
+)
+_setting(
+    "AIRFLOW__CORE__EXECUTOR", "LocalExecutor", "The runtime starts Celery workers when it names Celery.", "Airflow"
+)
+_setting("AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS", "", "Wins over AIRLOOP_USERS when set.", "Airflow")
+_setting(
+    "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE",
+    "",
+    "Where the api-server writes generated passwords (unset: in $AIRLOOP_HOME/airflow).",
+    "Airflow",
+)
+_setting(
+    "AIRFLOW__API_AUTH__JWT_SECRET", "", "Token signing secret (unset: generated once in $AIRLOOP_HOME/run).", "Airflow"
+)
+_setting("AIRFLOW_CTX_DAG_ID", "", "Set inside a running task: the connection fallback is logged there.", "Airflow")
+_setting("AWS_ENDPOINT_URL_S3", "", "The S3 endpoint, named in the lake's errors (with AWS_ENDPOINT_URL).", "AWS")
+_setting("AWS_ENDPOINT_URL", "", "The object store's endpoint, named in the lake's errors.", "AWS")
+_setting("AWS_ACCESS_KEY_ID", "", "The lake's key id; its errors say whether it is set (never its value).", "AWS")
+
+
+# --- paths --------------------------------------------------------------------------------------------------
+
+
 def project_dir() -> Path:
     """The project checkout: the folder holding ``expectations/`` and ``include/models/``.
 
     ``AIRLOOP_PROJECT_DIR`` wins; otherwise the package's own checkout (``include/airloop`` two levels up),
     which is right for the editable install that ``make`` sets up; otherwise the working directory.
     """
-    explicit = os.environ.get("AIRLOOP_PROJECT_DIR")
+    explicit = PROJECT_DIR.raw()
     if explicit:
         return Path(explicit).resolve()
     checkout = Path(airloop.__file__).resolve().parents[2]
@@ -76,11 +196,11 @@ class Paths:
 
     @property
     def models_dir(self) -> Path:
-        return Path(os.environ.get("AIRLOOP_MODELS_DIR") or self.project / "include" / "models")
+        return Path(MODELS_DIR.raw() or self.project / "include" / "models")
 
     @property
     def expectations_dir(self) -> Path:
-        return Path(os.environ.get("AIRLOOP_EXPECTATIONS_DIR") or self.project / "expectations")
+        return Path(EXPECTATIONS_DIR.raw() or self.project / "expectations")
 
     @property
     def demo_data_dir(self) -> Path:
@@ -89,29 +209,24 @@ class Paths:
 
 def paths() -> Paths:
     """The paths in force now (``AIRLOOP_HOME`` defaults to ``./.airloop`` under the working directory)."""
-    home = Path(os.environ.get("AIRLOOP_HOME") or ".airloop").resolve()
-    return Paths(home=home, project=project_dir())
+    return Paths(home=Path(HOME.value()).resolve(), project=project_dir())
 
 
-#: The lake's root as a URL (``s3://bucket/prefix``, ``file:///path``); unset: ``$AIRLOOP_HOME/lake``.
-LAKE_URL_ENV = "AIRLOOP_LAKE_URL"
-#: Extra fsspec options for the lake's filesystem, as a JSON object (optional).
-LAKE_STORAGE_OPTIONS_ENV = "AIRLOOP_LAKE_STORAGE_OPTIONS"
+# --- the lake -----------------------------------------------------------------------------------------------
 
-
-def mlflow_tracking_uri() -> str:
-    """``MLFLOW_TRACKING_URI``, else the embedded default: a SQLite store under ``$AIRLOOP_HOME/mlflow``."""
-    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{paths().mlflow / 'mlflow.db'}"
+#: The two lake variables' names (kept for callers that name them in messages).
+LAKE_URL_ENV = LAKE_URL.name
+LAKE_STORAGE_OPTIONS_ENV = LAKE_STORAGE_OPTIONS.name
 
 
 def lake_url() -> str:
     """The lake's root: ``AIRLOOP_LAKE_URL``, else the embedded default ``$AIRLOOP_HOME/lake`` (a local path)."""
-    return os.environ.get(LAKE_URL_ENV, "").strip() or str(paths().lake)
+    return LAKE_URL.raw() or str(paths().lake)
 
 
 def lake_storage_options() -> dict[str, Any]:
     """``AIRLOOP_LAKE_STORAGE_OPTIONS`` parsed (a JSON object), or no options when unset."""
-    raw = os.environ.get(LAKE_STORAGE_OPTIONS_ENV, "").strip()
+    raw = LAKE_STORAGE_OPTIONS.raw()
     if not raw:
         return {}
     try:
@@ -125,6 +240,100 @@ def lake_storage_options() -> dict[str, Any]:
     return options
 
 
+# --- MLflow -------------------------------------------------------------------------------------------------
+
+
+def mlflow_tracking_uri() -> str:
+    """``MLFLOW_TRACKING_URI``, else the embedded default: a SQLite store under ``$AIRLOOP_HOME/mlflow``."""
+    return MLFLOW_TRACKING_URI.raw() or f"sqlite:///{paths().mlflow / 'mlflow.db'}"
+
+
+def mlflow_tracking_uri_set() -> bool:
+    """Whether ``MLFLOW_TRACKING_URI`` names a store (else the embedded default is used)."""
+    return MLFLOW_TRACKING_URI.is_set()
+
+
+def mlflow_artifact_root() -> str | None:
+    """``AIRLOOP_MLFLOW_ARTIFACT_ROOT`` without a trailing slash, or None when unset."""
+    return MLFLOW_ARTIFACT_ROOT.raw().rstrip("/") or None
+
+
+def mlflow_ui_url() -> str | None:
+    """``AIRLOOP_MLFLOW_UI_URL`` without a trailing slash, or None when unset."""
+    return MLFLOW_UI_URL.raw().rstrip("/") or None
+
+
+def git_commit_override() -> str | None:
+    """``AIRLOOP_GIT_COMMIT``, or None when unset (then the checkout's commit is asked for)."""
+    return GIT_COMMIT.raw() or None
+
+
+# --- failure alerts -----------------------------------------------------------------------------------------
+
+
+def alerts_conn_id() -> str:
+    """``AIRLOOP_ALERTS_CONN_ID``; "" means alerts are off."""
+    return ALERTS_CONN_ID.raw()
+
+
+def alerts_to() -> str:
+    """``AIRLOOP_ALERTS_TO`` as given (comma-separated addresses), "" when unset."""
+    return ALERTS_TO.raw()
+
+
+def alerts_endpoint() -> str | None:
+    """``AIRLOOP_ALERTS_ENDPOINT``, or None when unset."""
+    return ALERTS_ENDPOINT.raw() or None
+
+
+# --- the embedded runtime -----------------------------------------------------------------------------------
+
+
+def port(setting: Setting, env: Mapping[str, str] | None = None) -> int:
+    """A port setting as a number (its default when unset); a ValueError names the variable otherwise."""
+    raw = setting.value(env)
+    try:
+        number = int(raw)
+    except ValueError:
+        raise ValueError(f"{setting.name}={raw!r} is not a port number") from None
+    if not 0 < number < 65536:
+        raise ValueError(f"{setting.name}={number} is out of range (1-65535)")
+    return number
+
+
+def celery_workers(env: Mapping[str, str] | None = None) -> int:
+    """How many Celery workers the runtime starts (``AIRLOOP_CELERY_WORKERS``, default 2, at least 1)."""
+    raw = CELERY_WORKERS.value(env)
+    if not raw.isdigit() or int(raw) < 1:
+        raise ValueError(f"{CELERY_WORKERS.name}={raw!r}: expected a whole number of Celery workers, 1 or more")
+    return int(raw)
+
+
+def celery_concurrency(env: Mapping[str, str] | None = None) -> str:
+    """Each Celery worker's ``--concurrency`` (``AIRLOOP_CELERY_CONCURRENCY``, default 2), as given."""
+    return CELERY_CONCURRENCY.value(env)
+
+
+def worker_name() -> str | None:
+    """The name the runtime gave this Celery worker process (``AIRLOOP_WORKER_NAME``), None elsewhere."""
+    return WORKER_NAME.raw() or None
+
+
+def mlflow_backend_store_uri(env: Mapping[str, str] | None = None) -> str | None:
+    """The embedded MLflow server's backend store, or None for the default SQLite store."""
+    return MLFLOW_BACKEND_STORE_URI.raw(env) or None
+
+
+def mlflow_artifacts_destination(env: Mapping[str, str] | None = None) -> str | None:
+    """The embedded MLflow server's artifact destination, or None for the default folder."""
+    return MLFLOW_ARTIFACTS_DESTINATION.raw(env) or None
+
+
+def users_spec(env: Mapping[str, str] | None = None) -> str:
+    """``AIRLOOP_USERS``, or its default (admin, operator, steward)."""
+    return USERS.value(env)
+
+
 def default_connections() -> dict[str, str]:
     """The embedded defaults of airloop's connections, as Airflow JSON connection strings.
 
@@ -133,3 +342,31 @@ def default_connections() -> dict[str, str]:
     p = paths()
     dbs = {SOURCE_CONN_ID: p.source_db, WAREHOUSE_CONN_ID: p.warehouse_db}
     return {conn_id: json.dumps({"conn_type": "sqlite", "host": str(db)}) for conn_id, db in dbs.items()}
+
+
+# --- the reference ------------------------------------------------------------------------------------------
+
+
+def settings_markdown() -> str:
+    """``docs/settings.md``: the table above as Markdown (airloop's own variables, then the other tools')."""
+    lines = [
+        "# Settings",
+        "",
+        "Every environment variable airloop reads. Generated from `include/airloop/core/settings.py`",
+        "(`python -m airloop.core.settings > docs/settings.md`); a unit test keeps the two equal.",
+        "",
+    ]
+    for title, own in (("airloop's own", True), ("Other tools' variables that airloop reads", False)):
+        lines += [f"## {title}", "", "| variable | default | meaning |", "| --- | --- | --- |"]
+        for s in SETTINGS.values():
+            if (s.owner == "airloop") == own:
+                default = f"`{s.default}`" if s.default else "(unset)"
+                owner = "" if own else f" ({s.owner})"
+                meaning = s.meaning.replace("|", r"\|")
+                lines.append(f"| `{s.name}`{owner} | {default} | {meaning} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    print(settings_markdown(), end="")

@@ -7,8 +7,6 @@ expected and how to fix it; in a DAG file that becomes the DAG import error an e
 
 from __future__ import annotations
 
-import hashlib
-import json
 import re
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -17,6 +15,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from airloop.core.digests import json_digest, short
 from airloop.core.errors import ExpectedFailure
 
 #: The column the monitor gives the champion's predictions (beside the features): no feature may take it.
@@ -455,5 +454,4 @@ def get_spec(name: str, directory: Path | None = None) -> ModelSpec:
 
 def spec_digest(spec: ModelSpec) -> str:
     """A short, stable digest of a spec's content (field order and comments do not matter)."""
-    canonical = json.dumps(spec.model_dump(mode="json", by_alias=True), sort_keys=True)
-    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+    return short(json_digest(spec.model_dump(mode="json", by_alias=True)))

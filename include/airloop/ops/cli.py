@@ -60,12 +60,10 @@ def _print_up(status: dict[str, Any]) -> None:
 
 def _first_showing(credentials: dict[str, str]) -> bool:
     """True the first time these passwords are printed (a digest of them, never the passwords, is kept)."""
-    import hashlib
-    import json
-
+    from airloop.core.digests import json_digest
     from airloop.core.settings import paths
 
-    digest = hashlib.sha256(json.dumps(credentials, sort_keys=True).encode()).hexdigest()
+    digest = json_digest(credentials)
     marker = paths().run / "passwords_shown"
     if marker.exists() and marker.read_text().strip() == digest:
         return False

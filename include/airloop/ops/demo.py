@@ -16,7 +16,7 @@ import json
 import os
 import sys
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -301,11 +301,11 @@ def where_to_look(status: runtime.RuntimeStatus, credentials: dict[str, str]) ->
 
 
 def run_demo(keep_running: bool = True) -> int:
+    """The whole demo: seed, start the runtime, replay ingestion, train, score, monitor, retrain; 0 when done."""
     started = time.monotonic()
     spec = get_spec(MODEL)
     from airloop.adapters.db import describe, engine_for
     from airloop.adapters.source import seed
-    from airloop.core.intervals import expected_intervals
 
     _stage(1, "Seeding the source database with the real bike-sharing data (checksum verified)")
     engine = engine_for(SOURCE_CONN_ID)
@@ -313,49 +313,14 @@ def run_demo(keep_running: bool = True) -> int:
 
     _stage(2, "Starting Airflow (api-server, scheduler, dag-processor, triggerer) and MLflow on 127.0.0.1")
     status = runtime.up()
-    urls = status.to_dict()["urls"]
     credentials = runtime.read_credentials()
     user = "admin" if "admin" in credentials else sorted(credentials)[0]
-    token = runtime.get_token(user, credentials[user])
-    api = Api(urls["airflow"], token)
+    api = Api(status.urls["airflow"], runtime.get_token(user, credentials[user]))
 
     _stage(3, f"Waiting for the DAG files to be parsed ({spec.dag_id('ingest')})")
     _wait_for_dag(api, spec.dag_id("ingest"))
-
-    expected = len(list(expected_intervals(spec, until=datetime.now(UTC))))
-    every = spec.schedule.every or spec.schedule.cron
-    _stage(4, f"Replaying {expected} intervals ({every} each): extract, validate (Great Expectations), publish")
-    _replay_ingest(api, spec, expected)
-
-    # Data time: the first champion is trained as if it were the end of the first eleven months (2011-12-03),
-    # then the monitor judges each four-week window after it, as the months of 2012 would have come in.
-    intervals = list(expected_intervals(spec, until=datetime.now(UTC)))
-    first_end = intervals[min(FIRST_CHAMPION_INTERVALS, len(intervals)) - 1].end
-    _stage(5, f"Training the first champion through the REST API on data until {first_end:%Y-%m-%d}: fit, MLflow, gate")
-    _trigger_and_follow(
-        api,
-        spec.dag_id("train"),
-        {"reason": "demo: first champion, on the data until the end of 2011", "window_end": f"{first_end:%Y-%m-%d}"},
-    )
-
-    first = spec.schedule.start
-    last = (spec.schedule.end or datetime.now(UTC).date()) + timedelta(days=1)  # the last interval starts on `end`
-    _stage(6, f"Scoring every validated interval with the champion ({spec.dag_id('score')}, re-score {first}..{last})")
-    _trigger_and_follow(api, spec.dag_id("score"), {"start": str(first), "end": str(last)})
-
-    from airloop.adapters import registry
-
-    os.environ["MLFLOW_TRACKING_URI"] = urls["mlflow"]
-    before = registry.version_for_alias(spec.name, registry.CHAMPION)
-    _stage(7, f"Months later: {spec.dag_id('monitor')} judges each four-week window after the champion's data")
-    requested = _closing_loop(api, spec, first_end + timedelta(days=spec.monitoring.window_days))
-    after = registry.version_for_alias(spec.name, registry.CHAMPION)
-    if after != before and requested is not None:
-        start = requested  # the new champion was trained on data until the request's window end
-        _stage(8, f"Re-scoring from {start:%Y-%m-%d} with the new champion v{after} ({spec.dag_id('score')})")
-        _trigger_and_follow(api, spec.dag_id("score"), {"start": f"{start:%Y-%m-%d}", "end": str(last)})
-    else:
-        _stage(8, f"@champion is still v{after}: nothing to re-score")
+    first_end, last = _replay_train_and_score(api, spec)
+    _monitor_and_rescore(api, spec, status.urls["mlflow"], first_end, last)
 
     print("\nSummary")
     for line in summary(spec) + model_summary(spec):
@@ -369,3 +334,49 @@ def run_demo(keep_running: bool = True) -> int:
         runtime.down()
         print("Servers stopped (--exit).")
     return 0
+
+
+def _replay_train_and_score(api: Api, spec: ModelSpec) -> tuple[datetime, date]:
+    """Stages 4 to 6: replay every ingest interval, train the first champion, score every interval with it.
+
+    Returns the end of the first champion's data and the day after the last interval starts.
+    """
+    from airloop.core.intervals import expected_intervals
+
+    intervals = list(expected_intervals(spec, until=datetime.now(UTC)))
+    every = spec.schedule.every or spec.schedule.cron
+    _stage(4, f"Replaying {len(intervals)} intervals ({every} each): extract, validate (Great Expectations), publish")
+    _replay_ingest(api, spec, len(intervals))
+
+    # Data time: the first champion is trained as if it were the end of the first eleven months (2011-12-03),
+    # then the monitor judges each four-week window after it, as the months of 2012 would have come in.
+    first_end = intervals[min(FIRST_CHAMPION_INTERVALS, len(intervals)) - 1].end
+    _stage(5, f"Training the first champion through the REST API on data until {first_end:%Y-%m-%d}: fit, MLflow, gate")
+    _trigger_and_follow(
+        api,
+        spec.dag_id("train"),
+        {"reason": "demo: first champion, on the data until the end of 2011", "window_end": f"{first_end:%Y-%m-%d}"},
+    )
+
+    first = spec.schedule.start
+    last = (spec.schedule.end or datetime.now(UTC).date()) + timedelta(days=1)  # the last interval starts on `end`
+    _stage(6, f"Scoring every validated interval with the champion ({spec.dag_id('score')}, re-score {first}..{last})")
+    _trigger_and_follow(api, spec.dag_id("score"), {"start": str(first), "end": str(last)})
+    return first_end, last
+
+
+def _monitor_and_rescore(api: Api, spec: ModelSpec, mlflow_url: str, first_end: datetime, last: date) -> None:
+    """Stages 7 and 8: the monitor judges the windows after the champion's data; a new champion re-scores."""
+    from airloop.adapters import registry
+
+    os.environ["MLFLOW_TRACKING_URI"] = mlflow_url
+    before = registry.version_for_alias(spec.name, registry.CHAMPION)
+    _stage(7, f"Months later: {spec.dag_id('monitor')} judges each four-week window after the champion's data")
+    requested = _closing_loop(api, spec, first_end + timedelta(days=spec.monitoring.window_days))
+    after = registry.version_for_alias(spec.name, registry.CHAMPION)
+    if after != before and requested is not None:
+        start = requested  # the new champion was trained on data until the request's window end
+        _stage(8, f"Re-scoring from {start:%Y-%m-%d} with the new champion v{after} ({spec.dag_id('score')})")
+        _trigger_and_follow(api, spec.dag_id("score"), {"start": f"{start:%Y-%m-%d}", "end": str(last)})
+    else:
+        _stage(8, f"@champion is still v{after}: nothing to re-score")

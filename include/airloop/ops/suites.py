@@ -49,7 +49,8 @@ def interval_containing(spec: ModelSpec, day: date) -> Interval:
 
 
 def check(spec: ModelSpec, expectations_dir: Path, on: date | None = None) -> CheckReport:
-    """Load the model's suites (raising :class:`airloop.adapters.expectations.SuiteError`), then optionally dry-run them."""
+    """Load the model's suites (raising :class:`airloop.adapters.expectations.SuiteError`), then optionally dry-run
+    them."""
     suites = load_suites(spec, expectations_dir)
     report = CheckReport(suites=suites)
     if on is None:

@@ -6,7 +6,9 @@ Imported by every DAG file on every parse, so it imports ``airflow.sdk`` and air
 
 from __future__ import annotations
 
+import functools
 from datetime import timedelta
+from importlib import resources
 from typing import Any
 
 from airflow.sdk import CronDataIntervalTimetable, DeltaDataIntervalTimetable
@@ -34,8 +36,8 @@ def ingest_timetable(spec: ModelSpec) -> DeltaDataIntervalTimetable | CronDataIn
 
 def default_args(spec: ModelSpec, *, retries: int = 2) -> dict[str, Any]:
     """Owner from the spec; retries with backoff for transient failures (data failures never retry); a failure
-    alert when a task has finally failed (``airloop.orchestration.notifiers``: e-mail or webhook per deployment, off by default;
-    retries do not alert).
+    alert when a task has finally failed (``airloop.orchestration.notifiers``: e-mail or webhook per deployment, off
+    by default; retries do not alert).
     """
     from airloop.orchestration.notifiers import FailureAlert
 
@@ -53,54 +55,26 @@ def tags(spec: ModelSpec, stage: str) -> list[str]:
     return sorted({STAGE_TAG, f"model:{spec.name}", f"stage:{stage}", *spec.tags})
 
 
-_INGEST_RUNBOOK = """\
-# {name}_ingest
+#: The runbook templates: ``runbooks/<stage>.md`` (``str.format`` fields; ``{{`` for a brace) ending in
+#: ``{triage}``, where ``runbooks/triage.md``, the triage every DAG shares, goes.
+RUNBOOKS = ("ingest", "train", "promote", "score", "monitor")
 
-**Owner:** {owner} · **Model:** `{name}` ({description})
 
-## What it does
-For each data interval of the timetable (`{schedule}`, from {start}{end}), it
-1. **extract**: reads exactly `[data_interval_start, data_interval_end)` from connection `{connection}`
-   (`{source}`, time column `{time_column}`) with bound SQL parameters, and writes the `raw` lake partition;
-2. **validate**: checks the partition against the suites in `expectations/{suite_dir}/` (Great Expectations);
-   a failing batch is moved to `quarantine` with its validation result and a Data Docs page, and the task fails;
-3. **publish**: copies the batch to `validated` and emits an event on Asset `{name}.validated`
-   (extra: partition, interval, rows, content digest, suite digests).
+@functools.cache
+def runbook_template(name: str) -> str:
+    """The text of ``runbooks/<name>.md`` (package data), read once per process: DAG files parse often."""
+    return resources.files("airloop.orchestration").joinpath("runbooks", f"{name}.md").read_text(encoding="utf-8")
 
-Re-running an interval overwrites its own partitions with identical bytes; it never duplicates rows.
-Backfill from the UI (Trigger > Backfill), the REST API (`POST /api/v2/backfills`) or the CLI
-(`airflow backfill create --dag-id {name}_ingest --from-date ... --to-date ...`).
 
-## Outputs
-- the lake (`$AIRLOOP_HOME/lake`, or `AIRLOOP_LAKE_URL` such as `s3://bucket/lake`):
-  `{name}/raw|validated|quarantine/<interval start>/` (`_manifest.json` + a version folder with the Parquet file)
-- `$AIRLOOP_HOME/reports/{name}/validation/<interval start>/validation.json` (+ `data_docs/` on failure)
-- warehouse table `validation_results` (one row per interval, latest verdict)
-
-## Triage
-- **validate failed, log says "Batch QUARANTINED"**: the data broke a steward's rule. The log lists the failed
-  expectations, example values and timestamps, and the report's path. Bad source data: fix it at the source, then
-  clear the task. A rule that is wrong: a data steward edits `expectations/{suite_dir}/` and runs
-  `airloop suites check {name} --on <date>`; then clear the task. Nothing downstream saw this interval.
-- **extract failed with a connection error**: check connection `{connection}` (Admin > Connections); the task
-  retries by itself with backoff. "table does not exist": for the demo, run `airloop seed`.
-- **publish failed, "changed after validation"**: two runs wrote the same interval; clear the whole DAG run.
-- **a task fails with "The lake at ... cannot be used / refused the credentials / is unreachable"**: the
-  lake's object store; the message names the bucket, the endpoint and the setting to check (`AIRLOOP_LAKE_URL`,
-  `AWS_*`). Clear the task once fixed.
-- **DAG import error naming `include/models/{name}.yaml`**: the spec is invalid; the message names the field
-  and the fix.
-- **"MLflow ... is unreachable" / "the database of connection ... is unreachable"**: a service is down, not the
-  data. The try fails within seconds and Airflow retries it (backoff from 30 s); check `airloop status` or the
-  named service, and clear the task if its last try failed.
-- **Where to look**: this task's extra links (MLflow run, reports), the airloop view (nav "airloop"), and the
-  failure alert, when alerts are on (`AIRLOOP_ALERTS_CONN_ID`: docs/operations.md, "Alerts").
-"""
+def _runbook(stage: str, **fields: Any) -> str:
+    """One DAG's ``doc_md``: its stage's template filled in for one model, with the shared triage."""
+    return runbook_template(stage).format(triage=runbook_template("triage").rstrip("\n"), **fields)
 
 
 def ingest_runbook(spec: ModelSpec) -> str:
     s = spec.schedule
-    return _INGEST_RUNBOOK.format(
+    return _runbook(
+        "ingest",
         name=spec.name,
         owner=spec.owner,
         description=spec.description,
@@ -172,43 +146,6 @@ def decision_tasks(spec: ModelSpec, gated: Any) -> None:
     [promoted, recorded] >> outcome()
 
 
-_TRAIN_RUNBOOK = """\
-# {name}_train
-
-**Owner:** {owner} · **Model:** `{name}` ({description})
-
-## What it does
-1. **check**: refuses unknown or invalid params in seconds (a manual or API run must give a `reason`);
-2. **train**: takes the latest {window} days of validated data (or `window_start`/`window_end`), holds out the
-   last {holdout} days, fits `{estimator}`, logs params, metrics (overall and per slice), the training data
-   (partitions and digests), plots and the model to MLflow experiment `{name}`, registers a version as `@challenger`;
-3. **gate**: scores challenger and `@champion` on the same holdout; mode `{mode}`; thresholds {thresholds};
-   at least {improvement:.0%} better on {metric}; no slice more than {tolerance:.0%} worse; sane predictions;
-   same signature. The verdict is written on the model version (tags and description);
-{approval_line}4. **promote**: moves `@champion` (serialised with every other promotion), clears `@challenger`,
-   appends to the `promotion_ledger` table; **record** writes the ledger row when nothing moved (refused,
-   dry run, rejected).
-
-Runs on: {triggers}; and by hand (Trigger, with a `reason`) or `POST /api/v2/dags/{name}_train/dagRuns`
-with `{{"logical_date": null, "conf": {{"reason": "..."}}}}`. One run at a time.
-Params: `reason`, `window_start`, `window_end` (dates), `overrides` (allowed: {overridable}).
-
-## Triage
-- **check failed**: the log names the param and the fix; trigger again with corrected conf.
-- **train failed, "no validated partitions" / "only N training rows"**: ingest (backfill `{name}_ingest`) the
-  window first, or pass another window.
-- **gate passed but record says refused**: read the reasons in the log, the version's description in MLflow,
-  or `SELECT * FROM promotion_ledger WHERE model='{name}' ORDER BY seq DESC`.
-- **promote failed, "@champion is now ..."**: another promotion won the race; nothing moved and the conflict is in
-  the ledger. Trigger training (or `{name}_promote`) again to compare against the new champion.
-- **"MLflow ... is unreachable" / "the database of connection ... is unreachable"**: a service is down, not the
-  data. The try fails within seconds and Airflow retries it (backoff from 30 s); check `airloop status` or the
-  named service, and clear the task if its last try failed.
-- **Where to look**: this task's extra links (MLflow run, reports), the airloop view (nav "airloop"), and the
-  failure alert, when alerts are on (`AIRLOOP_ALERTS_CONN_ID`: docs/operations.md, "Alerts").
-"""
-
-
 def train_runbook(spec: ModelSpec) -> str:
     t, g = spec.training, spec.gate
     triggers = f"retrain requests (Asset `{spec.name}.retrain_requested`)"
@@ -220,7 +157,8 @@ def train_runbook(spec: ModelSpec) -> str:
         if g.approval.required
         else ""
     )
-    return _TRAIN_RUNBOOK.format(
+    return _runbook(
+        "train",
         name=spec.name,
         owner=spec.owner,
         description=spec.description,
@@ -238,73 +176,12 @@ def train_runbook(spec: ModelSpec) -> str:
     )
 
 
-_PROMOTE_RUNBOOK = """\
-# {name}_promote
-
-**Owner:** {owner} · manual and API only.
-
-Promote a named registry version to `@champion`, or roll back to the previous champion, through the same gate
-as training (mode `{mode}`) and into the same `promotion_ledger`.
-
-Params: `action` (`promote` or `rollback`), `version` (for promote), `reason` (required), `override`
-(true skips the gate's verdict; the override and who triggered it are recorded).
-
-Rollback restores the champion that preceded the current one according to the ledger; it must still pass the
-absolute thresholds and sanity checks on the newest holdout (or be overridden).
-
-API: `POST /api/v2/dags/{name}_promote/dagRuns` with
-`{{"logical_date": null, "conf": {{"action": "rollback", "reason": "v7 over-predicts weekends"}}}}`.
-
-## Triage
-- **check failed**: the log names the param; "no earlier champion": the ledger has nothing to roll back to.
-- **gate refused**: the reasons are in the log and the ledger; re-run with `override: true` only if you mean it.
-- **promote failed, "@champion is now ..."**: another promotion ran at the same time; nothing moved; run again.
-- **"MLflow ... is unreachable" / "the database of connection ... is unreachable"**: a service is down, not the
-  data. The try fails within seconds and Airflow retries it (backoff from 30 s); check `airloop status` or the
-  named service, and clear the task if its last try failed.
-- **Where to look**: this task's extra links (MLflow run, reports), the airloop view (nav "airloop"), and the
-  failure alert, when alerts are on (`AIRLOOP_ALERTS_CONN_ID`: docs/operations.md, "Alerts").
-"""
-
-
 def promote_runbook(spec: ModelSpec) -> str:
-    return _PROMOTE_RUNBOOK.format(name=spec.name, owner=spec.owner, mode=spec.gate.mode)
-
-
-_SCORE_RUNBOOK = """\
-# {name}_score
-
-**Owner:** {owner} · **Model:** `{name}`
-
-## What it does
-Runs when `{name}_ingest` publishes a partition (Asset `{name}.validated`; queued events merge into one run).
-1. **pin**: resolves `@champion` to a concrete version once, so every partition of this run is scored by the same
-   model even if a promotion happens meanwhile. No champion yet: the task is skipped with a log line saying so.
-2. **select**: the partitions announced by the Asset events, or every validated partition starting in
-   `[start, end)` when triggered by hand or API with params `start` and `end` (re-scoring with today's champion).
-3. **score**: for each partition in turn (one process, the model loaded once; each partition's write is atomic,
-   so a retry simply re-scores them all), reads it in bounded chunks, predicts, and replaces that interval's rows
-   in warehouse table `predictions` (delete + insert in one transaction) and lake partition
-   `predictions/<interval>` (atomic). Every row names model, version, MLflow run, input digest and the Airflow run.
-
-Re-score a range: Trigger with `{{"start": "2012-01-01", "end": "2013-01-01"}}`, or
-`POST /api/v2/dags/{name}_score/dagRuns` with `{{"logical_date": null, "conf": {{"start": ..., "end": ...}}}}`.
-
-## Triage
-- **pin skipped, "no @champion yet"**: train and promote one (`{name}_train`), then re-score the range.
-- **select failed**: the log names the param, or says no validated partition is in the range.
-- **score failed, "non-finite predictions"**: the champion is broken for these rows; nothing was written. Roll
-  back with `{name}_promote` and re-score.
-- **"MLflow ... is unreachable" / "the database of connection ... is unreachable"**: a service is down, not the
-  data. The try fails within seconds and Airflow retries it (backoff from 30 s); check `airloop status` or the
-  named service, and clear the task if its last try failed.
-- **Where to look**: this task's extra links (MLflow run, reports), the airloop view (nav "airloop"), and the
-  failure alert, when alerts are on (`AIRLOOP_ALERTS_CONN_ID`: docs/operations.md, "Alerts").
-"""
+    return _runbook("promote", name=spec.name, owner=spec.owner, mode=spec.gate.mode)
 
 
 def score_runbook(spec: ModelSpec) -> str:
-    return _SCORE_RUNBOOK.format(name=spec.name, owner=spec.owner)
+    return _runbook("score", name=spec.name, owner=spec.owner)
 
 
 def monitor_schedule(spec: ModelSpec) -> Any:
@@ -315,54 +192,13 @@ def monitor_schedule(spec: ModelSpec) -> Any:
     return None if cron is None else CronTriggerTimetable(cron, timezone="UTC")
 
 
-_MONITOR_RUNBOOK = """\
-# {name}_monitor
-
-**Owner:** {owner} · **Model:** `{name}` · **Schedule:** {schedule}
-
-## What it does
-Judges one window of validated data, `[as_of - {window} days, as_of)`, against the **champion's training data**
-({reference}), found through the champion's MLflow lineage. `as_of` is the param, else the end of the run's data
-interval, capped at the end of the newest validated data (a replay or a late source is judged on what arrived).
-1. **check**: resolves `as_of`; an unknown param or a bad date fails in seconds, naming it.
-2. **judge** (Evidently, at most {cap} sampled rows a side): drift of each monitored feature ({features}) and of
-   the champion's predictions; with labels (rows older than {labels} days), the champion's MAE and RMSE against
-   its holdout at training. A window has drifted when at least {share:.0%} of the features did, or the
-   predictions did. Figures go to table `drift_metrics`, the Evidently report (HTML, JSON) to
-   `AIRLOOP_HOME/reports/{name}/drift/` and to MLflow (experiment `{name}-monitoring`). The log ends with a
-   verdict: drifted columns and scores, performance, the decision and why, and where the report is.
-3. **request**: runs only when retraining is due: drift in {n} of the last {m} windows judged against this
-   champion, the latest included, or MAE more than {degradation:.0%} worse than at training; never within {cooldown}
-   days (data time) of the champion's training data or the last request; at most once per window. It writes a
-   `retrain_requests` row and an event on Asset `{name}.retrain_requested` (reason and window in `extra`),
-   which starts `{name}_train` on data up to that window. Skipped otherwise (no event).
-
-Judge a past window: Trigger with `{{"as_of": "2012-06-16"}}`, or
-`POST /api/v2/dags/{name}_monitor/dagRuns` with `{{"logical_date": null, "conf": {{"as_of": "2012-06-16"}}}}`.
-
-## Triage
-- **judge skipped, "no @champion yet"**: nothing to monitor until one is promoted (`{name}_train`).
-- **judge failed, "has no rows" / "fewer than monitoring.min_rows"**: the window has no (or too little)
-  validated data: check `{name}_ingest` for those intervals (quarantined ones are listed in the log).
-- **judge failed, "no finite value"**: a column is all NaN/inf in the window: a source fault the suites let
-  through; fix the source or tighten the suite, re-ingest, then clear this task.
-- **Too many or too few alarms**: tune `monitoring` in `{name}.yaml` (drift_share, column_threshold, reference,
-  exclude, hysteresis, cooldown_days); `SELECT * FROM drift_metrics WHERE model='{name}' ORDER BY window_end`
-  shows every window's scores.
-- **"MLflow ... is unreachable" / "the database of connection ... is unreachable"**: a service is down, not the
-  data. The try fails within seconds and Airflow retries it (backoff from 30 s); check `airloop status` or the
-  named service, and clear the task if its last try failed.
-- **Where to look**: this task's extra links (MLflow run, reports), the airloop view (nav "airloop"), and the
-  failure alert, when alerts are on (`AIRLOOP_ALERTS_CONN_ID`: docs/operations.md, "Alerts").
-"""
-
-
 def monitor_runbook(spec: ModelSpec) -> str:
     m = spec.monitoring
     reference = "whole"
     if m.reference == "seasonal":
         reference = f"its rows from the same weeks of the year, ±{m.seasonal_margin_days} days"
-    return _MONITOR_RUNBOOK.format(
+    return _runbook(
+        "monitor",
         name=spec.name,
         owner=spec.owner,
         schedule=f"cron `{m.cron}` (UTC)" if m.cron else "manual and API only",

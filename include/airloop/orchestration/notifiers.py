@@ -45,7 +45,6 @@ from __future__ import annotations
 
 import html
 import logging
-import os
 import socket
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -54,11 +53,13 @@ from typing import Any
 
 from airflow.sdk import BaseNotifier
 
+from airloop.core import settings
+
 log = logging.getLogger(__name__)
 
-CONN_ID_VAR = "AIRLOOP_ALERTS_CONN_ID"
-TO_VAR = "AIRLOOP_ALERTS_TO"
-ENDPOINT_VAR = "AIRLOOP_ALERTS_ENDPOINT"
+CONN_ID_VAR = settings.ALERTS_CONN_ID.name
+TO_VAR = settings.ALERTS_TO.name
+ENDPOINT_VAR = settings.ALERTS_ENDPOINT.name
 
 EMAIL_CONN_TYPES = frozenset({"smtp"})
 WEBHOOK_CONN_TYPES = frozenset({"http", "https"})
@@ -223,7 +224,7 @@ class FailureAlert(BaseNotifier):
         except Exception:
             log.exception("Failure alert NOT sent: could not read the failed task from its context")
             return
-        conn_id = (self.conn_id if self.conn_id is not None else os.environ.get(CONN_ID_VAR, "")).strip()
+        conn_id = (self.conn_id if self.conn_id is not None else settings.alerts_conn_id()).strip()
         if not conn_id:
             log.info(OFF_MESSAGE)
             return
@@ -273,7 +274,7 @@ class FailureAlert(BaseNotifier):
     def _email(self, alert: Alert, conn_id: str) -> None:
         from airflow.providers.smtp.hooks.smtp import SmtpHook
 
-        to = recipients(self.to if self.to is not None else os.environ.get(TO_VAR))
+        to = recipients(self.to if self.to is not None else settings.alerts_to())
         if not to:
             log.error(
                 "Failure alert for %s NOT sent: connection %r is an e-mail (smtp) connection but %s is empty; "
@@ -295,7 +296,7 @@ class FailureAlert(BaseNotifier):
     def _webhook(self, alert: Alert, conn_id: str, extras: Mapping[str, Any]) -> None:
         from airflow.providers.http.hooks.http import HttpHook
 
-        endpoint = self.endpoint if self.endpoint is not None else os.environ.get(ENDPOINT_VAR) or None
+        endpoint = self.endpoint if self.endpoint is not None else settings.alerts_endpoint()
         options = {} if "timeout" in extras else {"timeout": WEBHOOK_TIMEOUT_S}
         hook = HttpHook(method="POST", http_conn_id=conn_id)
         response = hook.run(endpoint=endpoint, json=alert.payload(), extra_options=options)

@@ -10,8 +10,8 @@ Routes (under ``/airloop``):
 - ``/`` and ``/models/<model>``: the model's page (champion, challenger, approvals, drift trend, requests,
   ledger, validations); ``/api/models`` and ``/api/models/<model>``: the same as JSON, for services.
 - ``/reports/<path>``: a report file under ``AIRLOOP_HOME/reports`` (Data Docs, validation results, Evidently).
-- ``/go/<kind>?dag_id=&run_id=``: where a task's extra link leads (:mod:`airloop.orchestration.links`), resolved when clicked,
-  so a link made when the task ended still finds what appeared later (the training run a request started).
+- ``/go/<kind>?dag_id=&run_id=``: where a task's extra link leads (:mod:`airloop.orchestration.links`), resolved when
+  clicked, so a link made when the task ended still finds what appeared later (the training run a request started).
 """
 
 from __future__ import annotations

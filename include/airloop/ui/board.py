@@ -22,6 +22,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from airloop.core.jsonable import jsonable
+from airloop.core.numbers import shown
 from airloop.core.urls import MOUNT, report_url
 
 if TYPE_CHECKING:
@@ -83,17 +85,7 @@ class Board:
         """The board as JSON-ready data (the view's ``/api/models/<model>`` answer)."""
         from dataclasses import asdict
 
-        return _jsonable(asdict(self))
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, datetime):
-        return value.isoformat()
-    return value
+        return jsonable(asdict(self))
 
 
 def _card(model: str, alias: str, mlflow_ui: str | None) -> VersionCard | None:
@@ -226,20 +218,10 @@ def _environment() -> Any:
         autoescape=jinja2.select_autoescape(default=True),
         undefined=jinja2.StrictUndefined,  # a template typo fails the unit tests, not a user's page
     )
-    env.filters["num"] = _num
+    env.filters["num"] = shown
     env.filters["when"] = lambda v: v.strftime("%Y-%m-%d %H:%M") if isinstance(v, datetime) else (v or "")
     env.filters["day"] = lambda v: v.strftime("%Y-%m-%d") if isinstance(v, datetime) else (v or "")
     return env
-
-
-def _num(value: Any) -> str:
-    if value is None:
-        return "–"
-    if isinstance(value, float):
-        if value != value:
-            return "NaN"
-        return f"{value:,.0f}" if abs(value) >= 1000 or value.is_integer() else f"{value:.3g}"
-    return str(value)
 
 
 def render_board(board: Board, *, reports_root: Path, airflow_ui: str, models: list[str], user: str) -> str:

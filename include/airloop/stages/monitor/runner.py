@@ -16,8 +16,8 @@ instead of an error deep inside Evidently.
 
 The figures go to the ``drift_metrics`` table (one row per window and champion version: re-runs replace it),
 the Evidently HTML and JSON to ``AIRLOOP_HOME/reports/<model>/drift/`` and to MLflow (experiment
-``<model>-monitoring``). ``airloop.stages.monitor.policy.decide`` then says whether to ask for retraining; a request is a
-``retrain_requests`` row (one per window at most) and an event on Asset ``<model>.retrain_requested``, which
+``<model>-monitoring``). ``airloop.stages.monitor.policy.decide`` then says whether to ask for retraining; a request
+is a ``retrain_requests`` row (one per window at most) and an event on Asset ``<model>.retrain_requested``, which
 starts ``<model>_train`` with the request's reason and window.
 """
 

@@ -14,6 +14,7 @@ from typing import Any
 from airloop.adapters import registry
 from airloop.adapters.lake import default_lake
 from airloop.core.contracts import Evaluation, RunInfo
+from airloop.core.jsonable import jsonable
 from airloop.core.params import RequestProblem, refuse_unknown
 from airloop.core.settings import WAREHOUSE_CONN_ID
 from airloop.core.spec import ModelSpec
@@ -208,7 +209,7 @@ def promote(gate_result: dict[str, Any], approval: dict[str, Any] | None, run: R
         _decision(gate_result, approval, run),
         expected_champion=gate_result["expected_champion"],
     )
-    return _jsonable(row)
+    return jsonable(row)
 
 
 def record_outcome(
@@ -239,7 +240,7 @@ def record_outcome(
             earlier[0]["seq"],
             earlier[0]["outcome"],
         )
-        return _jsonable(earlier[0])
+        return jsonable(earlier[0])
     if not gate_result["promote"]:
         outcome = "dry_run" if gate_result["verdict"].get("mode") == "dry_run" else "refused"
         if gate_result["candidate"] == gate_result["expected_champion"]:
@@ -253,11 +254,7 @@ def record_outcome(
         outcome, extra = "failed", " | promotion did not complete (see the promote task's log)"
     row = record(engine, _decision(gate_result, approval, run, extra), outcome)
     log.info("Nothing moved (%s): %s", outcome, gate_result["summary"])
-    return _jsonable(row)
-
-
-def _jsonable(row: dict[str, Any]) -> dict[str, Any]:
-    return {k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in row.items()}
+    return jsonable(row)
 
 
 def promote_request(spec: ModelSpec, conf: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]:

@@ -1,8 +1,8 @@
 """Training: assemble a window of validated partitions, split it by time, fit the spec's pipeline, evaluate it.
 
 Pure functions over frames and specs (no MLflow, no Airflow), so each step is unit-tested on real data and
-the benchmark can time them one by one. ``airloop.adapters.registry`` logs what these return; ``airloop.orchestration.tasks`` wires
-them into the train DAG.
+the benchmark can time them one by one. ``airloop.adapters.registry`` logs what these return;
+``airloop.orchestration.tasks`` wires them into the train DAG.
 
 Time is the only honest split for a model that predicts the future: the holdout is the most recent
 ``holdout_days`` of the window, never a random sample (a random split leaks tomorrow into training).
@@ -14,12 +14,13 @@ import importlib
 import logging
 import math
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from airloop.core.contracts import Evaluation
 from airloop.core.errors import ExpectedFailure
 from airloop.core.intervals import parse_key
+from airloop.core.times import as_utc
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -77,10 +78,6 @@ class TrainingData:
     content_digest: str
 
 
-def _utc(value: datetime) -> datetime:
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-
-
 def newest_validated_end(spec: ModelSpec, lake: Lake) -> datetime | None:
     """The end of the newest validated partition of the model (None when there is none yet)."""
     for key in reversed(lake.partitions(spec.name, "validated")):
@@ -106,8 +103,8 @@ def resolve_window(
                 f"Run {spec.dag_id('ingest')} (or backfill it) first."
             )
         end = newest
-    end = _utc(end)
-    start = _utc(start) if start is not None else end - timedelta(days=t.window_days)
+    end = as_utc(end)
+    start = as_utc(start) if start is not None else end - timedelta(days=t.window_days)
     holdout_start = end - timedelta(days=t.holdout_days)
     if not start < holdout_start < end:
         raise TrainingProblem(
