@@ -92,6 +92,27 @@ def test_upgrading_twice_changes_nothing(engine: sa.Engine) -> None:
     assert _versions(engine) == [migrations.head()]
 
 
+@pytest.mark.timeout(60)
+def test_a_warehouse_at_head_is_only_read(tmp_path: Path) -> None:
+    """No write lock is taken: a task upgrading while another holds SQLite's write lock does not wait for it."""
+    import sqlite3
+    import time
+
+    db = tmp_path / "busy.db"
+    migrations.upgrade(sa.create_engine(f"sqlite:///{db}"))
+    writer = sqlite3.connect(db, isolation_level=None)
+    writer.execute("BEGIN IMMEDIATE")  # another process in a long write transaction
+    try:
+        engine = sa.create_engine(f"sqlite:///{db}", connect_args={"timeout": 1})
+        started = time.monotonic()
+        assert migrations.upgrade(engine).changed is False
+        assert time.monotonic() - started < 1
+        engine.dispose()
+    finally:
+        writer.execute("ROLLBACK")
+        writer.close()
+
+
 def test_the_baseline_is_the_schema_of_the_code_before_migrations() -> None:
     """Same DDL (tables, columns, types, comments, constraints, indexes) on SQLite and Postgres."""
     from sqlalchemy.dialects import postgresql, sqlite

@@ -121,10 +121,16 @@ def current(engine: Engine) -> str | None:
 def upgrade(engine: Engine, script: ScriptDirectory | None = None) -> Upgrade:
     """Upgrade the warehouse to ``head`` in one locked transaction (adopting a warehouse made before migrations).
 
-    ``script``: the revisions to run (default: this package's).
+    ``script``: the revisions to run (default: this package's). A warehouse already at head is only read: no
+    lock, no write (a reader with a read-only login, a task while another holds SQLite's write lock).
     """
+    script = script or script_directory()
+    target = head(script)
+    with engine.connect() as conn:
+        if _context(conn).get_current_heads() == (target,):
+            return Upgrade(before=target, after=target)
     with _locked_transaction(engine) as conn:
-        return _migrate(conn, script or script_directory())
+        return _migrate(conn, script)
 
 
 @contextlib.contextmanager
