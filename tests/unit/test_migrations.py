@@ -171,6 +171,15 @@ def test_adoption_refuses_tables_that_differ_and_changes_nothing(engine: sa.Engi
         assert conn.exec_driver_sql("SELECT * FROM predictions").all() == [("m", "x")]
 
 
+def test_a_warehouse_from_a_newer_airloop_is_refused(engine: sa.Engine) -> None:
+    migrations.upgrade(engine)
+    with engine.begin() as conn:
+        conn.exec_driver_sql(f"UPDATE {migrations.VERSION_TABLE} SET version_num = '9999'")
+    with pytest.raises(migrations.SchemaMismatch, match="revision '9999'.*a newer airloop upgraded it"):
+        migrations.upgrade(engine)
+    assert _versions(engine) == ["9999"]
+
+
 def test_another_applications_alembic_version_is_left_alone(engine: sa.Engine) -> None:
     with engine.begin() as conn:
         conn.exec_driver_sql("CREATE TABLE alembic_version (version_num VARCHAR(32) NOT NULL PRIMARY KEY)")
@@ -283,6 +292,8 @@ def test_the_cli_upgrades_and_reports_the_revision(tmp_path: Path, monkeypatch, 
     assert f"cli.db: at {head} (head)." in capsys.readouterr().out
     assert main(["warehouse", "current"]) == 0
     assert f"revision {head}, head {head}." in capsys.readouterr().out
+    assert main(["warehouse", "revision", "add nothing"]) == 2  # the code's tables match the newest revision
+    assert "there is nothing to migrate" in capsys.readouterr().err
 
 
 def test_the_cli_names_a_mismatch(tmp_path: Path, monkeypatch, capsys) -> None:

@@ -168,10 +168,26 @@ def _migrate(conn: Connection, script: ScriptDirectory) -> Upgrade:
     target = head(script)
     context = _context(conn, fn=lambda rev, _ctx: script._upgrade_revs(target, rev))
     before = context.get_current_revision()
+    if before is not None:
+        _check_known(before, script, target)
     adopted = before is None and _adopt(conn, context, script)
     with Operations.context(context):
         context.run_migrations()
     return Upgrade(before=before, after=context.get_current_revision(), adopted=adopted)
+
+
+def _check_known(revision: str, script: ScriptDirectory, target: str) -> None:
+    """Refuse a warehouse at a revision these migrations do not have (upgraded by a newer airloop)."""
+    from alembic.util import CommandError
+
+    try:
+        script.get_revision(revision)
+    except CommandError:
+        raise SchemaMismatch(
+            f"The warehouse is at revision {revision!r} ({VERSION_TABLE}), which this airloop's migrations do not "
+            f"have (their newest is {target!r}): a newer airloop upgraded it. Run that version here too; an older "
+            "one must not write to this warehouse."
+        ) from None
 
 
 def _adopt(conn: Connection, context: MigrationContext, script: ScriptDirectory) -> bool:
