@@ -175,7 +175,7 @@ def test_a_warehouse_from_a_newer_airloop_is_refused(engine: sa.Engine) -> None:
     migrations.upgrade(engine)
     with engine.begin() as conn:
         conn.exec_driver_sql(f"UPDATE {migrations.VERSION_TABLE} SET version_num = '9999'")
-    with pytest.raises(migrations.SchemaMismatch, match="revision '9999'.*a newer airloop upgraded it"):
+    with pytest.raises(migrations.SchemaMismatch, match=r"revision '9999'.*a newer airloop upgraded it"):
         migrations.upgrade(engine)
     assert _versions(engine) == ["9999"]
 
