@@ -257,6 +257,8 @@ def test_draft_revision_writes_a_revision_that_reaches_the_metadata(tmp_path: Pa
     shutil.copytree(migrations.FOLDER, folder, ignore=shutil.ignore_patterns("__pycache__", "__init__.py"))
     with pytest.raises(ValueError, match="nothing to migrate"):
         migrations.draft_revision("nothing", warehouse.metadata, folder)
+    with pytest.raises(ValueError, match="needs words"):
+        migrations.draft_revision(" -- ", warehouse.metadata, folder)
     ahead = sa.MetaData()
     for table in warehouse.metadata.sorted_tables:
         table.to_metadata(ahead)

@@ -253,13 +253,11 @@ def draft_revision(message: str, metadata: sa.MetaData, folder: Path = FOLDER) -
     from alembic.autogenerate import produce_migrations, render_python_code
     from alembic.script import ScriptDirectory
 
-    script = ScriptDirectory(str(folder))
-
-    slug = re.sub(r"[^a-z0-9]+", "_", message.lower()).strip("_")
-    if not slug:
+    if not re.search(r"[A-Za-z0-9]", message):
         raise ValueError(f"The revision message {message!r} needs words, e.g. 'add predictions.proba'.")
-    with tempfile.TemporaryDirectory() as folder:
-        engine = sa.create_engine(f"sqlite:///{Path(folder) / 'head.db'}")
+    script = ScriptDirectory(str(folder))
+    with tempfile.TemporaryDirectory() as scratch:
+        engine = sa.create_engine(f"sqlite:///{Path(scratch) / 'head.db'}")
         try:
             upgrade(engine, script)
             with engine.connect() as conn:
