@@ -1,11 +1,14 @@
 """The warehouse: airloop's tables, defined once with SQLAlchemy Core (SQLite by default, Postgres at scale).
 
-Tables are created on first use (``ensure_schema``); each writer keys its rows to the model and the data
-interval, so re-running an interval replaces its rows instead of adding more.
+The ``MetaData`` here is the schema as the code uses it; the database gets it through the migrations in
+``airloop.adapters.migrations`` (``ensure_schema`` upgrades to the newest revision on first use; changing a table
+here needs a revision there: its docstring says how, and a test fails until it exists). Each writer keys its rows
+to the model and the data interval, so re-running an interval replaces its rows instead of adding more.
 """
 
 from __future__ import annotations
 
+import threading
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -15,6 +18,8 @@ from airloop.core.times import as_utc
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
+
+    from airloop.adapters.migrations import Upgrade
 
 metadata = sa.MetaData()
 
@@ -139,7 +144,8 @@ promotion_locks = sa.Table(
     sa.Column("acquired_at", sa.DateTime(timezone=True)),
 )
 
-# The ledger is append-only in the database itself, not only by convention: updates and deletes abort.
+# The ledger is append-only in the database itself, not only by convention: updates and deletes abort. The
+# revisions create these triggers; they are declared here too so that ``metadata.create_all`` makes the same schema.
 for _op in ("UPDATE", "DELETE"):
     sa.event.listen(
         promotion_ledger,
@@ -161,9 +167,36 @@ sa.event.listen(
 )
 
 
+#: Databases upgraded by this process (URL without password), so ``ensure_schema`` migrates each once.
+_upgraded: set[str] = set()
+_upgrade_lock = threading.Lock()
+
+
 def ensure_schema(engine: Engine) -> None:
-    """Create missing tables (idempotent; never alters or drops)."""
-    metadata.create_all(engine, checkfirst=True)
+    """Upgrade the warehouse to the newest revision, once per process and database (see ``upgrade``)."""
+    key = engine.url.render_as_string(hide_password=True)
+    if key in _upgraded:
+        return
+    with _upgrade_lock:
+        if key not in _upgraded:
+            upgrade(engine)
+
+
+def upgrade(engine: Engine) -> Upgrade:
+    """Run the warehouse migrations now (idempotent, safe in parallel; adopts a warehouse made before them)."""
+    from airloop.adapters import migrations
+
+    done = migrations.upgrade(engine)
+    if engine.url.database not in (None, "", ":memory:"):  # each in-memory engine is a database of its own
+        _upgraded.add(engine.url.render_as_string(hide_password=True))
+    return done
+
+
+def current_revision(engine: Engine) -> str | None:
+    """The warehouse's migration revision (None: new, or made before migrations and not upgraded yet)."""
+    from airloop.adapters import migrations
+
+    return migrations.current(engine)
 
 
 def upsert_validation_result(engine: Engine, row: dict[str, Any]) -> None:

@@ -1,4 +1,4 @@
-"""The ``airloop`` command line: seed, up, down, status, suites check, source load, demo.
+"""The ``airloop`` command line: seed, up, down, status, suites check, source load, warehouse, demo.
 
 Every command is safe to run twice. Expected problems print one clear message and exit non-zero
 (1 for a failed check, 2 for bad usage or configuration); tracebacks are for bugs only.
@@ -155,6 +155,30 @@ def _add_source(sub: argparse._SubParsersAction) -> None:
     load.set_defaults(func=_cmd_source_load)
 
 
+def _cmd_warehouse(args: argparse.Namespace) -> int:
+    from airloop.adapters import migrations, warehouse
+    from airloop.adapters.db import describe, engine_for
+    from airloop.core.settings import WAREHOUSE_CONN_ID
+
+    if args.warehouse_command == "revision":
+        path = migrations.draft_revision(args.message, warehouse.metadata)
+        print(f"Wrote {path}: read it, run `make format`, then `make test`.")
+        return 0
+    engine = engine_for(WAREHOUSE_CONN_ID)
+    if args.warehouse_command == "upgrade":
+        done = warehouse.upgrade(engine)
+        how = "adopted at the baseline and upgraded" if done.adopted else "upgraded"
+        change = f"{how} from {done.before or 'nothing'} to {done.after}" if done.changed else f"at {done.after}"
+        print(f"Warehouse {describe(engine)}: {change} (head).")
+        return 0
+    found, newest = warehouse.current_revision(engine), migrations.head()
+    print(f"Warehouse {describe(engine)}: revision {found or 'none'}, head {newest}.")
+    if found != newest:
+        print("Not at head: run `airloop warehouse upgrade`.", file=sys.stderr)
+        return EXIT_FAILED
+    return 0
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from airloop.ops.demo import run_demo
 
@@ -184,6 +208,14 @@ def build_parser() -> argparse.ArgumentParser:
     chk.add_argument("--on", type=_date, help="a date (YYYY-MM-DD): dry-run on the interval that contains it")
     chk.set_defaults(func=_cmd_suites_check)
     _add_source(sub)
+
+    wh = sub.add_parser("warehouse", help="the warehouse's schema migrations")
+    wh_sub = wh.add_subparsers(dest="warehouse_command", required=True, metavar="SUBCOMMAND")
+    wh_sub.add_parser("upgrade", help="migrate the warehouse to the newest revision (safe to repeat)")
+    wh_sub.add_parser("current", help="the warehouse's revision and the newest; exit 1 when behind")
+    rev = wh_sub.add_parser("revision", help="developers: draft the next revision from the tables in the code")
+    rev.add_argument("message", help="what changes, e.g. 'add predictions.proba'")
+    wh.set_defaults(func=_cmd_warehouse)
     demo = sub.add_parser("demo", help="seed, start and run the pipeline on the demo data, then summarise")
     demo.add_argument("--exit", action="store_true", help="stop the servers when the demo is done")
     demo.set_defaults(func=_cmd_demo)

@@ -295,6 +295,8 @@ for argv in (["db", "migrate"], ["connections", "import", connections_file]):
     print("=== airloop: airflow " + " ".join(argv), flush=True)
     sys.argv = ["airflow", *argv]
     main()
+from airloop.ops.cli import main as airloop  # the warehouse at head before any task runs
+sys.exit(airloop(["warehouse", "upgrade"]))
 """
 
 
