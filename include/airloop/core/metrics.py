@@ -292,6 +292,11 @@ def metrics_for(task: str) -> list[Metric]:
     return [m for m in _ALL if m.fits(task)]
 
 
+def find(name: str) -> Metric | None:
+    """The metric called ``name``, or None when there is none."""
+    return _REGISTRY.get(name)
+
+
 def get(name: str, task: str | None = None) -> Metric:
     """The metric called ``name``; with ``task``, also checked to fit it. Errors list the metrics that would fit."""
     if task is not None:

@@ -45,6 +45,11 @@ class Source(_Strict):
         description="SQL binding :start and :end, e.g. `SELECT * FROM t WHERE ts >= :start AND ts < :end`.",
     )
     time_column: str
+    keys: list[str] | None = Field(
+        default=None,
+        description="Columns that identify a row (unique in an interval); default: the time column alone. "
+        "Many rows per timestamp need a key such as a record id.",
+    )
 
     @model_validator(mode="after")
     def _table_or_query(self) -> Source:
@@ -108,8 +113,37 @@ class Feature(_Strict):
 
 
 class Target(_Strict):
+    """What the model predicts, and how: a number (regression) or a class (classification, binary or multiclass)."""
+
     name: str
     task: Literal["regression", "classification"] = "regression"
+    positive_class: str | int | bool | None = Field(
+        default=None,
+        description="Binary classification: the class whose probability is scored and thresholded (default: the "
+        "second of the sorted classes, e.g. 1 of 0/1, True of False).",
+    )
+    decision_threshold: Annotated[float, Field(gt=0, lt=1)] = Field(
+        default=0.5,
+        description="Binary classification: predict the positive class when its probability is at least this.",
+    )
+    class_weight: Literal["balanced"] | None = Field(
+        default=None, description="Classification: `balanced` weighs each class inversely to its frequency in training."
+    )
+
+    @model_validator(mode="after")
+    def _fits_task(self) -> Target:
+        if self.task == "regression":
+            given = [f for f in ("positive_class", "class_weight") if getattr(self, f) is not None] + (
+                ["decision_threshold"] if self.decision_threshold != 0.5 else []
+            )
+            if given:
+                raise ValueError(f"{given} apply to classification only; this target's task is regression")
+        return self
+
+    @property
+    def metric_tasks(self) -> tuple[str, ...]:
+        """The metric registry's tasks this target may be: regression, or binary and multiclass."""
+        return ("regression",) if self.task == "regression" else ("binary", "multiclass")
 
 
 class Validation(_Strict):
@@ -122,10 +156,11 @@ class Validation(_Strict):
 class Estimator(_Strict):
     """The scikit-learn estimator at the end of the pipeline, by its import path, with its parameters."""
 
-    class_path: str = Field(
-        default="sklearn.ensemble.HistGradientBoostingRegressor",
+    class_path: str | None = Field(
+        default=None,
         alias="class",
-        description="Import path of a scikit-learn estimator (only `sklearn.` classes are allowed).",
+        description="Import path of a scikit-learn estimator (only `sklearn.` classes are allowed); default by task: "
+        "`sklearn.ensemble.HistGradientBoostingRegressor` or `...HistGradientBoostingClassifier`.",
     )
     params: dict[str, Any] = {}
 
@@ -133,8 +168,8 @@ class Estimator(_Strict):
 
     @field_validator("class_path")
     @classmethod
-    def _sklearn_only(cls, value: str) -> str:
-        if not re.match(r"^sklearn(\.[A-Za-z_][A-Za-z0-9_]*)+$", value):
+    def _sklearn_only(cls, value: str | None) -> str | None:
+        if value is not None and not re.match(r"^sklearn(\.[A-Za-z_][A-Za-z0-9_]*)+$", value):
             raise ValueError(
                 "`class` must be the import path of a scikit-learn estimator, e.g. "
                 "`sklearn.ensemble.HistGradientBoostingRegressor`"
@@ -199,16 +234,25 @@ class Training(_Strict):
         return self
 
 
-#: Metrics where lower is better; for the others (r2) higher is better.
-LOWER_IS_BETTER = frozenset({"rmse", "mae"})
+#: The estimator each task gets when the spec names none.
+DEFAULT_ESTIMATORS = {
+    "regression": "sklearn.ensemble.HistGradientBoostingRegressor",
+    "classification": "sklearn.ensemble.HistGradientBoostingClassifier",
+}
+#: The regression metrics the gate evaluates today, and those of them where lower is better.
+#: (Until the gate reads directions from :mod:`airloop.core.metrics` for every task.)
 METRICS = ("rmse", "mae", "r2")
+LOWER_IS_BETTER = frozenset({"rmse", "mae"})
+#: The gate's metric when the spec names none: one that fits every classification (binary and multiclass).
+DEFAULT_GATE_METRICS = {"regression": "rmse", "classification": "log_loss"}
 
 
 class Sanity(_Strict):
-    """Predictions a model may give at all: no NaN, and within a plausible range."""
+    """Predictions a model may give at all. Always: no NaN; for classifiers, probabilities in [0, 1] summing to 1,
+    only trained classes, and not one class for every row. Regression may bound the values too."""
 
-    min_prediction: float | None = None
-    max_prediction: float | None = None
+    min_prediction: float | None = Field(default=None, description="Regression: no prediction below this.")
+    max_prediction: float | None = Field(default=None, description="Regression: no prediction above this.")
 
 
 class Approval(_Strict):
@@ -222,9 +266,15 @@ class Gate(_Strict):
     """The promotion gate: what a challenger must show before it becomes `@champion`."""
 
     mode: Literal["enabled", "dry_run"] = "enabled"
-    metric: Literal["rmse", "mae", "r2"] = "rmse"
-    thresholds: dict[Literal["rmse", "mae", "r2"], float] = Field(
-        default={}, description="Absolute bounds: rmse and mae at most this, r2 at least this."
+    metric: str | None = Field(
+        default=None,
+        description="The metric the challenger must beat the champion on (and the search's objective); any metric "
+        "that fits the task (docs/model-spec.md lists them); default: rmse (regression), log_loss (classification).",
+    )
+    thresholds: dict[str, float] = Field(
+        default={},
+        description="Absolute bounds per metric, in its direction: a lower-is-better metric at most this "
+        "(rmse, log_loss), a higher-is-better one at least this (r2, roc_auc).",
     )
     min_improvement: Annotated[float, Field(ge=0, le=1)] = Field(
         default=0.01, description="Relative improvement of `metric` over the champion, e.g. 0.01 = 1 %."
@@ -237,7 +287,10 @@ class Gate(_Strict):
 
     @property
     def lower_is_better(self) -> bool:
-        return self.metric in LOWER_IS_BETTER
+        """The direction of ``metric`` (the regression default, rmse, when unset)."""
+        from airloop.core import metrics
+
+        return metrics.get(self.metric or "rmse").lower_is_better
 
 
 class Hysteresis(_Strict):
@@ -289,8 +342,14 @@ class Monitoring(_Strict):
         default=100, description="A window (or a reference) with fewer rows is not judged: the run fails and says so."
     )
     sample_cap: Annotated[int, Field(ge=1000)] = 50_000
+    performance_metric: str | None = Field(
+        default=None,
+        description="The metric whose degradation (from labelled windows) may request retraining; default: the "
+        "gate's metric. Judged in the metric's direction.",
+    )
     max_degradation: Annotated[float, Field(gt=0)] = Field(
-        default=0.25, description="Retrain when the champion's MAE is this much worse (relative) than at training."
+        default=0.25,
+        description="Retrain when `performance_metric` is this much worse (relative) than at training.",
     )
     hysteresis: Hysteresis = Hysteresis()
     cooldown_days: Annotated[int, Field(ge=0)] = 28
@@ -342,12 +401,75 @@ class ModelSpec(_Strict):
         for key in self.training.overridable:
             if self.training.search is not None and key in self.training.search.space:
                 raise ValueError(f"`{key}` is both searched and overridable; choose one")
+        self._check_keys()
+        self._check_task_fields()
         excluded = set(self.monitoring.exclude)
         if excluded - set(names):
             raise ValueError(f"monitoring.exclude names columns that are not features: {sorted(excluded - set(names))}")
         if excluded >= set(names):
             raise ValueError("monitoring.exclude leaves no feature to test for drift; keep at least one")
         return self
+
+    def _check_keys(self) -> None:
+        keys = self.keys
+        if len(set(keys)) != len(keys):
+            raise ValueError(f"source.keys lists a column twice: {keys}")
+        if self.target.name in keys:
+            raise ValueError(
+                f"source.keys cannot hold the target `{self.target.name}`: keys identify a row, not its label"
+            )
+
+    def _check_task_fields(self) -> None:
+        """Metrics, thresholds, sanity bounds and the estimator must fit the target's task (errors list what fits)."""
+        from airloop.core import metrics
+
+        tasks, task = self.target.metric_tasks, self.target.task
+        fitting = sorted({m.name for t in tasks for m in metrics.metrics_for(t)})
+
+        def check(field: str, name: str) -> None:
+            metric = metrics.find(name)
+            if metric is None or not any(metric.fits(t) for t in tasks):
+                what = "is not a metric" if metric is None else f"does not fit a {task} model"
+                raise ValueError(f"{field} `{name}` {what}; metrics that fit {task}: {', '.join(fitting)}")
+
+        check("gate.metric", self.gate_metric)
+        for name in self.gate.thresholds:
+            check("gate.thresholds", name)
+        check("monitoring.performance_metric", self.performance_metric)
+        if task != "regression" and (
+            self.gate.sanity.min_prediction is not None or self.gate.sanity.max_prediction is not None
+        ):
+            raise ValueError(
+                "gate.sanity.min_prediction / max_prediction bound a regression's values; a classifier's sanity "
+                "(probabilities, classes) is always checked: remove them"
+            )
+        name = self.estimator_class.rsplit(".", 1)[-1]
+        wrong = "Regressor" if task == "classification" else "Classifier"
+        if name.endswith(wrong):
+            raise ValueError(
+                f"training.estimator.class `{self.estimator_class}` is a {wrong.lower()}, but the target's task is "
+                f"{task}: use e.g. `{DEFAULT_ESTIMATORS[task]}` or omit `class` for that default"
+            )
+
+    @property
+    def keys(self) -> list[str]:
+        """The columns that identify a row: ``source.keys``, or the time column alone."""
+        return list(self.source.keys) if self.source.keys else [self.source.time_column]
+
+    @property
+    def gate_metric(self) -> str:
+        """The gate's metric: the spec's, or the task's default."""
+        return self.gate.metric or DEFAULT_GATE_METRICS[self.target.task]
+
+    @property
+    def performance_metric(self) -> str:
+        """The metric the monitor judges degradation on: the spec's, or the gate's."""
+        return self.monitoring.performance_metric or self.gate_metric
+
+    @property
+    def estimator_class(self) -> str:
+        """The estimator's import path: the spec's, or the task's default."""
+        return self.training.estimator.class_path or DEFAULT_ESTIMATORS[self.target.task]
 
     @property
     def monitored_features(self) -> list[str]:
@@ -361,7 +483,7 @@ class ModelSpec(_Strict):
     @property
     def known_columns(self) -> set[str]:
         """Columns a suite may name: features, target, time column and declared leakage columns."""
-        return {*self.feature_names, self.target.name, self.source.time_column, *self.leakage_columns}
+        return {*self.feature_names, self.target.name, self.source.time_column, *self.leakage_columns, *self.keys}
 
     @property
     def suite_dir(self) -> str:

@@ -164,7 +164,7 @@ def train_runbook(spec: ModelSpec) -> str:
         description=spec.description,
         window=t.window_days,
         holdout=t.holdout_days,
-        estimator=t.estimator.class_path,
+        estimator=spec.estimator_class,
         mode=g.mode,
         thresholds=", ".join(f"{k} {'>=' if k == 'r2' else '<='} {v:g}" for k, v in g.thresholds.items()) or "none",
         improvement=g.min_improvement,
