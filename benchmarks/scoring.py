@@ -1,13 +1,13 @@
 """The scoring step on one big validated partition, against raw ``model.predict`` of the same rows.
 
 Targets (DESIGN.md "Speed targets"): "Scoring step (champion loaded through MLflow, predictions written to the
-warehouse and the lake) at ≥ 0.8x the rows/s of raw ``model.predict`` on the same rows, peak memory ≤ 1 GB
-whatever the partition size." The subject is airloop's real code path, ``airloop.stages.score.runner.score_partition`` end to
+warehouse and the lake) at ≥ 0.8x the rows/s of raw ``model.predict`` on the same rows, peak memory ≤ 1 GB whatever
+the partition size." The subject is airloop's real code path, ``airloop.stages.score.runner.score_partition`` end to
 end: the pinned version loaded through MLflow (``scoring._load``, timed), then the partition read in chunks,
 predicted, checked, inserted into the warehouse's ``predictions`` table and written as a ``predictions`` lake
-partition, in one transaction. The baseline is ``model.predict`` of the same pipeline, loaded the same way, on
-the same rows read from the same lake partition in chunks of the same size (only the ``predict`` calls are
-timed, so the subject pays for reading, the warehouse and the lake out of the 0.25x of slack it has).
+partition, in one transaction. The baseline is ``model.predict`` of the same pipeline, loaded the same way, on the
+same rows read from the same lake partition in chunks of the same size (only the ``predict`` calls are timed, so the
+subject pays for reading, the warehouse and the lake out of the 0.25x of slack it has).
 
 The data: ``include/data/bike_sharing/hour.csv`` without its sensor-fault rows (``hum == 0``), resampled with
 replacement (seed 0) to 1M and 10M rows with ``ts`` one minute apart, each size written as one validated lake
@@ -94,6 +94,7 @@ PRELOAD = (
     "mlflow.store.tracking.sqlalchemy_store",
     "mlflow.store.model_registry.sqlalchemy_store",
     "airloop.stages.score.runner",
+    "airloop.adapters.prediction_sink",
     "airloop.adapters.registry",
     "airloop.adapters.warehouse",
     "airloop.adapters.db",
@@ -306,11 +307,12 @@ def child_subject(partition: str, pinned: dict[str, str], label: str) -> dict[st
     preload = _preload()
     import sqlalchemy as sa
 
+    from airloop.adapters import prediction_sink
     from airloop.adapters import registry as tracking
     from airloop.adapters.db import engine_for
     from airloop.adapters.lake import default_lake
     from airloop.adapters.warehouse import predictions
-    from airloop.core.contracts import RunInfo
+    from airloop.core.contracts import PinnedChampion, RunInfo
     from airloop.core.settings import WAREHOUSE_CONN_ID
     from airloop.stages.score import runner as scoring
 
@@ -318,10 +320,10 @@ def child_subject(partition: str, pinned: dict[str, str], label: str) -> dict[st
     engine = engine_for(WAREHOUSE_CONN_ID)
     timers = _Timers()
     timers.wrap("predict", tracking.LoadedModel, "predict")
-    timers.wrap("db_wait", scoring._BackgroundWrites, "submit")
-    timers.wrap("db_wait", scoring._BackgroundWrites, "finish")
-    timers.wrap("sink_write", scoring._SQLiteSink, "write")
-    timers.wrap("sink_write", scoring._CoreSink, "write")
+    timers.wrap("db_wait", prediction_sink.BackgroundWrites, "submit")
+    timers.wrap("db_wait", prediction_sink.BackgroundWrites, "finish")
+    timers.wrap("sink_write", prediction_sink.SQLiteSink, "write")
+    timers.wrap("sink_write", prediction_sink.CoreSink, "write")
     marks: dict[str, float] = {}
     sa.event.listen(engine, "commit", lambda _conn: marks.__setitem__("commit", time.perf_counter()))
 
@@ -330,7 +332,8 @@ def child_subject(partition: str, pinned: dict[str, str], label: str) -> dict[st
     start = time.perf_counter()
     scoring._load(spec.name, pinned["version"])
     load_s = time.perf_counter() - start
-    result = scoring.score_partition(spec, partition, pinned, RunInfo(dag_id="bench_scoring", run_id=label))
+    champion = PinnedChampion.from_dict(pinned)
+    result = scoring.score_partition(spec, partition, champion, RunInfo(dag_id="bench_scoring", run_id=label)).to_dict()
     end = time.perf_counter()
     peak = memory.stop()
 
@@ -570,7 +573,8 @@ def run(
             "repeat": repeat,
             "large_repeat": f"{large_repeat} for partitions of {LARGE_ROWS:,} rows or more",
             "subject": "scoring._load(model, version) (MLflow registry + artifact load) then "
-            "airloop.stages.score.runner.score_partition(get_spec('bikes'), partition, pinned, RunInfo(...)) into an empty "
+            "airloop.stages.score.runner.score_partition(get_spec('bikes'), partition, pinned, RunInfo(...)) "
+            "into an empty "
             "SQLite warehouse (a new file each repetition) and the lake",
             "baseline": "tracking.load_version(...).pipeline.predict on the same partition read with "
             "Lake.iter_batches in chunks of scoring.DEFAULT_CHUNK_ROWS; only the predict calls are timed",
@@ -583,7 +587,7 @@ def run(
             "memory": "process_peak: the child's ru_maxrss (imports included; the target is checked on this); "
             "above_before: VmHWM (reset through /proc/self/clear_refs) minus VmRSS before the timed call",
             "breakdown": "timing wrappers in the subject child: predict (LoadedModel.predict, caller thread), "
-            "db_wait (caller blocked in _BackgroundWrites.submit/finish), sink_write (the database thread's busy "
+            "db_wait (caller blocked in BackgroundWrites.submit/finish), sink_write (the database thread's busy "
             "time, overlapping the rest), commit (SQLAlchemy commit event to the end of the call)",
             "agreement": "the lake's predictions equal the baseline's bit for bit (sha256 of the float64 values "
             "in order); the warehouse's have the same count and exact sum (math.fsum); checked every repetition",

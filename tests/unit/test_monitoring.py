@@ -199,28 +199,36 @@ def test_the_reference_is_read_through_the_lineage_and_says_what_changed(tmp_pat
 
 
 def test_a_request_is_recorded_once_per_window_and_a_retry_announces_it_again(bikes_spec):
-    from airloop.core.contracts import RunInfo
+    from dataclasses import replace
+
+    from airloop.core.contracts import MonitorSummary, RunInfo
 
     spec = bikes_spec.model_copy(update={"name": "requnit"})
-    summary = {
-        "window_start": "2012-05-19T00:00:00+00:00",
-        "window_end": "2012-06-16T00:00:00+00:00",
-        "champion_version": "3",
-        "decision": {"request": True, "reason": "drift in 2 of the last 2 windows"},
-        "drifted_columns": ["yr"],
-        "drift_share": 0.1,
-        "scores": {"yr": 1000.0},
-        "prediction_score": 0.1,
-        "performance": None,
-        "report": "/reports/x.html",
-    }
+    summary = MonitorSummary(
+        model="requnit",
+        champion_version="3",
+        window_start=datetime(2012, 5, 19, tzinfo=UTC),
+        window_end=datetime(2012, 6, 16, tzinfo=UTC),
+        drifted=True,
+        drift_share=0.1,
+        drifted_columns=("yr",),
+        scores={"yr": 1000.0},
+        prediction_score=0.1,
+        prediction_drifted=False,
+        performance=None,
+        retrain=True,
+        reason="drift in 2 of the last 2 windows",
+        report="/reports/x.html",
+        report_json="/reports/x.json",
+    )
     first = RunInfo(dag_id="requnit_monitor", run_id="manual__1")
     extra = monitoring.request_retraining(spec, summary, first)
-    assert extra is not None and extra["window_end"] == summary["window_end"]
+    assert extra is not None and extra["window_end"] == "2012-06-16T00:00:00+00:00"
+    assert extra["window_start"] == "2012-05-19T00:00:00+00:00" and extra["drifted_columns"] == ["yr"]
     assert extra["reason"] == "requnit monitor, window ending 2012-06-16: drift in 2 of the last 2 windows"
     again = monitoring.request_retraining(spec, summary, first)  # the task retried: announce it again
     assert again is not None and again["request_id"] == extra["request_id"]
     other = RunInfo(dag_id="requnit_monitor", run_id="manual__2")
     assert monitoring.request_retraining(spec, summary, other) is None  # another run: the window has its request
-    no = {**summary, "window_end": "2012-07-14T00:00:00+00:00", "decision": {"request": False, "reason": "-"}}
+    no = replace(summary, window_end=datetime(2012, 7, 14, tzinfo=UTC), retrain=False, reason="-")
     assert monitoring.request_retraining(spec, no, other) is None
