@@ -151,7 +151,8 @@ def _mapping(contract: str, d: Any, name: str, kind: type) -> dict[str, Any]:
     kinds: tuple[type, ...] = (int, float) if kind is float else (kind,)
     bad = {k: v for k, v in value.items() if not isinstance(v, kinds) or isinstance(v, bool)}
     if bad:
-        raise ContractError(f"{contract}.{name} must map names to {_KINDS.get(kind)}s, got {_shown(bad)}.")
+        plural = "numbers" if kind is float else "strings" if kind is str else f"{kind.__name__} values"
+        raise ContractError(f"{contract}.{name} must map names to {plural}, got {_shown(bad)}.")
     return {str(k): float(v) if kind is float else v for k, v in value.items()}
 
 
