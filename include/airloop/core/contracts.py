@@ -122,7 +122,7 @@ def _field(contract: str, d: Any, name: str, kind: type, *, optional: bool = Fal
     fields = _fields(contract, d)
     if name not in fields and not optional:
         raise ContractError(f"{contract} has no field `{name}` (its fields: {sorted(fields)}).")
-    value = fields.get(name)
+    value: Any = fields.get(name)
     if value is None and optional:
         return None
     if value is None and kind is float:
