@@ -122,7 +122,7 @@ def _field(contract: str, d: Any, name: str, kind: type, *, optional: bool = Fal
     fields = _fields(contract, d)
     if name not in fields and not optional:
         raise ContractError(f"{contract} has no field `{name}` (its fields: {sorted(fields)}).")
-    value: Any = fields.get(name)
+    value = fields.get(name)
     if value is None and optional:
         return None
     if value is None and kind is float:
@@ -132,7 +132,7 @@ def _field(contract: str, d: Any, name: str, kind: type, *, optional: bool = Fal
         raise ContractError(
             f"{contract}.{name} must be {_KINDS.get(kind, kind.__name__)}, got {type(value).__name__} {_shown(value)}."
         )
-    return float(value) if kind is float else value
+    return float(fields[name]) if kind is float else value  # fields[name]: the value, not narrowed to object
 
 
 def _strings(contract: str, d: Any, name: str) -> tuple[str, ...]:
