@@ -94,6 +94,7 @@ PRELOAD = (
     "mlflow.store.tracking.sqlalchemy_store",
     "mlflow.store.model_registry.sqlalchemy_store",
     "airloop.stages.score.runner",
+    "airloop.adapters.prediction_sink",
     "airloop.adapters.registry",
     "airloop.adapters.warehouse",
     "airloop.adapters.db",
@@ -306,11 +307,12 @@ def child_subject(partition: str, pinned: dict[str, str], label: str) -> dict[st
     preload = _preload()
     import sqlalchemy as sa
 
+    from airloop.adapters import prediction_sink
     from airloop.adapters import registry as tracking
     from airloop.adapters.db import engine_for
     from airloop.adapters.lake import default_lake
     from airloop.adapters.warehouse import predictions
-    from airloop.core.contracts import RunInfo
+    from airloop.core.contracts import PinnedChampion, RunInfo
     from airloop.core.settings import WAREHOUSE_CONN_ID
     from airloop.stages.score import runner as scoring
 
@@ -318,10 +320,10 @@ def child_subject(partition: str, pinned: dict[str, str], label: str) -> dict[st
     engine = engine_for(WAREHOUSE_CONN_ID)
     timers = _Timers()
     timers.wrap("predict", tracking.LoadedModel, "predict")
-    timers.wrap("db_wait", scoring._BackgroundWrites, "submit")
-    timers.wrap("db_wait", scoring._BackgroundWrites, "finish")
-    timers.wrap("sink_write", scoring._SQLiteSink, "write")
-    timers.wrap("sink_write", scoring._CoreSink, "write")
+    timers.wrap("db_wait", prediction_sink.BackgroundWrites, "submit")
+    timers.wrap("db_wait", prediction_sink.BackgroundWrites, "finish")
+    timers.wrap("sink_write", prediction_sink.SQLiteSink, "write")
+    timers.wrap("sink_write", prediction_sink.CoreSink, "write")
     marks: dict[str, float] = {}
     sa.event.listen(engine, "commit", lambda _conn: marks.__setitem__("commit", time.perf_counter()))
 
@@ -330,7 +332,8 @@ def child_subject(partition: str, pinned: dict[str, str], label: str) -> dict[st
     start = time.perf_counter()
     scoring._load(spec.name, pinned["version"])
     load_s = time.perf_counter() - start
-    result = scoring.score_partition(spec, partition, pinned, RunInfo(dag_id="bench_scoring", run_id=label))
+    champion = PinnedChampion.from_dict(pinned)
+    result = scoring.score_partition(spec, partition, champion, RunInfo(dag_id="bench_scoring", run_id=label)).to_dict()
     end = time.perf_counter()
     peak = memory.stop()
 
@@ -583,7 +586,7 @@ def run(
             "memory": "process_peak: the child's ru_maxrss (imports included; the target is checked on this); "
             "above_before: VmHWM (reset through /proc/self/clear_refs) minus VmRSS before the timed call",
             "breakdown": "timing wrappers in the subject child: predict (LoadedModel.predict, caller thread), "
-            "db_wait (caller blocked in _BackgroundWrites.submit/finish), sink_write (the database thread's busy "
+            "db_wait (caller blocked in BackgroundWrites.submit/finish), sink_write (the database thread's busy "
             "time, overlapping the rest), commit (SQLAlchemy commit event to the end of the call)",
             "agreement": "the lake's predictions equal the baseline's bit for bit (sha256 of the float64 values "
             "in order); the warehouse's have the same count and exact sum (math.fsum); checked every repetition",

@@ -14,7 +14,7 @@ CHUNK_ROWS = 100  # a 28-day partition holds about 670 rows: 7 chunks
 
 
 @pytest.fixture(scope="module")
-def pinned(validated_lake, bikes_spec) -> dict[str, str]:
+def pinned(validated_lake, bikes_spec):
     """The champion, pinned; trained (max_iter 20) and promoted here when this file runs on its own."""
     from airloop.adapters import registry as tracking
     from airloop.adapters.db import engine_for
@@ -34,12 +34,14 @@ def pinned(validated_lake, bikes_spec) -> dict[str, str]:
 
 @pytest.fixture(autouse=True)
 def short_statements(monkeypatch):
-    from airloop.stages.score import runner as scoring
+    from airloop.adapters import prediction_sink
 
-    monkeypatch.setattr(scoring, "SQLITE_ROWS_PER_STATEMENT", 32)  # 100-row chunks: 3 full statements and 1 short
+    monkeypatch.setattr(
+        prediction_sink, "SQLITE_ROWS_PER_STATEMENT", 32
+    )  # 100-row chunks: 3 full statements and 1 short
 
 
-def _score(spec, partition: str, pinned: dict[str, str], run_id: str) -> dict:
+def _score(spec, partition: str, pinned, run_id: str):
     from airloop.core.contracts import RunInfo
     from airloop.stages.score.runner import score_partition
 
@@ -76,9 +78,9 @@ def test_rows_are_exactly_what_the_model_predicts_in_the_warehouse_and_the_lake(
     result = _score(bikes_spec, partition, pinned, "exact")
     lake = default_lake()
     validated = lake.read("bikes", "validated", partition)
-    expected = np.asarray(scoring._load("bikes", pinned["version"]).predict(validated[bikes_spec.feature_names]))
+    expected = np.asarray(scoring._load("bikes", pinned.version).predict(validated[bikes_spec.feature_names]))
     assert len(validated) > 3 * CHUNK_ROWS  # several chunks, and a short last one
-    assert result["rows"] == len(validated)
+    assert result.rows == len(validated)
 
     rows = _rows(partition)
     assert [r["prediction"] for r in rows] == expected.tolist()  # bit for bit, in time order
@@ -104,8 +106,8 @@ def test_rows_are_exactly_what_the_model_predicts_in_the_warehouse_and_the_lake(
             partition,
             manifest.meta["interval_start"].removesuffix("+00:00"),
             manifest.meta["interval_end"].removesuffix("+00:00"),
-            pinned["version"],
-            pinned["run_id"],
+            pinned.version,
+            pinned.run_id,
             manifest.content_digest,
             "bikes_score",
             "exact",
@@ -115,17 +117,17 @@ def test_rows_are_exactly_what_the_model_predicts_in_the_warehouse_and_the_lake(
     written = lake.read("bikes", "predictions", partition)
     assert written["prediction"].tolist() == expected.tolist()
     assert written["ts"].dt.tz_localize(None).dt.to_pydatetime().tolist() == times
-    assert set(written["model_version"]) == {pinned["version"]}
+    assert set(written["model_version"]) == {pinned.version}
     assert set(written["input_digest"]) == {manifest.content_digest}
 
 
 def test_the_fast_sink_and_sqlalchemy_core_write_the_same_rows(pinned, validated_lake, bikes_spec, monkeypatch):
-    from airloop.stages.score import runner as scoring
+    from airloop.adapters import prediction_sink
 
     partition = validated_lake[-3]
     _score(bikes_spec, partition, pinned, "same")
     fast, (fast_manifest, _) = _rows(partition), _lake_state(partition)
-    monkeypatch.setattr(scoring, "_sink_for", scoring._CoreSink)
+    monkeypatch.setattr(prediction_sink, "sink_for", prediction_sink.CoreSink)
     _score(bikes_spec, partition, pinned, "same")
     assert _rows(partition) == fast
     assert _lake_state(partition)[0] == fast_manifest
@@ -139,6 +141,7 @@ def test_the_fast_sink_and_sqlalchemy_core_write_the_same_rows(pinned, validated
 def test_a_failure_in_the_middle_of_a_partition_leaves_the_previous_predictions(
     pinned, validated_lake, bikes_spec, monkeypatch, where, failing_chunk
 ):
+    from airloop.adapters import prediction_sink
     from airloop.adapters import registry as tracking
     from airloop.stages.score import runner as scoring
 
@@ -151,7 +154,7 @@ def test_a_failure_in_the_middle_of_a_partition_leaves_the_previous_predictions(
 
     calls = {"n": 0}
     if where == "database":
-        original = scoring._SQLiteSink.write
+        original = prediction_sink.SQLiteSink.write
 
         def write(self, ts, prediction):
             calls["n"] += 1
@@ -159,7 +162,7 @@ def test_a_failure_in_the_middle_of_a_partition_leaves_the_previous_predictions(
                 raise sa.exc.OperationalError("INSERT", {}, Exception("disk I/O error"))
             original(self, ts, prediction)
 
-        monkeypatch.setattr(scoring._SQLiteSink, "write", write)
+        monkeypatch.setattr(prediction_sink.SQLiteSink, "write", write)
         expected = pytest.raises(sa.exc.OperationalError, match="disk I/O error")
     else:
         predict = tracking.LoadedModel.predict
@@ -182,17 +185,17 @@ def test_a_failure_in_the_middle_of_a_partition_leaves_the_previous_predictions(
 def test_a_failure_on_a_partition_never_scored_writes_no_lake_partition(
     pinned, validated_lake, bikes_spec, monkeypatch
 ):
+    from airloop.adapters import prediction_sink
     from airloop.adapters.db import engine_for
     from airloop.adapters.lake import default_lake
     from airloop.adapters.warehouse import predictions
     from airloop.core.settings import WAREHOUSE_CONN_ID
-    from airloop.stages.score import runner as scoring
 
     partition = validated_lake[0]
     default_lake().delete("bikes", "predictions", partition)
     with engine_for(WAREHOUSE_CONN_ID).begin() as conn:
         conn.execute(predictions.delete().where(predictions.c.partition == partition))
-    original = scoring._SQLiteSink.write
+    original = prediction_sink.SQLiteSink.write
     calls = {"n": 0}
 
     def write(self, ts, prediction):
@@ -201,7 +204,7 @@ def test_a_failure_on_a_partition_never_scored_writes_no_lake_partition(
             raise RuntimeError("the database went away")
         original(self, ts, prediction)
 
-    monkeypatch.setattr(scoring._SQLiteSink, "write", write)
+    monkeypatch.setattr(prediction_sink.SQLiteSink, "write", write)
     with pytest.raises(RuntimeError, match="went away"):
         _score(bikes_spec, partition, pinned, "never")
     assert _rows(partition) == []

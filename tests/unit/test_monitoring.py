@@ -199,28 +199,110 @@ def test_the_reference_is_read_through_the_lineage_and_says_what_changed(tmp_pat
 
 
 def test_a_request_is_recorded_once_per_window_and_a_retry_announces_it_again(bikes_spec):
-    from airloop.core.contracts import RunInfo
+    from dataclasses import replace
+
+    from airloop.core.contracts import MonitorSummary, RunInfo
 
     spec = bikes_spec.model_copy(update={"name": "requnit"})
-    summary = {
-        "window_start": "2012-05-19T00:00:00+00:00",
-        "window_end": "2012-06-16T00:00:00+00:00",
-        "champion_version": "3",
-        "decision": {"request": True, "reason": "drift in 2 of the last 2 windows"},
-        "drifted_columns": ["yr"],
-        "drift_share": 0.1,
-        "scores": {"yr": 1000.0},
-        "prediction_score": 0.1,
-        "performance": None,
-        "report": "/reports/x.html",
-    }
+    summary = MonitorSummary(
+        model="requnit",
+        champion_version="3",
+        window_start=datetime(2012, 5, 19, tzinfo=UTC),
+        window_end=datetime(2012, 6, 16, tzinfo=UTC),
+        drifted=True,
+        drift_share=0.1,
+        drifted_columns=("yr",),
+        scores={"yr": 1000.0},
+        prediction_score=0.1,
+        prediction_drifted=False,
+        performance=None,
+        retrain=True,
+        reason="drift in 2 of the last 2 windows",
+        report="/reports/x.html",
+        report_json="/reports/x.json",
+    )
     first = RunInfo(dag_id="requnit_monitor", run_id="manual__1")
     extra = monitoring.request_retraining(spec, summary, first)
-    assert extra is not None and extra["window_end"] == summary["window_end"]
+    assert extra is not None and extra["window_end"] == "2012-06-16T00:00:00+00:00"
+    assert extra["window_start"] == "2012-05-19T00:00:00+00:00" and extra["drifted_columns"] == ["yr"]
     assert extra["reason"] == "requnit monitor, window ending 2012-06-16: drift in 2 of the last 2 windows"
     again = monitoring.request_retraining(spec, summary, first)  # the task retried: announce it again
     assert again is not None and again["request_id"] == extra["request_id"]
     other = RunInfo(dag_id="requnit_monitor", run_id="manual__2")
     assert monitoring.request_retraining(spec, summary, other) is None  # another run: the window has its request
-    no = {**summary, "window_end": "2012-07-14T00:00:00+00:00", "decision": {"request": False, "reason": "-"}}
+    no = replace(summary, window_end=datetime(2012, 7, 14, tzinfo=UTC), retrain=False, reason="-")
     assert monitoring.request_retraining(spec, no, other) is None
+
+
+# --- the run's pure steps: window, reference choice, labelled rows, the recorded row and the summary -----------
+
+JUNE = (datetime(2012, 6, 1, tzinfo=UTC), datetime(2012, 6, 29, tzinfo=UTC))
+
+
+def test_the_window_ends_at_as_of():
+    assert monitoring.window_of(JUNE[1], 28) == JUNE
+
+
+@pytest.mark.parametrize(
+    ("train_end", "noted"),
+    [(datetime(2012, 5, 1, tzinfo=UTC), False), (JUNE[0], False), (datetime(2012, 6, 10, tzinfo=UTC), True)],
+    ids=["before", "at-start", "overlapping"],
+)
+def test_a_window_overlapping_the_training_data_is_noted(train_end, noted):
+    notes = monitoring.overlap_notes(JUNE[0], train_end)
+    assert bool(notes) is noted
+    if noted:
+        assert notes[0].startswith("the window overlaps the champion's training data (until 2012-06-10)")
+
+
+@pytest.mark.parametrize(
+    ("reference", "min_rows", "kind", "noted"),
+    [("whole", 50, "whole", False), ("seasonal", 50, "same-weeks", False), ("seasonal", 10**6, "whole", True)],
+    ids=["whole", "seasonal", "seasonal-too-few"],
+)
+def test_the_reference_is_the_same_weeks_only_when_asked_and_enough(
+    demo_frame, bikes_spec, reference, min_rows, kind, noted
+):
+    m = bikes_spec.monitoring.model_copy(update={"reference": reference, "min_rows": min_rows})
+    spec = bikes_spec.model_copy(update={"monitoring": m})
+    training = _window(demo_frame, "2011-01-01", "2012-01-01")
+    chosen, got_kind, notes = monitoring.choose_reference(spec, training, JUNE)
+    assert got_kind == kind and bool(notes) is noted
+    if kind == "same-weeks":
+        assert 0 < len(chosen) < len(training) and set(chosen["ts"].dt.month) <= {5, 6, 7}
+    else:
+        assert len(chosen) == len(training)
+
+
+def test_only_rows_whose_labels_have_arrived_are_scored(demo_frame):
+    frame = _window(demo_frame, "2012-06-01", "2012-06-29")
+    labelled = monitoring.labelled_rows(frame, "ts", JUNE[1], labels_after_days=7)
+    assert labelled["ts"].max() < pd.Timestamp("2012-06-22") <= frame["ts"].max()
+    assert monitoring.labelled_rows(frame, "ts", JUNE[1], labels_after_days=28).empty
+
+
+def test_the_recorded_row_the_policys_history_and_the_summary(demo_frame, bikes_spec, early_2011_model, tmp_path):
+    from airloop.core.contracts import RunInfo
+
+    reference = _window(demo_frame, "2011-01-01", "2011-07-01")
+    frames = _frames(early_2011_model, bikes_spec, reference, _window(demo_frame, *[f"{d:%Y-%m-%d}" for d in JUNE]))
+    frames.notes.append("a note")
+    result, _ = monitoring.drift(bikes_spec, frames)
+    perf = monitoring.performance(frames.current, "cnt", {"holdout_mae": 40.0}, 0.25)
+    run = RunInfo(dag_id="bikes_monitor", run_id="run")
+    row = monitoring.drift_row(bikes_spec, "3", JUNE, "whole", frames, result, perf, tmp_path, run)
+    assert (row["window_start"], row["window_end"], row["champion_version"]) == (*JUNE, "3")
+    assert row["drifted_columns"] == list(result.drifted_columns) and row["notes"] == ["a note"]
+    assert row["mae"] == perf.mae and row["report_path"] == str(tmp_path / "report.html")
+    assert row["column_scores"]["yr"]["score"] == next(c.score for c in result.columns if c.column == "yr")
+
+    history = [{**row, "degraded": None}, {**row, "drifted": False, "drifted_columns": None, "degraded": True}]
+    windows = monitoring.window_results(history)
+    assert [(w.drifted, w.degraded) for w in windows] == [(result.drifted, False), (False, True)]
+    assert windows[1].drifted_columns == ()
+
+    decision = RetrainDecision(True, "drift")
+    summary = monitoring.summary_of(bikes_spec, "3", JUNE, frames, result, perf, decision, tmp_path)
+    assert (summary.retrain, summary.reason, summary.notes) == (True, "drift", ("a note",))
+    assert summary.scores == {c.column: round(c.score, 4) for c in result.columns}
+    assert summary.performance == perf.to_dict() and summary.report_json == str(tmp_path / "report.json")

@@ -1,4 +1,4 @@
-"""The predictions sinks of airloop.stages.score.runner: the SQLite fast path writes exactly what SQLAlchemy would."""
+"""The predictions sinks (airloop.adapters.prediction_sink): the SQLite fast path writes what SQLAlchemy would."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.dialects import sqlite as sqlite_dialect
 
+from airloop.adapters import prediction_sink as sinks
 from airloop.adapters.warehouse import ensure_schema, predictions
-from airloop.stages.score import runner as scoring
 
 CONSTANTS = {
     "model": "bikes",
@@ -71,16 +71,16 @@ def test_sqlite_datetime_text_is_what_sqlalchemy_stores():
         format="ISO8601",
     )
     expected = [process(t.to_pydatetime(warn=False)) for t in values]
-    assert scoring._sqlite_datetime_text(values.to_numpy()) == expected
-    assert scoring._sqlite_datetime_text(np.array([], dtype="datetime64[ns]")) == []
+    assert sinks.sqlite_datetime_text(values.to_numpy()) == expected
+    assert sinks.sqlite_datetime_text(np.array([], dtype="datetime64[ns]")) == []
 
 
 def test_sqlite_sink_writes_the_rows_sqlalchemy_core_writes(tmp_path, monkeypatch):
     # Statements of 64 rows: chunks split into several statements and a shorter last one.
-    monkeypatch.setattr(scoring, "SQLITE_ROWS_PER_STATEMENT", 64)
+    monkeypatch.setattr(sinks, "SQLITE_ROWS_PER_STATEMENT", 64)
     rows = 1_000
-    core = _write(tmp_path, "core", scoring._CoreSink, rows)
-    fast = _write(tmp_path, "fast", scoring._SQLiteSink, rows, chunks=3)
+    core = _write(tmp_path, "core", sinks.CoreSink, rows)
+    fast = _write(tmp_path, "fast", sinks.SQLiteSink, rows, chunks=3)
     assert len(fast) == rows
     assert fast == core  # same text for every time, same REAL for every prediction, same constants
     assert [r[5] for r in fast] == _chunk(rows)[1].tolist()  # predictions stored exactly
@@ -95,7 +95,7 @@ def test_sqlite_sink_rows_read_back_through_sqlalchemy(tmp_path):
     ensure_schema(engine)
     ts, y = _chunk(10)
     with engine.begin() as conn:
-        scoring._SQLiteSink(conn, CONSTANTS).write(ts, y)
+        sinks.SQLiteSink(conn, CONSTANTS).write(ts, y)
     with engine.connect() as conn:
         got = conn.execute(sa.select(predictions.c.ts, predictions.c.prediction).order_by(predictions.c.ts)).all()
     assert [r.ts for r in got] == [t.to_pydatetime(warn=False) for t in pd.to_datetime(ts)]
@@ -107,18 +107,18 @@ def test_sqlite_engines_get_the_fast_sink(tmp_path):
     engine = sa.create_engine(f"sqlite:///{tmp_path / 'w.db'}")
     ensure_schema(engine)
     with engine.begin() as conn:
-        assert scoring._SQLiteSink.unusable(conn) is None
-        assert isinstance(scoring._sink_for(conn, CONSTANTS), scoring._SQLiteSink)
+        assert sinks.SQLiteSink.unusable(conn) is None
+        assert isinstance(sinks.sink_for(conn, CONSTANTS), sinks.SQLiteSink)
 
 
 def test_sqlite_sink_respects_the_variable_limit(tmp_path, monkeypatch):
     """An old SQLite allows only 999 ``?NNN``: statements get fewer rows, never too many variables."""
-    monkeypatch.setattr(scoring, "SQLITE_ROWS_PER_STATEMENT", 100_000)
+    monkeypatch.setattr(sinks, "SQLITE_ROWS_PER_STATEMENT", 100_000)
     engine = sa.create_engine(f"sqlite:///{tmp_path / 'w.db'}")
     ensure_schema(engine)
     with engine.begin() as conn:
         conn.connection.driver_connection.setlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, 999)
-        sink = scoring._SQLiteSink(conn, CONSTANTS)
+        sink = sinks.SQLiteSink(conn, CONSTANTS)
         assert sink._rows_per_statement == (999 - 9) // 2
         sink.write(*_chunk(2_000))
         assert conn.execute(sa.select(sa.func.count()).select_from(predictions)).scalar_one() == 2_000
@@ -134,7 +134,7 @@ def test_background_writes_run_in_order_and_bound_what_waits():
         release.wait(5)
         written.append(int(ts[0]))
 
-    with scoring._BackgroundWrites(write, in_flight=2) as writes:
+    with sinks.BackgroundWrites(write, in_flight=2) as writes:
         blocker = threading.Thread(target=lambda: (time.sleep(0.2), release.set()))
         blocker.start()
         started = time.perf_counter()
@@ -157,7 +157,7 @@ def test_background_write_failure_is_raised_in_the_caller_and_later_writes_are_s
             raise sqlite3.OperationalError("disk I/O error")
         written.append(int(ts[0]))
 
-    with pytest.raises(sqlite3.OperationalError, match="disk I/O error"), scoring._BackgroundWrites(write, 8) as writes:
+    with pytest.raises(sqlite3.OperationalError, match="disk I/O error"), sinks.BackgroundWrites(write, 8) as writes:
         for i in range(4):
             writes.submit(np.array([i]), np.array([0.0]))
         writes.finish()

@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any
 
 from airloop.adapters.outages import mlflow_client_defaults
 from airloop.core import settings
+from airloop.core.contracts import PinnedChampion
 from airloop.core.errors import ExpectedFailure, NoChampion
 from airloop.core.settings import mlflow_tracking_uri, paths
 
@@ -237,7 +238,7 @@ def load_version(model: str, version: str) -> LoadedModel:
     )
 
 
-def pin_champion(model: str) -> dict[str, str]:
+def pin_champion(model: str) -> PinnedChampion:
     """The champion's concrete version and MLflow run, resolved once for the whole run."""
     version = version_for_alias(model, CHAMPION)
     if version is None:
@@ -247,7 +248,7 @@ def pin_champion(model: str) -> dict[str, str]:
         )
     mv = client().get_model_version(model, version)
     log.info("@champion of %s is v%s (MLflow run %s): pinned for this whole run.", model, version, mv.run_id)
-    return {"version": str(version), "run_id": str(mv.run_id)}
+    return PinnedChampion(version=str(version), run_id=str(mv.run_id))
 
 
 def set_alias(model: str, alias: str, version: str) -> None:

@@ -74,7 +74,7 @@ def ingest_extract(model: str) -> dict[str, Any]:
     context = get_current_context()
     ing = Ingestion.for_spec(get_spec(model))
     with guard(context, f"extracting {model} from its source"):
-        return extract(ing, _interval(context))
+        return extract(ing, _interval(context)).to_dict()
 
 
 def ingest_validate(model: str) -> dict[str, Any]:
@@ -85,7 +85,7 @@ def ingest_validate(model: str) -> dict[str, Any]:
     ing = Ingestion.for_spec(get_spec(model))
     with guard(context, f"validating {model}"):
         try:
-            return validate_interval(ing, _interval(context), dag_run_id=context["run_id"])
+            return validate_interval(ing, _interval(context), dag_run_id=context["run_id"]).to_dict()
         except SuiteError as exc:
             raise SuiteError(
                 f"The suites of {model} cannot be used, so interval {_interval(context)} was not validated:\n"
@@ -95,13 +95,14 @@ def ingest_validate(model: str) -> dict[str, Any]:
 
 
 def ingest_publish(model: str, validated: dict[str, Any]) -> dict[str, Any]:
+    from airloop.core.contracts import Validated
     from airloop.orchestration.assets import validated_asset
     from airloop.stages.ingest.runner import Ingestion, publish
 
     context = get_current_context()
     spec = get_spec(model)
     with guard(context, f"publishing {model}"):
-        extra = publish(Ingestion.for_spec(spec), _interval(context), validated)
+        extra = publish(Ingestion.for_spec(spec), _interval(context), Validated.from_dict(validated)).to_dict()
     context["outlet_events"][validated_asset(spec)].extra = extra
     return extra
 
@@ -257,7 +258,7 @@ def score_pin(model: str) -> dict[str, str]:
 
     try:
         with guard(get_current_context(), f"resolving @champion of {model}"):
-            return pin_champion(model)
+            return pin_champion(model).to_dict()
     except NoChampion as exc:
         raise AirflowSkipException(str(exc)) from None
 
@@ -274,13 +275,16 @@ def score_select(model: str) -> list[str]:
 
 def score_partitions(model: str, partitions: list[str], pinned: dict[str, str]) -> list[dict[str, Any]]:
     """Score the run's partitions one after another in this one process (the model is loaded once)."""
+    from airloop.core.contracts import PinnedChampion
     from airloop.stages.score import runner as scoring
 
     context = get_current_context()
     spanned = f"{partitions[0]} to {partitions[-1]}" if partitions else "none"
-    what = f"scoring {len(partitions)} partition(s) of {model} ({spanned}) with v{pinned['version']}"
-    with guard(context, what):
-        return scoring.score_partitions(get_spec(model), partitions, pinned, _run_info(context))
+    with guard(context, f"reading the champion pinned for {model}"):
+        champion = PinnedChampion.from_dict(pinned)
+    with guard(context, f"scoring {len(partitions)} partition(s) of {model} ({spanned}) with v{champion.version}"):
+        results = scoring.score_partitions(get_spec(model), partitions, champion, _run_info(context))
+    return [r.to_dict() for r in results]
 
 
 # --- monitoring ---------------------------------------------------------------------------------------------
@@ -296,21 +300,23 @@ def monitor_check(model: str) -> dict[str, Any]:
             dict(context["params"]),
             dict(context["dag_run"].conf or {}),
             context.get("data_interval_end"),
-        )
+        ).to_dict()
 
 
 def monitor_judge(model: str, request: dict[str, Any]) -> dict[str, Any]:
     """Judge the window; no champion yet skips (nothing to monitor), a window that cannot be judged fails."""
     from airflow.sdk.exceptions import AirflowSkipException
 
+    from airloop.core.contracts import MonitorRequest
     from airloop.core.errors import NoChampion
     from airloop.stages.monitor import runner as monitoring
 
     context = get_current_context()
-    what = f"judging the window of {model} ending {request['as_of'][:10]}"
+    with guard(context, f"reading the monitor request of {model}"):
+        judged = MonitorRequest.from_dict(request)
     try:
-        with guard(context, what):
-            return monitoring.monitor(get_spec(model), request, _run_info(context))
+        with guard(context, f"judging the window of {model} ending {judged.as_of:%Y-%m-%d}"):
+            return monitoring.monitor(get_spec(model), judged, _run_info(context)).to_dict()
     except NoChampion:
         raise AirflowSkipException(
             f"{model} has no @champion yet, so there is nothing to monitor. Train and promote one ({model}_train)."
@@ -321,14 +327,18 @@ def monitor_request_retraining(model: str, summary: dict[str, Any]) -> dict[str,
     """Record the request and announce it on the retrain Asset; skipped (no event) when none is due."""
     from airflow.sdk.exceptions import AirflowSkipException
 
+    from airloop.core.contracts import MonitorSummary
     from airloop.orchestration.assets import retrain_asset
     from airloop.stages.monitor.runner import request_retraining
 
     context = get_current_context()
     spec = get_spec(model)
-    with guard(context, f"recording the retrain request of {model} for the window ending {summary['window_end'][:10]}"):
-        extra = request_retraining(spec, summary, _run_info(context))
+    with guard(context, f"reading the monitor summary of {model}"):
+        judged = MonitorSummary.from_dict(summary)
+    ending = f"{judged.window_end:%Y-%m-%d}"
+    with guard(context, f"recording the retrain request of {model} for the window ending {ending}"):
+        extra = request_retraining(spec, judged, _run_info(context))
     if extra is None:
-        raise AirflowSkipException(f"No retraining: {summary['decision']['reason']}.")
+        raise AirflowSkipException(f"No retraining: {judged.reason}.")
     context["outlet_events"][retrain_asset(spec)].extra = extra
     return extra

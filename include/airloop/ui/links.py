@@ -67,9 +67,10 @@ def _mlflow_run(spec: ModelSpec, run_id: str, mlflow_ui: str | None) -> Target:
 
     c = registry.client()
     experiment = c.get_experiment_by_name(spec.name)
-    quoted = run_id.replace("'", "\\'")
+    # MLflow's filter has no escape inside a string: a run id with a single quote goes in double quotes.
+    quoted = f'"{run_id}"' if "'" in run_id else f"'{run_id}'"
     runs = (
-        c.search_runs([experiment.experiment_id], filter_string=f"tags.`airflow.run_id` = '{quoted}'", max_results=1)
+        c.search_runs([experiment.experiment_id], filter_string=f"tags.`airflow.run_id` = {quoted}", max_results=1)
         if experiment
         else []
     )

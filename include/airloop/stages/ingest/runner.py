@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from airloop.adapters.lake import Lake, default_lake
+from airloop.core.contracts import Extracted, Published, Validated
 from airloop.core.errors import ExpectedFailure
 from airloop.core.intervals import Interval
 from airloop.core.settings import paths
@@ -50,7 +51,7 @@ class Ingestion:
         return self.reports / self.spec.name / "validation" / interval.key
 
 
-def extract(ing: Ingestion, interval: Interval) -> dict[str, Any]:
+def extract(ing: Ingestion, interval: Interval) -> Extracted:
     """Copy the interval's source rows into the ``raw`` partition; return its summary (for XCom)."""
     from airloop.adapters.db import describe, engine_for
     from airloop.adapters.source import extract_interval
@@ -75,10 +76,10 @@ def extract(ing: Ingestion, interval: Interval) -> dict[str, Any]:
         ing.lake.partition_url(spec.name, "raw", interval.key),
         manifest.content_digest[:12],
     )
-    return {"partition": interval.key, "rows": manifest.rows, "content_digest": manifest.content_digest}
+    return Extracted(partition=interval.key, rows=manifest.rows, content_digest=manifest.content_digest)
 
 
-def validate_interval(ing: Ingestion, interval: Interval, *, dag_run_id: str | None = None) -> dict[str, Any]:
+def validate_interval(ing: Ingestion, interval: Interval, *, dag_run_id: str | None = None) -> Validated:
     """Validate the raw partition. On failure quarantine it and raise :class:`QuarantinedBatch`."""
     from airloop.adapters.expectations import DocsTarget, load_suites, validate
 
@@ -98,13 +99,13 @@ def validate_interval(ing: Ingestion, interval: Interval, *, dag_run_id: str | N
     report_dir.mkdir(parents=True, exist_ok=True)
     (report_dir / REPORT_FILE).write_bytes(report_bytes)
     _record(ing, interval, outcome, raw.content_digest, report_dir / REPORT_FILE, docs, dag_run_id)
-    summary = {
-        "partition": interval.key,
-        "rows": outcome.rows,
-        "content_digest": raw.content_digest,
-        "suite_digests": outcome.suite_digests,
-        "report": str(report_dir / REPORT_FILE),
-    }
+    summary = Validated(
+        partition=interval.key,
+        rows=outcome.rows,
+        content_digest=raw.content_digest,
+        suite_digests=outcome.suite_digests,
+        report=str(report_dir / REPORT_FILE),
+    )
     if outcome.success:
         log.info(
             "Validation passed for %s interval %s: %d rows, %d expectations in %d suite(s) %s.",
@@ -161,17 +162,17 @@ def quarantine_summary(
     return "\n".join(lines)
 
 
-def publish(ing: Ingestion, interval: Interval, validated: dict[str, Any]) -> dict[str, Any]:
+def publish(ing: Ingestion, interval: Interval, validated: Validated) -> Published:
     """Copy the validated raw partition to ``validated`` and drop any old quarantine of the interval.
 
     Returns the Asset event extra: partition, interval, rows, content digest and suite digests.
     """
     spec = ing.spec
     raw = ing.lake.manifest(spec.name, "raw", interval.key)
-    if raw is None or raw.content_digest != validated["content_digest"]:
+    if raw is None or raw.content_digest != validated.content_digest:
         raise StaleRawPartition(
             f"raw partition {interval.key} of {spec.name} changed after validation "
-            f"(validated {validated['content_digest'][:12]}, now {raw.content_digest[:12] if raw else 'missing'}). "
+            f"(validated {validated.content_digest[:12]}, now {raw.content_digest[:12] if raw else 'missing'}). "
             "Another run of this interval is writing it: clear this whole DAG run to extract and validate again."
         )
     report = (ing.report_dir(interval) / REPORT_FILE).read_bytes()
@@ -181,24 +182,24 @@ def publish(ing: Ingestion, interval: Interval, validated: dict[str, Any]) -> di
         "validated",
         interval.key,
         side_files={REPORT_FILE: report},
-        meta=_interval_meta(interval) | {"suite_digests": validated["suite_digests"]},
+        meta=_interval_meta(interval) | {"suite_digests": validated.suite_digests},
     )
     ing.lake.delete(spec.name, "quarantine", interval.key)
-    extra = {
-        "model": spec.name,
-        "partition": interval.key,
+    extra = Published(
+        model=spec.name,
+        partition=interval.key,
         **_interval_meta(interval),
-        "rows": manifest.rows,
-        "content_digest": manifest.content_digest,
-        "suite_digests": validated["suite_digests"],
-        "path": str(ing.lake.partition_url(spec.name, "validated", interval.key)),
-    }
+        rows=manifest.rows,
+        content_digest=manifest.content_digest,
+        suite_digests=validated.suite_digests,
+        path=str(ing.lake.partition_url(spec.name, "validated", interval.key)),
+    )
     log.info(
         "Published %d validated rows of %s for interval %s to %s (content digest %s).",
         manifest.rows,
         spec.name,
         interval,
-        extra["path"],
+        extra.path,
         manifest.content_digest[:12],
     )
     return extra

@@ -16,9 +16,9 @@ instead of an error deep inside Evidently.
 
 The figures go to the ``drift_metrics`` table (one row per window and champion version: re-runs replace it),
 the Evidently HTML and JSON to ``AIRLOOP_HOME/reports/<model>/drift/`` and to MLflow (experiment
-``<model>-monitoring``). ``airloop.stages.monitor.policy.decide`` then says whether to ask for retraining; a request
-is a ``retrain_requests`` row (one per window at most) and an event on Asset ``<model>.retrain_requested``, which
-starts ``<model>_train`` with the request's reason and window.
+``<model>-monitoring``). ``airloop.stages.monitor.policy.decide`` then says whether to ask for retraining; a
+request is a ``retrain_requests`` row (one per window at most) and an event on Asset
+``<model>.retrain_requested``, which starts ``<model>_train`` with the request's reason and window.
 """
 
 from __future__ import annotations
@@ -28,13 +28,14 @@ import logging
 import math
 import time
 import warnings
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from airloop.adapters import registry
 from airloop.adapters.lake import default_lake
+from airloop.core.contracts import MonitorRequest, MonitorSummary
 from airloop.core.params import ParamProblem, day, refuse_unknown
 from airloop.core.settings import WAREHOUSE_CONN_ID, paths
 from airloop.core.spec import PREDICTION_COLUMN, ModelSpec
@@ -43,7 +44,7 @@ from airloop.stages.monitor.policy import RetrainDecision, WindowResult, decide
 if TYPE_CHECKING:
     import pandas as pd
 
-    from airloop.core.contracts import RunInfo
+    from airloop.core.contracts import PinnedChampion, RunInfo
 
 log = logging.getLogger(__name__)
 
@@ -352,7 +353,7 @@ def verdict(
 
 def monitor_request(
     spec: ModelSpec, params: dict[str, Any], conf: dict[str, Any], interval_end: datetime | None
-) -> dict[str, Any]:
+) -> MonitorRequest:
     """Check the run's params and resolve ``as_of``: the param, else the run's interval end, capped at the data.
 
     Only the default is capped: an explicit ``as_of`` past the newest data is judged as asked (and its empty
@@ -385,7 +386,7 @@ def monitor_request(
         f"{as_of:%Y-%m-%d}",
         source,
     )
-    return {"as_of": as_of.isoformat(), "explicit": explicit is not None}
+    return MonitorRequest(as_of=as_of, explicit=explicit is not None)
 
 
 def _current(spec: ModelSpec, start: datetime, end: datetime) -> tuple[pd.DataFrame, list[str]]:
@@ -455,83 +456,172 @@ def _reference(spec: ModelSpec, trained: dict[str, Any]) -> tuple[pd.DataFrame, 
     return frame.loc[inside].reset_index(drop=True), notes
 
 
-def monitor(spec: ModelSpec, request: dict[str, Any], run: RunInfo) -> dict[str, Any]:
+def monitor(spec: ModelSpec, request: MonitorRequest, run: RunInfo) -> MonitorSummary:
     """Judge one window against the champion's training data; record it; decide on retraining.
 
     Raises ``NoChampion`` when there is no champion yet (the task skips).
     """
-    import pandas as pd
-
-    from airloop.adapters.registry import pin_champion
-
     started = time.perf_counter()
-    m = spec.monitoring
-    pinned = pin_champion(spec.name)
-    version = pinned["version"]
-    end = datetime.fromisoformat(request["as_of"])
-    start = end - timedelta(days=m.window_days)
-    time_col = spec.source.time_column
-    label = f"the window [{start:%Y-%m-%d}, {end:%Y-%m-%d}) of {spec.name}"
+    pinned = registry.pin_champion(spec.name)
+    window = window_of(request.as_of, spec.monitoring.window_days)
+    trained = lineage(pinned.run_id)
+    frames, reference_kind = _compared(spec, pinned, window, trained)
+    result, snapshot = drift(spec, frames)
+    perf = _performance(spec, frames.current, window, pinned)
+    report_dir = _save_reports(spec, snapshot, window, pinned.version)
+    row = drift_row(spec, pinned.version, window, reference_kind, frames, result, perf, report_dir, run)
+    decision = _decide(spec, row, datetime.fromisoformat(trained["window"]["end"]))
+    summary = summary_of(spec, pinned.version, window, frames, result, perf, decision, report_dir)
+    # verdict.json is the summary without what only exists after it is written (MLflow run, seconds).
+    verdict_file = {k: v for k, v in summary.to_dict().items() if k not in ("mlflow_run_id", "seconds")}
+    (report_dir / "verdict.json").write_text(json.dumps(verdict_file, indent=2, default=str))
+    summary = replace(summary, mlflow_run_id=_log_to_mlflow(spec, summary, report_dir, run))
+    summary = replace(summary, seconds=round(time.perf_counter() - started, 2))
+    text = verdict(spec, pinned.version, window, frames, result, perf, decision, reference_kind)
+    log.info("%s\n  report: %s (JSON beside it); MLflow run %s", text, summary.report, summary.mlflow_run_id)
+    return summary
 
+
+def _compared(
+    spec: ModelSpec, pinned: PinnedChampion, window: tuple[datetime, datetime], trained: dict[str, Any]
+) -> tuple[Frames, str]:
+    """The window and the champion's training data, chosen, sampled, cleaned and predicted by the champion."""
+    start, end = window
     current, notes = _current(spec, start, end)
-    trained = lineage(pinned["run_id"])
     reference, ref_notes = _reference(spec, trained)
-    notes += ref_notes
-    reference_kind = "whole"
-    if m.reference == "seasonal":
-        times = pd.to_datetime(reference[time_col], utc=True)
-        same_weeks = reference.loc[seasonal_rows(times, start, end, m.seasonal_margin_days)]
-        if len(same_weeks) >= m.min_rows:
-            reference, reference_kind = same_weeks.reset_index(drop=True), "same-weeks"
-        else:
-            notes.append(
-                f"the training data has {len(same_weeks)} rows from the same weeks of the year (fewer than "
-                f"min_rows {m.min_rows}): compared with the whole training data instead"
-            )
-    train_end = datetime.fromisoformat(trained["window"]["end"])
-    if start < train_end:
-        notes.append(
-            f"the window overlaps the champion's training data (until {train_end:%Y-%m-%d}): drift and errors "
-            "look smaller than they will be on new data"
-        )
-
-    seed = spec.training.seed
-    current = sample(current, m.sample_cap, seed)
-    reference = sample(reference, m.sample_cap, seed)
-    cur, cur_notes = clean(current, spec.feature_names, label, m.min_rows)
-    ref, ref_clean_notes = clean(reference, spec.feature_names, "the champion's training data", m.min_rows)
-    notes += cur_notes + ref_clean_notes
-
-    model = registry.load_version(spec.name, version)
+    reference, reference_kind, chosen_notes = choose_reference(spec, reference, window)
+    notes += ref_notes + chosen_notes + overlap_notes(start, datetime.fromisoformat(trained["window"]["end"]))
+    label = f"the window [{start:%Y-%m-%d}, {end:%Y-%m-%d}) of {spec.name}"
+    cur, ref, clean_notes = prepare(spec, current, reference, label)
+    model = registry.load_version(spec.name, pinned.version)
     cur[PREDICTION] = model.predict(cur[spec.feature_names])
     ref[PREDICTION] = model.predict(ref[spec.feature_names])
-    frames = Frames(reference=ref, current=cur, notes=notes)
-    result, snapshot = drift(spec, frames)
+    return Frames(reference=ref, current=cur, notes=notes + clean_notes), reference_kind
 
-    labelled_until = end - timedelta(days=m.labels_after_days)
-    times = pd.to_datetime(cur[time_col], utc=True)
-    reference_metrics = registry.client().get_run(pinned["run_id"]).data.metrics
-    labelled = cur.loc[times < pd.Timestamp(labelled_until)]
-    perf = performance(labelled, spec.target.name, reference_metrics, m.max_degradation)
 
-    report_dir = paths().reports / spec.name / "drift" / f"{end:%Y-%m-%d}_v{version}"
+def _performance(
+    spec: ModelSpec, current: pd.DataFrame, window: tuple[datetime, datetime], pinned: PinnedChampion
+) -> Performance | None:
+    """The champion's errors on the window's labelled rows, against its holdout metrics (from its MLflow run)."""
+    m = spec.monitoring
+    reference_metrics = registry.client().get_run(pinned.run_id).data.metrics
+    rows = labelled_rows(current, spec.source.time_column, window[1], m.labels_after_days)
+    return performance(rows, spec.target.name, reference_metrics, m.max_degradation)
+
+
+def _save_reports(spec: ModelSpec, snapshot: Any, window: tuple[datetime, datetime], version: str) -> Path:
+    """Evidently's HTML and JSON in ``reports/<model>/drift/<window end>_v<version>/``; that folder."""
+    report_dir = paths().reports / spec.name / "drift" / f"{window[1]:%Y-%m-%d}_v{version}"
     report_dir.mkdir(parents=True, exist_ok=True)
     snapshot.save_html(str(report_dir / "report.html"))
     snapshot.save_json(str(report_dir / "report.json"))
+    return report_dir
 
+
+def _decide(spec: ModelSpec, row: dict[str, Any], train_end: datetime) -> RetrainDecision:
+    """Record the window's figures (replacing a re-run's); decide on retraining from this champion's history."""
     from airloop.adapters import warehouse
     from airloop.adapters.db import engine_for
 
     engine = engine_for(WAREHOUSE_CONN_ID)
     warehouse.ensure_schema(engine)
-    row = {
+    history = warehouse.record_drift(engine, row)
+    end = row["window_end"]
+    last_request = warehouse.last_retrain_request(engine, spec.name, until=end)
+    return decide(
+        window_results(history),
+        spec.monitoring,
+        last_training_end=train_end,
+        last_request_end=last_request["window_end"] if last_request else None,
+        already_requested=warehouse.retrain_request_for(engine, spec.name, end) is not None,
+    )
+
+
+# --- pure steps of the run: the window, the reference, the rows compared, what is recorded and returned -----------
+
+
+def window_of(as_of: datetime, window_days: int) -> tuple[datetime, datetime]:
+    """The judged window ``[as_of - window_days, as_of)``."""
+    return as_of - timedelta(days=window_days), as_of
+
+
+def choose_reference(
+    spec: ModelSpec, reference: pd.DataFrame, window: tuple[datetime, datetime]
+) -> tuple[pd.DataFrame, str, list[str]]:
+    """The training rows to compare with: all of them, or (``reference: seasonal``) those from the same weeks.
+
+    Returns the rows, their kind (``whole`` or ``same-weeks``) and a note when the same weeks were too few.
+    """
+    import pandas as pd
+
+    m = spec.monitoring
+    if m.reference != "seasonal":
+        return reference, "whole", []
+    times = pd.to_datetime(reference[spec.source.time_column], utc=True)
+    same_weeks = reference.loc[seasonal_rows(times, window[0], window[1], m.seasonal_margin_days)]
+    if len(same_weeks) >= m.min_rows:
+        return same_weeks.reset_index(drop=True), "same-weeks", []
+    return (
+        reference,
+        "whole",
+        [
+            f"the training data has {len(same_weeks)} rows from the same weeks of the year (fewer than "
+            f"min_rows {m.min_rows}): compared with the whole training data instead"
+        ],
+    )
+
+
+def overlap_notes(start: datetime, train_end: datetime) -> list[str]:
+    """A note when the window starts before the champion's training data ends."""
+    if start >= train_end:
+        return []
+    return [
+        f"the window overlaps the champion's training data (until {train_end:%Y-%m-%d}): drift and errors "
+        "look smaller than they will be on new data"
+    ]
+
+
+def prepare(
+    spec: ModelSpec, current: pd.DataFrame, reference: pd.DataFrame, label: str
+) -> tuple[pd.DataFrame, pd.DataFrame, list[str]]:
+    """Both sides sampled to ``sample_cap`` (seeded) and cleaned; the notes of what cleaning did."""
+    m = spec.monitoring
+    seed = spec.training.seed
+    cur, cur_notes = clean(sample(current, m.sample_cap, seed), spec.feature_names, label, m.min_rows)
+    ref, ref_notes = clean(
+        sample(reference, m.sample_cap, seed), spec.feature_names, "the champion's training data", m.min_rows
+    )
+    return cur, ref, cur_notes + ref_notes
+
+
+def labelled_rows(frame: pd.DataFrame, time_column: str, end: datetime, labels_after_days: int) -> pd.DataFrame:
+    """The rows old enough for their labels to have arrived: before ``end - labels_after_days``."""
+    import pandas as pd
+
+    times = pd.to_datetime(frame[time_column], utc=True)
+    return frame.loc[times < pd.Timestamp(end - timedelta(days=labels_after_days))]
+
+
+def drift_row(
+    spec: ModelSpec,
+    version: str,
+    window: tuple[datetime, datetime],
+    reference_kind: str,
+    frames: Frames,
+    result: DriftResult,
+    perf: Performance | None,
+    report_dir: Path,
+    run: RunInfo,
+) -> dict[str, Any]:
+    """The window's ``drift_metrics`` row."""
+    return {
         "model": spec.name,
-        "window_end": end,
+        "window_end": window[1],
         "champion_version": version,
-        "window_start": start,
+        "window_start": window[0],
         "reference": reference_kind,
-        "reference_rows": len(ref),
-        "current_rows": len(cur),
+        "reference_rows": len(frames.reference),
+        "current_rows": len(frames.current),
         "drift_share": result.share,
         "drifted": result.drifted,
         "drifted_columns": list(result.drifted_columns),
@@ -544,13 +634,16 @@ def monitor(spec: ModelSpec, request: dict[str, Any], run: RunInfo) -> dict[str,
         "reference_mae": perf.reference_mae if perf else None,
         "degradation": perf.degradation if perf else None,
         "degraded": perf.degraded if perf else None,
-        "notes": notes,
+        "notes": frames.notes,
         "report_path": str(report_dir / "report.html"),
         "dag_id": run.dag_id,
         "dag_run_id": run.run_id,
     }
-    history = warehouse.record_drift(engine, row)
-    windows = [
+
+
+def window_results(history: list[dict[str, Any]]) -> list[WindowResult]:
+    """The champion's judged windows (``drift_metrics`` rows, oldest first) as the retraining policy reads them."""
+    return [
         WindowResult(
             window_end=h["window_end"],
             drifted=bool(h["drifted"]),
@@ -559,71 +652,72 @@ def monitor(spec: ModelSpec, request: dict[str, Any], run: RunInfo) -> dict[str,
         )
         for h in history
     ]
-    last_request = warehouse.last_retrain_request(engine, spec.name, until=end)
-    decision = decide(
-        windows,
-        m,
-        last_training_end=train_end,
-        last_request_end=last_request["window_end"] if last_request else None,
-        already_requested=warehouse.retrain_request_for(engine, spec.name, end) is not None,
+
+
+def summary_of(
+    spec: ModelSpec,
+    version: str,
+    window: tuple[datetime, datetime],
+    frames: Frames,
+    result: DriftResult,
+    perf: Performance | None,
+    decision: RetrainDecision,
+    report_dir: Path,
+) -> MonitorSummary:
+    """What judge hands request (and the view reads): figures rounded for people, decision, reports, notes."""
+    return MonitorSummary(
+        model=spec.name,
+        champion_version=version,
+        window_start=window[0],
+        window_end=window[1],
+        drifted=result.drifted,
+        drift_share=result.share,
+        drifted_columns=result.drifted_columns,
+        scores={c.column: round(c.score, 4) for c in result.columns},
+        prediction_score=round(result.prediction.score, 4),
+        prediction_drifted=result.prediction.drifted,
+        performance=None if perf is None else perf.to_dict(),
+        retrain=decision.request,
+        reason=decision.reason,
+        report=str(report_dir / "report.html"),
+        report_json=str(report_dir / "report.json"),
+        notes=tuple(frames.notes),
     )
-    text = verdict(spec, version, (start, end), frames, result, perf, decision, reference_kind)
-    summary = {
-        "model": spec.name,
-        "champion_version": version,
-        "window_start": start.isoformat(),
-        "window_end": end.isoformat(),
-        "drifted": result.drifted,
-        "drift_share": result.share,
-        "drifted_columns": list(result.drifted_columns),
-        "scores": {c.column: round(c.score, 4) for c in result.columns},
-        "prediction_score": round(result.prediction.score, 4),
-        "prediction_drifted": result.prediction.drifted,
-        "performance": None if perf is None else perf.to_dict(),
-        "decision": {"request": decision.request, "reason": decision.reason},
-        "report": str(report_dir / "report.html"),
-        "report_json": str(report_dir / "report.json"),
-        "notes": notes,
-    }
-    (report_dir / "verdict.json").write_text(json.dumps(summary, indent=2, default=str))
-    summary["mlflow_run_id"] = _log_to_mlflow(spec, summary, report_dir, run)
-    summary["seconds"] = round(time.perf_counter() - started, 2)
-    log.info("%s\n  report: %s (JSON beside it); MLflow run %s", text, summary["report"], summary["mlflow_run_id"])
-    return summary
 
 
-def _log_to_mlflow(spec: ModelSpec, summary: dict[str, Any], report_dir: Path, run: RunInfo) -> str:
+def _log_to_mlflow(spec: ModelSpec, summary: MonitorSummary, report_dir: Path, run: RunInfo) -> str:
     """One run per judged window in experiment ``<model>-monitoring``: figures as metrics, reports as artifacts."""
     import mlflow
 
     name = f"{spec.name}-monitoring"
     experiment_id = registry.ensure_experiment(name, f"Drift and performance of {spec.name}'s champion, per window.")
     metrics = {
-        "drift_share": summary["drift_share"],
-        "prediction_drift": summary["prediction_score"],
-        **{f"drift.{column}": score for column, score in summary["scores"].items()},
+        "drift_share": summary.drift_share,
+        "prediction_drift": summary.prediction_score,
+        **{f"drift.{column}": score for column, score in summary.scores.items()},
     }
-    perf = summary["performance"]
+    perf = summary.performance
     if perf:
         metrics.update({"mae": perf["mae"], "rmse": perf["rmse"]})
         if perf["degradation"] is not None:
             metrics["mae_degradation"] = perf["degradation"]
+    window_end = summary.window_end.isoformat()
     tags = {
         **run.tags(),
         "airloop.model": spec.name,
-        "airloop.champion_version": summary["champion_version"],
-        "airloop.window_end": summary["window_end"],
-        "airloop.drifted": str(summary["drifted"]).lower(),
-        "airloop.decision": "request" if summary["decision"]["request"] else "none",
+        "airloop.champion_version": summary.champion_version,
+        "airloop.window_end": window_end,
+        "airloop.drifted": str(summary.drifted).lower(),
+        "airloop.decision": "request" if summary.retrain else "none",
     }
-    run_name = f"{spec.name}-monitor-{summary['window_end'][:10]}-v{summary['champion_version']}"
+    run_name = f"{spec.name}-monitor-{window_end[:10]}-v{summary.champion_version}"
     with mlflow.start_run(experiment_id=experiment_id, run_name=run_name, tags=tags) as active:
         mlflow.log_metrics({k: v for k, v in metrics.items() if v is not None and math.isfinite(v)})
         mlflow.log_artifacts(str(report_dir), artifact_path="drift")
         return active.info.run_id
 
 
-def request_retraining(spec: ModelSpec, summary: dict[str, Any], run: RunInfo) -> dict[str, Any] | None:
+def request_retraining(spec: ModelSpec, summary: MonitorSummary, run: RunInfo) -> dict[str, Any] | None:
     """Record the retrain request the monitor decided on; return the Asset event's ``extra``, None if none.
 
     At most one request per window: a second run for the window finds the row and asks nothing (its
@@ -633,31 +727,12 @@ def request_retraining(spec: ModelSpec, summary: dict[str, Any], run: RunInfo) -
     from airloop.adapters import warehouse
     from airloop.adapters.db import engine_for
 
-    if not summary["decision"]["request"]:
+    if not summary.retrain:
         return None
     engine = engine_for(WAREHOUSE_CONN_ID)
     warehouse.ensure_schema(engine)
-    end = datetime.fromisoformat(summary["window_end"])
-    row = {
-        "model": spec.name,
-        "window_start": datetime.fromisoformat(summary["window_start"]),
-        "window_end": end,
-        "champion_version": summary["champion_version"],
-        "reason": summary["decision"]["reason"],
-        "drifted_columns": summary["drifted_columns"],
-        "figures": {
-            "drift_share": summary["drift_share"],
-            "scores": summary["scores"],
-            "prediction_score": summary["prediction_score"],
-            "performance": summary["performance"],
-        },
-        "report_path": summary["report"],
-        "mlflow_run_id": summary.get("mlflow_run_id"),
-        "dag_id": run.dag_id,
-        "dag_run_id": run.run_id,
-        "requested_at": datetime.now(UTC),
-    }
-    stored = warehouse.add_retrain_request(engine, row)
+    stored = warehouse.add_retrain_request(engine, request_row(spec, summary, run, datetime.now(UTC)))
+    end = summary.window_end
     if stored["dag_run_id"] != run.run_id:
         log.info(
             "Retraining for the window ending %s was already requested by run %s (request %s); nothing more asked.",
@@ -666,14 +741,37 @@ def request_retraining(spec: ModelSpec, summary: dict[str, Any], run: RunInfo) -
             stored["id"],
         )
         return None
-    reason = f"{spec.name} monitor, window ending {end:%Y-%m-%d}: {summary['decision']['reason']}"
-    log.info("Retraining requested (request %s): %s. Report: %s", stored["id"], reason, summary["report"])
+    reason = f"{spec.name} monitor, window ending {end:%Y-%m-%d}: {summary.reason}"
+    log.info("Retraining requested (request %s): %s. Report: %s", stored["id"], reason, summary.report)
     return {
         "reason": reason[:500],
         "request_id": stored["id"],
-        "window_start": summary["window_start"],
-        "window_end": summary["window_end"],
-        "champion_version": summary["champion_version"],
-        "drifted_columns": summary["drifted_columns"],
-        "report": summary["report"],
+        "window_start": summary.window_start.isoformat(),
+        "window_end": end.isoformat(),
+        "champion_version": summary.champion_version,
+        "drifted_columns": list(summary.drifted_columns),
+        "report": summary.report,
+    }
+
+
+def request_row(spec: ModelSpec, summary: MonitorSummary, run: RunInfo, now: datetime) -> dict[str, Any]:
+    """The ``retrain_requests`` row of a window the monitor asked to retrain on."""
+    return {
+        "model": spec.name,
+        "window_start": summary.window_start,
+        "window_end": summary.window_end,
+        "champion_version": summary.champion_version,
+        "reason": summary.reason,
+        "drifted_columns": list(summary.drifted_columns),
+        "figures": {
+            "drift_share": summary.drift_share,
+            "scores": summary.scores,
+            "prediction_score": summary.prediction_score,
+            "performance": summary.performance,
+        },
+        "report_path": summary.report,
+        "mlflow_run_id": summary.mlflow_run_id,
+        "dag_id": run.dag_id,
+        "dag_run_id": run.run_id,
+        "requested_at": now,
     }

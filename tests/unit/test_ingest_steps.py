@@ -1,0 +1,149 @@
+"""The ingest stage's steps called directly: a real lake in tmp_path, the real SQLite source and warehouse, real GX.
+
+extract -> validate -> publish on a clean interval; a bad batch quarantined (and its old validated copy gone); the
+raw partition changing between validation and publication refused. The DAG around them is tested in
+``tests/integration/test_ingest_dag.py``.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import pytest
+import sqlalchemy as sa
+
+from airloop.core.contracts import Extracted, Published, Validated
+from airloop.core.intervals import Interval
+from airloop.stages.ingest.runner import REPORT_FILE, Ingestion, QuarantinedBatch, StaleRawPartition
+
+ROOT = Path(__file__).resolve().parents[2]
+INTERVAL = Interval.of(datetime(2011, 1, 1, tzinfo=UTC), datetime(2011, 1, 29, tzinfo=UTC))
+MODEL = "ingunit"  # its own name: the session's warehouse is shared with other tests
+
+
+@pytest.fixture
+def ing(tmp_path, bikes_spec, seeded_source) -> Ingestion:
+    """The bikes source and suites under another model name, with the lake and reports in ``tmp_path``."""
+    from airloop.adapters.lake import Lake
+
+    validation = bikes_spec.validation.model_copy(update={"suite_dir": bikes_spec.suite_dir})
+    spec = bikes_spec.model_copy(update={"name": MODEL, "validation": validation})
+    return Ingestion(
+        spec=spec, lake=Lake(tmp_path / "lake"), reports=tmp_path / "reports", expectations=ROOT / "expectations"
+    )
+
+
+def _validation_row(partition: str) -> dict | None:
+    from airloop.adapters import warehouse
+    from airloop.adapters.db import engine_for
+    from airloop.core.settings import WAREHOUSE_CONN_ID
+
+    t = warehouse.validation_results
+    with engine_for(WAREHOUSE_CONN_ID).connect() as conn:
+        row = conn.execute(sa.select(t).where(t.c.model == MODEL, t.c.partition == partition)).first()
+    return dict(row._mapping) if row else None
+
+
+def _has_report(ing: Ingestion, stage: str) -> bool:
+    """The partition carries the validation result beside its data file."""
+    return any(Path(f).name == REPORT_FILE for f in ing.lake.files(MODEL, stage, INTERVAL.key))
+
+
+def _corrupt_raw(ing: Ingestion) -> None:
+    """Rewrite the raw partition with one hour of an impossible value (``hr`` 30), as a broken source would."""
+    lake = ing.lake
+    frame = lake.read(MODEL, "raw", INTERVAL.key)
+    frame.loc[frame.index[:3], "hr"] = 30
+    meta = lake.manifest(MODEL, "raw", INTERVAL.key).meta
+    lake.write(MODEL, "raw", INTERVAL.key, frame, meta=meta)
+
+
+def test_extract_writes_the_raw_partition_and_is_repeatable(ing):
+    from airloop.stages.ingest.runner import extract
+
+    first = extract(ing, INTERVAL)
+    assert isinstance(first, Extracted) and first.partition == INTERVAL.key
+    manifest = ing.lake.manifest(MODEL, "raw", INTERVAL.key)
+    assert first.rows == manifest.rows == len(ing.lake.read(MODEL, "raw", INTERVAL.key)) > 600
+    assert first.content_digest == manifest.content_digest
+    assert manifest.meta["interval_start"] == INTERVAL.start.isoformat()
+    assert extract(ing, INTERVAL) == first  # a re-run gives the same partition, byte for byte
+    assert Extracted.from_dict(json.loads(json.dumps(first.to_dict()))) == first
+
+
+def test_a_clean_interval_is_validated_recorded_and_published(ing):
+    from airloop.stages.ingest.runner import extract, publish, validate_interval
+
+    extracted = extract(ing, INTERVAL)
+    validated = validate_interval(ing, INTERVAL, dag_run_id="manual__clean")
+    assert isinstance(validated, Validated)
+    assert (validated.partition, validated.rows, validated.content_digest) == (
+        INTERVAL.key,
+        extracted.rows,
+        extracted.content_digest,
+    )
+    assert len(validated.suite_digests) == 2 and all(len(d) == 16 for d in validated.suite_digests.values())
+    report = json.loads(Path(validated.report).read_text())
+    assert report["success"] is True and report["partition"] == INTERVAL.key
+    row = _validation_row(INTERVAL.key)
+    assert row["success"] and row["rows"] == extracted.rows and row["dag_run_id"] == "manual__clean"
+    assert row["failed_expectations"] == 0 and row["evaluated_expectations"] > 0
+
+    published = publish(ing, INTERVAL, Validated.from_dict(validated.to_dict()))
+    assert isinstance(published, Published)
+    manifest = ing.lake.manifest(MODEL, "validated", INTERVAL.key)
+    assert published.to_dict() == {  # the Asset event's extra: these keys are read by the score DAG and others
+        "model": MODEL,
+        "partition": INTERVAL.key,
+        "interval_start": INTERVAL.start.isoformat(),
+        "interval_end": INTERVAL.end.isoformat(),
+        "rows": extracted.rows,
+        "content_digest": manifest.content_digest,
+        "suite_digests": validated.suite_digests,
+        "path": str(ing.lake.partition_url(MODEL, "validated", INTERVAL.key)),
+    }
+    assert manifest.content_digest == extracted.content_digest  # the raw rows, unchanged
+    assert _has_report(ing, "validated")
+    assert ing.lake.manifest(MODEL, "quarantine", INTERVAL.key) is None
+
+
+def test_a_bad_batch_is_quarantined_and_its_old_validated_copy_removed(ing):
+    from airloop.stages.ingest.runner import extract, publish, validate_interval
+
+    extract(ing, INTERVAL)
+    publish(ing, INTERVAL, validate_interval(ing, INTERVAL))  # a first, clean run of the interval
+    assert ing.lake.manifest(MODEL, "validated", INTERVAL.key) is not None
+    _corrupt_raw(ing)
+
+    with pytest.raises(QuarantinedBatch) as caught:
+        validate_interval(ing, INTERVAL, dag_run_id="manual__bad")
+    message = str(caught.value)
+    assert message.startswith(f"Batch QUARANTINED: {MODEL} interval {INTERVAL} (partition {INTERVAL.key}) failed")
+    assert "hr" in message and "What to do:" in message
+    assert f"airloop suites check {MODEL} --on 2011-01-01" in message
+    quarantined = ing.lake.manifest(MODEL, "quarantine", INTERVAL.key)
+    assert quarantined is not None and quarantined.rows == ing.lake.manifest(MODEL, "raw", INTERVAL.key).rows
+    assert _has_report(ing, "quarantine")
+    assert ing.lake.manifest(MODEL, "validated", INTERVAL.key) is None  # never both for one interval
+    row = _validation_row(INTERVAL.key)  # the re-run replaced the clean run's row
+    assert not row["success"] and row["failed_expectations"] >= 1 and row["dag_run_id"] == "manual__bad"
+
+
+def test_publish_refuses_a_raw_partition_that_changed_after_validation(ing):
+    from airloop.stages.ingest.runner import extract, publish, validate_interval
+
+    extract(ing, INTERVAL)
+    validated = validate_interval(ing, INTERVAL)
+    frame = ing.lake.read(MODEL, "raw", INTERVAL.key)
+    frame["temp"] = np.round(frame["temp"] + 0.01, 4)  # another run of the interval rewrote raw meanwhile
+    ing.lake.write(MODEL, "raw", INTERVAL.key, frame, meta=ing.lake.manifest(MODEL, "raw", INTERVAL.key).meta)
+    with pytest.raises(StaleRawPartition, match=rf"raw partition {INTERVAL.key} of {MODEL} changed after validation"):
+        publish(ing, INTERVAL, validated)
+    assert ing.lake.manifest(MODEL, "validated", INTERVAL.key) is None
+
+    ing.lake.delete(MODEL, "raw", INTERVAL.key)
+    with pytest.raises(StaleRawPartition, match=r"now missing\).*clear this whole DAG run"):
+        publish(ing, INTERVAL, validated)

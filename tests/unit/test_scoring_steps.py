@@ -1,0 +1,78 @@
+"""The scoring runner's pure steps: provenance, row constants, the row checks, the lake's rows, the log lines."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from airloop.core.contracts import PinnedChampion, RunInfo, ScoredPartition
+from airloop.stages.score import runner as scoring
+
+PINNED = PinnedChampion(version="7", run_id="r" * 32)
+META = {"interval_start": "2012-11-03T00:00:00+00:00", "interval_end": "2012-12-01T00:00:00+00:00"}
+
+
+def test_row_constants_and_lake_meta_carry_the_interval_and_provenance():
+    provenance = scoring.provenance_of(PINNED, "d" * 64)
+    assert provenance == {"model_version": "7", "mlflow_run_id": "r" * 32, "input_digest": "d" * 64}
+    constants = scoring.row_constants("m", "p", META, provenance, RunInfo(dag_id="m_score", run_id="run"))
+    assert constants == {
+        "model": "m",
+        "partition": "p",
+        "interval_start": datetime(2012, 11, 3, tzinfo=UTC),
+        "interval_end": datetime(2012, 12, 1, tzinfo=UTC),
+        **provenance,
+        "dag_id": "m_score",
+        "dag_run_id": "run",
+    }
+    assert scoring.lake_meta(constants) == {**META, **provenance}
+
+
+def _chunk(spec, times: list[str | None]) -> pd.DataFrame:
+    return pd.DataFrame({spec.source.time_column: pd.to_datetime(times, utc=True)})
+
+
+@pytest.mark.parametrize(
+    ("y", "bad"),
+    [([1.0, 2.0, 3.0], None), ([1.0, np.nan, 3.0], 1), ([np.inf, 2.0, -np.inf], 2)],
+    ids=["finite", "nan", "infinities"],
+)
+def test_non_finite_predictions_are_refused_naming_how_many_and_where(bikes_spec, y, bad):
+    chunk = _chunk(bikes_spec, ["2012-11-03 00:00", "2012-11-03 01:00", "2012-11-03 02:00"])
+    if bad is None:
+        scoring.refuse_non_finite(bikes_spec, "p", "7", chunk, np.array(y))
+        return
+    with pytest.raises(scoring.ScoringProblem, match=rf"v7 gave {bad} non-finite predictions in partition p \(rows at"):
+        scoring.refuse_non_finite(bikes_spec, "p", "7", chunk, np.array(y))
+
+
+def test_row_times_are_utc_and_a_missing_time_is_refused(bikes_spec):
+    times = scoring.row_times(bikes_spec, "p", _chunk(bikes_spec, ["2012-11-03 00:00", "2012-11-03 01:00"]))
+    assert str(times.dt.tz) == "UTC" and len(times) == 2
+    with pytest.raises(scoring.ScoringProblem, match=r"Partition p of .* has 1 rows without a time"):
+        scoring.row_times(bikes_spec, "p", _chunk(bikes_spec, ["2012-11-03 00:00", None]))
+
+
+def test_lake_rows_hold_time_prediction_and_provenance():
+    ts = pd.Series(pd.to_datetime(["2012-11-03 00:00", "2012-11-03 01:00"], utc=True))
+    rows = scoring.lake_rows(ts, np.array([1.5, 2.5]), scoring.provenance_of(PINNED, "d"))
+    assert list(rows.columns) == ["ts", "prediction", "model_version", "mlflow_run_id", "input_digest"]
+    assert rows["prediction"].tolist() == [1.5, 2.5] and set(rows["model_version"]) == {"7"}
+
+
+def test_log_lines_say_what_was_scored_with_what_and_how_fast():
+    scored = ScoredPartition(partition="p1", rows=1000, version="7", digest="abcdef0123456789")
+    line = scoring.scored_line("m", scored, 2.0, "SQLite multi-row INSERT", "/lake/m/predictions/p1")
+    assert line == (
+        "Scored 1000 rows of m partition p1 with v7 in 2.0 s (500 rows/s): warehouse table predictions "
+        "(replaced, SQLite multi-row INSERT) and /lake/m/predictions/p1 (digest abcdef012345)."
+    )
+    assert "(0 rows/s)" in scoring.scored_line("m", scored, 0.0, "sink", "where")
+    second = ScoredPartition(partition="p2", rows=500, version="7", digest="x")
+    assert scoring.run_line("m", [scored, second], PINNED, 3.0).startswith(
+        f"Scored 2 partition(s) of m, p1 to p2, with v7 (MLflow run {PINNED.run_id}): 1500 rows in 3.0 s;"
+    )
+    assert scoring.run_line("m", [], PINNED, 0.0) == "Nothing to score for m: no partition was selected."
