@@ -263,7 +263,7 @@ def read_csv(
             frame[name], types[name] = _times(path, name, cells, starts, time_format), "timestamp (UTC)"
             continue
         if name in text_columns:
-            series, types[name], fixes = None, "text", []
+            series, types[name], fixes = None, "text", list[str]()
         else:
             series, types[name], fixes = _numeric(path, name, cells, starts, coerce)
         repairs += fixes

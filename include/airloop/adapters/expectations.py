@@ -229,9 +229,10 @@ def _context() -> Any:
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
     _quiet_gx()
     import great_expectations as gx
+    from great_expectations.data_context.types.base import ProgressBarsConfig
 
     ctx = gx.get_context(mode="ephemeral")
-    ctx.variables.progress_bars = {"globally": False}
+    ctx.variables.progress_bars = ProgressBarsConfig(globally=False)
     return ctx
 
 
@@ -353,13 +354,15 @@ def _validate_with_docs(
     target_dir = docs.folder
     target_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = target_dir.with_name(f".{target_dir.name}.tmp-{uuid.uuid4().hex}")
+    from great_expectations.data_context.types.base import ProgressBarsConfig
+
     ctx = gx.get_context(mode="ephemeral")
-    ctx.variables.progress_bars = {"globally": False}
+    ctx.variables.progress_bars = ProgressBarsConfig(globally=False)
     ctx.add_data_docs_site(
         site_name="airloop",
         site_config={
             "class_name": "SiteBuilder",
-            "show_how_to_buttons": False,
+            "show_how_to_buttons": False,  # type: ignore[typeddict-unknown-key]  # GX reads it; its TypedDict omits it
             "store_backend": {"class_name": "TupleFilesystemStoreBackend", "base_directory": str(staging)},
             "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
         },

@@ -10,7 +10,7 @@ import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from airloop.core.digests import file_digest
 from airloop.core.errors import ExpectedFailure, ServiceUnavailable
@@ -115,7 +115,7 @@ def extract_interval(engine: Engine, spec: ModelSpec, interval: Interval) -> Ext
                     )
                 ts = table.c[src.time_column]
                 start, end = _bounds_for(ts.type, interval)
-                stmt = sa.select(table).where(ts >= start, ts < end).order_by(ts)
+                stmt: Any = sa.select(table).where(ts >= start, ts < end).order_by(ts)
             else:
                 assert src.query is not None
                 start, end = _bounds_for(None, interval)

@@ -501,7 +501,8 @@ def compute(
         if values is not None and values.ndim > 0 and len(values) != len(y):
             raise MetricError(f"{what} has {len(values)} rows but y_true has {len(y)}; they must match row for row")
     if task == "regression":
-        labels, problems = [], {}
+        labels: list[Any] = []
+        problems: dict[str, str] = {}
         inputs: dict[str, Any] = {} if pred is None else {"values": pred}
     else:
         labels, inputs, problems = _classification_inputs(task, y, pred, proba, classes, threshold)

@@ -216,11 +216,12 @@ def model_summary(spec: ModelSpec) -> list[str]:
     else:
         c = registry.client()
         mv = c.get_model_version(spec.name, champion)
-        run = c.get_run(mv.run_id)
+        run = c.get_run(str(mv.run_id))
         m = run.data.metrics
         lines.append(
-            f"@champion: {spec.name} v{champion} (MLflow run {mv.run_id[:12]}): holdout rmse {m['holdout_rmse']:.1f}, "
-            f"mae {m['holdout_mae']:.1f}, r2 {m['holdout_r2']:.3f} on {int(m['holdout_rows'])} rows"
+            f"@champion: {spec.name} v{champion} (MLflow run {str(mv.run_id)[:12]}): "
+            f"holdout rmse {m['holdout_rmse']:.1f}, mae {m['holdout_mae']:.1f}, r2 {m['holdout_r2']:.3f} "
+            f"on {int(m['holdout_rows'])} rows"
         )
         lines.append(
             f"  trained on {run.data.tags.get('airloop.window', '?')}: {int(m['train_rows'])} rows from "

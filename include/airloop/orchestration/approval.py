@@ -20,7 +20,8 @@ class RecordedApproval(ApprovalOperator):
 
     def execute_complete(self, context: Any, event: dict[str, Any]) -> Any:
         if "error" not in event:
-            at, user = event.get("responded_at"), event.get("responded_by_user")
+            at: Any = event.get("responded_at")
+            user = event.get("responded_by_user")
             context["ti"].xcom_push(
                 key=ANSWER_KEY,
                 value={

@@ -96,6 +96,8 @@ def _card(model: str, alias: str, mlflow_ui: str | None) -> VersionCard | None:
         return None
     c = registry.client()
     mv = c.get_model_version(model, version)
+    if not mv.run_id:
+        return None  # a version registered outside airloop, with no run: nothing to show
     run = c.get_run(mv.run_id)
     metrics = {k: run.data.metrics[k] for k in CARD_METRICS if k in run.data.metrics}
     url = f"{mlflow_ui}/#/experiments/{run.info.experiment_id}/runs/{mv.run_id}" if mlflow_ui else None
