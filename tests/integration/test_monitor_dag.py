@@ -44,16 +44,17 @@ def models_dir(tmp_path_factory, airflow_db, seeded_source):
 def champion(models_dir):
     """bikesmon v1, trained on the first half of 2011 (fast: 20 boosting rounds) and promoted."""
     from airloop.adapters.db import engine_for
-    from airloop.core.contracts import RunInfo
+    from airloop.core.contracts import RunInfo, TrainRequest
     from airloop.core.settings import WAREHOUSE_CONN_ID
     from airloop.core.spec import get_spec
     from airloop.stages.promote.ledger import Decision, apply
     from airloop.stages.train import runner as train_stage
 
-    request = {"reason": "monitor tests", "window_start": None, "window_end": "2011-07-16", "overrides": {}}
-    request["overrides"] = {"max_iter": 20}
+    request = TrainRequest.from_dict(
+        {"reason": "monitor tests", "window_end": "2011-07-16", "overrides": {"max_iter": 20}}
+    )
     trained = train_stage.train(get_spec(MODEL), request, RunInfo())
-    apply(engine_for(WAREHOUSE_CONN_ID), Decision(MODEL, "promote", trained["version"], "tests", "tests"), None)
+    apply(engine_for(WAREHOUSE_CONN_ID), Decision(MODEL, "promote", trained.version, "tests", "tests"), None)
     return trained
 
 

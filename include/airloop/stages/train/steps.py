@@ -1,8 +1,8 @@
 """Training: assemble a window of validated partitions, split it by time, fit the spec's pipeline, evaluate it.
 
 Pure functions over frames and specs (no MLflow, no Airflow), so each step is unit-tested on real data and
-the benchmark can time them one by one. ``airloop.adapters.registry`` logs what these return; ``airloop.orchestration.tasks`` wires
-them into the train DAG.
+the benchmark can time them one by one. ``airloop.adapters.registry`` logs what these return;
+``airloop.orchestration.tasks`` wires them into the train DAG.
 
 Time is the only honest split for a model that predicts the future: the holdout is the most recent
 ``holdout_days`` of the window, never a random sample (a random split leaks tomorrow into training).
