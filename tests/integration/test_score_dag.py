@@ -108,7 +108,7 @@ def test_a_new_champion_rescores_with_its_own_version(champion, validated_lake, 
         apply(
             engine_for(WAREHOUSE_CONN_ID),
             Decision("bikes", "promote", champion, "restore", "tests"),
-            trained["version"],
+            trained.version,
         )
     assert tracking.version_for_alias("bikes", tracking.CHAMPION) == champion
 

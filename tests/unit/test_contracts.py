@@ -202,6 +202,7 @@ def test_not_a_dict_at_all_is_named():
 
 
 def test_optional_fields_may_be_absent_or_null():
+    assert TrainRequest.from_dict({"reason": "r"}) == TrainRequest(reason="r")
     assert TrainRequest.from_dict({"reason": "r", "window_start": None, "window_end": None}).overrides == {}
     assert TrainRequest.from_dict({"reason": "r", "window_start": None, "window_end": None, "overrides": None})
     gate = EXAMPLES[GateResult].to_dict()

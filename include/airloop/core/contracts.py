@@ -165,9 +165,9 @@ class _Fields:
     def text(self, name: str, *, nullable: bool = False, default: Any = _ABSENT) -> Any:
         return self.get(name, str, nullable=nullable, default=default)
 
-    def moment(self, name: str, *, nullable: bool = False) -> datetime | None:
+    def moment(self, name: str, *, nullable: bool = False, default: Any = _ABSENT) -> datetime | None:
         """A datetime, or its ISO 8601 text."""
-        value = self.get(name, (str, datetime), nullable=nullable)
+        value = self.get(name, (str, datetime), nullable=nullable, default=default)
         if value is None or isinstance(value, datetime):
             return value
         try:
@@ -211,8 +211,8 @@ class TrainRequest:
         f = _Fields("TrainRequest", d)
         return cls(
             reason=f.text("reason"),
-            window_start=f.moment("window_start", nullable=True),
-            window_end=f.moment("window_end", nullable=True),
+            window_start=f.moment("window_start", nullable=True, default=None),
+            window_end=f.moment("window_end", nullable=True, default=None),
             overrides=dict(f.get("overrides", dict, nullable=True, default={}) or {}),
         )
 
@@ -429,5 +429,5 @@ class PromotionOutcome:
             dag_id=f.text("dag_id", nullable=True, default=None),
             dag_run_id=f.text("dag_run_id", nullable=True, default=None),
             mlflow_run_id=f.text("mlflow_run_id", nullable=True, default=None),
-            recorded_at=f.moment("recorded_at", nullable=True) if "recorded_at" in f.data else None,
+            recorded_at=f.moment("recorded_at", nullable=True, default=None),
         )
