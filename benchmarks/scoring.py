@@ -148,7 +148,7 @@ def child_setup(sizes: Sequence[int], max_iter: int | None) -> dict[str, Any]:
     from airloop.adapters.lake import default_lake
     from airloop.adapters.source import extract_interval, seed
     from airloop.core import settings as config
-    from airloop.core.contracts import RunInfo
+    from airloop.core.contracts import RunInfo, TrainRequest
     from airloop.core.intervals import Interval, expected_intervals
     from airloop.stages.train import runner as train_stage
 
@@ -167,8 +167,8 @@ def child_setup(sizes: Sequence[int], max_iter: int | None) -> dict[str, Any]:
 
     t = time.perf_counter()
     overrides = {} if max_iter is None else {"max_iter": max_iter}
-    request = {"reason": "scoring benchmark", "window_start": None, "window_end": None, "overrides": overrides}
-    trained = train_stage.train(spec, request, RunInfo())
+    request = TrainRequest(reason="scoring benchmark", overrides=overrides)
+    trained = train_stage.train(spec, request, RunInfo()).to_dict()
     tracking.set_alias(spec.name, tracking.CHAMPION, trained["version"])
     train_s = time.perf_counter() - t
     mv = tracking.client().get_model_version(spec.name, trained["version"])

@@ -1,8 +1,8 @@
 """A training run on the demo data, split into imports, data load, fit, evaluation and MLflow logging.
 
 Targets (DESIGN.md "Speed targets"): "Training: everything except ``fit`` ≤ half of a run on the demo data;
-``log_model`` ≤ 0.1 s." The subject is airloop's real code path, ``airloop.stages.promote.runner.train`` on the
-bikes spec (resolve the window, assemble the validated partitions, split, fit, evaluate + permutation importance +
+``log_model`` ≤ 0.1 s." The subject is airloop's real code path, ``airloop.stages.train.runner.train`` on the bikes
+spec (resolve the window, assemble the validated partitions, split, fit, evaluate + permutation importance +
 plots, then ``tracking.log_training_run``: params, metrics, dataset input, figures, ``log_model``, register, alias),
 which returns its own phase timings (``data_s``, ``fit_s``, ``evaluate_s``, ``log_s``).
 
@@ -214,7 +214,7 @@ def child_setup() -> dict[str, Any]:
     from airloop.adapters.lake import Lake
     from airloop.adapters.source import extract_interval, seed
     from airloop.core import settings as config
-    from airloop.core.contracts import RunInfo
+    from airloop.core.contracts import RunInfo, TrainRequest
     from airloop.core.intervals import expected_intervals
     from airloop.stages.train import runner as train_stage
 
@@ -263,7 +263,9 @@ def child_setup() -> dict[str, Any]:
     store_init_modules = len(sys.modules) - modules
 
     t = time.perf_counter()
-    warmup = train_stage.train(spec, {**REQUEST, "overrides": WARMUP_OVERRIDES}, RunInfo())
+    warmup = train_stage.train(
+        spec, TrainRequest.from_dict({**REQUEST, "overrides": WARMUP_OVERRIDES}), RunInfo()
+    ).to_dict()
     warmup_s = time.perf_counter() - t
     return {
         "source_rows": source_rows,
@@ -327,7 +329,7 @@ def child_rep(with_inferred: bool) -> dict[str, Any]:
     before_train = set(sys.modules)
 
     from airloop.adapters import registry as tracking
-    from airloop.core.contracts import RunInfo
+    from airloop.core.contracts import RunInfo, TrainRequest
     from airloop.stages.train import runner as train_stage
 
     spec = _spec()
@@ -342,7 +344,7 @@ def child_rep(with_inferred: bool) -> dict[str, Any]:
     ]
     start = time.perf_counter()
     try:
-        result = train_stage.train(spec, dict(REQUEST), RunInfo())
+        result = train_stage.train(spec, TrainRequest.from_dict(REQUEST), RunInfo()).to_dict()
     finally:
         timer.restore()
     total_s = time.perf_counter() - start
@@ -459,8 +461,9 @@ def run(scratch: Path, *, repeat: int = 7) -> dict[str, Any]:
         "benchmark": "training",
         "method": {
             "repeat": repeat,
-            "subject": "airloop.stages.promote.runner.train(get_spec('bikes'), {'reason': 'bench', ...}, RunInfo()) "
-            "on the demo data: its own phase timings (data_s, fit_s, evaluate_s, log_s) and its wall time (total_s)",
+            "subject": "airloop.stages.train.runner.train(get_spec('bikes'), TrainRequest('bench'), RunInfo()) on the "
+            "demo "
+            "data: its own phase timings (data_s, fit_s, evaluate_s, log_s) and its wall time (total_s)",
             "processes": "one setup child (seed, validated lake partitions, MLflow store creation, one warm-up "
             "training), then one fresh child per repetition: imports timed first, then one train, then one "
             "separate log_model",

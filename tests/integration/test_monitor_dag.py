@@ -44,16 +44,17 @@ def models_dir(tmp_path_factory, airflow_db, seeded_source):
 def champion(models_dir):
     """bikesmon v1, trained on the first half of 2011 (fast: 20 boosting rounds) and promoted."""
     from airloop.adapters.db import engine_for
-    from airloop.core.contracts import RunInfo
+    from airloop.core.contracts import RunInfo, TrainRequest
     from airloop.core.settings import WAREHOUSE_CONN_ID
     from airloop.core.spec import get_spec
     from airloop.stages.promote.ledger import Decision, apply
     from airloop.stages.train import runner as train_stage
 
-    request = {"reason": "monitor tests", "window_start": None, "window_end": "2011-07-16", "overrides": {}}
-    request["overrides"] = {"max_iter": 20}
+    request = TrainRequest.from_dict(
+        {"reason": "monitor tests", "window_end": "2011-07-16", "overrides": {"max_iter": 20}}
+    )
     trained = train_stage.train(get_spec(MODEL), request, RunInfo())
-    apply(engine_for(WAREHOUSE_CONN_ID), Decision(MODEL, "promote", trained["version"], "tests", "tests"), None)
+    apply(engine_for(WAREHOUSE_CONN_ID), Decision(MODEL, "promote", trained.version, "tests", "tests"), None)
     return trained
 
 
@@ -116,7 +117,7 @@ def test_drift_asks_once_through_hysteresis_and_cooldown_however_often_it_runs(c
     assert len(requests) == 1
     request = requests[0]
     assert request["window_end"].date().isoformat() == "2012-07-14"
-    assert request["champion_version"] == champion["version"]
+    assert request["champion_version"] == champion.version
     assert "yr" in request["drifted_columns"] and "drift in 2 of the last 2 windows" in request["reason"]
     assert Path(request["report_path"]).is_file()
 
@@ -153,7 +154,7 @@ def test_each_window_is_an_mlflow_run_with_its_reports(champion):
     runs = client.search_runs([experiment.experiment_id], "tags.`airloop.window_end` LIKE '2012-07-14%'")
     assert len(runs) == 2  # the run and its re-run
     run = runs[0]
-    assert run.data.tags["airloop.champion_version"] == champion["version"]
+    assert run.data.tags["airloop.champion_version"] == champion.version
     assert run.data.tags["airflow.dag_id"] == f"{MODEL}_monitor"
     assert run.data.metrics["drift.yr"] > 0.45 and "mae" in run.data.metrics
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "drift")}

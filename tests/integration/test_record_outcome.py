@@ -7,28 +7,30 @@ from __future__ import annotations
 
 import pytest
 
-from airloop.core.contracts import RunInfo
+from airloop.core.contracts import GateResult, RunInfo
 from airloop.stages.promote.runner import record_outcome
 
 MODEL = "outcomes"
 
 
-def _gate(promote: bool, mode: str = "enabled", candidate: str = "2") -> dict:
-    return {
-        "model": MODEL,
-        "action": "promote",
-        "candidate": candidate,
-        "expected_champion": None,
-        "mlflow_run_id": None,
-        "reason": "test",
-        "override": False,
-        "promote": promote,
-        "summary": "PROMOTE v2" if promote else "REFUSE v2: rmse too high",
-        "markdown": "",
-        "verdict": {"mode": mode, "passed": promote, "checks": []},
-        "holdout": "[2012-11-03, 2012-12-29)",
-        "notes": [],
-    }
+def _gate(promote: bool, mode: str = "enabled", candidate: str = "2") -> GateResult:
+    return GateResult.from_dict(
+        {
+            "model": MODEL,
+            "action": "promote",
+            "candidate": candidate,
+            "expected_champion": None,
+            "mlflow_run_id": None,
+            "reason": "test",
+            "override": False,
+            "promote": promote,
+            "summary": "PROMOTE v2" if promote else "REFUSE v2: rmse too high",
+            "markdown": "",
+            "verdict": {"mode": mode, "passed": promote, "checks": []},
+            "holdout": "[2012-11-03, 2012-12-29)",
+            "notes": [],
+        }
+    )
 
 
 REJECT = {"chosen_options": ["Reject"], "responded_by_user": {"id": "op", "name": "operator"}}
@@ -48,8 +50,8 @@ REJECT = {"chosen_options": ["Reject"], "responded_by_user": {"id": "op", "name"
 def test_outcome_when_nothing_moved(gate, approval, required, outcome, decided_by, request):
     run = RunInfo(dag_id="outcomes_train", run_id=f"run-{request.node.callspec.id}")
     row = record_outcome(gate, approval, None, required, run)
-    assert (row["outcome"], row["moved"], row["decided_by"]) == (outcome, False, decided_by)
-    assert row["dag_run_id"] == run.run_id and row["evidence"]["verdict"]["mode"] == gate["verdict"]["mode"]
+    assert (row.outcome, row.moved, row.decided_by) == (outcome, False, decided_by)
+    assert row.dag_run_id == run.run_id and row.evidence["verdict"]["mode"] == gate.verdict["mode"]
 
 
 def test_a_retried_record_task_writes_no_second_row():
@@ -60,7 +62,7 @@ def test_a_retried_record_task_writes_no_second_row():
     run = RunInfo(dag_id="outcomes_train", run_id="run-retried")
     first = record_outcome(_gate(False), None, None, False, run)
     again = record_outcome(_gate(False), None, None, False, run)
-    assert again["seq"] == first["seq"]
+    assert again.seq == first.seq
     assert [r["dag_run_id"] for r in ledger(engine_for(WAREHOUSE_CONN_ID), MODEL)].count("run-retried") == 1
 
 

@@ -32,18 +32,18 @@ def champion(airflow_db, validated_lake, bikes_spec) -> str:
     """The current champion; trained and promoted here when this file runs on its own."""
     from airloop.adapters import registry as tracking
     from airloop.adapters.db import engine_for
-    from airloop.core.contracts import RunInfo
+    from airloop.core.contracts import RunInfo, TrainRequest
     from airloop.core.settings import WAREHOUSE_CONN_ID
     from airloop.stages.promote.ledger import Decision, apply
     from airloop.stages.train import runner as train_stage
 
     version = tracking.version_for_alias("bikes", tracking.CHAMPION)
     if version is None:
-        request = {"reason": "score tests", "window_start": None, "window_end": None, "overrides": {"max_iter": 20}}
+        request = TrainRequest(reason="score tests", overrides={"max_iter": 20})
         trained = train_stage.train(bikes_spec, request, RunInfo())
-        decision = Decision("bikes", "promote", trained["version"], "score tests", "tests")
+        decision = Decision("bikes", "promote", trained.version, "score tests", "tests")
         apply(engine_for(WAREHOUSE_CONN_ID), decision, expected_champion=None)
-        version = trained["version"]
+        version = trained.version
     return version
 
 
@@ -92,23 +92,23 @@ def test_scoring_an_interval_twice_gives_the_same_rows(champion, validated_lake)
 def test_a_new_champion_rescores_with_its_own_version(champion, validated_lake, bikes_spec):
     from airloop.adapters import registry as tracking
     from airloop.adapters.db import engine_for
-    from airloop.core.contracts import RunInfo
+    from airloop.core.contracts import RunInfo, TrainRequest
     from airloop.core.settings import WAREHOUSE_CONN_ID
     from airloop.stages.promote.ledger import Decision, apply
     from airloop.stages.train import runner as train_stage
 
-    request = {"reason": "new champion", "window_start": None, "window_end": None, "overrides": {"max_iter": 30}}
+    request = TrainRequest(reason="new champion", overrides={"max_iter": 30})
     trained = train_stage.train(bikes_spec, request, RunInfo())
-    apply(engine_for(WAREHOUSE_CONN_ID), Decision("bikes", "promote", trained["version"], "t", "tests"), champion)
+    apply(engine_for(WAREHOUSE_CONN_ID), Decision("bikes", "promote", trained.version, "t", "tests"), champion)
     try:
         _run(HOLDOUT)
         versions = {r["model_version"] for r in _rows(validated_lake[-1])}
-        assert versions == {trained["version"]}  # one model per run, the one pinned at its start
+        assert versions == {trained.version}  # one model per run, the one pinned at its start
     finally:
         apply(
             engine_for(WAREHOUSE_CONN_ID),
             Decision("bikes", "promote", champion, "restore", "tests"),
-            trained["version"],
+            trained.version,
         )
     assert tracking.version_for_alias("bikes", tracking.CHAMPION) == champion
 

@@ -19,15 +19,15 @@ def pinned(validated_lake, bikes_spec):
     from airloop.adapters import registry as tracking
     from airloop.adapters.db import engine_for
     from airloop.adapters.registry import pin_champion
-    from airloop.core.contracts import RunInfo
+    from airloop.core.contracts import RunInfo, TrainRequest
     from airloop.core.settings import WAREHOUSE_CONN_ID
     from airloop.stages.promote.ledger import Decision, apply
     from airloop.stages.train import runner as train_stage
 
     if tracking.version_for_alias("bikes", tracking.CHAMPION) is None:
-        request = {"reason": "scoring tests", "window_start": None, "window_end": None, "overrides": {"max_iter": 20}}
+        request = TrainRequest(reason="scoring tests", overrides={"max_iter": 20})
         trained = train_stage.train(bikes_spec, request, RunInfo())
-        decision = Decision("bikes", "promote", trained["version"], "scoring tests", "tests")
+        decision = Decision("bikes", "promote", trained.version, "scoring tests", "tests")
         apply(engine_for(WAREHOUSE_CONN_ID), decision, expected_champion=None)
     return pin_champion("bikes")
 

@@ -6,7 +6,7 @@ import pytest
 
 from airloop.core.contracts import RunInfo
 from airloop.core.params import RequestProblem
-from airloop.stages.promote.runner import decided_by
+from airloop.stages.promote.steps import decided_by
 from airloop.stages.train.runner import train_request
 
 MANUAL = RunInfo(dag_id="bikes_train", run_id="manual__1", run_type="manual", triggered_by="alice")
@@ -15,8 +15,9 @@ ASSET = RunInfo(dag_id="bikes_train", run_id="asset_triggered__1", run_type="ass
 DEFAULTS = {"reason": None, "window_start": None, "window_end": None, "overrides": {}}
 
 
-def _request(spec, conf, run=MANUAL, events=()):
-    return train_request(spec, conf, {**DEFAULTS, **conf}, run, list(events))
+def _request(spec, conf, run=MANUAL, events=()) -> dict:
+    """The checked request as the check task pushes it to XCom."""
+    return train_request(spec, conf, {**DEFAULTS, **conf}, run, list(events)).to_dict()
 
 
 def test_manual_run_with_reason_and_window(bikes_spec):
@@ -78,11 +79,10 @@ def test_a_retrain_request_trains_up_to_its_window_unless_a_window_is_given(bike
 
 
 def test_decided_by_names_gate_approver_and_override():
-    gate_result = {"override": False}
-    assert decided_by(gate_result, None, MANUAL) == "gate"
+    assert decided_by(False, None, MANUAL) == "gate"
     approval = {"chosen_options": ["Approve"], "responded_by_user": {"id": "operator", "name": "operator"}}
-    assert decided_by(gate_result, approval, MANUAL) == "gate + approval by operator"
-    assert decided_by({"override": True}, None, MANUAL) == "override by alice"
+    assert decided_by(False, approval, MANUAL) == "gate + approval by operator"
+    assert decided_by(True, None, MANUAL) == "override by alice"
 
 
 def test_date_params_accept_a_day_or_a_timestamp_and_name_a_bad_one():

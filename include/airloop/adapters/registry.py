@@ -329,20 +329,12 @@ def log_training_run(
     The new version is tagged with its lineage and gets the ``challenger`` alias.
     """
     import mlflow
-    from mlflow.models import infer_signature
 
-    c = client()
     experiment_id = ensure_experiment(model, description)
     ensure_registered_model(model, description, owner)
-    x_sample = train_frame[feature_names].head(200)
-    with warnings.catch_warnings(), mlflow.start_run(experiment_id=experiment_id, run_name=run_name, tags=tags) as run:
-        # Two warnings that would only add noise to every training log: "integer columns cannot represent
-        # missing values" (the suites guarantee non-null features) and a local dataset source that "can be
-        # interpreted in multiple ways" (both ways are the same local source).
-        warnings.filterwarnings("ignore", message=".*integer column", category=UserWarning)
-        warnings.filterwarnings("ignore", message=".*can be interpreted in multiple ways", category=UserWarning)
-        mlflow.log_params({k: (json.dumps(v) if isinstance(v, (dict, list)) else v) for k, v in params.items()})
-        mlflow.log_metrics({k: v for k, v in metrics.items() if v == v})  # NaN metrics are not logged
+    with _quiet_training_warnings(), mlflow.start_run(experiment_id=experiment_id, run_name=run_name, tags=tags) as run:
+        mlflow.log_params(loggable_params(params))
+        mlflow.log_metrics(loggable_metrics(metrics))
         dataset = mlflow.data.from_pandas(
             train_frame, source=dataset_source, targets=target, name=f"{model}-training", digest=dataset_digest[:36]
         )
@@ -352,35 +344,88 @@ def log_training_run(
             mlflow.log_dict(payload, name)
         for name, fig in figures.items():
             mlflow.log_figure(fig, f"plots/{name}")
-        signature = infer_signature(x_sample, pipeline.predict(x_sample))
-        info = mlflow.sklearn.log_model(
-            pipeline,
-            name=MODEL_ARTIFACT,
-            signature=signature,
-            input_example=x_sample.head(5),
-            pip_requirements=pip_requirements(),
-            serialization_format="cloudpickle",
-        )
+        model_uri = _log_model(pipeline, train_frame[feature_names].head(200))
         run_id = run.info.run_id
+    _close_figures(figures)
+    version = _register_challenger(
+        model, model_uri, run_id, run_name, version_tags(run_id, dataset_digest, lineage["partitions"], tags)
+    )
+    return LoggedRun(
+        run_id=run_id,
+        experiment_id=experiment_id,
+        model_uri=model_uri,
+        version=version,
+        run_url=run_url(experiment_id, run_id),
+    )
+
+
+@contextmanager
+def _quiet_training_warnings() -> Iterator[None]:
+    """Two warnings that would only add noise to every training log.
+
+    "integer columns cannot represent missing values" (the suites guarantee non-null features) and a local
+    dataset source that "can be interpreted in multiple ways" (both ways are the same local source).
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*integer column", category=UserWarning)
+        warnings.filterwarnings("ignore", message=".*can be interpreted in multiple ways", category=UserWarning)
+        yield
+
+
+def loggable_params(params: dict[str, Any]) -> dict[str, Any]:
+    """Params as MLflow keeps them: lists and dicts as JSON text, everything else as it is."""
+    return {k: (json.dumps(v) if isinstance(v, (dict, list)) else v) for k, v in params.items()}
+
+
+def loggable_metrics(metrics: dict[str, float]) -> dict[str, float]:
+    """The metrics MLflow can keep: NaN ones are left out."""
+    return {k: v for k, v in metrics.items() if v == v}
+
+
+def version_tags(
+    run_id: str, dataset_digest: str, partitions: list[dict[str, Any]], tags: dict[str, str]
+) -> dict[str, str]:
+    """A registered version's lineage tags: its run, its data's digest and partitions, and the Airflow link."""
+    return {
+        "airloop.run_id": run_id,
+        "airloop.dataset_digest": dataset_digest,
+        "airloop.partitions": ",".join(p["partition"] for p in partitions),
+        **{k: v for k, v in tags.items() if k.startswith("airflow.")},
+    }
+
+
+def _log_model(pipeline: Any, x_sample: Any) -> str:
+    """Log the pipeline with its signature, an input example and pinned requirements; returns its model URI."""
+    import mlflow
+    from mlflow.models import infer_signature
+
+    signature = infer_signature(x_sample, pipeline.predict(x_sample))
+    info = mlflow.sklearn.log_model(
+        pipeline,
+        name=MODEL_ARTIFACT,
+        signature=signature,
+        input_example=x_sample.head(5),
+        pip_requirements=pip_requirements(),
+        serialization_format="cloudpickle",
+    )
+    return str(info.model_uri)
+
+
+def _close_figures(figures: dict[str, Any]) -> None:
     import matplotlib.pyplot as plt
 
     for fig in figures.values():
         plt.close(fig)
-    version_tags = {
-        "airloop.run_id": run_id,
-        "airloop.dataset_digest": dataset_digest,
-        "airloop.partitions": ",".join(p["partition"] for p in lineage["partitions"]),
-        **{k: v for k, v in tags.items() if k.startswith("airflow.")},
-    }
-    mv = mlflow.register_model(info.model_uri, model, tags=version_tags)
+
+
+def _register_challenger(model: str, model_uri: str, run_id: str, run_name: str, tags: dict[str, str]) -> str:
+    """Register the run's model as a new version, describe it and give it ``@challenger``; returns the version."""
+    import mlflow
+
+    c = client()
+    mv = mlflow.register_model(model_uri, model, tags=tags)
     version = str(mv.version)
     c.update_model_version(model, version, description=f"Trained by run {run_id} ({run_name}); awaiting the gate.")
     set_alias(model, CHALLENGER, version)
     log.info("Registered %s version %s from run %s and set @%s.", model, version, run_id, CHALLENGER)
-    return LoggedRun(
-        run_id=run_id,
-        experiment_id=experiment_id,
-        model_uri=info.model_uri,
-        version=version,
-        run_url=run_url(experiment_id, run_id),
-    )
+    return version

@@ -8,7 +8,8 @@ Pure and light: safe at DAG parse time.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -89,11 +90,351 @@ class Evaluation:
         return as_float(self.metrics.get(name))
 
 
+# --- train and promote ---------------------------------------------------------------------------------------
+# check -> train: TrainRequest; train -> gate: TrainedVersion; check -> gate (promote DAG): PromoteRequest;
+# gate -> approve/promote/record (XCom key "gate"): GateResult; promote/record -> XCom: PromotionOutcome.
+
+
+class ContractError(ExpectedFailure, TypeError, ValueError):
+    """A task was handed a dict that is not the contract it expects: the message names contract, field and value."""
+
+
+_ABSENT = object()
+_FIX = (
+    "The task that wrote it and the task that read it disagree on the contract (a run started before an "
+    "upgrade of airloop, or a hand-made XCom): clear the upstream task so that it writes the value again."
+)
+
+
+def _kind_name(kind: type | tuple[type, ...]) -> str:
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    names = {bool: "true or false", int: "a whole number", float: "a number", str: "a string", dict: "an object"}
+    return " or ".join(names.get(k, "a list" if k is list else k.__name__) for k in kinds)
+
+
+def _is(value: Any, kind: type | tuple[type, ...]) -> bool:
+    """``isinstance`` where a bool is no number and an int is a float."""
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    if isinstance(value, bool):
+        return bool in kinds
+    if isinstance(value, int) and float in kinds:
+        return True
+    return isinstance(value, kinds)
+
+
+class _Fields:
+    """Reads one contract's fields from a dict; a missing or mistyped field is a :class:`ContractError`."""
+
+    def __init__(self, contract: str, data: Any) -> None:
+        if not isinstance(data, Mapping):
+            raise ContractError(f"{contract}: expected an object of fields, got {type(data).__name__} {data!r:.200}.")
+        self.contract, self.data = contract, data
+
+    def fail(self, name: str, expected: str, value: Any) -> ContractError:
+        return ContractError(
+            f"{self.contract}: field `{name}` must be {expected}, got {type(value).__name__} {value!r:.200}. {_FIX}"
+        )
+
+    def get(
+        self,
+        name: str,
+        kind: type | tuple[type, ...],
+        *,
+        nullable: bool = False,
+        default: Any = _ABSENT,
+        items: type | tuple[type, ...] | None = None,
+    ) -> Any:
+        """The field's value; ``items`` checks a list's elements or a dict's values (and its keys are strings)."""
+        if name not in self.data:
+            if default is not _ABSENT:
+                return default
+            raise ContractError(
+                f"{self.contract}: field `{name}` is missing (got the fields {sorted(map(str, self.data))}). {_FIX}"
+            )
+        value = self.data[name]
+        if value is None and (nullable or default is None):
+            return None
+        if not _is(value, kind):
+            raise self.fail(name, _kind_name(kind) + (" or null" if nullable else ""), value)
+        if items is not None:
+            pairs = value.items() if isinstance(value, Mapping) else enumerate(value)
+            for key, item in pairs:
+                if (isinstance(value, Mapping) and not isinstance(key, str)) or not _is(item, items):
+                    raise self.fail(f"{name}[{key!r}]", _kind_name(items), item)
+        return value
+
+    def text(self, name: str, *, nullable: bool = False, default: Any = _ABSENT) -> Any:
+        return self.get(name, str, nullable=nullable, default=default)
+
+    def moment(self, name: str, *, nullable: bool = False, default: Any = _ABSENT) -> datetime | None:
+        """A datetime, or its ISO 8601 text."""
+        value = self.get(name, (str, datetime), nullable=nullable, default=default)
+        if value is None or isinstance(value, datetime):
+            return value
+        try:
+            return datetime.fromisoformat(value)
+        except ValueError:
+            raise self.fail(name, "an ISO 8601 timestamp", value) from None
+
+    def choice(self, name: str, allowed: tuple[str, ...]) -> str:
+        value = self.text(name)
+        if value not in allowed:
+            raise self.fail(name, " or ".join(allowed), value)
+        return value
+
+
+def _iso(value: datetime | None) -> str | None:
+    return None if value is None else value.isoformat()
+
+
+ACTIONS = ("promote", "rollback")
+
+
+@dataclass(frozen=True)
+class TrainRequest:
+    """A checked train request (check -> train): why, which window (None: the spec's default) and overrides."""
+
+    reason: str
+    window_start: datetime | None = None
+    window_end: datetime | None = None
+    overrides: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "reason": self.reason,
+            "window_start": _iso(self.window_start),
+            "window_end": _iso(self.window_end),
+            "overrides": dict(self.overrides),
+        }
+
+    @classmethod
+    def from_dict(cls, d: Any) -> TrainRequest:
+        f = _Fields("TrainRequest", d)
+        return cls(
+            reason=f.text("reason"),
+            window_start=f.moment("window_start", nullable=True, default=None),
+            window_end=f.moment("window_end", nullable=True, default=None),
+            overrides=dict(f.get("overrides", dict, nullable=True, default={}) or {}),
+        )
+
+
+@dataclass(frozen=True)
+class TrainedVersion:
+    """A trained, registered ``@challenger`` (train -> gate), with what the run logged to MLflow.
+
+    ``window`` holds ISO timestamps ``start``, ``end`` and ``holdout_start``; ``metrics`` the holdout's overall
+    metrics as JSON numbers (None for NaN).
+    """
+
+    model: str
+    version: str
+    mlflow_run_id: str
+    window: dict[str, str]
+    reason: str
+    run_url: str | None = None
+    version_url: str | None = None
+    partitions: int = 0
+    gaps: list[str] = field(default_factory=list)
+    train_rows: int = 0
+    holdout_rows: int = 0
+    metrics: dict[str, float | None] = field(default_factory=dict)
+    params: dict[str, Any] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.model,
+            "version": self.version,
+            "mlflow_run_id": self.mlflow_run_id,
+            "run_url": self.run_url,
+            "version_url": self.version_url,
+            "window": dict(self.window),
+            "partitions": int(self.partitions),
+            "gaps": list(self.gaps),
+            "train_rows": int(self.train_rows),
+            "holdout_rows": int(self.holdout_rows),
+            "metrics": {str(k): json_number(v) for k, v in self.metrics.items()},
+            "params": dict(self.params),
+            "reason": self.reason,
+            "timings": {str(k): float(v) for k, v in self.timings.items()},
+        }
+
+    @classmethod
+    def from_dict(cls, d: Any) -> TrainedVersion:
+        f = _Fields("TrainedVersion", d)
+        window = f.get("window", dict, items=str)
+        missing = [k for k in ("start", "end", "holdout_start") if k not in window]
+        if missing:
+            raise f.fail("window", "an object with start, end and holdout_start", window)
+        return cls(
+            model=f.text("model"),
+            version=f.text("version"),
+            mlflow_run_id=f.text("mlflow_run_id"),
+            window=dict(window),
+            reason=f.text("reason"),
+            run_url=f.text("run_url", nullable=True, default=None),
+            version_url=f.text("version_url", nullable=True, default=None),
+            partitions=f.get("partitions", int, default=0),
+            gaps=list(f.get("gaps", list, items=str, default=[])),
+            train_rows=f.get("train_rows", int, default=0),
+            holdout_rows=f.get("holdout_rows", int, default=0),
+            metrics=dict(f.get("metrics", dict, items=(float, type(None)), default={})),
+            params=dict(f.get("params", dict, default={})),
+            timings=dict(f.get("timings", dict, items=float, default={})),
+        )
+
+
+@dataclass(frozen=True)
+class PromoteRequest:
+    """A checked promote request (check -> gate): promote a named version, or roll back to the previous champion."""
+
+    action: str
+    candidate: str
+    reason: str
+    override: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"action": self.action, "candidate": self.candidate, "reason": self.reason, "override": self.override}
+
+    @classmethod
+    def from_dict(cls, d: Any) -> PromoteRequest:
+        f = _Fields("PromoteRequest", d)
+        return cls(
+            action=f.choice("action", ACTIONS),
+            candidate=f.text("candidate"),
+            reason=f.text("reason"),
+            override=f.get("override", bool, default=False),
+        )
+
+
+@dataclass(frozen=True)
+class GateResult:
+    """The gate's verdict on one candidate (XCom key ``gate``), read by approve, promote and record.
+
+    ``verdict`` is :meth:`airloop.stages.promote.rules.Verdict.to_dict` (the evidence the ledger keeps);
+    ``expected_champion`` is the ``@champion`` the gate compared against (None: there was none).
+    """
+
+    model: str
+    action: str
+    candidate: str
+    expected_champion: str | None
+    reason: str
+    promote: bool
+    summary: str
+    verdict: dict[str, Any]
+    holdout: str
+    override: bool = False
+    mlflow_run_id: str | None = None
+    markdown: str = ""
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def mode(self) -> str | None:
+        """The gate's mode when it judged (``enabled``, ``dry_run``)."""
+        mode = self.verdict.get("mode")
+        return None if mode is None else str(mode)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.model,
+            "action": self.action,
+            "candidate": self.candidate,
+            "expected_champion": self.expected_champion,
+            "mlflow_run_id": self.mlflow_run_id,
+            "reason": self.reason,
+            "override": self.override,
+            "promote": self.promote,
+            "summary": self.summary,
+            "markdown": self.markdown,
+            "verdict": dict(self.verdict),
+            "holdout": self.holdout,
+            "notes": list(self.notes),
+        }
+
+    @classmethod
+    def from_dict(cls, d: Any) -> GateResult:
+        f = _Fields("GateResult", d)
+        return cls(
+            model=f.text("model"),
+            action=f.choice("action", ACTIONS),
+            candidate=f.text("candidate"),
+            expected_champion=f.text("expected_champion", nullable=True),
+            reason=f.text("reason"),
+            promote=f.get("promote", bool),
+            summary=f.text("summary"),
+            verdict=dict(f.get("verdict", dict)),
+            holdout=f.text("holdout"),
+            override=f.get("override", bool, default=False),
+            mlflow_run_id=f.text("mlflow_run_id", nullable=True, default=None),
+            markdown=f.text("markdown", default=""),
+            notes=list(f.get("notes", list, items=str, default=[])),
+        )
+
+
+@dataclass(frozen=True)
+class PromotionOutcome:
+    """One promotion-ledger row as promote and record hand it on: what was decided, by whom, and what moved."""
+
+    model: str
+    seq: int
+    action: str
+    outcome: str
+    moved: bool
+    candidate_version: str | None
+    from_version: str | None
+    champion_after: str | None
+    decided_by: str
+    reason: str
+    evidence: dict[str, Any] = field(default_factory=dict)
+    dag_id: str | None = None
+    dag_run_id: str | None = None
+    mlflow_run_id: str | None = None
+    recorded_at: datetime | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.model,
+            "seq": self.seq,
+            "action": self.action,
+            "outcome": self.outcome,
+            "moved": self.moved,
+            "candidate_version": self.candidate_version,
+            "from_version": self.from_version,
+            "champion_after": self.champion_after,
+            "decided_by": self.decided_by,
+            "reason": self.reason,
+            "evidence": dict(self.evidence),
+            "dag_id": self.dag_id,
+            "dag_run_id": self.dag_run_id,
+            "mlflow_run_id": self.mlflow_run_id,
+            "recorded_at": _iso(self.recorded_at),
+        }
+
+    @classmethod
+    def from_dict(cls, d: Any) -> PromotionOutcome:
+        """From :meth:`to_dict`, or from a ledger row as the warehouse returns it (``recorded_at`` a datetime)."""
+        f = _Fields("PromotionOutcome", d)
+        return cls(
+            model=f.text("model"),
+            seq=f.get("seq", int),
+            action=f.choice("action", ACTIONS),
+            outcome=f.text("outcome"),
+            moved=f.get("moved", bool),
+            candidate_version=f.text("candidate_version", nullable=True),
+            from_version=f.text("from_version", nullable=True),
+            champion_after=f.text("champion_after", nullable=True),
+            decided_by=f.text("decided_by"),
+            reason=f.text("reason"),
+            evidence=dict(f.get("evidence", dict, nullable=True, default={}) or {}),
+            dag_id=f.text("dag_id", nullable=True, default=None),
+            dag_run_id=f.text("dag_run_id", nullable=True, default=None),
+            mlflow_run_id=f.text("mlflow_run_id", nullable=True, default=None),
+            recorded_at=f.moment("recorded_at", nullable=True, default=None),
+        )
+
+
 # --- ingest, score and monitor ---
-
-
-class ContractError(ExpectedFailure, ValueError):
-    """A task's input does not match its contract: the message names the contract, the field and what it got."""
 
 
 def _fields(contract: str, d: Any) -> dict[str, Any]:
@@ -165,7 +506,7 @@ def _when(contract: str, d: Any, name: str) -> datetime:
         raise ContractError(f"{contract}.{name} must be an ISO 8601 time, got {_shown(text)}.") from None
 
 
-def _iso(contract: str, d: Any, name: str) -> str:
+def _iso_text(contract: str, d: Any, name: str) -> str:
     """An ISO 8601 time, checked and kept as the text it is."""
     _when(contract, d, name)
     return str(d[name])
@@ -270,8 +611,8 @@ class Published:
         return cls(
             model=_field(name, d, "model", str),
             partition=_field(name, d, "partition", str),
-            interval_start=_iso(name, d, "interval_start"),
-            interval_end=_iso(name, d, "interval_end"),
+            interval_start=_iso_text(name, d, "interval_start"),
+            interval_end=_iso_text(name, d, "interval_end"),
             rows=_field(name, d, "rows", int),
             content_digest=_field(name, d, "content_digest", str),
             suite_digests=_mapping(name, d, "suite_digests", str),

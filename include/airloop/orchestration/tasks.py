@@ -138,41 +138,37 @@ def train_check(model: str) -> dict[str, Any]:
 
     context = get_current_context()
     with guard(context, f"checking the request to train {model}"):
-        return train_stage.train_request(
+        request = train_stage.train_request(
             get_spec(model),
             dict(context["dag_run"].conf or {}),
             dict(context["params"]),
             _run_info(context),
             _asset_extras(context),
         )
+    return request.to_dict()
 
 
 def train_fit(model: str, request: dict[str, Any]) -> dict[str, Any]:
+    from airloop.core.contracts import TrainRequest
     from airloop.stages.train import runner as train_stage
 
     context = get_current_context()
     window = f"window {request.get('window_start') or 'default'} to {request.get('window_end') or 'newest data'}"
     with guard(context, f"training {model} ({window})"):
-        return train_stage.train(get_spec(model), request, _run_info(context))
+        trained = train_stage.train(get_spec(model), TrainRequest.from_dict(request), _run_info(context))
+    return trained.to_dict()
 
 
 def gate_trained(model: str, trained: dict[str, Any]) -> bool:
     """Gate the freshly trained challenger on its own holdout; push the verdict; True when it may go on."""
+    from airloop.core.contracts import TrainedVersion
     from airloop.stages.promote import runner as promote_stage
 
     context = get_current_context()
-    with guard(context, f"gating {model} v{trained['version']}"):
-        result = promote_stage.gate(
-            get_spec(model),
-            action="promote",
-            candidate=trained["version"],
-            window=trained["window"],
-            reason=trained["reason"],
-            run=_run_info(context),
-            mlflow_run_id=trained["mlflow_run_id"],
-        )
-    context["ti"].xcom_push(key="gate", value=result)
-    return bool(result["promote"])
+    with guard(context, f"gating {model} v{trained.get('version')}"):
+        result = promote_stage.gate_trained(get_spec(model), TrainedVersion.from_dict(trained), _run_info(context))
+    context["ti"].xcom_push(key="gate", value=result.to_dict())
+    return result.promote
 
 
 def promote_check(model: str) -> dict[str, Any]:
@@ -180,29 +176,22 @@ def promote_check(model: str) -> dict[str, Any]:
 
     context = get_current_context()
     with guard(context, f"checking the request to promote {model}"):
-        return promote_stage.promote_request(
+        request = promote_stage.promote_request(
             get_spec(model), dict(context["dag_run"].conf or {}), dict(context["params"])
         )
+    return request.to_dict()
 
 
 def gate_requested(model: str, request: dict[str, Any]) -> bool:
     """Gate a named version (or the rollback target) on the newest holdout; push the verdict."""
+    from airloop.core.contracts import PromoteRequest
     from airloop.stages.promote import runner as promote_stage
 
     context = get_current_context()
-    what = f"gating {model} v{request['candidate']} ({request['action']})"
-    with guard(context, what):
-        result = promote_stage.gate(
-            get_spec(model),
-            action=request["action"],
-            candidate=request["candidate"],
-            window=None,
-            reason=request["reason"],
-            run=_run_info(context),
-            override=request["override"],
-        )
-    context["ti"].xcom_push(key="gate", value=result)
-    return bool(result["promote"])
+    with guard(context, f"gating {model} v{request.get('candidate')} ({request.get('action')})"):
+        result = promote_stage.gate_requested(get_spec(model), PromoteRequest.from_dict(request), _run_info(context))
+    context["ti"].xcom_push(key="gate", value=result.to_dict())
+    return result.promote
 
 
 def _approval(context: Any, model: str) -> dict[str, Any] | None:
@@ -214,27 +203,34 @@ def _approval(context: Any, model: str) -> dict[str, Any] | None:
 
 
 def decision_promote(model: str) -> dict[str, Any]:
+    from airloop.core.contracts import GateResult
     from airloop.stages.promote import runner as promote_stage
 
     context = get_current_context()
     gate_result = context["ti"].xcom_pull(task_ids="gate", key="gate")
     with guard(context, f"promoting {model} v{(gate_result or {}).get('candidate')}"):
-        return promote_stage.promote(gate_result, _approval(context, model), _run_info(context))
+        promoted = promote_stage.promote(
+            GateResult.from_dict(gate_result), _approval(context, model), _run_info(context)
+        )
+    return promoted.to_dict()
 
 
 def decision_record(model: str) -> dict[str, Any] | None:
+    from airloop.core.contracts import GateResult, PromotionOutcome
     from airloop.stages.promote import runner as promote_stage
 
     context = get_current_context()
     ti = context["ti"]
     with guard(context, f"recording the decision on {model} in the promotion ledger"):
-        return promote_stage.record_outcome(
-            ti.xcom_pull(task_ids="gate", key="gate"),
+        gate_result, promoted = ti.xcom_pull(task_ids="gate", key="gate"), ti.xcom_pull(task_ids="promote")
+        row = promote_stage.record_outcome(
+            None if gate_result is None else GateResult.from_dict(gate_result),
             _approval(context, model),
-            ti.xcom_pull(task_ids="promote"),
+            None if promoted is None else PromotionOutcome.from_dict(promoted),
             get_spec(model).gate.approval.required,
             _run_info(context),
         )
+    return None if row is None else row.to_dict()
 
 
 def decision_outcome() -> None:

@@ -64,17 +64,20 @@ def _lock(conn: Connection, model: str, holder: str) -> None:
         conn.execute(promotion_locks.insert().values(model=model, **values))
 
 
-def _append(
-    conn: Connection, decision: Decision, *, outcome: str, moved: bool, before: str | None, after: str | None
+def ledger_row(
+    decision: Decision,
+    *,
+    seq: int,
+    outcome: str,
+    moved: bool,
+    before: str | None,
+    after: str | None,
+    at: datetime,
 ) -> dict[str, Any]:
-    seq = conn.execute(
-        sa.select(sa.func.coalesce(sa.func.max(promotion_ledger.c.seq), 0)).where(
-            promotion_ledger.c.model == decision.model
-        )
-    ).scalar_one()
-    row = {
+    """The ledger row of a decision: number ``seq`` of its model, what it did to ``@champion`` and why."""
+    return {
         "model": decision.model,
-        "seq": int(seq) + 1,
+        "seq": seq,
         "action": decision.action,
         "outcome": outcome,
         "moved": moved,
@@ -87,8 +90,21 @@ def _append(
         "dag_id": decision.dag_id,
         "dag_run_id": decision.dag_run_id,
         "mlflow_run_id": decision.mlflow_run_id,
-        "recorded_at": datetime.now(UTC),
+        "recorded_at": at,
     }
+
+
+def _append(
+    conn: Connection, decision: Decision, *, outcome: str, moved: bool, before: str | None, after: str | None
+) -> dict[str, Any]:
+    seq = conn.execute(
+        sa.select(sa.func.coalesce(sa.func.max(promotion_ledger.c.seq), 0)).where(
+            promotion_ledger.c.model == decision.model
+        )
+    ).scalar_one()
+    row = ledger_row(
+        decision, seq=int(seq) + 1, outcome=outcome, moved=moved, before=before, after=after, at=datetime.now(UTC)
+    )
     conn.execute(promotion_ledger.insert().values(**row))
     return row
 
@@ -195,16 +211,25 @@ def champion_history(engine: Engine, model: str) -> list[str]:
         .where(promotion_ledger.c.model == model, promotion_ledger.c.moved.is_(True))
         .order_by(promotion_ledger.c.seq)
     )
-    stack: list[str] = []
     with engine.connect() as conn:
-        for action, after in conn.execute(query):
-            if action == "rollback":
-                while stack and stack[-1] != after:
-                    stack.pop()
-                if not stack:
-                    stack.append(after)
-            else:
+        return history_of([(action, after) for action, after in conn.execute(query)])
+
+
+def history_of(moves: list[tuple[str, str]]) -> list[str]:
+    """The champion stack after ``moves`` (action and champion after, in ledger order; only rows that moved).
+
+    A promotion pushes its version; a rollback pops back to the version it restored (or, when the stack does
+    not hold it, e.g. after the alias was moved outside airloop, starts again from it).
+    """
+    stack: list[str] = []
+    for action, after in moves:
+        if action == "rollback":
+            while stack and stack[-1] != after:
+                stack.pop()
+            if not stack:
                 stack.append(after)
+        else:
+            stack.append(after)
     return stack
 
 

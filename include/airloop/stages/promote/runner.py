@@ -1,58 +1,88 @@
 """The promote stage's runner: gate a version on the holdout, promote it (or not), and record the decision.
 
 Each function is one task's work, callable without Airflow (tests and the benchmark call them directly);
-``airloop.orchestration.tasks`` passes in what the running task knows (run ids, who triggered, XCom values).
-Results are plain JSON-safe dicts because they travel through XCom.
+``airloop.orchestration.tasks`` passes in what the running task knows (run ids, who triggered, XCom values)
+and converts the typed contracts (:class:`PromoteRequest`, :class:`GateResult`, :class:`PromotionOutcome`) to
+and from XCom's dicts. The runners compose the pure steps of :mod:`.steps` and :mod:`.rules` with the registry
+and the ledger.
 """
 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from airloop.adapters import registry
 from airloop.adapters.lake import default_lake
-from airloop.core.contracts import Evaluation, RunInfo
-from airloop.core.jsonable import jsonable
+from airloop.core.contracts import Evaluation, GateResult, PromoteRequest, PromotionOutcome, RunInfo, TrainedVersion
 from airloop.core.params import RequestProblem, refuse_unknown
 from airloop.core.settings import WAREHOUSE_CONN_ID
 from airloop.core.spec import ModelSpec
+from airloop.stages.promote import steps
 from airloop.stages.promote.rules import Verdict, evaluate_gate
+
+if TYPE_CHECKING:
+    from airloop.stages.train.steps import Window
 
 log = logging.getLogger(__name__)
 
 #: Keys of the promote DAG.
 PROMOTE_PARAMS = ("action", "version", "reason", "override")
+#: The keys of a training window (``TrainedVersion.window``).
+_WINDOW_KEYS = ("start", "end", "holdout_start")
 
 
-def _holdout(spec: ModelSpec, window: dict[str, str] | None) -> tuple[Any, Any]:
-    from airloop.stages.train import steps
+def _holdout(spec: ModelSpec, window: dict[str, str] | None) -> tuple[Any, Window]:
+    from airloop.stages.train import steps as training
 
     lake = default_lake()
     if window is None:
-        resolved = steps.resolve_window(spec, lake)
+        resolved = training.resolve_window(spec, lake)
     else:
-        resolved = steps.Window(**{k: datetime.fromisoformat(v) for k, v in window.items()})
-    data = steps.assemble(spec, lake, resolved)
-    _, holdout = steps.split(spec, data)
+        resolved = training.Window(**{k: datetime.fromisoformat(window[k]) for k in _WINDOW_KEYS})
+    data = training.assemble(spec, lake, resolved)
+    _, holdout = training.split(spec, data)
     return holdout, resolved
 
 
-def _overlap_notes(models: list[registry.LoadedModel], holdout_start: datetime) -> list[str]:
-    """Models that were trained on rows of this holdout score better on it than they deserve: say so."""
-    notes = []
-    for m in models:
-        if m.run_id is None:
-            continue
-        # A model is fitted on its window up to its own holdout's start; that is where its data ends.
-        end = registry.client().get_run(m.run_id).data.params.get("window.holdout_start")
-        if end and datetime.fromisoformat(end) > holdout_start:
-            notes.append(
-                f"v{m.version} was trained on data up to {end[:10]}, which overlaps this holdout "
-                f"(from {holdout_start:%Y-%m-%d}): its numbers here are optimistic."
-            )
-    return notes
+@dataclass(frozen=True)
+class _Judged:
+    """The candidate and the champion, loaded and scored on the same holdout, and the gate's verdict."""
+
+    candidate: registry.LoadedModel
+    champion_version: str | None
+    verdict: Verdict
+    evaluated: list[registry.LoadedModel]
+
+
+def _judge(spec: ModelSpec, action: str, candidate: str, holdout: Any) -> _Judged:
+    """Load and score the candidate and (when another version) the champion; apply the spec's gate."""
+    from airloop.stages.train import steps as training
+
+    champion_version = registry.version_for_alias(spec.name, registry.CHAMPION)
+    loaded = registry.load_version(spec.name, candidate)
+    challenger_eval = training.evaluate(spec, loaded, holdout, signature=loaded.signature, version=f"v{loaded.version}")
+    champion_eval: Evaluation | None = None
+    evaluated = [loaded]
+    if champion_version is not None and champion_version != loaded.version:
+        champion = registry.load_version(spec.name, champion_version)
+        evaluated.append(champion)
+        champion_eval = training.evaluate(
+            spec, champion, holdout, signature=champion.signature, version=f"v{champion.version}"
+        )
+    compared = None if action == "rollback" else champion_eval
+    return _Judged(loaded, champion_version, evaluate_gate(spec.gate, challenger_eval, compared), evaluated)
+
+
+def _trained_until(models: list[registry.LoadedModel]) -> list[tuple[str, str | None]]:
+    """Each model's version and where its training data ended (its run's ``window.holdout_start`` param)."""
+    return [
+        (m.version, registry.client().get_run(m.run_id).data.params.get("window.holdout_start"))
+        for m in models
+        if m.run_id is not None
+    ]
 
 
 def gate(
@@ -65,160 +95,114 @@ def gate(
     run: RunInfo,
     override: bool = False,
     mlflow_run_id: str | None = None,
-) -> dict[str, Any]:
+) -> GateResult:
     """Score candidate and champion on the same holdout, apply the spec's gate, write the verdict on the version.
 
     ``action="rollback"`` judges the candidate on absolute thresholds, sanity and signature only (going back
     is the point, so it need not beat the champion it replaces).
     """
-    from airloop.stages.train import steps
-
     holdout, resolved = _holdout(spec, window)
-    holdout_range = f"[{resolved.holdout_start:%Y-%m-%d}, {resolved.end:%Y-%m-%d})"
-    champion_version = registry.version_for_alias(spec.name, registry.CHAMPION)
-    loaded = registry.load_version(spec.name, candidate)
-    challenger_eval = steps.evaluate(spec, loaded, holdout, signature=loaded.signature, version=f"v{loaded.version}")
-    champion_eval: Evaluation | None = None
-    evaluated = [loaded]
-    if champion_version is not None and champion_version != loaded.version:
-        champion = registry.load_version(spec.name, champion_version)
-        evaluated.append(champion)
-        champion_eval = steps.evaluate(
-            spec, champion, holdout, signature=champion.signature, version=f"v{champion.version}"
-        )
-    compared = None if action == "rollback" else champion_eval
-    verdict: Verdict = evaluate_gate(spec.gate, challenger_eval, compared)
-    if champion_version == loaded.version:
-        verdict_summary = f"v{loaded.version} is already @champion; nothing to do."
-        promote = False
-    else:
-        verdict_summary = verdict.summary()
-        promote = verdict.promote or override
-    if override and not verdict.promote:
-        verdict_summary = f"OVERRIDE: {verdict_summary}"
-    notes = _overlap_notes(evaluated, resolved.holdout_start)
-    markdown = "\n\n".join(
-        [
-            f"**{action.title()} {spec.name} v{loaded.version}** on holdout {holdout_range} "
-            f"({len(holdout)} rows). Reason: {reason}",
-            verdict.markdown(),
-            *[f"Note: {n}" for n in notes],
-            *([f"[MLflow version]({registry.version_url(spec.name, loaded.version)})"] if registry.ui_base() else []),
-        ]
+    judged = _judge(spec, action, candidate, holdout)
+    version, champion, verdict = judged.candidate.version, judged.champion_version, judged.verdict
+    summary, promote = steps.gate_outcome(verdict, version, champion, override)
+    notes = steps.overlap_notes(_trained_until(judged.evaluated), resolved.holdout_start)
+    holdout_range = steps.holdout_range(resolved.holdout_start, resolved.end)
+    markdown = steps.gate_markdown(
+        action=action,
+        model=spec.name,
+        candidate=version,
+        holdout=holdout_range,
+        rows=len(holdout),
+        reason=reason,
+        verdict_markdown=verdict.markdown(),
+        notes=notes,
+        version_url=registry.version_url(spec.name, version) if registry.ui_base() else None,
     )
-    registry.record_verdict(
-        spec.name,
-        loaded.version,
-        tags={
-            "gate.passed": str(verdict.passed).lower(),
-            "gate.promote": str(promote).lower(),
-            "gate.mode": spec.gate.mode,
-            "gate.summary": verdict_summary[:500],
-            "gate.champion": champion_version or "none",
-            "gate.airflow_run_id": run.run_id or "",
-        },
-        description=markdown,
+    tags = steps.verdict_tags(verdict, promote=promote, summary=summary, champion=champion, airflow_run_id=run.run_id)
+    registry.record_verdict(spec.name, version, tags=tags, description=markdown)
+    result = GateResult(
+        model=spec.name,
+        action=action,
+        candidate=version,
+        expected_champion=champion,
+        mlflow_run_id=mlflow_run_id or judged.candidate.run_id,
+        reason=reason,
+        override=override,
+        promote=promote,
+        summary=summary,
+        markdown=markdown,
+        verdict=verdict.to_dict(),
+        holdout=holdout_range,
+        notes=notes,
     )
+    _log_gate(spec, result, verdict, len(holdout))
+    return result
+
+
+def _log_gate(spec: ModelSpec, result: GateResult, verdict: Verdict, rows: int) -> None:
+    champion = f"v{result.expected_champion}" if result.expected_champion else "unset"
     log.info(
         "Gate for %s v%s (%s) on holdout %s (%d rows), @champion %s: %s",
         spec.name,
-        loaded.version,
-        action,
-        holdout_range,
-        len(holdout),
-        f"v{champion_version}" if champion_version else "unset",
-        verdict_summary,
+        result.candidate,
+        result.action,
+        result.holdout,
+        rows,
+        champion,
+        result.summary,
     )
     for line in verdict.reasons:
         log.info("  - %s", line)
-    for note in notes:
+    for note in result.notes:
         log.warning("Note: %s", note)
-    if not promote and champion_version != loaded.version:
-        by_hand = (
-            f'trigger {spec.dag_id("promote")} with {{"action": "promote", "version": "{loaded.version}", '
-            '"override": true, "reason": "..."}'
-        )
-        if verdict.passed:  # dry run: it would have gone through
-            advice = f"the gate is in dry-run mode (gate.mode in the spec); to promote it now, {by_hand}."
-        else:
-            advice = (
-                f"to go ahead anyway, {by_hand} (recorded as an override); to do better, train again with other "
-                "overrides or another window."
-            )
-        log.info(
-            "What to do: nothing moves and @champion stays %s; the verdict is on v%s in MLflow and goes to the "
-            "ledger. %s",
-            f"v{champion_version}" if champion_version else "unset",
-            loaded.version,
-            advice[0].upper() + advice[1:],
-        )
-    return {
-        "model": spec.name,
-        "action": action,
-        "candidate": loaded.version,
-        "expected_champion": champion_version,
-        "mlflow_run_id": mlflow_run_id or loaded.run_id,
-        "reason": reason,
-        "override": override,
-        "promote": promote,
-        "summary": verdict_summary,
-        "markdown": markdown,
-        "verdict": verdict.to_dict(),
-        "holdout": holdout_range,
-        "notes": notes,
-    }
+    advice = steps.what_to_do(result, passed=verdict.passed, promote_dag_id=spec.dag_id("promote"))
+    if advice:
+        log.info("%s", advice)
 
 
-def decided_by(gate_result: dict[str, Any], approval: dict[str, Any] | None, run: RunInfo) -> str:
-    parts = [f"override by {run.triggered_by or 'unknown user'}" if gate_result.get("override") else "gate"]
-    if approval and approval.get("responded_by_user"):
-        user = approval["responded_by_user"]
-        parts.append(f"approval by {user.get('name') or user.get('id') if isinstance(user, dict) else user}")
-    return " + ".join(parts)
-
-
-def _decision(gate_result: dict[str, Any], approval: dict[str, Any] | None, run: RunInfo, extra: str = ""):
-    from airloop.stages.promote.ledger import Decision
-
-    return Decision(
-        model=gate_result["model"],
-        action=gate_result["action"],
-        candidate=gate_result["candidate"],
-        reason=f"{gate_result['reason']} | {gate_result['summary']}{extra}",
-        decided_by=decided_by(gate_result, approval, run),
-        evidence={
-            "verdict": gate_result["verdict"],
-            "holdout": gate_result["holdout"],
-            "notes": gate_result.get("notes", []),
-            "approval": approval,
-            "airflow": run.tags(),
-        },
-        dag_id=run.dag_id,
-        dag_run_id=run.run_id,
-        mlflow_run_id=gate_result.get("mlflow_run_id"),
+def gate_trained(spec: ModelSpec, trained: TrainedVersion, run: RunInfo) -> GateResult:
+    """Gate a freshly trained challenger on its own holdout."""
+    return gate(
+        spec,
+        action="promote",
+        candidate=trained.version,
+        window=trained.window,
+        reason=trained.reason,
+        run=run,
+        mlflow_run_id=trained.mlflow_run_id,
     )
 
 
-def promote(gate_result: dict[str, Any], approval: dict[str, Any] | None, run: RunInfo) -> dict[str, Any]:
+def gate_requested(spec: ModelSpec, request: PromoteRequest, run: RunInfo) -> GateResult:
+    """Gate a named version (or the rollback target) on the newest holdout."""
+    return gate(
+        spec,
+        action=request.action,
+        candidate=request.candidate,
+        window=None,
+        reason=request.reason,
+        run=run,
+        override=request.override,
+    )
+
+
+def promote(gate_result: GateResult, approval: dict[str, Any] | None, run: RunInfo) -> PromotionOutcome:
     """Move ``@champion`` (serialised; refuses if the champion changed since the gate) and record it."""
     from airloop.adapters.db import engine_for
     from airloop.stages.promote.ledger import apply
 
-    row = apply(
-        engine_for(WAREHOUSE_CONN_ID),
-        _decision(gate_result, approval, run),
-        expected_champion=gate_result["expected_champion"],
-    )
-    return jsonable(row)
+    decision = steps.decision(gate_result, approval, run)
+    row = apply(engine_for(WAREHOUSE_CONN_ID), decision, expected_champion=gate_result.expected_champion)
+    return PromotionOutcome.from_dict(row)
 
 
 def record_outcome(
-    gate_result: dict[str, Any] | None,
+    gate_result: GateResult | None,
     approval: dict[str, Any] | None,
-    promoted: dict[str, Any] | None,
+    promoted: PromotionOutcome | None,
     approval_required: bool,
     run: RunInfo,
-) -> dict[str, Any] | None:
+) -> PromotionOutcome | None:
     """After the decision tasks: write the ledger row for any outcome in which nothing moved.
 
     Returns the ledger row written (or the promotion's row), or None when the run never reached a verdict.
@@ -230,62 +214,32 @@ def record_outcome(
         log.info("No verdict in this run (an earlier task failed): nothing to record.")
         return None
     if promoted is not None:
-        log.info("Promoted: %s", gate_result["summary"])
+        log.info("Promoted: %s", gate_result.summary)
         return promoted
     engine = engine_for(WAREHOUSE_CONN_ID)
-    earlier = [r for r in ledger(engine, gate_result["model"], limit=20) if r["dag_run_id"] == run.run_id]
+    earlier = [r for r in ledger(engine, gate_result.model, limit=20) if r["dag_run_id"] == run.run_id]
     if run.run_id and earlier:  # a conflict recorded by promote, or this task's own earlier try
         log.info(
             "The ledger already has row #%d for this run (%s): nothing more to record.",
             earlier[0]["seq"],
             earlier[0]["outcome"],
         )
-        return jsonable(earlier[0])
-    if not gate_result["promote"]:
-        outcome = "dry_run" if gate_result["verdict"].get("mode") == "dry_run" else "refused"
-        if gate_result["candidate"] == gate_result["expected_champion"]:
-            outcome = "no_change"
-        extra = ""
-    elif approval_required and approval is not None and "Reject" in (approval.get("chosen_options") or []):
-        outcome, extra = "rejected", " | rejected in review"
-    elif approval_required and approval is None:
-        outcome, extra = "timed_out", " | approval timed out or failed; nothing moved"
-    else:
-        outcome, extra = "failed", " | promotion did not complete (see the promote task's log)"
-    row = record(engine, _decision(gate_result, approval, run, extra), outcome)
-    log.info("Nothing moved (%s): %s", outcome, gate_result["summary"])
-    return jsonable(row)
+        return PromotionOutcome.from_dict(earlier[0])
+    outcome, note = steps.nothing_moved(gate_result, approval, approval_required)
+    row = record(engine, steps.decision(gate_result, approval, run, note), outcome)
+    log.info("Nothing moved (%s): %s", outcome, gate_result.summary)
+    return PromotionOutcome.from_dict(row)
 
 
-def promote_request(spec: ModelSpec, conf: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]:
+def promote_request(spec: ModelSpec, conf: dict[str, Any], params: dict[str, Any]) -> PromoteRequest:
     """Check a promote run's parameters and resolve the version a rollback restores."""
-    from airloop.adapters.db import engine_for
-    from airloop.stages.promote.ledger import NothingToRollBack, previous_champion
-
     refuse_unknown(conf, PROMOTE_PARAMS, spec.dag_id("promote"))
-    reason = (params.get("reason") or "").strip()
-    if not reason:
-        raise RequestProblem('param `reason` is required: say why (e.g. {"reason": "v7 over-predicts weekends"}).')
-    action = params.get("action") or "promote"
-    if action not in ("promote", "rollback"):
-        raise RequestProblem(f"param `action` is {action!r}; expected promote or rollback.")
-    version = params.get("version")
-    if action == "promote":
-        if version in (None, ""):
-            raise RequestProblem("param `version` is required to promote: the registry version number, e.g. 7.")
-        candidate = str(version).removeprefix("v")
-        if not candidate.isdigit():
-            raise RequestProblem(f"param `version` is {version!r}; expected a registry version number such as 7.")
-    else:
-        if version not in (None, ""):
-            raise RequestProblem("param `version` is not used for a rollback (it restores the previous champion).")
-        try:
-            candidate = previous_champion(engine_for(WAREHOUSE_CONN_ID), spec.name)
-        except NothingToRollBack as exc:
-            raise RequestProblem(str(exc)) from None
-    override = params.get("override", False)
-    if not isinstance(override, bool):
-        raise RequestProblem(f"param `override` must be true or false, got {override!r}.")
+    reason = steps.request_reason(params)
+    action = steps.request_action(params)
+    candidate = steps.requested_version(action, params.get("version"))
+    if candidate is None:
+        candidate = _rollback_target(spec)
+    override = steps.request_override(params)
     if action == "rollback":
         what = f"roll {spec.name} back to v{candidate}, its previous champion"
     else:
@@ -296,4 +250,15 @@ def promote_request(spec: ModelSpec, conf: dict[str, Any], params: dict[str, Any
         ", with override (the gate's verdict will not stop it; recorded as such)" if override else "",
         reason,
     )
-    return {"action": action, "candidate": candidate, "reason": reason, "override": override}
+    return PromoteRequest(action=action, candidate=candidate, reason=reason, override=override)
+
+
+def _rollback_target(spec: ModelSpec) -> str:
+    """The champion before the current one, from the ledger."""
+    from airloop.adapters.db import engine_for
+    from airloop.stages.promote.ledger import NothingToRollBack, previous_champion
+
+    try:
+        return previous_champion(engine_for(WAREHOUSE_CONN_ID), spec.name)
+    except NothingToRollBack as exc:
+        raise RequestProblem(str(exc)) from None

@@ -1,0 +1,140 @@
+"""What a training run records, as pure steps: its name, params, metrics, tags, lineage and summary.
+
+No I/O: the train runner computes these from the window, the data, the fit and the evaluation, and hands them
+to :func:`airloop.adapters.registry.log_training_run`; each one is unit-tested on plain values.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from airloop.core.contracts import Evaluation, RunInfo, TrainedVersion
+from airloop.core.spec import ModelSpec
+from airloop.stages.train.steps import PartitionRef, Window
+
+#: MLflow's limit on a run name's length (and the tag it becomes).
+RUN_NAME_MAX = 250
+#: How much of the reason the ``airloop.reason`` tag keeps (the note keeps all of it).
+REASON_TAG_MAX = 500
+
+
+def run_name(model: str, window: Window, airflow_run_id: str | None) -> str:
+    """``<model>-<window end day>-<Airflow run id>`` (``local`` outside Airflow), cut to MLflow's limit."""
+    return f"{model}-{window.end:%Y%m%d}-{airflow_run_id or 'local'}"[:RUN_NAME_MAX]
+
+
+def run_metrics(evaluation: Evaluation, train_rows: int, holdout_rows: int) -> dict[str, float]:
+    """Holdout metrics as ``holdout_<name>``, each slice's rmse and mae, and the row counts."""
+    metrics = {f"holdout_{k}": v for k, v in evaluation.metrics.items()}
+    for key, scores in evaluation.slices.items():
+        for name in ("rmse", "mae"):
+            metrics[f"slice_{key.replace('=', '_')}_{name}"] = scores[name]
+    metrics.update({"train_rows": float(train_rows), "holdout_rows": float(holdout_rows)})
+    return metrics
+
+
+def run_params(spec: ModelSpec, estimator: dict[str, Any], window: Window, trials: int) -> dict[str, Any]:
+    """The estimator's parameters (``estimator.<name>``), the window, the seed, features, target and search."""
+    return {
+        **{f"estimator.{k}": v for k, v in estimator.items()},
+        "estimator.class": spec.training.estimator.class_path,
+        "window.start": window.start.isoformat(),
+        "window.end": window.end.isoformat(),
+        "window.holdout_start": window.holdout_start.isoformat(),
+        "seed": spec.training.seed,
+        "features": spec.feature_names,
+        "target": spec.target.name,
+        "search": "none" if spec.training.search is None else f"{trials} trials",
+    }
+
+
+def suite_digests(partitions: list[PartitionRef]) -> list[str]:
+    """Every ``suite:digest`` the partitions were validated with, each once, sorted."""
+    return sorted({f"{name}:{digest}" for p in partitions for name, digest in p.suite_digests.items()})
+
+
+def run_tags(
+    *,
+    run: RunInfo,
+    model: str,
+    reason: str,
+    window: Window,
+    partitions: int,
+    suites: list[str],
+    spec_digest: str,
+    git_commit: str,
+) -> dict[str, str]:
+    """The run's tags: the Airflow link, the model, why, which spec, suites and window, and the code's commit."""
+    return {
+        **run.tags(),
+        "airloop.model": model,
+        "airloop.reason": reason[:REASON_TAG_MAX],
+        "airloop.spec_digest": spec_digest,
+        "airloop.suite_digests": ",".join(suites),
+        "airloop.window": str(window),
+        "mlflow.source.git.commit": git_commit,
+        "mlflow.note.content": f"{reason}\n\nWindow {window}; {partitions} partitions.",
+    }
+
+
+def lineage(
+    model: str,
+    window: Window,
+    *,
+    rows: int,
+    content_digest: str,
+    partitions: list[PartitionRef],
+    gaps: list[str],
+    suites: list[str],
+) -> dict[str, Any]:
+    """The training data's lineage (``lineage/training_data.json``): window, rows, digests, partitions, gaps."""
+    return {
+        "model": model,
+        "window": window.to_dict(),
+        "rows": rows,
+        "content_digest": content_digest,
+        "partitions": [p.__dict__ for p in partitions],
+        "gaps": gaps,
+        "suite_digests": suites,
+    }
+
+
+def artifacts(evaluation: Evaluation, importance: dict[str, float], trials: list[dict[str, Any]]) -> dict[str, Any]:
+    """The JSON files a run keeps beside its model: the holdout evaluation, importances, search trials."""
+    files: dict[str, Any] = {"evaluation/holdout.json": evaluation.to_dict(), "evaluation/importance.json": importance}
+    if trials:
+        files["search/trials.json"] = trials
+    return files
+
+
+def summary(
+    *,
+    model: str,
+    logged: Any,
+    version_url: str | None,
+    window: Window,
+    partitions: int,
+    gaps: list[str],
+    rows: tuple[int, int],
+    evaluation: Evaluation,
+    params: dict[str, Any],
+    reason: str,
+    timings: dict[str, float],
+) -> TrainedVersion:
+    """What train hands the gate: the registered version and its run, window, rows, metrics and timings."""
+    return TrainedVersion(
+        model=model,
+        version=logged.version,
+        mlflow_run_id=logged.run_id,
+        run_url=logged.run_url,
+        version_url=version_url,
+        window=window.to_dict(),
+        partitions=partitions,
+        gaps=list(gaps),
+        train_rows=rows[0],
+        holdout_rows=rows[1],
+        metrics=evaluation.to_dict()["metrics"],
+        params=dict(params),
+        reason=reason,
+        timings={k: round(v, 3) for k, v in timings.items()},
+    )
