@@ -329,13 +329,14 @@ def log_training_run(
     The new version is tagged with its lineage and gets the ``challenger`` alias.
     """
     import mlflow
+    from mlflow.data.pandas_dataset import from_pandas
 
     experiment_id = ensure_experiment(model, description)
     ensure_registered_model(model, description, owner)
     with _quiet_training_warnings(), mlflow.start_run(experiment_id=experiment_id, run_name=run_name, tags=tags) as run:
         mlflow.log_params(loggable_params(params))
         mlflow.log_metrics(loggable_metrics(metrics))
-        dataset = mlflow.data.from_pandas(
+        dataset = from_pandas(
             train_frame, source=dataset_source, targets=target, name=f"{model}-training", digest=dataset_digest[:36]
         )
         mlflow.log_input(dataset, context="training", tags={"partitions": str(len(lineage["partitions"]))})
