@@ -156,7 +156,8 @@ def test_a_lower_decision_threshold_predicts_the_positive_class_more_often():
     target = spec.target.model_copy(update={"decision_threshold": 0.2})
     _score(spec.model_copy(update={"target": target}), pinned)
     rows = _rows(spec.name)
-    proba = {str(k): p for k, p in zip(frame["record_id"], pipeline.predict_proba(frame[spec.feature_names])[:, 1])}
+    positive = pipeline.predict_proba(frame[spec.feature_names])[:, 1]
+    proba = {str(k): p for k, p in zip(frame["record_id"], positive, strict=True)}
     assert [r["predicted_class"] for r in rows] == ["1" if proba[r["row_key"]] >= 0.2 else "0" for r in rows]
     assert sum(r["predicted_class"] == "1" for r in rows) > at_half
 
