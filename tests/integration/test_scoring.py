@@ -86,6 +86,9 @@ def test_rows_are_exactly_what_the_model_predicts_in_the_warehouse_and_the_lake(
     assert [r["prediction"] for r in rows] == expected.tolist()  # bit for bit, in time order
     times = validated["ts"].dt.tz_convert("UTC").dt.tz_localize(None).dt.to_pydatetime().tolist()
     assert [r["ts"] for r in rows] == times
+    # keyed by the time column (bikes' only key), canonical ISO UTC text; no classifier columns
+    assert [r["row_key"] for r in rows] == [f"{t:%Y-%m-%dT%H:%M:%S}Z" for t in times]
+    assert {(r["predicted_class"], r["probability"], r["probabilities"]) for r in rows} == {(None, None, None)}
     manifest = lake.manifest("bikes", "validated", partition)
     assert {
         (
@@ -119,6 +122,7 @@ def test_rows_are_exactly_what_the_model_predicts_in_the_warehouse_and_the_lake(
     assert written["ts"].dt.tz_localize(None).dt.to_pydatetime().tolist() == times
     assert set(written["model_version"]) == {pinned.version}
     assert set(written["input_digest"]) == {manifest.content_digest}
+    assert written["row_key"].tolist() == [r["row_key"] for r in rows]
 
 
 def test_the_fast_sink_and_sqlalchemy_core_write_the_same_rows(pinned, validated_lake, bikes_spec, monkeypatch):
@@ -156,11 +160,11 @@ def test_a_failure_in_the_middle_of_a_partition_leaves_the_previous_predictions(
     if where == "database":
         original = prediction_sink.SQLiteSink.write
 
-        def write(self, ts, prediction):
+        def write(self, rows):
             calls["n"] += 1
             if calls["n"] == failing:
                 raise sa.exc.OperationalError("INSERT", {}, Exception("disk I/O error"))
-            original(self, ts, prediction)
+            original(self, rows)
 
         monkeypatch.setattr(prediction_sink.SQLiteSink, "write", write)
         expected = pytest.raises(sa.exc.OperationalError, match="disk I/O error")
@@ -198,11 +202,11 @@ def test_a_failure_on_a_partition_never_scored_writes_no_lake_partition(
     original = prediction_sink.SQLiteSink.write
     calls = {"n": 0}
 
-    def write(self, ts, prediction):
+    def write(self, rows):
         calls["n"] += 1
         if calls["n"] == 2:
             raise RuntimeError("the database went away")
-        original(self, ts, prediction)
+        original(self, rows)
 
     monkeypatch.setattr(prediction_sink.SQLiteSink, "write", write)
     with pytest.raises(RuntimeError, match="went away"):

@@ -147,3 +147,38 @@ def test_publish_refuses_a_raw_partition_that_changed_after_validation(ing):
     ing.lake.delete(MODEL, "raw", INTERVAL.key)
     with pytest.raises(StaleRawPartition, match=r"now missing\).*clear this whole DAG run"):
         publish(ing, INTERVAL, validated)
+
+
+def test_a_batch_with_duplicate_keys_is_quarantined_naming_the_keys(ing):
+    from airloop.stages.ingest.runner import KEY_CHECKS, extract, publish, validate_interval
+
+    extract(ing, INTERVAL)
+    publish(ing, INTERVAL, validate_interval(ing, INTERVAL))  # clean: ts is unique per hour
+    frame = ing.lake.read(MODEL, "raw", INTERVAL.key)
+    frame.loc[frame.index[1:3], "ts"] = frame.loc[frame.index[0], "ts"]  # three rows at one hour, as a bad source
+    ing.lake.write(MODEL, "raw", INTERVAL.key, frame, meta=ing.lake.manifest(MODEL, "raw", INTERVAL.key).meta)
+
+    with pytest.raises(QuarantinedBatch) as caught:
+        validate_interval(ing, INTERVAL, dag_run_id="manual__dupes")
+    message = str(caught.value)
+    assert f"{KEY_CHECKS}: key_values_unique(keys=['ts']): 3 of {len(frame)} rows fail" in message
+    assert "values ['2011-01-01T00:00:00Z x3']" in message
+    assert "Row keys: if several rows legitimately share ['ts']" in message and "such as a record id" in message
+    assert ing.lake.manifest(MODEL, "quarantine", INTERVAL.key) is not None
+    assert ing.lake.manifest(MODEL, "validated", INTERVAL.key) is None  # nothing published
+    report = json.loads((ing.report_dir(INTERVAL) / REPORT_FILE).read_text())
+    (failure,) = [f for f in report["failures"] if f["suite"] == KEY_CHECKS]
+    assert (failure["unexpected_count"], failure["examples"]) == (3, ["2011-01-01T00:00:00Z x3"])
+    row = _validation_row(INTERVAL.key)
+    assert not row["success"] and row["failures"][0]["expectation"] == "key_values_unique"
+
+
+def test_a_batch_without_its_key_column_is_quarantined(ing):
+    from airloop.stages.ingest.runner import extract, validate_interval
+
+    spec = ing.spec.model_copy(update={"source": ing.spec.source.model_copy(update={"keys": ["record_no"]})})
+    keyed = Ingestion(spec=spec, lake=ing.lake, reports=ing.reports, expectations=ing.expectations)
+    extract(keyed, INTERVAL)
+    with pytest.raises(QuarantinedBatch, match=r"key_columns_present\(keys=\['record_no'\]\): could not be evaluated"):
+        validate_interval(keyed, INTERVAL)
+    assert keyed.lake.manifest(MODEL, "quarantine", INTERVAL.key) is not None

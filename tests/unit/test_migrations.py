@@ -83,8 +83,9 @@ def test_the_comparison_names_a_column_without_a_revision(engine: sa.Engine) -> 
 def test_upgrading_twice_changes_nothing(engine: sa.Engine) -> None:
     migrations.upgrade(engine)
     legacy_rows = legacy.sample_rows()
+    keyed = [{**r, "row_key": r["ts"].strftime("%Y-%m-%dT%H:%M:%SZ")} for r in legacy_rows["predictions"]]
     with engine.begin() as conn:
-        conn.execute(warehouse.predictions.insert(), legacy_rows["predictions"])
+        conn.execute(warehouse.predictions.insert(), keyed)
     before = legacy.rows(engine)
     again = migrations.upgrade(engine)
     assert (again.before, again.after, again.changed) == (migrations.head(), migrations.head(), False)
@@ -249,7 +250,9 @@ def test_ensure_schema_upgrades_once_per_process_and_database(engine: sa.Engine)
         conn.exec_driver_sql(f"DROP TABLE {migrations.VERSION_TABLE}")
     warehouse.ensure_schema(engine)  # cached: no second look at the database
     assert warehouse.current_revision(engine) is None
-    assert warehouse.upgrade(engine).adopted  # an explicit upgrade runs again (and adopts the tables)
+    # An explicit upgrade looks again: tables at head without a version table are not the baseline it adopts.
+    with pytest.raises(migrations.SchemaMismatch, match="no airloop_alembic_version table"):
+        warehouse.upgrade(engine)
 
 
 def test_draft_revision_writes_a_revision_that_reaches_the_metadata(tmp_path: Path) -> None:
@@ -266,13 +269,14 @@ def test_draft_revision_writes_a_revision_that_reaches_the_metadata(tmp_path: Pa
 
     path = migrations.draft_revision("Add predictions.proba", ahead, folder)
 
-    assert path == folder / "versions" / "0002_add_predictions_proba.py"
+    head = migrations.head()
+    assert path == folder / "versions" / f"{int(head) + 1:04d}_add_predictions_proba.py"
     text = path.read_text()
-    assert "down_revision: str | None = '0001'" in text and "batch_op.add_column(sa.Column('proba'" in text
+    assert f"down_revision: str | None = '{head}'" in text and "batch_op.add_column(sa.Column('proba'" in text
     engine = sa.create_engine(f"sqlite:///{tmp_path / 'w.db'}")
     legacy.write(engine)
     done = migrations.upgrade(engine, ScriptDirectory(str(folder)))
-    assert (done.before, done.after, done.adopted) == (None, "0002", True)
+    assert (done.before, done.after, done.adopted) == (None, f"{int(head) + 1:04d}", True)
     with engine.connect() as conn:
         assert migrations.compare(conn, ahead) == []
         assert conn.exec_driver_sql("SELECT count(*) FROM predictions WHERE proba IS NULL").scalar() == 2
@@ -317,3 +321,36 @@ def test_the_compose_stack_upgrades_the_warehouse_before_the_workers() -> None:
     assert "airloop warehouse upgrade" in "\n".join(services["airflow-init"]["command"])
     for worker in ("airflow-worker", "airflow-scheduler"):
         assert services[worker]["depends_on"]["airflow-init"]["condition"] == "service_completed_successfully"
+
+
+def test_predictions_at_0001_keep_their_rows_keyed_by_their_time(engine: sa.Engine) -> None:
+    """0002: a warehouse with predictions at 0001 keeps them, each keyed by its time (as scoring keys it now)."""
+    from datetime import UTC, datetime
+
+    import pandas as pd
+
+    from airloop.stages.ingest.keys import row_keys
+
+    legacy.write(engine)
+    fraction = {**legacy.sample_rows()["predictions"][0], "ts": datetime(2024, 3, 1, 5, 0, 0, 250000, tzinfo=UTC)}
+    with engine.begin() as conn:
+        conn.execute(legacy.predictions.insert(), [fraction])
+    before = legacy.rows(engine)["predictions"]
+    with engine.begin() as conn:  # stamped at 0001, as an airloop of that revision left it
+        conn.exec_driver_sql(f"CREATE TABLE {migrations.VERSION_TABLE} (version_num VARCHAR(32) PRIMARY KEY)")
+        conn.exec_driver_sql(f"INSERT INTO {migrations.VERSION_TABLE} VALUES ('0001')")
+
+    done = migrations.upgrade(engine)
+
+    assert (done.before, done.after) == ("0001", migrations.head())
+    assert legacy.rows(engine)["predictions"] == before  # every old column of every old row, unchanged
+    with engine.connect() as conn:
+        assert migrations.compare(conn, warehouse.metadata) == []
+        got = conn.execute(sa.select(warehouse.predictions.c.ts, warehouse.predictions.c.row_key)).all()
+    times = pd.DataFrame({"ts": pd.to_datetime([r.ts for r in got], utc=True)})
+    assert [r.row_key for r in got] == row_keys(times, ["ts"])  # the SQL fill gives the canonical text
+    assert "2024-03-01T05:00:00.250000Z" in {r.row_key for r in got}
+    assert "2024-03-01T01:00:00Z" in {r.row_key for r in got}
+    duplicate = {**legacy.sample_rows()["predictions"][0], "row_key": "2024-03-01T01:00:00Z"}
+    with pytest.raises(sa.exc.IntegrityError), engine.begin() as conn:  # one row per model, partition and key
+        conn.execute(warehouse.predictions.insert(), [duplicate])

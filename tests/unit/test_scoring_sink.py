@@ -38,19 +38,40 @@ def _chunk(rows: int) -> tuple[np.ndarray, np.ndarray]:
     return ts, y
 
 
-def _write(tmp_path, name: str, sink_class: type, rows: int, chunks: int = 1) -> list[tuple]:
+def _rows(ts: np.ndarray, y: np.ndarray, classifier: bool = False) -> sinks.ScoredRows:
+    """Regression rows (``y`` the predictions), or classifier rows (``y`` the probabilities; awkward text too)."""
+    keys = [f"key-{i}" for i in range(len(ts))]
+    if not classifier:
+        return sinks.ScoredRows(ts, keys, prediction=y)
+    p = y / y.max()
+    labels = np.where(p >= 0.5, 'it\'s "yes"', "nö").tolist()
+    texts = [f'{{"a": {v!r}, "b": {1 - v!r}}}' for v in p.tolist()]
+    return sinks.ScoredRows(ts, keys, predicted_class=labels, probability=p, probabilities=texts)
+
+
+def _part(rows: sinks.ScoredRows, part: np.ndarray) -> sinks.ScoredRows:
+    def cut(values):
+        return (
+            None if values is None else (values[part] if isinstance(values, np.ndarray) else [values[i] for i in part])
+        )
+
+    return sinks.ScoredRows(*(cut(getattr(rows, name)) for name in sinks.VARYING))
+
+
+def _write(tmp_path, name: str, sink_class: type, rows: int, chunks: int = 1, classifier: bool = False) -> list[dict]:
     """Write ``chunks`` chunks through a sink into a fresh warehouse; its rows as SQLite stores them (raw text)."""
     db = tmp_path / f"{name}.db"
     engine = sa.create_engine(f"sqlite:///{db}")
     ensure_schema(engine)
-    ts, y = _chunk(rows)
+    chunk = _rows(*_chunk(rows), classifier=classifier)
     with engine.begin() as conn:
         sink = sink_class(conn, CONSTANTS)
         for part in np.array_split(np.arange(rows), chunks):
-            sink.write(ts[part], y[part])
+            sink.write(_part(chunk, part))
     engine.dispose()
     with sqlite3.connect(db) as raw:
-        return raw.execute("SELECT * FROM predictions ORDER BY rowid").fetchall()
+        raw.row_factory = sqlite3.Row
+        return [dict(r) for r in raw.execute("SELECT * FROM predictions ORDER BY rowid").fetchall()]
 
 
 def test_sqlite_datetime_text_is_what_sqlalchemy_stores():
@@ -83,10 +104,25 @@ def test_sqlite_sink_writes_the_rows_sqlalchemy_core_writes(tmp_path, monkeypatc
     fast = _write(tmp_path, "fast", sinks.SQLiteSink, rows, chunks=3)
     assert len(fast) == rows
     assert fast == core  # same text for every time, same REAL for every prediction, same constants
-    assert [r[5] for r in fast] == _chunk(rows)[1].tolist()  # predictions stored exactly
+    assert [r["prediction"] for r in fast] == _chunk(rows)[1].tolist()  # predictions stored exactly
+    assert [r["row_key"] for r in fast] == [f"key-{i}" for i in range(rows)]
+    assert {(r["predicted_class"], r["probability"], r["probabilities"]) for r in fast} == {(None, None, None)}
     interval = ("2012-11-03 00:00:00.000000", "2012-12-01 00:00:00.000000")
     provenance = ("7", "0123456789abcdef0123456789abcdef", "f" * 64, None, CONSTANTS["dag_run_id"])
-    assert {r[:4] + r[6:] for r in fast} == {("bikes", "2012-11-03T000000Z", *interval, *provenance)}
+    fixed = ("model", "partition", "interval_start", "interval_end", *list(CONSTANTS)[4:])
+    assert {tuple(r[c] for c in fixed) for r in fast} == {("bikes", "2012-11-03T000000Z", *interval, *provenance)}
+
+
+def test_sqlite_sink_writes_classifier_rows_as_sqlalchemy_core_does(tmp_path, monkeypatch):
+    monkeypatch.setattr(sinks, "SQLITE_ROWS_PER_STATEMENT", 64)
+    core = _write(tmp_path, "core", sinks.CoreSink, 300, classifier=True)
+    fast = _write(tmp_path, "fast", sinks.SQLiteSink, 300, chunks=3, classifier=True)
+    assert fast == core and len(fast) == 300
+    expected = _rows(*_chunk(300), classifier=True)
+    assert [r["probability"] for r in fast] == expected.probability.tolist()
+    assert [r["predicted_class"] for r in fast] == expected.predicted_class  # quotes and accents intact
+    assert [r["probabilities"] for r in fast] == expected.probabilities
+    assert {r["prediction"] for r in fast} == {None}
 
 
 def test_sqlite_sink_rows_read_back_through_sqlalchemy(tmp_path):
@@ -95,7 +131,7 @@ def test_sqlite_sink_rows_read_back_through_sqlalchemy(tmp_path):
     ensure_schema(engine)
     ts, y = _chunk(10)
     with engine.begin() as conn:
-        sinks.SQLiteSink(conn, CONSTANTS).write(ts, y)
+        sinks.SQLiteSink(conn, CONSTANTS).write(_rows(ts, y))
     with engine.connect() as conn:
         got = conn.execute(sa.select(predictions.c.ts, predictions.c.prediction).order_by(predictions.c.ts)).all()
     assert [r.ts for r in got] == [t.to_pydatetime(warn=False) for t in pd.to_datetime(ts)]
@@ -119,8 +155,8 @@ def test_sqlite_sink_respects_the_variable_limit(tmp_path, monkeypatch):
     with engine.begin() as conn:
         conn.connection.driver_connection.setlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, 999)
         sink = sinks.SQLiteSink(conn, CONSTANTS)
-        assert sink._rows_per_statement == (999 - 9) // 2
-        sink.write(*_chunk(2_000))
+        assert sink._rows_per_statement == (999 - 9) // 6  # room for every per-row column
+        sink.write(_rows(*_chunk(2_000)))
         assert conn.execute(sa.select(sa.func.count()).select_from(predictions)).scalar_one() == 2_000
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 
 import numpy as np
@@ -10,6 +11,7 @@ import pytest
 
 from airloop.core.contracts import PinnedChampion, RunInfo, ScoredPartition
 from airloop.stages.score import runner as scoring
+from airloop.stages.score.outputs import Classes, Outputs, bad_probability_rows, classify, positive_index
 
 PINNED = PinnedChampion(version="7", run_id="r" * 32)
 META = {"interval_start": "2012-11-03T00:00:00+00:00", "interval_end": "2012-12-01T00:00:00+00:00"}
@@ -56,11 +58,69 @@ def test_row_times_are_utc_and_a_missing_time_is_refused(bikes_spec):
         scoring.row_times(bikes_spec, "p", _chunk(bikes_spec, ["2012-11-03 00:00", None]))
 
 
-def test_lake_rows_hold_time_prediction_and_provenance():
+def test_lake_rows_hold_time_key_outputs_and_provenance_with_one_type_per_column_whatever_the_task():
     ts = pd.Series(pd.to_datetime(["2012-11-03 00:00", "2012-11-03 01:00"], utc=True))
-    rows = scoring.lake_rows(ts, np.array([1.5, 2.5]), scoring.provenance_of(PINNED, "d"))
-    assert list(rows.columns) == ["ts", "prediction", "model_version", "mlflow_run_id", "input_digest"]
+    provenance = scoring.provenance_of(PINNED, "d")
+    rows = scoring.lake_rows(ts, ["k1", "k2"], Outputs(prediction=np.array([1.5, 2.5])), provenance)
+    assert list(rows.columns) == [
+        "ts",
+        "row_key",
+        "prediction",
+        "predicted_class",
+        "probability",
+        "probabilities",
+        "model_version",
+        "mlflow_run_id",
+        "input_digest",
+    ]
     assert rows["prediction"].tolist() == [1.5, 2.5] and set(rows["model_version"]) == {"7"}
+    assert rows["row_key"].tolist() == ["k1", "k2"] and rows["predicted_class"].isna().all()
+    classes = classify(np.array([[0.2, 0.8], [0.9, 0.1]]), Classes(("no", "yes"), 1), 0.5)
+    classified = scoring.lake_rows(ts, ["k1", "k2"], classes, provenance)
+    assert classified["predicted_class"].tolist() == ["yes", "no"] and classified["prediction"].isna().all()
+    assert list(classified.dtypes) == list(rows.dtypes)  # a partition's chunks agree on their schema
+
+
+@pytest.mark.parametrize(
+    ("proba", "positive", "threshold", "expected", "probability"),
+    [
+        ([[0.3, 0.7], [0.6, 0.4], [0.5, 0.5]], 1, 0.5, ["b", "a", "b"], [0.7, 0.4, 0.5]),
+        ([[0.3, 0.7], [0.6, 0.4], [0.5, 0.5]], 1, 0.75, ["a", "a", "a"], [0.7, 0.4, 0.5]),
+        ([[0.3, 0.7], [0.6, 0.4], [0.5, 0.5]], 0, 0.5, ["b", "a", "a"], [0.3, 0.6, 0.5]),
+        ([0.7, 0.4, 0.5], 1, 0.5, ["b", "a", "b"], [0.7, 0.4, 0.5]),
+    ],
+    ids=["second-class-positive", "threshold", "first-class-positive", "one-column"],
+)
+def test_binary_classes_come_from_the_positive_probability_and_the_threshold(
+    proba, positive, threshold, expected, probability
+):
+    out = classify(np.array(proba), Classes(("a", "b"), positive), threshold)
+    assert out.predicted_class == expected and out.probability.tolist() == probability
+    assert out.prediction is None and out.probabilities is None
+
+
+def test_multiclass_takes_the_most_probable_class_and_keeps_every_probability():
+    out = classify(np.array([[0.1, 0.7, 0.2], [0.4, 0.2, 0.4]]), Classes(("0", "1", "2"), None), 0.5)
+    assert out.predicted_class == ["1", "0"]  # a tie goes to the first class
+    assert out.probability.tolist() == [0.7, 0.4]
+    assert [json.loads(t) for t in out.probabilities] == [
+        {"0": 0.1, "1": 0.7, "2": 0.2},
+        {"0": 0.4, "1": 0.2, "2": 0.4},
+    ]
+
+
+def test_the_positive_class_is_found_by_value_or_text_and_defaults_to_the_second():
+    assert positive_index(np.array([0, 1]), None) == 1
+    assert positive_index(np.array([0, 1]), 0) == 0
+    assert positive_index(np.array(["no", "yes"]), "yes") == 1
+    assert positive_index(np.array([False, True]), "True") == 1
+    assert positive_index(np.array(["no", "yes"]), "maybe") is None
+
+
+def test_bad_probability_rows_are_found_by_position():
+    proba = np.array([[0.5, 0.5], [np.nan, 1.0], [1.2, -0.2], [0.5, 0.6], [0.1, 0.9]])
+    assert bad_probability_rows(proba, 2, 1e-5).tolist() == [1, 2, 3]
+    assert bad_probability_rows(proba, 3, 1e-5).tolist() == [0, 1, 2, 3, 4]  # wrong shape: every row
 
 
 def test_log_lines_say_what_was_scored_with_what_and_how_fast():

@@ -17,7 +17,10 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
+from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Any, Protocol
+
+from airloop.core.errors import ExpectedFailure
 
 if TYPE_CHECKING:
     import numpy as np
@@ -29,6 +32,38 @@ log = logging.getLogger(__name__)
 SQLITE_ROWS_PER_STATEMENT = 1_000
 
 
+@dataclass(frozen=True)
+class ScoredRows:
+    """One chunk of prediction rows: the values that vary per row, all of the same length.
+
+    ``ts`` naive UTC ``datetime64``, ``row_key`` the rows' canonical key text; then a regression's ``prediction``
+    (float64) or a classifier's ``predicted_class`` (text), ``probability`` (float64) and, for a multiclass one,
+    ``probabilities`` (JSON text). A field left None is null in every row.
+    """
+
+    ts: np.ndarray
+    row_key: list[str]
+    prediction: np.ndarray | None = None
+    predicted_class: list[str] | None = None
+    probability: np.ndarray | None = None
+    probabilities: list[str] | None = None
+
+    def __len__(self) -> int:
+        return len(self.ts)
+
+    def present(self) -> tuple[str, ...]:
+        """The varying columns this chunk has values for, in :data:`VARYING` order."""
+        return tuple(name for name in VARYING if getattr(self, name) is not None)
+
+
+#: The columns of ``predictions`` that vary per row; every other column is a per-partition constant.
+VARYING = tuple(f.name for f in fields(ScoredRows))
+
+
+class RowKeyConflict(ExpectedFailure, RuntimeError):
+    """Two rows of one partition have the same row key: the unique index refused the insert (nothing written)."""
+
+
 @contextmanager
 def replacing(engine: Engine, constants: dict[str, Any], in_flight: int) -> Iterator[tuple[BackgroundWrites, Sink]]:
     """Replace one partition's rows of ``predictions``: a transaction that deletes them, then the writes.
@@ -36,17 +71,30 @@ def replacing(engine: Engine, constants: dict[str, Any], in_flight: int) -> Iter
     ``constants`` are the values every row shares; their ``model`` and ``partition`` name the rows replaced. The
     block submits chunks to the yielded :class:`BackgroundWrites` (at most ``in_flight`` waiting) and calls its
     ``finish`` before it ends; the transaction commits when the block ends without an error, else rolls back
-    (the old rows stay).
+    (the old rows stay). Two rows with one key (the unique index on model, partition and row key) raise
+    :class:`RowKeyConflict`.
     """
+    import sqlalchemy as sa
+
     from airloop.adapters.warehouse import ensure_schema, predictions
 
     ensure_schema(engine)
-    with engine.begin() as conn:
-        t = predictions.c
-        conn.execute(predictions.delete().where(t.model == constants["model"], t.partition == constants["partition"]))
-        sink = sink_for(conn, constants)
-        with BackgroundWrites(sink.write, in_flight) as writes:
-            yield writes, sink
+    try:
+        with engine.begin() as conn:
+            t = predictions.c
+            conn.execute(
+                predictions.delete().where(t.model == constants["model"], t.partition == constants["partition"])
+            )
+            sink = sink_for(conn, constants)
+            with BackgroundWrites(sink.write, in_flight) as writes:
+                yield writes, sink
+    except sa.exc.IntegrityError as exc:
+        raise RowKeyConflict(
+            f"Partition {constants['partition']} of {constants['model']} has two rows with the same row key "
+            f"(table predictions is unique on model, partition and row_key; {exc.orig}); nothing of this partition "
+            "was written. It was validated before ingestion checked row keys: re-ingest the interval (its keys "
+            "are then checked) or set `source.keys` in the model spec to columns that identify a row."
+        ) from None
 
 
 class Sink(Protocol):
@@ -55,8 +103,8 @@ class Sink(Protocol):
     #: How the rows are written, for the log.
     describe: str
 
-    def write(self, ts: np.ndarray, prediction: np.ndarray) -> None:
-        """Insert one row per element: ``ts`` naive UTC ``datetime64``, ``prediction`` float64, same length."""
+    def write(self, rows: ScoredRows) -> None:
+        """Insert one row per element of ``rows``."""
         ...
 
 
@@ -89,15 +137,15 @@ class CoreSink:
         self._statement = predictions.insert()
         self._constants = constants
 
-    def write(self, ts: np.ndarray, prediction: np.ndarray) -> None:
+    def write(self, rows: ScoredRows) -> None:
         import pandas as pd
 
         # Time-zone aware values (Postgres would read a naive one in the session's time zone), to the microsecond
         # (what Python's datetime holds).
-        times = pd.DatetimeIndex(ts.astype("datetime64[us]")).tz_localize("UTC")
+        times = pd.DatetimeIndex(rows.ts.astype("datetime64[us]")).tz_localize("UTC").to_pydatetime().tolist()
+        columns = [times if name == "ts" else _values(rows, name) for name in VARYING]
         records = [
-            {**self._constants, "ts": t, "prediction": p}
-            for t, p in zip(times.to_pydatetime(), prediction.tolist(), strict=True)
+            {**self._constants, **dict(zip(VARYING, values, strict=True))} for values in zip(*columns, strict=True)
         ]
         self._conn.execute(self._statement, records)
 
@@ -117,15 +165,15 @@ class SQLiteSink:
     ``prediction`` per row). The driver caches the prepared statement, so each statement is parsed once.
     SQLAlchemy's own multi-row form ("insertmanyvalues") is used for ``INSERT ... RETURNING`` only.
 
+    Of the per-row columns (:data:`VARYING`), those a chunk has no values for (a regression's class columns, a
+    classifier's ``prediction``) are written as ``NULL`` in the statement's text, so they cost nothing per row.
+
     SQLAlchemy stores a SQLite ``DateTime`` as text (``2012-11-03 00:00:00.000000``) through a Python function per
     value; here numpy formats a whole chunk at once. :meth:`unusable` checks that both give the same text, and the
     constants still go through SQLAlchemy's own bind processors, so the rows are the ones SQLAlchemy would write.
     """
 
     describe = "SQLite multi-row INSERT"
-
-    #: The columns that vary per row; every other column of ``predictions`` is a per-partition constant.
-    VARYING = ("ts", "prediction")
 
     def __init__(self, conn: Connection, constants: dict[str, Any]) -> None:
         import sqlite3
@@ -135,7 +183,7 @@ class SQLiteSink:
         dialect = conn.dialect
         driver = conn.connection.driver_connection
         assert isinstance(driver, sqlite3.Connection)  # checked by unusable()
-        fixed = [c for c in predictions.columns if c.name not in self.VARYING]
+        fixed = [c for c in predictions.columns if c.name not in VARYING]
         values = []
         for column in fixed:  # SQLAlchemy's own conversion of each constant (the interval's times to text)
             process, value = _bind(column.type, dialect), constants[column.name]
@@ -147,8 +195,8 @@ class SQLiteSink:
         self._prefix = f"INSERT INTO {quote(predictions.name)} ({', '.join(quote(c) for c in self._columns)}) VALUES "
         # ?NNN may not exceed the build's SQLITE_LIMIT_VARIABLE_NUMBER (999 before SQLite 3.32, 32766 after).
         limit = driver.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
-        self._rows_per_statement = max(1, min(SQLITE_ROWS_PER_STATEMENT, (limit - len(fixed)) // len(self.VARYING)))
-        self._statements: dict[int, str] = {}
+        self._rows_per_statement = max(1, min(SQLITE_ROWS_PER_STATEMENT, (limit - len(fixed)) // len(VARYING)))
+        self._statements: dict[tuple[int, tuple[str, ...]], str] = {}
         self._cursor = driver.cursor()
 
     @classmethod
@@ -164,10 +212,15 @@ class SQLiteSink:
         dialect = conn.dialect
         if not isinstance(conn.connection.driver_connection, sqlite3.Connection):
             return f"the SQLite driver is {dialect.driver}, not the sqlite3 module"
-        to_float = _bind(predictions.c.prediction.type, dialect)  # SQLAlchemy's float() per value, if anything
         samples = (0.0, -1.5, 123.456789, 5e-324, 1.7976931348623157e308)
-        if to_float is not None and any(repr(to_float(v)) != repr(v) for v in samples):
-            return "the prediction column's type changes float values before they are stored"
+        for name in ("prediction", "probability"):
+            to_float = _bind(predictions.c[name].type, dialect)  # SQLAlchemy's float() per value, if anything
+            if to_float is not None and any(repr(to_float(v)) != repr(v) for v in samples):
+                return f"the {name} column's type changes float values before they are stored"
+        for name in ("row_key", "predicted_class", "probabilities"):
+            to_text = _bind(predictions.c[name].type, dialect)
+            if to_text is not None and to_text("é'x") != "é'x":
+                return f"the {name} column's type changes text before it is stored"
         process = _bind(predictions.c.ts.type, dialect)
         sample = dt(2001, 2, 3, 4, 5, 6, 789012)
         expected = process(sample) if process is not None else sample
@@ -176,28 +229,37 @@ class SQLiteSink:
             return f"the ts column stores {expected!r} where this sink would store {ours!r}"
         return None
 
-    def _statement(self, rows: int) -> str:
-        sql = self._statements.get(rows)
+    def _statement(self, rows: int, present: tuple[str, ...]) -> str:
+        sql = self._statements.get((rows, present))
         if sql is None:
-            first = len(self._constants) + 1
+            first, width = len(self._constants) + 1, len(present)
 
             def row(i: int) -> str:
-                per_row = {"ts": f"?{first + 2 * i}", "prediction": f"?{first + 2 * i + 1}"}
-                return "(" + ",".join(per_row.get(c) or self._number[c] for c in self._columns) + ")"
+                per_row = {name: f"?{first + width * i + j}" for j, name in enumerate(present)}
+                values = (per_row.get(c) or self._number.get(c) or "NULL" for c in self._columns)
+                return "(" + ",".join(values) + ")"
 
-            sql = self._statements[rows] = self._prefix + ",".join(row(i) for i in range(rows))
+            sql = self._statements[(rows, present)] = self._prefix + ",".join(row(i) for i in range(rows))
         return sql
 
-    def write(self, ts: np.ndarray, prediction: np.ndarray) -> None:
-        times = sqlite_datetime_text(ts)
-        values = prediction.tolist()
-        step = self._rows_per_statement
-        for start in range(0, len(times), step):
-            stop = min(start + step, len(times))
-            params: list[Any] = [None] * (2 * (stop - start))
-            params[0::2] = times[start:stop]
-            params[1::2] = values[start:stop]
-            self._cursor.execute(self._statement(stop - start), (*self._constants, *params))
+    def write(self, rows: ScoredRows) -> None:
+        present = rows.present()
+        columns = [sqlite_datetime_text(rows.ts) if name == "ts" else _values(rows, name) for name in present]
+        width, step = len(present), self._rows_per_statement
+        for start in range(0, len(rows), step):
+            stop = min(start + step, len(rows))
+            params: list[Any] = [None] * (width * (stop - start))
+            for j, values in enumerate(columns):
+                params[j::width] = values[start:stop]
+            self._cursor.execute(self._statement(stop - start, present), (*self._constants, *params))
+
+
+def _values(rows: ScoredRows, name: str) -> list[Any]:
+    """One per-row column of a chunk as Python values (None for every row when the chunk has none)."""
+    value = getattr(rows, name)
+    if value is None:
+        return [None] * len(rows)
+    return value.tolist() if hasattr(value, "tolist") else list(value)
 
 
 def _bind(type_: Any, dialect: Dialect) -> Callable[[Any], Any] | None:
@@ -240,7 +302,7 @@ class BackgroundWrites:
     :meth:`finish`.
     """
 
-    def __init__(self, write: Callable[[np.ndarray, np.ndarray], None], in_flight: int) -> None:
+    def __init__(self, write: Callable[..., None], in_flight: int) -> None:
         self._write = write
         self._in_flight = max(1, in_flight)
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="airloop-predictions")
@@ -257,22 +319,22 @@ class BackgroundWrites:
         finally:
             self._pool.shutdown(wait=True, cancel_futures=True)
 
-    def submit(self, ts: np.ndarray, prediction: np.ndarray) -> None:
-        """Queue one chunk; wait first while ``in_flight`` chunks are queued or running (bounded memory)."""
+    def submit(self, *chunk: Any) -> None:
+        """Queue one chunk (the write's arguments); wait first while ``in_flight`` chunks are queued or running."""
         while self._pending and (self._pending[0].done() or len(self._pending) >= self._in_flight):
             self._pending.popleft().result()  # raises an earlier write's failure in the caller's thread
-        self._pending.append(self._pool.submit(self._run, ts, prediction))
+        self._pending.append(self._pool.submit(self._run, *chunk))
 
     def finish(self) -> None:
         """Wait until every queued chunk is written; raise the first failure."""
         while self._pending:
             self._pending.popleft().result()
 
-    def _run(self, ts: np.ndarray, prediction: np.ndarray) -> None:
+    def _run(self, *chunk: Any) -> None:
         if self._failed.is_set():
             return  # an earlier chunk failed: the transaction will be rolled back, writing more is wasted time
         try:
-            self._write(ts, prediction)
+            self._write(*chunk)
         except BaseException:
             self._failed.set()
             raise

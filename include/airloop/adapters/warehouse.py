@@ -52,13 +52,18 @@ predictions = sa.Table(
     sa.Column("interval_start", sa.DateTime(timezone=True), nullable=False),
     sa.Column("interval_end", sa.DateTime(timezone=True), nullable=False),
     sa.Column("ts", sa.DateTime(timezone=True), nullable=False, comment="the scored row's time column"),
-    sa.Column("prediction", sa.Float, nullable=False),
+    sa.Column("row_key", sa.Text, nullable=False, comment="the row's key values (source.keys), canonical text"),
+    sa.Column("prediction", sa.Float, comment="regression: the predicted value (null for a classifier)"),
+    sa.Column("predicted_class", sa.Text, comment="classification: the predicted class, as text"),
+    sa.Column("probability", sa.Float, comment="binary: P(positive class); multiclass: P(predicted class)"),
+    sa.Column("probabilities", sa.Text, comment="multiclass: JSON text of class -> probability"),
     sa.Column("model_version", sa.String(32), nullable=False),
     sa.Column("mlflow_run_id", sa.String(64), nullable=False),
     sa.Column("input_digest", sa.String(64), nullable=False, comment="content digest of the validated partition"),
     sa.Column("dag_id", sa.String(250)),
     sa.Column("dag_run_id", sa.String(250)),
-    sa.Index("ix_predictions_model_partition", "model", "partition"),
+    # A re-scored interval replaces its rows (delete by model and partition, then insert): at most one per key.
+    sa.Index("uq_predictions_model_partition_row_key", "model", "partition", "row_key", unique=True),
     sa.Index("ix_predictions_model_ts", "model", "ts"),
 )
 

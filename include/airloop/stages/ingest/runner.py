@@ -11,7 +11,7 @@ import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from airloop.adapters.lake import Lake, default_lake
 from airloop.core.contracts import Extracted, Published, Validated
@@ -19,6 +19,11 @@ from airloop.core.errors import ExpectedFailure
 from airloop.core.intervals import Interval
 from airloop.core.settings import paths
 from airloop.core.spec import ModelSpec
+from airloop.stages.ingest.keys import advice as key_advice
+from airloop.stages.ingest.keys import key_problems
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +95,7 @@ def validate_interval(ing: Ingestion, interval: Interval, *, dag_run_id: str | N
     suites = load_suites(spec, ing.expectations)
     report_dir = ing.report_dir(interval)
     docs_target = DocsTarget(report_dir / "data_docs", f"{spec.name}-{interval.key}", interval.start)
-    outcome = validate(df, suites, id_column=spec.source.time_column, docs=docs_target)
+    outcome = with_key_checks(validate(df, suites, id_column=spec.source.time_column, docs=docs_target), df, spec)
     docs = outcome.docs_index
     report = outcome.report(
         model=spec.name, partition=interval.key, content_digest=raw.content_digest, **_interval_meta(interval)
@@ -131,6 +136,42 @@ def validate_interval(ing: Ingestion, interval: Interval, *, dag_run_id: str | N
     )
 
 
+#: The "suite" name of the row-key checks in reports and summaries (they run on every batch, beside the suites).
+KEY_CHECKS = "row keys (source.keys)"
+_KEY_EXPECTATIONS = {
+    "missing": "key_columns_present",
+    "null": "key_values_not_null",
+    "duplicate": "key_values_unique",
+}
+
+
+def with_key_checks(outcome: Any, frame: pd.DataFrame, spec: ModelSpec) -> Any:
+    """The suites' outcome with the row-key checks added: each key problem a failure, and the batch failed."""
+    from dataclasses import replace
+
+    from airloop.adapters.expectations import Failure
+
+    problems = key_problems(frame, spec.keys)
+    failures = [
+        Failure(
+            suite=KEY_CHECKS,
+            expectation=_KEY_EXPECTATIONS[p.kind],
+            kwargs={"keys": list(p.keys)},
+            unexpected_count=None if p.kind == "missing" else p.rows,
+            element_count=None if p.kind == "missing" else len(frame),
+            examples=p.examples,
+            error=p.detail if p.kind == "missing" else None,
+        )
+        for p in problems
+    ]
+    return replace(
+        outcome,
+        success=outcome.success and not failures,
+        evaluated=outcome.evaluated + len(_KEY_EXPECTATIONS),
+        failures=[*failures, *outcome.failures],
+    )
+
+
 def quarantine_summary(
     ing: Ingestion,
     interval: Interval,
@@ -151,6 +192,11 @@ def quarantine_summary(
     if len(failures) > 10:
         lines.append(f"  - ... and {len(failures) - 10} more (see the report)")
     suite_folder = ing.expectations / spec.suite_dir
+    kinds = {
+        k for k, name in _KEY_EXPECTATIONS.items() for f in failures if f.suite == KEY_CHECKS and f.expectation == name
+    }
+    if kinds:
+        lines.append(f"Row keys: {key_advice(spec.name, spec.keys, kinds)}.")
     lines += [
         f"Quarantined {quarantined_rows} rows to {where}; nothing from this interval flows on.",
         f"Validation result: {ing.report_dir(interval) / REPORT_FILE}",

@@ -26,6 +26,8 @@ from airloop.core.contracts import PinnedChampion, ScoredPartition
 from airloop.core.intervals import parse_key
 from airloop.core.params import ParamProblem, day
 from airloop.core.settings import WAREHOUSE_CONN_ID
+from airloop.stages.ingest.keys import row_keys
+from airloop.stages.score.outputs import Classes, Outputs, bad_probability_rows, classify, positive_index
 
 if TYPE_CHECKING:
     import numpy as np
@@ -126,10 +128,11 @@ def score_partition(
             f"Partition {partition} of {spec.name} is not validated (quarantined or never ingested); "
             f"nothing to score. Check {spec.dag_id('ingest')} for that interval."
         )
+    columns = list(dict.fromkeys([spec.source.time_column, *spec.keys, *spec.feature_names]))
+    refuse_missing_columns(spec, partition, columns, list(manifest.columns))
     model = _load(spec.name, pinned.version)
     provenance = provenance_of(pinned, manifest.content_digest)
     constants = row_constants(spec.name, partition, manifest.meta, provenance, run)
-    columns = [spec.source.time_column, *spec.feature_names]
     with prediction_sink.replacing(engine_for(WAREHOUSE_CONN_ID), constants, WRITES_IN_FLIGHT) as (writes, sink):
         batches = lake.iter_batches(spec.name, "validated", partition, columns, chunk_rows)
         written = lake.write_batches(
@@ -159,16 +162,37 @@ def _scored(
 
     The lake partition is committed when this generator ends: only once every row is in the transaction.
     """
+    classes = model_classes(spec, partition, model)
+    for chunk in batches:
+        ts = row_times(spec, partition, chunk)
+        keys = chunk_row_keys(spec, partition, chunk)
+        outputs = _predict(spec, partition, provenance["model_version"], model, chunk, keys, classes)
+        # The sink gets arrays of its own (naive UTC times, outputs), never the frame the lake is writing.
+        writes.submit(prediction_sink.ScoredRows(ts.dt.tz_localize(None).to_numpy(), keys, **outputs.copy()))
+        yield lake_rows(ts, keys, outputs, provenance)
+    writes.finish()
+
+
+def _predict(
+    spec: ModelSpec,
+    partition: str,
+    version: str,
+    model: registry.LoadedModel,
+    chunk: pd.DataFrame,
+    keys: list[str],
+    classes: Classes | None,
+) -> Outputs:
+    """A regression's checked predictions, or a classifier's checked probabilities and the classes they give."""
     import numpy as np
 
-    for chunk in batches:
-        y = np.asarray(model.predict(chunk[spec.feature_names]), dtype=float)
-        refuse_non_finite(spec, partition, provenance["model_version"], chunk, y)
-        ts = row_times(spec, partition, chunk)
-        # The sink gets arrays of its own (naive UTC times, predictions), never the frame the lake is writing.
-        writes.submit(ts.dt.tz_localize(None).to_numpy(), y.copy())
-        yield lake_rows(ts, y, provenance)
-    writes.finish()
+    features = chunk[spec.feature_names]
+    if classes is None:
+        y = np.asarray(model.predict(features), dtype=float)
+        refuse_non_finite(spec, partition, version, chunk, y)
+        return Outputs(prediction=y)
+    proba = model.pipeline.predict_proba(features)
+    refuse_bad_probabilities(spec, partition, version, keys, proba, classes)
+    return classify(np.asarray(proba, dtype=float), classes, spec.target.decision_threshold)
 
 
 # --- pure steps: provenance, row checks, the lake's rows, the log's summaries ------------------------------------
@@ -204,6 +228,72 @@ def lake_meta(constants: dict[str, Any]) -> dict[str, str]:
     }
 
 
+def refuse_missing_columns(spec: ModelSpec, partition: str, needed: list[str], present: list[str]) -> None:
+    """Raise :class:`ScoringProblem` when the validated partition lacks a column scoring reads (keys, features)."""
+    missing = [c for c in needed if c not in present]
+    if missing:
+        raise ScoringProblem(
+            f"Validated partition {partition} of {spec.name} has no column(s) {missing} (the time column, "
+            f"`source.keys` {spec.keys} and the features are read); nothing of this partition was written. If the "
+            f"spec changed since it was ingested, re-ingest the interval ({spec.dag_id('ingest')}); else correct "
+            f"the spec's column names (the partition has {present})."
+        )
+
+
+def chunk_row_keys(spec: ModelSpec, partition: str, chunk: pd.DataFrame) -> list[str]:
+    """Each row's canonical key text (:mod:`airloop.stages.ingest.keys`); :class:`ScoringProblem` on a null key."""
+    null = chunk[spec.keys].isna().any(axis=1)
+    if null.any():
+        raise ScoringProblem(
+            f"Partition {partition} of {spec.name} has {int(null.sum())} rows with a null key ({spec.keys}); "
+            "nothing of this partition was written. It was validated before ingestion checked row keys: "
+            f"re-ingest the interval ({spec.dag_id('ingest')}), which quarantines such a batch and names its rows."
+        )
+    return row_keys(chunk, spec.keys)
+
+
+def model_classes(spec: ModelSpec, partition: str, model: registry.LoadedModel) -> Classes | None:
+    """The classifier's classes (None for a regression); :class:`ScoringProblem` when the model and spec disagree."""
+    if spec.target.task != "classification":
+        return None
+    pipeline, version = model.pipeline, model.version
+    if not (hasattr(pipeline, "predict_proba") and hasattr(pipeline, "classes_")):
+        raise ScoringProblem(
+            f"{spec.name} v{version} has no predict_proba/classes_, but the spec's target.task is classification; "
+            f"nothing of partition {partition} was written. Promote a classifier ({spec.name}_promote rolls back), "
+            "or set target.task to regression if the model predicts numbers."
+        )
+    raw = list(pipeline.classes_)
+    positive = positive_index(raw, spec.target.positive_class) if len(raw) == 2 else None
+    if len(raw) < 2 or (len(raw) == 2 and positive is None):
+        what = "fewer than two classes" if len(raw) < 2 else f"no class {spec.target.positive_class!r}"
+        raise ScoringProblem(
+            f"{spec.name} v{version} knows {what} (its classes: {[str(c) for c in raw]}); nothing of partition "
+            f"{partition} was written. Correct target.positive_class in {spec.name}.yaml to one of its classes, "
+            f"or roll back to a version trained on both classes ({spec.name}_promote)."
+        )
+    return Classes(labels=tuple(str(c) for c in raw), positive=positive)
+
+
+def refuse_bad_probabilities(
+    spec: ModelSpec, partition: str, version: str, keys: list[str], proba: Any, classes: Classes
+) -> None:
+    """Raise :class:`ScoringProblem` naming rows by their keys when ``proba`` are not probabilities of ``classes``."""
+    from airloop.core.metrics import PROBA_TOLERANCE, check_probabilities
+
+    problem = check_probabilities(proba, classes.labels)
+    if problem is None:
+        return
+    bad = bad_probability_rows(proba, len(classes.labels), PROBA_TOLERANCE)
+    shown = [keys[i] for i in bad[:5].tolist()]
+    raise ScoringProblem(
+        f"{spec.name} v{version} gave unusable class probabilities in partition {partition}: {problem}. "
+        f"{len(bad)} row(s) of a {len(keys)}-row chunk, keys {shown}{' ...' if len(bad) > 5 else ''}; nothing of "
+        f"this partition was written. Its predict_proba must give one probability per class summing to 1: roll "
+        f"back with {spec.name}_promote and fix the estimator (a calibrated classifier, not scores)."
+    )
+
+
 def refuse_non_finite(spec: ModelSpec, partition: str, version: str, chunk: pd.DataFrame, y: np.ndarray) -> None:
     """Raise :class:`ScoringProblem` naming the rows when a prediction is NaN or infinite (nothing is written)."""
     import numpy as np
@@ -235,11 +325,29 @@ def row_times(spec: ModelSpec, partition: str, chunk: pd.DataFrame) -> pd.Series
     return ts
 
 
-def lake_rows(ts: pd.Series, y: np.ndarray, provenance: dict[str, str]) -> pd.DataFrame:
-    """One chunk of the ``predictions`` lake partition: time, prediction and provenance per row."""
+def lake_rows(ts: pd.Series, keys: list[str], outputs: Outputs, provenance: dict[str, str]) -> pd.DataFrame:
+    """One chunk of the ``predictions`` lake partition: the warehouse's per-row columns and provenance.
+
+    Every column has one type whatever the task (nullable floats and text), so a partition's chunks agree.
+    """
     import pandas as pd
 
-    return pd.DataFrame({"ts": ts, "prediction": y, **provenance})
+    n = len(ts)
+
+    def column(values: Any, dtype: str) -> Any:
+        return pd.array([None] * n if values is None else values, dtype=dtype)
+
+    return pd.DataFrame(
+        {
+            "ts": ts.reset_index(drop=True),
+            "row_key": column(keys, "string"),
+            "prediction": column(outputs.prediction, "Float64"),
+            "predicted_class": column(outputs.predicted_class, "string"),
+            "probability": column(outputs.probability, "Float64"),
+            "probabilities": column(outputs.probabilities, "string"),
+            **provenance,
+        }
+    )
 
 
 def scored_line(model: str, scored: ScoredPartition, seconds: float, sink: str, where: str) -> str:
