@@ -1,0 +1,45 @@
+"""drift_metrics: the monitor's performance by task (the judged metric, and every metric of the task as JSON).
+
+Rows written before this revision judged degradation on MAE (regressions only): they get ``performance_metric``
+``mae`` where they have an MAE, and no ``performance`` JSON (their figures stay in ``mae``, ``rmse``, ...).
+
+Revision ID: 0002m
+Revises: 0001
+Create Date: 2026-12-07
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from alembic import op
+
+revision: str = "0002m"
+down_revision: str | None = "0001"
+branch_labels: str | None = None
+depends_on: str | None = None
+
+
+def upgrade() -> None:
+    """Add drift_metrics.performance_metric and drift_metrics.performance; older rows were judged on MAE."""
+    with op.batch_alter_table("drift_metrics", schema=None) as batch_op:
+        batch_op.add_column(
+            sa.Column(
+                "performance_metric", sa.String(length=64), nullable=True, comment="the metric degradation is judged on"
+            )
+        )
+        batch_op.add_column(
+            sa.Column(
+                "performance",
+                sa.JSON(),
+                nullable=True,
+                comment="the task's metrics, holdout figures, notes; null: no labels yet",
+            )
+        )
+    op.execute("UPDATE drift_metrics SET performance_metric = 'mae' WHERE mae IS NOT NULL")
+
+
+def downgrade() -> None:
+    """Undo: drop drift_metrics.performance and drift_metrics.performance_metric."""
+    with op.batch_alter_table("drift_metrics", schema=None) as batch_op:
+        batch_op.drop_column("performance")
+        batch_op.drop_column("performance_metric")
