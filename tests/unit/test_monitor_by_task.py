@@ -328,7 +328,8 @@ def test_a_classifiers_window_row_and_summary_hold_its_task_figures(strikes, bin
     row = monitoring.drift_row(spec, "2", WINDOW, "whole", frames, result, perf, tmp_path, RunInfo())
     assert row["performance_metric"] == "log_loss" and row["performance"]["task"] == "binary"
     assert row["mae"] is None and row["degradation"] is None and row["degraded"] is False
-    assert row["prediction_drifted"] and set(row["column_scores"]) == {*NUMERIC, "_proba_effect", PREDICTION}
+    assert row["prediction_drifted"] and set(row["column_scores"]) == set(NUMERIC)
+    assert set(row["output_scores"]) == {"_proba_effect", PREDICTION}
     summary = monitoring.summary_of(spec, "2", WINDOW, frames, result, perf, RetrainDecision(False, "-"), tmp_path)
     assert summary.performance is not None and summary.performance["unjudged"].endswith("degradation not judged")
 
@@ -336,7 +337,7 @@ def test_a_classifiers_window_row_and_summary_hold_its_task_figures(strikes, bin
     warehouse.ensure_schema(engine)
     history = warehouse.record_drift(engine, row)
     assert history[-1]["performance"]["scores"]["log_loss"] == pytest.approx(perf.scores["log_loss"])
-    assert history[-1]["performance_metric"] == "log_loss"
+    assert history[-1]["performance_metric"] == "log_loss" and history[-1]["output_scores"][PREDICTION]["method"]
     engine.dispose()
 
 
@@ -355,7 +356,7 @@ def test_older_drift_rows_are_marked_as_judged_on_mae_by_the_migration(tmp_path)
     assert migrations.upgrade(engine).after == migrations.head()
     with engine.connect() as conn:
         found = conn.execute(
-            sa.text("SELECT mae, performance_metric, performance FROM drift_metrics ORDER BY mae")
+            sa.text("SELECT mae, performance_metric, performance, output_scores FROM drift_metrics ORDER BY mae")
         ).all()
-    assert [tuple(r) for r in found] == [(None, None, None), (12.5, "mae", None)]
+    assert [tuple(r) for r in found] == [(None, None, None, None), (12.5, "mae", None, None)]
     engine.dispose()

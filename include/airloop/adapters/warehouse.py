@@ -114,6 +114,7 @@ drift_metrics = sa.Table(
     sa.Column("measured_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("performance_metric", sa.String(64), comment="the metric degradation is judged on"),
     sa.Column("performance", sa.JSON, comment="the task's metrics, holdout figures, notes; null: no labels yet"),
+    sa.Column("output_scores", sa.JSON, comment="output column (_prediction, _proba_*) -> method, threshold, score"),
 )
 
 #: One row per retraining request; at most one per model and window however often the monitor re-runs.
