@@ -110,13 +110,16 @@ drift_metrics = sa.Table(
     sa.Column("mae", sa.Float),
     sa.Column("rmse", sa.Float),
     sa.Column("reference_mae", sa.Float, comment="the champion's holdout MAE at training"),
-    sa.Column("degradation", sa.Float, comment="mae / reference_mae - 1"),
+    sa.Column("degradation", sa.Float, comment="mae / reference_mae - 1"),  # now: of performance_metric, any task
     sa.Column("degraded", sa.Boolean, comment="null: no labelled rows yet"),
     sa.Column("notes", sa.JSON, nullable=False),
     sa.Column("report_path", sa.Text, nullable=False),
     sa.Column("dag_id", sa.String(250)),
     sa.Column("dag_run_id", sa.String(250)),
     sa.Column("measured_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("performance_metric", sa.String(64), comment="the metric degradation is judged on"),
+    sa.Column("performance", sa.JSON, comment="the task's metrics, holdout figures, notes; null: no labels yet"),
+    sa.Column("output_scores", sa.JSON, comment="output column (_prediction, _proba_*) -> method, threshold, score"),
 )
 
 #: One row per retraining request; at most one per model and window however often the monitor re-runs.

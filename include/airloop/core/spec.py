@@ -18,8 +18,19 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from airloop.core.digests import json_digest, short
 from airloop.core.errors import ExpectedFailure
 
-#: The column the monitor gives the champion's predictions (beside the features): no feature may take it.
+#: The column the monitor gives the champion's predictions (beside the features): the predicted value, or the
+#: predicted class of a classifier.
 PREDICTION_COLUMN = "_prediction"
+#: The prefix of the monitor's class-probability columns (``_proba_<class>``, one per class it watches).
+PROBA_PREFIX = "_proba_"
+
+
+def reserved_column(name: str) -> bool:
+    """True if ``name`` is one of the monitor's own columns (``_prediction``, ``_proba_...``), which no data
+    column (feature, target, time column or key) may take."""
+    return name == PREDICTION_COLUMN or name.startswith(PROBA_PREFIX)
+
+
 _NAME = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
 _EVERY = re.compile(r"^(\d+)\s*([dhm])$")
 _UNITS = {"d": "days", "h": "hours", "m": "minutes"}
@@ -387,8 +398,7 @@ class ModelSpec(_Strict):
         duplicated = sorted({n for n in names if names.count(n) > 1})
         if duplicated:
             raise ValueError(f"features listed twice: {duplicated}")
-        if PREDICTION_COLUMN in names:
-            raise ValueError(f"`{PREDICTION_COLUMN}` is reserved for the monitor's predictions; rename that feature")
+        self._check_reserved()
         clash = sorted(set(names) & ({self.target.name, self.source.time_column} | set(self.leakage_columns)))
         if clash:
             raise ValueError(
@@ -409,6 +419,22 @@ class ModelSpec(_Strict):
         if excluded >= set(names):
             raise ValueError("monitoring.exclude leaves no feature to test for drift; keep at least one")
         return self
+
+    def _check_reserved(self) -> None:
+        """No data column may take a name the monitor gives its predictions (it adds them beside the data)."""
+        columns = {
+            **{n: "feature" for n in self.feature_names},
+            self.target.name: "target",
+            self.source.time_column: "time column",
+            **{k: "key" for k in self.source.keys or ()},
+        }
+        clash = sorted(f"{what} `{name}`" for name, what in columns.items() if reserved_column(name))
+        if clash:
+            raise ValueError(
+                f"{', '.join(clash)}: `{PREDICTION_COLUMN}` and names starting with `{PROBA_PREFIX}` are reserved "
+                "for the monitor's predictions and class probabilities; rename the column (e.g. with an alias in "
+                "source.query)"
+            )
 
     def _check_keys(self) -> None:
         keys = self.keys

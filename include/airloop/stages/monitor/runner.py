@@ -6,13 +6,15 @@ old data, or a late source, is judged on what has arrived). It compares that win
 **training data**, found through its MLflow lineage (``lineage/training_data.json``: the lake partitions and
 their digests), either whole or, with ``reference: seasonal``, only its rows from the same weeks of the year.
 
-With Evidently (``DataDriftPreset``): drift per monitored feature, and drift of the champion's predictions
-(computed by the pinned champion on both sides, so the comparison isolates what the inputs do to the output).
-Rows whose labels have arrived (``labels_after_days``) also give the champion's MAE and RMSE, compared with
-its holdout metrics at training. Both sides are sampled down to ``sample_cap`` rows (seeded), so the cost is
-bounded at any volume. NaN and inf are counted and named (Evidently drops them silently); an empty window, a
-window below ``min_rows`` or a column without a finite value fails the run with a message that says so,
-instead of an error deep inside Evidently.
+With Evidently (``DataDriftPreset``): drift per monitored feature, and drift of the champion's outputs
+(computed by the pinned champion on both sides, so the comparison isolates what the inputs do to the output):
+a regressor's predictions; a classifier's scores (the positive class's probability, or each class's) and its
+mix of predicted classes (``airloop.stages.monitor.outputs``). Rows whose labels have arrived
+(``labels_after_days``) also give the task's metrics, and the performance metric is judged against the
+champion's holdout figure at training in its direction (``airloop.stages.monitor.performance``). Both sides
+are sampled down to ``sample_cap`` rows (seeded), so the cost is bounded at any volume. NaN and inf are
+counted and named (Evidently drops them silently); an empty window, a window below ``min_rows`` or a column
+without a finite value fails the run with a message that says so, instead of an error deep inside Evidently.
 
 The figures go to the ``drift_metrics`` table (one row per window and champion version: re-runs replace it),
 the Evidently HTML and JSON to ``AIRLOOP_HOME/reports/<model>/drift/`` and to MLflow (experiment
@@ -36,9 +38,12 @@ from typing import TYPE_CHECKING, Any
 from airloop.adapters import registry
 from airloop.adapters.lake import default_lake
 from airloop.core.contracts import MonitorRequest, MonitorSummary
+from airloop.core.numbers import num, pct
 from airloop.core.params import ParamProblem, day, refuse_unknown
 from airloop.core.settings import WAREHOUSE_CONN_ID, paths
 from airloop.core.spec import PREDICTION_COLUMN, ModelSpec
+from airloop.stages.monitor.outputs import ClassOutputs, class_outputs, prediction_columns, with_predictions
+from airloop.stages.monitor.performance import Performance, performance
 from airloop.stages.monitor.policy import RetrainDecision, WindowResult, decide
 
 if TYPE_CHECKING:
@@ -47,6 +52,8 @@ if TYPE_CHECKING:
     from airloop.core.contracts import PinnedChampion, RunInfo
 
 log = logging.getLogger(__name__)
+
+__all__ = ["Performance", "performance"]  # re-exported: the monitor's steps in one place
 
 MONITOR_PARAMS = ("as_of",)
 #: The predictions' column in the frames given to Evidently (the spec refuses a feature of that name).
@@ -77,11 +84,16 @@ class ColumnDrift:
 
 @dataclass(frozen=True)
 class DriftResult:
-    """Drift of the monitored features and of the predictions, for one window."""
+    """Drift of the monitored features and of the champion's outputs (one or more columns), for one window."""
 
     columns: tuple[ColumnDrift, ...]
-    prediction: ColumnDrift
+    predictions: tuple[ColumnDrift, ...]
     drift_share: float
+
+    @property
+    def prediction(self) -> ColumnDrift:
+        """The output column that drifted (the highest score among them), else the highest score."""
+        return max(self.predictions, key=lambda c: (c.drifted, c.score))
 
     @property
     def drifted_columns(self) -> tuple[str, ...]:
@@ -94,34 +106,8 @@ class DriftResult:
 
     @property
     def drifted(self) -> bool:
-        """The window drifted: at least ``drift_share`` of the features did, or the predictions did."""
-        return self.share >= self.drift_share or self.prediction.drifted
-
-
-@dataclass(frozen=True)
-class Performance:
-    """The champion on the window's labelled rows, against its holdout figures at training."""
-
-    rows: int
-    mae: float
-    rmse: float
-    reference_mae: float | None
-    reference_rmse: float | None
-    max_degradation: float
-
-    @property
-    def degradation(self) -> float | None:
-        """Relative change of MAE against training (0.5 = 50 % worse); None without a training figure."""
-        if not self.reference_mae:
-            return None
-        return self.mae / self.reference_mae - 1
-
-    @property
-    def degraded(self) -> bool:
-        return self.degradation is not None and self.degradation > self.max_degradation
-
-    def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "degradation": self.degradation, "degraded": self.degraded}
+        """The window drifted: at least ``drift_share`` of the features did, or an output column did."""
+        return self.share >= self.drift_share or any(c.drifted for c in self.predictions)
 
 
 @dataclass
@@ -131,6 +117,8 @@ class Frames:
     reference: pd.DataFrame
     current: pd.DataFrame
     notes: list[str] = field(default_factory=list)
+    #: A classifier's classes (None: a regression).
+    outputs: ClassOutputs | None = None
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -208,7 +196,10 @@ def _categorical(values: pd.Series) -> pd.Series:
 
 
 def drift(spec: ModelSpec, frames: Frames) -> tuple[DriftResult, Any]:
-    """Evidently's data drift of the monitored features and of ``PREDICTION``; the result and the snapshot.
+    """Evidently's data drift of the monitored features and of the champion's outputs; the result and snapshot.
+
+    The outputs (``outputs.prediction_columns``): a regressor's ``_prediction`` (numeric); a classifier's
+    probability columns (numeric) and its predicted class ``_prediction`` (a category: the class mix).
 
     Methods: the spec's ``method`` for every column when set; else distance-based at any sample size, normed
     Wasserstein for numbers and Jensen-Shannon for categories (p-value tests flag nearly everything on large
@@ -217,36 +208,24 @@ def drift(spec: ModelSpec, frames: Frames) -> tuple[DriftResult, Any]:
     which a column drifted).
     """
     from evidently import DataDefinition, Dataset, Report
-    from evidently.metrics import ValueDrift
-    from evidently.presets import DataDriftPreset
 
     m = spec.monitoring
     kinds = {f.name: f.kind for f in spec.features}
     features = spec.monitored_features
-    numeric = [c for c in features if kinds[c] == "numeric"]
-    categorical = [c for c in features if kinds[c] == "categorical"]
-    columns = [*features, PREDICTION]
+    out_numeric, out_categorical = prediction_columns(spec, frames.current)
+    numeric = [*(c for c in features if kinds[c] == "numeric"), *out_numeric]
+    categorical = [*(c for c in features if kinds[c] == "categorical"), *out_categorical]
+    outputs = [*out_numeric, *out_categorical]
+    columns = [*features, *outputs]
 
     def dataset(frame: pd.DataFrame) -> Dataset:
         data = frame[columns].copy()
         for column in categorical:
             data[column] = _categorical(data[column])
-        definition = DataDefinition(numerical_columns=[*numeric, PREDICTION], categorical_columns=categorical)
+        definition = DataDefinition(numerical_columns=numeric, categorical_columns=categorical)
         return Dataset.from_pandas(data, data_definition=definition)
 
-    # Evidently's own default switches to p-value tests when the reference has 1,000 rows or fewer, where the
-    # same threshold would mean a p-value: one threshold must keep one meaning, so the default is pinned.
-    if m.method:
-        methods: dict[str, Any] = {"method": m.method}
-    else:
-        methods = {"num_method": DEFAULT_NUMERIC_METHOD, "cat_method": DEFAULT_CATEGORICAL_METHOD}
-    report = Report(
-        [
-            DataDriftPreset(columns=features, drift_share=m.drift_share, threshold=m.column_threshold, **methods),
-            ValueDrift(column=PREDICTION, method=m.method or DEFAULT_NUMERIC_METHOD, threshold=m.column_threshold),
-        ],
-        include_tests=True,
-    )
+    report = Report(_drift_metrics(spec, out_numeric, out_categorical), include_tests=True)
     with warnings.catch_warnings():
         # numpy's "invalid value encountered in divide" from Evidently's summaries of constant columns (e.g. a
         # reference with one year): noise in the task log, the drift scores are unaffected.
@@ -257,9 +236,34 @@ def drift(spec: ModelSpec, frames: Frames) -> tuple[DriftResult, Any]:
     if missing:  # Evidently changed its output: say so rather than judge on part of the columns
         raise RuntimeError(f"Evidently's report has no drift result for {missing}; check the Evidently version.")
     result = DriftResult(
-        columns=tuple(found[c] for c in features), prediction=found[PREDICTION], drift_share=m.drift_share
+        columns=tuple(found[c] for c in features),
+        predictions=tuple(found[c] for c in outputs),
+        drift_share=m.drift_share,
     )
     return result, snapshot
+
+
+def _drift_metrics(spec: ModelSpec, out_numeric: list[str], out_categorical: list[str]) -> list[Any]:
+    """Evidently's metrics: the preset over the monitored features, one ``ValueDrift`` per output column."""
+    from evidently.metrics import ValueDrift
+    from evidently.presets import DataDriftPreset
+
+    m = spec.monitoring
+    # Evidently's own default switches to p-value tests when the reference has 1,000 rows or fewer, where the
+    # same threshold would mean a p-value: one threshold must keep one meaning, so the default is pinned.
+    if m.method:
+        methods: dict[str, Any] = {"method": m.method}
+    else:
+        methods = {"num_method": DEFAULT_NUMERIC_METHOD, "cat_method": DEFAULT_CATEGORICAL_METHOD}
+    default = {c: DEFAULT_NUMERIC_METHOD for c in out_numeric} | {
+        c: DEFAULT_CATEGORICAL_METHOD for c in out_categorical
+    }
+    return [
+        DataDriftPreset(
+            columns=spec.monitored_features, drift_share=m.drift_share, threshold=m.column_threshold, **methods
+        ),
+        *(ValueDrift(column=c, method=m.method or default[c], threshold=m.column_threshold) for c in default),
+    ]
 
 
 def _column_drifts(report: dict[str, Any]) -> dict[str, ColumnDrift]:
@@ -285,26 +289,6 @@ def _column_drifts(report: dict[str, Any]) -> dict[str, ColumnDrift]:
     return out
 
 
-def performance(
-    frame: pd.DataFrame, target: str, reference: dict[str, float], max_degradation: float
-) -> Performance | None:
-    """MAE and RMSE of ``PREDICTION`` on the rows with a label; None when no row has one yet."""
-    import numpy as np
-
-    labelled = frame[frame[target].notna() & np.isfinite(frame[PREDICTION])]
-    if labelled.empty:
-        return None
-    error = labelled[PREDICTION].to_numpy(dtype=float) - labelled[target].to_numpy(dtype=float)
-    return Performance(
-        rows=len(labelled),
-        mae=float(np.abs(error).mean()),
-        rmse=float(math.sqrt((error**2).mean())),
-        reference_mae=reference.get("holdout_mae"),
-        reference_rmse=reference.get("holdout_rmse"),
-        max_degradation=max_degradation,
-    )
-
-
 def verdict(
     spec: ModelSpec,
     version: str,
@@ -326,24 +310,50 @@ def verdict(
         f"against its {reference_kind} training data ({len(frames.reference)} rows sampled):",
         f"  {'DRIFT' if result.drifted else 'no drift'}: {drifted} of {len(result.columns)} features drifted "
         f"(share {result.share:.2f}, the spec's limit {result.drift_share:.2f}); scores (* drifted): {scores}",
-        f"  predictions: {result.prediction.method} {result.prediction.score:.3f} "
-        f"(threshold {result.prediction.threshold:g}): {'drifted' if result.prediction.drifted else 'stable'}",
     ]
-    if perf is None:
-        late = spec.monitoring.labels_after_days
-        lines.append(f"  performance: no labelled rows yet (labels arrive {late} days after the fact)")
-    else:
-        change = ""
-        if perf.degradation is not None:
-            change = f" ({perf.degradation:+.0%} vs training's {perf.reference_mae:.1f})"
-        lines.append(
-            f"  performance on {perf.rows} labelled rows: MAE {perf.mae:.1f}{change}, RMSE {perf.rmse:.1f}: "
-            f"{'DEGRADED beyond' if perf.degraded else 'within'} the spec's limit "
-            f"(+{spec.monitoring.max_degradation:.0%})"
-        )
+    lines += output_lines(result, frames.outputs)
+    lines += performance_lines(perf, spec.monitoring.labels_after_days)
     lines.extend(f"  note: {note}" for note in frames.notes)
     lines.append(f"  decision: {'REQUEST RETRAINING' if decision.request else 'no retraining'}: {decision.reason}")
     return "\n".join(lines)
+
+
+def output_lines(result: DriftResult, outputs: ClassOutputs | None) -> list[str]:
+    """One verdict line per output column: a regressor's predictions, a classifier's scores and class mix."""
+    lines = []
+    for c in result.predictions:
+        if outputs is None:
+            what = "predictions"
+        elif c.column == PREDICTION:
+            what = "predicted-class mix"
+        else:
+            what = f"scores P({outputs.class_of(c.column)!r}) `{c.column}`"
+        lines.append(
+            f"  {what}: {c.method} {num(c.score)} (threshold {num(c.threshold)}): "
+            f"{'drifted' if c.drifted else 'stable'}"
+        )
+    return lines
+
+
+def performance_lines(perf: Performance | None, labels_after_days: int) -> list[str]:
+    """The verdict's performance lines: the task's metrics, the judged one against training, NaN and unseen labels."""
+    if perf is None:
+        return [f"  performance: no labelled rows yet (labels arrive {labels_after_days} days after the fact)"]
+    scores = ", ".join(f"{name} {num(value)}" for name, value in perf.scores.items())
+    limit = "DEGRADED beyond" if perf.degraded else "within"
+    judged = f": {limit} the spec's limit ({pct(perf.max_degradation)})" if perf.degradation is not None else ""
+    lines = [
+        f"  performance on {perf.rows} labelled rows ({perf.task}): {scores}",
+        f"  judged on {perf.change()}{judged}",
+    ]
+    lines += [f"  note: {name}: NaN: {why}" for name, why in perf.notes.items() if name in perf.scores]
+    if perf.unseen:
+        shown = ", ".join(f"{label!r} ({n})" for label, n in list(perf.unseen.items())[:10])
+        lines.append(
+            f"  note: {sum(perf.unseen.values())} labelled row(s) hold labels the champion never saw in training, "
+            f"not scored: {shown}"
+        )
+    return lines
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -467,15 +477,16 @@ def monitor(spec: ModelSpec, request: MonitorRequest, run: RunInfo) -> MonitorSu
     trained = lineage(pinned.run_id)
     frames, reference_kind = _compared(spec, pinned, window, trained)
     result, snapshot = drift(spec, frames)
-    perf = _performance(spec, frames.current, window, pinned)
+    perf = _performance(spec, frames, window, pinned)
     report_dir = _save_reports(spec, snapshot, window, pinned.version)
     row = drift_row(spec, pinned.version, window, reference_kind, frames, result, perf, report_dir, run)
     decision = _decide(spec, row, datetime.fromisoformat(trained["window"]["end"]))
     summary = summary_of(spec, pinned.version, window, frames, result, perf, decision, report_dir)
     # verdict.json is the summary without what only exists after it is written (MLflow run, seconds).
     verdict_file = {k: v for k, v in summary.to_dict().items() if k not in ("mlflow_run_id", "seconds")}
+    verdict_file["outputs"] = {c.column: asdict(c) for c in result.predictions}
     (report_dir / "verdict.json").write_text(json.dumps(verdict_file, indent=2, default=str))
-    summary = replace(summary, mlflow_run_id=_log_to_mlflow(spec, summary, report_dir, run))
+    summary = replace(summary, mlflow_run_id=_log_to_mlflow(spec, summary, report_dir, run, result.predictions))
     summary = replace(summary, seconds=round(time.perf_counter() - started, 2))
     text = verdict(spec, pinned.version, window, frames, result, perf, decision, reference_kind)
     log.info("%s\n  report: %s (JSON beside it); MLflow run %s", text, summary.report, summary.mlflow_run_id)
@@ -493,20 +504,28 @@ def _compared(
     notes += ref_notes + chosen_notes + overlap_notes(start, datetime.fromisoformat(trained["window"]["end"]))
     label = f"the window [{start:%Y-%m-%d}, {end:%Y-%m-%d}) of {spec.name}"
     cur, ref, clean_notes = prepare(spec, current, reference, label)
-    model = registry.load_version(spec.name, pinned.version)
-    cur[PREDICTION] = model.predict(cur[spec.feature_names])
-    ref[PREDICTION] = model.predict(ref[spec.feature_names])
-    return Frames(reference=ref, current=cur, notes=notes + clean_notes), reference_kind
+    model = registry.load_version(spec.name, pinned.version).pipeline
+    outputs = None if spec.target.task == "regression" else class_outputs(spec, model.classes_)
+    for frame in (cur, ref):
+        with_predictions(frame, model, spec.feature_names, outputs)
+    return Frames(reference=ref, current=cur, notes=notes + clean_notes, outputs=outputs), reference_kind
 
 
 def _performance(
-    spec: ModelSpec, current: pd.DataFrame, window: tuple[datetime, datetime], pinned: PinnedChampion
+    spec: ModelSpec, frames: Frames, window: tuple[datetime, datetime], pinned: PinnedChampion
 ) -> Performance | None:
-    """The champion's errors on the window's labelled rows, against its holdout metrics (from its MLflow run)."""
+    """The champion's scores on the window's labelled rows, against its holdout metrics (from its MLflow run)."""
     m = spec.monitoring
     reference_metrics = registry.client().get_run(pinned.run_id).data.metrics
-    rows = labelled_rows(current, spec.source.time_column, window[1], m.labels_after_days)
-    return performance(rows, spec.target.name, reference_metrics, m.max_degradation)
+    rows = labelled_rows(frames.current, spec.source.time_column, window[1], m.labels_after_days)
+    return performance(
+        rows,
+        spec.target.name,
+        reference_metrics,
+        m.max_degradation,
+        metric=spec.performance_metric,
+        outputs=frames.outputs,
+    )
 
 
 def _save_reports(spec: ModelSpec, snapshot: Any, window: tuple[datetime, datetime], version: str) -> Path:
@@ -626,14 +645,17 @@ def drift_row(
         "drifted": result.drifted,
         "drifted_columns": list(result.drifted_columns),
         "column_scores": {c.column: asdict(c) for c in result.columns},
+        "output_scores": {c.column: asdict(c) for c in result.predictions},
         "prediction_score": result.prediction.score,
-        "prediction_drifted": result.prediction.drifted,
+        "prediction_drifted": any(c.drifted for c in result.predictions),
         "labelled_rows": perf.rows if perf else 0,
         "mae": perf.mae if perf else None,
         "rmse": perf.rmse if perf else None,
         "reference_mae": perf.reference_mae if perf else None,
         "degradation": perf.degradation if perf else None,
         "degraded": perf.degraded if perf else None,
+        "performance_metric": spec.performance_metric,
+        "performance": perf.to_dict() if perf else None,
         "notes": frames.notes,
         "report_path": str(report_dir / "report.html"),
         "dag_id": run.dag_id,
@@ -675,7 +697,7 @@ def summary_of(
         drifted_columns=result.drifted_columns,
         scores={c.column: round(c.score, 4) for c in result.columns},
         prediction_score=round(result.prediction.score, 4),
-        prediction_drifted=result.prediction.drifted,
+        prediction_drifted=any(c.drifted for c in result.predictions),
         performance=None if perf is None else perf.to_dict(),
         retrain=decision.request,
         reason=decision.reason,
@@ -685,8 +707,15 @@ def summary_of(
     )
 
 
-def _log_to_mlflow(spec: ModelSpec, summary: MonitorSummary, report_dir: Path, run: RunInfo) -> str:
-    """One run per judged window in experiment ``<model>-monitoring``: figures as metrics, reports as artifacts."""
+def _log_to_mlflow(
+    spec: ModelSpec, summary: MonitorSummary, report_dir: Path, run: RunInfo, outputs: tuple[ColumnDrift, ...] = ()
+) -> str:
+    """One run per judged window in experiment ``<model>-monitoring``: figures as metrics, reports as artifacts.
+
+    Metrics: drift share, each feature's drift (``drift.<column>``), the outputs' drift (``prediction_drift``,
+    the highest, and ``prediction_drift.<column>`` per output column when there are several), the task's
+    performance metrics by name and ``<metric>_degradation``.
+    """
     import mlflow
 
     name = f"{spec.name}-monitoring"
@@ -696,11 +725,13 @@ def _log_to_mlflow(spec: ModelSpec, summary: MonitorSummary, report_dir: Path, r
         "prediction_drift": summary.prediction_score,
         **{f"drift.{column}": score for column, score in summary.scores.items()},
     }
+    if len(outputs) > 1:
+        metrics.update({f"prediction_drift.{c.column}": c.score for c in outputs})
     perf = summary.performance
     if perf:
-        metrics.update({"mae": perf["mae"], "rmse": perf["rmse"]})
+        metrics.update({name: value for name, value in perf["scores"].items() if value is not None})
         if perf["degradation"] is not None:
-            metrics["mae_degradation"] = perf["degradation"]
+            metrics[f"{perf['metric']}_degradation"] = perf["degradation"]
     window_end = summary.window_end.isoformat()
     tags = {
         **run.tags(),
