@@ -236,13 +236,14 @@ def test_model_check_names_a_spec_that_does_not_load(birds_onboarded: Path, caps
 
 
 def test_model_new_and_check_on_the_bike_rentals(workspace: Path, capsys):
-    """A regression on the second data set, loaded from its CSV; the schedule is suggested from the data."""
+    """A regression on the second data set, loaded from its CSV, with a compound key (day and hour); the schedule
+    is suggested from the data."""
     engine = sa.create_engine(f"sqlite:///{workspace / 'source.db'}")
     load_csv(engine, BIKES, "rentals", time_column="dteday")
     engine.dispose()
     argv = [
         "model", "new", "rentals", "--table", "rentals", "--time-column", "dteday", "--target", "cnt",
-        "--task", "regression", "--keys", "instant", "--leakage", "casual", "--leakage", "registered",
+        "--task", "regression", "--keys", "dteday", "hr", "--leakage", "casual", "--leakage", "registered",
         "--connection", "onboard_source",
     ]  # fmt: skip
     assert main(argv) == 0
@@ -250,8 +251,14 @@ def test_model_new_and_check_on_the_bike_rentals(workspace: Path, capsys):
     text = (workspace / "models" / "rentals.yaml").read_text()
     assert spec.schedule.every == "28d" and "rows per 28-day interval" in text
     assert spec.target.task == "regression" and spec.gate_metric == "rmse"
-    assert {"hr", "temp", "season"} <= set(spec.feature_names)
-    assert not {"instant", "cnt", "casual", "registered", "dteday"} & set(spec.feature_names)
+    assert {"temp", "season"} <= set(spec.feature_names)
+    assert "#   - hr: a key (--keys): it identifies a row; make it a feature if it also carries signal" in text
+    assert not {"hr", "instant", "cnt", "casual", "registered", "dteday"} & set(spec.feature_names)
+    assert "#   - instant: id-like: 17379 distinct integers in 17379 rows" in text
+    assert "{name: season, kind: numeric}   # 4 integer values: kind categorical if they are codes" in text
+    schema = json.loads((workspace / "expectations" / "rentals" / "schema.json").read_text())
+    compound = [e for e in schema["expectations"] if e["type"] == "expect_compound_columns_to_be_unique"]
+    assert [e["kwargs"]["column_list"] for e in compound] == [["dteday", "hr"]]
     assert main(["model", "check", "rentals"]) == 0
     out = capsys.readouterr().out
     assert "HistGradientBoostingRegressor fits on" in out and "model check rentals: PASS" in out

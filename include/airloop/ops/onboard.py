@@ -234,6 +234,13 @@ def draft(request: Request, sample: Sample) -> Drafted:
     special = {request.time_column, request.target, *request.key_columns, *request.leakage}
     usable = [c for c in columns.values() if c.name not in special and c.kind in ("numeric", "categorical")]
     left_out = [c for c in columns.values() if c.name not in special and c not in usable]
+    left_out += [
+        dataclasses.replace(
+            columns[k], reason="a key (--keys): it identifies a row; make it a feature if it also carries signal"
+        )
+        for k in request.keys
+        if k != request.time_column and columns[k].kind in ("numeric", "categorical")
+    ]
     if not usable:
         raise OnboardProblem(
             "no column can be a feature: every column is the time column, the target, a key, a leakage column or "

@@ -308,8 +308,8 @@ def _expectation(kind: str, notes: str | None = None, **kwargs: Any) -> dict[str
     return out
 
 
-def schema_suite(name: str, request: Request, columns: list[Column], counts: IntervalCounts) -> dict[str, Any]:
-    """Columns present, a row-count floor per interval, unique keys, not-null (with the observed ``mostly``), types."""
+def _row_floor(counts: IntervalCounts) -> dict[str, Any]:
+    """A row-count floor per interval: :data:`COUNT_MARGIN` of the smallest interval with rows."""
     rows = counts.with_rows
     floor = max(1, math.floor(min(rows) * COUNT_MARGIN)) if rows else 1
     empty = len(counts.rows) - len(rows)
@@ -319,34 +319,33 @@ def schema_suite(name: str, request: Request, columns: list[Column], counts: Int
         if rows
         else "no complete interval was profiled"
     )
-    keys = request.key_columns
-    unique = (
-        _expectation(
-            "expect_column_values_to_be_unique",
-            "The key identifies a row: a repeat is a duplicated load.",
-            column=keys[0],
-        )
-        if len(keys) == 1
-        else _expectation(
-            "expect_compound_columns_to_be_unique",
-            "The keys identify a row: a repeat is a duplicated load.",
-            column_list=keys,
-        )
+    return _expectation(
+        "expect_table_row_count_to_be_between",
+        f"Generated floor: {COUNT_MARGIN:.0%} of the smallest interval seen ({seen}). Raise it to what "
+        "a complete interval must hold.",
+        min_value=floor,
     )
+
+
+def _unique(keys: list[str]) -> dict[str, Any]:
+    """Key uniqueness: one column, or a compound key."""
+    notes = "The key identifies a row: a repeat is a duplicated load."
+    if len(keys) == 1:
+        return _expectation("expect_column_values_to_be_unique", notes, column=keys[0])
+    return _expectation("expect_compound_columns_to_be_unique", notes, column_list=keys)
+
+
+def schema_suite(name: str, request: Request, columns: list[Column], counts: IntervalCounts) -> dict[str, Any]:
+    """Columns present, a row-count floor per interval, unique keys, not-null (with the observed ``mostly``), types."""
     expectations = [
-        _expectation(
-            "expect_table_row_count_to_be_between",
-            f"Generated floor: {COUNT_MARGIN:.0%} of the smallest interval seen ({seen}). Raise it to what "
-            "a complete interval must hold.",
-            min_value=floor,
-        ),
+        _row_floor(counts),
         _expectation(
             "expect_table_columns_to_match_set",
             "Every column the model and its lineage need.",
             column_set=[c.name for c in columns],
             exact_match=False,
         ),
-        unique,
+        _unique(request.key_columns),
     ]
     for column in columns:
         expectations += _not_null(column, counts)
