@@ -195,10 +195,13 @@ def test_model_check_passes_on_the_generated_model_and_writes_nothing(birds_onbo
     out = capsys.readouterr().out
     assert "OK   spec" in out and "OK   suite schema.json" in out
     assert "Dry run on interval [1999-09-01T00:00:00+00:00, 1999-10-01T00:00:00+00:00)" in out
-    assert "OK   the suites pass" in out and "HistGradientBoostingClassifier fits on" in out
+    assert "5 rows extracted" in out and "OK   the suites pass" in out
+    assert "SKIP the fit: the interval's 5 labelled rows hold one class only" in out
     assert out.rstrip().endswith("model check strikes: PASS")
     assert main(["model", "check", "strikes", "--on", "1995-06-10"]) == 0
-    assert "[1995-06-01T00:00:00+00:00, 1995-07-01T00:00:00+00:00)" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "[1995-06-01T00:00:00+00:00, 1995-07-01T00:00:00+00:00)" in out
+    assert "OK   HistGradientBoostingClassifier fits on" in out
     after = sorted(p for p in home.rglob("*") if {"lake", "reports", "mlruns"} & set(p.parts))
     assert after == before
 
@@ -262,3 +265,13 @@ def test_model_new_and_check_on_the_bike_rentals(workspace: Path, capsys):
     assert main(["model", "check", "rentals"]) == 0
     out = capsys.readouterr().out
     assert "HistGradientBoostingRegressor fits on" in out and "model check rentals: PASS" in out
+
+
+def test_model_check_skips_the_fit_when_the_interval_holds_one_class(birds_onboarded: Path, capsys):
+    engine = sa.create_engine(f"sqlite:///{birds_onboarded / 'source.db'}")
+    with engine.begin() as conn:
+        conn.exec_driver_sql("UPDATE strikes SET effect = NULL WHERE date >= '1995-06-01' AND date < '1995-07-01'")
+    engine.dispose()
+    assert main(["model", "check", "strikes", "--on", "1995-06-10"]) == 0
+    out = capsys.readouterr().out
+    assert "SKIP the fit: the interval's" in out and "one class only" in out

@@ -373,6 +373,13 @@ def _dry_fit(spec: ModelSpec, frame: pd.DataFrame, result: ModelCheck) -> None:
     if labelled.empty:
         result.problems.append(f"no row of the interval has a label ({spec.target.name}): nothing to fit")
         return
+    classes = labelled[spec.target.name].nunique()
+    if spec.target.task == "classification" and classes < 2:
+        result.lines.append(
+            f"SKIP the fit: the interval's {len(labelled)} labelled rows hold one class only; a classifier needs two "
+            "(pass --on a date in a larger interval)"
+        )
+        return
     try:
         fitted = steps.fit(spec, labelled.reset_index(drop=True))
     except Exception as exc:  # a dry run reports whatever the fit would raise, naming it
