@@ -1,4 +1,5 @@
-"""The ``airloop`` command line: seed, up, down, status, suites check, source load, warehouse, demo.
+"""The ``airloop`` command line: seed, up, down, status, suites check, source load, model new/check, warehouse,
+demo.
 
 Every command is safe to run twice. Expected problems print one clear message and exit non-zero
 (1 for a failed check, 2 for bad usage or configuration); tracebacks are for bugs only.
@@ -155,6 +156,65 @@ def _add_source(sub: argparse._SubParsersAction) -> None:
     load.set_defaults(func=_cmd_source_load)
 
 
+def _cmd_model(args: argparse.Namespace) -> int:
+    """``airloop model new`` / ``airloop model check`` (see airloop.ops.onboard)."""
+    from airloop.core.settings import SOURCE_CONN_ID, paths
+    from airloop.ops import onboard
+    from airloop.ops.profiling import Request
+
+    models_dir, expectations_dir = paths().models_dir, paths().expectations_dir
+    if args.model_command == "check":
+        found = onboard.check_model(args.name, models_dir, expectations_dir, on=args.on)
+        print("\n".join(found.report()), file=sys.stdout if found.passed else sys.stderr)
+        return 0 if found.passed else EXIT_FAILED
+    request = Request(
+        name=args.name,
+        time_column=args.time_column,
+        target=args.target,
+        task=args.task,
+        table=args.table,
+        query=args.query,
+        keys=tuple(args.keys or ()),
+        leakage=tuple(args.leakage or ()),
+        connection=args.connection or SOURCE_CONN_ID,
+        start=args.start,
+        every=args.every,
+        cron=args.cron,
+    )
+    made = onboard.new_model(request, models_dir, expectations_dir, force=args.force)
+    print("\n".join(made.lines()))
+    return 0
+
+
+def _add_model(sub: argparse._SubParsersAction) -> None:
+    """``airloop model new NAME ...`` and ``airloop model check NAME [--on DATE]``."""
+    model = sub.add_parser("model", help="onboard a model: draft its spec and suites from the data, check them")
+    model_sub = model.add_subparsers(dest="model_command", required=True, metavar="SUBCOMMAND")
+    new = model_sub.add_parser(
+        "new", help="profile a source and write a starter spec (include/models/NAME.yaml) and suites to edit"
+    )
+    new.add_argument("name", help="the model's name: lower-case letters, digits and _")
+    what = new.add_mutually_exclusive_group(required=True)
+    what.add_argument("--table", help="the source table")
+    what.add_argument("--query", help="or a query binding :start and :end on the time column")
+    new.add_argument("--time-column", required=True, help="the column of event times")
+    new.add_argument("--target", required=True, help="the column to predict")
+    new.add_argument("--task", required=True, choices=["classification", "regression"])
+    new.add_argument("--keys", nargs="+", metavar="COLUMN", help="columns that identify a row (default: the time)")
+    new.add_argument("--leakage", action="append", metavar="COLUMN", help="a column known only after the fact")
+    new.add_argument("--connection", help="Airflow connection id of the source (default: airloop_source)")
+    new.add_argument("--start", type=_date, help="the schedule's start, and profile from it (default: first row)")
+    every = new.add_mutually_exclusive_group()
+    every.add_argument("--every", help="a fixed interval, e.g. 1d, 7d, 6h (default: suggested from the data)")
+    every.add_argument("--cron", help="or a cron expression, e.g. '0 0 1 * *' for months")
+    new.add_argument("--force", action="store_true", help="rewrite an existing spec and the generated suite files")
+    new.set_defaults(func=_cmd_model)
+    check = model_sub.add_parser("check", help="load a model's spec and suites and dry-run one interval (no writes)")
+    check.add_argument("name", help="the model's name")
+    check.add_argument("--on", type=_date, help="a date in the interval to dry-run (default: the newest with data)")
+    check.set_defaults(func=_cmd_model)
+
+
 def _cmd_warehouse(args: argparse.Namespace) -> int:
     from airloop.adapters import migrations, warehouse
     from airloop.adapters.db import describe, engine_for
@@ -208,6 +268,7 @@ def build_parser() -> argparse.ArgumentParser:
     chk.add_argument("--on", type=_date, help="a date (YYYY-MM-DD): dry-run on the interval that contains it")
     chk.set_defaults(func=_cmd_suites_check)
     _add_source(sub)
+    _add_model(sub)
 
     wh = sub.add_parser("warehouse", help="the warehouse's schema migrations")
     wh_sub = wh.add_subparsers(dest="warehouse_command", required=True, metavar="SUBCOMMAND")
