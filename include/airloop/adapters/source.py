@@ -121,6 +121,7 @@ def extract_interval(engine: Engine, spec: ModelSpec, interval: Interval) -> Ext
                 start, end = _bounds_for(None, interval)
                 stmt = sa.text(src.query).bindparams(start=start, end=end)
             frame = pd.read_sql(stmt, conn)
+            frame.columns = [str(c) for c in frame.columns]  # plain names, not SQLAlchemy's quoted_name
     except (SourceProblem, SourceUnavailable):
         raise
     except sa.exc.NoSuchTableError as exc:
