@@ -338,6 +338,7 @@ def _clf_gate(**overrides: Any) -> Gate:
 
 
 BAND_CHECK = f"slice:{BAND}"
+LL = {"metric": "log_loss"}
 
 
 def _ccase(case_id: str, gate: dict[str, Any], *rest: Any) -> Any:
@@ -355,9 +356,9 @@ CLASSIFIER_CASES = [
           True, True, "improvement", True),
     _ccase("clf-roc-auc-lower-refused", {}, _clf(0.80), _clf(0.85, version="v3"),
           False, False, "improvement", False, "5.9 % worse"),
-    _ccase("clf-log-loss-lower-is-better", {"metric": "log_loss"}, _clf(log_loss=0.30), _clf(log_loss=0.35, version="v3"),
+    _ccase("clf-log-loss-lower-is-better", LL, _clf(log_loss=0.30), _clf(log_loss=0.35, version="v3"),
           True, True, "improvement", True),
-    _ccase("clf-log-loss-higher-refused", {"metric": "log_loss"}, _clf(log_loss=0.40), _clf(log_loss=0.35, version="v3"),
+    _ccase("clf-log-loss-higher-refused", LL, _clf(log_loss=0.40), _clf(log_loss=0.35, version="v3"),
           False, False, "improvement", False, "14.3 % worse"),
     _ccase("clf-slice-regression", {}, _clf(0.90, band=0.60), _clf(0.85, version="v3"),
           False, False, BAND_CHECK, False, f"slice {BAND}: roc_auc 0.6 vs champion 0.8, 25 % worse"),
