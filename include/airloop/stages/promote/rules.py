@@ -77,7 +77,7 @@ class Verdict:
         return [c for c in self.checks if not c.passed]
 
     def check(self, name: str) -> Check | None:
-        """The check of that name (e.g. ``"improvement"``, ``"slice:hour_band=night"``), or None."""
+        """The check of that name (e.g. ``"improvement"``, ``"slice:band=night"``), or None."""
         return next((c for c in self.checks if c.name == name), None)
 
     @property

@@ -549,7 +549,7 @@ def _search(
 
 
 def slice_labels(spec: ModelSpec, frame: pd.DataFrame) -> dict[str, pd.Series]:
-    """For each declared slice, the label of every row (``hour_band=night``, ``season=3``, ...)."""
+    """For each declared slice, the label of every row (``band=night``, ``region=3``, ...)."""
     import pandas as pd
 
     labels: dict[str, pd.Series] = {}
