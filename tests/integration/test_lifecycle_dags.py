@@ -102,7 +102,7 @@ def test_first_model_becomes_champion_with_lineage(dags, warehouse, validated_la
     assert [p["partition"] for p in lineage["partitions"]] == validated_lake[-len(lineage["partitions"]) :]
     assert all(len(p["content_digest"]) == 64 for p in lineage["partitions"])
     artifacts = {a.path for a in c.list_artifacts(mv.run_id, "plots")}
-    assert artifacts == {"plots/predicted_vs_actual.png", "plots/residuals_by_hour.png", "plots/feature_importance.png"}
+    assert artifacts == {"plots/predicted_vs_actual.png", "plots/residuals.png", "plots/feature_importance.png"}
     from mlflow.models import get_model_info
 
     info = get_model_info(f"models:/bikes/{version}")

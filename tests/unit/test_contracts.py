@@ -100,6 +100,8 @@ KEYS = {
         "params",
         "reason",
         "timings",
+        "task",
+        "classes",
     },
     PromoteRequest: {"action", "candidate", "reason", "override"},
     GateResult: {

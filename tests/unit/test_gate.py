@@ -292,3 +292,128 @@ def test_summary_says_what_happens(gate, rmse, champion_rmse, prefix):
 def test_close_numbers_get_enough_digits_to_differ():
     verdict = evaluate_gate(_gate(), _ev(rmse=60.04), _champion(rmse=60.01))
     assert "rmse 60.04 vs champion 60.01" in verdict.check("improvement").detail
+
+
+# --- classifiers ----------------------------------------------------------------------------------------------
+
+BAND = "band=a"
+
+
+def _clf(
+    roc_auc: float = 0.85,
+    log_loss: float = 0.35,
+    *,
+    task: str = "binary",
+    classes: list[Any] | None = None,
+    shares: dict[str, float] | None = None,
+    problem: str | None = None,
+    band: float = 0.80,
+    version: str = "v4",
+    notes: dict[str, str] | None = None,
+) -> Evaluation:
+    """A binary classifier's evaluation on 1,000 rows (classes no/yes) with one slice, ``band=a``."""
+    classes = ["no", "yes"] if classes is None else classes
+    metrics = {"log_loss": log_loss, "accuracy": 0.8, "f1": 0.6, "balanced_accuracy": 0.75, "f1_macro": 0.7}
+    if task == "binary":
+        metrics["roc_auc"] = roc_auc
+    return Evaluation(
+        metrics=metrics,
+        slices={BAND: {"roc_auc": band, "log_loss": log_loss, "rows": 300}},
+        predictions=1000,
+        nan_predictions=0,
+        signature=SIGNATURE,
+        version=version,
+        task=task,
+        classes=classes,
+        predicted_shares=shares if shares is not None else {str(c): 1 / len(classes) for c in classes},
+        proba_min=0.01,
+        proba_max=0.99,
+        proba_problem=problem,
+        notes=notes or {},
+    )
+
+
+def _clf_gate(**overrides: Any) -> Gate:
+    return Gate(**{"metric": "roc_auc", "min_improvement": 0.01, "slice_tolerance": 0.10, **overrides})
+
+
+BAND_CHECK = f"slice:{BAND}"
+LL = {"metric": "log_loss"}
+
+
+def _ccase(case_id: str, gate: dict[str, Any], *rest: Any) -> Any:
+    """A classifier's case: the gate is :func:`_clf_gate` with overrides."""
+    return pytest.param(_clf_gate(**gate), *rest, *([None] * (8 - len(rest) - 1)), id=case_id)
+
+
+SUMS = "3 of 1000 probability rows do not sum to 1 (row 0 sums to 1.2; rows 0-based)"
+
+# fmt: off
+CLASSIFIER_CASES = [
+    _ccase("clf-tie-refused", {}, _clf(0.85), _clf(0.85, version="v3"),
+          False, False, "improvement", False, "no improvement"),
+    _ccase("clf-roc-auc-higher-is-better", {}, _clf(0.90), _clf(0.85, version="v3"),
+          True, True, "improvement", True),
+    _ccase("clf-roc-auc-lower-refused", {}, _clf(0.80), _clf(0.85, version="v3"),
+          False, False, "improvement", False, "5.9 % worse"),
+    _ccase("clf-log-loss-lower-is-better", LL, _clf(log_loss=0.30), _clf(log_loss=0.35, version="v3"),
+          True, True, "improvement", True),
+    _ccase("clf-log-loss-higher-refused", LL, _clf(log_loss=0.40), _clf(log_loss=0.35, version="v3"),
+          False, False, "improvement", False, "14.3 % worse"),
+    _ccase("clf-slice-regression", {}, _clf(0.90, band=0.60), _clf(0.85, version="v3"),
+          False, False, BAND_CHECK, False, f"slice {BAND}: roc_auc 0.6 vs champion 0.8, 25 % worse"),
+    _ccase("clf-roc-auc-threshold-at-least", {"thresholds": {"roc_auc": 0.9}}, _clf(0.85), None,
+          False, False, "threshold:roc_auc", False, "roc_auc 0.85 < 0.9 (threshold: at least 0.9)"),
+    _ccase("clf-log-loss-threshold-at-most", {"thresholds": {"log_loss": 0.3}}, _clf(log_loss=0.35), None,
+          False, False, "threshold:log_loss", False, "log_loss 0.35 > 0.3 (threshold: at most 0.3)"),
+    _ccase("clf-one-class-predicted", {}, _clf(shares={"no": 1.0, "yes": 0.0}), None,
+          False, False, "sanity:one_class", False, "predicts no for every one of the 1,000 holdout rows"),
+    _ccase("clf-unseen-class-predicted", {}, _clf(shares={"no": 0.5, "maybe": 0.5}), None,
+          False, False, "sanity:classes", False, "not trained on (maybe)"),
+    _ccase("clf-probabilities-do-not-sum-to-one", {}, _clf(problem=SUMS), None,
+          False, False, "sanity:probabilities", False, "do not sum to 1"),
+    _ccase("clf-classes-differ-from-champion", {}, _clf(0.90), _clf(0.85, classes=["maybe", "no", "yes"], version="v3"),
+          False, False, "signature", False, "class `maybe` missing"),
+    _ccase("clf-roc-auc-on-multiclass", {}, _clf(task="multiclass", classes=[0, 1, 2]), None,
+          False, False, "metric_fits", False, "metrics that fit multiclass: log_loss"),
+    _ccase("clf-nan-metric-says-why", {}, _clf(float("nan"), notes={"roc_auc": "only one class ('no') is present"}),
+          None, False, False, "metrics_finite", False, "roc_auc is NaN (only one class ('no') is present)"),
+    _ccase("clf-first-champion", {}, _clf(), None,
+          True, True, "sanity:probabilities", True),
+]
+# fmt: on
+
+
+@pytest.mark.parametrize(
+    ("gate", "challenger", "champion", "passed", "promote", "check", "check_passed", "reason"), CLASSIFIER_CASES
+)
+def test_gate_rules_for_classifiers(gate, challenger, champion, passed, promote, check, check_passed, reason):
+    test_gate_rules(gate, challenger, champion, passed, promote, check, check_passed, reason)
+
+
+def test_classifier_gate_metric_defaults_to_log_loss_and_markdown_names_the_task_metrics():
+    verdict = evaluate_gate(Gate(), _clf(log_loss=0.30), _clf(log_loss=0.35, version="v3"))
+    assert verdict.metric == "log_loss" and verdict.promote
+    text = verdict.markdown()
+    for row in ("| log_loss |", "| roc_auc |", "| f1 |", "| accuracy |"):
+        assert row in text
+    assert "| rmse |" not in text and f"log_loss @ {BAND} (300 rows)" in text
+    multi = evaluate_gate(Gate(), _clf(task="multiclass", classes=[0, 1, 2]), None).markdown()
+    assert "| balanced_accuracy |" in multi and "| roc_auc |" not in multi
+
+
+def test_the_spec_metric_wins_over_the_default():
+    verdict = evaluate_gate(Gate(), _clf(0.90, log_loss=0.40), _clf(0.85, version="v3"), metric="roc_auc")
+    assert verdict.metric == "roc_auc" and verdict.promote
+
+
+def test_classifier_evaluation_round_trips_and_keeps_regression_fields():
+    evaluation = _clf(classes=[0, 1], shares={"0": 0.4, "1": 0.6})
+    data = json.loads(json.dumps(evaluation.to_dict(), allow_nan=False))
+    assert data["task"] == "binary" and data["classes"] == [0, 1] and data["predicted_shares"] == {"0": 0.4, "1": 0.6}
+    assert data["min_prediction"] is None and "max_prediction" in data
+    assert Evaluation.from_dict(data).to_dict() == data
+    regression = _ev().to_dict()
+    assert "classes" not in regression and regression["task"] == "regression"
+    old = {k: v for k, v in regression.items() if k not in ("task", "notes")}  # stored before classifiers
+    assert Evaluation.from_dict(old).task == "regression"

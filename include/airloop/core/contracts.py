@@ -38,22 +38,51 @@ class RunInfo:
         return {k: str(v) for k, v in values.items() if v is not None}
 
 
+def _label(value: Any) -> Any:
+    """A class label as JSON keeps it: numpy scalars become plain Python values; other types become text."""
+    item = getattr(value, "item", None)
+    plain = item() if callable(item) else value
+    return plain if isinstance(plain, str | int | float | bool) else str(plain)
+
+
 @dataclass(frozen=True)
 class Evaluation:
-    """One model's scores on the holdout (both models are scored on the same rows)."""
+    """One model's scores on the holdout (both models are scored on the same rows).
+
+    ``task`` is ``regression``, ``binary`` or ``multiclass`` (from the model's classes). A regression carries the
+    range of its predictions (``min_prediction``, ``max_prediction``); a classifier its ``classes`` (binary: the
+    positive class last), the share of holdout rows predicted as each class, the range of its probabilities and,
+    when they are not valid probabilities, why (``proba_problem``). ``nan_predictions`` counts rows without a
+    finite prediction (a classifier: a probability row with NaN). ``notes`` say why a metric is NaN.
+    """
 
     metrics: dict[str, float]
     slices: dict[str, dict[str, float]]
     predictions: int
     nan_predictions: int
-    min_prediction: float
-    max_prediction: float
+    min_prediction: float = math.nan
+    max_prediction: float = math.nan
     signature: dict[str, str] | None = None
     version: str | None = None
+    task: str = "regression"
+    classes: list[Any] = field(default_factory=list)
+    predicted_shares: dict[str, float] = field(default_factory=dict)
+    proba_min: float = math.nan
+    proba_max: float = math.nan
+    proba_problem: str | None = None
+    notes: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def is_classifier(self) -> bool:
+        return self.task != "regression"
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-safe: NaN and infinities become None, numpy numbers become plain ones."""
-        return {
+        """JSON-safe: NaN and infinities become None, numpy numbers become plain ones.
+
+        The regression fields keep their names (the view and the ledger's evidence read them); a classifier's
+        fields are added only for classifiers.
+        """
+        data: dict[str, Any] = {
             "metrics": {str(k): json_number(v) for k, v in self.metrics.items()},
             "slices": {
                 str(key): {str(k): json_number(v) for k, v in scores.items()} for key, scores in self.slices.items()
@@ -64,13 +93,26 @@ class Evaluation:
             "max_prediction": json_number(self.max_prediction),
             "signature": None if self.signature is None else {str(k): str(v) for k, v in self.signature.items()},
             "version": self.version,
+            "task": self.task,
+            "notes": {str(k): str(v) for k, v in self.notes.items()},
         }
+        if self.is_classifier:
+            data.update(
+                classes=[_label(c) for c in self.classes],
+                predicted_shares={str(k): json_number(v) for k, v in self.predicted_shares.items()},
+                proba_min=json_number(self.proba_min),
+                proba_max=json_number(self.proba_max),
+                proba_problem=self.proba_problem,
+            )
+        return data
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Evaluation:
-        """The inverse of :meth:`to_dict` (None becomes NaN where a number is expected)."""
+        """The inverse of :meth:`to_dict` (None becomes NaN where a number is expected; an evaluation stored
+        before classifiers existed reads as a regression)."""
         signature = d.get("signature")
         version = d.get("version")
+        problem = d.get("proba_problem")
         return cls(
             metrics={str(k): number_in(v) for k, v in (d.get("metrics") or {}).items()},
             slices={
@@ -83,6 +125,13 @@ class Evaluation:
             max_prediction=number_in(d.get("max_prediction")),
             signature=None if signature is None else {str(k): str(v) for k, v in signature.items()},
             version=None if version is None else str(version),
+            task=str(d.get("task") or "regression"),
+            classes=[_label(c) for c in d.get("classes") or []],
+            predicted_shares={str(k): number_in(v) for k, v in (d.get("predicted_shares") or {}).items()},
+            proba_min=number_in(d.get("proba_min")),
+            proba_max=number_in(d.get("proba_max")),
+            proba_problem=None if problem is None else str(problem),
+            notes={str(k): str(v) for k, v in (d.get("notes") or {}).items()},
         )
 
     def metric(self, name: str) -> float:
@@ -188,6 +237,8 @@ def _iso(value: datetime | None) -> str | None:
 
 
 ACTIONS = ("promote", "rollback")
+#: What a model predicts (the metric registry's tasks; classification is binary or multiclass).
+TASKS = ("regression", "binary", "multiclass")
 
 
 @dataclass(frozen=True)
@@ -240,6 +291,8 @@ class TrainedVersion:
     metrics: dict[str, float | None] = field(default_factory=dict)
     params: dict[str, Any] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
+    task: str = "regression"
+    classes: list[Any] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -257,6 +310,8 @@ class TrainedVersion:
             "params": dict(self.params),
             "reason": self.reason,
             "timings": {str(k): float(v) for k, v in self.timings.items()},
+            "task": self.task,
+            "classes": [_label(c) for c in self.classes],
         }
 
     @classmethod
@@ -281,6 +336,8 @@ class TrainedVersion:
             metrics=dict(f.get("metrics", dict, items=(float, type(None)), default={})),
             params=dict(f.get("params", dict, default={})),
             timings=dict(f.get("timings", dict, items=float, default={})),
+            task=f.choice("task", TASKS) if "task" in d else "regression",
+            classes=list(f.get("classes", list, items=(str, int, float, bool), default=[])),
         )
 
 

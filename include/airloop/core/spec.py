@@ -250,10 +250,6 @@ DEFAULT_ESTIMATORS = {
     "regression": "sklearn.ensemble.HistGradientBoostingRegressor",
     "classification": "sklearn.ensemble.HistGradientBoostingClassifier",
 }
-#: The regression metrics the gate evaluates today, and those of them where lower is better.
-#: (Until the gate reads directions from :mod:`airloop.core.metrics` for every task.)
-METRICS = ("rmse", "mae", "r2")
-LOWER_IS_BETTER = frozenset({"rmse", "mae"})
 #: The gate's metric when the spec names none: one that fits every classification (binary and multiclass).
 DEFAULT_GATE_METRICS = {"regression": "rmse", "classification": "log_loss"}
 
@@ -295,13 +291,6 @@ class Gate(_Strict):
     )
     sanity: Sanity = Sanity()
     approval: Approval = Approval()
-
-    @property
-    def lower_is_better(self) -> bool:
-        """The direction of ``metric`` (the regression default, rmse, when unset)."""
-        from airloop.core import metrics
-
-        return metrics.get(self.metric or "rmse").lower_is_better
 
 
 class Hysteresis(_Strict):

@@ -201,6 +201,16 @@ def _closing_loop(api: Api, spec: ModelSpec, first_as_of: datetime, max_windows:
     return retrained
 
 
+def _champion_metrics(spec: ModelSpec, metrics: dict[str, float], task: str | None) -> str:
+    """``rmse 52.1, mae 33.4, r2 0.871``: the spec's gate metric, then the task's main metrics, from the run."""
+    from airloop.core.numbers import num
+    from airloop.stages.train.record import headline_names
+
+    kind = task or ("regression" if spec.target.task == "regression" else "binary")
+    names = [n for n in headline_names(kind, spec.gate_metric) if f"holdout_{n}" in metrics]
+    return ", ".join(f"{n} {num(metrics[f'holdout_{n}'])}" for n in names) or "no holdout metrics"
+
+
 def model_summary(spec: ModelSpec) -> list[str]:
     """The champion (version, metrics, lineage) and the newest ledger rows."""
     import sqlalchemy as sa
@@ -220,8 +230,7 @@ def model_summary(spec: ModelSpec) -> list[str]:
         m = run.data.metrics
         lines.append(
             f"@champion: {spec.name} v{champion} (MLflow run {str(mv.run_id)[:12]}): "
-            f"holdout rmse {m['holdout_rmse']:.1f}, mae {m['holdout_mae']:.1f}, r2 {m['holdout_r2']:.3f} "
-            f"on {int(m['holdout_rows'])} rows"
+            f"holdout {_champion_metrics(spec, m, run.data.params.get('task'))} on {int(m.get('holdout_rows', 0))} rows"
         )
         lines.append(
             f"  trained on {run.data.tags.get('airloop.window', '?')}: {int(m['train_rows'])} rows from "

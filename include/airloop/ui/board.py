@@ -33,8 +33,18 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-#: Holdout metrics shown on a version card, in this order.
-CARD_METRICS = ("holdout_rmse", "holdout_mae", "holdout_r2", "holdout_rows", "train_rows")
+#: Shown on a version card after its holdout metrics.
+CARD_COUNTS = ("holdout_rows", "train_rows")
+
+
+def card_metrics(run_metrics: dict[str, float], gate_metric: str) -> dict[str, float]:
+    """A version card's numbers: ``holdout_<gate metric>`` first, then the run's other holdout metrics in the
+    metric registry's order (those of its task: the others are not on the run), then the row counts."""
+    from airloop.core import metrics
+
+    names = [gate_metric] + [m.name for t in metrics.TASKS for m in metrics.metrics_for(t)]
+    keys = [*dict.fromkeys(f"holdout_{n}" for n in names), *CARD_COUNTS]
+    return {k: run_metrics[k] for k in keys if k in run_metrics}
 
 
 @dataclass(frozen=True)
@@ -88,7 +98,7 @@ class Board:
         return jsonable(asdict(self))
 
 
-def _card(model: str, alias: str, mlflow_ui: str | None) -> VersionCard | None:
+def _card(model: str, alias: str, mlflow_ui: str | None, gate_metric: str) -> VersionCard | None:
     from airloop.adapters import registry
 
     version = registry.version_for_alias(model, alias)
@@ -99,7 +109,7 @@ def _card(model: str, alias: str, mlflow_ui: str | None) -> VersionCard | None:
     if not mv.run_id:
         return None  # a version registered outside airloop, with no run: nothing to show
     run = c.get_run(mv.run_id)
-    metrics = {k: run.data.metrics[k] for k in CARD_METRICS if k in run.data.metrics}
+    metrics = card_metrics(dict(run.data.metrics), gate_metric)
     url = f"{mlflow_ui}/#/experiments/{run.info.experiment_id}/runs/{mv.run_id}" if mlflow_ui else None
     created = datetime.fromtimestamp(mv.creation_timestamp / 1000, tz=UTC) if mv.creation_timestamp else None
     return VersionCard(alias, version, mv.run_id, metrics, run.data.tags.get("airloop.window", ""), created, url)
@@ -126,8 +136,8 @@ def load_board(
         drift_share_threshold=spec.monitoring.drift_share,
     )
     try:
-        board.champion = _card(spec.name, registry.CHAMPION, mlflow_ui)
-        board.challenger = _card(spec.name, registry.CHALLENGER, mlflow_ui)
+        board.champion = _card(spec.name, registry.CHAMPION, mlflow_ui, spec.gate_metric)
+        board.challenger = _card(spec.name, registry.CHALLENGER, mlflow_ui, spec.gate_metric)
         if board.challenger and board.champion and board.challenger.version == board.champion.version:
             board.challenger = None  # promoted: the challenger is the champion now
     except Exception as exc:  # the page must still show the warehouse's story when MLflow is down

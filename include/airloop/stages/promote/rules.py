@@ -17,9 +17,11 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from airloop.core import metrics as registry
 from airloop.core.contracts import Evaluation
 from airloop.core.numbers import as_float, num, nums, pct
-from airloop.core.spec import LOWER_IS_BETTER, METRICS, Gate
+from airloop.core.spec import DEFAULT_GATE_METRICS, Gate
+from airloop.stages.train.record import HEADLINE_METRICS  # the gate requires these finite and shows them
 
 #: Slices with fewer holdout rows than this carry too little evidence to refuse a model on.
 MIN_SLICE_ROWS = 30
@@ -28,6 +30,23 @@ _NONE = "—"
 #: Relative comparisons within this of their limit count as on it (0.1 + 0.2 is not 0.3 in floats).
 _REL_EPS = 1e-9
 _OVERRIDE = "a person can promote with an explicit override through the promote DAG"
+
+
+def lower_is_better(name: str) -> bool:
+    """The registry's direction of a metric (a name it does not know counts as lower-is-better, like a loss)."""
+    metric = registry.find(name)
+    return True if metric is None else metric.lower_is_better
+
+
+def judged_metrics(gate: Gate | None, metric: str, task: str) -> list[str]:
+    """The metrics the gate judges and shows: its metric, the task's headline metrics, then its thresholds'."""
+    thresholds = list(gate.thresholds) if gate is not None else []
+    return list(dict.fromkeys([metric, *HEADLINE_METRICS.get(task, ()), *thresholds]))
+
+
+def default_metric(gate: Gate, task: str) -> str:
+    """The gate's metric: the spec's, or the default of the task (rmse for a regression, log_loss otherwise)."""
+    return gate.metric or DEFAULT_GATE_METRICS["regression" if task == "regression" else "classification"]
 
 
 @dataclass(frozen=True)
@@ -58,7 +77,7 @@ class Verdict:
         return [c for c in self.checks if not c.passed]
 
     def check(self, name: str) -> Check | None:
-        """The check of that name (e.g. ``"improvement"``, ``"slice:hour_band=night"``), or None."""
+        """The check of that name (e.g. ``"improvement"``, ``"slice:band=night"``), or None."""
         return next((c for c in self.checks if c.name == name), None)
 
     @property
@@ -89,7 +108,7 @@ class Verdict:
             return f"as the first champion: {self.metric} {num(value)}"
         before = self.champion.metric(self.metric)
         now, then = nums(value, before)
-        change = _relative_better(value, before, self.metric in LOWER_IS_BETTER)
+        change = _relative_better(value, before, lower_is_better(self.metric))
         shown = f" ({_change(change)})" if change is not None else ""
         return f"over {self.champion.version or 'the champion'}: {self.metric} {now} vs {then}{shown}"
 
@@ -106,7 +125,7 @@ class Verdict:
             "| metric | champion | challenger | change | limit |",
             "|---|---:|---:|---|---|",
         ]
-        for m in METRICS:
+        for m in judged_metrics(self.gate, self.metric, self.challenger.task):
             lines.append(self._metric_row(m))
         keys = sorted(set(self.challenger.slices) | (set(champion.slices) if champion else set()))
         for key in keys:
@@ -127,11 +146,12 @@ class Verdict:
         value = self.challenger.metric(m)
         before = self.champion.metric(m) if self.champion is not None else math.nan
         now, then = nums(value, before)
-        change = _relative_better(value, before, m in LOWER_IS_BETTER) if self.champion is not None else None
+        lower = lower_is_better(m)
+        change = _relative_better(value, before, lower) if self.champion is not None else None
         limits: list[str] = []
         threshold = self.gate.thresholds.get(m) if self.gate is not None else None
         if threshold is not None:
-            limits.append(f"{'≤' if m in LOWER_IS_BETTER else '≥'} {num(threshold)}")
+            limits.append(f"{'≤' if lower else '≥'} {num(threshold)}")
         if m == self.metric and self.champion is not None and self.gate is not None:
             limits.append(f"≥ {pct(self.gate.min_improvement)} better")
         failed = any(not c.passed for c in self.checks if c.name == f"threshold:{m}") or (
@@ -161,7 +181,7 @@ class Verdict:
             limit = "not compared"
         else:
             limit = tolerance
-        change = _relative_better(value, before, self.metric in LOWER_IS_BETTER)
+        change = _relative_better(value, before, lower_is_better(self.metric))
         return _row(
             label, then if theirs is not None else _NONE, now if ours is not None else _NONE, _change(change), limit
         )
@@ -182,21 +202,29 @@ class Verdict:
         }
 
 
-def evaluate_gate(gate: Gate, challenger: Evaluation, champion: Evaluation | None) -> Verdict:
-    """Run every rule of ``gate`` on the challenger (and against the champion, if there is one)."""
-    checks = [_finite_check(challenger)]
-    checks += _threshold_checks(gate, challenger)
+def evaluate_gate(
+    gate: Gate, challenger: Evaluation, champion: Evaluation | None, *, metric: str | None = None
+) -> Verdict:
+    """Run every rule of ``gate`` on the challenger (and against the champion, if there is one).
+
+    ``metric`` is the spec's gate metric (``spec.gate_metric``); without it, the gate's or the task's default.
+    Every comparison follows the metric's direction in :mod:`airloop.core.metrics`.
+    """
+    m = metric or default_metric(gate, challenger.task)
+    checks = _fit_check(m, challenger)
+    checks.append(_finite_check(gate, m, challenger))
+    checks += _threshold_checks(gate, m, challenger)
     checks += _sanity_checks(gate, challenger)
     checks.append(_signature_check(challenger, champion))
-    checks.append(_improvement_check(gate, challenger, champion))
+    checks.append(_improvement_check(gate, m, challenger, champion))
     if champion is not None:
-        checks += _slice_checks(gate, challenger, champion)
+        checks += _slice_checks(gate, m, challenger, champion)
     passed = all(c.passed for c in checks)
     return Verdict(
         passed=passed,
         promote=passed and gate.mode == "enabled",
         mode=gate.mode,
-        metric=gate.metric,
+        metric=m,
         challenger=challenger,
         champion=champion,
         checks=checks,
@@ -219,18 +247,33 @@ def signature_differences(champion: dict[str, str], challenger: dict[str, str]) 
 # --- the rules ------------------------------------------------------------------------------------------------
 
 
-def _finite_check(challenger: Evaluation) -> Check:
-    bad = [m for m in METRICS if not math.isfinite(challenger.metric(m))]
+def _fit_check(metric: str, challenger: Evaluation) -> list[Check]:
+    """A check only when the gate's metric does not fit the challenger's task (e.g. roc_auc on 3 classes)."""
+    found = registry.find(metric)
+    if found is not None and found.fits(challenger.task):
+        return []
+    fitting = ", ".join(m.name for m in registry.metrics_for(challenger.task))
+    what = "is not a metric" if found is None else f"does not fit a {challenger.task} model"
+    return [Check("metric_fits", False, f"gate metric {metric} {what}; metrics that fit {challenger.task}: {fitting}")]
+
+
+def _finite_check(gate: Gate, metric: str, challenger: Evaluation) -> Check:
+    names = judged_metrics(gate, metric, challenger.task)
+    bad = [m for m in names if not math.isfinite(challenger.metric(m))]
     if bad:
-        shown = ", ".join(f"{m} is {num(challenger.metric(m))}" for m in bad)
+        shown = ", ".join(
+            f"{m} is {num(challenger.metric(m))}" + (f" ({challenger.notes[m]})" if m in challenger.notes else "")
+            for m in bad
+        )
         return Check("metrics_finite", False, f"challenger metrics not finite ({shown}): the model cannot be judged")
-    return Check("metrics_finite", True, f"all challenger metrics ({', '.join(METRICS)}) are finite")
+    return Check("metrics_finite", True, f"all challenger metrics ({', '.join(names)}) are finite")
 
 
-def _threshold_checks(gate: Gate, challenger: Evaluation) -> list[Check]:
+def _threshold_checks(gate: Gate, metric: str, challenger: Evaluation) -> list[Check]:
     checks = []
-    for m in sorted(gate.thresholds, key=lambda k: METRICS.index(k) if k in METRICS else len(METRICS)):
-        value, limit, lower = challenger.metric(m), float(gate.thresholds[m]), m in LOWER_IS_BETTER
+    order = judged_metrics(gate, metric, challenger.task)
+    for m in sorted(gate.thresholds, key=order.index):
+        value, limit, lower = challenger.metric(m), float(gate.thresholds[m]), lower_is_better(m)
         need = "at most" if lower else "at least"
         shown, bound = nums(value, limit)
         if not math.isfinite(value):
@@ -244,13 +287,26 @@ def _threshold_checks(gate: Gate, challenger: Evaluation) -> list[Check]:
 
 
 def _sanity_checks(gate: Gate, challenger: Evaluation) -> list[Check]:
-    sanity = gate.sanity
     n, bad = int(challenger.predictions), int(challenger.nan_predictions)
+    what = (
+        "probability rows hold NaN or infinite values"
+        if challenger.is_classifier
+        else "predictions are NaN or infinite"
+    )
     checks = [
-        Check("sanity:nan", False, f"{bad:,} of {n:,} predictions are NaN or infinite")
+        Check("sanity:nan", False, f"{bad:,} of {n:,} {what}")
         if bad > 0
         else Check("sanity:nan", True, f"no NaN or infinite predictions (of {n:,})")
     ]
+    if challenger.is_classifier:
+        return checks + _classifier_checks(challenger)
+    return checks + _bound_checks(gate, challenger)
+
+
+def _bound_checks(gate: Gate, challenger: Evaluation) -> list[Check]:
+    """A regression's predictions within the spec's bounds (``gate.sanity``)."""
+    sanity = gate.sanity
+    checks = []
     for name, bound, value, ok, words in (
         ("sanity:min", sanity.min_prediction, challenger.min_prediction, lambda v, b: v >= b, ("lowest", "below")),
         ("sanity:max", sanity.max_prediction, challenger.max_prediction, lambda v, b: v <= b, ("highest", "above")),
@@ -270,25 +326,79 @@ def _sanity_checks(gate: Gate, challenger: Evaluation) -> list[Check]:
     return checks
 
 
+def _classifier_checks(challenger: Evaluation) -> list[Check]:
+    """Valid probabilities, predicted classes among the trained ones, and not one class for every row."""
+    problem = challenger.proba_problem
+    low, high = nums(challenger.proba_min, challenger.proba_max)
+    checks = [
+        Check("sanity:probabilities", False, f"probabilities are not valid: {problem}")
+        if problem
+        else Check("sanity:probabilities", True, f"probabilities are finite, in [{low}, {high}], rows sum to 1")
+    ]
+    trained = {str(c) for c in challenger.classes}
+    predicted = {k: as_float(v) for k, v in challenger.predicted_shares.items() if as_float(v) > 0}
+    unseen = sorted(set(predicted) - trained)
+    if unseen:
+        checks.append(
+            Check(
+                "sanity:classes",
+                False,
+                f"predicts classes it was not trained on ({', '.join(unseen)}); trained classes: "
+                f"{', '.join(sorted(trained)) or 'none'}",
+            )
+        )
+    else:
+        checks.append(Check("sanity:classes", True, f"predicts only trained classes ({len(trained)})"))
+    only = [k for k, v in predicted.items() if v >= 1.0]
+    if only and challenger.predictions > 1:
+        checks.append(
+            Check(
+                "sanity:one_class",
+                False,
+                f"predicts {only[0]} for every one of the {challenger.predictions:,} holdout rows: it does not tell "
+                "the classes apart (too few examples of the others in training, or a decision threshold too far "
+                "from the probabilities)",
+            )
+        )
+    else:
+        checks.append(Check("sanity:one_class", True, f"predicts {len(predicted)} different classes"))
+    return checks
+
+
+def output_differences(champion: Evaluation, challenger: Evaluation) -> list[str]:
+    """How the challenger's output differs from the champion's: its task, or its classes."""
+    if champion.task != challenger.task:
+        return [f"output: the champion is a {champion.task} model, the challenger a {challenger.task} one"]
+    if not challenger.is_classifier or [str(c) for c in champion.classes] == [str(c) for c in challenger.classes]:
+        return []
+    theirs, ours = [str(c) for c in champion.classes], [str(c) for c in challenger.classes]
+    parts = [f"class `{c}` missing" for c in theirs if c not in ours] + [
+        f"new class `{c}`" for c in ours if c not in theirs
+    ]
+    detail = "; ".join(parts) or "the same classes in another order"
+    return [f"output classes differ (champion {theirs}, challenger {ours}): {detail}"]
+
+
 def _signature_check(challenger: Evaluation, champion: Evaluation | None) -> Check:
+    """The challenger's inputs (columns and types) and outputs (task, classes) against the champion's."""
     if champion is None:
         return Check("signature", True, "no champion yet, so the input signature was not compared")
+    outputs = output_differences(champion, challenger)
     if challenger.signature is None or champion.signature is None:
+        if outputs:
+            return Check("signature", False, f"{'; '.join(outputs)}; callers of the model would break")
         whose = "challenger's" if challenger.signature is None else "champion's"
         return Check("signature", True, f"the {whose} input signature is unknown, so it was not compared")
-    differences = signature_differences(champion.signature, challenger.signature)
-    if not differences:
+    inputs = signature_differences(champion.signature, challenger.signature)
+    if not inputs and not outputs:
         return Check("signature", True, f"input signature matches the champion's ({len(challenger.signature)} columns)")
-    shown = "; ".join(differences[:5]) + (f" (and {len(differences) - 5} more)" if len(differences) > 5 else "")
-    return Check(
-        "signature",
-        False,
-        f"input signature differs from the champion's: {shown}; callers of the model would break",
-    )
+    shown = "; ".join(inputs[:5]) + (f" (and {len(inputs) - 5} more)" if len(inputs) > 5 else "")
+    parts = ([f"input signature differs from the champion's: {shown}"] if inputs else []) + outputs
+    return Check("signature", False, f"{'; '.join(parts)}; callers of the model would break")
 
 
-def _improvement_check(gate: Gate, challenger: Evaluation, champion: Evaluation | None) -> Check:
-    m, need = gate.metric, gate.min_improvement
+def _improvement_check(gate: Gate, m: str, challenger: Evaluation, champion: Evaluation | None) -> Check:
+    need = gate.min_improvement
     if champion is None:
         return Check(
             "improvement",
@@ -315,7 +425,7 @@ def _improvement_check(gate: Gate, challenger: Evaluation, champion: Evaluation 
             False,
             f"champion {m} is 0, so a relative improvement is undefined (challenger {num(value)}); {_OVERRIDE}",
         )
-    change = _relative_better(value, before, m in LOWER_IS_BETTER) or 0.0  # defined: both finite, champion non-zero
+    change = _relative_better(value, before, lower_is_better(m)) or 0.0  # defined: both finite, champion non-zero
     now, then = nums(value, before)
     head = f"{m} {now} vs champion {then}"
     if change <= 0:
@@ -325,8 +435,8 @@ def _improvement_check(gate: Gate, challenger: Evaluation, champion: Evaluation 
     return Check("improvement", True, f"{head}: improvement {pct(change)} (at least {pct(need)} needed)")
 
 
-def _slice_checks(gate: Gate, challenger: Evaluation, champion: Evaluation) -> list[Check]:
-    m, tolerance, lower = gate.metric, gate.slice_tolerance, gate.lower_is_better
+def _slice_checks(gate: Gate, m: str, challenger: Evaluation, champion: Evaluation) -> list[Check]:
+    tolerance, lower = gate.slice_tolerance, lower_is_better(m)
     checks = []
     for key in sorted(champion.slices):
         name = f"slice:{key}"

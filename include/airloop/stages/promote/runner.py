@@ -73,7 +73,12 @@ def _judge(spec: ModelSpec, action: str, candidate: str, holdout: Any) -> _Judge
             spec, champion, holdout, signature=champion.signature, version=f"v{champion.version}"
         )
     compared = None if action == "rollback" else champion_eval
-    return _Judged(loaded, champion_version, evaluate_gate(spec.gate, challenger_eval, compared), evaluated)
+    return _Judged(
+        loaded,
+        champion_version,
+        evaluate_gate(spec.gate, challenger_eval, compared, metric=spec.gate_metric),
+        evaluated,
+    )
 
 
 def _trained_until(models: list[registry.LoadedModel]) -> list[tuple[str, str | None]]:

@@ -9,13 +9,40 @@ from __future__ import annotations
 from typing import Any
 
 from airloop.core.contracts import Evaluation, RunInfo, TrainedVersion
+from airloop.core.numbers import num
 from airloop.core.spec import ModelSpec
-from airloop.stages.train.steps import PartitionRef, Window
+from airloop.stages.train.steps import PartitionRef, Task, Window
 
 #: MLflow's limit on a run name's length (and the tag it becomes).
 RUN_NAME_MAX = 250
 #: How much of the reason the ``airloop.reason`` tag keeps (the note keeps all of it).
 REASON_TAG_MAX = 500
+#: How much of the class list a param or tag keeps (MLflow caps params at 6,000 characters, tags at 8,000).
+CLASSES_MAX = 5000
+#: The metrics a log line or a summary names after the gate's metric, by task (the others are in the run).
+HEADLINE_METRICS = {
+    "regression": ("rmse", "mae", "r2"),
+    "binary": ("roc_auc", "log_loss", "f1", "accuracy"),
+    "multiclass": ("log_loss", "accuracy", "balanced_accuracy", "f1_macro"),
+}
+
+
+def headline_names(task: str, gate_metric: str) -> list[str]:
+    """The gate's metric first, then the task's headline metrics."""
+    return list(dict.fromkeys([gate_metric, *HEADLINE_METRICS.get(task, ())]))
+
+
+def headline(evaluation: Evaluation, gate_metric: str) -> str:
+    """``rmse 52.1, mae 33.4, r2 0.871``: the gate's metric and the task's headline metrics that were computed."""
+    names = [n for n in headline_names(evaluation.task, gate_metric) if n in evaluation.metrics]
+    return ", ".join(f"{n} {num(evaluation.metric(n))}" for n in names) or "no metrics"
+
+
+def classes_text(classes: list[Any]) -> str:
+    """The classes as JSON, cut to :data:`CLASSES_MAX` characters."""
+    import json
+
+    return json.dumps(classes, default=str)[:CLASSES_MAX]
 
 
 def run_name(model: str, window: Window, airflow_run_id: str | None) -> str:
@@ -24,20 +51,30 @@ def run_name(model: str, window: Window, airflow_run_id: str | None) -> str:
 
 
 def run_metrics(evaluation: Evaluation, train_rows: int, holdout_rows: int) -> dict[str, float]:
-    """Holdout metrics as ``holdout_<name>``, each slice's rmse and mae, and the row counts."""
+    """Holdout metrics as ``holdout_<name>``, each slice's metrics as ``slice_<slice>_<name>`` (not its rows),
+    and the row counts."""
     metrics = {f"holdout_{k}": v for k, v in evaluation.metrics.items()}
     for key, scores in evaluation.slices.items():
-        for name in ("rmse", "mae"):
-            metrics[f"slice_{key.replace('=', '_')}_{name}"] = scores[name]
+        for name, value in scores.items():
+            if name != "rows":
+                metrics[f"slice_{key.replace('=', '_')}_{name}"] = value
     metrics.update({"train_rows": float(train_rows), "holdout_rows": float(holdout_rows)})
     return metrics
 
 
-def run_params(spec: ModelSpec, estimator: dict[str, Any], window: Window, trials: int) -> dict[str, Any]:
-    """The estimator's parameters (``estimator.<name>``), the window, the seed, features, target and search."""
+def run_params(
+    spec: ModelSpec, estimator: dict[str, Any], window: Window, trials: int, task: Task | None = None
+) -> dict[str, Any]:
+    """The estimator's parameters (``estimator.<name>``), the window, the seed, features, target, search, the
+    task and (a classifier) the classes seen in training."""
+    task = task or Task("regression")
+    classes = {"classes": classes_text(list(task.classes))} if task.is_classifier else {}
     return {
         **{f"estimator.{k}": v for k, v in estimator.items()},
-        "estimator.class": spec.training.estimator.class_path,
+        "estimator.class": spec.estimator_class,
+        "task": task.kind,
+        **classes,
+        "gate.metric": spec.gate_metric,
         "window.start": window.start.isoformat(),
         "window.end": window.end.isoformat(),
         "window.holdout_start": window.holdout_start.isoformat(),
@@ -63,9 +100,14 @@ def run_tags(
     suites: list[str],
     spec_digest: str,
     git_commit: str,
+    task: Task | None = None,
 ) -> dict[str, str]:
-    """The run's tags: the Airflow link, the model, why, which spec, suites and window, and the code's commit."""
+    """The run's tags: the Airflow link, the model, why, which spec, suites and window, the task and classes,
+    and the code's commit."""
+    kind = task or Task("regression")
     return {
+        "airloop.task": kind.kind,
+        **({"airloop.classes": classes_text(list(kind.classes))} if kind.is_classifier else {}),
         **run.tags(),
         "airloop.model": model,
         "airloop.reason": reason[:REASON_TAG_MAX],
@@ -137,4 +179,6 @@ def summary(
         params=dict(params),
         reason=reason,
         timings={k: round(v, 3) for k, v in timings.items()},
+        task=evaluation.task,
+        classes=list(evaluation.classes),
     )

@@ -74,7 +74,7 @@ def train(spec: ModelSpec, request: TrainRequest, run: RunInfo) -> TrainedVersio
         data = steps.assemble(spec, lake, window)
         train_rows, holdout = steps.split(spec, data)
     with _timed(timings, "fit_s"):
-        fitted = steps.fit(spec, train_rows, request.overrides)
+        fitted = steps.fit(spec, train_rows, request.overrides, window)
     with _timed(timings, "evaluate_s"):
         evaluation = steps.evaluate(spec, fitted.pipeline, holdout)
         importance = steps.feature_importance(spec, fitted.pipeline, holdout)
@@ -96,7 +96,7 @@ def train(spec: ModelSpec, request: TrainRequest, run: RunInfo) -> TrainedVersio
         reason=request.reason,
         timings=timings,
     )
-    _log_trained(trained, window, evaluation)
+    _log_trained(spec, trained, window, evaluation)
     return trained
 
 
@@ -132,6 +132,7 @@ def _log_run(
         suites=suites,
         spec_digest=spec_digest(spec),
         git_commit=commit,
+        task=fitted.task,
     )
     lineage = record.lineage(
         spec.name,
@@ -147,7 +148,7 @@ def _log_run(
         description=spec.description,
         owner=spec.owner,
         run_name=record.run_name(spec.name, window, run.run_id),
-        params=record.run_params(spec, fitted.params, window, len(fitted.trials)),
+        params=record.run_params(spec, fitted.params, window, len(fitted.trials), fitted.task),
         metrics=record.run_metrics(outputs.evaluation, outputs.train_rows, outputs.holdout_rows),
         tags=tags,
         pipeline=fitted.pipeline,
@@ -162,19 +163,21 @@ def _log_run(
     )
 
 
-def _log_trained(trained: TrainedVersion, window: Window, evaluation: Evaluation) -> None:
+def _log_trained(spec: ModelSpec, trained: TrainedVersion, window: Window, evaluation: Evaluation) -> None:
+    classes = f" ({len(trained.classes)} classes)" if trained.classes else ""
     log.info(
-        "Trained %s v%s on %d rows (%d partitions, %s); holdout %d rows: rmse %.1f, mae %.1f, r2 %.3f. "
-        "MLflow run %s%s. Now @challenger.",
+        "Trained %s v%s, %s%s, on %d rows (%d partitions, %s); holdout %d rows: %s. MLflow run %s%s. Now @challenger.",
         trained.model,
         trained.version,
+        trained.task,
+        classes,
         trained.train_rows,
         trained.partitions,
         window,
         trained.holdout_rows,
-        evaluation.metrics["rmse"],
-        evaluation.metrics["mae"],
-        evaluation.metrics["r2"],
+        record.headline(evaluation, spec.gate_metric),
         trained.mlflow_run_id,
         f" ({trained.run_url})" if trained.run_url else "",
     )
+    for line in evaluation.notes.items():
+        log.info("  holdout %s: NaN: %s", *line)

@@ -191,9 +191,20 @@ def split(spec: ModelSpec, data: TrainingData) -> tuple[pd.DataFrame, pd.DataFra
     """Train rows before ``holdout_start``, holdout rows from it: no row of the holdout is older than training."""
     import pandas as pd
 
-    times = pd.to_datetime(data.frame[spec.source.time_column], utc=True)
+    frame = data.frame
+    unlabelled = frame[spec.target.name].isna()
+    if unlabelled.any():
+        log.warning(
+            "%d of %d rows in %s have no `%s` (the target); they are left out of training and the holdout.",
+            int(unlabelled.sum()),
+            len(frame),
+            data.window,
+            spec.target.name,
+        )
+        frame = frame.loc[~unlabelled]
+    times = pd.to_datetime(frame[spec.source.time_column], utc=True)
     cut = times >= pd.Timestamp(data.window.holdout_start)
-    train, holdout = data.frame.loc[~cut], data.frame.loc[cut]
+    train, holdout = frame.loc[~cut], frame.loc[cut]
     if len(train) < spec.training.min_rows:
         raise TrainingProblem(
             f"Only {len(train)} training rows in {data.window} (the spec's training.min_rows is "
@@ -222,44 +233,247 @@ def estimator_params(spec: ModelSpec, overrides: dict[str, Any] | None = None) -
 def _estimator_class(path: str) -> type:
     module_name, _, class_name = path.rpartition(".")
     try:
-        return getattr(importlib.import_module(module_name), class_name)
+        cls = getattr(importlib.import_module(module_name), class_name)
     except (ImportError, AttributeError) as exc:
         raise TrainingProblem(
             f"training.estimator.class {path!r} cannot be imported ({exc}). Use a scikit-learn estimator's "
             "import path, e.g. sklearn.ensemble.HistGradientBoostingRegressor."
         ) from None
+    if not isinstance(cls, type):
+        raise TrainingProblem(f"training.estimator.class {path!r} is not a class; name a scikit-learn estimator.")
+    return cls
+
+
+def as_categories(frame: pd.DataFrame) -> pd.DataFrame:
+    """Categorical features as the encoder needs them: every missing value (None, NaN, pd.NA) one marker, NaN;
+    a column mixing text and numbers all text (the encoder refuses mixed types)."""
+    import numpy as np
+
+    out = frame.astype(object).where(frame.notna(), np.nan)
+    for name in out.columns:
+        values = out[name]
+        present = values[values.notna()]
+        if present.map(type).nunique() > 1:
+            out[name] = values.where(values.isna(), values.astype(str))
+    return out
+
+
+def as_numbers(frame: pd.DataFrame) -> pd.DataFrame:
+    """Numeric features as floats, missing values (pd.NA of nullable columns too) as NaN."""
+    return frame.astype("float64")
+
+
+def _preprocess(spec: ModelSpec, allow_nan: bool) -> Any:
+    """One-hot categories (missing is a category, unknown ones encode as all zeros), numbers as floats; for an
+    estimator that cannot take NaN, numbers are imputed by their median with a missing-value indicator."""
+    from sklearn.compose import ColumnTransformer
+    from sklearn.impute import SimpleImputer
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import FunctionTransformer, OneHotEncoder
+
+    categorical = [f.name for f in spec.features if f.kind == "categorical"]
+    numeric = [f.name for f in spec.features if f.kind == "numeric"]
+    numbers = [FunctionTransformer(as_numbers, feature_names_out="one-to-one")]
+    if not allow_nan:
+        numbers.append(SimpleImputer(strategy="median", add_indicator=True, keep_empty_features=True))
+    return ColumnTransformer(
+        [
+            (
+                "categorical",
+                make_pipeline(
+                    FunctionTransformer(as_categories, feature_names_out="one-to-one"),
+                    OneHotEncoder(handle_unknown="ignore", sparse_output=False),
+                ),
+                categorical,
+            ),
+            ("numeric", make_pipeline(*numbers), numeric),
+        ],
+        verbose_feature_names_out=False,
+    )
 
 
 def build_pipeline(spec: ModelSpec, params: dict[str, Any]) -> Pipeline:
     """Preprocessing by feature kind, then the spec's estimator with ``params`` and the spec's seed.
 
-    Categorical features are one-hot encoded (unknown categories at scoring time are ignored, not fatal);
-    numeric features pass through unchanged (tree ensembles need no scaling).
+    Categorical features are one-hot encoded (unknown categories at scoring time are ignored, not fatal; a
+    missing value is a category of its own); numeric features stay as they are (tree ensembles need no
+    scaling; HistGradientBoosting reads NaN as missing), imputed only for an estimator that refuses NaN.
     """
-    from sklearn.compose import ColumnTransformer
     from sklearn.pipeline import Pipeline
-    from sklearn.preprocessing import OneHotEncoder
 
-    categorical = [f.name for f in spec.features if f.kind == "categorical"]
-    numeric = [f.name for f in spec.features if f.kind == "numeric"]
-    pre = ColumnTransformer(
-        [
-            ("categorical", OneHotEncoder(handle_unknown="ignore", sparse_output=False), categorical),
-            ("numeric", "passthrough", numeric),
-        ],
-        verbose_feature_names_out=False,
-    )
-    cls = _estimator_class(spec.training.estimator.class_path)
+    cls = _estimator_class(spec.estimator_class)
     try:
         estimator = cls(**params)
     except TypeError as exc:
         raise TrainingProblem(
-            f"{spec.training.estimator.class_path} does not accept these parameters: {exc}. "
+            f"{spec.estimator_class} does not accept these parameters: {exc}. "
             f"Fix training.estimator.params in {spec.name}.yaml or the run's overrides."
         ) from None
     if "random_state" in estimator.get_params():
         estimator.set_params(random_state=spec.training.seed)
-    return Pipeline([("preprocess", pre), ("model", estimator)])
+    tags = getattr(estimator, "__sklearn_tags__", None)
+    allow_nan = bool(tags().input_tags.allow_nan) if callable(tags) else False
+    return Pipeline([("preprocess", _preprocess(spec, allow_nan)), ("model", estimator)])
+
+
+# --- the task: regression, binary or multiclass -------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Task:
+    """What the model predicts: ``kind`` (a metric registry task), and for a classifier its classes in the order
+    the metrics read probabilities (binary: the positive class last) and the binary decision threshold."""
+
+    kind: str
+    classes: tuple[Any, ...] = ()
+    threshold: float = 0.5
+
+    @property
+    def is_classifier(self) -> bool:
+        return self.kind != "regression"
+
+
+def _plain(value: Any) -> Any:
+    item = getattr(value, "item", None)
+    return item() if callable(item) else value
+
+
+def classification_task(spec: ModelSpec, classes: list[Any]) -> Task:
+    """Binary (two classes, the positive one last) or multiclass, from the classes a model was trained on."""
+    labels = [_plain(c) for c in classes]
+    if len(labels) == 2:
+        wanted = spec.target.positive_class
+        if wanted is not None:
+            matches = [c for c in labels if c == wanted or str(c) == str(wanted)]
+            if not matches:
+                raise TrainingProblem(
+                    f"target.positive_class {wanted!r} of {spec.name}.yaml is not one of the classes of "
+                    f"`{spec.target.name}` seen in training: {labels!r}. Set it to one of them (or remove it)."
+                )
+            labels = [c for c in labels if c != matches[0]] + [matches[0]]
+        return Task("binary", tuple(labels), spec.target.decision_threshold)
+    return Task("multiclass", tuple(labels))
+
+
+def training_task(spec: ModelSpec, y: pd.Series, window: Window | str) -> Task:
+    """The task of the training rows: regression, or the classes seen (at least two) and so binary or multiclass.
+
+    The gate's metric, its thresholds and the monitor's metric must fit the kind; errors say what fits.
+    """
+    if spec.target.task == "regression":
+        return Task("regression")
+    counts = y.value_counts(dropna=True)
+    if len(counts) < 2:
+        seen = f"one class, {counts.index[0]!r}, on all {int(counts.iloc[0]):,} rows" if len(counts) else "no label"
+        raise TrainingProblem(
+            f"Model {spec.name}: the training rows of window {window} hold {seen} of the target "
+            f"`{spec.target.name}`; a classifier needs at least two classes. Widen the window (param "
+            "window_start) so it holds examples of the other classes, check the labels at the source, or, if "
+            f"`{spec.target.name}` is a number to predict, set target.task: regression in {spec.name}.yaml."
+        )
+    try:
+        ordered = sorted(counts.index.tolist())
+    except TypeError:
+        ordered = sorted(counts.index.tolist(), key=str)
+    task = classification_task(spec, ordered)
+    check_metrics_fit(spec, task)
+    return task
+
+
+def check_metrics_fit(spec: ModelSpec, task: Task) -> None:
+    """The gate's metric and thresholds and the monitor's metric must fit the task the training data makes."""
+    from airloop.core import metrics
+
+    named = [("gate.metric", spec.gate_metric)]
+    named += [("gate.thresholds", m) for m in spec.gate.thresholds]
+    named.append(("monitoring.performance_metric", spec.performance_metric))
+    wrong = [f"{where} `{name}`" for where, name in named if not metrics.get(name).fits(task.kind)]
+    if wrong:
+        fitting = ", ".join(m.name for m in metrics.metrics_for(task.kind))
+        raise TrainingProblem(
+            f"Model {spec.name}: the training rows hold {len(task.classes)} classes of `{spec.target.name}` "
+            f"({', '.join(map(repr, task.classes[:10]))}), so it is a {task.kind} model, and "
+            f"{'; '.join(wrong)} does not fit a {task.kind} model. Metrics that fit {task.kind}: {fitting}. "
+            f"Change them in {spec.name}.yaml (or leave gate.metric out for the default, log_loss)."
+        )
+
+
+def model_task(spec: ModelSpec, model: Any) -> Task:
+    """The task of a fitted model: regression, or its classes (``classes_``) as binary or multiclass."""
+    if spec.target.task == "regression":
+        return Task("regression")
+    classes = getattr(model, "classes_", None)
+    if classes is None or not hasattr(model, "predict_proba"):
+        raise TrainingProblem(
+            f"The model of {spec.name} has no classes_ or predict_proba, but the target's task is classification: "
+            f"train it with a scikit-learn classifier (e.g. {spec.estimator_class})."
+        )
+    return classification_task(spec, list(classes))
+
+
+@dataclass(frozen=True)
+class Predictions:
+    """A model's predictions on some rows: values (regression) or classes, and the classes' probabilities."""
+
+    values: Any
+    proba: Any = None
+
+    def subset(self, mask: Any) -> Predictions:
+        return Predictions(self.values[mask], None if self.proba is None else self.proba[mask])
+
+
+def predict_with(model: Any, x: pd.DataFrame, task: Task) -> Predictions:
+    """Predictions for ``task``; a classifier's probabilities get one column per class of ``task.classes``
+    (a class the model never saw, e.g. in a search fold, has probability 0), classes picked as the metrics do."""
+    import numpy as np
+
+    if not task.is_classifier:
+        raw = model.predict(x) if hasattr(model, "predict") else model(x)
+        return Predictions(np.asarray(raw, dtype=float).reshape(-1))
+    raw_proba = np.asarray(model.predict_proba(x), dtype=float)
+    own = [_plain(c) for c in model.classes_]
+    proba = np.zeros((len(x), len(task.classes)))
+    for j, label in enumerate(task.classes):
+        if label in own:
+            proba[:, j] = raw_proba[:, own.index(label)]
+    labels = np.asarray(task.classes, dtype=object)
+    if task.kind == "binary":
+        picked = (proba[:, 1] >= task.threshold).astype(int)
+    else:
+        picked = np.nan_to_num(proba, nan=-1.0).argmax(axis=1)
+    return Predictions(labels[picked], proba)
+
+
+def task_scores(task: Task, y: Any, predictions: Predictions, names: list[str] | None = None) -> Any:
+    """Every metric of the task (or ``names``) from :func:`airloop.core.metrics.compute`; NaN with a note when
+    undefined."""
+    from airloop.core import metrics
+
+    if not task.is_classifier:
+        return metrics.compute(task.kind, y, y_pred=predictions.values, names=names)
+    return metrics.compute(
+        task.kind, y, proba=predictions.proba, classes=list(task.classes), threshold=task.threshold, names=names
+    )
+
+
+def scorer(spec: ModelSpec, task: Task) -> Any:
+    """A scikit-learn scorer for the gate's metric (greater is better: a lower-is-better metric is negated)."""
+    from airloop.core import metrics
+
+    name = spec.gate_metric
+    sign = -1.0 if metrics.get(name, task.kind).lower_is_better else 1.0
+
+    def score(estimator: Any, x: pd.DataFrame, y: Any) -> float:
+        values = task_scores(task, _target_values(task, y), predict_with(estimator, x, task), names=[name])
+        return sign * float(values[name])
+
+    return score
+
+
+def _target_values(task: Task, y: Any) -> Any:
+    import numpy as np
+
+    return np.asarray(y, dtype=float) if not task.is_classifier else np.asarray(y, dtype=object)
 
 
 @dataclass(frozen=True)
@@ -267,64 +481,75 @@ class FitResult:
     pipeline: Pipeline
     params: dict[str, Any]
     trials: list[dict[str, Any]]
+    task: Task = Task("regression")
 
 
-def fit(spec: ModelSpec, train: pd.DataFrame, overrides: dict[str, Any] | None = None) -> FitResult:
-    """Fit the pipeline; with a ``training.search``, first pick parameters by a bounded search on time folds."""
+def fit_params(spec: ModelSpec, task: Task, y: pd.Series) -> dict[str, Any]:
+    """What ``fit`` is given beside the rows: balanced sample weights when the spec asks for them."""
+    if not task.is_classifier or spec.target.class_weight != "balanced":
+        return {}
+    from sklearn.utils.class_weight import compute_sample_weight
+
+    return {"model__sample_weight": compute_sample_weight("balanced", y.to_numpy())}
+
+
+def fit(
+    spec: ModelSpec, train: pd.DataFrame, overrides: dict[str, Any] | None = None, window: Window | str = "?"
+) -> FitResult:
+    """Fit the pipeline; with a ``training.search``, first pick parameters by a bounded search on time folds,
+    scored by the gate's metric."""
     params = estimator_params(spec, overrides)
     x, y = train[spec.feature_names], train[spec.target.name]
+    task = training_task(spec, y, window)
+    weights = fit_params(spec, task, y)
     trials: list[dict[str, Any]] = []
-    search = spec.training.search
-    if search is not None:
-        from sklearn.model_selection import ParameterGrid, RandomizedSearchCV, TimeSeriesSplit
-
-        space = {f"model__{k}": v for k, v in search.space.items()}
-        n_candidates = len(ParameterGrid(space))
-        searcher = RandomizedSearchCV(
-            build_pipeline(spec, params),
-            space,
-            n_iter=min(search.max_trials, n_candidates),
-            cv=TimeSeriesSplit(n_splits=search.folds),
-            scoring="neg_root_mean_squared_error",
-            random_state=spec.training.seed,
-            refit=False,
-            n_jobs=1,
-        )
-        searcher.fit(x, y)
-        results = searcher.cv_results_
-        for i, candidate in enumerate(results["params"]):
-            trials.append(
-                {
-                    "params": {k.removeprefix("model__"): v for k, v in candidate.items()},
-                    "rmse": float(-results["mean_test_score"][i]),
-                    "rank": int(results["rank_test_score"][i]),
-                }
-            )
-        best = {k.removeprefix("model__"): v for k, v in searcher.best_params_.items()}
-        params = {**params, **best}
-        log.info("Search: %d trials on %d time folds; best %s", len(trials), search.folds, best)
+    if spec.training.search is not None:
+        params, trials = _search(spec, task, params, x, y, weights)
     pipeline = build_pipeline(spec, params)
-    pipeline.fit(x, y)
-    return FitResult(pipeline=pipeline, params=params, trials=trials)
+    pipeline.fit(x, y, **weights)
+    return FitResult(pipeline=pipeline, params=params, trials=trials, task=task)
 
 
-def _scores(y_true: Any, y_pred: Any) -> dict[str, float]:
-    import numpy as np
-    from sklearn.metrics import mean_absolute_error, r2_score, root_mean_squared_error
+def _search(
+    spec: ModelSpec, task: Task, params: dict[str, Any], x: pd.DataFrame, y: pd.Series, weights: dict[str, Any]
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """A bounded random search on time-ordered folds; returns the best parameters and every trial."""
+    from sklearn.model_selection import ParameterGrid, RandomizedSearchCV, TimeSeriesSplit
 
-    finite = np.isfinite(y_pred)
-    if not finite.all() or len(y_true) == 0:
-        return {"rmse": math.nan, "mae": math.nan, "r2": math.nan}
-    r2 = float(r2_score(y_true, y_pred)) if len(y_true) > 1 else math.nan
-    return {
-        "rmse": float(root_mean_squared_error(y_true, y_pred)),
-        "mae": float(mean_absolute_error(y_true, y_pred)),
-        "r2": r2,
-    }
+    from airloop.core import metrics
+
+    search = spec.training.search
+    assert search is not None
+    name = spec.gate_metric
+    sign = -1.0 if metrics.get(name).lower_is_better else 1.0
+    space = {f"model__{k}": v for k, v in search.space.items()}
+    searcher = RandomizedSearchCV(
+        build_pipeline(spec, params),
+        space,
+        n_iter=min(search.max_trials, len(ParameterGrid(space))),
+        cv=TimeSeriesSplit(n_splits=search.folds),
+        scoring=scorer(spec, task),
+        random_state=spec.training.seed,
+        refit=False,
+        n_jobs=1,
+    )
+    searcher.fit(x, y, **weights)
+    results = searcher.cv_results_
+    trials = [
+        {
+            "params": {k.removeprefix("model__"): v for k, v in candidate.items()},
+            name: float(sign * results["mean_test_score"][i]),
+            "rank": int(results["rank_test_score"][i]),
+        }
+        for i, candidate in enumerate(results["params"])
+    ]
+    best = {k.removeprefix("model__"): v for k, v in searcher.best_params_.items()}
+    log.info("Search: %d trials on %d time folds, by %s; best %s", len(trials), search.folds, name, best)
+    return {**params, **best}, trials
 
 
 def slice_labels(spec: ModelSpec, frame: pd.DataFrame) -> dict[str, pd.Series]:
-    """For each declared slice, the label of every row (``hour_band=night``, ``season=3``, ...)."""
+    """For each declared slice, the label of every row (``band=night``, ``region=3``, ...)."""
     import pandas as pd
 
     labels: dict[str, pd.Series] = {}
@@ -347,32 +572,65 @@ def evaluate(
     signature: dict[str, str] | None = None,
     version: str | None = None,
 ) -> Evaluation:
-    """Score ``predict`` (a callable or a fitted pipeline) on the holdout: overall, per slice, and sanity."""
-    import numpy as np
-
-    x, y = holdout[spec.feature_names], holdout[spec.target.name].to_numpy(dtype=float)
-    raw = predict.predict(x) if hasattr(predict, "predict") else predict(x)
-    y_pred = np.asarray(raw, dtype=float).reshape(-1)
-    finite = np.isfinite(y_pred)
+    """Score ``predict`` (a fitted pipeline, a loaded model or, for a regression, a callable) on the holdout:
+    every metric of its task overall and per slice, and what the gate's sanity checks read."""
+    model = getattr(predict, "pipeline", predict)
+    task = model_task(spec, model)
+    y = _target_values(task, holdout[spec.target.name])
+    predictions = predict_with(model, holdout[spec.feature_names], task)
+    overall = task_scores(task, y, predictions)
     slices: dict[str, dict[str, float]] = {}
     for labels in slice_labels(spec, holdout).values():
         for label in sorted(labels.unique()):
             mask = (labels == label).to_numpy()
-            slices[label] = {**_scores(y[mask], y_pred[mask]), "rows": int(mask.sum())}
+            slices[label] = {**task_scores(task, y[mask], predictions.subset(mask)), "rows": int(mask.sum())}
     return Evaluation(
-        metrics=_scores(y, y_pred),
+        metrics=dict(overall),
         slices=slices,
-        predictions=len(y_pred),
-        nan_predictions=int((~finite).sum()),
-        min_prediction=float(y_pred[finite].min()) if finite.any() else math.nan,
-        max_prediction=float(y_pred[finite].max()) if finite.any() else math.nan,
+        predictions=len(predictions.values),
         signature=signature,
         version=version,
+        task=task.kind,
+        notes=dict(overall.notes),
+        **_prediction_stats(task, predictions),
     )
 
 
+def _prediction_stats(task: Task, predictions: Predictions) -> dict[str, Any]:
+    """The sanity fields of an :class:`Evaluation`: NaN count and range (regression); classes, predicted
+    shares, the probabilities' range and what is wrong with them (classification)."""
+    import numpy as np
+
+    from airloop.core.metrics import check_probabilities
+
+    if not task.is_classifier:
+        values = predictions.values
+        finite = np.isfinite(values)
+        return {
+            "nan_predictions": int((~finite).sum()),
+            "min_prediction": float(values[finite].min()) if finite.any() else math.nan,
+            "max_prediction": float(values[finite].max()) if finite.any() else math.nan,
+        }
+    proba, picked = predictions.proba, predictions.values
+    finite_rows = np.isfinite(proba).all(axis=1)
+    finite = proba[np.isfinite(proba)]
+    shares: dict[str, float] = {}
+    for label in task.classes:
+        share = float(np.mean(picked[finite_rows] == label)) if finite_rows.any() else math.nan
+        shares[str(label)] = share
+    return {
+        "nan_predictions": int((~finite_rows).sum()),
+        "classes": list(task.classes),
+        "predicted_shares": shares,
+        "proba_min": float(finite.min()) if finite.size else math.nan,
+        "proba_max": float(finite.max()) if finite.size else math.nan,
+        "proba_problem": check_probabilities(proba, list(task.classes)) if len(proba) else None,
+    }
+
+
 def feature_importance(spec: ModelSpec, pipeline: Pipeline, holdout: pd.DataFrame) -> dict[str, float]:
-    """Permutation importance on (at most 1,000 rows of) the holdout, per input feature, in the target's units."""
+    """Permutation importance on (at most 1,000 rows of) the holdout, per input feature: how much the gate's
+    metric worsens when the feature is shuffled (in the metric's units)."""
     from sklearn.inspection import permutation_importance
 
     sample = holdout.iloc[-1000:]
@@ -380,7 +638,7 @@ def feature_importance(spec: ModelSpec, pipeline: Pipeline, holdout: pd.DataFram
         pipeline,
         sample[spec.feature_names],
         sample[spec.target.name],
-        scoring="neg_root_mean_squared_error",
+        scoring=scorer(spec, model_task(spec, pipeline)),
         n_repeats=2,
         random_state=spec.training.seed,
         n_jobs=1,
@@ -389,40 +647,27 @@ def feature_importance(spec: ModelSpec, pipeline: Pipeline, holdout: pd.DataFram
 
 
 def plots(spec: ModelSpec, pipeline: Pipeline, holdout: pd.DataFrame, importance: dict[str, float]) -> dict[str, Any]:
-    """The evaluation figures (matplotlib, headless): predicted vs actual, residuals by hour, importance."""
+    """The evaluation figures (matplotlib, headless), by task, and the permutation importance."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    import numpy as np
 
-    y = holdout[spec.target.name].to_numpy(dtype=float)
-    y_pred = pipeline.predict(holdout[spec.feature_names])
-    figures: dict[str, Any] = {}
+    from airloop.stages.train import figures
 
-    fig, ax = plt.subplots(figsize=(5, 5))
-    ax.scatter(y, y_pred, s=4, alpha=0.4)
-    top = float(max(y.max(), y_pred.max()))
-    ax.plot([0, top], [0, top], color="black", linewidth=1)
-    ax.set(xlabel=f"actual {spec.target.name}", ylabel="predicted", title="Holdout: predicted vs actual")
-    figures["predicted_vs_actual.png"] = fig
-
-    fig, ax = plt.subplots(figsize=(7, 4))
-    if "hr" in holdout.columns:
-        groups = holdout["hr"].to_numpy()
-        hours = np.unique(groups)
-        ax.boxplot([(y - y_pred)[groups == h] for h in hours], showfliers=False)
-        ax.set_xticks(range(1, len(hours) + 1), [str(int(h)) for h in hours])
-        ax.set(xlabel="hour", ylabel="actual - predicted", title="Holdout residuals by hour")
+    task = model_task(spec, pipeline)
+    y = _target_values(task, holdout[spec.target.name])
+    predictions = predict_with(pipeline, holdout[spec.feature_names], task)
+    if task.is_classifier:
+        drawn = figures.classification(
+            spec.target.name, task.kind, list(task.classes), y, predictions.proba, predictions.values
+        )
     else:
-        ax.hist(y - y_pred, bins=50)
-        ax.set(xlabel="actual - predicted", title="Holdout residuals")
-    figures["residuals_by_hour.png"] = fig
-
+        groups = next(iter(slice_labels(spec, holdout).items()), None)
+        drawn = figures.regression(spec.target.name, y, predictions.values, groups)
     fig, ax = plt.subplots(figsize=(6, 4))
     ranked = sorted(importance.items(), key=lambda kv: kv[1])
     ax.barh([k for k, _ in ranked], [v for _, v in ranked])
-    ax.set(xlabel=f"RMSE increase when permuted ({spec.target.name})", title="Permutation importance")
+    ax.set(xlabel=f"{spec.gate_metric} worse by, when permuted", title="Permutation importance")
     fig.tight_layout()
-    figures["feature_importance.png"] = fig
-    return figures
+    return {**drawn, "feature_importance.png": fig}
