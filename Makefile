@@ -52,6 +52,7 @@ lint: install ## ruff (lint, format), import-linter (the layer rule) and mypy (t
 	$(RUN) ruff check .
 	$(RUN) ruff format --check .
 	$(RUN) lint-imports
+	$(RUN) mypy
 
 format: install ## apply ruff fixes and formatting
 	$(RUN) ruff check --fix .

@@ -266,7 +266,6 @@ def test_draft_revision_writes_a_revision_that_reaches_the_metadata(tmp_path: Pa
         table.to_metadata(ahead)
     ahead.tables["predictions"].append_column(sa.Column("proba", sa.JSON, comment="class probabilities"))
 
-    previous = migrations.head()
     path = migrations.draft_revision("Add predictions.proba", ahead, folder)
 
     head = migrations.head()
