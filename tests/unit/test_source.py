@@ -241,6 +241,7 @@ def test_composed_time_and_a_refused_seed_keeps_the_table(tmp_path):
         ("file: events.csv\ntable: events\ntime: {column: when}\n", r"`time.column` names \['when'\]"),
         ("file: other.csv\ntable: events\ntime: {column: day}\n", r"`file` names other.csv, which is not in"),
         ("- just\n- a list\n", r"must be a mapping of fields"),
+        ("name: other\n" + COMPOSED, r"remove `name` and `folder`: a data set is named by its folder"),
     ],
 )
 def test_a_wrong_manifest_is_named(tmp_path, manifest, message):

@@ -99,8 +99,10 @@ def read_dataset(path: Path) -> Dataset:
         raise DatasetProblem(f"{manifest} is not valid YAML: {exc}") from None
     if not isinstance(raw, dict):
         raise DatasetProblem(f"{manifest} must be a mapping of fields (file, table, time, ...)")
+    if {"name", "folder"} & set(raw):
+        raise DatasetProblem(f"{manifest}: remove `name` and `folder`: a data set is named by its folder")
     try:
-        dataset = Dataset.model_validate({"name": manifest.parent.name, **raw, "folder": manifest.parent})
+        dataset = Dataset.model_validate({**raw, "name": manifest.parent.name, "folder": manifest.parent})
     except ValidationError as exc:
         problems = "; ".join(f"`{'.'.join(map(str, e['loc']))}`: {e['msg']}" for e in exc.errors())
         raise DatasetProblem(
