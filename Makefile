@@ -79,8 +79,24 @@ status: install ## components, URLs and per-model intervals (airloop status --js
 demo: install ## seed, start, run the pipeline on the real data and print a summary (servers stay up)
 	$(RUN) airloop demo $(DEMO_ARGS)
 
-suites-check: install ## check the bikes suites and dry-run them on a week (ON=2011-03-10)
-	$(RUN) airloop suites check bikes $(if $(ON),--on $(ON))
+# Every model with a spec in include/models (MODELS=bikes checks one); with ON=date, each model whose schedule holds
+# that date is also dry-run on the interval containing it (the others are named and skipped).
+MODELS ?= $(sort $(basename $(notdir $(wildcard include/models/*.yaml))))
+IN_SCHEDULE = import sys, datetime; from airloop.core.spec import get_spec; from airloop.ops.suites import \
+	interval_containing as within; within(get_spec(sys.argv[1]), datetime.date.fromisoformat(sys.argv[2]))
+
+suites-check: install ## check every model's suites load; ON=2011-03-10 dry-runs them on that date's interval
+	@fail=0; dry=0; for m in $(MODELS); do \
+	  echo "== $$m"; \
+	  if [ -n "$(ON)" ] && $(RUN) python -c '$(IN_SCHEDULE)' $$m '$(ON)' 2>/dev/null; then \
+	    dry=1; $(RUN) airloop suites check $$m --on $(ON) || fail=1; \
+	  else \
+	    $(RUN) airloop suites check $$m || fail=1; \
+	    if [ -n "$(ON)" ]; then echo "(no dry run: $(ON) is outside the schedule of $$m)"; fi; \
+	  fi; \
+	done; \
+	if [ -n "$(ON)" ] && [ $$dry = 0 ]; then echo "ON=$(ON) is in no model's schedule (or not a YYYY-MM-DD date)" >&2; fail=1; fi; \
+	exit $$fail
 
 clean: ## stop servers and delete the embedded runtime state (.airloop)
 	-$(RUN) airloop down

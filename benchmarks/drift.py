@@ -15,7 +15,7 @@ shows what the extra 9.9M rows still cost. ``sample`` draws with numpy's ``Gener
 it needs, so sampling 10M rows costs about 20 ms. Beside it, informative: the same check without the cap
 (``sample_cap`` set above the size) at 100k and 1M, to show what the cap saves.
 
-The data: ``include/data/bike_sharing/hour.csv`` as ``airloop.adapters.source.load_demo_frame`` reads it (``ts`` from
+The data: ``include/data/bike_sharing/hour.csv`` as ``airloop.adapters.datasets.dataset_frame`` reads it (``ts`` from
 ``dteday`` and ``hr``, in UTC), without its sensor-fault rows (``hum == 0`` on 2011-03-10, which validation
 quarantines), reduced to the bikes spec's features, its target and ``ts``, in compact dtypes (integers in the
 smallest integer type that holds them, floats as float32: 34 bytes a row, 340 MB at 10M rows instead of 1.1 GB in
@@ -95,9 +95,9 @@ def load_base(spec: ModelSpec) -> pd.DataFrame:
     """The real data: the spec's features, target and time column (UTC), compact dtypes, no sensor-fault rows."""
     import pandas as pd
 
-    from airloop.adapters.source import load_demo_frame
+    from airloop.adapters.datasets import dataset_frame
 
-    real = load_demo_frame(DEMO_CSV)
+    real = dataset_frame(DEMO_CSV.parent)
     real = real[real["hum"] > 0]  # hum == 0 all day on 2011-03-10: a sensor fault validation quarantines
     time_col = spec.source.time_column
     frame = real[[*spec.feature_names, spec.target.name, time_col]].reset_index(drop=True)
@@ -339,7 +339,7 @@ def run(scratch: Path, repeat: int = 7, sizes: Sequence[int] = SIZES, pairs: int
             "baseline": f"the same check at {BASELINE_ROWS:,} current rows (already capped to {cap:,})",
             "interleaved": "one process; every variant once per repetition, the order rotating by one each "
             "repetition; gc.collect() before each call; Evidently imported and one warm-up check before timing",
-            "data": "hour.csv (load_demo_frame, ts in UTC) without hum == 0 rows; the spec's features, target and "
+            "data": "hour.csv (dataset_frame, ts in UTC) without hum == 0 rows; the spec's features, target and "
             "ts in compact dtypes (see data.dtypes); reference: its 2011 rows; current: rows resampled with "
             f"replacement from all of it (seed {SEED}), one frame per size, built once",
             "model": f"airloop.stages.train.steps.fit(spec, 2011 rows, {{'max_iter': {MAX_ITER}}}).pipeline, "

@@ -119,9 +119,9 @@ def build_pieces(rows: int, start: datetime, seed: int = SEED) -> Iterator[pd.Da
     import numpy as np
     import pandas as pd
 
-    from airloop.adapters.source import load_demo_frame
+    from airloop.adapters.datasets import dataset_frame
 
-    real = load_demo_frame(DEMO_CSV)
+    real = dataset_frame(DEMO_CSV.parent)
     real = real[real["hum"] > 0].reset_index(drop=True)
     real["ts"] = real["ts"].dt.tz_localize("UTC")
     rng = np.random.default_rng(seed)
@@ -144,9 +144,10 @@ def _spec() -> Any:
 def child_setup(sizes: Sequence[int], max_iter: int | None) -> dict[str, Any]:
     """Seed, validated intervals, a trained ``@champion``, one validated partition per size (all untimed)."""
     from airloop.adapters import registry as tracking
+    from airloop.adapters.datasets import seed
     from airloop.adapters.db import engine_for
     from airloop.adapters.lake import default_lake
-    from airloop.adapters.source import extract_interval, seed
+    from airloop.adapters.source import extract_interval
     from airloop.core import settings as config
     from airloop.core.contracts import RunInfo, TrainRequest
     from airloop.core.intervals import Interval, expected_intervals
@@ -155,7 +156,7 @@ def child_setup(sizes: Sequence[int], max_iter: int | None) -> dict[str, Any]:
     spec = _spec()
     config.paths().home.mkdir(parents=True, exist_ok=True)
     engine = engine_for(config.SOURCE_CONN_ID)
-    seed(engine, DEMO_CSV)
+    seed(engine, DEMO_CSV.parent)
     lake = default_lake()
     for interval in list(expected_intervals(spec, until=datetime.now(UTC)))[-14:]:
         meta = {

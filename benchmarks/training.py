@@ -210,9 +210,10 @@ def _spec() -> Any:
 def child_setup() -> dict[str, Any]:
     """Seed the source, write validated partitions, create the MLflow store, train once (all untimed but one)."""
     from airloop.adapters import registry as tracking
+    from airloop.adapters.datasets import seed
     from airloop.adapters.db import engine_for
     from airloop.adapters.lake import Lake
-    from airloop.adapters.source import extract_interval, seed
+    from airloop.adapters.source import extract_interval
     from airloop.core import settings as config
     from airloop.core.contracts import RunInfo, TrainRequest
     from airloop.core.intervals import expected_intervals
@@ -225,7 +226,7 @@ def child_setup() -> dict[str, Any]:
     spec = _spec()
     engine = engine_for(config.SOURCE_CONN_ID)
     t = time.perf_counter()
-    source_rows = seed(engine, config.paths().demo_data_dir / "hour.csv")
+    source_rows = seed(engine, config.paths().data_dir / "bike_sharing").rows
     seed_s = time.perf_counter() - t
 
     t = time.perf_counter()

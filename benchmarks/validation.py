@@ -151,9 +151,9 @@ def build_batch(rows: int, seed: int = 0) -> pd.DataFrame:
     import numpy as np
     import pandas as pd
 
-    from airloop.adapters.source import load_demo_frame
+    from airloop.adapters.datasets import dataset_frame
 
-    real = load_demo_frame(DEMO_CSV)
+    real = dataset_frame(DEMO_CSV.parent)
     real = real[real["hum"] > 0]  # hum == 0 all day on 2011-03-10: a sensor fault the suite rejects
     picks = np.random.default_rng(seed).integers(0, len(real), rows)
     batch = real.iloc[picks].reset_index(drop=True)

@@ -47,9 +47,9 @@ def home() -> Path:
 @pytest.fixture(scope="session")
 def demo_frame():
     """The vendored bike-sharing data with its ``ts`` column (checksum verified)."""
-    from airloop.adapters.source import load_demo_frame
+    from airloop.adapters.datasets import dataset_frame
 
-    return load_demo_frame(DEMO_CSV)
+    return dataset_frame(DEMO_CSV.parent)
 
 
 @pytest.fixture(scope="session")
@@ -62,11 +62,11 @@ def bikes_spec():
 @pytest.fixture(scope="session")
 def seeded_source(home: Path) -> Path:
     """The session's source database, seeded with the real demo data."""
+    from airloop.adapters.datasets import seed
     from airloop.adapters.db import engine_for
-    from airloop.adapters.source import seed
     from airloop.core.settings import SOURCE_CONN_ID
 
-    seed(engine_for(SOURCE_CONN_ID), DEMO_CSV)
+    seed(engine_for(SOURCE_CONN_ID), DEMO_CSV.parent)
     return home / "source.db"
 
 

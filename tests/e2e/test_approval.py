@@ -56,8 +56,8 @@ def _write_training_data(home: Path, models: Path) -> list[str]:
     """Seed this home's source and write validated partitions of the newest 14 intervals (the 364-day window)."""
     import sqlalchemy as sa
 
+    from airloop.adapters.datasets import seed
     from airloop.adapters.lake import Lake
-    from airloop.adapters.source import seed
     from airloop.core.spec import get_spec
     from tests.conftest import DEMO_CSV
     from tests.support import write_validated_partitions
@@ -66,7 +66,7 @@ def _write_training_data(home: Path, models: Path) -> list[str]:
     assert spec.gate.approval.required, "the copied spec must require approval"
     engine = sa.create_engine(f"sqlite:///{home / 'source.db'}")
     try:
-        seed(engine, DEMO_CSV)
+        seed(engine, DEMO_CSV.parent)
         return write_validated_partitions(engine, Lake(home / "lake"), spec)
     finally:
         engine.dispose()

@@ -25,12 +25,12 @@ def ingest_dag(airflow_db, tmp_path_factory):
 
     from airflow.dag_processing.dagbag import DagBag
 
-    from airloop.adapters.source import seed
+    from airloop.adapters.datasets import seed
     from tests.conftest import DEMO_CSV
 
     source = tmp_path_factory.mktemp("source") / "source.db"
     engine = sa.create_engine(f"sqlite:///{source}")
-    seed(engine, DEMO_CSV)
+    seed(engine, DEMO_CSV.parent)
     with engine.begin() as conn:
         conn.execute(
             sa.text("UPDATE bike_rentals SET temp = NULL WHERE ts >= :a AND ts < :b"),

@@ -44,7 +44,7 @@ def test_stored_digests_do_not_move() -> None:
     assert version_of(content, {"x.json": b"{}", "a.txt": b"hello"}) == "v-ea959109baab0b20"
     suite = {"b": [1, 2], "a": {"z": 1, "y": pd.Timestamp("2011-01-01")}}
     assert suite_digest(suite) == "a0676fb494f9d8ff"
-    data_file = paths().demo_data_dir / "hour.csv"
+    data_file = paths().data_dir / "bike_sharing" / "hour.csv"
     assert sha256_of(data_file) == "b03a2d02e8c10f435c43c7f0b358b7e34a003afea53dbc37f0183f2763295133"
     assert verify_checksum(data_file) == sha256_of(data_file)
 

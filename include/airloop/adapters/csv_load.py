@@ -22,6 +22,7 @@ from __future__ import annotations
 import csv
 import io
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -274,8 +275,19 @@ def read_csv(
 # ---- writing ----------------------------------------------------------------------------------------------------
 
 
-def write_table(engine: Engine, frame: pd.DataFrame, table: str, *, time_column: str | None, replace: bool) -> None:
-    """Write ``frame`` as ``table`` in one transaction (all rows or none); an existing table needs ``replace``."""
+def write_table(
+    engine: Engine,
+    frame: pd.DataFrame,
+    table: str,
+    *,
+    time_column: str | None,
+    replace: bool,
+    keys: Sequence[str] = (),
+) -> None:
+    """Write ``frame`` as ``table`` in one transaction (all rows or none); an existing table needs ``replace``.
+
+    The time column gets an index; ``keys`` (columns unique together) a unique one (the time index, when the time
+    column alone is the key)."""
     import sqlalchemy as sa
 
     from airloop.adapters.db import describe
@@ -290,9 +302,12 @@ def write_table(engine: Engine, frame: pd.DataFrame, table: str, *, time_column:
             )
         dtype = {time_column: sa.DateTime()} if time_column else None
         frame.to_sql(table, conn, if_exists="replace", index=False, dtype=dtype, chunksize=10_000)
+        written = sa.Table(table, sa.MetaData(), autoload_with=conn)
+        time_is_key = list(keys) == [time_column]
         if time_column:
-            written = sa.Table(table, sa.MetaData(), autoload_with=conn)
-            sa.Index(f"ix_{table}_{time_column}", written.c[time_column]).create(conn)
+            sa.Index(f"ix_{table}_{time_column}", written.c[time_column], unique=time_is_key).create(conn)
+        if keys and not time_is_key:
+            sa.Index(f"ux_{table}_{'_'.join(keys)}", *(written.c[k] for k in keys), unique=True).create(conn)
 
 
 def load_csv(

@@ -1,4 +1,7 @@
-"""The source database: seeding the vendored demo data, and extracting exactly one data interval.
+"""The source database: extracting exactly one data interval, and verifying the checksum of a data file.
+
+(Loading data into the source: :mod:`airloop.adapters.csv_load` for a user's CSV file, and
+:mod:`airloop.adapters.datasets` for the vendored data sets that ``airloop seed`` loads from their manifests.)
 
 Extraction binds the interval bounds as SQL parameters (never formats them into SQL) and selects
 ``start <= time < end``, so adjacent intervals never share or drop a row.
@@ -21,9 +24,8 @@ if TYPE_CHECKING:
     import pandas as pd
     from sqlalchemy.engine import Engine
 
-log = logging.getLogger(__name__)
 
-DEMO_TABLE = "bike_rentals"
+log = logging.getLogger(__name__)
 
 
 class SourceProblem(ExpectedFailure, RuntimeError):
@@ -44,9 +46,9 @@ def sha256_of(path: Path) -> str:
     return file_digest(path)
 
 
-def verify_checksum(csv_path: Path) -> str:
-    """Check a data file against ``<file>.sha256`` beside it; return the digest."""
-    recorded_file = csv_path.with_name(csv_path.name + ".sha256")
+def verify_checksum(csv_path: Path, recorded_file: Path | None = None) -> str:
+    """Check a data file against its recorded sha256 (default ``<file>.sha256`` beside it); return the digest."""
+    recorded_file = recorded_file or csv_path.with_name(csv_path.name + ".sha256")
     try:
         expected = recorded_file.read_text().split()[0]
     except (FileNotFoundError, IndexError) as exc:
@@ -58,28 +60,6 @@ def verify_checksum(csv_path: Path) -> str:
             "The file was changed or truncated: restore it with `git checkout -- include/data`."
         )
     return actual
-
-
-def load_demo_frame(csv_path: Path) -> pd.DataFrame:
-    """The bike-sharing CSV as a frame with a UTC ``ts`` column built from ``dteday`` and ``hr``."""
-    import pandas as pd
-
-    verify_checksum(csv_path)
-    df = pd.read_csv(csv_path)
-    df.insert(0, "ts", pd.to_datetime(df["dteday"]) + pd.to_timedelta(df["hr"], unit="h"))
-    return df
-
-
-def seed(engine: Engine, csv_path: Path, table: str = DEMO_TABLE) -> int:
-    """Load the demo data into ``table`` (replacing it in one transaction). Safe to run twice."""
-    import sqlalchemy as sa
-
-    df = load_demo_frame(csv_path)
-    with engine.begin() as conn:
-        df.to_sql(table, conn, if_exists="replace", index=False, dtype={"ts": sa.DateTime()})
-        conn.execute(sa.text(f'CREATE UNIQUE INDEX IF NOT EXISTS "ix_{table}_ts" ON "{table}" (ts)'))
-    log.info("seeded %d rows into %s", len(df), table)
-    return len(df)
 
 
 @dataclass(frozen=True)

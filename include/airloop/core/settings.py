@@ -203,8 +203,9 @@ class Paths:
         return Path(EXPECTATIONS_DIR.raw() or self.project / "expectations")
 
     @property
-    def demo_data_dir(self) -> Path:
-        return self.project / "include" / "data" / "bike_sharing"
+    def data_dir(self) -> Path:
+        """The vendored data sets: one folder each, with a ``dataset.yaml`` that ``airloop seed`` loads."""
+        return self.project / "include" / "data"
 
 
 def paths() -> Paths:

@@ -18,15 +18,18 @@ EXIT_USAGE = 2
 
 
 def _cmd_seed(args: argparse.Namespace) -> int:
-    from airloop.adapters.db import describe, engine_for
-    from airloop.adapters.source import seed
+    from airloop.adapters.datasets import find_datasets, seed
+    from airloop.adapters.db import engine_for
     from airloop.core.settings import SOURCE_CONN_ID, paths
 
     engine = engine_for(SOURCE_CONN_ID)
-    rows = seed(engine, paths().demo_data_dir / "hour.csv")
-    print(
-        f"Seeded {rows} rows of the bike-sharing data (checksum verified) into {describe(engine)}, table bike_rentals."
-    )
+    for dataset in find_datasets(paths().data_dir, args.dataset):
+        report = seed(engine, dataset)
+        print(
+            f"Seeded {report.rows} rows of data set {dataset.name} ({report.file}, sha256 verified) "
+            f"into table {report.table!r} of {report.database} (replaced)."
+        )
+        print("\n".join("  " + line for line in report.lines()[1:]))
     return 0
 
 
@@ -255,7 +258,9 @@ def _date(value: str) -> date:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="airloop", description="Run the airloop MLOps pipeline on Airflow.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    sub.add_parser("seed", help="load the vendored demo data into the source database").set_defaults(func=_cmd_seed)
+    sd = sub.add_parser("seed", help="load the vendored data sets (include/data/*/dataset.yaml) into the source")
+    sd.add_argument("--dataset", metavar="NAME", help="only this data set (its folder's name); default: every one")
+    sd.set_defaults(func=_cmd_seed)
     sub.add_parser("up", help="start Airflow and MLflow on 127.0.0.1 under AIRLOOP_HOME").set_defaults(func=_cmd_up)
     sub.add_parser("down", help="stop everything `up` started").set_defaults(func=_cmd_down)
     st = sub.add_parser("status", help="components, URLs and per-model interval state")

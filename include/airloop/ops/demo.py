@@ -314,12 +314,13 @@ def run_demo(keep_running: bool = True) -> int:
     """The whole demo: seed, start the runtime, replay ingestion, train, score, monitor, retrain; 0 when done."""
     started = time.monotonic()
     spec = get_spec(MODEL)
+    from airloop.adapters.datasets import find_datasets, seed
     from airloop.adapters.db import describe, engine_for
-    from airloop.adapters.source import seed
 
-    _stage(1, "Seeding the source database with the real bike-sharing data (checksum verified)")
+    _stage(1, "Seeding the source database with the vendored real data sets (checksums verified)")
     engine = engine_for(SOURCE_CONN_ID)
-    print(f"      {seed(engine, paths().demo_data_dir / 'hour.csv')} rows into {describe(engine)}")
+    for dataset in find_datasets(paths().data_dir):
+        print(f"      {seed(engine, dataset).rows} rows of {dataset.name} into {dataset.table} of {describe(engine)}")
 
     _stage(2, "Starting Airflow (api-server, scheduler, dag-processor, triggerer) and MLflow on 127.0.0.1")
     status = runtime.up()
