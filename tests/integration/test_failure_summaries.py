@@ -89,7 +89,7 @@ def test_a_refused_challenger_says_why_with_figures_and_what_to_do(models_dir, c
     # check and train: the request and the trained version, with window, rows and figures
     assert f"Request to train {MODEL} accepted (manual run): reason 'deliberately weak'" in log
     assert "estimator overrides {'max_iter': 3, 'learning_rate': 0.05}" in log
-    assert f"Trained {MODEL} v{version} on " in log and "holdout" in log and "rmse" in log
+    assert f"Trained {MODEL} v{version}, regression, on " in log and "holdout" in log and "rmse" in log
     # gate: what, on which holdout, the verdict with the failing values, then what to do
     assert f"Gate for {MODEL} v{version} (promote) on holdout [" in log
     limit = get_spec(MODEL).gate.thresholds["rmse"]
