@@ -54,3 +54,43 @@ def test_no_library_function_is_longer_than_the_limit() -> None:
                 if lines > MAX_FUNCTION_LINES:
                     long.append(f"{module.relative_to(PACKAGE)}:{node.lineno} {node.name} ({lines} lines)")
     assert not long, "split these into steps:\n" + "\n".join(long)
+
+
+def _demo_names() -> set[str]:
+    """What a demo model or data set is called: spec names, their tables, targets, time, key and leakage columns,
+    data set folders, files and tables. The library must not name any of them (a new model needs no code)."""
+    import yaml
+
+    from airloop.core.spec import load_specs
+
+    root = PACKAGE.parents[1]
+    names: set[str] = set()
+    for spec in load_specs(root / "include" / "models"):
+        names |= {
+            spec.name,
+            spec.target.name,
+            spec.source.time_column,
+            *(spec.source.keys or ()),
+            *spec.leakage_columns,
+        }
+        names |= {spec.source.table} if spec.source.table else set()
+    for manifest in (root / "include" / "data").glob("*/dataset.yaml"):
+        data = yaml.safe_load(manifest.read_text())
+        names |= {manifest.parent.name, str(data.get("file")), str(data.get("table"))}
+    from airloop.adapters.warehouse import metadata
+
+    own = {c.name for table in metadata.tables.values() for c in table.columns}  # airloop's schema, e.g. `ts`
+    return {n for n in names if n and n != "None"} - own
+
+
+def test_the_library_names_no_demo_model_column_table_or_file() -> None:
+    names = _demo_names()
+    assert {"bikes", "birds"} <= names  # the check knows the demo models it guards against
+    found = []
+    for module in _modules():
+        if module.relative_to(PACKAGE) == Path("ops/demo.py"):  # the demo tells the demo models' stories
+            continue
+        for node in ast.walk(ast.parse(module.read_text())):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str) and node.value in names:
+                found.append(f"{module.relative_to(PACKAGE)}:{node.lineno} {node.value!r}")
+    assert not found, "library code names a demo model, column, table or file:\n" + "\n".join(found)

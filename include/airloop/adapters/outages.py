@@ -161,7 +161,7 @@ def find(exc: BaseException) -> Outage | None:
 
 
 def explain(outage: Outage, doing: str, *, try_number: int | None = None, retries_left: bool | None = None) -> str:
-    """The on-call message for ``outage`` met while ``doing`` (e.g. "scoring bikes partition 2012-11-03...")."""
+    """The on-call message for ``outage`` met while ``doing`` (e.g. "scoring churn partition 2012-11-03...")."""
     from airloop.core.settings import paths
 
     if outage.service == "MLflow":

@@ -269,7 +269,7 @@ def build_parser() -> argparse.ArgumentParser:
     suites = sub.add_parser("suites", help="data steward tools for expectation suites")
     suites_sub = suites.add_subparsers(dest="suites_command", required=True, metavar="SUBCOMMAND")
     chk = suites_sub.add_parser("check", help="check a model's suites load; with --on, dry-run them on that interval")
-    chk.add_argument("model", help="model name, e.g. bikes")
+    chk.add_argument("model", help="model name (a spec in include/models/)")
     chk.add_argument("--on", type=_date, help="a date (YYYY-MM-DD): dry-run on the interval that contains it")
     chk.set_defaults(func=_cmd_suites_check)
     _add_source(sub)
