@@ -147,3 +147,21 @@ def test_the_table_of_metrics_is_the_registry() -> None:
         {m.name for t in ("binary", "multiclass") for m in metrics.metrics_for(t)}
     )
     assert "| `roc_auc` | binary | higher is better | class probabilities |" in found["table"]
+
+
+def test_the_classification_variant_of_the_example_spec_loads(tmp_path: Path) -> None:
+    """docs/extending.md's classification block, put in place of the example spec's sections, is a valid spec."""
+    import yaml
+
+    from airloop.core.spec import load_spec
+
+    text = (ROOT / "docs" / "extending.md").read_text()
+    spec_block = re.search(r"```yaml\n(?P<code>name: \w+\n.*?)```", text, re.S)
+    variant = re.search(r"```yaml\n(?P<code>target:\n.*?)```", text, re.S)
+    assert spec_block and variant, "docs/extending.md lost its example spec or its classification variant"
+    raw = {**yaml.safe_load(spec_block["code"]), **yaml.safe_load(variant["code"])}
+    spec_file = tmp_path / f"{raw['name']}.yaml"
+    spec_file.write_text(yaml.safe_dump(raw))
+    spec = load_spec(spec_file)
+    assert spec.target.task == "classification" and spec.gate_metric == "roc_auc"
+    assert spec.performance_metric == "log_loss" and spec.estimator_class.endswith("HistGradientBoostingClassifier")
