@@ -1,8 +1,10 @@
-"""The warehouse as airloop wrote it before migrations: a frozen copy of ``adapters/warehouse.py``'s tables then.
+"""The warehouse as airloop wrote it before migrations, with a few rows in every table.
 
-``write(engine)`` does what that code's ``ensure_schema`` did (``metadata.create_all``) and inserts a few rows in
-every table; ``rows(engine)`` reads every table back, for before/after comparisons. Never edit the tables here:
-they are the schema that existing warehouses have, which the migrations must adopt.
+The tables are the baseline revision's own (``adapters/migrations/versions/0001_baseline.py``, ``baseline()``):
+that revision is frozen as the schema of the code before migrations (checked against that code's tables when it
+was written), so a second frozen copy here would add nothing. ``write(engine)`` does what that code's
+``ensure_schema`` did (``metadata.create_all``, the ledger's append-only triggers included) and inserts the sample
+rows; ``rows(engine)`` reads every table back, for before/after comparisons.
 """
 
 from __future__ import annotations
@@ -12,148 +14,16 @@ from typing import Any
 
 import sqlalchemy as sa
 
-metadata = sa.MetaData()
-validation_results = sa.Table(
-    "validation_results",
-    metadata,
-    sa.Column("model", sa.String(64), primary_key=True),
-    sa.Column("partition", sa.String(32), primary_key=True),
-    sa.Column("interval_start", sa.DateTime(timezone=True), nullable=False),
-    sa.Column("interval_end", sa.DateTime(timezone=True), nullable=False),
-    sa.Column("success", sa.Boolean, nullable=False),
-    sa.Column("rows", sa.Integer, nullable=False),
-    sa.Column("evaluated_expectations", sa.Integer, nullable=False),
-    sa.Column("failed_expectations", sa.Integer, nullable=False),
-    sa.Column("content_digest", sa.String(64), nullable=False),
-    sa.Column("suite_digests", sa.JSON, nullable=False),
-    sa.Column("failures", sa.JSON, nullable=False),
-    sa.Column("report_path", sa.Text, nullable=False),
-    sa.Column("docs_path", sa.Text),
-    sa.Column("dag_run_id", sa.String(250)),
-    sa.Column("validated_at", sa.DateTime(timezone=True), nullable=False),
-)
+
+def _baseline() -> sa.MetaData:
+    """The baseline revision's tables (``0001_baseline.baseline()``): frozen there, so not copied here."""
+    from airloop.adapters import migrations
+
+    return migrations.script_directory().get_revision(migrations.BASELINE).module.baseline()
 
 
-predictions = sa.Table(
-    "predictions",
-    metadata,
-    sa.Column("model", sa.String(64), nullable=False),
-    sa.Column("partition", sa.String(32), nullable=False),
-    sa.Column("interval_start", sa.DateTime(timezone=True), nullable=False),
-    sa.Column("interval_end", sa.DateTime(timezone=True), nullable=False),
-    sa.Column("ts", sa.DateTime(timezone=True), nullable=False, comment="the scored row's time column"),
-    sa.Column("prediction", sa.Float, nullable=False),
-    sa.Column("model_version", sa.String(32), nullable=False),
-    sa.Column("mlflow_run_id", sa.String(64), nullable=False),
-    sa.Column("input_digest", sa.String(64), nullable=False, comment="content digest of the validated partition"),
-    sa.Column("dag_id", sa.String(250)),
-    sa.Column("dag_run_id", sa.String(250)),
-    sa.Index("ix_predictions_model_partition", "model", "partition"),
-    sa.Index("ix_predictions_model_ts", "model", "ts"),
-)
-
-promotion_ledger = sa.Table(
-    "promotion_ledger",
-    metadata,
-    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
-    sa.Column("model", sa.String(64), nullable=False),
-    sa.Column("seq", sa.Integer, nullable=False, comment="1, 2, 3, ... per model, in decision order"),
-    sa.Column("action", sa.String(16), nullable=False, comment="promote or rollback"),
-    sa.Column("outcome", sa.String(32), nullable=False, comment="promoted, rolled_back, refused, dry_run, ..."),
-    sa.Column("moved", sa.Boolean, nullable=False, comment="whether @champion moved"),
-    sa.Column("candidate_version", sa.String(32)),
-    sa.Column("from_version", sa.String(32), comment="@champion before the decision"),
-    sa.Column("champion_after", sa.String(32), comment="@champion after the decision"),
-    sa.Column("decided_by", sa.String(250), nullable=False),
-    sa.Column("reason", sa.Text, nullable=False),
-    sa.Column("evidence", sa.JSON, nullable=False),
-    sa.Column("dag_id", sa.String(250)),
-    sa.Column("dag_run_id", sa.String(250)),
-    sa.Column("mlflow_run_id", sa.String(64)),
-    sa.Column("recorded_at", sa.DateTime(timezone=True), nullable=False),
-    sa.UniqueConstraint("model", "seq", name="uq_promotion_ledger_model_seq"),
-)
-
-#: One row per judged window and champion version; a re-run of the monitor for the window replaces it.
-drift_metrics = sa.Table(
-    "drift_metrics",
-    metadata,
-    sa.Column("model", sa.String(64), primary_key=True),
-    sa.Column("window_end", sa.DateTime(timezone=True), primary_key=True, comment="as_of: the window's end"),
-    sa.Column("champion_version", sa.String(32), primary_key=True),
-    sa.Column("window_start", sa.DateTime(timezone=True), nullable=False),
-    sa.Column("reference", sa.String(16), nullable=False, comment="whole or same-weeks training data"),
-    sa.Column("reference_rows", sa.Integer, nullable=False, comment="rows compared (after the sample cap)"),
-    sa.Column("current_rows", sa.Integer, nullable=False, comment="rows compared (after the sample cap)"),
-    sa.Column("drift_share", sa.Float, nullable=False, comment="share of monitored features that drifted"),
-    sa.Column("drifted", sa.Boolean, nullable=False, comment="the window drifted (share or predictions)"),
-    sa.Column("drifted_columns", sa.JSON, nullable=False),
-    sa.Column("column_scores", sa.JSON, nullable=False, comment="column -> method, threshold, score, drifted"),
-    sa.Column("prediction_score", sa.Float, nullable=False),
-    sa.Column("prediction_drifted", sa.Boolean, nullable=False),
-    sa.Column("labelled_rows", sa.Integer, nullable=False),
-    sa.Column("mae", sa.Float),
-    sa.Column("rmse", sa.Float),
-    sa.Column("reference_mae", sa.Float, comment="the champion's holdout MAE at training"),
-    sa.Column("degradation", sa.Float, comment="mae / reference_mae - 1"),
-    sa.Column("degraded", sa.Boolean, comment="null: no labelled rows yet"),
-    sa.Column("notes", sa.JSON, nullable=False),
-    sa.Column("report_path", sa.Text, nullable=False),
-    sa.Column("dag_id", sa.String(250)),
-    sa.Column("dag_run_id", sa.String(250)),
-    sa.Column("measured_at", sa.DateTime(timezone=True), nullable=False),
-)
-
-#: One row per retraining request; at most one per model and window however often the monitor re-runs.
-retrain_requests = sa.Table(
-    "retrain_requests",
-    metadata,
-    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
-    sa.Column("model", sa.String(64), nullable=False),
-    sa.Column("window_start", sa.DateTime(timezone=True), nullable=False),
-    sa.Column("window_end", sa.DateTime(timezone=True), nullable=False),
-    sa.Column("champion_version", sa.String(32), nullable=False, comment="the champion judged"),
-    sa.Column("reason", sa.Text, nullable=False),
-    sa.Column("drifted_columns", sa.JSON, nullable=False),
-    sa.Column("figures", sa.JSON, nullable=False),
-    sa.Column("report_path", sa.Text, nullable=False),
-    sa.Column("mlflow_run_id", sa.String(64), comment="the monitor's MLflow run (reports as artifacts)"),
-    sa.Column("dag_id", sa.String(250)),
-    sa.Column("dag_run_id", sa.String(250)),
-    sa.Column("requested_at", sa.DateTime(timezone=True), nullable=False),
-    sa.UniqueConstraint("model", "window_end", name="uq_retrain_requests_model_window"),
-)
-
-#: One row per model; a promotion updates its row first thing in its transaction, which serialises
-#: promotions of a model on SQLite (database write lock) and on Postgres (row lock) alike.
-promotion_locks = sa.Table(
-    "promotion_locks",
-    metadata,
-    sa.Column("model", sa.String(64), primary_key=True),
-    sa.Column("holder", sa.String(250)),
-    sa.Column("acquired_at", sa.DateTime(timezone=True)),
-)
-
-# The ledger is append-only in the database itself, not only by convention: updates and deletes abort.
-for _op in ("UPDATE", "DELETE"):
-    sa.event.listen(
-        promotion_ledger,
-        "after_create",
-        sa.DDL(
-            f"CREATE TRIGGER promotion_ledger_no_{_op.lower()} BEFORE {_op} ON promotion_ledger "
-            "BEGIN SELECT RAISE(ABORT, 'promotion_ledger is append-only'); END"
-        ).execute_if(dialect="sqlite"),
-    )
-sa.event.listen(
-    promotion_ledger,
-    "after_create",
-    sa.DDL(
-        "CREATE OR REPLACE FUNCTION promotion_ledger_append_only() RETURNS trigger AS $$ "
-        "BEGIN RAISE EXCEPTION 'promotion_ledger is append-only'; END; $$ LANGUAGE plpgsql; "
-        "CREATE TRIGGER promotion_ledger_append_only BEFORE UPDATE OR DELETE ON promotion_ledger "
-        "FOR EACH ROW EXECUTE FUNCTION promotion_ledger_append_only()"
-    ).execute_if(dialect="postgresql"),
-)
+metadata = _baseline()
+predictions = metadata.tables["predictions"]
 
 
 T0 = datetime(2024, 3, 1, tzinfo=UTC)

@@ -40,7 +40,7 @@ def test_every_suite_file_loads(suites):
 
 
 def test_clean_real_interval_passes(batch, suites):
-    outcome = validate(batch, suites, id_column="ts")
+    outcome = validate(batch, suites, keys=["ts"])
     assert outcome.success, [f.describe() for f in outcome.failures]
     assert outcome.rows == len(batch) and outcome.evaluated >= 40
 
@@ -49,7 +49,7 @@ def test_real_sensor_fault_interval_fails_on_humidity(demo_frame, suites):
     mask = (demo_frame["ts"] >= "2011-02-26") & (demo_frame["ts"] < "2011-03-26")
     df = demo_frame[mask].reset_index(drop=True)
     df["ts"] = df["ts"].dt.tz_localize("UTC")
-    outcome = validate(df, suites, id_column="ts")
+    outcome = validate(df, suites, keys=["ts"])
     assert _failed(outcome) == {("expect_column_values_to_be_between", "hum")}
     (failure,) = outcome.failures
     assert failure.unexpected_count == 22
@@ -58,12 +58,12 @@ def test_real_sensor_fault_interval_fails_on_humidity(demo_frame, suites):
 
 def test_nan_is_caught(batch, suites):
     batch.loc[3, "temp"] = np.nan
-    assert ("expect_column_values_to_not_be_null", "temp") in _failed(validate(batch, suites, id_column="ts"))
+    assert ("expect_column_values_to_not_be_null", "temp") in _failed(validate(batch, suites, keys=["ts"]))
 
 
 def test_out_of_range_names_rows(batch, suites):
     batch.loc[5, "hr"] = 25
-    outcome = validate(batch, suites, id_column="ts")
+    outcome = validate(batch, suites, keys=["ts"])
     (failure,) = [f for f in outcome.failures if f.kwargs.get("column") == "hr"]
     assert failure.examples == [25] and failure.unexpected_count == 1
     assert failure.example_ids == [batch.loc[5, "ts"].isoformat()]
@@ -71,28 +71,28 @@ def test_out_of_range_names_rows(batch, suites):
 
 def test_wrong_type_is_caught(batch, suites):
     batch["windspeed"] = batch["windspeed"].astype(str)
-    assert ("expect_column_values_to_be_in_type_list", "windspeed") in _failed(validate(batch, suites, id_column="ts"))
+    assert ("expect_column_values_to_be_in_type_list", "windspeed") in _failed(validate(batch, suites, keys=["ts"]))
 
 
 def test_missing_column_is_caught(batch, suites):
-    outcome = validate(batch.drop(columns=["weathersit"]), suites, id_column="ts")
+    outcome = validate(batch.drop(columns=["weathersit"]), suites, keys=["ts"])
     assert ("expect_table_columns_to_match_set", None) in _failed(outcome)
     assert any(f.kwargs.get("column") == "weathersit" for f in outcome.failures)
 
 
 def test_empty_interval_fails_on_row_count(batch, suites):
-    outcome = validate(batch.iloc[0:0], suites, id_column="ts")
+    outcome = validate(batch.iloc[0:0], suites, keys=["ts"])
     assert ("expect_table_row_count_to_be_between", None) in _failed(outcome)
 
 
 def test_duplicate_hours_are_caught(batch, suites):
     doubled = pd.concat([batch, batch.iloc[[7]]], ignore_index=True)
-    assert ("expect_column_values_to_be_unique", "ts") in _failed(validate(doubled, suites, id_column="ts"))
+    assert ("expect_column_values_to_be_unique", "ts") in _failed(validate(doubled, suites, keys=["ts"]))
 
 
 def test_unknown_category_is_caught(batch, suites):
     batch.loc[0, "weathersit"] = 7
-    assert ("expect_column_values_to_be_in_set", "weathersit") in _failed(validate(batch, suites, id_column="ts"))
+    assert ("expect_column_values_to_be_in_set", "weathersit") in _failed(validate(batch, suites, keys=["ts"]))
 
 
 @pytest.mark.parametrize(

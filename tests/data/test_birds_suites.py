@@ -48,7 +48,7 @@ def batch(engine, birds_spec) -> pd.DataFrame:
 
 
 def _check(frame: pd.DataFrame, suites):
-    return validate(frame, suites, id_column="record_id")
+    return validate(frame, suites, keys=["record_id"])
 
 
 def _failed(outcome) -> set[tuple[str, str | None]]:

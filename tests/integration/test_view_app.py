@@ -55,7 +55,8 @@ def story(models_dir: Path) -> dict[str, Any]:
     base = datetime(2011, 3, 1, tzinfo=UTC)
     with engine.begin() as conn:
         for model in (MODEL,):
-            for t in (warehouse.validation_results, warehouse.drift_metrics, warehouse.retrain_requests):
+            tables = (warehouse.validation_results, warehouse.drift_metrics, warehouse.retrain_requests)
+            for t in (*tables, warehouse.predictions):
                 conn.execute(t.delete().where(t.c.model == model))
             conn.execute(warehouse.promotion_ledger.delete().where(warehouse.promotion_ledger.c.model == model))
         common = {"model": MODEL, "content_digest": "d" * 64, "suite_digests": {}, "validated_at": base}
@@ -116,6 +117,7 @@ def story(models_dir: Path) -> dict[str, Any]:
                     mae=80.0,
                     rmse=110.0,
                     reference_mae=40.0,
+                    performance_metric="mae",
                     degradation=1.0 if drifted else 0.05,
                     degraded=drifted,
                     notes=[],
@@ -125,6 +127,23 @@ def story(models_dir: Path) -> dict[str, Any]:
                     measured_at=end,
                 )
             )
+        scored = {"model": MODEL, "partition": "2011-02-01", "interval_start": base - timedelta(days=28)}
+        conn.execute(
+            warehouse.predictions.insert(),
+            [
+                scored
+                | {
+                    "interval_end": base,
+                    "ts": base - timedelta(hours=h),
+                    "row_key": f"2011-02-28T{24 - h:02d}:00:00Z",
+                    "prediction": 100.0 + h,
+                    "model_version": "1",
+                    "mlflow_run_id": "r" * 32,
+                    "input_digest": "d" * 64,
+                }
+                for h in (1, 2)
+            ],
+        )
         conn.execute(
             warehouse.retrain_requests.insert().values(
                 model=MODEL,
@@ -212,7 +231,11 @@ def test_the_page_tells_the_model_story(api: Any, story: dict[str, Any]) -> None
     assert html.count('class="window drifted"') == 1
     assert 'class="threshold"' in html
     assert f"/airloop/reports/{MODEL}/drift/2011-05-24_v1/report.html" in html
-    assert "temp, atemp" in html and "+100%" in html
+    assert "temp, atemp" in html and "mae worse by 100%" in html and "MAE" not in html
+    # The latest predictions, newest first, each with the version that made it.
+    predictions = html.split('<table id="predictions">')[1].split("</table>")[0]
+    assert predictions.index("2011-02-28T23:00:00Z") < predictions.index("2011-02-28T22:00:00Z")
+    assert "<td>101</td>" in predictions and "<td>v1</td>" in predictions
     # Validations: the quarantined interval links to its Data Docs page, the passed one to its result.
     assert "quarantined" in html and "2 of 20" in html
     quarantined = html.split('id="quarantined"')[1].split("</table>")[0]
@@ -231,6 +254,8 @@ def test_json_for_services(api: Any) -> None:
     board = api.get(f"/airloop/api/models/{MODEL}", headers=_token("admin")).json()
     assert [w["drift_share"] for w in board["drift"]] == [0.1, 0.2, 0.6]  # oldest first
     assert board["ledger"][0]["outcome"] == "promoted"
+    assert [p["prediction"] for p in board["predictions"]] == [101.0, 102.0]
+    assert board["drift"][-1]["performance_metric"] == "mae"
     assert board["requests"][0]["window_end"].startswith("2011-05-24")
     missing = api.get("/airloop/api/models/nope", headers=_token("admin"))
     assert missing.status_code == 404 and "nope" in missing.json()["detail"]

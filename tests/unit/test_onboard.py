@@ -141,7 +141,7 @@ def test_model_new_birds_writes_a_spec_that_loads_and_suites_that_pass(birds_onb
         batch = frame[(frame["date"] >= interval.start) & (frame["date"] < interval.end)].reset_index(drop=True)
         if batch.empty:
             continue
-        outcome = validate(batch, suites, id_column="date")
+        outcome = validate(batch, suites, keys=["date"])
         assert outcome.success, (interval, [f.describe() for f in outcome.failures])
         checked += 1
     assert checked >= 110

@@ -104,42 +104,82 @@ def test_optional_fields_may_be_missing():
 @pytest.mark.parametrize(
     ("contract", "data", "message"),
     [
-        (PinnedChampion, None, r"PinnedChampion must be a JSON object \(a dict\), got NoneType None"),
-        (PinnedChampion, {"version": "7"}, r"PinnedChampion has no field `run_id` \(its fields: \['version'\]\)"),
-        (PinnedChampion, {"version": 7, "run_id": "r"}, "PinnedChampion.version must be a string, got int 7"),
-        (Extracted, {"partition": "p", "rows": "670", "content_digest": "d"}, "Extracted.rows must be an integer, "),
+        (PinnedChampion, None, r"PinnedChampion: expected an object of fields, got NoneType None"),
+        (
+            PinnedChampion,
+            {"version": "7"},
+            r"PinnedChampion: field `run_id` is missing \(got the fields \['version'\]\)",
+        ),
+        (PinnedChampion, {"version": 7, "run_id": "r"}, "PinnedChampion: field `version` must be a string, got int 7"),
+        (
+            Extracted,
+            {"partition": "p", "rows": "670", "content_digest": "d"},
+            "Extracted: field `rows` must be a whole number, got str '670'",
+        ),
         (
             Extracted,
             {"partition": "p", "rows": True, "content_digest": "d"},
-            "Extracted.rows must be an integer, got bool",
+            "Extracted: field `rows` must be a whole number, got bool True",
         ),
         (
             Validated,
             {"partition": "p", "rows": 1, "content_digest": "d", "suite_digests": {"s": 1}, "report": "r"},
-            r"Validated.suite_digests must map names to strings, got \{'s': 1\}",
+            r"Validated: field `suite_digests\['s'\]` must be a string, got int 1",
         ),
         (
             Published,
             {**EXAMPLES[3].to_dict(), "interval_end": "next tuesday"},
-            "Published.interval_end must be an ISO 8601 time, got 'next tuesday'",
+            "Published: field `interval_end` must be an ISO 8601 timestamp, got str 'next tuesday'",
         ),
-        (ScoredPartition, {"partition": "p", "rows": 1, "version": "7"}, "ScoredPartition has no field `digest`"),
-        (MonitorRequest, {"as_of": "2012-06-16", "explicit": "yes"}, "MonitorRequest.explicit must be true or false"),
-        (MonitorRequest, {"explicit": False}, "MonitorRequest has no field `as_of`"),
+        (ScoredPartition, {"partition": "p", "rows": 1, "version": "7"}, "ScoredPartition: field `digest` is missing"),
+        (
+            MonitorRequest,
+            {"as_of": "2012-06-16", "explicit": "yes"},
+            "MonitorRequest: field `explicit` must be true or false, got str 'yes'",
+        ),
+        (MonitorRequest, {"explicit": False}, "MonitorRequest: field `as_of` is missing"),
         (
             MonitorSummary,
             {**SUMMARY.to_dict(), "decision": {"request": True}},
-            "MonitorSummary.decision has no field `reason`",
+            "MonitorSummary.decision: field `reason` is missing",
         ),
         (
             MonitorSummary,
             {**SUMMARY.to_dict(), "drifted_columns": "a"},
-            "MonitorSummary.drifted_columns must be a list of strings, got str 'a'",
+            "MonitorSummary: field `drifted_columns` must be a list, got str 'a'",
         ),
-        (MonitorSummary, {**SUMMARY.to_dict(), "drift_share": "0.2"}, "MonitorSummary.drift_share must be a number"),
+        (
+            MonitorSummary,
+            {**SUMMARY.to_dict(), "drift_share": "0.2"},
+            "MonitorSummary: field `drift_share` must be a number or null, got str '0.2'",
+        ),
     ],
 )
 def test_a_missing_or_mistyped_field_is_named(contract, data, message):
     with pytest.raises(ContractError, match=message) as caught:
         contract.from_dict(data)
     assert isinstance(caught.value, ExpectedFailure) and isinstance(caught.value, ValueError)  # fails, no retry
+    assert str(caught.value).endswith("so that it writes the value again."), "every message says what to do"
+
+
+@pytest.mark.parametrize(
+    ("contract", "data", "message"),
+    [
+        (MonitorSummary, {**SUMMARY.to_dict(), "drifted_columns": ["a", 2]}, r"field `drifted_columns\[1\]`"),
+        (MonitorSummary, {**SUMMARY.to_dict(), "scores": {"a": "high"}}, r"field `scores\['a'\]` must be a number"),
+        (MonitorSummary, {**SUMMARY.to_dict(), "decision": "yes"}, r"field `decision` must be an object, got str"),
+        (MonitorSummary, {**SUMMARY.to_dict(), "seconds": "1s"}, r"field `seconds` must be a number or null"),
+        (MonitorSummary, {**SUMMARY.to_dict(), "performance": [1]}, r"field `performance` must be an object"),
+        (Published, {**EXAMPLES[3].to_dict(), "interval_start": None}, r"field `interval_start` must be a string"),
+    ],
+)
+def test_nested_and_optional_fields_are_named_too(contract, data, message):
+    with pytest.raises(ContractError, match=message):
+        contract.from_dict(data)
+
+
+def test_numbers_come_back_as_floats_and_null_scores_as_nan():
+    carried = {**SUMMARY.to_dict(), "drift_share": 1, "scores": {"a": 2, "b": None}, "seconds": None}
+    back = MonitorSummary.from_dict(carried)
+    assert back.drift_share == 1.0 and isinstance(back.drift_share, float) and back.seconds is None
+    assert back.scores["a"] == 2.0 and isinstance(back.scores["a"], float) and math.isnan(back.scores["b"])

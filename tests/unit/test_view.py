@@ -22,6 +22,8 @@ def _window(i: int, share: float, drifted: bool, report: str = "") -> dict:
         "drifted": drifted,
         "drifted_columns": ["temp"] if drifted else [],
         "degradation": 0.5 if drifted else None,
+        "performance_metric": "mae",
+        "labelled_rows": 600 if drifted else 0,
         "report_path": report,
     }
 
@@ -43,7 +45,7 @@ def test_drift_chart_draws_each_window_with_its_state_and_report(tmp_path: Path)
     assert svg.startswith('<svg id="drift-chart"') and svg.endswith("</svg>")
     assert svg.count("<circle") == 3 and svg.count('class="window drifted"') == 1
     assert svg.count('<a href="/airloop/reports/bikes/drift/r.html"') == 1  # only the window with a report
-    assert "drifted temp" in svg and "MAE +50% vs training" in svg
+    assert "drifted temp" in svg and "mae worse by 50% than at training" in svg
     # Higher drift share is drawn higher (smaller y); the threshold line sits between 0 and 0.2.
     ys = [float(part.split('"')[0]) for part in svg.split('cy="')[1:]]
     assert ys[0] > ys[1] > ys[2]
@@ -101,3 +103,50 @@ def test_numbers_are_shown_for_people() -> None:
 def test_link_addresses_carry_the_run_encoded() -> None:
     url = urls.link_url(urls.VALIDATION, "bikes_ingest", "scheduled__2011-03-01T00:00:00+00:00")
     assert url == "/airloop/go/validation?dag_id=bikes_ingest&run_id=scheduled__2011-03-01T00%3A00%3A00%2B00%3A00"
+
+
+def test_degradation_is_labelled_with_the_windows_metric_in_its_direction(tmp_path: Path) -> None:
+    """A classifier's window says its own metric (not MAE), and "worse" follows the metric's direction: the monitor
+    stores degradation as the relative worsening, so a roc_auc that fell is a positive degradation."""
+    fell = {**_window(0, 0.6, True), "performance_metric": "roc_auc", "degradation": 0.12, "degraded": False}
+    rose = {**_window(1, 0.1, False), "performance_metric": "log_loss", "degradation": -0.03, "labelled_rows": 300}
+    unjudged = {**_window(2, 0.1, False), "performance_metric": "roc_auc", "labelled_rows": 40}
+    assert view.degradation_text(fell) == "roc_auc worse by 12%"
+    assert view.degradation_text(rose) == "log_loss better by 3%"
+    assert view.degradation_text(unjudged) == "not judged"  # labels, but no figure (one class, NaN)
+    assert view.degradation_text(_window(3, 0.1, False)) == "no labels"
+    svg = view.drift_chart([fell, rose, unjudged], threshold=0.5, reports_root=tmp_path)
+    assert "roc_auc worse by 12% than at training" in svg and "log_loss better by 3%" in svg and "MAE" not in svg
+    board = view.Board(model="strikes", description="d", owner="o", dag_ids=DAGS, drift=[fell, rose, unjudged])
+    html = view.render_board(board, reports_root=tmp_path, airflow_ui="", models=["strikes"], user="op")
+    table = html.split('<table id="drift">')[1].split("</table>")[0]
+    assert "performance vs training" in table and "MAE" not in table
+    assert "roc_auc worse by 12%" in table and "log_loss better by 3%" in table and "not judged" in table
+
+
+def _scored(**output: object) -> dict:
+    base = {"partition": "2012-01-01", "ts": START, "row_key": "17", "model_version": "3", "mlflow_run_id": "abc"}
+    nothing = {"prediction": None, "predicted_class": None, "probability": None, "probabilities": None}
+    return {**base, **nothing, **output}
+
+
+def test_predictions_show_a_value_or_a_class_with_its_probability(tmp_path: Path) -> None:
+    value = _scored(prediction=123.456)
+    binary = _scored(predicted_class="yes", probability=0.8123, row_key='["2012-01-01T00:00:00Z",17]')
+    multi = _scored(predicted_class="gull", probability=0.61, probabilities='{"gull": 0.61, "hawk": 0.39}')
+    assert view.prediction_text(value) == "123"
+    assert view.prediction_text(binary) == "yes (P(positive) 0.812)"
+    assert view.prediction_text(multi) == "gull (P(class) 0.61)"
+    board = view.Board(model="strikes", description="d", owner="o", dag_ids=DAGS, predictions=[binary, multi])
+    html = view.render_board(board, reports_root=tmp_path, airflow_ui="", models=["strikes"], user="op")
+    table = html.split('<table id="predictions">')[1].split("</table>")[0]
+    assert "yes (P(positive) 0.812)" in table and "gull (P(class) 0.61)" in table and "v3" in table
+    assert "[&#34;2012-01-01T00:00:00Z&#34;,17]" in table, "the row key, escaped"
+    empty = view.render_board(
+        view.Board(model="m", description="d", owner="o", dag_ids=DAGS),
+        reports_root=tmp_path,
+        airflow_ui="",
+        models=["m"],
+        user="op",
+    )
+    assert "Nothing scored yet: <code>bikes_score</code>" in empty

@@ -15,6 +15,7 @@ import logging
 import os
 import shutil
 import uuid
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from functools import lru_cache
@@ -259,9 +260,12 @@ class DocsTarget:
 
 
 def validate(
-    df: pd.DataFrame, suites: list[SuiteFile], *, id_column: str | None, docs: DocsTarget | None = None
+    df: pd.DataFrame, suites: list[SuiteFile], *, keys: Sequence[str] | None, docs: DocsTarget | None = None
 ) -> Outcome:
     """Validate a batch: a cheap boolean pass, and detailed results only if something fails.
+
+    ``keys`` are the columns that identify a row (the spec's ``keys``): a failure's ``example_ids`` name its
+    example rows by them: the key's value for one key column, a ``{column: value}`` mapping for several.
 
     With ``docs``, the detailed pass of a failing batch runs through a checkpoint that also builds its Data
     Docs site, so the batch is validated in detail once, not once for the report and again for the docs.
@@ -277,11 +281,11 @@ def validate(
     # The detailed pass, per suite, names which suite each failure belongs to; passing suites are left out.
     index = None
     if docs is None:
-        fmt = _result_format(df, id_column)
+        fmt = _result_format(df, keys)
         detailed = {s.name: _report_json(batch.validate(_to_gx_suite(s.raw), result_format=fmt)) for s in suites}
     else:
-        index, detailed = _validate_with_docs(df, suites, id_column=id_column, docs=docs)
-    per_suite = [(_failures(s, detailed[s.name], id_column), detailed[s.name]) for s in suites]
+        index, detailed = _validate_with_docs(df, suites, keys=keys, docs=docs)
+    per_suite = [(_failures(s, detailed[s.name], keys), detailed[s.name]) for s in suites]
     per_suite = [(f, j) for f, j in per_suite if f]
     return Outcome(
         success=False,
@@ -294,11 +298,22 @@ def validate(
     )
 
 
-def _result_format(df: pd.DataFrame, id_column: str | None) -> dict[str, Any]:
+def _result_format(df: pd.DataFrame, keys: Sequence[str] | None) -> dict[str, Any]:
+    """GX's detailed format, naming failing rows by the key columns the batch has (a missing one is left out: the
+    key check reports it)."""
     fmt: dict[str, Any] = {"result_format": "COMPLETE"}
-    if id_column and id_column in df.columns:
-        fmt["unexpected_index_column_names"] = [id_column]
+    present = [k for k in keys or () if k in df.columns]
+    if present:
+        fmt["unexpected_index_column_names"] = present
     return fmt
+
+
+def _row_id(row: dict[str, Any], keys: Sequence[str]) -> Any:
+    """A failing row's key: the value of a single key column, else ``{column: value}`` of every key column."""
+    named = {k: row[k] for k in keys if k in row}
+    if len(keys) == 1:
+        return named.get(keys[0])
+    return named or None
 
 
 def _report_json(result: Any) -> dict[str, Any]:
@@ -310,7 +325,7 @@ def _report_json(result: Any) -> dict[str, Any]:
     return {k: full[k] for k in ("suite_name", "statistics", "results")}
 
 
-def _failures(suite: SuiteFile, result: dict[str, Any], id_column: str | None) -> list[Failure]:
+def _failures(suite: SuiteFile, result: dict[str, Any], keys: Sequence[str] | None) -> list[Failure]:
     failures = []
     for r in result["results"]:
         if r["success"]:
@@ -319,7 +334,7 @@ def _failures(suite: SuiteFile, result: dict[str, Any], id_column: str | None) -
         kwargs = {k: v for k, v in config["kwargs"].items() if k != "batch_id"}
         details = r.get("result") or {}
         info = r.get("exception_info") or {}
-        ids = [row.get(id_column) for row in details.get("partial_unexpected_index_list") or [] if id_column]
+        ids = [_row_id(row, keys) for row in details.get("partial_unexpected_index_list") or [] if keys]
         failures.append(
             Failure(
                 suite=suite.name,
@@ -338,7 +353,7 @@ def _failures(suite: SuiteFile, result: dict[str, Any], id_column: str | None) -
 
 
 def _validate_with_docs(
-    df: pd.DataFrame, suites: list[SuiteFile], *, id_column: str | None, docs: DocsTarget
+    df: pd.DataFrame, suites: list[SuiteFile], *, keys: Sequence[str] | None, docs: DocsTarget
 ) -> tuple[Path, dict[str, dict[str, Any]]]:
     """Validate in detail through a checkpoint that builds a Data Docs site in ``docs.folder`` (replaced
     atomically); return its index page and each suite's result.
@@ -379,7 +394,7 @@ def _validate_with_docs(
             name="airloop",
             validation_definitions=definitions,
             actions=[gx.checkpoint.UpdateDataDocsAction(name="docs", site_names=["airloop"])],
-            result_format=_result_format(df, id_column),
+            result_format=_result_format(df, keys),
         )
     )
     try:

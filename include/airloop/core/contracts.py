@@ -158,7 +158,8 @@ _FIX = (
 def _kind_name(kind: type | tuple[type, ...]) -> str:
     kinds = kind if isinstance(kind, tuple) else (kind,)
     names = {bool: "true or false", int: "a whole number", float: "a number", str: "a string", dict: "an object"}
-    return " or ".join(names.get(k, "a list" if k is list else k.__name__) for k in kinds)
+    names |= {list: "a list", tuple: "a list", type(None): "null", datetime: "a timestamp"}
+    return " or ".join(dict.fromkeys(names.get(k, k.__name__) for k in kinds))
 
 
 def _is(value: Any, kind: type | tuple[type, ...]) -> bool:
@@ -172,11 +173,14 @@ def _is(value: Any, kind: type | tuple[type, ...]) -> bool:
 
 
 class _Fields:
-    """Reads one contract's fields from a dict; a missing or mistyped field is a :class:`ContractError`."""
+    """Reads one contract's fields from a dict; a missing or mistyped field is a :class:`ContractError` whose message
+    names the contract, the field, what it got and what to do."""
 
     def __init__(self, contract: str, data: Any) -> None:
         if not isinstance(data, Mapping):
-            raise ContractError(f"{contract}: expected an object of fields, got {type(data).__name__} {data!r:.200}.")
+            raise ContractError(
+                f"{contract}: expected an object of fields, got {type(data).__name__} {data!r:.200}. {_FIX}"
+            )
         self.contract, self.data = contract, data
 
     def fail(self, name: str, expected: str, value: Any) -> ContractError:
@@ -215,6 +219,23 @@ class _Fields:
     def text(self, name: str, *, nullable: bool = False, default: Any = _ABSENT) -> Any:
         return self.get(name, str, nullable=nullable, default=default)
 
+    def number(self, name: str, *, default: Any = _ABSENT) -> Any:
+        """A number as a float; null is NaN (what ``json_number`` writes for it). With ``default=None`` the field is
+        optional: missing or null gives None."""
+        value = self.get(name, float, nullable=True, default=default)
+        if value is None:
+            return None if default is None else math.nan
+        return float(value)
+
+    def numbers(self, name: str) -> dict[str, float]:
+        """An object of numbers (null values are NaN), as floats."""
+        value = self.get(name, dict, items=(float, type(None)))
+        return {str(k): math.nan if v is None else float(v) for k, v in value.items()}
+
+    def strings(self, name: str, *, default: Any = _ABSENT) -> tuple[str, ...]:
+        """A list of strings, as a tuple (JSON has none)."""
+        return tuple(self.get(name, (list, tuple), items=str, default=default))
+
     def moment(self, name: str, *, nullable: bool = False, default: Any = _ABSENT) -> datetime | None:
         """A datetime, or its ISO 8601 text."""
         value = self.get(name, (str, datetime), nullable=nullable, default=default)
@@ -225,11 +246,27 @@ class _Fields:
         except ValueError:
             raise self.fail(name, "an ISO 8601 timestamp", value) from None
 
+    def when(self, name: str) -> datetime:
+        """A required time (a datetime or its ISO 8601 text)."""
+        value = self.moment(name)
+        assert value is not None  # required and not nullable: get() raised otherwise
+        return value
+
+    def iso_text(self, name: str) -> str:
+        """An ISO 8601 timestamp, checked and kept as the text it is."""
+        text = self.text(name)
+        self.moment(name)
+        return str(text)
+
     def choice(self, name: str, allowed: tuple[str, ...]) -> str:
         value = self.text(name)
         if value not in allowed:
             raise self.fail(name, " or ".join(allowed), value)
         return value
+
+    def section(self, name: str) -> _Fields:
+        """A nested object, read with its own fields (errors name it ``Contract.section``)."""
+        return _Fields(f"{self.contract}.{name}", self.get(name, dict))
 
 
 def _iso(value: datetime | None) -> str | None:
@@ -494,81 +531,6 @@ class PromotionOutcome:
 # --- ingest, score and monitor ---
 
 
-def _fields(contract: str, d: Any) -> dict[str, Any]:
-    if not isinstance(d, dict):
-        raise ContractError(
-            f"{contract} must be a JSON object (a dict), got {type(d).__name__} {_shown(d)}: the upstream task "
-            f"returns {contract}.to_dict(); clear it to run it again."
-        )
-    return d
-
-
-def _shown(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 80 else text[:77] + "..."
-
-
-_KINDS = {str: "a string", int: "an integer", float: "a number", bool: "true or false", dict: "an object"}
-
-
-def _field(contract: str, d: Any, name: str, kind: type, *, optional: bool = False) -> Any:
-    """Field ``name`` of ``d``, of type ``kind`` (an int is a number; a bool is never an int or a number).
-
-    Raises :class:`ContractError` naming the contract, the field and what it got; ``optional`` accepts a
-    missing field or None (both give None).
-    """
-    fields = _fields(contract, d)
-    if name not in fields and not optional:
-        raise ContractError(f"{contract} has no field `{name}` (its fields: {sorted(fields)}).")
-    value = fields.get(name)
-    if value is None and optional:
-        return None
-    if value is None and kind is float:
-        return math.nan  # what to_dict wrote for NaN (JSON has none)
-    kinds: tuple[type, ...] = (int, float) if kind is float else (kind,)
-    if not isinstance(value, kinds) or (isinstance(value, bool) and kind is not bool):
-        raise ContractError(
-            f"{contract}.{name} must be {_KINDS.get(kind, kind.__name__)}, got {type(value).__name__} {_shown(value)}."
-        )
-    return float(fields[name]) if kind is float else value  # fields[name]: the value, not narrowed to object
-
-
-def _strings(contract: str, d: Any, name: str) -> tuple[str, ...]:
-    """A list of strings (JSON has no tuple)."""
-    value = _fields(contract, d).get(name)
-    if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
-        raise ContractError(f"{contract}.{name} must be a list of strings, got {type(value).__name__} {_shown(value)}.")
-    return tuple(value)
-
-
-def _mapping(contract: str, d: Any, name: str, kind: type) -> dict[str, Any]:
-    """An object whose values are of ``kind`` (numbers: an int is one)."""
-    value = _field(contract, d, name, dict)
-    if kind is float:  # None is NaN, as in a number field
-        value = {k: math.nan if v is None else v for k, v in value.items()}
-    kinds: tuple[type, ...] = (int, float) if kind is float else (kind,)
-    bad = {k: v for k, v in value.items() if not isinstance(v, kinds) or isinstance(v, bool)}
-    if bad:
-        plural = "numbers" if kind is float else "strings" if kind is str else f"{kind.__name__} values"
-        raise ContractError(f"{contract}.{name} must map names to {plural}, got {_shown(bad)}.")
-    return {str(k): float(v) if kind is float else v for k, v in value.items()}
-
-
-def _when(contract: str, d: Any, name: str) -> datetime:
-    """An ISO 8601 time (what ``datetime.isoformat`` writes)."""
-    text = _field(contract, d, name, str)
-    try:
-        return datetime.fromisoformat(text)
-    except ValueError:
-        raise ContractError(f"{contract}.{name} must be an ISO 8601 time, got {_shown(text)}.") from None
-
-
-def _iso_text(contract: str, d: Any, name: str) -> str:
-    """An ISO 8601 time, checked and kept as the text it is."""
-    _when(contract, d, name)
-    return str(d[name])
-
-
 @dataclass(frozen=True)
 class PinnedChampion:
     """The ``@champion`` version resolved once for a whole run, and its MLflow run."""
@@ -581,8 +543,8 @@ class PinnedChampion:
 
     @classmethod
     def from_dict(cls, d: Any) -> PinnedChampion:
-        name = cls.__name__
-        return cls(version=_field(name, d, "version", str), run_id=_field(name, d, "run_id", str))
+        f = _Fields(cls.__name__, d)
+        return cls(version=f.text("version"), run_id=f.text("run_id"))
 
 
 @dataclass(frozen=True)
@@ -598,11 +560,11 @@ class Extracted:
 
     @classmethod
     def from_dict(cls, d: Any) -> Extracted:
-        name = cls.__name__
+        f = _Fields(cls.__name__, d)
         return cls(
-            partition=_field(name, d, "partition", str),
-            rows=_field(name, d, "rows", int),
-            content_digest=_field(name, d, "content_digest", str),
+            partition=f.text("partition"),
+            rows=f.get("rows", int),
+            content_digest=f.text("content_digest"),
         )
 
 
@@ -627,13 +589,13 @@ class Validated:
 
     @classmethod
     def from_dict(cls, d: Any) -> Validated:
-        name = cls.__name__
+        f = _Fields(cls.__name__, d)
         return cls(
-            partition=_field(name, d, "partition", str),
-            rows=_field(name, d, "rows", int),
-            content_digest=_field(name, d, "content_digest", str),
-            suite_digests=_mapping(name, d, "suite_digests", str),
-            report=_field(name, d, "report", str),
+            partition=f.text("partition"),
+            rows=f.get("rows", int),
+            content_digest=f.text("content_digest"),
+            suite_digests=dict(f.get("suite_digests", dict, items=str)),
+            report=f.text("report"),
         )
 
 
@@ -664,16 +626,16 @@ class Published:
 
     @classmethod
     def from_dict(cls, d: Any) -> Published:
-        name = cls.__name__
+        f = _Fields(cls.__name__, d)
         return cls(
-            model=_field(name, d, "model", str),
-            partition=_field(name, d, "partition", str),
-            interval_start=_iso_text(name, d, "interval_start"),
-            interval_end=_iso_text(name, d, "interval_end"),
-            rows=_field(name, d, "rows", int),
-            content_digest=_field(name, d, "content_digest", str),
-            suite_digests=_mapping(name, d, "suite_digests", str),
-            path=_field(name, d, "path", str),
+            model=f.text("model"),
+            partition=f.text("partition"),
+            interval_start=f.iso_text("interval_start"),
+            interval_end=f.iso_text("interval_end"),
+            rows=f.get("rows", int),
+            content_digest=f.text("content_digest"),
+            suite_digests=dict(f.get("suite_digests", dict, items=str)),
+            path=f.text("path"),
         )
 
 
@@ -691,12 +653,12 @@ class ScoredPartition:
 
     @classmethod
     def from_dict(cls, d: Any) -> ScoredPartition:
-        name = cls.__name__
+        f = _Fields(cls.__name__, d)
         return cls(
-            partition=_field(name, d, "partition", str),
-            rows=_field(name, d, "rows", int),
-            version=_field(name, d, "version", str),
-            digest=_field(name, d, "digest", str),
+            partition=f.text("partition"),
+            rows=f.get("rows", int),
+            version=f.text("version"),
+            digest=f.text("digest"),
         )
 
 
@@ -712,8 +674,8 @@ class MonitorRequest:
 
     @classmethod
     def from_dict(cls, d: Any) -> MonitorRequest:
-        name = cls.__name__
-        return cls(as_of=_when(name, d, "as_of"), explicit=_field(name, d, "explicit", bool))
+        f = _Fields(cls.__name__, d)
+        return cls(as_of=f.when("as_of"), explicit=f.get("explicit", bool))
 
 
 @dataclass(frozen=True)
@@ -763,25 +725,25 @@ class MonitorSummary:
 
     @classmethod
     def from_dict(cls, d: Any) -> MonitorSummary:
-        name = cls.__name__
-        decision = _field(name, d, "decision", dict)
+        f = _Fields(cls.__name__, d)
+        decision = f.section("decision")
         return cls(
-            model=_field(name, d, "model", str),
-            champion_version=_field(name, d, "champion_version", str),
-            window_start=_when(name, d, "window_start"),
-            window_end=_when(name, d, "window_end"),
-            drifted=_field(name, d, "drifted", bool),
-            drift_share=_field(name, d, "drift_share", float),
-            drifted_columns=_strings(name, d, "drifted_columns"),
-            scores=_mapping(name, d, "scores", float),
-            prediction_score=_field(name, d, "prediction_score", float),
-            prediction_drifted=_field(name, d, "prediction_drifted", bool),
-            performance=_field(name, d, "performance", dict, optional=True),
-            retrain=_field(f"{name}.decision", decision, "request", bool),
-            reason=_field(f"{name}.decision", decision, "reason", str),
-            report=_field(name, d, "report", str),
-            report_json=_field(name, d, "report_json", str),
-            notes=_strings(name, d, "notes") if "notes" in d else (),
-            mlflow_run_id=_field(name, d, "mlflow_run_id", str, optional=True),
-            seconds=_field(name, d, "seconds", float, optional=True),
+            model=f.text("model"),
+            champion_version=f.text("champion_version"),
+            window_start=f.when("window_start"),
+            window_end=f.when("window_end"),
+            drifted=f.get("drifted", bool),
+            drift_share=f.number("drift_share"),
+            drifted_columns=f.strings("drifted_columns"),
+            scores=f.numbers("scores"),
+            prediction_score=f.number("prediction_score"),
+            prediction_drifted=f.get("prediction_drifted", bool),
+            performance=f.get("performance", dict, nullable=True, default=None),
+            retrain=decision.get("request", bool),
+            reason=decision.text("reason"),
+            report=f.text("report"),
+            report_json=f.text("report_json"),
+            notes=f.strings("notes", default=()),
+            mlflow_run_id=f.text("mlflow_run_id", nullable=True, default=None),
+            seconds=f.number("seconds", default=None),
         )

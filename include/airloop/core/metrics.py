@@ -520,3 +520,22 @@ def compute(
             if note is not None:
                 scores.notes[metric.name] = note
     return scores
+
+
+# ---- the reference ----------------------------------------------------------------------------------------------
+
+_NEEDS_DOC = {"values": "predicted values", "classes": "predicted classes", "proba": "class probabilities"}
+
+
+def metrics_markdown() -> str:
+    """The table of metrics in ``docs/model-spec.md`` (between its ``metrics`` markers): one row per metric, in
+    registry order. ``python -m airloop.core.metrics`` prints it; a unit test keeps the page equal to it."""
+    lines = ["| metric | tasks | direction | needs | description |", "| --- | --- | --- | --- | --- |"]
+    for m in _ALL:
+        tasks = ", ".join(t for t in TASKS if m.fits(t))
+        lines.append(f"| `{m.name}` | {tasks} | {m.direction} | {_NEEDS_DOC[m.needs]} | {m.description} |")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    print(metrics_markdown(), end="")

@@ -181,7 +181,7 @@ def _check_suites(spec: ModelSpec, expectations_dir: Path, sample: Sample, inter
     times = sample.frame[spec.source.time_column]
     for interval in intervals[::step]:
         frame = sample.frame.loc[(times >= interval.start) & (times < interval.end)].reset_index(drop=True)
-        outcome = validate(frame, suites, id_column=spec.source.time_column)
+        outcome = validate(frame, suites, keys=spec.keys)
         if not outcome.success:
             problems = "; ".join(f.describe() for f in outcome.failures)
             raise RuntimeError(f"generated suites fail on the profiled interval {interval}: {problems}")
@@ -356,7 +356,7 @@ def _dry_run(spec: ModelSpec, suites: list[Any], on: date | None, result: ModelC
             f"the source gives no column(s) {missing}, which the spec names (features, target, keys, leakage "
             f"columns); the source has {', '.join(map(str, frame.columns))}. Fix the source or {spec.name}.yaml"
         )
-    outcome = validate(frame, suites, id_column=spec.source.time_column)
+    outcome = validate(frame, suites, keys=spec.keys)
     if outcome.success:
         result.lines.append(f"OK   the suites pass ({outcome.evaluated} expectations).")
     else:

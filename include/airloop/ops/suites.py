@@ -61,7 +61,7 @@ def check(spec: ModelSpec, expectations_dir: Path, on: date | None = None) -> Ch
 
     interval = interval_containing(spec, on)
     frame = extract_interval(engine_for(spec.source.connection), spec, interval).frame
-    outcome = validate(frame, suites, id_column=spec.source.time_column)
+    outcome = validate(frame, suites, keys=spec.keys)
     report.interval, report.rows, report.passed, report.failures = (
         interval,
         len(frame),

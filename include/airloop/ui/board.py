@@ -7,7 +7,10 @@ The view (``plugins/airloop_view.py``, served by :mod:`airloop.ui.app`) is one p
 - the **quarantined intervals** (all of them: each stays until re-ingested) and the **latest validations** (pass
   or fail, rows, failed expectations, a link to the result or the Data Docs page);
 - the **drift trend** of the latest monitored windows, as an SVG chart drawn here (no JavaScript library to
-  download: the UI must work on a closed network), each point linking to its Evidently report;
+  download: the UI must work on a closed network), each point linking to its Evidently report, with the change of
+  the window's ``performance_metric`` (any task's metric, in its direction);
+- the **latest predictions**: each row's key, time, output (a regression's value; a classifier's class and
+  probability) and the model version that made it;
 - the **retraining requests**, the **promotion ledger**, and the **pending approvals** with a link to answer them.
 
 Everything here is plain data and HTML so it is unit tested without a server; the FastAPI app adds the
@@ -85,6 +88,7 @@ class Board:
     validations: list[dict[str, Any]] = field(default_factory=list)  # newest first
     quarantined: list[dict[str, Any]] = field(default_factory=list)  # every failed interval, newest first
     drift: list[dict[str, Any]] = field(default_factory=list)  # oldest first
+    predictions: list[dict[str, Any]] = field(default_factory=list)  # the newest scored rows, newest first
     requests: list[dict[str, Any]] = field(default_factory=list)  # newest first
     ledger: list[dict[str, Any]] = field(default_factory=list)  # newest first
     approvals: list[Approval] = field(default_factory=list)
@@ -148,12 +152,54 @@ def load_board(
         board.validations = warehouse.recent_validations(engine, spec.name, limit=limit)
         board.quarantined = warehouse.recent_validations(engine, spec.name, limit=100, failed_only=True)
         board.drift = list(reversed(warehouse.drift_history(engine, spec.name, limit=limit)))
+        board.predictions = latest_predictions(engine, spec.name, limit=limit)
         board.requests = list(reversed(warehouse.retrain_requests_of(engine, spec.name)))[:limit]
         board.ledger = promotion.ledger(engine, spec.name, limit=limit)
     except Exception as exc:
         log.warning("airloop view: warehouse of %s unreadable: %s", spec.name, exc)
         board.problems.append(f"Warehouse not readable ({type(exc).__name__}: {exc}); check the connection.")
     return board
+
+
+def latest_predictions(engine: Engine, model: str, limit: int = 12) -> list[dict[str, Any]]:
+    """The newest scored rows of a model (by interval, then time, then key), newest first."""
+    import sqlalchemy as sa
+
+    from airloop.adapters import warehouse
+
+    t = warehouse.predictions.c
+    columns = [t.partition, t.ts, t.row_key, t.prediction, t.predicted_class, t.probability, t.probabilities]
+    query = (
+        sa.select(*columns, t.model_version, t.mlflow_run_id)
+        .where(t.model == model)
+        .order_by(t.interval_end.desc(), t.ts.desc(), t.row_key.desc())
+        .limit(limit)
+    )
+    with engine.connect() as conn:
+        return [dict(r._mapping) for r in conn.execute(query)]
+
+
+def prediction_text(row: dict[str, Any]) -> str:
+    """A scored row's output for people: a regression's value, or a classifier's class with its probability
+    (binary: of the positive class; multiclass: of the predicted class)."""
+    if row.get("predicted_class") is None:
+        return shown(row.get("prediction"))
+    probability = row.get("probability")
+    if probability is None:
+        return str(row["predicted_class"])
+    which = "P(class)" if row.get("probabilities") else "P(positive)"
+    return f"{row['predicted_class']} ({which} {shown(probability)})"
+
+
+def degradation_text(window: dict[str, Any]) -> str:
+    """A judged window's performance against training, in the metric's direction: ``rmse worse by 50%``,
+    ``roc_auc better by 3%``; ``no labels`` or ``not judged`` when there is no figure."""
+    degradation = window.get("degradation")
+    if degradation is None:
+        return "not judged" if window.get("labelled_rows") else "no labels"
+    metric = window.get("performance_metric") or "performance"
+    way = "worse" if degradation > 0 else "better"
+    return f"{metric} {way} by {abs(degradation):.0%}"
 
 
 # --- the drift chart ---------------------------------------------------------------------------------------------
@@ -165,7 +211,8 @@ def drift_chart(
     """An SVG chart of the drift share per window (oldest left), the threshold as a dashed line.
 
     Drifted windows are drawn red, others green; each point links to its report and has a tooltip with the
-    window, champion version, drifted columns and MAE change. Returns ``""`` when there is no window.
+    window, champion version, drifted columns and the change of its performance metric. Returns ``""`` when there
+    is no window.
     """
     from markupsafe import escape
 
@@ -198,12 +245,11 @@ def drift_chart(
     parts.append(f'<polyline points="{points}" fill="none" stroke="#468" stroke-width="1.5"/>')
     for i, w in enumerate(windows):
         end = w["window_end"]
-        degradation = w.get("degradation")
         tip = (
             f"window {w['window_start']:%Y-%m-%d}..{end:%Y-%m-%d}, champion v{w['champion_version']}: "
             f"drift share {float(w['drift_share']):.2f}"
             + (f", drifted {', '.join(w['drifted_columns'])}" if w["drifted_columns"] else "")
-            + (f", MAE {degradation:+.0%} vs training" if degradation is not None else "")
+            + (f", {degradation_text(w)} than at training" if w.get("degradation") is not None else "")
         )
         colour = "#c22" if w["drifted"] else "#2a2"
         dot = (
@@ -231,6 +277,8 @@ def _environment() -> Any:
         undefined=jinja2.StrictUndefined,  # a template typo fails the unit tests, not a user's page
     )
     env.filters["num"] = shown
+    env.filters["output"] = prediction_text
+    env.filters["degradation"] = degradation_text
     env.filters["when"] = lambda v: v.strftime("%Y-%m-%d %H:%M") if isinstance(v, datetime) else (v or "")
     env.filters["day"] = lambda v: v.strftime("%Y-%m-%d") if isinstance(v, datetime) else (v or "")
     return env

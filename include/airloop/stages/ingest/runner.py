@@ -95,7 +95,7 @@ def validate_interval(ing: Ingestion, interval: Interval, *, dag_run_id: str | N
     suites = load_suites(spec, ing.expectations)
     report_dir = ing.report_dir(interval)
     docs_target = DocsTarget(report_dir / "data_docs", f"{spec.name}-{interval.key}", interval.start)
-    outcome = with_key_checks(validate(df, suites, id_column=spec.source.time_column, docs=docs_target), df, spec)
+    outcome = with_key_checks(validate(df, suites, keys=spec.keys, docs=docs_target), df, spec)
     docs = outcome.docs_index
     report = outcome.report(
         model=spec.name, partition=interval.key, content_digest=raw.content_digest, **_interval_meta(interval)
