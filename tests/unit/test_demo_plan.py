@@ -88,7 +88,10 @@ def test_a_schedule_of_one_interval_cannot_tell_a_story():
             {"performance": {"metric": "roc_auc", "value": 0.75, "degradation": 0.0625}},
             "roc_auc 0.75 (6.2% worse than at training)",
         ),
-        ({"performance": {"metric": "mae", "value": 40.0, "degradation": -0.1}}, "mae 40 (10.0% better than at training)"),
+        (
+            {"performance": {"metric": "mae", "value": 40.0, "degradation": -0.1}},
+            "mae 40 (10.0% better than at training)",
+        ),
         (
             {"performance": {"metric": "roc_auc", "value": None, "degradation": None}},
             "no labels yet",

@@ -446,7 +446,9 @@ def _monitor_and_rescore(api: Api, spec: ModelSpec, mlflow_url: str, plan: Story
     os.environ["MLFLOW_TRACKING_URI"] = mlflow_url
     before = registry.version_for_alias(spec.name, registry.CHAMPION)
     days = spec.monitoring.window_days
-    _stage(7, f"Later: {spec.dag_id('monitor')} judges {len(plan.windows)} {days}-day windows after the champion's data")
+    _stage(
+        7, f"Later: {spec.dag_id('monitor')} judges {len(plan.windows)} {days}-day windows after the champion's data"
+    )
     requested = _closing_loop(api, spec, plan.windows)
     after = registry.version_for_alias(spec.name, registry.CHAMPION)
     if after != before and requested is not None:
