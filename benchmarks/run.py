@@ -34,7 +34,11 @@ BENCHMARKS: dict[str, Callable[[Path, argparse.Namespace], dict[str, Any]]] = {
     "validation": lambda scratch, args: validation.run(scratch, rows=args.rows or 1_000_000, repeat=args.repeat),
     "training": lambda scratch, args: training.run(scratch, repeat=args.repeat),
     "scoring": lambda scratch, args: scoring.run(
-        scratch, repeat=args.repeat, rows=[args.rows] if args.rows else scoring.SIZES, max_iter=args.max_iter
+        scratch,
+        repeat=args.repeat,
+        rows=[args.rows] if args.rows else scoring.SIZES,
+        max_iter=args.max_iter,
+        model=args.model,
     ),
     "drift": lambda scratch, args: drift.run(scratch, repeat=args.repeat),
 }
@@ -95,6 +99,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="rows of the validation batch (default 1M) and of the scoring partition (default: 1M and 10M)",
     )
     parser.add_argument("--max-iter", type=int, help="scoring: max_iter of the scored model (default: the spec's)")
+    parser.add_argument(
+        "--model",
+        choices=sorted(scoring.DATA),
+        default=scoring.MODEL,
+        help="scoring: the model scored (bikes, a regression, against predict; birds, a classifier, against "
+        "predict_proba; default bikes)",
+    )
     parser.add_argument("--strict", action="store_true", help="exit 1 when a target is missed")
     args = parser.parse_args(argv)
     if args.repeat < 1:

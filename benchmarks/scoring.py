@@ -27,6 +27,12 @@ Child processes (``python -m benchmarks.scoring --child MODE``), all on one thro
   (delete + insert, informative). Peak memory is the child's peak RSS (``ru_maxrss``; imports included) and its
   peak above the RSS just before the timed call (the kernel's ``VmHWM`` reset through ``/proc/self/clear_refs``).
 
+A classifier case (``--model birds``, the binary classifier of the FAA bird strikes): the same subject and
+baseline, the baseline being raw ``model.predict_proba`` of the same rows (the positive class's column, which the
+subject writes as ``probability`` and checks bit for bit against). Its data: the bird strikes' validated rows
+(the spec's query over every interval) resampled with replacement, ``date`` one minute apart and ``record_id``
+renumbered (keys stay unique); its model: the birds spec's estimator trained on the newest training window.
+
 The subject's time is broken down by thin timing wrappers installed in the child only (the library is not
 changed): ``predict`` (the model, in the caller's thread), ``db_wait`` (the caller waiting for the background
 database thread), ``sink_write`` (the database thread's own busy time, overlapping the rest), ``commit`` (from
@@ -68,7 +74,11 @@ if TYPE_CHECKING:
     import pandas as pd
 
 DEMO_CSV = PROJECT_DIR / "include" / "data" / "bike_sharing" / "hour.csv"
+#: The models this benchmark can score: the regression (default) and the classifier, with their data sets' folders.
+DATA = {"bikes": DEMO_CSV.parent, "birds": PROJECT_DIR / "include" / "data" / "faa_birdstrikes"}
 MODEL = "bikes"
+#: Set by :func:`run` in the children's environment: the model they score.
+MODEL_ENV = "AIRLOOP_BENCH_SCORING_MODEL"
 SEED = 0
 SIZES = (1_000_000, 10_000_000)
 #: Partitions at least this big get at most ``large_repeat`` repetitions (a 10M repetition takes minutes).
@@ -110,6 +120,37 @@ def partition_start(index: int) -> datetime:
     return datetime(2030, 1, 1, tzinfo=UTC) + timedelta(days=index)
 
 
+def _model() -> str:
+    import os
+
+    return os.environ.get(MODEL_ENV, MODEL)
+
+
+def _classifier() -> bool:
+    return _spec().target.task == "classification"
+
+
+def _output_column() -> str:
+    """The predictions' column compared with the baseline: a regression's value, a binary classifier's P(positive)."""
+    return "probability" if _classifier() else "prediction"
+
+
+def build_classifier_pieces(real: pd.DataFrame, rows: int, start: datetime, seed: int = SEED) -> Iterator[pd.DataFrame]:
+    """``rows`` validated rows resampled with replacement, the time column one minute apart, key columns renumbered."""
+    import numpy as np
+    import pandas as pd
+
+    spec = _spec()
+    rng = np.random.default_rng(seed)
+    for offset in range(0, rows, PIECE_ROWS):
+        n = min(PIECE_ROWS, rows - offset)
+        piece = real.iloc[rng.integers(0, len(real), n)].reset_index(drop=True)
+        piece[spec.source.time_column] = pd.date_range(start + timedelta(minutes=offset), periods=n, freq="min")
+        for key in (k for k in spec.keys if k != spec.source.time_column):
+            piece[key] = np.arange(offset, offset + n, dtype="int64")
+        yield piece
+
+
 def build_pieces(rows: int, start: datetime, seed: int = SEED) -> Iterator[pd.DataFrame]:
     """``rows`` rows resampled with replacement from the real data, in pieces, ``ts`` one minute apart from ``start``.
 
@@ -135,7 +176,7 @@ def build_pieces(rows: int, start: datetime, seed: int = SEED) -> Iterator[pd.Da
 def _spec() -> Any:
     from airloop.core.spec import get_spec
 
-    return get_spec(MODEL)
+    return get_spec(_model())
 
 
 # --- child processes -----------------------------------------------------------------------------------------------
@@ -143,6 +184,8 @@ def _spec() -> Any:
 
 def child_setup(sizes: Sequence[int], max_iter: int | None) -> dict[str, Any]:
     """Seed, validated intervals, a trained ``@champion``, one validated partition per size (all untimed)."""
+    import pandas as pd
+
     from airloop.adapters import registry as tracking
     from airloop.adapters.datasets import seed
     from airloop.adapters.db import engine_for
@@ -156,15 +199,22 @@ def child_setup(sizes: Sequence[int], max_iter: int | None) -> dict[str, Any]:
     spec = _spec()
     config.paths().home.mkdir(parents=True, exist_ok=True)
     engine = engine_for(config.SOURCE_CONN_ID)
-    seed(engine, DEMO_CSV.parent)
+    seed(engine, DATA[spec.name])
     lake = default_lake()
-    for interval in list(expected_intervals(spec, until=datetime.now(UTC)))[-14:]:
+    intervals = list(expected_intervals(spec, until=datetime.now(UTC)))
+    window = timedelta(days=spec.training.window_days)
+    newest = [i for i in intervals if i.end > intervals[-1].end - window]  # the training window's intervals
+    frames = []
+    for interval in intervals if _classifier() else intervals[-len(newest) - 1 :]:
         meta = {
             "interval_start": interval.start.isoformat(),
             "interval_end": interval.end.isoformat(),
             "suite_digests": {"schema": "bench"},
         }
-        lake.write(spec.name, "validated", interval.key, extract_interval(engine, spec, interval).frame, meta=meta)
+        frame = extract_interval(engine, spec, interval).frame
+        frames.append(frame)
+        if interval in newest or not _classifier():
+            lake.write(spec.name, "validated", interval.key, frame, meta=meta)
 
     t = time.perf_counter()
     overrides = {} if max_iter is None else {"max_iter": max_iter}
@@ -183,7 +233,9 @@ def child_setup(sizes: Sequence[int], max_iter: int | None) -> dict[str, Any]:
             spec.name,
             "validated",
             interval.key,
-            build_pieces(rows, start),
+            build_classifier_pieces(pd.concat(frames, ignore_index=True), rows, start)
+            if _classifier()
+            else build_pieces(rows, start),
             meta={
                 "interval_start": interval.start.isoformat(),
                 "interval_end": interval.end.isoformat(),
@@ -200,7 +252,7 @@ def child_setup(sizes: Sequence[int], max_iter: int | None) -> dict[str, Any]:
     return {
         "pinned": {"version": str(trained["version"]), "run_id": str(mv.run_id)},
         "model_params": trained["params"],
-        "holdout_rmse": trained["metrics"]["rmse"],
+        "holdout": {spec.gate_metric: trained["metrics"][spec.gate_metric]},
         "train_s": train_s,
         "partitions": partitions,
     }
@@ -224,7 +276,7 @@ def _preload() -> dict[str, float]:
     engine_for(WAREHOUSE_CONN_ID)  # the Airflow connection lookup and the engine
     imports_s = time.perf_counter() - start
     start = time.perf_counter()
-    tracking.client().get_registered_model(MODEL)
+    tracking.client().get_registered_model(_model())
     return {"imports_s": imports_s, "mlflow_client_s": time.perf_counter() - start}
 
 
@@ -321,6 +373,10 @@ def child_subject(partition: str, pinned: dict[str, str], label: str) -> dict[st
     engine = engine_for(WAREHOUSE_CONN_ID)
     timers = _Timers()
     timers.wrap("predict", tracking.LoadedModel, "predict")
+    if _classifier():  # a classifier's chunks go to the pipeline's predict_proba (the LoadedModel has none)
+        from sklearn.pipeline import Pipeline
+
+        timers.wrap("predict", Pipeline, "predict_proba")
     timers.wrap("db_wait", prediction_sink.BackgroundWrites, "submit")
     timers.wrap("db_wait", prediction_sink.BackgroundWrites, "finish")
     timers.wrap("sink_write", prediction_sink.SQLiteSink, "write")
@@ -344,13 +400,14 @@ def child_subject(partition: str, pinned: dict[str, str], label: str) -> dict[st
             sa.select(sa.func.count()).where(predictions.c.model == spec.name, predictions.c.partition == partition)
         ).scalar_one()
         cursor = conn.connection.driver_connection.execute(
-            "SELECT prediction FROM predictions WHERE model = ? AND partition = ?", (spec.name, partition)
+            f"SELECT {_output_column()} FROM predictions WHERE model = ? AND partition = ?", (spec.name, partition)
         )
         warehouse_fsum = math.fsum(row[0] for row in cursor)
         total = conn.execute(sa.select(sa.func.count()).select_from(predictions)).scalar_one()
     digest = _Digest()
-    for batch in default_lake().iter_batches(spec.name, "predictions", partition, ["prediction"]):
-        digest.add(batch["prediction"].to_numpy())
+    output = _output_column()
+    for batch in default_lake().iter_batches(spec.name, "predictions", partition, [output]):
+        digest.add(batch[output].to_numpy())
     return {
         "label": label,
         "warehouse_url": engine.url.render_as_string(hide_password=True),
@@ -374,7 +431,8 @@ def child_subject(partition: str, pinned: dict[str, str], label: str) -> dict[st
 
 
 def child_baseline(partition: str, pinned: dict[str, str]) -> dict[str, Any]:
-    """Raw ``predict`` of the same pipeline over the same rows read from the lake in the same chunks."""
+    """Raw ``predict`` (a classifier: ``predict_proba``, the positive class's column) of the same pipeline over the same
+    rows read from the lake in the same chunks."""
     preload = _preload()
 
     from airloop.adapters import registry as tracking
@@ -387,6 +445,15 @@ def child_baseline(partition: str, pinned: dict[str, str]) -> dict[str, Any]:
     load_s = time.perf_counter() - start
     lake = default_lake()
     columns = [spec.source.time_column, *spec.feature_names]
+    pipeline = model.pipeline
+    predict = pipeline.predict
+    if _classifier():
+        classes = list(pipeline.classes_)
+        positive = classes.index(spec.target.positive_class if spec.target.positive_class is not None else classes[1])
+
+        def predict(features: Any) -> Any:
+            return pipeline.predict_proba(features)[:, positive]
+
     memory = _Memory()
     memory.start()
     predict_s = digest_s = 0.0
@@ -394,7 +461,7 @@ def child_baseline(partition: str, pinned: dict[str, str]) -> dict[str, Any]:
     start = time.perf_counter()
     for chunk in lake.iter_batches(spec.name, "validated", partition, columns, scoring.DEFAULT_CHUNK_ROWS):
         t = time.perf_counter()
-        y = model.pipeline.predict(chunk[spec.feature_names])
+        y = predict(chunk[spec.feature_names])
         t1 = time.perf_counter()
         predict_s += t1 - t
         digest.add(y)  # untimed: for the agreement check
@@ -418,8 +485,8 @@ def child_baseline(partition: str, pinned: dict[str, str]) -> dict[str, Any]:
 # --- the orchestrating side ----------------------------------------------------------------------------------------
 
 
-def _env(scratch: Path) -> dict[str, str]:
-    env = {**child_env(scratch / "scoring"), "PYTHONPYCACHEPREFIX": str(scratch / "pycache")}
+def _env(scratch: Path, model: str = MODEL) -> dict[str, str]:
+    env = {**child_env(scratch / "scoring"), "PYTHONPYCACHEPREFIX": str(scratch / "pycache"), MODEL_ENV: model}
     for name in ("PYTHONDONTWRITEBYTECODE", "MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI"):
         env.pop(name, None)
     env.pop("AIRLOOP_MLFLOW_ARTIFACT_ROOT", None)
@@ -556,9 +623,16 @@ def run(
     rows: Sequence[int] = SIZES,
     large_repeat: int = 3,
     max_iter: int | None = None,
+    model: str = MODEL,
 ) -> dict[str, Any]:
-    """The setup child, then per size interleaved subject and baseline children; print a summary, return results."""
-    env = _env(scratch)
+    """The setup child, then per size interleaved subject and baseline children; print a summary, return results.
+
+    ``model``: ``bikes`` (a regression, against ``predict``) or ``birds`` (a classifier, against ``predict_proba``).
+    """
+    if model not in DATA:
+        raise ValueError(f"scoring benchmark: no data for model {model!r}; choose one of {sorted(DATA)}")
+    env = _env(scratch, model)
+    baseline = "predict_proba" if model == "birds" else "predict"
     sizes = sorted(set(rows))
     extra = ["--sizes", ",".join(map(str, sizes))] + (["--max-iter", str(max_iter)] if max_iter else [])
     setup = _child("setup", env, *extra)
@@ -570,19 +644,26 @@ def run(
             raise AssertionError(f"scoring wrote other values than the model predicts: {measured[str(size)]}")
     results: dict[str, Any] = {
         "benchmark": "scoring",
+        "model": model,
         "method": {
             "repeat": repeat,
             "large_repeat": f"{large_repeat} for partitions of {LARGE_ROWS:,} rows or more",
             "subject": "scoring._load(model, version) (MLflow registry + artifact load) then "
-            "airloop.stages.score.runner.score_partition(get_spec('bikes'), partition, pinned, RunInfo(...)) into an "
+            f"airloop.stages.score.runner.score_partition(get_spec({model!r}), partition, pinned, RunInfo(...)) "
+            "into an "
             "empty SQLite warehouse (a new file each repetition) and the lake",
-            "baseline": "tracking.load_version(...).pipeline.predict on the same partition read with "
+            "baseline": f"tracking.load_version(...).pipeline.{baseline} on the same partition read with "
             "Lake.iter_batches in chunks of scoring.DEFAULT_CHUNK_ROWS; only the predict calls are timed",
             "processes": "one fresh child per measurement, subject and baseline alternating (order reversed every "
             "repetition); imports, the warehouse engine and the Airflow connection lookup before timing",
-            "data": "hour.csv without hum == 0 rows, resampled with replacement (seed 0), ts one minute apart; "
-            "one validated lake partition per size, written with Lake.write_batches",
-            "model": "train_stage.train on the demo data, then @champion; "
+            "data": (
+                "the validated rows of every interval, resampled with replacement (seed 0), the time column one "
+                "minute apart, keys renumbered; "
+                if model == "birds"
+                else "hour.csv without hum == 0 rows, resampled with replacement (seed 0), ts one minute apart; "
+            )
+            + "one validated lake partition per size, written with Lake.write_batches",
+            "model": f"{model}: train_stage.train on its data's newest training window, then @champion; "
             + (f"max_iter={max_iter}" if max_iter else "the spec's estimator settings"),
             "memory": "process_peak: the child's ru_maxrss (imports included; the target is checked on this); "
             "above_before: VmHWM (reset through /proc/self/clear_refs) minus VmRSS before the timed call",
@@ -602,9 +683,11 @@ def run(
 def print_summary(results: Mapping[str, Any]) -> None:
     """The headline numbers."""
     m, setup = results["method"], results["setup"]
+    baseline = "predict_proba" if "predict_proba" in m["baseline"] else "predict"
+    holdout = ", ".join(f"holdout {k} {v:.3g}" for k, v in setup["holdout"].items())
     print(
-        f"\n== scoring: score_partition end to end vs raw model.predict of the same rows (medians; {m['model']}, "
-        f"holdout rmse {setup['holdout_rmse']:.1f})"
+        f"\n== scoring: score_partition end to end vs raw model.{baseline} of the same rows "
+        f"(medians; {m['model']}, {holdout})"
     )
     for size, r in results["sizes"].items():
         tr, t = r["throughput_ratio"], r["targets"]
@@ -613,7 +696,7 @@ def print_summary(results: Mapping[str, Any]) -> None:
             f"  {int(size):,} rows ({r['repeat']} runs, {r['chunks']} chunks): "
             f"scoring {fmt_s(r['subject_s']['median'])} "
             f"({r['rows_per_s']['subject']:,.0f} rows/s), predict {fmt_s(r['baseline_predict_s']['median'])} "
-            f"({r['rows_per_s']['baseline']:,.0f} rows/s) → {tr['of_medians']:.2f}x the rows/s of predict "
+            f"({r['rows_per_s']['baseline']:,.0f} rows/s) → {tr['of_medians']:.2f}x the rows/s of {baseline} "
             f"(paired {tr['paired_median']:.2f}x, best {tr['of_mins']:.2f}x; "
             f"≥{t['throughput']['limit']}x {'met' if t['throughput']['met'] else 'MISSED'})"
         )
@@ -633,7 +716,7 @@ def print_summary(results: Mapping[str, Any]) -> None:
         print(
             f"    re-scoring into the filled warehouse (delete + insert, once): {fmt_s(rs['total_s'])} = "
             f"{rs['ratio_to_first_scoring']:.2f}x the first scoring; warehouse file {r['warehouse_file_mb']:.0f} MB "
-            f"with its WAL; values identical to predict: {all(r['agreement'].values())}"
+            f"with its WAL; values identical to {baseline}: {all(r['agreement'].values())}"
         )
 
 

@@ -108,3 +108,25 @@ def test_digest_is_stable_and_sensitive(tmp_path, raw):
     assert spec_digest(a) == spec_digest(load_spec(MODELS / "bikes.yaml"))
     raw["owner"] = "someone-else"
     assert spec_digest(load_spec(_write(tmp_path, "bikes", raw))) != spec_digest(a)
+
+
+@pytest.mark.parametrize(
+    ("change", "named"),
+    [
+        ({"gate": {"metric": "rmse"}}, "gate.metric `rmse` does not fit a classification model"),
+        ({"gate": {"thresholds": {"r2": 0.5}}}, "gate.thresholds `r2` does not fit a classification model"),
+        ({"monitoring": {"performance_metric": "mae"}}, "`mae` does not fit a classification model"),
+    ],
+)
+def test_a_classifier_with_a_regression_metric_is_refused_naming_it_and_those_that_fit(tmp_path, change, named):
+    """The message names the field, the metric and the metrics that fit, without repeating the whole spec."""
+    raw = yaml.safe_load((Path(__file__).resolve().parents[2] / "include" / "models" / "birds.yaml").read_text())
+    for section, values in change.items():
+        raw[section].update(values)
+    path = tmp_path / "birds.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    with pytest.raises(SpecError) as caught:
+        load_spec(path)
+    text = str(caught.value)
+    assert named in text and "roc_auc" in text and "log_loss" in text and str(path) in text
+    assert "record_id" not in text and len(text) < 1000, text  # not the spec repeated back

@@ -535,7 +535,11 @@ def _describe(path: Path, exc: ValidationError) -> str:
     for err in exc.errors():
         loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
         hint = _fix_hint(err["type"], loc, _allowed_fields(err["loc"]))
-        shown = "" if err["type"] == "missing" else f" (got {err['input']!r})"
+        # A check over the whole spec names its fields in its message: repeating the spec as "got" only hides it.
+        got = repr(err["input"])
+        shown = (
+            "" if err["type"] == "missing" or not err["loc"] else f" (got {got[:200]}{'...' if len(got) > 200 else ''})"
+        )
         lines.append(f"  - field `{loc}`: {err['msg']}{shown}. Fix: {hint}.")
     return "\n".join(lines)
 

@@ -243,9 +243,9 @@ def _cmd_warehouse(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from airloop.ops.demo import run_demo
+    from airloop.ops.demo import MODEL, run_demo
 
-    return run_demo(keep_running=not args.exit)
+    return run_demo(keep_running=not args.exit, model=args.model or MODEL)
 
 
 def _date(value: str) -> date:
@@ -284,6 +284,11 @@ def build_parser() -> argparse.ArgumentParser:
     wh.set_defaults(func=_cmd_warehouse)
     demo = sub.add_parser("demo", help="seed, start and run the pipeline on the demo data, then summarise")
     demo.add_argument("--exit", action="store_true", help="stop the servers when the demo is done")
+    demo.add_argument(
+        "--model",
+        default=None,
+        help="the model whose story is told (default: bikes; the vendored data sets tell bikes and birds)",
+    )
     demo.set_defaults(func=_cmd_demo)
     return parser
 

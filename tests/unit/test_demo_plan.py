@@ -1,0 +1,121 @@
+"""The demo's story is planned from the model's spec: its schedule, training window and monitoring window."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from airloop.core.spec import ModelSpec, get_spec
+from airloop.ops import cli
+from airloop.ops.demo import MAX_WINDOWS, DemoFailed, performance_text, plan_story
+
+MODELS = Path(__file__).resolve().parents[2] / "include" / "models"
+NOW = datetime(2030, 1, 1, tzinfo=UTC)
+
+
+def _day(text: str) -> datetime:
+    return datetime.fromisoformat(text).replace(tzinfo=UTC)
+
+
+def test_the_bikes_story_is_the_one_the_demo_always_told():
+    """2011 (twelve four-week intervals, to 2011-12-03) trains the first champion; 2012 is judged window by window."""
+    plan = plan_story(get_spec("bikes", MODELS), until=NOW)
+    assert (plan.intervals, plan.first_intervals, plan.first_end) == (26, 12, _day("2011-12-03"))
+    assert plan.windows == tuple(_day("2011-12-31") + i * timedelta(days=28) for i in range(MAX_WINDOWS))
+    assert (plan.score_start, plan.score_end) == (date(2011, 1, 1), date(2012, 12, 2))
+
+
+def test_the_birds_story_trains_on_three_years_and_judges_quarter_windows_ending_on_months():
+    spec = get_spec("birds", MODELS)
+    plan = plan_story(spec, until=NOW)
+    assert (plan.intervals, plan.first_intervals, plan.first_end) == (106, 35, _day("1992-12-01"))
+    assert plan.windows == tuple(
+        _day(d) for d in ("1993-04-01", "1993-07-01", "1993-10-01", "1994-01-01", "1994-05-01", "1994-08-01")
+    )
+    gaps = [(b - a).days for a, b in zip((plan.first_end, *plan.windows), plan.windows, strict=False)]
+    assert all(spec.monitoring.window_days <= gap < spec.monitoring.window_days + 31 for gap in gaps), gaps
+    assert (plan.score_start, plan.score_end) == (date(1990, 1, 1), date(1998, 10, 2))
+    # the first champion's training part (before its holdout) spans 23 months: more than min_rows on this data
+    holdout_start = plan.first_end - timedelta(days=spec.training.holdout_days)
+    assert holdout_start > _day("1991-11-01")
+
+
+def _spec(schedule: dict, window_days: int, monitor_days: int) -> ModelSpec:
+    return ModelSpec.model_validate(
+        {
+            "name": "planned",
+            "description": "a model made up by a test",
+            "owner": "tests",
+            "source": {"table": "events", "time_column": "ts"},
+            "schedule": schedule,
+            "features": [{"name": "x", "kind": "numeric"}],
+            "target": {"name": "y"},
+            "training": {"window_days": window_days, "holdout_days": 1, "min_rows": 1},
+            "monitoring": {"window_days": monitor_days},
+        }
+    )
+
+
+def test_a_short_schedule_still_leaves_data_after_the_first_champion_and_stops_at_its_end():
+    spec = _spec({"every": "7d", "start": "2020-01-01", "end": "2020-02-26"}, window_days=365, monitor_days=14)
+    plan = plan_story(spec, until=NOW)
+    assert plan.intervals == 9 and plan.first_intervals == 8  # the window is longer than the data: all but one
+    assert plan.windows == ()  # a 14-day window does not fit in the last 7 days: no window is judged
+    spec = _spec({"every": "7d", "start": "2020-01-01", "end": "2020-04-01"}, window_days=30, monitor_days=14)
+    plan = plan_story(spec, until=NOW)
+    assert (plan.first_intervals, plan.first_end) == (4, _day("2020-01-29"))
+    assert plan.windows[0] == _day("2020-02-12") and plan.windows[-1] <= _day("2020-04-08")
+    assert len(plan.windows) == 5  # 02-12, 02-26, 03-11, 03-25, 04-08: every two weeks to the end
+
+
+def test_a_training_window_shorter_than_an_interval_still_trains_on_one():
+    plan = plan_story(_spec({"every": "30d", "start": "2020-01-01"}, window_days=7, monitor_days=30), until=NOW)
+    assert (plan.first_intervals, plan.first_end) == (1, _day("2020-01-31"))
+
+
+def test_a_schedule_of_one_interval_cannot_tell_a_story():
+    spec = _spec({"every": "30d", "start": "2020-01-01", "end": "2020-01-01"}, window_days=30, monitor_days=30)
+    with pytest.raises(DemoFailed, match="planned's schedule holds 1 interval"):
+        plan_story(spec, until=NOW)
+
+
+@pytest.mark.parametrize(
+    ("row", "text"),
+    [
+        (
+            {"performance": {"metric": "roc_auc", "value": 0.75, "degradation": 0.0625}},
+            "roc_auc 0.75 (6.2% worse than at training)",
+        ),
+        (
+            {"performance": {"metric": "mae", "value": 40.0, "degradation": -0.1}},
+            "mae 40 (10.0% better than at training)",
+        ),
+        (
+            {"performance": {"metric": "roc_auc", "value": None, "degradation": None}},
+            "no labels yet",
+        ),
+        (
+            {"performance": {"metric": "log_loss", "value": 0.4, "degradation": None, "unjudged": "NaN"}},
+            "log_loss 0.4 (not judged: NaN)",
+        ),
+        ({"performance": None, "mae": 52.0, "degradation": 0.25}, "MAE 52 (+25% vs training)"),
+        ({"performance": None, "mae": None}, "no labels yet"),
+    ],
+)
+def test_a_windows_performance_is_shown_in_its_tasks_metric(row, text):
+    assert performance_text(row) == text
+
+
+def test_the_demo_takes_a_model_and_keeps_its_default():
+    parser = cli.build_parser()
+    assert parser.parse_args(["demo"]).model is None  # _cmd_demo then tells the default story (bikes)
+    args = parser.parse_args(["demo", "--model", "birds", "--exit"])
+    assert (args.model, args.exit) == ("birds", True)
+
+
+def test_an_unknown_demo_model_is_named_with_the_known_ones(capsys):
+    assert cli.main(["demo", "--model", "nosuch"]) == cli.EXIT_USAGE
+    err = capsys.readouterr().err
+    assert "No model spec" in err and "nosuch.yaml" in err and "bikes" in err and "birds" in err
