@@ -64,7 +64,7 @@ lock-check: | $(UV) ## fail if uv.lock is out of date with pyproject.toml
 bench: install ## benchmarks (parse time, validation speed, training run); results in benchmarks/results/
 	$(RUN) python -m benchmarks.run
 
-seed: install ## load the vendored bike-sharing data into the source database
+seed: install ## load every vendored data set (include/data/*/dataset.yaml) into the source database
 	$(RUN) airloop seed
 
 up: install ## start Airflow and MLflow on 127.0.0.1 (AIRLOOP_HOME=./.airloop)
