@@ -92,3 +92,17 @@ def test_date_params_accept_a_day_or_a_timestamp_and_name_a_bad_one():
     assert day("window_end", None) is None and day("window_end", "") is None
     with pytest.raises(ParamProblem, match="param `start` is '01/10/2012'"):
         day("start", "01/10/2012")
+
+
+@pytest.mark.parametrize("junk", ["2012-01-01<junk>", "2012-01-01; DROP TABLE x", "2012-01-01T25:00:00", "2012-13-01"])
+def test_a_date_param_with_anything_after_the_day_is_refused(junk: str) -> None:
+    from datetime import UTC, date, datetime
+
+    from airloop.core.params import ParamProblem, day
+
+    with pytest.raises(ParamProblem, match="expected a date like 2012-06-30"):
+        day("start", junk)
+    # what is a date is still one: a date, a datetime (its day), an offset timestamp (the day as written)
+    assert day("start", date(2012, 1, 1)) == datetime(2012, 1, 1, tzinfo=UTC)
+    assert day("start", datetime(2012, 1, 1, 23, 59)) == datetime(2012, 1, 1, tzinfo=UTC)
+    assert day("start", " 2012-01-01T23:00:00-05:00 ") == datetime(2012, 1, 1, tzinfo=UTC)

@@ -34,8 +34,15 @@ def day(name: str, value: Any) -> datetime | None:
     """A date param (``2012-06-30``, or an ISO timestamp whose day is used) as midnight UTC; None when unset."""
     if value in (None, ""):
         return None
-    try:
-        d = date.fromisoformat(str(value)[:10])
-    except ValueError:
-        raise ParamProblem(f"param `{name}` is {value!r}; expected a date like 2012-06-30 (UTC) or null.") from None
+    d: date | None = value if isinstance(value, date) else None  # a datetime is a date too: its day is used
+    if d is None:
+        text = str(value).strip()
+        for parse in (date.fromisoformat, datetime.fromisoformat):  # the whole value: no trailing junk passes
+            try:
+                d = parse(text)
+                break
+            except ValueError:
+                continue
+    if d is None:
+        raise ParamProblem(f"param `{name}` is {value!r}; expected a date like 2012-06-30 (UTC) or null.")
     return datetime(d.year, d.month, d.day, tzinfo=UTC)
