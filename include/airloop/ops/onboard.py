@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from airloop.core.intervals import Interval, expected_intervals
 from airloop.core.spec import ModelSpec, load_spec
+from airloop.core.times import as_utc
 from airloop.ops import profiling, starter_spec
 from airloop.ops.profiling import OnboardProblem, Request, Sample
 
@@ -33,10 +34,10 @@ SUITE_FILES = ("schema.json", "values.json")
 
 
 def _utc(value: Any) -> datetime:
+    """A time as the source returns it (a datetime, or text on SQLite) in UTC, by :func:`core.times.as_utc`."""
     import pandas as pd
 
-    stamp = pd.Timestamp(value)
-    return (stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")).to_pydatetime()
+    return as_utc(pd.Timestamp(value).to_pydatetime())
 
 
 def _selectable(conn: Connection, request: Request, start: datetime | None) -> tuple[Any, Any]:
