@@ -53,7 +53,9 @@ def poisons() -> st.SearchStrategy[Poison]:
     return st.one_of(
         st.builds(Poison, st.just("nan"), st.sampled_from(NUMERIC), st.just(np.nan)),
         st.builds(Poison, st.just("inf"), st.sampled_from(FLOATS), st.sampled_from([np.inf, -np.inf])),
-        st.builds(Poison, st.just("wrong_type"), st.sampled_from(NUMERIC), st.sampled_from(["n/a", "", "0.5x", "twelve"])),
+        st.builds(
+            Poison, st.just("wrong_type"), st.sampled_from(NUMERIC), st.sampled_from(["n/a", "", "0.5x", "twelve"])
+        ),
         st.sampled_from(sorted(OUT_OF_RANGE)).flatmap(
             lambda c: st.builds(Poison, st.just("out_of_range"), st.just(c), st.sampled_from(OUT_OF_RANGE[c]))
         ),
