@@ -205,17 +205,17 @@ def _refuse_overlaps(spec: ModelSpec, lake: Lake, refs: list[PartitionRef]) -> N
     if off_grid:
         fix = (
             f"Partition(s) {off_grid} are not intervals of the timetable (an ingest run at an off-grid logical "
-            "date, before the ingest tasks refused those): delete each from the lake, "
+            "date, before the ingest tasks refused those): delete each from the lake ("
             + ", ".join(lake.partition_url(spec.name, "validated", key) for key in off_grid)
-            + f", and its predictions (warehouse table predictions, model {spec.name!r}, that partition), "
-            "then retrain."
+            + ", and the same key under raw/ and predictions/) and its rows in the warehouse tables predictions "
+            "and validation_results, then retrain."
         )
     else:
         fix = "Delete the partition that should not be there from the lake, then retrain."
     raise OverlappingPartitions(
         f"Validated partitions of {spec.name} overlap, so their shared rows would count twice in training, the "
         f"holdout, the gate and the monitor, so they are refused: {listed}. {fix} "
-        "The ingest runbook (section 'off-grid interval') has the steps."
+        f"The runbook of {spec.dag_id('ingest')} (triage, 'off-grid interval') has the steps."
     )
 
 
