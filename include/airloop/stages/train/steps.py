@@ -213,7 +213,7 @@ def _refuse_overlaps(spec: ModelSpec, lake: Lake, refs: list[PartitionRef]) -> N
     else:
         fix = "Delete the partition that should not be there from the lake, then retrain."
     raise OverlappingPartitions(
-        f"Validated partitions of {spec.name} overlap, so their shared rows would count twice in training, the "
+        f"Validated partitions of {spec.name} overlap: their shared rows would count twice in training, the "
         f"holdout, the gate and the monitor, so they are refused: {listed}. {fix} "
         f"The runbook of {spec.dag_id('ingest')} (triage, 'off-grid interval') has the steps."
     )
