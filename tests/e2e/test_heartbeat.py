@@ -120,8 +120,13 @@ def test_a_killed_task_is_failed_by_its_heartbeat_timeout_and_retried_to_the_sam
 
     tries = _json(f"{dag_url}/dagRuns/{runs['killed']}/taskInstances/work/tries", token)["task_instances"]
     assert [(t["try_number"], t["state"]) for t in tries] == [(1, "failed"), (2, "success")], tries
-    for name in runs.values():
-        state = _json(f"{dag_url}/dagRuns/{name}", token)["state"]
+
+    def run_ended(run: str) -> str | None:
+        state = _json(f"{dag_url}/dagRuns/{run}", token)["state"]
+        return state if state in ("success", "failed") else None
+
+    for name in runs.values():  # the scheduler settles a run's state a loop after its last task's
+        state = wait_for(f"run {name} to end", lambda name=name: run_ended(name), timeout=60)
         assert state == "success", (name, state)
     detected = [  # the scheduler's own word that the heartbeat timeout, nothing else, ended the first try
         line

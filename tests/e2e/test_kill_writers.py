@@ -72,7 +72,6 @@ class Rounds:
     write: Callable[[str], tuple[Callable[..., None], tuple[Any, ...]]]  # variant -> (child function, its args)
     snapshot: Callable[[], Snapshot]
     seed: int = field(default_factory=lambda: int(os.environ.get("AIRLOOP_KILL_SEED") or random.randrange(2**32)))
-    log: list[str] = field(default_factory=list)
 
     def run(self, variant: str, kill_after: float | None = None) -> tuple[int, float]:
         """Run one child writing ``variant``; SIGKILL it after ``kill_after`` seconds unless it ended by then."""
@@ -157,7 +156,6 @@ class Rounds:
             "none torn, every retry equal to an undisturbed run"
         )
         print(line)
-        self.log.append(line)
         return stats
 
 
