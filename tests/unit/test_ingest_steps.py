@@ -257,3 +257,54 @@ def test_a_scored_interval_re_ingested_into_quarantine_loses_its_predictions(ing
     ):
         validate_interval(ing, INTERVAL)
     assert ing.lake.manifest(MODEL, "predictions", INTERVAL.key) is None
+
+
+class _Crash(Exception):
+    """A process dying between two lake writes, as a SIGKILL would (the writes before it stand)."""
+
+
+def _crash_on_delete(ing: Ingestion, monkeypatch) -> None:
+    def delete(*args, **kwargs):
+        raise _Crash
+
+    monkeypatch.setattr(ing.lake, "delete", delete)
+
+
+def _both(ing: Ingestion) -> bool:
+    return all(ing.lake.manifest(MODEL, stage, INTERVAL.key) for stage in ("validated", "quarantine"))
+
+
+def test_a_crash_inside_quarantining_never_leaves_a_validated_and_a_quarantined_copy(ing, monkeypatch):
+    from airloop.stages.ingest.runner import extract, publish, validate_interval
+
+    extract(ing, INTERVAL)
+    publish(ing, INTERVAL, validate_interval(ing, INTERVAL))
+    _corrupt_raw(ing)
+    with monkeypatch.context() as patched:
+        _crash_on_delete(ing, patched)
+        with pytest.raises(_Crash):
+            validate_interval(ing, INTERVAL)
+    assert not _both(ing)  # scoring would read the old validated copy of an interval being quarantined
+    with pytest.raises(QuarantinedBatch):  # the retry
+        validate_interval(ing, INTERVAL)
+    assert ing.lake.manifest(MODEL, "quarantine", INTERVAL.key) and not _both(ing)
+
+
+def test_a_crash_inside_publishing_never_leaves_a_validated_and_a_quarantined_copy(ing, monkeypatch):
+    from airloop.stages.ingest.runner import extract, publish, validate_interval
+
+    extract(ing, INTERVAL)
+    clean = ing.lake.manifest(MODEL, "raw", INTERVAL.key)
+    _corrupt_raw(ing)
+    with pytest.raises(QuarantinedBatch):
+        validate_interval(ing, INTERVAL)
+    extract(ing, INTERVAL)  # the source fixed: the clean batch again
+    assert ing.lake.manifest(MODEL, "raw", INTERVAL.key) == clean
+    validated = validate_interval(ing, INTERVAL)
+    with monkeypatch.context() as patched:
+        _crash_on_delete(ing, patched)
+        with pytest.raises(_Crash):
+            publish(ing, INTERVAL, validated)
+    assert not _both(ing)
+    publish(ing, INTERVAL, validated)  # the retry
+    assert ing.lake.manifest(MODEL, "validated", INTERVAL.key) and not _both(ing)

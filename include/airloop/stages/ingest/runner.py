@@ -122,6 +122,10 @@ def validate_interval(ing: Ingestion, interval: Interval, *, dag_run_id: str | N
             outcome.suite_digests,
         )
         return summary
+    # The old validated copy (and what was scored from it) goes first: a crash in between leaves neither copy,
+    # never both; the bad batch is still in raw, and the retry quarantines it.
+    ing.lake.delete(spec.name, "validated", interval.key)
+    retracted = retract_predictions(ing, interval)
     quarantine = ing.lake.write(
         spec.name,
         "quarantine",
@@ -130,8 +134,6 @@ def validate_interval(ing: Ingestion, interval: Interval, *, dag_run_id: str | N
         side_files={REPORT_FILE: report_bytes},
         meta=_interval_meta(interval) | {"suite_digests": outcome.suite_digests, "data_docs": str(docs)},
     )
-    ing.lake.delete(spec.name, "validated", interval.key)
-    retracted = retract_predictions(ing, interval)
     raise QuarantinedBatch(
         quarantine_summary(
             ing, interval, outcome.rows, outcome.evaluated, outcome.failures, docs, quarantine.rows, retracted
@@ -263,6 +265,8 @@ def publish(ing: Ingestion, interval: Interval, validated: Validated) -> Publish
             "Another run of this interval is writing it: clear this whole DAG run to extract and validate again."
         )
     report = (ing.report_dir(interval) / REPORT_FILE).read_bytes()
+    # The old quarantine goes first: a crash in between leaves neither copy, never both (the retry publishes).
+    ing.lake.delete(spec.name, "quarantine", interval.key)
     manifest = ing.lake.copy(
         spec.name,
         "raw",
@@ -271,7 +275,6 @@ def publish(ing: Ingestion, interval: Interval, validated: Validated) -> Publish
         side_files={REPORT_FILE: report},
         meta=_interval_meta(interval) | {"suite_digests": validated.suite_digests},
     )
-    ing.lake.delete(spec.name, "quarantine", interval.key)
     extra = Published(
         model=spec.name,
         partition=interval.key,
