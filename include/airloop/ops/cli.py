@@ -234,7 +234,11 @@ def _cmd_ci(args: argparse.Namespace) -> int:
         require_source=args.require_source,
         gate=not args.no_gate,
     )
-    report = run_ci(options)
+    import contextlib
+
+    # Airflow's and GX's log lines go to stdout; with --json, stdout carries the JSON alone.
+    with contextlib.redirect_stdout(sys.stderr) if args.json else contextlib.nullcontext():
+        report = run_ci(options)
     if args.json:
         print(json.dumps(report.to_dict(), indent=2))
     else:
