@@ -30,13 +30,12 @@ def _run(home: Path, *args: str, project: Path | None = None) -> subprocess.Comp
     env["AIRLOOP_HOME"] = str(home)
     if project is not None:
         env["AIRLOOP_PROJECT_DIR"] = str(project)
-    return subprocess.run(
-        ["bash", str(SCRIPT), *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600
-    )
+    return subprocess.run(["bash", str(SCRIPT), *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
 
 
 def _lines(out: str) -> list[list[str]]:
-    return [line.split(None, 3) for line in out.splitlines() if line.split(None, 1)[:1] in (["PASS"], ["FAIL"], ["SKIP"])]
+    """Each check's line as [status, model, check, rest] (a suite check's rest starts with its file's name)."""
+    return [line.split(None, 3) for line in out.splitlines() if line.startswith(("PASS ", "FAIL ", "SKIP "))]
 
 
 def test_the_script_passes_on_this_repository_with_every_models_checks(tmp_path):

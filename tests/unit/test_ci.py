@@ -203,7 +203,11 @@ def test_report_lines_and_counts():
     from airloop.ops.ci import Check
 
     report = CiReport(
-        [Check("m", "spec", "pass", "loads"), Check("m", "gate", "skip", "no champion"), Check("-", "dags", "fail", "x")]
+        [
+            Check("m", "spec", "pass", "loads"),
+            Check("m", "gate", "skip", "no champion"),
+            Check("-", "dags", "fail", "x"),
+        ]
     )
     assert not report.passed
     assert report.summary() == "airloop ci: FAIL (1 passed, 1 failed, 1 skipped)"

@@ -308,9 +308,8 @@ def dag_checks(dags_dir: Path, specs: list[ModelSpec]) -> list[Check]:
                 str(dags_dir),
             )
         )
-    stages = sorted(
-        {t.split(":", 1)[1] for dag in bag.dags.values() if "airloop" in dag.tags for t in dag.tags if t.startswith("stage:")}
-    )
+    tags = [t for dag in bag.dags.values() if "airloop" in dag.tags for t in dag.tags]
+    stages = sorted({t.split(":", 1)[1] for t in tags if t.startswith("stage:")})
     for spec in specs:
         expected = [spec.dag_id(stage) for stage in stages]
         missing = [d for d in expected if d not in bag.dag_ids]
