@@ -157,6 +157,23 @@ def test_a_dag_file_with_a_cycle_fails_naming_the_file(tmp_path):
     assert by_model["birds"].status == "fail" and "birds_extra" in by_model["birds"].reason
 
 
+def test_a_dag_file_that_cannot_load_a_spec_fails_with_the_specs_message_not_a_traceback(tmp_path, monkeypatch):
+    options = _project(tmp_path)
+    path = options.models_dir / "bikes.yaml"
+    raw = yaml.safe_load(path.read_text())
+    raw["schedule"]["every"] = "sometimes"
+    path.write_text(yaml.safe_dump(raw))
+    monkeypatch.setenv("AIRLOOP_MODELS_DIR", str(options.models_dir))
+    dags = tmp_path / "dags"
+    dags.mkdir()
+    shutil.copy(ROOT / "dags" / "ingest.py", dags)
+    checks = dag_checks(dags, [])
+    (failed,) = [c for c in checks if c.status == "fail"]
+    assert failed.file is not None and failed.file.endswith("ingest.py")
+    assert failed.reason.startswith(f"{failed.file}: airloop.core.spec.SpecError: Model spec {path} is not valid")
+    assert "schedule.every" in failed.reason and "Traceback" not in failed.reason and "  File " not in failed.reason
+
+
 def test_a_missing_dag_folder_fails(tmp_path):
     (check,) = dag_checks(tmp_path / "nowhere", [])
     assert check.status == "fail" and "--dags" in check.reason

@@ -282,7 +282,9 @@ def _condensed(error: str) -> str:
     """An import error without its traceback frames: the exception's own lines, which name file and fix."""
     lines = error.strip().splitlines()
     start = max((i for i, line in enumerate(lines) if line.startswith("  File ")), default=-1)
-    kept = lines[start + 2 :] if start >= 0 else lines
+    kept = lines[start + 1 :]
+    while start >= 0 and kept and kept[0].startswith("    "):  # the last frame's source line and its carets
+        kept = kept[1:]
     return "\n".join(kept or lines[-1:])
 
 
