@@ -42,4 +42,8 @@ if [ "$seed" = 1 ]; then
   fi
   "${airloop[@]}" seed
 fi
+# On GitHub Actions, each failure is also an annotation on the file it names (shown in the pull request).
+if [ "${GITHUB_ACTIONS:-}" = true ]; then
+  args+=(--github)
+fi
 exec "${airloop[@]}" ci ${args[@]+"${args[@]}"}

@@ -208,8 +208,11 @@ def test_the_command_exits_1_naming_the_broken_file(tmp_path, monkeypatch, empty
     path.write_text(path.read_text().replace("task: regression", "task: regresion"))
     monkeypatch.setenv("AIRLOOP_MODELS_DIR", str(options.models_dir))
     monkeypatch.setenv("AIRLOOP_EXPECTATIONS_DIR", str(options.expectations_dir))
-    assert main(["ci", "--no-gate"]) == 1
+    assert main(["ci", "--no-gate", "--github"]) == 1
     lines = capsys.readouterr().out.splitlines()
+    annotations = [line for line in lines if line.startswith("::error ")]
+    assert any(a.startswith(f"::error file={path},title=airloop ci%3A bikes spec::Model spec") for a in annotations)
+    lines = [line for line in lines if line not in annotations]
     spec_line = next(line for line in lines if line.startswith("FAIL") and " spec " in line)
     assert str(path) in spec_line and "target.task" in spec_line
     assert any(line.startswith("FAIL") and " dags " in line and str(path) in line for line in lines), lines
@@ -230,6 +233,30 @@ def test_report_lines_and_counts():
     assert report.summary() == "airloop ci: FAIL (1 passed, 1 failed, 1 skipped)"
     assert report.lines()[0].split() == ["PASS", "m", "spec", "loads"]
     assert report.to_dict()["counts"] == {"pass": 1, "fail": 1, "skip": 1}
+
+
+def test_failures_become_github_annotations_on_their_files(tmp_path):
+    from airloop.ops.ci import Check
+
+    report = CiReport(
+        [
+            Check(
+                "m",
+                "spec",
+                "fail",
+                "Model spec x is not valid:\n  - field `a.b`: 100%, wrong",
+                str(tmp_path / "m.yaml"),
+            ),
+            Check("m", "gate", "skip", "no champion"),
+            Check("-", "dags", "fail", "x", "/elsewhere/dags/a.py"),
+            Check("m", "dry-run", "fail", "no rows"),
+        ]
+    )
+    assert report.annotations(tmp_path) == [
+        "::error file=m.yaml,title=airloop ci%3A m spec::Model spec x is not valid:%0A  - field `a.b`: 100%25, wrong",
+        "::error file=/elsewhere/dags/a.py,title=airloop ci%3A - dags::x",
+        "::error title=airloop ci%3A m dry-run::no rows",
+    ]
 
 
 # --- the templates ----------------------------------------------------------------------------------------------
@@ -297,6 +324,12 @@ def test_the_script_passes_options_to_airloop_ci_in_a_throwaway_home(tmp_path):
     home = line.split("home=")[1].split()[0]
     assert home.endswith("/airloop") and Path(home).parent.is_dir() and not home.startswith(str(ROOT))
     assert f"project={tmp_path}" in line
+
+
+def test_the_script_asks_for_annotations_on_github_actions(tmp_path):
+    done = _script(tmp_path, "--no-gate", GITHUB_ACTIONS="true")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("uv run --frozen airloop ci --no-gate --github home=")
 
 
 def test_the_script_seeds_first_with_seed(tmp_path):

@@ -71,12 +71,33 @@ class CiReport:
     def lines(self) -> list[str]:
         return [c.line() for c in self.checks] + [self.summary()]
 
+    def annotations(self, root: Path) -> list[str]:
+        """GitHub Actions' ``::error`` commands for the failures, on their files (relative to ``root``), so a pull
+        request shows each one on the file it names."""
+        return [_annotation(c, root) for c in self.checks if c.status == "fail"]
+
     def to_dict(self) -> dict[str, object]:
         return {
             "passed": self.passed,
             "counts": {s: self.count(s) for s in ("pass", "fail", "skip")},
             "checks": [asdict(c) for c in self.checks],
         }
+
+
+def _escaped(text: str, *, prop: bool = False) -> str:
+    """GitHub's escaping of a workflow command's message (and, with ``prop``, of a property's value)."""
+    text = text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
+    return text.replace(":", "%3A").replace(",", "%2C") if prop else text
+
+
+def _annotation(check: Check, root: Path) -> str:
+    title = _escaped(f"airloop ci: {check.model} {check.name}", prop=True)
+    where = ""
+    if check.file:
+        path = Path(check.file)
+        shown = path.relative_to(root) if path.is_absolute() and path.is_relative_to(root) else path
+        where = f"file={_escaped(str(shown), prop=True)},"
+    return f"::error {where}title={title}::{_escaped(check.reason)}"
 
 
 @dataclass(frozen=True)

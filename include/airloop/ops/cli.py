@@ -243,11 +243,13 @@ def _cmd_ci(args: argparse.Namespace) -> int:
         print(json.dumps(report.to_dict(), indent=2))
     else:
         print("\n".join(report.lines()))
+    if args.github:
+        print("\n".join(report.annotations(found.project)), file=sys.stderr if args.json else sys.stdout)
     return 0 if report.passed else EXIT_FAILED
 
 
 def _add_ci(sub: argparse._SubParsersAction) -> None:
-    """``airloop ci [--on DATE] [--require-source] [--no-gate] [--dags DIR] [--json]``."""
+    """``airloop ci [--on DATE] [--require-source] [--no-gate] [--dags DIR] [--json] [--github]``."""
     ci = sub.add_parser(
         "ci",
         help="CI of a project: every spec, suite, dry run and champion's gate checks, and DAG integrity; "
@@ -260,6 +262,9 @@ def _add_ci(sub: argparse._SubParsersAction) -> None:
     ci.add_argument("--no-gate", action="store_true", help="leave out the champion's gate checks")
     ci.add_argument("--dags", metavar="DIR", help="the DAG folder (default: dags/ in the project)")
     ci.add_argument("--json", action="store_true", help="machine-readable output")
+    ci.add_argument(
+        "--github", action="store_true", help="also print each failure as a GitHub Actions annotation on its file"
+    )
     ci.set_defaults(func=_cmd_ci)
 
 
