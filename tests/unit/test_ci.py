@@ -10,6 +10,7 @@ import os
 import shutil
 import subprocess
 import sys
+from datetime import date
 from pathlib import Path
 
 import pytest
@@ -102,6 +103,18 @@ def test_the_dry_run_validates_and_fits_the_newest_interval_of_a_seeded_source(t
     dry = _by_name(checks)["dry-run"]
     assert dry.status == "pass", dry.reason
     assert "[2012-12-01" in dry.reason and "the suites pass" in dry.reason and "fits on" in dry.reason
+
+
+def test_a_date_outside_a_models_schedule_skips_its_dry_run(tmp_path, seeded_source):
+    options = _project(tmp_path)
+    on = Options(options.models_dir, options.expectations_dir, options.dags_dir, on=date(1995, 3, 1), gate=False)
+    _, checks = model_checks(on.models_dir / "bikes.yaml", on, {})
+    dry = _by_name(checks)["dry-run"]
+    assert dry.status == "skip" and "1995-03-01 is outside the schedule of bikes" in dry.reason
+    inside = Options(options.models_dir, options.expectations_dir, options.dags_dir, on=date(2011, 6, 15), gate=False)
+    _, checks = model_checks(inside.models_dir / "bikes.yaml", inside, {})
+    dry = _by_name(checks)["dry-run"]
+    assert dry.status == "pass" and "[2011-05-21" in dry.reason, dry.reason
 
 
 def test_a_suite_that_loads_but_fails_on_the_data_fails_the_dry_run(tmp_path, seeded_source):

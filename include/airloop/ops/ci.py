@@ -218,7 +218,13 @@ def source_unavailable(conn_id: str) -> str | None:
 def dry_run_check(spec: ModelSpec, suites: list[SuiteFile], options: Options, sources: dict[str, str | None]) -> Check:
     """``airloop model check``'s dry run of one interval: extract, validate with the suites, fit (nothing saved)."""
     from airloop.ops import onboard
+    from airloop.ops.suites import interval_containing
 
+    if options.on is not None:
+        try:
+            interval_containing(spec, options.on)
+        except ValueError as exc:  # one date rarely fits every model's schedule: the others are named and skipped
+            return Check(spec.name, "dry-run", "skip", f"--on: {exc}")
     conn_id = spec.source.connection
     if conn_id not in sources:
         sources[conn_id] = source_unavailable(conn_id)
