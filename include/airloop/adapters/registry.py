@@ -26,6 +26,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import subprocess
 import warnings
 from contextlib import contextmanager
@@ -215,8 +216,75 @@ def signature_columns(model_uri: str) -> dict[str, str] | None:
     return {col.name: getattr(col.type, "name", str(col.type)) for col in info.signature.inputs.inputs}
 
 
+class UntrustedVersion(RegistryProblem):
+    """A registered version that airloop's training did not register; it is never unpickled."""
+
+
+#: The version tag airloop's training sets to the run that logged the model (see :func:`version_tags`).
+RUN_TAG = "airloop.run_id"
+#: The run tag airloop's training sets to the model's name (``stages/train/record.py``).
+MODEL_TAG = "airloop.model"
+#: How a version airloop registers names its model: MLflow 3's logged-model URI. The embedded server and the
+#: compose stack refuse any other source (``MLFLOW_CREATE_MODEL_VERSION_SOURCE_VALIDATION_REGEX``).
+SOURCE_REGEX = r"^models:/m-[0-9a-f]{32}$"
+
+
+def trusted_source(c: MlflowClient, model: str, mv: Any) -> str:
+    """The artifact URI of a version airloop's training registered; :class:`UntrustedVersion` otherwise.
+
+    Loading a version unpickles code, so before that it must be what ``log_training_run`` leaves behind: a
+    version tagged with its run, that run in the model's experiment and tagged with the model, the source a
+    model logged by that run, and its artifacts under the experiment's artifact location, which must be the
+    configured one (:func:`artifact_location`). A version registered by hand from anywhere else fails one of
+    these, and the error says which.
+    """
+    from mlflow.exceptions import MlflowException
+
+    def refuse(problem: str) -> UntrustedVersion:
+        return UntrustedVersion(
+            f"Refusing to load {model} version {mv.version} (source {mv.source!r}): {problem}. airloop loads only "
+            f"versions its own training registered. Retrain ({model}_train) and promote the new version, or "
+            f"delete this version from the registry (MLflow UI: Models > {model}) if nobody should use it."
+        )
+
+    run_id = mv.run_id or ""
+    if not run_id or (mv.tags or {}).get(RUN_TAG) != run_id:
+        raise refuse(f"its tag {RUN_TAG} ({(mv.tags or {}).get(RUN_TAG)!r}) is not its run ({mv.run_id!r})")
+    experiment = c.get_experiment_by_name(model)
+    if experiment is None:
+        raise refuse(f"there is no experiment {model!r}")
+    expected = artifact_location(model)
+    root = experiment.artifact_location.rstrip("/")
+    if root != (expected or root) or (expected is None and not root.startswith("mlflow-artifacts:/")):
+        raise refuse(
+            f"experiment {model!r} keeps artifacts at {root!r}, not the configured {expected or 'mlflow-artifacts:/'}"
+        )
+    try:
+        run = c.get_run(run_id)
+    except MlflowException as exc:
+        if not _not_found(exc):
+            raise
+        raise refuse(f"its run {run_id} does not exist") from None
+    if run.info.experiment_id != experiment.experiment_id:
+        raise refuse(f"its run {run_id} is in experiment {run.info.experiment_id}, not {model!r}")
+    if run.data.tags.get(MODEL_TAG) != model:
+        raise refuse(f"its run {run_id} is not tagged {MODEL_TAG}={model}")
+    if not re.fullmatch(SOURCE_REGEX, mv.source or ""):
+        raise refuse("its source is not a model logged by airloop's training (models:/m-<id>)")
+    logged = c.get_logged_model(mv.source.removeprefix("models:/"))
+    location = logged.artifact_location or ""
+    if logged.source_run_id != run_id or logged.experiment_id != experiment.experiment_id:
+        raise refuse(f"its source was logged by run {logged.source_run_id}, not by its run {run_id}")
+    if not location.startswith(root + "/"):
+        raise refuse(f"its artifacts are at {location!r}, outside the experiment's {root!r}")
+    return location
+
+
 def load_version(model: str, version: str) -> LoadedModel:
-    """Load a registered version (the sklearn pipeline itself, for exact predictions and evaluation)."""
+    """Load a registered version (the sklearn pipeline itself, for exact predictions and evaluation).
+
+    Only a version that airloop's training registered is loaded (:func:`trusted_source`).
+    """
     import mlflow.sklearn
     from mlflow.exceptions import MlflowException
 
@@ -230,6 +298,7 @@ def load_version(model: str, version: str) -> LoadedModel:
             f"Model {model} has no version {version!r} in the registry at {tracking_uri()} ({exc.message}). "
             f"List versions in the MLflow UI (Models > {model})."
         ) from None
+    trusted_source(c, model, mv)  # before anything of the version is unpickled
     uri = f"models:/{model}/{mv.version}"
     with _pickle_allowed():
         pipeline = mlflow.sklearn.load_model(uri)
