@@ -1,0 +1,78 @@
+"""The embedded MLflow server refuses model versions from sources airloop's training never writes (issue 14).
+
+The server is started with exactly the command and environment ``airloop up`` gives it (its own store here);
+a version whose source is a folder elsewhere is refused at registration, a logged model is accepted.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.e2e.helpers import free_port, wait_for
+
+pytestmark = pytest.mark.e2e
+
+
+def _healthy(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(f"{url}/health", timeout=2) as answer:
+            return answer.status == 200
+    except OSError:
+        return False
+
+
+@pytest.fixture
+def server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    import os
+
+    from airloop.ops.runtime import processes
+
+    port = free_port()
+    env = {
+        **os.environ,
+        "AIRLOOP_MLFLOW_BACKEND_STORE_URI": f"sqlite:///{tmp_path / 'mlflow.db'}",
+        "AIRLOOP_MLFLOW_ARTIFACTS_DESTINATION": str(tmp_path / "artifacts"),
+    }
+    env.pop(processes.SOURCE_VALIDATION_VAR, None)
+    cmd = processes._command("mlflow", 0, port, env)
+    with (tmp_path / "server.log").open("wb") as log:
+        proc = subprocess.Popen(cmd, env=processes._component_env("mlflow", env), stdout=log, stderr=log)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_for("the MLflow server", lambda: _healthy(url) or proc.poll() is not None, timeout=90)
+        assert proc.poll() is None, (tmp_path / "server.log").read_text()[-2000:]
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", url)
+        monkeypatch.delenv("AIRLOOP_MLFLOW_ARTIFACT_ROOT", raising=False)
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def test_the_server_refuses_a_foreign_source_and_accepts_airloops(server, tmp_path: Path):
+    import mlflow
+    from mlflow.exceptions import MlflowException
+    from sklearn.linear_model import LinearRegression
+
+    from airloop.adapters import registry
+
+    c = registry.client()
+    experiment_id = registry.ensure_experiment("validated")
+    registry.ensure_registered_model("validated", "", "tests")
+    with mlflow.start_run(experiment_id=experiment_id, tags={"airloop.model": "validated"}) as run:
+        fitted = LinearRegression().fit(np.array([[1.0], [2.0], [3.0]]), [1.0, 2.0, 3.0])
+        info = mlflow.sklearn.log_model(fitted, name="model", serialization_format="cloudpickle")
+
+    # Without the setting MLflow registers these (it checks a source against a run only when one is given).
+    for source in ("s3://someone-elses-bucket/model", (tmp_path / "elsewhere").as_uri()):
+        with pytest.raises(MlflowException, match="Invalid model version source"):
+            c.create_model_version("validated", source)
+
+    mv = mlflow.register_model(info.model_uri, "validated", tags={"airloop.run_id": run.info.run_id})
+    loaded = registry.load_version("validated", str(mv.version))  # the trust check passes through a server too
+    assert loaded.predict(np.array([[4.0]]))[0] == pytest.approx(4.0)
