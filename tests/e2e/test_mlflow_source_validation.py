@@ -76,3 +76,14 @@ def test_the_server_refuses_a_foreign_source_and_accepts_airloops(server, tmp_pa
     mv = mlflow.register_model(info.model_uri, "validated", tags={"airloop.run_id": run.info.run_id})
     loaded = registry.load_version("validated", str(mv.version))  # the trust check passes through a server too
     assert loaded.predict(np.array([[4.0]]))[0] == pytest.approx(4.0)
+
+
+def test_a_missing_version_is_named_without_the_tracking_uris_password(server, monkeypatch: pytest.MonkeyPatch):
+    """The one error path that names the tracking URI (issue 14, item 7): the password is masked."""
+    from airloop.adapters import registry
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", server.replace("http://", "http://airloop:s3ntinel-Pw@"))
+    registry.ensure_registered_model("named", "", "tests")
+    with pytest.raises(registry.RegistryProblem) as caught:
+        registry.load_version("named", "999")
+    assert "airloop:***@127.0.0.1" in str(caught.value) and "s3ntinel-Pw" not in str(caught.value)

@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from airloop.core.errors import ServiceUnavailable as _ServiceUnavailable
+from airloop.core.urls import mask_url
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
@@ -67,22 +68,6 @@ def mlflow_client_defaults() -> None:
     """Set airloop's MLflow client retry and timeout defaults where the environment does not set them."""
     for name, value in MLFLOW_CLIENT_DEFAULTS.items():
         os.environ.setdefault(name, value)
-
-
-def mask_url(url: str) -> str:
-    """A URL without its password (and without query and fragment, which may carry tokens)."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return "<unparsable URL>"
-    netloc = parts.netloc
-    if "@" not in netloc and not parts.query and not parts.fragment:
-        return url
-    if "@" in netloc:
-        userinfo, _, host = netloc.rpartition("@")
-        user = userinfo.split(":", 1)[0]
-        netloc = f"{user}:***@{host}" if user else f"***@{host}"
-    return f"{parts.scheme}://{netloc}{parts.path}"
 
 
 def watch_engine(engine: Engine, conn_id: str) -> None:

@@ -39,6 +39,7 @@ from airloop.core import settings
 from airloop.core.contracts import PinnedChampion
 from airloop.core.errors import ExpectedFailure, NoChampion
 from airloop.core.settings import mlflow_tracking_uri, paths
+from airloop.core.urls import mask_url, public_url
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -295,7 +296,7 @@ def load_version(model: str, version: str) -> LoadedModel:
         if not _not_found(exc):
             raise
         raise RegistryProblem(
-            f"Model {model} has no version {version!r} in the registry at {tracking_uri()} ({exc.message}). "
+            f"Model {model} has no version {version!r} in the registry at {mask_url(tracking_uri())} ({exc.message}). "
             f"List versions in the MLflow UI (Models > {model})."
         ) from None
     trusted_source(c, model, mv)  # before anything of the version is unpickled
@@ -356,12 +357,14 @@ def ui_base() -> str | None:
 
     ``AIRLOOP_MLFLOW_UI_URL`` when set (in a compose stack the tracking URI is an internal name such as
     ``http://mlflow:5000``), else the tracking server's address; None for a local store.
+    Never with ``user:password@`` (:func:`airloop.core.urls.public_url`): it goes into XCom, markdown, model-version
+    descriptions and the view.
     """
     public = settings.mlflow_ui_url()
     if public:
-        return public
+        return public_url(public).rstrip("/")
     uri = tracking_uri()
-    return uri.rstrip("/") if uri.startswith(("http://", "https://")) else None
+    return public_url(uri).rstrip("/") if uri.startswith(("http://", "https://")) else None
 
 
 def run_url(experiment_id: str, run_id: str) -> str | None:
