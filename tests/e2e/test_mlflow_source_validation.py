@@ -6,52 +6,22 @@ a version whose source is a folder elsewhere is refused at registration, a logge
 
 from __future__ import annotations
 
-import subprocess
-import urllib.request
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from tests.e2e.helpers import free_port, wait_for
+from tests.e2e.helpers import mlflow_server
 
 pytestmark = pytest.mark.e2e
 
 
-def _healthy(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(f"{url}/health", timeout=2) as answer:
-            return answer.status == 200
-    except OSError:
-        return False
-
-
 @pytest.fixture
 def server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    import os
-
-    from airloop.ops.runtime import processes
-
-    port = free_port()
-    env = {
-        **os.environ,
-        "AIRLOOP_MLFLOW_BACKEND_STORE_URI": f"sqlite:///{tmp_path / 'mlflow.db'}",
-        "AIRLOOP_MLFLOW_ARTIFACTS_DESTINATION": str(tmp_path / "artifacts"),
-    }
-    env.pop(processes.SOURCE_VALIDATION_VAR, None)
-    cmd = processes._command("mlflow", 0, port, env)
-    with (tmp_path / "server.log").open("wb") as log:
-        proc = subprocess.Popen(cmd, env=processes._component_env("mlflow", env), stdout=log, stderr=log)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_for("the MLflow server", lambda: _healthy(url) or proc.poll() is not None, timeout=90)
-        assert proc.poll() is None, (tmp_path / "server.log").read_text()[-2000:]
+    with mlflow_server(tmp_path) as url:
         monkeypatch.setenv("MLFLOW_TRACKING_URI", url)
         monkeypatch.delenv("AIRLOOP_MLFLOW_ARTIFACT_ROOT", raising=False)
         yield url
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
 
 
 def test_the_server_refuses_a_foreign_source_and_accepts_airloops(server, tmp_path: Path):
