@@ -1,12 +1,12 @@
 """Secrets never leak (issue 14): the loop runs with a sentinel secret everywhere one can be configured.
 
-
-ingest (one interval, real GX, failing validation so Data Docs are written) -> train -> gate -> promote -> score, each a real ``dag.test()`` run, with the
-sentinel in an extra of the source and warehouse connections (SQLite takes no password), in the MLflow tracking URI's userinfo (a real
-MLflow server started as ``airloop up`` starts it) and as the lake's S3 secret key (an S3 server in process).
-Then every place those runs write to is searched for it: the task logs (dag.test() logs to the console, and any
-log files), Airflow's metadata DB (XCom above all), the MLflow store (database and artifacts), the reports and
-Data Docs, and the view (the board's HTML and data, and the MLflow-run link).
+ingest (one interval, real GX, failing validation so Data Docs are written) -> train -> gate -> promote ->
+score, each a real ``dag.test()`` run, with the sentinel in an extra of the source and warehouse connections
+(SQLite takes no password), in the MLflow tracking URI's userinfo (a real MLflow server started as ``airloop up``
+starts it) and as the lake's S3 secret key (an S3 server in process). Then every place those runs write to is
+searched for it: the task logs (dag.test() logs to the console, and any log files), Airflow's metadata DB (XCom
+above all), the MLflow store (database and artifacts), the warehouse, the reports and Data Docs, and the view
+(the board's HTML and data, and the MLflow-run link).
 """
 
 from __future__ import annotations

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 
 from airloop.core.urls import mask_url, public_url
@@ -55,3 +57,18 @@ def test_the_gate_markdown_links_the_version_without_credentials(monkeypatch: py
         version_url=registry.version_url("m", "3"),
     )
     assert "http://127.0.0.1:5999/#/models/m/versions/3" in markdown and SENTINEL not in markdown
+
+
+def test_a_database_is_described_without_password_or_extras(tmp_path) -> None:
+    """A connection's extras become URL query arguments (SQLite's hook, Postgres' sslpassword...): never logged."""
+    import sqlalchemy as sa
+
+    from airloop.adapters.db import describe
+
+    sqlite = sa.create_engine(f"sqlite:///{tmp_path / 'w.db'}?secret_token={SENTINEL}")
+    # Only its URL is read: no driver is needed for that.
+    postgres = SimpleNamespace(
+        url=sa.engine.make_url(f"postgresql+psycopg2://airloop:{SENTINEL}@db:5432/warehouse?sslpassword={SENTINEL}")
+    )
+    assert describe(sqlite) == f"sqlite:///{tmp_path / 'w.db'}"
+    assert describe(postgres) == "postgresql+psycopg2://airloop:***@db:5432/warehouse"

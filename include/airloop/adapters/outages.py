@@ -78,7 +78,7 @@ def watch_engine(engine: Engine, conn_id: str) -> None:
     """
     import sqlalchemy as sa
 
-    mark = (conn_id, f"connection `{conn_id}` ({engine.url.render_as_string(hide_password=True)})")
+    mark = (conn_id, f"connection `{conn_id}` ({mask_url(engine.url.render_as_string(hide_password=True))})")
 
     @sa.event.listens_for(engine, "handle_error")
     def _mark(context: Any) -> None:

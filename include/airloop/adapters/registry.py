@@ -101,6 +101,9 @@ def client() -> MlflowClient:
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     os.environ.setdefault("DO_NOT_TRACK", "true")
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # no progress bars in task logs
+    # MLflow prints "View run ... at: <tracking URI>" when a run ends, password and all; airloop logs its own
+    # credential-free link (run_url) instead.
+    os.environ["MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"] = "true"
 
     mlflow_client_defaults()  # an outage fails the try in seconds; Airflow's retries do the waiting
     import mlflow
