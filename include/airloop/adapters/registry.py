@@ -11,8 +11,9 @@ through a tracking server (which proxies to its artifact store: a folder, S3, ..
 
 Models are saved with cloudpickle and explicit pip requirements (fast: about 0.05 s instead of seconds of
 requirement inference). Loading a pickled model runs code from the registry, so MLflow 3.17 asks for
-``MLFLOW_ALLOW_PICKLE_DESERIALIZATION=true``; airloop sets it only for models of its own registry, whose
-write access is the trust boundary (see docs/training-and-promotion.md, "Security").
+``MLFLOW_ALLOW_PICKLE_DESERIALIZATION=true``; airloop sets it only while loading a version that its own training
+registered (:func:`trusted_source` checks the version's run, tags, source and artifact location first). Write
+access to the model's experiment remains the trust boundary (see docs/training-and-promotion.md, "Security").
 
 An unreachable tracking server must never read as "not found": only MLflow's not-found answers mean "no such
 alias / version"; anything else (a refused connection, a timeout, 5xx answers) propagates, and the task turns it
@@ -246,9 +247,9 @@ def trusted_source(c: MlflowClient, model: str, mv: Any) -> str:
 
     def refuse(problem: str) -> UntrustedVersion:
         return UntrustedVersion(
-            f"Refusing to load {model} version {mv.version} (source {mv.source!r}): {problem}. airloop loads only "
-            f"versions its own training registered. Retrain ({model}_train) and promote the new version, or "
-            f"delete this version from the registry (MLflow UI: Models > {model}) if nobody should use it."
+            f"Refusing to load {model} version {mv.version} (source {mask_url(mv.source or '')!r}): {problem}. "
+            f"airloop loads only versions its own training registered. Retrain ({model}_train) and promote the new "
+            f"version, or delete this version from the registry (MLflow UI: Models > {model}) if nobody should use it."
         )
 
     run_id = mv.run_id or ""
@@ -261,7 +262,8 @@ def trusted_source(c: MlflowClient, model: str, mv: Any) -> str:
     root = experiment.artifact_location.rstrip("/")
     if root != (expected or root) or (expected is None and not root.startswith("mlflow-artifacts:/")):
         raise refuse(
-            f"experiment {model!r} keeps artifacts at {root!r}, not the configured {expected or 'mlflow-artifacts:/'}"
+            f"experiment {model!r} keeps artifacts at {mask_url(root)!r}, "
+            f"not the configured {mask_url(expected or 'mlflow-artifacts:/')}"
         )
     try:
         run = c.get_run(run_id)
@@ -280,7 +282,7 @@ def trusted_source(c: MlflowClient, model: str, mv: Any) -> str:
     if logged.source_run_id != run_id or logged.experiment_id != experiment.experiment_id:
         raise refuse(f"its source was logged by run {logged.source_run_id}, not by its run {run_id}")
     if not location.startswith(root + "/"):
-        raise refuse(f"its artifacts are at {location!r}, outside the experiment's {root!r}")
+        raise refuse(f"its artifacts are at {mask_url(location)!r}, outside the experiment's {mask_url(root)!r}")
     return location
 
 
