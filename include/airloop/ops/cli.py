@@ -292,6 +292,54 @@ def _cmd_warehouse(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_auth(args: argparse.Namespace) -> int:
+    import os
+
+    from airloop.core.settings import paths
+    from airloop.core.spec import load_specs
+    from airloop.ops import auth
+
+    if args.auth_command == "roles":
+        models = [spec.name for spec in load_specs(paths().models_dir)]
+        for change in auth.sync_roles(models):
+            how = "created" if change.created else "updated" if change.added or change.removed else "unchanged"
+            print(f"Role {change.role}: {how} (+{change.added} -{change.removed} permissions).")
+        print(f"Per-DAG permissions for the models: {', '.join(models) or 'none'}.")
+        return 0
+    if args.password_env:
+        password = os.environ.get(args.password_env, "")
+        if not password:
+            raise ValueError(f"auth user {args.username}: environment variable {args.password_env} is empty or unset")
+    else:
+        password = sys.stdin.readline().rstrip("\n")
+    created = auth.ensure_user(args.username, args.role, password, email=args.email)
+    role = auth.PERSONAS[args.role].role
+    print(f"User {args.username}: {'created' if created else 'updated'} with role {role} (persona {args.role}).")
+    return 0
+
+
+def _add_auth(sub: argparse._SubParsersAction) -> None:
+    from airloop.ops.auth import PERSONAS
+
+    auth = sub.add_parser("auth", help="production auth (FAB auth manager): the personas' roles and users")
+    auth_sub = auth.add_subparsers(dest="auth_command", required=True, metavar="SUBCOMMAND")
+    auth_sub.add_parser(
+        "roles", help="create or update the personas' roles for the models in the models folder (safe to repeat)"
+    )
+    user = auth_sub.add_parser(
+        "user", help="create a user with a persona's role, or set an existing user's role and password"
+    )
+    user.add_argument("username")
+    user.add_argument("--role", required=True, choices=list(PERSONAS), help="the persona")
+    user.add_argument(
+        "--password-env",
+        metavar="VAR",
+        help="read the password from this environment variable (default: the first line of standard input)",
+    )
+    user.add_argument("--email", help="the user's e-mail (default: <username>@airloop.invalid)")
+    auth.set_defaults(func=_cmd_auth)
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from airloop.ops.demo import MODEL, run_demo
 
@@ -333,6 +381,7 @@ def build_parser() -> argparse.ArgumentParser:
     rev = wh_sub.add_parser("revision", help="developers: draft the next revision from the tables in the code")
     rev.add_argument("message", help="what changes, e.g. 'add predictions.proba'")
     wh.set_defaults(func=_cmd_warehouse)
+    _add_auth(sub)
     demo = sub.add_parser("demo", help="seed, start and run the pipeline on the demo data, then summarise")
     demo.add_argument("--exit", action="store_true", help="stop the servers when the demo is done")
     demo.add_argument(
