@@ -3,7 +3,8 @@
 Airflow does not put plugin apps behind its authentication, so every route here depends on
 :data:`GetUserDep`: the UI's ``_token`` cookie (sent by the page embedded in the UI) or an
 ``Authorization: Bearer`` token. Anonymous requests get 401 before anything is read. A user sees only the
-models whose DAGs the auth manager lets them read.
+models whose DAGs the auth manager lets them read, and the approvals' answer link only if the auth manager would
+take their answer (``can_answer_approvals`` in the JSON).
 
 Routes (under ``/airloop``):
 
@@ -29,6 +30,8 @@ from airloop.ui import board as view
 from airloop.ui import links
 
 log = logging.getLogger(__name__)
+#: The stages whose DAGs ask for approvals (train before promotion, promote before a rollback).
+APPROVAL_STAGES = ("train", "promote")
 
 
 def _user_name(user: Any) -> str:
@@ -51,6 +54,24 @@ def _readable_models(user: Any) -> list[Any]:
             for stage in urls.STAGES
         )
     ]
+
+
+def _can_answer_approvals(user: Any, spec: Any) -> bool:
+    """Whether the auth manager lets this user answer the approvals of the model's train and promote DAGs.
+
+    The same check as Airflow's endpoint that records an answer (PUT on the DAG's HITL details), so the view
+    offers the answer link only to users whose answer Airflow would take.
+    """
+    from airflow.api_fastapi.app import get_auth_manager
+    from airflow.api_fastapi.auth.managers.models.resource_details import DagAccessEntity, DagDetails
+
+    auth = get_auth_manager()
+    return all(
+        auth.is_authorized_dag(
+            method="PUT", user=user, access_entity=DagAccessEntity.HITL_DETAIL, details=DagDetails(id=spec.dag_id(s))
+        )
+        for s in APPROVAL_STAGES
+    )
 
 
 def _spec(user: Any, model: str, specs: list[Any] | None = None) -> Any:
@@ -101,15 +122,18 @@ def pending_approvals(dag_ids: list[str]) -> list[view.Approval]:
     ]
 
 
-def _board(spec: Any) -> view.Board:
+def _board(spec: Any, user: Any = None) -> view.Board:
     from airloop.adapters.db import engine_for
 
     try:
-        approvals = pending_approvals([spec.dag_id(stage) for stage in ("train", "promote")])
+        approvals = pending_approvals([spec.dag_id(stage) for stage in APPROVAL_STAGES])
     except Exception as exc:  # the page still shows the rest, and says what it could not read
         log.warning("airloop view: pending approvals of %s unreadable: %s", spec.name, exc)
         approvals = []
-    return view.load_board(spec, engine_for(WAREHOUSE_CONN_ID), approvals=approvals, mlflow_ui=_mlflow_ui())
+    board = view.load_board(spec, engine_for(WAREHOUSE_CONN_ID), approvals=approvals, mlflow_ui=_mlflow_ui())
+    if user is not None:
+        board.can_answer_approvals = _can_answer_approvals(user, spec)
+    return board
 
 
 def create_app() -> FastAPI:
@@ -128,7 +152,7 @@ def create_app() -> FastAPI:
     @app.get("/models/{model}", response_class=HTMLResponse)
     def model_page(model: str, user: GetUserDep) -> HTMLResponse:
         specs = _readable_models(user)  # once per request: each reads every spec and asks the auth manager
-        board = _board(_spec(user, model, specs))
+        board = _board(_spec(user, model, specs), user)
         html = view.render_board(
             board,
             reports_root=paths().reports,
@@ -144,7 +168,8 @@ def create_app() -> FastAPI:
 
     @app.get("/api/models/{model}")
     def api_model(model: str, user: GetUserDep) -> JSONResponse:
-        return JSONResponse(_board(_spec(user, model)).to_dict())
+        spec = _spec(user, model)
+        return JSONResponse(_board(spec, user).to_dict())
 
     @app.get("/reports/{path:path}")
     def report(path: str, user: GetUserDep) -> FileResponse:

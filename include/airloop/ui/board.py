@@ -92,6 +92,8 @@ class Board:
     requests: list[dict[str, Any]] = field(default_factory=list)  # newest first
     ledger: list[dict[str, Any]] = field(default_factory=list)  # newest first
     approvals: list[Approval] = field(default_factory=list)
+    #: Whether the user looking may answer this model's approvals (the auth manager's answer); None: not asked.
+    can_answer_approvals: bool | None = None
     drift_share_threshold: float = 0.0
     problems: list[str] = field(default_factory=list)  # parts that could not be read, said on the page
 
