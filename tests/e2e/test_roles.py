@@ -54,6 +54,8 @@ class Stack:
     passwords: dict[str, str]
     clients: dict[str, httpx.Client]
     runs: dict[str, str]  # dag_id -> a run the admin triggered
+    env: dict[str, str]  # the environment of the Airflow processes (for CLI calls)
+    log: Path
 
     def __getitem__(self, persona: str) -> httpx.Client:
         return self.clients[persona]
@@ -151,7 +153,7 @@ def stack(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
             answer = clients["admin"].post(f"/api/v2/dags/{dag_id}/dagRuns", json={"logical_date": None})
             assert answer.status_code == 200, answer.text
             runs[dag_id] = answer.json()["dag_run_id"]
-        yield Stack(api=api, passwords=passwords, clients=clients, runs=runs)
+        yield Stack(api=api, passwords=passwords, clients=clients, runs=runs, env=env, log=log)
     finally:
         for client in clients.values():
             client.close()
@@ -280,3 +282,22 @@ def test_the_view_and_its_json_follow_the_roles(stack: Stack) -> None:
     assert stack["operator"].get(f"/airloop/api/models/{MODEL}").json()["can_answer_approvals"] is False
     anonymous = httpx.get(f"{stack.api}/airloop/api/models", timeout=30, trust_env=False)
     assert anonymous.status_code == 401
+
+
+_GRANT_EXTRA = """
+from airloop.ops import auth
+
+with auth._security_manager() as sm:
+    role = sm.find_role("airloop_viewer")
+    sm.add_permission_to_role(role, sm.create_permission("can_read", "Connections"))
+"""
+
+
+def test_roles_sync_takes_back_what_the_table_does_not_grant(stack: Stack) -> None:
+    """Someone widened the viewer's role by hand: the next ``airloop auth roles`` (each compose start) narrows it."""
+    vw = stack["viewer"]
+    _run([sys.executable, "-c", _GRANT_EXTRA], stack.env, stack.log)
+    wait_for("the widened role to apply", lambda: vw.get("/api/v2/connections").status_code == 200, timeout=120)
+    _run([sys.executable, "-m", "airloop.ops.cli", "auth", "roles"], stack.env, stack.log)
+    assert "Role airloop_viewer: updated (+0 -1 permissions)." in stack.log.read_text()
+    wait_for("the role to be narrowed", lambda: vw.get("/api/v2/connections").status_code == FORBIDDEN, timeout=120)

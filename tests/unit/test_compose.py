@@ -51,7 +51,6 @@ def _module(path: Path) -> ModuleType:
 
 preflight = _module(ROOT / "docker" / "preflight.py")
 generate_env = _module(ROOT / "docker" / "generate_env.py")
-auth_passwords = _module(ROOT / "docker" / "airflow" / "write_auth_passwords.py")
 
 
 def is_secret(name: str) -> bool:
@@ -448,16 +447,29 @@ def test_generated_env_keeps_the_example_and_fills_each_secret_once() -> None:
             assert value == active[key]
 
 
-def test_api_server_writes_every_ui_password_from_env(services: dict[str, dict[str, Any]]) -> None:
-    env = environment(services["airflow-apiserver"])
-    users = env["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS"]
-    for user in (item.split(":")[0] for item in users.split(",")):
-        assert auth_passwords.password_var(user) in env, f"no password for UI user {user}"
-    assert auth_passwords.passwords({"AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "a:admin", "AIRLOOP_A_PASSWORD": "x"})
-    with pytest.raises(ValueError, match="AIRLOOP_OPERATOR_PASSWORD"):
-        auth_passwords.passwords({"AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "operator:op"})
+def test_airflow_init_creates_the_personas_roles_and_every_ui_user_from_env(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    from airloop.ops.auth import PERSONAS
+
+    common = environment(services["airflow-apiserver"])
+    assert common["AIRFLOW__CORE__AUTH_MANAGER"].endswith("fab_auth_manager.FabAuthManager")
+    assert "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS" not in common
+    init = services["airflow-init"]
+    script = init["command"][-1]
+    lines = [line.strip() for line in script.splitlines()]
+    assert lines.index("airflow db migrate") < lines.index("airloop auth roles")
+    users = re.findall(r"^airloop auth user (\S+) --role (\S+) --password-env (\S+)$", script, re.MULTILINE)
+    assert {name for name, _, _ in users} == {"admin", "operator", "steward"}
+    env = environment(init)
+    for name, role, var in users:
+        assert role in PERSONAS, f"{name}: no persona {role}"
+        assert lines.index("airloop auth roles") < lines.index(
+            f"airloop auth user {name} --role {role} --password-env {var}"
+        )
+        assert var in env, f"airflow-init does not get {var} for user {name}"
     for name, svc in services.items():
-        if name not in ("airflow-apiserver", "preflight"):
+        if name not in ("airflow-init", "preflight"):
             ui_passwords = [k for k in environment(svc) if k.startswith("AIRLOOP_") and k.endswith("_PASSWORD")]
             assert not ui_passwords, f"{name} should not see the UI passwords {ui_passwords}"
 
