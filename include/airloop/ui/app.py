@@ -12,15 +12,23 @@ Routes (under ``/airloop``):
 - ``/reports/<path>``: a report file under ``AIRLOOP_HOME/reports`` (Data Docs, validation results, Evidently).
 - ``/go/<kind>?dag_id=&run_id=``: where a task's extra link leads (:mod:`airloop.orchestration.links`), resolved when
   clicked, so a link made when the task ended still finds what appeared later (the training run a request started).
+- ``/metrics``: Prometheus metrics of every model's ML health (:mod:`airloop.ui.metrics_export`). A scraper is a
+  service, not a person with a UI session, so this route takes a scrape token instead of the UI's auth:
+  ``Authorization: Bearer <AIRLOOP_METRICS_TOKEN>``. Without that variable set the route is off (404 saying how to
+  turn it on); a missing or wrong token is 401. The figures are every model's, so give the token to the monitoring
+  stack only.
 """
 
 from __future__ import annotations
 
+import hmac
 import logging
-from typing import Any
+import os
+from datetime import datetime
+from typing import Annotated, Any
 
 from airflow.api_fastapi.core_api.security import GetUserDep
-from fastapi import FastAPI, HTTPException, Query
+from fastapi import FastAPI, Header, HTTPException, Query
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse, Response
 
 from airloop.core import urls
@@ -29,6 +37,9 @@ from airloop.ui import board as view
 from airloop.ui import links
 
 log = logging.getLogger(__name__)
+
+#: The scrape token of ``/airloop/metrics``; unset turns the route off.
+METRICS_TOKEN_ENV = "AIRLOOP_METRICS_TOKEN"
 
 
 def _user_name(user: Any) -> str:
@@ -112,6 +123,46 @@ def _board(spec: Any) -> view.Board:
     return view.load_board(spec, engine_for(WAREHOUSE_CONN_ID), approvals=approvals, mlflow_ui=_mlflow_ui())
 
 
+def _approval_times(dag_ids: list[str]) -> dict[str, list[datetime]]:
+    """Creation times of the pending approvals of these DAGs, by DAG id."""
+    times: dict[str, list[datetime]] = {}
+    for a in pending_approvals(dag_ids):
+        times.setdefault(a.dag_id, []).append(a.created_at)
+    return times
+
+
+def check_scrape_token(authorization: str | None) -> None:
+    """Let a scrape through only with the configured token (compared in constant time)."""
+    expected = os.environ.get(METRICS_TOKEN_ENV, "")
+    if not expected:
+        raise HTTPException(
+            status_code=404,
+            detail=f"Metrics are off: set {METRICS_TOKEN_ENV} on the api-server and scrape with "
+            "'Authorization: Bearer <token>' (see docs/observability.md).",
+        )
+    scheme, _, given = (authorization or "").partition(" ")
+    if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), expected.encode()):
+        raise HTTPException(
+            status_code=401,
+            detail=f"A scrape needs 'Authorization: Bearer <token>' with the token in {METRICS_TOKEN_ENV}.",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+
+
+def metrics_response() -> Response:
+    """One scrape: every model's health, read now."""
+    from airloop.adapters.db import engine_for
+    from airloop.core.spec import load_specs
+    from airloop.ui import metrics_export
+
+    def read() -> metrics_export.Health:
+        specs = load_specs(paths().models_dir)
+        return metrics_export.read_health(specs, engine_for(WAREHOUSE_CONN_ID), approvals=_approval_times)
+
+    body, content_type = metrics_export.exposition(read)
+    return Response(content=body, media_type=content_type)
+
+
 def create_app() -> FastAPI:
     """The view's app; the plugin mounts it at :data:`airloop.ui.board.MOUNT`."""
     app = FastAPI(title="airloop view", description=__doc__, docs_url=None, redoc_url=None, openapi_url=None)
@@ -169,5 +220,10 @@ def create_app() -> FastAPI:
             url = target.url if not target.url.startswith("/dags/") else _ui_base().rstrip("/") + target.url
             return RedirectResponse(url, status_code=307)
         return HTMLResponse(view.render_message(target.title, target.message, status=404), status_code=404)
+
+    @app.get("/metrics")
+    def metrics(authorization: Annotated[str | None, Header()] = None) -> Response:
+        check_scrape_token(authorization)
+        return metrics_response()
 
     return app
