@@ -243,7 +243,8 @@ def read_warehouse(engine: Engine, health: ModelHealth) -> None:
             }
         labelled = conn.execute(
             sa.select(d.performance)
-            .where(d.model == model, d.performance.is_not(None))
+            # labelled_rows, not ``performance IS NOT NULL``: a JSON column stores None as JSON 'null', not NULL
+            .where(d.model == model, d.labelled_rows > 0)
             .order_by(d.window_end.desc(), d.measured_at.desc())
             .limit(1)
         ).scalar()
