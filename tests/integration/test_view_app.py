@@ -299,3 +299,47 @@ def test_the_view_is_in_the_ui_navigation(api: Any) -> None:
     view = ours["external_views"][0]
     assert view["href"] == "/airloop/" and view["url_route"] == "airloop" and view["nav_top_level"] is True
     assert ours["fastapi_apps"][0]["url_prefix"] == "/airloop"
+
+
+SCRAPE_TOKEN = "scrape-" + "t" * 40
+
+
+def test_metrics_are_off_without_a_scrape_token(api: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("AIRLOOP_METRICS_TOKEN", raising=False)
+    resp = api.get("/airloop/metrics", headers={"Authorization": f"Bearer {SCRAPE_TOKEN}"})
+    assert resp.status_code == 404 and "AIRLOOP_METRICS_TOKEN" in resp.json()["detail"]
+    assert MODEL not in resp.text
+    # A UI user's token is not a scrape token either: the route is for the monitoring stack only.
+    assert api.get("/airloop/metrics", headers=_token("admin")).status_code == 404
+
+
+def test_metrics_need_the_scrape_token(api: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AIRLOOP_METRICS_TOKEN", SCRAPE_TOKEN)
+    for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": SCRAPE_TOKEN}, _token("admin")):
+        resp = api.get("/airloop/metrics", headers=headers)
+        assert resp.status_code == 401, (headers, resp.text)
+        assert MODEL not in resp.text and resp.headers["www-authenticate"] == "Bearer"
+
+
+def test_metrics_scrape_tells_each_models_health(api: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    monkeypatch.setenv("AIRLOOP_METRICS_TOKEN", SCRAPE_TOKEN)
+    resp = api.get("/airloop/metrics", headers={"Authorization": f"Bearer {SCRAPE_TOKEN}"})
+    assert resp.status_code == 200, resp.text
+    assert resp.headers["content-type"].startswith("text/plain; version=")
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for f in text_string_to_metric_families(resp.text)
+        for s in f.samples
+    }
+    ours = (("model", MODEL),)
+    assert samples[("airloop_quarantined_intervals", ours)] == 1
+    assert samples[("airloop_promotions_total", ours)] == 1
+    assert samples[("airloop_retrain_requests_total", ours)] == 1
+    assert samples[("airloop_drift_share", ours)] == 0.6
+    assert samples[("airloop_last_validation_success", ours)] == 0
+    assert samples[("airloop_pending_approvals", ours)] == 0  # read from Airflow's metadata DB: none waiting
+    assert samples[("airloop_source_up", (("source", "airflow"),))] == 1
+    assert samples[("airloop_source_up", (("source", "warehouse"),))] == 1
+    assert ("airloop_quarantined_intervals", (("model", "bikes"),)) in samples  # every spec, not only one
