@@ -128,7 +128,7 @@ def _story(engine: sa.Engine, model: str) -> None:
                             "drifted": bool(i),
                         },
                         "hum": {"column": "hum", "method": "ks", "threshold": 0.05, "score": 0.5, "drifted": False},
-                    },  # fmt: skip
+                    },
                     prediction_score=0.04 * (i + 1),
                     prediction_drifted=False,
                     labelled_rows=100 if performance else 0,

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import hmac
 import logging
-import os
 from datetime import datetime
 from typing import Annotated, Any
 
@@ -31,15 +30,12 @@ from airflow.api_fastapi.core_api.security import GetUserDep
 from fastapi import FastAPI, Header, HTTPException, Query
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse, Response
 
-from airloop.core import urls
+from airloop.core import settings, urls
 from airloop.core.settings import WAREHOUSE_CONN_ID, paths
 from airloop.ui import board as view
 from airloop.ui import links
 
 log = logging.getLogger(__name__)
-
-#: The scrape token of ``/airloop/metrics``; unset turns the route off.
-METRICS_TOKEN_ENV = "AIRLOOP_METRICS_TOKEN"
 
 
 def _user_name(user: Any) -> str:
@@ -133,18 +129,19 @@ def _approval_times(dag_ids: list[str]) -> dict[str, list[datetime]]:
 
 def check_scrape_token(authorization: str | None) -> None:
     """Let a scrape through only with the configured token (compared in constant time)."""
-    expected = os.environ.get(METRICS_TOKEN_ENV, "")
+    expected = settings.metrics_token()
+    name = settings.METRICS_TOKEN.name
     if not expected:
         raise HTTPException(
             status_code=404,
-            detail=f"Metrics are off: set {METRICS_TOKEN_ENV} on the api-server and scrape with "
+            detail=f"Metrics are off: set {name} on the api-server and scrape with "
             "'Authorization: Bearer <token>' (see docs/observability.md).",
         )
     scheme, _, given = (authorization or "").partition(" ")
     if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), expected.encode()):
         raise HTTPException(
             status_code=401,
-            detail=f"A scrape needs 'Authorization: Bearer <token>' with the token in {METRICS_TOKEN_ENV}.",
+            detail=f"A scrape needs 'Authorization: Bearer <token>' with the token in {name}.",
             headers={"WWW-Authenticate": "Bearer"},
         )
 

@@ -392,3 +392,12 @@ def exposition(read: Callable[[], Health]) -> tuple[bytes, str]:
     registry = CollectorRegistry(auto_describe=False)
     registry.register(HealthCollector(read))
     return generate_latest(registry), CONTENT_TYPE_LATEST
+
+
+def markdown_table() -> str:
+    """The metric table of ``docs/observability.md`` (a test checks that the page holds exactly this)."""
+    lines = ["| metric | type | labels | meaning |", "| --- | --- | --- | --- |"]
+    for d in METRICS:
+        labels = ", ".join(f"`{label}`" for label in d.labels)
+        lines.append(f"| `{d.name}` | {d.type} | {labels} | {d.help} |")
+    return "\n".join(lines) + "\n"
