@@ -218,9 +218,14 @@ def create_app() -> FastAPI:
             return RedirectResponse(url, status_code=307)
         return HTMLResponse(view.render_message(target.title, target.message, status=404), status_code=404)
 
+    add_metrics_route(app)
+    return app
+
+
+def add_metrics_route(app: FastAPI) -> None:
+    """``/metrics``: for a scraper, behind the scrape token instead of a user's login."""
+
     @app.get("/metrics")
     def metrics(authorization: Annotated[str | None, Header()] = None) -> Response:
         check_scrape_token(authorization)
         return metrics_response()
-
-    return app

@@ -26,7 +26,7 @@ from airloop.core.times import as_utc
 
 if TYPE_CHECKING:
     from prometheus_client.metrics_core import Metric as Family
-    from sqlalchemy.engine import Engine
+    from sqlalchemy.engine import Connection, Engine
 
     from airloop.core.spec import ModelSpec
 
@@ -199,76 +199,95 @@ def mlflow_champion(model: str) -> tuple[str, datetime | None] | None:
 
 def read_warehouse(engine: Engine, health: ModelHealth) -> None:
     """Fill in what the warehouse knows of ``health.model`` (validations, scoring, drift, requests, ledger)."""
+    with engine.connect() as conn:
+        _read_validations(conn, health)
+        _read_drift(conn, health)
+        _read_decisions(conn, health)
+
+
+def _read_validations(conn: Connection, health: ModelHealth) -> None:
+    """Validation outcomes, quarantine, the newest ingested, passed and scored intervals."""
     import sqlalchemy as sa
 
     from airloop.adapters import warehouse as w
 
-    model = health.model
-    v, p, d = w.validation_results.c, w.predictions.c, w.drift_metrics.c
-    r, lg = w.retrain_requests.c, w.promotion_ledger.c
-    with engine.connect() as conn:
-        for success, at, end, n in conn.execute(
-            sa.select(v.success, sa.func.max(v.validated_at), sa.func.max(v.interval_end), sa.func.count())
-            .where(v.model == model)
-            .group_by(v.success)
-        ):
-            if success:
-                health.last_passed_at, health.newest_passed_end = as_utc(at), as_utc(end)
-            else:
-                health.last_failed_at, health.quarantined = as_utc(at), int(n)
-            if end is not None and (health.newest_ingested_end is None or as_utc(end) > health.newest_ingested_end):
-                health.newest_ingested_end = as_utc(end)
-        newest = conn.execute(
-            sa.select(v.success).where(v.model == model).order_by(v.interval_end.desc()).limit(1)
-        ).scalar()
-        health.last_success = None if newest is None else bool(newest)
-        # The newest row by ts is in the newest scored interval (intervals do not overlap), and (model, ts) is
-        # indexed: one index probe instead of max(interval_end) over every prediction of the model.
-        scored = conn.execute(sa.select(p.interval_end).where(p.model == model).order_by(p.ts.desc()).limit(1)).scalar()
-        health.newest_scored_end = as_utc(scored) if scored is not None else None
-        window = conn.execute(
-            sa.select(d.window_end, d.drift_share, d.column_scores, d.prediction_score)
-            .where(d.model == model)
-            .order_by(d.window_end.desc(), d.measured_at.desc())
+    model, v, p = health.model, w.validation_results.c, w.predictions.c
+    for success, at, end, n in conn.execute(
+        sa.select(v.success, sa.func.max(v.validated_at), sa.func.max(v.interval_end), sa.func.count())
+        .where(v.model == model)
+        .group_by(v.success)
+    ):
+        if success:
+            health.last_passed_at, health.newest_passed_end = as_utc(at), as_utc(end)
+        else:
+            health.last_failed_at, health.quarantined = as_utc(at), int(n)
+        if end is not None and (health.newest_ingested_end is None or as_utc(end) > health.newest_ingested_end):
+            health.newest_ingested_end = as_utc(end)
+    newest = conn.execute(sa.select(v.success).where(v.model == model).order_by(v.interval_end.desc()).limit(1))
+    found = newest.scalar()
+    health.last_success = None if found is None else bool(found)
+    # The newest row by ts is in the newest scored interval (intervals do not overlap), and (model, ts) is
+    # indexed: one index probe instead of max(interval_end) over every prediction of the model.
+    scored = conn.execute(sa.select(p.interval_end).where(p.model == model).order_by(p.ts.desc()).limit(1)).scalar()
+    health.newest_scored_end = as_utc(scored) if scored is not None else None
+
+
+def _read_drift(conn: Connection, health: ModelHealth) -> None:
+    """The latest judged window's drift, and the realized performance of the newest labelled one."""
+    import sqlalchemy as sa
+
+    from airloop.adapters import warehouse as w
+
+    d = w.drift_metrics.c
+    newest_first = (d.window_end.desc(), d.measured_at.desc())
+    window = conn.execute(
+        sa.select(d.window_end, d.drift_share, d.column_scores, d.prediction_score)
+        .where(d.model == health.model)
+        .order_by(*newest_first)
+        .limit(1)
+    ).first()
+    if window is not None:
+        health.drift_window_end = as_utc(window.window_end)
+        health.drift_share = float(window.drift_share)
+        health.prediction_score = float(window.prediction_score)
+        health.feature_scores = {
+            str(col): (str(s.get("method", "")), float(s["score"]), bool(s.get("drifted")))
+            for col, s in (window.column_scores or {}).items()
+            if isinstance(s, dict) and s.get("score") is not None
+        }
+    # labelled_rows, not ``performance IS NOT NULL``: a JSON column stores None as JSON 'null', not NULL.
+    labelled = conn.execute(
+        sa.select(d.performance).where(d.model == health.model, d.labelled_rows > 0).order_by(*newest_first).limit(1)
+    ).scalar()
+    if isinstance(labelled, dict):
+        scores = labelled.get("scores") or {}
+        health.performance = {str(k): float(x) for k, x in scores.items() if isinstance(x, int | float)}
+
+
+def _read_decisions(conn: Connection, health: ModelHealth) -> None:
+    """Retraining requests, promotions and rollbacks, and when @champion last moved to its version."""
+    import sqlalchemy as sa
+
+    from airloop.adapters import warehouse as w
+
+    model, r, lg = health.model, w.retrain_requests.c, w.promotion_ledger.c
+    health.retrain_requests = int(conn.execute(sa.select(sa.func.count()).where(r.model == model)).scalar() or 0)
+    for action, n in conn.execute(
+        sa.select(lg.action, sa.func.count()).where(lg.model == model, lg.moved.is_(True)).group_by(lg.action)
+    ):
+        if action == "promote":
+            health.promotions = int(n)
+        elif action == "rollback":
+            health.rollbacks = int(n)
+    if health.champion_version is not None:
+        moved = conn.execute(
+            sa.select(lg.recorded_at)
+            .where(lg.model == model, lg.moved.is_(True), lg.champion_after == health.champion_version)
+            .order_by(lg.seq.desc())
             .limit(1)
-        ).first()
-        if window is not None:
-            health.drift_window_end = as_utc(window.window_end)
-            health.drift_share = float(window.drift_share)
-            health.prediction_score = float(window.prediction_score)
-            health.feature_scores = {
-                str(col): (str(s.get("method", "")), float(s["score"]), bool(s.get("drifted")))
-                for col, s in (window.column_scores or {}).items()
-                if isinstance(s, dict) and s.get("score") is not None
-            }
-        labelled = conn.execute(
-            sa.select(d.performance)
-            # labelled_rows, not ``performance IS NOT NULL``: a JSON column stores None as JSON 'null', not NULL
-            .where(d.model == model, d.labelled_rows > 0)
-            .order_by(d.window_end.desc(), d.measured_at.desc())
-            .limit(1)
         ).scalar()
-        if isinstance(labelled, dict):
-            health.performance = {
-                str(k): float(x) for k, x in (labelled.get("scores") or {}).items() if isinstance(x, int | float)
-            }
-        health.retrain_requests = int(conn.execute(sa.select(sa.func.count()).where(r.model == model)).scalar() or 0)
-        for action, n in conn.execute(
-            sa.select(lg.action, sa.func.count()).where(lg.model == model, lg.moved.is_(True)).group_by(lg.action)
-        ):
-            if action == "promote":
-                health.promotions = int(n)
-            elif action == "rollback":
-                health.rollbacks = int(n)
-        if health.champion_version is not None:
-            moved = conn.execute(
-                sa.select(lg.recorded_at)
-                .where(lg.model == model, lg.moved.is_(True), lg.champion_after == health.champion_version)
-                .order_by(lg.seq.desc())
-                .limit(1)
-            ).scalar()
-            if moved is not None:
-                health.champion_since = as_utc(moved)
+        if moved is not None:
+            health.champion_since = as_utc(moved)
 
 
 def read_health(
