@@ -2,6 +2,11 @@
 
 The environment is set here, before Airflow is imported anywhere, because Airflow reads its configuration
 at import time. Nothing touches the developer's own ``./.airloop``.
+
+The suite is offline: the network guard of ``tests/offline`` is installed here, before anything else runs,
+and ``PYTHONPATH`` starts with its folder so that every Python subprocess the tests start installs it too
+(through its ``sitecustomize``). A connection to anything but loopback or a Unix socket raises
+``NetworkAccessBlocked`` naming the address.
 """
 
 from __future__ import annotations
@@ -15,7 +20,12 @@ from pathlib import Path
 
 import pytest
 
+from tests.offline import _airloop_offline as offline
+
+offline.install()
+
 ROOT = Path(__file__).resolve().parents[1]
+OFFLINE_DIR = Path(offline.__file__).resolve().parent
 _HOME = Path(tempfile.mkdtemp(prefix="airloop-tests-"))
 
 os.environ.update(
@@ -33,10 +43,20 @@ os.environ.update(
         "GX_ANALYTICS_ENABLED": "False",
         "MLFLOW_DISABLE_TELEMETRY": "true",
         "DO_NOT_TRACK": "true",
+        "PYTHONPATH": os.pathsep.join(p for p in [str(OFFLINE_DIR), os.environ.get("PYTHONPATH", "")] if p),
     }
 )
 
 DEMO_CSV = ROOT / "include" / "data" / "bike_sharing" / "hour.csv"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def offline_guard():
+    """The network guard for the whole session: (re)installed if something removed it, checked at the end."""
+    offline.install()
+    yield
+    if os.environ.get(offline.ENV_SWITCH) != "1":
+        assert offline.installed(), "a test or library removed the offline guard from the socket module"
 
 
 @pytest.fixture(scope="session")
