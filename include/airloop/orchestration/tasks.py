@@ -69,12 +69,13 @@ def guard(context: Any, what: str) -> Iterator[None]:
 
 
 def ingest_extract(model: str) -> dict[str, Any]:
-    from airloop.stages.ingest.runner import Ingestion, extract
+    from airloop.stages.ingest.runner import Ingestion, check_conf, extract
 
     context = get_current_context()
-    ing = Ingestion.for_spec(get_spec(model))
+    spec = get_spec(model)
     with guard(context, f"extracting {model} from its source"):
-        return extract(ing, _interval(context)).to_dict()
+        check_conf(spec, dict(context["dag_run"].conf or {}))
+        return extract(Ingestion.for_spec(spec), _interval(context)).to_dict()
 
 
 def ingest_validate(model: str) -> dict[str, Any]:
