@@ -8,8 +8,9 @@ module patches ``socket.socket.connect``/``connect_ex`` and ``socket.getaddrinfo
 
 It is installed in the pytest process by ``tests/conftest.py`` and, through the ``sitecustomize`` next to it
 (conftest puts this folder first on ``PYTHONPATH``), in every Python subprocess the tests start: Airflow and
-MLflow servers, CLI calls, task runners. Code that does not go through Python's ``socket`` module (libpq in
-psycopg2, or non-Python programs such as Postgres and Redis) is not covered; those only get loopback addresses
+MLflow servers, CLI calls, task runners (not one started with ``python -E``/``-I`` or with an environment
+without ``PYTHONPATH``). Code that does not go through Python's ``socket`` module (libpq in psycopg2, or
+non-Python programs such as Postgres and Redis) is not covered; those only get loopback addresses
 from the tests. The module has no imports beyond the standard library so that ``sitecustomize`` can load it
 before anything else.
 
