@@ -39,7 +39,7 @@ _DAG_FILE = textwrap.dedent(
 
     from airloop.orchestration import build as dagkit
     spec = dagkit.model_specs()[0]
-    with DAG({DAG_ID!r}, schedule=None, default_args=dagkit.default_args(spec, retries=1), tags=["test"]):
+    with DAG({DAG_ID!r}, schedule=None, default_args=dagkit.default_args(spec, "ingest", retries=1), tags=["test"]):
 
         @task(task_id={TASK_ID!r}, retry_delay=timedelta(0), retry_exponential_backoff=False)
         def extract():

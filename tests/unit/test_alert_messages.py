@@ -15,6 +15,7 @@ from airloop.orchestration.notifiers import Alert, FailureAlert, alert_from_cont
 
 #: The webhook body's fields, as docs/operations.md and notifiers.py document them (the contract tested here).
 WEBHOOK_FIELDS = {
+    "kind",
     "dag_id",
     "task_id",
     "run_id",
@@ -151,7 +152,7 @@ def test_email_without_recipients_is_a_clear_error(context, no_alert_env, monkey
 def test_default_args_alert_on_final_failure_only(bikes_spec):
     from airloop.orchestration import build as dagkit
 
-    args = dagkit.default_args(bikes_spec)
+    args = dagkit.default_args(bikes_spec, "ingest")
     assert isinstance(args["on_failure_callback"], FailureAlert)
     assert "on_retry_callback" not in args
 
