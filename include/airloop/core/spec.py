@@ -174,11 +174,12 @@ class OverrideRange(_Strict):
     def problem(self, value: Any) -> str | None:
         """Why ``value`` is outside this range, or None when it is inside."""
         if self.choices is not None:
-            return None if value in self.choices and type(value) in {type(c) for c in self.choices} else "not allowed"
+            chosen = any(value == c and type(value) is type(c) for c in self.choices)  # 1 is not True
+            return None if chosen else "is not one of the choices"
         if isinstance(value, bool) or not isinstance(value, int | float):
-            return f"must be a number, got {type(value).__name__}"
+            return f"is not a number (got {type(value).__name__})"
         assert self.min is not None and self.max is not None  # checked by the validator
-        return None if self.min <= value <= self.max else "out of range"
+        return None if self.min <= value <= self.max else "is out of range"
 
 
 def _overridable_mapping(value: Any) -> Any:
@@ -407,10 +408,13 @@ class Training(_Strict):
         for name, value in sorted(overrides.items()):
             declared = self.overridable.get(name)
             if declared is None:
-                problems.append(f"`{name}` is not overridable; training.overridable in {spec_file} allows: {allowed}")
+                problems.append(
+                    f"`{name}` is not allowed (not declared overridable); training.overridable in {spec_file} "
+                    f"allows: {allowed}"
+                )
             elif (why := declared.problem(value)) is not None:
                 problems.append(
-                    f"`{name}` = {value!r} is {why}: training.overridable in {spec_file} allows {declared.describe()}"
+                    f"`{name}` = {value!r} {why}: training.overridable in {spec_file} allows {declared.describe()}"
                 )
         return problems
 
