@@ -75,13 +75,15 @@ def parse_duration(value: Any) -> timedelta:
             )
         duration = timedelta(**{_DURATION_UNITS[match.group(2)]: int(match.group(1))})
     if not MIN_DURATION <= duration <= MAX_DURATION:
-        raise ValueError(f"a duration must be between 1m and 31d; got {format_duration(duration)}")
+        raise ValueError(f"a duration must be between 1m and 31d, not {format_duration(duration)}")
     return duration
 
 
 def format_duration(value: timedelta) -> str:
     """The shortest spec spelling of a duration (``2h``, ``90m``, ``45s``)."""
     seconds = int(value.total_seconds())
+    if seconds == 0:
+        return "0s"
     for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
         if seconds % size == 0:
             return f"{seconds // size}{unit}"
@@ -626,11 +628,11 @@ class ModelSpec(_Strict):
         wait = self.approval_wait if stage in ("train", "promote") else timedelta(0)
         run = given.run or run + wait
         # A run limit set shorter than the defaults pulls the unset limits in with it (a try at most the run, the
-        # deadline at three quarters of it), so setting `run` alone is never an error.
+        # deadline at three quarters of the run after the approval's wait), so setting `run` alone is never an error.
         return ResolvedTimeouts(
             task=given.task or min(task, run),
             run=run,
-            deadline=given.deadline or min(deadline + wait, run * 3 / 4),
+            deadline=given.deadline or min(deadline + wait, run - (run - wait) / 4),
         )
 
     def _check_reserved(self) -> None:
