@@ -24,7 +24,7 @@ for spec in build.model_specs():
             ),
             "window_start": Param(None, type=["null", "string"], format="date", description="First day (UTC)"),
             "window_end": Param(None, type=["null", "string"], format="date", description="Day after the last"),
-            "overrides": Param({}, type="object", description=f"Allowed: {', '.join(spec.training.overridable)}"),
+            "overrides": Param({}, type="object", description=f"Allowed: {build.overridable_text(spec)}"),
         },
     ):
 

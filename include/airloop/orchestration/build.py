@@ -202,8 +202,13 @@ def train_runbook(spec: ModelSpec) -> str:
         tolerance=g.slice_tolerance,
         approval_line=approval_line,
         triggers=triggers,
-        overridable=", ".join(t.overridable) or "none",
+        overridable=overridable_text(spec),
     )
+
+
+def overridable_text(spec: ModelSpec) -> str:
+    """What a train run may override, with each range: ``max_iter [1, 1000], learning_rate [0.001, 1]``."""
+    return ", ".join(f"{name} {allowed.describe()}" for name, allowed in spec.training.overridable.items()) or "none"
 
 
 def promote_runbook(spec: ModelSpec) -> str:
