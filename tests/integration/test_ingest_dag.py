@@ -144,6 +144,29 @@ def test_broken_suite_fails_validate_and_publishes_nothing(ingest_dag, home, cap
     assert key not in lake.partitions("bikes", "quarantine")
 
 
+def test_off_grid_manual_run_is_refused_and_publishes_nothing(ingest_dag, home, capfd):
+    # The Trigger button at logical date 2011-02-12, after 2011-01-01 and 2011-01-29 were ingested: the run's
+    # interval [2011-01-15, 2011-02-12) overlaps both, so nothing may be extracted, validated or published.
+    lake = default_lake()
+    before = {stage: lake.partitions("bikes", stage) for stage in ("raw", "validated", "quarantine")}
+    run = ingest_dag.test(logical_date=datetime(2011, 2, 12, tzinfo=UTC))
+    assert run.data_interval_start == datetime(2011, 1, 15, tzinfo=UTC)
+    states = {ti.task_id: ti.state for ti in run.get_task_instances()}
+    assert states == {"extract": "failed", "validate": "upstream_failed", "publish": "upstream_failed"}
+    out, err = capfd.readouterr()
+    log = out + err
+    assert "data interval [2011-01-15T00:00:00+00:00, 2011-02-12T00:00:00+00:00) is not an interval" in log
+    assert "(partition 2011-01-01T000000Z)" in log and "(partition 2011-01-29T000000Z)" in log
+    assert (
+        "airflow backfill create --dag-id bikes_ingest --from-date 2011-01-01T00:00:00+00:00 "
+        "--to-date 2011-01-29T00:00:00+00:00 --reprocess-behavior completed"
+    ) in log
+    assert {stage: lake.partitions("bikes", stage) for stage in before} == before
+    assert "2011-01-15T000000Z" not in before["raw"]
+    ti = next(ti for ti in run.get_task_instances() if ti.task_id == "extract")
+    assert ti.try_number == 1  # failed at once: a retry would be refused the same way
+
+
 def test_a_run_with_conf_fails_naming_the_unknown_keys_and_reads_nothing(ingest_dag, home, capfd):
     start = datetime(2011, 5, 21, tzinfo=UTC)
     run = ingest_dag.test(logical_date=start + STEP, run_conf={"limit": 5, "day": "2011-05-21"})

@@ -578,3 +578,12 @@ def test_mlflow_server_has_auth_postgres_and_proxied_object_storage(services: di
     worker = environment(services["airflow-worker"])
     assert worker["MLFLOW_TRACKING_USERNAME"] == environment(services["mlflow-init"])["MLFLOW_SERVICE_USERNAME"]
     assert worker["MLFLOW_TRACKING_PASSWORD"] == environment(services["mlflow-init"])["MLFLOW_SERVICE_PASSWORD"]
+
+
+def test_mlflow_server_registers_only_airloops_source_form(services: dict[str, dict[str, Any]]) -> None:
+    """The compose server validates model-version sources with the embedded runtime's regex (issue 14)."""
+    from airloop.adapters.registry import SOURCE_REGEX
+    from airloop.ops.runtime.processes import SOURCE_VALIDATION_VAR
+
+    env = environment(services["mlflow"])
+    assert interpolate(env[SOURCE_VALIDATION_VAR], {}) == SOURCE_REGEX

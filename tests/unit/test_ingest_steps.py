@@ -182,3 +182,129 @@ def test_a_batch_without_its_key_column_is_quarantined(ing):
     with pytest.raises(QuarantinedBatch, match=r"key_columns_present\(keys=\['record_no'\]\): could not be evaluated"):
         validate_interval(keyed, INTERVAL)
     assert keyed.lake.manifest(MODEL, "quarantine", INTERVAL.key) is not None
+
+
+def _serve_predictions(ing: Ingestion, interval: Interval, version: str) -> int:
+    """Predictions of ``interval`` as scoring stores them (warehouse rows and lake partition), from its validated
+    partition if it has one, else from raw; returns how many rows."""
+    from airloop.adapters import prediction_sink
+    from airloop.adapters.db import engine_for
+    from airloop.core.contracts import PinnedChampion, RunInfo
+    from airloop.core.settings import WAREHOUSE_CONN_ID
+    from airloop.stages.ingest.keys import row_keys
+    from airloop.stages.score.outputs import Outputs
+    from airloop.stages.score.runner import lake_meta, lake_rows, provenance_of, row_constants
+
+    stage = "validated" if ing.lake.manifest(MODEL, "validated", interval.key) else "raw"
+    manifest = ing.lake.manifest(MODEL, stage, interval.key)
+    frame = ing.lake.read(MODEL, stage, interval.key)
+    provenance = provenance_of(PinnedChampion(version=version, run_id="r" * 32), manifest.content_digest)
+    constants = row_constants(MODEL, interval.key, manifest.meta, provenance, RunInfo("score", f"run-{version}"))
+    ts = frame["ts"].dt.tz_convert("UTC")
+    keys = row_keys(frame, ing.spec.keys)
+    outputs = Outputs(prediction=np.arange(len(frame), dtype=float))
+    with prediction_sink.replacing(engine_for(WAREHOUSE_CONN_ID), constants, 2) as (writes, _):
+        writes.submit(prediction_sink.ScoredRows(ts.dt.tz_localize(None).to_numpy(), keys, **outputs.copy()))
+        writes.finish()
+        ing.lake.write(
+            MODEL, "predictions", interval.key, lake_rows(ts, keys, outputs, provenance), meta=lake_meta(constants)
+        )
+    return len(frame)
+
+
+def _served(partition: str) -> int:
+    from airloop.adapters import warehouse
+    from airloop.adapters.db import engine_for
+    from airloop.core.settings import WAREHOUSE_CONN_ID
+
+    t = warehouse.predictions.c
+    query = sa.select(sa.func.count()).where(t.model == MODEL, t.partition == partition)
+    with engine_for(WAREHOUSE_CONN_ID).connect() as conn:
+        return int(conn.execute(query).scalar_one())
+
+
+def test_a_scored_interval_re_ingested_into_quarantine_loses_its_predictions(ing):
+    """Predictions scored from an interval's previous data are retracted, warehouse and lake, when the interval is
+    re-ingested and quarantined; another interval's predictions stay."""
+    from airloop.stages.ingest.runner import extract, publish, validate_interval
+
+    neighbour = Interval.of(INTERVAL.end, datetime(2011, 2, 26, tzinfo=UTC))
+    for interval in (INTERVAL, neighbour):
+        extract(ing, interval)
+        publish(ing, interval, validate_interval(ing, interval))
+    rows = _serve_predictions(ing, INTERVAL, "3")
+    kept = _serve_predictions(ing, neighbour, "3")
+    assert _served(INTERVAL.key) == rows > 0 and ing.lake.manifest(MODEL, "predictions", INTERVAL.key) is not None
+
+    _corrupt_raw(ing)  # the interval is re-ingested and its new batch is bad
+    with pytest.raises(QuarantinedBatch) as caught:
+        validate_interval(ing, INTERVAL, dag_run_id="manual__reingested")
+
+    assert _served(INTERVAL.key) == 0  # nothing of the old data is served as this interval's predictions any more
+    assert ing.lake.manifest(MODEL, "predictions", INTERVAL.key) is None
+    assert INTERVAL.key not in ing.lake.partitions(MODEL, "predictions")
+    assert f"Retracted the {rows} predictions of this interval (v3)" in str(caught.value)
+    assert _served(neighbour.key) == kept and ing.lake.manifest(MODEL, "predictions", neighbour.key) is not None
+
+    with pytest.raises(QuarantinedBatch) as again:  # a retry of the task: nothing left to retract, same verdict
+        validate_interval(ing, INTERVAL, dag_run_id="manual__reingested")
+    assert "Retracted" not in str(again.value) and _served(INTERVAL.key) == 0
+
+    predictions = ing.lake.read(MODEL, "predictions", neighbour.key)  # a lake partition without warehouse rows
+    ing.lake.write(MODEL, "predictions", INTERVAL.key, predictions, meta={"model_version": "4"})
+    with pytest.raises(
+        QuarantinedBatch, match=rf"Retracted the {len(predictions)} predictions of this interval \(v4\)"
+    ):
+        validate_interval(ing, INTERVAL)
+    assert ing.lake.manifest(MODEL, "predictions", INTERVAL.key) is None
+
+
+class _Crash(Exception):
+    """A process dying between two lake writes, as a SIGKILL would (the writes before it stand)."""
+
+
+def _crash_on_delete(ing: Ingestion, monkeypatch) -> None:
+    def delete(*args, **kwargs):
+        raise _Crash
+
+    monkeypatch.setattr(ing.lake, "delete", delete)
+
+
+def _both(ing: Ingestion) -> bool:
+    return all(ing.lake.manifest(MODEL, stage, INTERVAL.key) for stage in ("validated", "quarantine"))
+
+
+def test_a_crash_inside_quarantining_never_leaves_a_validated_and_a_quarantined_copy(ing, monkeypatch):
+    from airloop.stages.ingest.runner import extract, publish, validate_interval
+
+    extract(ing, INTERVAL)
+    publish(ing, INTERVAL, validate_interval(ing, INTERVAL))
+    _corrupt_raw(ing)
+    with monkeypatch.context() as patched:
+        _crash_on_delete(ing, patched)
+        with pytest.raises(_Crash):
+            validate_interval(ing, INTERVAL)
+    assert not _both(ing)  # scoring would read the old validated copy of an interval being quarantined
+    with pytest.raises(QuarantinedBatch):  # the retry
+        validate_interval(ing, INTERVAL)
+    assert ing.lake.manifest(MODEL, "quarantine", INTERVAL.key) and not _both(ing)
+
+
+def test_a_crash_inside_publishing_never_leaves_a_validated_and_a_quarantined_copy(ing, monkeypatch):
+    from airloop.stages.ingest.runner import extract, publish, validate_interval
+
+    extract(ing, INTERVAL)
+    clean = ing.lake.manifest(MODEL, "raw", INTERVAL.key)
+    _corrupt_raw(ing)
+    with pytest.raises(QuarantinedBatch):
+        validate_interval(ing, INTERVAL)
+    extract(ing, INTERVAL)  # the source fixed: the clean batch again
+    assert ing.lake.manifest(MODEL, "raw", INTERVAL.key) == clean
+    validated = validate_interval(ing, INTERVAL)
+    with monkeypatch.context() as patched:
+        _crash_on_delete(ing, patched)
+        with pytest.raises(_Crash):
+            publish(ing, INTERVAL, validated)
+    assert not _both(ing)
+    publish(ing, INTERVAL, validated)  # the retry
+    assert ing.lake.manifest(MODEL, "validated", INTERVAL.key) and not _both(ing)

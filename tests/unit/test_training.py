@@ -76,8 +76,37 @@ def test_split_refuses_too_few_training_rows(bikes_spec, lake):
 
 def test_overrides_only_for_declared_parameters(bikes_spec):
     assert training.estimator_params(bikes_spec, {"max_iter": 7})["max_iter"] == 7
-    with pytest.raises(TrainingProblem, match=r"\['loss'\] are not allowed"):
+    with pytest.raises(TrainingProblem, match=r"`loss` is not allowed.*training\.overridable in bikes\.yaml"):
         training.estimator_params(bikes_spec, {"loss": "absolute_error"})
+
+
+@pytest.mark.parametrize(
+    ("overrides", "expected"),
+    [
+        (
+            {"max_iter": 10**9},
+            "`max_iter` = 1000000000 is out of range: training.overridable in bikes.yaml allows [1, 1000]",
+        ),
+        (
+            {"learning_rate": 0},
+            "`learning_rate` = 0 is out of range: training.overridable in bikes.yaml allows [0.001, 1]",
+        ),
+        ({"max_leaf_nodes": "many"}, "`max_leaf_nodes` = 'many' is not a number (got str)"),
+        ({"max_iter": True}, "`max_iter` = True is not a number (got bool)"),
+    ],
+    ids=["runaway-max-iter", "below-min", "not-a-number", "bool-is-not-a-number"],
+)
+def test_overrides_outside_their_declared_range_are_refused_naming_param_range_and_file(
+    bikes_spec, overrides, expected
+):
+    with pytest.raises(TrainingProblem) as err:
+        training.estimator_params(bikes_spec, overrides)
+    assert expected in str(err.value)
+
+
+def test_overrides_at_the_bounds_of_their_range_are_taken(bikes_spec):
+    params = training.estimator_params(bikes_spec, {"max_iter": 1000, "learning_rate": 0.001})
+    assert (params["max_iter"], params["learning_rate"]) == (1000, 0.001)
 
 
 def test_bad_estimator_parameter_is_named(bikes_spec):
@@ -120,7 +149,7 @@ def test_bounded_search_picks_from_the_space(bikes_spec, lake):
     from airloop.core.spec import Search
 
     search = Search(space={"max_iter": [10, 40], "learning_rate": [0.05, 0.1]}, max_trials=3, folds=2)
-    t = bikes_spec.training.model_copy(update={"search": search, "overridable": []})
+    t = bikes_spec.training.model_copy(update={"search": search, "overridable": {}})
     spec = bikes_spec.model_copy(update={"training": t})
     data = training.assemble(spec, lake, training.resolve_window(spec, lake))
     train, _ = training.split(spec, data)
@@ -148,3 +177,51 @@ def test_a_partition_without_a_feature_column_is_named(bikes_spec, tmp_path, dem
     window = training.Window(start=FIRST - 10 * STEP, end=end, holdout_start=FIRST)
     with pytest.raises(TrainingProblem, match=r"no column\(s\) \['hum'\]"):
         training.assemble(bikes_spec, lake, window)
+
+
+def _write_partition(lake: Lake, demo_frame, start: datetime, end: datetime) -> str:
+    rows = demo_frame[(demo_frame.ts >= start.replace(tzinfo=None)) & (demo_frame.ts < end.replace(tzinfo=None))]
+    key = start.strftime("%Y-%m-%dT%H%M%SZ")
+    meta = {"interval_start": start.isoformat(), "interval_end": end.isoformat(), "suite_digests": {}}
+    lake.write("bikes", "validated", key, rows.reset_index(drop=True), meta=meta)
+    return key
+
+
+def test_overlapping_partitions_are_refused_naming_the_off_grid_one(bikes_spec, tmp_path, demo_frame):
+    # The case: 2011-01-01 and 2011-01-29 ingested on the grid, then a manual run at 2011-02-12
+    # published [2011-01-15, 2011-02-12), which holds rows of both.
+    lake = Lake(tmp_path)
+    jan1, jan15, jan29 = (datetime(2011, 1, d, tzinfo=UTC) for d in (1, 15, 29))
+    for start in (jan1, jan29):
+        _write_partition(lake, demo_frame, start, start + STEP)
+    off = _write_partition(lake, demo_frame, jan15, jan15 + STEP)
+    window = training.Window(start=jan1, end=jan29 + STEP, holdout_start=jan29)
+    with pytest.raises(TrainingProblem, match="overlap") as refused:
+        training.assemble(bikes_spec, lake, window)
+    message = str(refused.value)
+    assert isinstance(refused.value, training.OverlappingPartitions)
+    assert "2011-01-01T000000Z [2011-01-01T00:00:00+00:00, 2011-01-29T00:00:00+00:00) and 2011-01-15T000000Z" in message
+    assert "2011-01-15T000000Z [2011-01-15T00:00:00+00:00, 2011-02-12T00:00:00+00:00) and 2011-01-29T000000Z" in message
+    assert f"Partition(s) ['{off}'] are not intervals of the timetable" in message
+    assert lake.partition_url("bikes", "validated", off) in message
+    # Once the off-grid partition is gone, the same window trains on the grid partitions alone.
+    lake.delete("bikes", "validated", off)
+    data = training.assemble(bikes_spec, lake, window)
+    assert [p.partition for p in data.partitions] == ["2011-01-01T000000Z", "2011-01-29T000000Z"]
+
+
+def test_a_partition_inside_a_longer_one_is_refused(bikes_spec, tmp_path, demo_frame):
+    # Sorted by start, the contained partition's neighbour may not be the one it overlaps: [a, a+3*STEP) holds
+    # [a+STEP, a+2*STEP) and [a+2*STEP, ...) both; every pair is named.
+    lake = Lake(tmp_path)
+    a = datetime(2011, 1, 1, tzinfo=UTC)
+    _write_partition(lake, demo_frame, a, a + 3 * STEP)
+    _write_partition(lake, demo_frame, a + STEP, a + 2 * STEP)
+    _write_partition(lake, demo_frame, a + 2 * STEP, a + 3 * STEP)
+    with pytest.raises(TrainingProblem, match="overlap") as refused:
+        training.assemble(bikes_spec, lake, training.Window(start=a, end=a + 3 * STEP, holdout_start=a + 2 * STEP))
+    message = str(refused.value)
+    assert isinstance(refused.value, training.OverlappingPartitions)
+    assert "2011-01-01T000000Z [2011-01-01T00:00:00+00:00, 2011-03-26T00:00:00+00:00) and 2011-01-29T000000Z" in message
+    assert "2011-01-01T000000Z [2011-01-01T00:00:00+00:00, 2011-03-26T00:00:00+00:00) and 2011-02-26T000000Z" in message
+    assert "Partition(s) ['2011-01-01T000000Z'] are not intervals of the timetable" in message

@@ -21,6 +21,7 @@ from airloop.core.digests import file_digest
 from airloop.core.errors import ExpectedFailure, ServiceUnavailable
 from airloop.core.intervals import Interval
 from airloop.core.spec import ModelSpec
+from airloop.core.urls import mask_url
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -123,8 +124,9 @@ def extract_interval(engine: Engine, spec: ModelSpec, interval: Interval) -> Ext
     except (SourceProblem, SourceUnavailable):
         raise
     except sa.exc.NoSuchTableError as exc:
+        where = mask_url(engine.url.render_as_string(hide_password=True))
         raise SourceProblem(
-            f"source table {src.table!r} does not exist in {engine.url.render_as_string(hide_password=True)}. "
+            f"source table {src.table!r} does not exist in {where}. "
             "For the demo run `airloop seed`; otherwise fix `source.table` or the connection "
             f"{src.connection!r}."
         ) from exc

@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from airloop.core.times import as_utc
 
 if TYPE_CHECKING:
-    from sqlalchemy.engine import Engine
+    from sqlalchemy.engine import Connection, Engine
 
     from airloop.adapters.migrations import Upgrade
 
@@ -217,6 +217,18 @@ def upsert_validation_result(engine: Engine, row: dict[str, Any]) -> None:
             )
         )
         conn.execute(validation_results.insert().values(**row))
+
+
+def delete_predictions(conn: Connection, model: str, partition: str) -> dict[str, int]:
+    """Delete one interval's rows of ``predictions`` inside the caller's transaction; return how many rows each
+    model version had there (empty when the interval had none)."""
+    t = predictions.c
+    where = (t.model == model, t.partition == partition)
+    counts = conn.execute(sa.select(t.model_version, sa.func.count()).where(*where).group_by(t.model_version))
+    found = {str(version): int(n) for version, n in counts}
+    if found:
+        conn.execute(predictions.delete().where(*where))
+    return found
 
 
 def recent_validations(

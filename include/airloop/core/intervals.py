@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from airloop.core.errors import ExpectedFailure
 from airloop.core.spec import ModelSpec
 from airloop.core.times import as_utc
 
@@ -75,3 +76,86 @@ def expected_intervals(spec: ModelSpec, until: datetime) -> Iterator[Interval]:
             return
         yield Interval(start, end)
         start = end
+
+
+class OffGridInterval(ExpectedFailure, ValueError):
+    """A run's data interval is not one of the timetable's intervals: publishing it would duplicate rows."""
+
+
+def grid_intervals(spec: ModelSpec, span: Interval) -> list[Interval]:
+    """The timetable's intervals that overlap ``span``, in order.
+
+    The grid is every interval the spec's schedule produces from its start onward: ``every`` steps from the start
+    date, or consecutive cron ticks from the first tick at or after it. The schedule's ``end`` is not applied
+    (it stops the timetable, it does not move the grid), so a run past the end is judged by its alignment alone.
+    """
+    schedule = spec.schedule
+    origin = schedule.start_datetime
+    step = schedule.interval
+    if step is not None:
+        first = max(0, (span.start - origin) // step)
+        last = -((origin - span.end) // step)  # ceil((end - origin) / step): the first grid start at or after end
+        return [Interval(origin + k * step, origin + (k + 1) * step) for k in range(first, last)]
+    from croniter import croniter  # only for cron schedules; Airflow depends on it
+
+    assert schedule.cron is not None
+    # The first tick at or after max(origin, span.start); the tick before it opens an interval overlapping the
+    # span's start when that tick is on the grid too (at or after the origin).
+    base = max(origin, span.start)
+    tick = croniter(schedule.cron, base - _TICK).get_next(datetime)
+    found: list[Interval] = []
+    if tick > span.start:
+        # croniter marks a previous tick fold=1; drop it so the bounds print and compare like the others.
+        before = croniter(schedule.cron, tick).get_prev(datetime).replace(fold=0)
+        if before >= origin:
+            found.append(Interval(before, tick))
+    ticks = croniter(schedule.cron, tick)
+    while tick < span.end:
+        following = ticks.get_next(datetime)
+        found.append(Interval(tick, following))
+        tick = following
+    return found
+
+
+def backfill_command(dag_id: str, intervals: list[Interval]) -> str:
+    """The Airflow CLI command that (re-)runs exactly these consecutive grid intervals.
+
+    A backfill runs every interval whose start (its logical date) lies in ``[--from-date, --to-date]``, both
+    inclusive; full ISO timestamps keep the command exact whatever Airflow's default time zone is.
+    """
+    return (
+        f"airflow backfill create --dag-id {dag_id} --from-date {intervals[0].start.isoformat()} "
+        f"--to-date {intervals[-1].start.isoformat()} --reprocess-behavior completed"
+    )
+
+
+def check_on_grid(spec: ModelSpec, interval: Interval, *, dag_id: str) -> None:
+    """Refuse a data interval that is not exactly one interval of the spec's timetable.
+
+    A manual run at an off-grid logical date (Trigger in the UI, a backfill from an off-grid date) gets an interval
+    that overlaps one or two grid intervals; its partition would hold their rows a second time. The error names the
+    grid intervals it overlaps and the backfill command that runs them instead.
+    """
+    overlapping = grid_intervals(spec, interval)
+    if overlapping == [interval]:
+        return
+    s = spec.schedule
+    timetable = f"`{s.every or s.cron or '1d'}` from {s.start}"
+    head = (
+        f"This {dag_id} run's data interval {interval} is not an interval of the model's timetable ({timetable}), "
+        "so it is refused and nothing of it is extracted or published: "
+    )
+    if not overlapping:
+        raise OffGridInterval(
+            f"{head}it ends before the timetable's first interval, so there is nothing of it to ingest. "
+            "Check the run's logical date."
+        )
+    listed = ", ".join(f"{i} (partition {i.key})" for i in overlapping)
+    raise OffGridInterval(
+        f"{head}it overlaps the timetable interval(s) {listed}, and publishing it would count their rows twice "
+        "(training, the holdout, the gate, the monitor and scoring).\n"
+        f"To (re-)ingest those intervals, backfill them:\n  {backfill_command(dag_id, overlapping)}\n"
+        f"To run one by hand, Trigger {dag_id} with its end as the logical date "
+        f"(e.g. {overlapping[0].end.isoformat()} for {overlapping[0]}): a manual run covers the interval that "
+        "ends at its logical date."
+    )

@@ -1,4 +1,4 @@
-"""The ``airloop`` command line: seed, up, down, status, suites check, source load, model new/check, warehouse,
+"""The ``airloop`` command line: seed, up, down, status, suites check, source load, model new/check, ci, warehouse,
 demo.
 
 Every command is safe to run twice. Expected problems print one clear message and exit non-zero
@@ -218,6 +218,56 @@ def _add_model(sub: argparse._SubParsersAction) -> None:
     check.set_defaults(func=_cmd_model)
 
 
+def _cmd_ci(args: argparse.Namespace) -> int:
+    """``airloop ci``: every model's spec, suites, dry run and gate, and the DAG folder (see airloop.ops.ci)."""
+    from pathlib import Path
+
+    from airloop.core.settings import paths
+    from airloop.ops.ci import Options, run_ci
+
+    found = paths()
+    options = Options(
+        models_dir=found.models_dir,
+        expectations_dir=found.expectations_dir,
+        dags_dir=Path(args.dags) if args.dags else found.project / "dags",
+        on=args.on,
+        require_source=args.require_source,
+        gate=not args.no_gate,
+    )
+    import contextlib
+
+    # Airflow's and GX's log lines go to stdout; with --json, stdout carries the JSON alone.
+    with contextlib.redirect_stdout(sys.stderr) if args.json else contextlib.nullcontext():
+        report = run_ci(options)
+    if args.json:
+        print(json.dumps(report.to_dict(), indent=2))
+    else:
+        print("\n".join(report.lines()))
+    if args.github:
+        print("\n".join(report.annotations(found.project)), file=sys.stderr if args.json else sys.stdout)
+    return 0 if report.passed else EXIT_FAILED
+
+
+def _add_ci(sub: argparse._SubParsersAction) -> None:
+    """``airloop ci [--on DATE] [--require-source] [--no-gate] [--dags DIR] [--json] [--github]``."""
+    ci = sub.add_parser(
+        "ci",
+        help="CI of a project: every spec, suite, dry run and champion's gate checks, and DAG integrity; "
+        "exit 1 on any failure",
+    )
+    ci.add_argument("--on", type=_date, help="dry-run each model on the interval holding this date (default: newest)")
+    ci.add_argument(
+        "--require-source", action="store_true", help="fail (not skip) when a model's source is unreachable or empty"
+    )
+    ci.add_argument("--no-gate", action="store_true", help="leave out the champion's gate checks")
+    ci.add_argument("--dags", metavar="DIR", help="the DAG folder (default: dags/ in the project)")
+    ci.add_argument("--json", action="store_true", help="machine-readable output")
+    ci.add_argument(
+        "--github", action="store_true", help="also print each failure as a GitHub Actions annotation on its file"
+    )
+    ci.set_defaults(func=_cmd_ci)
+
+
 def _cmd_warehouse(args: argparse.Namespace) -> int:
     from airloop.adapters import migrations, warehouse
     from airloop.adapters.db import describe, engine_for
@@ -274,6 +324,7 @@ def build_parser() -> argparse.ArgumentParser:
     chk.set_defaults(func=_cmd_suites_check)
     _add_source(sub)
     _add_model(sub)
+    _add_ci(sub)
 
     wh = sub.add_parser("warehouse", help="the warehouse's schema migrations")
     wh_sub = wh.add_subparsers(dest="warehouse_command", required=True, metavar="SUBCOMMAND")

@@ -330,11 +330,13 @@ def check_model(name: str, models_dir: Path, expectations_dir: Path, on: date | 
         return result
     for s in suites:
         result.lines.append(f"OK   suite {s.path.name} ({s.name!r}, {s.expectation_count} expectations) loads.")
-    _dry_run(spec, suites, on, result)
+    dry_run(spec, suites, on, result)
     return result
 
 
-def _dry_run(spec: ModelSpec, suites: list[Any], on: date | None, result: ModelCheck) -> None:
+def dry_run(spec: ModelSpec, suites: list[Any], on: date | None, result: ModelCheck) -> None:
+    """Extract the interval of ``on`` (default: the newest with data), validate it with ``suites`` and fit the
+    spec's pipeline on it; each step's line or problem goes to ``result``. Writes nothing."""
     from airloop.adapters.db import engine_for
     from airloop.adapters.expectations import validate
     from airloop.adapters.source import SourceProblem, SourceUnavailable, extract_interval

@@ -22,11 +22,25 @@ from airflow.sdk.exceptions import AirflowFailException
 
 from airloop.core.errors import ExpectedFailure, ServiceUnavailable
 from airloop.core.intervals import Interval
-from airloop.core.spec import get_spec
+from airloop.core.spec import ModelSpec, get_spec
 
 
 def _interval(context: Any) -> Interval:
     return Interval.of(context["data_interval_start"], context["data_interval_end"])
+
+
+def _grid_interval(context: Any, spec: ModelSpec) -> Interval:
+    """The run's data interval, refused (no retries) unless it is exactly one interval of the spec's timetable.
+
+    Checked by every ingest task before it reads or writes anything: an off-grid manual run would otherwise publish
+    a partition overlapping grid partitions, and everything downstream would count those rows twice.
+    """
+    from airloop.core.intervals import check_on_grid
+
+    interval = _interval(context)
+    with guard(context, f"checking the data interval of {spec.name}"):
+        check_on_grid(spec, interval, dag_id=spec.dag_id("ingest"))
+    return interval
 
 
 def _doing(context: Any, what: str) -> str:
@@ -73,9 +87,11 @@ def ingest_extract(model: str) -> dict[str, Any]:
 
     context = get_current_context()
     spec = get_spec(model)
+    interval = _grid_interval(context, spec)
+    ing = Ingestion.for_spec(spec)
     with guard(context, f"extracting {model} from its source"):
         check_conf(spec, dict(context["dag_run"].conf or {}))
-        return extract(Ingestion.for_spec(spec), _interval(context)).to_dict()
+        return extract(ing, interval).to_dict()
 
 
 def ingest_validate(model: str) -> dict[str, Any]:
@@ -83,13 +99,15 @@ def ingest_validate(model: str) -> dict[str, Any]:
     from airloop.stages.ingest.runner import Ingestion, validate_interval
 
     context = get_current_context()
-    ing = Ingestion.for_spec(get_spec(model))
+    spec = get_spec(model)
+    interval = _grid_interval(context, spec)
+    ing = Ingestion.for_spec(spec)
     with guard(context, f"validating {model}"):
         try:
-            return validate_interval(ing, _interval(context), dag_run_id=context["run_id"]).to_dict()
+            return validate_interval(ing, interval, dag_run_id=context["run_id"]).to_dict()
         except SuiteError as exc:
             raise SuiteError(
-                f"The suites of {model} cannot be used, so interval {_interval(context)} was not validated:\n"
+                f"The suites of {model} cannot be used, so interval {interval} was not validated:\n"
                 f"{exc}\nFix the suite file named above (check it with `airloop suites check {model}`), "
                 "then clear this task."
             ) from None
@@ -102,8 +120,9 @@ def ingest_publish(model: str, validated: dict[str, Any]) -> dict[str, Any]:
 
     context = get_current_context()
     spec = get_spec(model)
+    interval = _grid_interval(context, spec)
     with guard(context, f"publishing {model}"):
-        extra = publish(Ingestion.for_spec(spec), _interval(context), Validated.from_dict(validated)).to_dict()
+        extra = publish(Ingestion.for_spec(spec), interval, Validated.from_dict(validated)).to_dict()
     context["outlet_events"][validated_asset(spec)].extra = extra
     return extra
 

@@ -80,11 +80,12 @@ def extract(ing: Ingestion, interval: Interval) -> Extracted:
     spec = ing.spec
     engine = engine_for(spec.source.connection)
     result = extract_interval(engine, spec, interval)
+    frame = storable(result.frame, f"{spec.name} interval {interval}")
     manifest = ing.lake.write(
         spec.name,
         "raw",
         interval.key,
-        result.frame,
+        frame,
         meta=_interval_meta(interval) | {"source": spec.source.connection, "table": spec.source.table},
     )
     log.info(
@@ -98,6 +99,45 @@ def extract(ing: Ingestion, interval: Interval) -> Extracted:
         manifest.content_digest[:12],
     )
     return Extracted(partition=interval.key, rows=manifest.rows, content_digest=manifest.content_digest)
+
+
+def storable(frame: pd.DataFrame, what: str) -> pd.DataFrame:
+    """``frame`` with every column of values of several kinds (a number and a text in one column, as a dynamically
+    typed source such as SQLite or a loose CSV gives) turned to text, so the raw partition can be written and the
+    batch validated: its type rules then fail for that column and quarantine the batch with a reason. Parquet
+    (Arrow) stores one type per column and refuses such a column outright, which would crash the extract step with
+    no word on the data. Other columns are left as they are; each column changed is logged as a warning."""
+    import pyarrow as pa
+
+    changed: dict[str, list[str]] = {}
+    out = frame
+    for column in frame.columns:
+        values = frame[column]
+        if values.dtype != object:
+            continue
+        try:
+            pa.array(values, from_pandas=True)
+        except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
+            if out is frame:
+                out = frame.copy()
+            out[column] = [None if _missing(v) else str(v) for v in values.tolist()]
+            changed[str(column)] = sorted({type(v).__name__ for v in values.tolist() if not _missing(v)})
+    for column, kinds in changed.items():
+        log.warning(
+            "Column %r of %s holds values of several types (%s): kept as text so the batch can be validated; its "
+            "type rules will quarantine it. Fix the column's values at the source.",
+            column,
+            what,
+            ", ".join(kinds),
+        )
+    return out
+
+
+def _missing(value: Any) -> bool:
+    """None, NaN, NaT or NA (a list or other container is a value, never missing)."""
+    import pandas as pd
+
+    return bool(pd.api.types.is_scalar(value) and pd.isna(value))
 
 
 def validate_interval(ing: Ingestion, interval: Interval, *, dag_run_id: str | None = None) -> Validated:
@@ -138,6 +178,10 @@ def validate_interval(ing: Ingestion, interval: Interval, *, dag_run_id: str | N
             outcome.suite_digests,
         )
         return summary
+    # The old validated copy (and what was scored from it) goes first: a crash in between leaves neither copy,
+    # never both; the bad batch is still in raw, and the retry quarantines it.
+    ing.lake.delete(spec.name, "validated", interval.key)
+    retracted = retract_predictions(ing, interval)
     quarantine = ing.lake.write(
         spec.name,
         "quarantine",
@@ -146,10 +190,47 @@ def validate_interval(ing: Ingestion, interval: Interval, *, dag_run_id: str | N
         side_files={REPORT_FILE: report_bytes},
         meta=_interval_meta(interval) | {"suite_digests": outcome.suite_digests, "data_docs": str(docs)},
     )
-    ing.lake.delete(spec.name, "validated", interval.key)
     raise QuarantinedBatch(
-        quarantine_summary(ing, interval, outcome.rows, outcome.evaluated, outcome.failures, docs, quarantine.rows)
+        quarantine_summary(
+            ing, interval, outcome.rows, outcome.evaluated, outcome.failures, docs, quarantine.rows, retracted
+        )
     )
+
+
+def retract_predictions(ing: Ingestion, interval: Interval) -> str | None:
+    """Withdraw the predictions of an interval whose new batch was quarantined; the line saying so, or None.
+
+    They were scored from the data the interval held before, which its source has since replaced: served on as the
+    interval's predictions they would be wrong about it (and would be joined with its labels). Its rows of table
+    ``predictions`` are deleted, and its ``predictions`` lake partition inside the same transaction (manifest
+    first, so it disappears at once); a failure leaves the warehouse rows, and the task's retry retracts again.
+    The interval is scored anew when a corrected batch is published.
+    """
+    from airloop.adapters.db import engine_for
+    from airloop.adapters.warehouse import delete_predictions, ensure_schema
+    from airloop.core.settings import WAREHOUSE_CONN_ID
+
+    spec = ing.spec
+    engine = engine_for(WAREHOUSE_CONN_ID)
+    ensure_schema(engine)
+    in_lake = ing.lake.manifest(spec.name, "predictions", interval.key)
+    with engine.begin() as conn:
+        by_version = delete_predictions(conn, spec.name, interval.key)
+        if in_lake is not None:
+            ing.lake.delete(spec.name, "predictions", interval.key)
+    if not by_version and in_lake is None:
+        return None
+    if not by_version:  # the lake's copy alone (a scoring that failed before its transaction committed)
+        by_version = {str(in_lake.meta.get("model_version", "?")): in_lake.rows} if in_lake else {}
+    versions = ", ".join(f"v{v}" for v in sorted(by_version))
+    line = (
+        f"Retracted the {sum(by_version.values())} predictions of this interval ({versions}), scored from the data "
+        f"it held before: deleted from warehouse table predictions and the lake "
+        f"({ing.lake.partition_url(spec.name, 'predictions', interval.key)}). It is scored again when a corrected "
+        "batch is published."
+    )
+    log.warning("%s interval %s: %s", spec.name, interval, line)
+    return line
 
 
 #: The "suite" name of the row-key checks in reports and summaries (they run on every batch, beside the suites).
@@ -196,6 +277,7 @@ def quarantine_summary(
     failures: list[Any],
     docs: Path | None,
     quarantined_rows: int,
+    retracted: str | None = None,
 ) -> str:
     """The message an on-call engineer reads at the end of the failed task's log."""
     spec = ing.spec
@@ -215,6 +297,7 @@ def quarantine_summary(
         lines.append(f"Row keys: {key_advice(spec.name, spec.keys, kinds)}.")
     lines += [
         f"Quarantined {quarantined_rows} rows to {where}; nothing from this interval flows on.",
+        *([retracted] if retracted else []),
         f"Validation result: {ing.report_dir(interval) / REPORT_FILE}",
         f"Data Docs: {docs}" if docs else "Data Docs: not built",
         "What to do: if the data is wrong, fix it at the source and clear this task to re-run the interval; "
@@ -238,6 +321,8 @@ def publish(ing: Ingestion, interval: Interval, validated: Validated) -> Publish
             "Another run of this interval is writing it: clear this whole DAG run to extract and validate again."
         )
     report = (ing.report_dir(interval) / REPORT_FILE).read_bytes()
+    # The old quarantine goes first: a crash in between leaves neither copy, never both (the retry publishes).
+    ing.lake.delete(spec.name, "quarantine", interval.key)
     manifest = ing.lake.copy(
         spec.name,
         "raw",
@@ -246,7 +331,6 @@ def publish(ing: Ingestion, interval: Interval, validated: Validated) -> Publish
         side_files={REPORT_FILE: report},
         meta=_interval_meta(interval) | {"suite_digests": validated.suite_digests},
     )
-    ing.lake.delete(spec.name, "quarantine", interval.key)
     extra = Published(
         model=spec.name,
         partition=interval.key,

@@ -156,6 +156,7 @@ def assemble(spec: ModelSpec, lake: Lake, window: Window) -> TrainingData:
                 suite_digests=dict(manifest.meta.get("suite_digests", {})),
             )
         )
+    _refuse_overlaps(spec, lake, refs)
     if not frames:
         raise NoValidatedData(
             f"No validated partition of {spec.name} overlaps the training window {window}. "
@@ -169,6 +170,53 @@ def assemble(spec: ModelSpec, lake: Lake, window: Window) -> TrainingData:
     if gaps:
         log.warning("Training window %s has gaps (trained without them): %s", window, "; ".join(gaps))
     return TrainingData(frame=frame, window=window, partitions=refs, gaps=gaps, content_digest=content_digest(frame))
+
+
+class OverlappingPartitions(TrainingProblem):
+    """Two validated partitions cover the same time: their shared rows would count twice."""
+
+
+def _refuse_overlaps(spec: ModelSpec, lake: Lake, refs: list[PartitionRef]) -> None:
+    """Refuse partitions whose intervals overlap, naming them and the ones off the timetable's grid.
+
+    The ingest tasks refuse an off-grid interval; this second line of defence catches a partition published before
+    that check existed, or written to the lake by other means. Training, the holdout, the gate and the monitor
+    would otherwise count the overlapping rows twice.
+    """
+    from airloop.core.intervals import Interval, grid_intervals
+
+    spans = sorted(
+        (Interval(datetime.fromisoformat(r.interval_start), datetime.fromisoformat(r.interval_end)), r.partition)
+        for r in refs
+    )
+    # Sorted by start, a partition can overlap one further back than its neighbour: compare with the furthest end.
+    reach: tuple[Interval, str] | None = None
+    pairs: list[tuple[tuple[Interval, str], tuple[Interval, str]]] = []
+    for span in spans:
+        if reach is not None and span[0].start < reach[0].end:
+            pairs.append((reach, span))
+        if reach is None or span[0].end > reach[0].end:
+            reach = span
+    if not pairs:
+        return
+    overlapping = {key: interval for pair in pairs for interval, key in pair}
+    off_grid = sorted(key for key, interval in overlapping.items() if grid_intervals(spec, interval) != [interval])
+    listed = "; ".join(f"{a[1]} {a[0]} and {b[1]} {b[0]}" for a, b in pairs)
+    if off_grid:
+        fix = (
+            f"Partition(s) {off_grid} are not intervals of the timetable (an ingest run at an off-grid logical "
+            "date, before the ingest tasks refused those): delete each from the lake ("
+            + ", ".join(lake.partition_url(spec.name, "validated", key) for key in off_grid)
+            + ", and the same key under raw/ and predictions/) and its rows in the warehouse tables predictions "
+            "and validation_results, then retrain."
+        )
+    else:
+        fix = "Delete the partition that should not be there from the lake, then retrain."
+    raise OverlappingPartitions(
+        f"Validated partitions of {spec.name} overlap: their shared rows would count twice in training, the "
+        f"holdout, the gate and the monitor, so they are refused: {listed}. {fix} "
+        f"The runbook of {spec.dag_id('ingest')} (triage, 'off-grid interval') has the steps."
+    )
 
 
 def _gaps(window: Window, covered: list[tuple[datetime, datetime]], quarantined: list[str]) -> list[str]:
@@ -219,13 +267,14 @@ def split(spec: ModelSpec, data: TrainingData) -> tuple[pd.DataFrame, pd.DataFra
 
 
 def estimator_params(spec: ModelSpec, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The spec's estimator parameters with a run's overrides applied; only ``training.overridable`` keys."""
+    """The spec's estimator parameters with a run's overrides applied: only ``training.overridable`` keys, each
+    within the range the spec declares for it (an unbounded ``max_iter`` could hold the run slot for days)."""
     overrides = overrides or {}
-    refused = sorted(set(overrides) - set(spec.training.overridable))
-    if refused:
+    problems = spec.training.override_problems(overrides, f"{spec.name}.yaml")
+    if problems:
         raise TrainingProblem(
-            f"Override(s) {refused} are not allowed for {spec.name}; the spec allows "
-            f"{spec.training.overridable or 'none'} (training.overridable in {spec.name}.yaml)."
+            f"Override(s) refused for {spec.name}: {'; '.join(problems)}. Choose values in range, or change "
+            "the range in the spec (training.overridable)."
         )
     return {**spec.training.estimator.params, **overrides}
 
