@@ -91,13 +91,8 @@ def test_demo_closes_the_loop_on_real_data(demo_home: Path, capsys: pytest.Captu
         requests = conn.execute(sa.select(retrain_requests)).mappings().all()
         windows = conn.execute(sa.select(drift_metrics).order_by(drift_metrics.c.window_end)).mappings().all()
         ledger = conn.execute(sa.select(promotion_ledger).order_by(promotion_ledger.c.seq)).mappings().all()
-        version = predictions.c.model_version
-        by_version = dict(conn.execute(sa.select(version, sa.func.count()).group_by(version)).all())
-        unstamped = conn.execute(
-            sa.select(sa.func.count())
-            .select_from(predictions)
-            .where(sa.or_(predictions.c.model_version.is_(None), predictions.c.mlflow_run_id.is_(None)))
-        ).scalar_one()
+        version, run_id = predictions.c.model_version, predictions.c.mlflow_run_id
+        stamps = conn.execute(sa.select(version, run_id, sa.func.count()).group_by(version, run_id)).all()
     assert len(requests) == 1  # hysteresis and cooldown: one request for the whole replay
     assert len(windows) >= 2 and any(w["drifted"] for w in windows)
     assert str(requests[0]["window_end"])[:10] in {str(w["window_end"])[:10] for w in windows}
@@ -105,8 +100,16 @@ def test_demo_closes_the_loop_on_real_data(demo_home: Path, capsys: pytest.Captu
     assert [row["candidate_version"] for row in ledger][:2] == ["1", "2"]
     assert ledger[0]["outcome"] == "promoted" and ledger[1]["outcome"] in {"promoted", "refused"}
     assert "retrain requested" in ledger[1]["reason"]
-    assert unstamped == 0 and sum(by_version.values()) > 0
-    assert set(by_version) <= {"1", "2"}
+    # Every prediction names a version that the ledger made champion, and the MLflow run that version came from
+    # (the columns are NOT NULL: what can go wrong is a wrong version or run, e.g. a challenger's or a stale one).
+    by_version = {v: n for v, _, n in stamps}
+    assert sum(by_version.values()) > 0 and len(by_version) == len(stamps), f"one run per version: {stamps}"
+    champions = {row["champion_after"] for row in ledger if row["moved"]}
+    assert set(by_version) <= champions, (stamps, champions)
+    from airloop.adapters import registry
+
+    for v, run, _ in stamps:
+        assert registry.client().get_model_version("bikes", v).run_id == run, (v, run)
 
 
 # --- after the demo: the servers it left up ----------------------------------------------------------------------

@@ -3,7 +3,8 @@
 The app is Airflow's ``create_app()`` with this project's plugins folder, so the view is mounted exactly as the
 api-server mounts it; requests go through Starlette's test client. The model is ``bikesview``, a copy of the
 bikes spec in a models folder of this module's own, with warehouse rows and report files written here.
-Server-level checks (the UI's cookie, a real browser, pending approvals) are in ``tests/e2e``.
+Pending approvals are rows of Airflow's own tables (``dag_run``, ``task_instance``, ``hitl_detail``) written here;
+server-level checks (the UI's cookie, a real browser, approvals answered through the API) are in ``tests/e2e``.
 """
 
 from __future__ import annotations
@@ -343,3 +344,99 @@ def test_metrics_scrape_tells_each_models_health(api: Any, monkeypatch: pytest.M
     assert samples[("airloop_source_up", (("source", "airflow"),))] == 1
     assert samples[("airloop_source_up", (("source", "warehouse"),))] == 1
     assert ("airloop_quarantined_intervals", (("model", "bikes"),)) in samples  # every spec, not only one
+
+
+def test_reports_are_sandboxed_off_the_uis_origin(api: Any, story: dict[str, Any]) -> None:
+    """A report is the data's HTML on the UI's origin: served in a CSP sandbox with scripts but no same-origin."""
+    for path in (
+        f"{MODEL}/validation/2011-03-01/data_docs/index.html",
+        f"{MODEL}/drift/2011-05-24_v1/report.html",
+        f"{MODEL}/validation/2011-02-01/validation_result.json",
+    ):
+        resp = api.get(f"/airloop/reports/{path}", headers=_token("viewer"))
+        assert resp.status_code == 200, (path, resp.text)
+        policy = [d.strip().split() for d in resp.headers.get("content-security-policy", "").split(";")]
+        sandbox = next((d for d in policy if d and d[0] == "sandbox"), None)
+        assert sandbox is not None, (path, resp.headers)
+        assert "allow-same-origin" not in sandbox and "allow-top-navigation" not in sandbox, (path, sandbox)
+        assert resp.headers.get("x-content-type-options") == "nosniff", (path, resp.headers)
+    # The view's own page is not sandboxed (it is the UI's page; it only links to reports).
+    page = api.get(f"/airloop/models/{MODEL}", headers=_token("viewer"))
+    assert "sandbox" not in page.headers.get("content-security-policy", "")
+
+
+@pytest.fixture
+def approvals_in_airflow(airflow_db: Path) -> Iterator[dict[str, str]]:
+    """Real rows in Airflow's metadata DB: a pending approval of this model's training and of its promotion, an
+    answered one of its training, and a pending one of another model. Removed afterwards."""
+    import uuid
+
+    import sqlalchemy as sa
+    from airflow.models.dagrun import DagRun
+    from airflow.models.hitl import HITLDetail
+    from airflow.models.taskinstance import TaskInstance
+    from airflow.utils.session import create_session
+
+    base = datetime(2011, 6, 1, tzinfo=UTC)
+    asks = [  # dag_id, run_id, subject, answered
+        (f"{MODEL}_train", "manual__pending", "Promote bikesview v7?", False),
+        (f"{MODEL}_promote", "manual__pending_promote", "Roll bikesview back to v5?", False),
+        (f"{MODEL}_train", "manual__answered", "Promote bikesview v6?", True),
+        ("bikes_train", "manual__other_model", "Promote bikes v9?", False),
+    ]
+    with create_session() as session:
+        for i, (dag_id, run_id, subject, answered) in enumerate(asks):
+            session.execute(
+                sa.insert(DagRun.__table__).values(
+                    dag_id=dag_id,
+                    run_id=run_id,
+                    run_type="manual",
+                    run_after=base,
+                    logical_date=None,
+                    data_interval_end=None,
+                )
+            )
+            ti_id = uuid.uuid4()
+            session.execute(
+                sa.insert(TaskInstance.__table__).values(
+                    id=ti_id, dag_id=dag_id, run_id=run_id, task_id="approve", map_index=-1, pool="default_pool"
+                )
+            )
+            session.execute(
+                sa.insert(HITLDetail.__table__).values(
+                    ti_id=ti_id,
+                    options=["Approve", "Reject"],
+                    subject=subject,
+                    params={},
+                    params_input={},
+                    created_at=base + timedelta(minutes=i),
+                    responded_at=base + timedelta(hours=1) if answered else None,
+                    chosen_options=["Approve"] if answered else None,
+                )
+            )
+    yield {"pending": "manual__pending", "pending_promote": "manual__pending_promote"}
+    with create_session() as session:
+        run_ids = [a[1] for a in asks]
+        tis = sa.select(TaskInstance.id).where(TaskInstance.run_id.in_(run_ids))
+        session.execute(sa.delete(HITLDetail.__table__).where(HITLDetail.ti_id.in_(tis)))
+        session.execute(sa.delete(TaskInstance.__table__).where(TaskInstance.run_id.in_(run_ids)))
+        session.execute(sa.delete(DagRun.__table__).where(DagRun.run_id.in_(run_ids)))
+
+
+def test_pending_approvals_are_this_models_unanswered_ones_oldest_first(
+    api: Any, approvals_in_airflow: dict[str, str]
+) -> None:
+    from airloop.ui.app import pending_approvals
+
+    found = pending_approvals([f"{MODEL}_train", f"{MODEL}_promote"])
+    assert [(a.dag_id, a.run_id, a.subject) for a in found] == [
+        (f"{MODEL}_train", "manual__pending", "Promote bikesview v7?"),
+        (f"{MODEL}_promote", "manual__pending_promote", "Roll bikesview back to v5?"),
+    ]
+    assert found[0].url.endswith(f"/dags/{MODEL}_train/runs/manual__pending/tasks/approve/required_actions")
+    # The same on the page and in the JSON: the answered one and the other model's are not there.
+    html = api.get(f"/airloop/models/{MODEL}", headers=_token("viewer")).text
+    assert "Promote bikesview v7?" in html and "Roll bikesview back to v5?" in html
+    assert "Promote bikesview v6?" not in html and "Promote bikes v9?" not in html
+    board = api.get(f"/airloop/api/models/{MODEL}", headers=_token("viewer")).json()
+    assert [a["subject"] for a in board["approvals"]] == ["Promote bikesview v7?", "Roll bikesview back to v5?"]

@@ -638,3 +638,12 @@ def test_grafana_is_provisioned_with_prometheus_and_the_dashboard(services: dict
     assert uids == {source["uid"]}
     assert REQUIRED.match(environment(grafana)["GF_SECURITY_ADMIN_PASSWORD"])
     assert environment(grafana)["GF_USERS_ALLOW_SIGN_UP"] == "false"
+
+
+def test_mlflow_server_registers_only_airloops_source_form(services: dict[str, dict[str, Any]]) -> None:
+    """The compose server validates model-version sources with the embedded runtime's regex (issue 14)."""
+    from airloop.adapters.registry import SOURCE_REGEX
+    from airloop.ops.runtime.processes import SOURCE_VALIDATION_VAR
+
+    env = environment(services["mlflow"])
+    assert interpolate(env[SOURCE_VALIDATION_VAR], {}) == SOURCE_REGEX

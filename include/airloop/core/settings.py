@@ -123,7 +123,22 @@ MLFLOW_TRACKING_URI = _setting(
     "MLFLOW_TRACKING_URI", "", "Tracking and registry store (unset: SQLite under $AIRLOOP_HOME/mlflow).", "MLflow"
 )
 _setting(
-    "MLFLOW_ALLOW_PICKLE_DESERIALIZATION", "", "Set to true while airloop loads its own scikit-learn models.", "MLflow"
+    "MLFLOW_ALLOW_PICKLE_DESERIALIZATION",
+    "",
+    "Set to true while airloop loads a version its own training registered (checked first).",
+    "MLflow",
+)
+_setting(
+    "MLFLOW_CREATE_MODEL_VERSION_SOURCE_VALIDATION_REGEX",
+    "",
+    "Set on the embedded MLflow server: only logged models (models:/m-<id>) can become versions.",
+    "MLflow",
+)
+_setting(
+    "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT",
+    "",
+    "Set to true by airloop: MLflow would print the tracking URI, password included, after each run.",
+    "MLflow",
 )
 _setting(
     "AIRFLOW__CORE__EXECUTOR", "LocalExecutor", "The runtime starts Celery workers when it names Celery.", "Airflow"

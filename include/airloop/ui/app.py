@@ -9,7 +9,8 @@ Routes (under ``/airloop``):
 
 - ``/`` and ``/models/<model>``: the model's page (champion, challenger, approvals, drift trend, requests,
   ledger, validations); ``/api/models`` and ``/api/models/<model>``: the same as JSON, for services.
-- ``/reports/<path>``: a report file under ``AIRLOOP_HOME/reports`` (Data Docs, validation results, Evidently).
+- ``/reports/<path>``: a report file under ``AIRLOOP_HOME/reports`` (Data Docs, validation results, Evidently),
+  served with :data:`REPORT_HEADERS` so a report's scripts never run with the UI's origin.
 - ``/go/<kind>?dag_id=&run_id=``: where a task's extra link leads (:mod:`airloop.orchestration.links`), resolved when
   clicked, so a link made when the task ended still finds what appeared later (the training run a request started).
 - ``/metrics``: Prometheus metrics of every model's ML health (:mod:`airloop.ui.metrics_export`). A scraper is a
@@ -36,6 +37,13 @@ from airloop.ui import board as view
 from airloop.ui import links
 
 log = logging.getLogger(__name__)
+
+#: Headers of every report file. Reports are HTML written by GX and Evidently from the data, served from the
+#: Airflow UI's own origin: ``sandbox`` gives the document a unique opaque origin, so its scripts cannot read the
+#: UI's cookies or storage nor call the API as the user. ``allow-scripts`` because Evidently's reports are drawn
+#: by their bundled JavaScript (and GX Data Docs use some); ``allow-same-origin`` is deliberately absent.
+#: ``nosniff`` keeps a JSON or text report from being sniffed into HTML.
+REPORT_HEADERS = {"Content-Security-Policy": "sandbox allow-scripts", "X-Content-Type-Options": "nosniff"}
 
 
 def _user_name(user: Any) -> str:
@@ -203,7 +211,7 @@ def create_app() -> FastAPI:
             raise HTTPException(status_code=404, detail="No such report.")
         model = target.relative_to(root).parts[0]
         _spec(user, model)
-        return FileResponse(target)
+        return FileResponse(target, headers=REPORT_HEADERS)
 
     @app.get("/go/{kind}", response_class=HTMLResponse)
     def go(kind: str, user: GetUserDep, dag_id: str = Query(...), run_id: str = Query(...)) -> Response:
