@@ -126,3 +126,16 @@ def test_a_failure_is_matched_to_its_rule():
     assert not same_rule("v", "expect_column_values_to_be_in_set", kwargs, stored)
     assert not same_rule("v", "expect_column_values_to_be_between", {**kwargs, "column": "temp"}, stored)
     assert not same_rule("v", "expect_column_values_to_be_between", {**kwargs, "max_value": 2}, stored)
+
+
+def test_a_failure_is_matched_whatever_number_type_gx_echoes():
+    """GX stores ``min_value: 0`` of the suite as ``0.0`` in its result (seen in real validation results)."""
+    stored = {
+        "suite": "v",
+        "expectation": "expect_column_values_to_be_in_set",
+        "kwargs": {"column": "c", "value_set": [0.0, 1.0], "min_value": 0.0},
+    }
+    assert same_rule(
+        "v", "expect_column_values_to_be_in_set", {"column": "c", "value_set": [0, 1], "min_value": 0}, stored
+    )
+    assert not same_rule("v", "expect_column_values_to_be_in_set", {"column": "c", "value_set": [0, 2]}, stored)

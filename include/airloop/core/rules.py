@@ -118,15 +118,28 @@ def rule_text(expectation_type: str, kwargs: Mapping[str, Any] | None) -> str:
     return text
 
 
+def _numbers_as_floats(value: Any) -> Any:
+    if isinstance(value, bool) or value is None:
+        return value
+    if isinstance(value, int | float):
+        return float(value)
+    if isinstance(value, list | tuple):
+        return [_numbers_as_floats(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _numbers_as_floats(v) for k, v in value.items()}
+    return value
+
+
 def _canonical(value: Any) -> str:
-    return json.dumps(value, sort_keys=True, default=str)
+    """A kwarg's value for comparison: GX echoes ``0`` from a suite as ``0.0`` in its results."""
+    return json.dumps(_numbers_as_floats(value), sort_keys=True, default=str)
 
 
 def same_rule(suite: str, expectation_type: str, kwargs: Mapping[str, Any], failure: Mapping[str, Any]) -> bool:
     """Whether a stored failure (``validation_results.failures``: suite, expectation, kwargs) is this rule.
 
-    GX echoes a rule's kwargs in its result (with a ``batch_id`` airloop drops, and sometimes defaults added), so a
-    failure is this rule when the suite and type agree and every argument both name has the same value.
+    GX echoes a rule's kwargs in its result (with a ``batch_id`` airloop drops, numbers as floats, sometimes defaults
+    added), so a failure is this rule when the suite and type agree and every argument both name has the same value.
     """
     if failure.get("expectation") != expectation_type:
         return False
