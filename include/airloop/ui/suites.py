@@ -233,15 +233,18 @@ def _top_failing(rows: list[dict[str, Any]], suites: list[Suite], limit: int) ->
         for f in row.get("failures") or []:
             kwargs = dict(f.get("kwargs") or {})
             suite, kind = str(f.get("suite") or "?"), str(f.get("expectation") or "?")
+            # A failure of a rule in force is shown (and counted) as that rule, in its words.
+            rule = next((r for s in suites for r in s.rules if same_rule(s.name, r.type, r.kwargs, f)), None)
+            if rule is not None:
+                suite = next(s.name for s in suites if rule in s.rules)
+                kwargs = rule.kwargs
             key = json.dumps([suite, kind, kwargs], sort_keys=True, default=str)
             count, total = f.get("unexpected_count"), f.get("element_count")
             share = count / total if isinstance(count, int) and total else None
             top = found.get(key)
             if top is None:
-                in_force = any(
-                    s.name == suite and any(same_rule(s.name, r.type, r.kwargs, f) for r in s.rules) for s in suites
-                )
-                top = found[key] = TopFailure(suite, kind, kwargs, rule_text(kind, kwargs), 0, "", None, in_force)
+                text = rule.text if rule is not None else rule_text(kind, kwargs)
+                top = found[key] = TopFailure(suite, kind, kwargs, text, 0, "", None, rule is not None)
             top.intervals += 1
             top.last = row["partition"]
             if share is not None and (top.worst_share is None or share > top.worst_share):
