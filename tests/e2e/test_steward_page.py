@@ -120,11 +120,13 @@ def test_the_steward_page_in_a_real_browser(
             command = commands.filter(has_text=FAULT).inner_text()
             assert command == f"airloop suites check bikes --on {FAULT}"
             page.screenshot(path=str(ARTIFACTS / "airloop-suites.png"), full_page=True)
+            hum.scroll_into_view_if_needed()  # the page scrolls inside the UI's frame: a second shot of the failure
+            page.screenshot(path=str(ARTIFACTS / "airloop-suites-history.png"), full_page=True)
             anonymous = browser.new_page()
             assert anonymous.request.get(f"{base}/airloop/models/bikes/suites").status == 401
         finally:
             browser.close()
-    assert (ARTIFACTS / "airloop-suites.png").stat().st_size > 10_000
+    assert all((ARTIFACTS / f"airloop-suites{s}.png").stat().st_size > 10_000 for s in ("", "-history"))
     # The command as the page shows it dry-runs that interval: it would fail on the same rule, writing nothing.
     capsys.readouterr()
     assert main(shlex.split(command)[1:]) == 1
