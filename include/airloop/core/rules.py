@@ -5,10 +5,10 @@ page in the view and ``airloop suites check`` say it in words. Each expectation 
 the starter suites ``airloop model new`` drafts has a sentence here; any other type is shown as its name and
 arguments, so nothing is hidden. Pure and light: safe to import anywhere.
 
-Why not GX's own prescriptive renderers (what Data Docs shows)? They need Great Expectations imported (seconds, and
-hundreds of MB in the api-server that serves the view), give ``$column``-templated HTML content blocks meant for
-Data Docs rather than a sentence, and their wording changes between GX releases; the sentences here are a few lines
-each, tested, and the same in the view, the command line and its tests.
+Why not GX's own prescriptive renderers (what Data Docs shows)? They give ``$column``-templated content blocks
+meant for Data Docs' HTML rather than a sentence, need an expectation object per rule (GX imported), and their
+wording changes between GX releases; the sentences here are a few lines each, tested, and the same in the view and
+on the command line.
 """
 
 from __future__ import annotations
