@@ -208,6 +208,8 @@ ROUTES = [
     f"/airloop/api/models/{MODEL}",
     f"/airloop/reports/{MODEL}/validation/2011-02-01/validation_result.json",
     f"/airloop/go/validation?dag_id={MODEL}_ingest&run_id={RUN}",
+    f"/airloop/models/{MODEL}/suites",
+    f"/airloop/api/models/{MODEL}/suites",
 ]
 
 
@@ -440,3 +442,53 @@ def test_pending_approvals_are_this_models_unanswered_ones_oldest_first(
     assert "Promote bikesview v6?" not in html and "Promote bikes v9?" not in html
     board = api.get(f"/airloop/api/models/{MODEL}", headers=_token("viewer")).json()
     assert [a["subject"] for a in board["approvals"]] == ["Promote bikesview v7?", "Roll bikesview back to v5?"]
+
+
+def test_the_steward_page_shows_each_rule_and_what_it_did(api: Any) -> None:
+    board = api.get(f"/airloop/models/{MODEL}", headers=_token("viewer")).text
+    assert f'<a id="suites-link" href="/airloop/models/{MODEL}/suites">' in board  # linked from the model's page
+    resp = api.get(f"/airloop/models/{MODEL}/suites", headers=_token("viewer"))
+    assert resp.status_code == 200, resp.text
+    html = resp.text
+    assert f"{MODEL}: expectation suites" in html and "Suite bikes_values" in html and "Suite bikes_schema" in html
+    assert "temp is between 0 and 1" in html and "hum is greater than 0 and at most 1" in html
+    # The stored failure of 2011-03-01 is on temp's rule; the other interval passed it.
+    temp = html.split('<span class="text">temp is between 0 and 1</span>')[1].split("</tr>")[0]
+    assert 'class="verdict fail bad" title="2011-03-01: fail"' in temp
+    assert f"airloop suites check {MODEL} --on 2011-03-01" in html
+    assert f"airloop suites check {MODEL} --on 2011-02-01" in html
+    top = html.split('id="top-failing"')[1].split("</table>")[0]
+    assert "temp is between 0 and 1" in top and "1 of 2" in top
+
+
+def test_the_steward_page_as_json(api: Any) -> None:
+    page = api.get(f"/airloop/api/models/{MODEL}/suites", headers=_token("admin")).json()
+    assert [i["partition"] for i in page["intervals"]] == ["2011-03-01", "2011-02-01"]
+    values = next(s for s in page["suites"] if s["name"] == "bikes_values")
+    temp = next(r for r in values["rules"] if r["column"] == "temp")
+    assert temp["text"] == "temp is between 0 and 1" and temp["failures"] == 1
+    assert [v["status"] for v in temp["history"]] == ["fail", "absent"]  # no suite digest recorded for 2011-02-01
+    assert page["intervals"][0]["command"] == f"airloop suites check {MODEL} --on 2011-03-01"
+    assert api.get("/airloop/api/models/nope/suites", headers=_token("admin")).status_code == 404
+
+
+def test_a_user_who_may_not_read_the_dags_sees_no_suites(api: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The auth manager decides: here it refuses ``viewer`` the bikesview DAGs (an auth manager with DAG-level
+    rules would); the page and its JSON are then 404 and name nothing of the model's suites."""
+    from airflow.api_fastapi.app import get_auth_manager
+
+    auth = get_auth_manager()
+    allowed = auth.is_authorized_dag
+
+    def refuse_viewer(*, method: str, user: Any, details: Any = None, **kw: Any) -> bool:
+        if user.get_name() == "viewer" and details is not None and str(details.id).startswith(f"{MODEL}_"):
+            return False
+        return bool(allowed(method=method, user=user, details=details, **kw))
+
+    monkeypatch.setattr(auth, "is_authorized_dag", refuse_viewer)
+    for route in (f"/airloop/models/{MODEL}/suites", f"/airloop/api/models/{MODEL}/suites"):
+        resp = api.get(route, headers=_token("viewer"))
+        assert resp.status_code == 404, resp.text
+        assert "bikes_values" not in resp.text and "suites check" not in resp.text
+    assert MODEL not in api.get("/airloop/api/models", headers=_token("viewer")).json()["models"]
+    assert api.get(f"/airloop/api/models/{MODEL}/suites", headers=_token("admin")).status_code == 200

@@ -11,6 +11,9 @@ Routes (under ``/airloop``):
   ledger, validations); ``/api/models`` and ``/api/models/<model>``: the same as JSON, for services.
 - ``/reports/<path>``: a report file under ``AIRLOOP_HOME/reports`` (Data Docs, validation results, Evidently),
   served with :data:`REPORT_HEADERS` so a report's scripts never run with the UI's origin.
+- ``/models/<model>/suites``: the data steward's page (:mod:`airloop.ui.suites`): each suite's rules in plain words,
+  what they did to the recent intervals, the suite digests in force, the ``airloop suites check`` command per
+  interval; ``/api/models/<model>/suites``: the same as JSON.
 - ``/go/<kind>?dag_id=&run_id=``: where a task's extra link leads (:mod:`airloop.orchestration.links`), resolved when
   clicked, so a link made when the task ended still finds what appeared later (the training run a request started).
 - ``/metrics``: Prometheus metrics of every model's ML health (:mod:`airloop.ui.metrics_export`). A scraper is a
@@ -35,6 +38,7 @@ from airloop.core import settings, urls
 from airloop.core.settings import WAREHOUSE_CONN_ID, paths
 from airloop.ui import board as view
 from airloop.ui import links
+from airloop.ui import suites as steward
 
 log = logging.getLogger(__name__)
 
@@ -168,6 +172,13 @@ def metrics_response() -> Response:
     return Response(content=body, media_type=content_type)
 
 
+def _suites(spec: Any) -> steward.SuitesPage:
+    from airloop.adapters.db import engine_for
+
+    p = paths()
+    return steward.load_suites_page(spec, engine_for(WAREHOUSE_CONN_ID), p.expectations_dir, project=p.project)
+
+
 def create_app() -> FastAPI:
     """The view's app; the plugin mounts it at :data:`airloop.ui.board.MOUNT`."""
     app = FastAPI(title="airloop view", description=__doc__, docs_url=None, redoc_url=None, openapi_url=None)
@@ -193,6 +204,19 @@ def create_app() -> FastAPI:
             user=_user_name(user),
         )
         return HTMLResponse(html)
+
+    @app.get("/models/{model}/suites", response_class=HTMLResponse)
+    def suites_page(model: str, user: GetUserDep) -> HTMLResponse:
+        specs = _readable_models(user)
+        page = _suites(_spec(user, model, specs))
+        html = steward.render_suites_page(
+            page, reports_root=paths().reports, models=[s.name for s in specs], user=_user_name(user)
+        )
+        return HTMLResponse(html)
+
+    @app.get("/api/models/{model}/suites")
+    def api_suites(model: str, user: GetUserDep) -> JSONResponse:
+        return JSONResponse(_suites(_spec(user, model)).to_dict())
 
     @app.get("/api/models")
     def api_models(user: GetUserDep) -> JSONResponse:
