@@ -34,6 +34,8 @@ def _gate(promote: bool, mode: str = "enabled", candidate: str = "2") -> GateRes
 
 
 REJECT = {"chosen_options": ["Reject"], "responded_by_user": {"id": "op", "name": "operator"}}
+TIMEOUT = {"error_type": "timeout", "error": "The timeout has passed, and the response has not yet been received."}
+APPROVE = {"chosen_options": ["Approve"], "responded_by_user": {"id": "op", "name": "operator"}}
 
 
 @pytest.mark.parametrize(
@@ -42,16 +44,31 @@ REJECT = {"chosen_options": ["Reject"], "responded_by_user": {"id": "op", "name"
         (_gate(False), None, False, "refused", "gate"),
         (_gate(False, mode="dry_run"), None, False, "dry_run", "gate"),
         (_gate(True), REJECT, True, "rejected", "gate + approval by operator"),
-        (_gate(True), None, True, "timed_out", "gate"),
+        (_gate(True), TIMEOUT, True, "timed_out", "gate"),
+        (_gate(True), None, True, "approval_failed", "gate"),
+        (_gate(True), {"error_type": "unknown", "error": "boom"}, True, "approval_failed", "gate"),
+        (_gate(True), APPROVE, True, "failed", "gate + approval by operator"),
         (_gate(True), None, False, "failed", "gate"),
     ],
-    ids=["refused", "dry-run", "rejected", "approval-timed-out", "promote-failed"],
+    ids=[
+        "refused",
+        "dry-run",
+        "rejected",
+        "approval-timed-out",
+        "approval-task-failed",
+        "approval-error",
+        "approved-then-promote-failed",
+        "promote-failed",
+    ],
 )
 def test_outcome_when_nothing_moved(gate, approval, required, outcome, decided_by, request):
     run = RunInfo(dag_id="outcomes_train", run_id=f"run-{request.node.callspec.id}")
     row = record_outcome(gate, approval, None, required, run)
     assert (row.outcome, row.moved, row.decided_by) == (outcome, False, decided_by)
     assert row.dag_run_id == run.run_id and row.evidence["verdict"]["mode"] == gate.verdict["mode"]
+    assert row.evidence["approval"] == approval  # what the approval step said (or that it said nothing)
+    if outcome in ("timed_out", "approval_failed"):
+        assert ("deadline" in row.reason) is (outcome == "timed_out"), row.reason
 
 
 def test_a_retried_record_task_writes_no_second_row():
