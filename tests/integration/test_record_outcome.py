@@ -85,3 +85,38 @@ def test_a_retried_record_task_writes_no_second_row():
 
 def test_no_verdict_records_nothing():
     assert record_outcome(None, None, None, False, RunInfo(run_id="run-none")) is None
+
+
+@pytest.mark.parametrize("moved", [True, False], ids=["alias-moved", "alias-not-moved"])
+def test_record_completes_or_closes_the_intent_its_promote_task_left_open(moved, tmp_path, monkeypatch):
+    """promote wrote its intent and then died (after moving @champion, or before): record says what happened."""
+    from airloop.adapters import registry
+    from airloop.adapters.db import engine_for
+    from airloop.core.settings import WAREHOUSE_CONN_ID
+    from airloop.stages.promote.ledger import Decision, apply, ledger, open_intents
+
+    name = f"outcomes-intent-{'moved' if moved else 'not-moved'}"
+    registry.ensure_registered_model(name, "record tests", "tests")
+    version = str(registry.client().create_model_version(name, source=tmp_path.as_uri()).version)
+    engine = engine_for(WAREHOUSE_CONN_ID)
+    run = RunInfo(dag_id=f"{name}_train", run_id=f"run-intent-{moved}")
+
+    def dies(model: str, alias: str, to: str) -> None:
+        if moved:
+            registry.client().set_registered_model_alias(model, alias, to)
+        raise SystemExit("the worker was killed")
+
+    monkeypatch.setattr(registry, "set_alias", dies)
+    with pytest.raises(SystemExit):
+        apply(engine, Decision(name, "promote", version, "test", "gate", dag_run_id=run.run_id), None)
+    monkeypatch.undo()
+    assert [r["dag_run_id"] for r in open_intents(ledger(engine, name))] == [run.run_id]
+
+    gate = GateResult.from_dict({**_gate(True, candidate=version).to_dict(), "model": name})
+    row = record_outcome(gate, None, None, False, run)
+    assert (row.outcome, row.moved, row.dag_run_id) == (("promoted", True) if moved else ("failed", False)) + (
+        run.run_id,
+    )
+    assert open_intents(ledger(engine, name)) == []
+    assert registry.version_for_alias(name, registry.CHAMPION) == (version if moved else None)
+    assert [r["outcome"] for r in ledger(engine, name)] == [row.outcome, "pending"]  # the intent, its one outcome
