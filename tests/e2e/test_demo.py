@@ -87,7 +87,8 @@ def test_demo_closes_the_loop_on_real_data(demo_home: Path, capsys: pytest.Captu
     with engine.connect() as conn:
         requests = conn.execute(sa.select(retrain_requests)).mappings().all()
         windows = conn.execute(sa.select(drift_metrics).order_by(drift_metrics.c.window_end)).mappings().all()
-        ledger = conn.execute(sa.select(promotion_ledger).order_by(promotion_ledger.c.seq)).mappings().all()
+        decided = sa.select(promotion_ledger).where(promotion_ledger.c.outcome != "pending")  # not the intents
+        ledger = conn.execute(decided.order_by(promotion_ledger.c.seq)).mappings().all()
         version = predictions.c.model_version
         by_version = dict(conn.execute(sa.select(version, sa.func.count()).group_by(version)).all())
         unstamped = conn.execute(
