@@ -77,8 +77,15 @@ def test_first_model_becomes_champion_with_lineage(dags, warehouse, validated_la
     version = _champion()
     assert version is not None
     assert tracking.version_for_alias("bikes", tracking.CHALLENGER) is None  # cleared on promotion
-    (row,) = _ledger(warehouse)
-    assert (row["seq"], row["action"], row["outcome"], row["moved"]) == (1, "promote", "promoted", True)
+    intent, row = reversed(_ledger(warehouse, intents=True))  # the intent, then the decision that closes it
+    assert (intent["seq"], intent["outcome"], intent["moved"], intent["dag_run_id"]) == (
+        1,
+        "pending",
+        False,
+        run.run_id,
+    )
+    assert (row["seq"], row["action"], row["outcome"], row["moved"]) == (2, "promote", "promoted", True)
+    assert row["evidence"]["intent_seq"] == 1
     assert (row["from_version"], row["champion_after"], row["decided_by"]) == (None, version, "gate")
     assert row["dag_run_id"] == run.run_id and "first champion" in row["reason"]
     assert row["evidence"]["verdict"]["passed"] is True
