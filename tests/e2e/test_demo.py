@@ -90,7 +90,8 @@ def test_demo_closes_the_loop_on_real_data(demo_home: Path, capsys: pytest.Captu
     with engine.connect() as conn:
         requests = conn.execute(sa.select(retrain_requests)).mappings().all()
         windows = conn.execute(sa.select(drift_metrics).order_by(drift_metrics.c.window_end)).mappings().all()
-        ledger = conn.execute(sa.select(promotion_ledger).order_by(promotion_ledger.c.seq)).mappings().all()
+        decided = sa.select(promotion_ledger).where(promotion_ledger.c.outcome != "pending")  # not the intents
+        ledger = conn.execute(decided.order_by(promotion_ledger.c.seq)).mappings().all()
         version, run_id = predictions.c.model_version, predictions.c.mlflow_run_id
         stamps = conn.execute(sa.select(version, run_id, sa.func.count()).group_by(version, run_id)).all()
     assert len(requests) == 1  # hysteresis and cooldown: one request for the whole replay
