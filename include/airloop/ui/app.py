@@ -229,19 +229,6 @@ def create_app() -> FastAPI:
         )
         return HTMLResponse(html)
 
-    @app.get("/models/{model}/suites", response_class=HTMLResponse)
-    def suites_page(model: str, user: GetUserDep) -> HTMLResponse:
-        specs = _readable_models(user)
-        page = _suites(_spec(user, model, specs))
-        html = steward.render_suites_page(
-            page, reports_root=paths().reports, models=[s.name for s in specs], user=_user_name(user)
-        )
-        return HTMLResponse(html)
-
-    @app.get("/api/models/{model}/suites")
-    def api_suites(model: str, user: GetUserDep) -> JSONResponse:
-        return JSONResponse(_suites(_spec(user, model)).to_dict())
-
     @app.get("/api/models")
     def api_models(user: GetUserDep) -> JSONResponse:
         return JSONResponse({"models": [s.name for s in _readable_models(user)]})
@@ -250,17 +237,6 @@ def create_app() -> FastAPI:
     def api_model(model: str, user: GetUserDep) -> JSONResponse:
         spec = _spec(user, model)
         return JSONResponse(_board(spec, user).to_dict())
-
-    @app.get("/reports/{path:path}")
-    def report(path: str, user: GetUserDep) -> FileResponse:
-        root = paths().reports.resolve()
-        target = (root / path).resolve()
-        # Only files under the reports folder, of a model this user may read: ``..`` or a symlink out is 404.
-        if not target.is_relative_to(root) or not target.is_file():
-            raise HTTPException(status_code=404, detail="No such report.")
-        model = target.relative_to(root).parts[0]
-        _spec(user, model)
-        return FileResponse(target, headers=REPORT_HEADERS)
 
     @app.get("/go/{kind}", response_class=HTMLResponse)
     def go(kind: str, user: GetUserDep, dag_id: str = Query(...), run_id: str = Query(...)) -> Response:
@@ -275,8 +251,42 @@ def create_app() -> FastAPI:
             return RedirectResponse(url, status_code=307)
         return HTMLResponse(view.render_message(target.title, target.message, status=404), status_code=404)
 
+    add_report_route(app)
+    add_suites_routes(app)
     add_metrics_route(app)
     return app
+
+
+def add_report_route(app: FastAPI) -> None:
+    """``/reports/<path>``: a report file of a model the user may read, sandboxed off the UI's origin."""
+
+    @app.get("/reports/{path:path}")
+    def report(path: str, user: GetUserDep) -> FileResponse:
+        root = paths().reports.resolve()
+        target = (root / path).resolve()
+        # Only files under the reports folder, of a model this user may read: ``..`` or a symlink out is 404.
+        if not target.is_relative_to(root) or not target.is_file():
+            raise HTTPException(status_code=404, detail="No such report.")
+        model = target.relative_to(root).parts[0]
+        _spec(user, model)
+        return FileResponse(target, headers=REPORT_HEADERS)
+
+
+def add_suites_routes(app: FastAPI) -> None:
+    """``/models/<model>/suites`` and its JSON: the data steward's page, behind the UI's login like the rest."""
+
+    @app.get("/models/{model}/suites", response_class=HTMLResponse)
+    def suites_page(model: str, user: GetUserDep) -> HTMLResponse:
+        specs = _readable_models(user)
+        page = _suites(_spec(user, model, specs))
+        html = steward.render_suites_page(
+            page, reports_root=paths().reports, models=[s.name for s in specs], user=_user_name(user)
+        )
+        return HTMLResponse(html)
+
+    @app.get("/api/models/{model}/suites")
+    def api_suites(model: str, user: GetUserDep) -> JSONResponse:
+        return JSONResponse(_suites(_spec(user, model)).to_dict())
 
 
 def add_metrics_route(app: FastAPI) -> None:

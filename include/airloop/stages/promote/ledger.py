@@ -167,6 +167,44 @@ def _closing(decision: Decision, intent: dict[str, Any], note: str = "") -> Deci
     )
 
 
+def _record_intent(engine: Engine, decision: Decision, expected_champion: str | None, holder: str) -> dict[str, Any]:
+    """Commit the ``pending`` intent row of ``decision`` (under the model's lock: concurrent intents must not take
+    the same seq)."""
+    _ensure_lock_row(engine, decision.model)
+    with engine.begin() as conn:
+        _lock(conn, decision.model, holder)
+        intent = _append(
+            conn, decision, outcome=PENDING, moved=False, before=expected_champion, after=expected_champion
+        )
+    log.info(
+        "Ledger %s #%d: intent to move @champion to %s (pending).", decision.model, intent["seq"], decision.candidate
+    )
+    return intent
+
+
+def _move_and_record(
+    conn: Connection, decision: Decision, intent: dict[str, Any], current: str | None
+) -> dict[str, Any]:
+    """Move ``@champion`` (the commit point) and write the outcome row closing ``intent``, in ``conn``'s
+    transaction. If the row cannot be written the alias stays moved and the intent open, for reconciliation."""
+    model, candidate = decision.model, str(decision.candidate)
+    registry.set_alias(model, registry.CHAMPION, candidate)  # the commit point
+    outcome = "rolled_back" if decision.action == "rollback" else "promoted"
+    try:
+        return _append(conn, _closing(decision, intent), outcome=outcome, moved=True, before=current, after=candidate)
+    except Exception as exc:
+        log.error(
+            "@champion of %s moved to %s, but its ledger row could not be written (%s): intent #%d stays "
+            "open, and the next promote or rollback of %s (or this run's record task) completes it.",
+            model,
+            candidate,
+            type(exc).__name__,
+            intent["seq"],
+            model,
+        )
+        raise
+
+
 def apply(engine: Engine, decision: Decision, expected_champion: str | None) -> dict[str, Any]:
     """Move ``@champion`` to ``decision.candidate`` if it is still ``expected_champion``; record either way.
 
@@ -179,13 +217,7 @@ def apply(engine: Engine, decision: Decision, expected_champion: str | None) -> 
         raise ValueError("a promotion needs a candidate version")
     model, candidate = decision.model, str(decision.candidate)
     holder = decision.dag_run_id or decision.decided_by
-    _ensure_lock_row(engine, model)
-    with engine.begin() as conn:  # under the lock too: concurrent intents must not take the same seq
-        _lock(conn, model, holder)
-        intent = _append(
-            conn, decision, outcome=PENDING, moved=False, before=expected_champion, after=expected_champion
-        )
-    log.info("Ledger %s #%d: intent to move @champion to %s (pending).", model, intent["seq"], candidate)
+    intent = _record_intent(engine, decision, expected_champion, holder)
     conflict: str | None = None
     with engine.begin() as conn:
         _lock(conn, model, holder)
@@ -207,23 +239,7 @@ def apply(engine: Engine, decision: Decision, expected_champion: str | None) -> 
                 after=current,
             )
         else:
-            registry.set_alias(model, registry.CHAMPION, candidate)  # the commit point
-            outcome = "rolled_back" if decision.action == "rollback" else "promoted"
-            try:
-                row = _append(
-                    conn, _closing(decision, intent), outcome=outcome, moved=True, before=current, after=candidate
-                )
-            except Exception as exc:
-                log.error(
-                    "@champion of %s moved to %s, but its ledger row could not be written (%s): intent #%d stays "
-                    "open, and the next promote or rollback of %s (or this run's record task) completes it.",
-                    model,
-                    candidate,
-                    type(exc).__name__,
-                    intent["seq"],
-                    model,
-                )
-                raise
+            row = _move_and_record(conn, decision, intent, current)
     if conflict is not None:
         raise PromotionConflict(conflict)
     if registry.version_for_alias(model, registry.CHALLENGER) == candidate:
