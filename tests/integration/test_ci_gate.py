@@ -9,8 +9,22 @@ from airloop.ops.ci import gate_check
 
 
 @pytest.fixture(scope="module")
-def champion(validated_lake, bikes_spec) -> str:
-    """The current champion of bikes; trained and promoted here when this file runs on its own."""
+def bikes_spec(bikes_spec, seeded_source):
+    """A copy of the bikes spec named ``bikesci`` with validated partitions of its own, so the champion promoted here
+    never meets the other modules' bikes (whose tests expect a first champion of their own)."""
+    from airloop.adapters.db import engine_for
+    from airloop.adapters.lake import default_lake
+    from airloop.core.settings import SOURCE_CONN_ID
+    from tests.support import write_validated_partitions
+
+    spec = bikes_spec.model_copy(update={"name": "bikesci"})
+    write_validated_partitions(engine_for(SOURCE_CONN_ID), default_lake(), spec)
+    return spec
+
+
+@pytest.fixture(scope="module")
+def champion(bikes_spec) -> str:
+    """The champion of ``bikesci``, trained and promoted here."""
     from airloop.adapters import registry
     from airloop.adapters.db import engine_for
     from airloop.core.contracts import RunInfo, TrainRequest
@@ -18,12 +32,12 @@ def champion(validated_lake, bikes_spec) -> str:
     from airloop.stages.promote.ledger import Decision, apply
     from airloop.stages.train import runner as train_stage
 
-    version = registry.version_for_alias("bikes", registry.CHAMPION)
+    version = registry.version_for_alias(bikes_spec.name, registry.CHAMPION)
     if version is None:
         trained = train_stage.train(bikes_spec, TrainRequest(reason="ci tests", overrides={"max_iter": 20}), RunInfo())
         apply(
             engine_for(WAREHOUSE_CONN_ID),
-            Decision("bikes", "promote", trained.version, "ci tests", "tests"),
+            Decision(bikes_spec.name, "promote", trained.version, "ci tests", "tests"),
             expected_champion=None,
         )
         version = trained.version

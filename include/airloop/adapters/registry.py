@@ -410,7 +410,10 @@ def log_training_run(
 
     experiment_id = ensure_experiment(model, description)
     ensure_registered_model(model, description, owner)
-    with _quiet_training_warnings(), mlflow.start_run(experiment_id=experiment_id, run_name=run_name, tags=tags) as run:
+    with (
+        _quiet_training_warnings(),
+        mlflow.start_run(experiment_id=experiment_id, run_name=run_name, tags={**tags, MODEL_TAG: model}) as run,
+    ):
         mlflow.log_params(loggable_params(params))
         mlflow.log_metrics(loggable_metrics(metrics))
         dataset = from_pandas(
