@@ -49,7 +49,7 @@ import socket
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 from airflow.sdk import BaseNotifier
 
@@ -228,82 +228,108 @@ class FailureAlert(BaseNotifier):
         if not conn_id:
             log.info(OFF_MESSAGE)
             return
-        try:
-            self._send(alert, conn_id)
-        except Exception as exc:  # a broken alert must never hide (or replace) the task's own failure
-            log.error(
-                "Failure alert for %s NOT sent through connection %r: %s: %s. The task's failure stands; "
-                "check the connection (Admin > Connections or AIRFLOW_CONN_%s).",
-                alert.where,
-                conn_id,
-                type(exc).__name__,
-                exc,
-                conn_id.upper(),
-            )
+        deliver(alert, f"Failure alert for {alert.where}", conn_id, to=self.to, endpoint=self.endpoint)
 
-    def _send(self, alert: Alert, conn_id: str) -> None:
-        from airflow.sdk import Connection
 
-        conn = Connection.get(conn_id)
-        conn_type = (conn.conn_type or "").lower()
-        if conn_type in EMAIL_CONN_TYPES:
-            self._email(alert, conn_id)
-        elif conn_type in WEBHOOK_CONN_TYPES:
-            if conn.schema and conn.schema not in ("http", "https") and "://" not in (conn.host or ""):
-                # A URI such as https://hooks.example.com/services/T0/B0/X stores the path as the schema, which
-                # HttpHook takes for the protocol ("services/T0/B0/X://hooks.example.com").
-                log.error(
-                    "Failure alert for %s NOT sent: webhook connection %r has schema %r, which HttpHook uses as "
-                    "the protocol. Put the whole URL in the connection's host instead (JSON form: "
-                    '{"conn_type": "http", "host": "https://..."}).',
-                    alert.where,
-                    conn_id,
-                    conn.schema,
-                )
-                return
-            self._webhook(alert, conn_id, conn.extra_dejson)
-        else:
-            log.error(
-                "Failure alert for %s NOT sent: connection %r has type %r; alerts need type smtp (e-mail) "
-                "or http/https (webhook).",
-                alert.where,
-                conn_id,
-                conn_type,
-            )
+class Message(Protocol):
+    """What a channel sends: a subject, a plain summary, an HTML body (e-mail) and a JSON body (webhook)."""
 
-    def _email(self, alert: Alert, conn_id: str) -> None:
-        from airflow.providers.smtp.hooks.smtp import SmtpHook
+    @property
+    def subject(self) -> str: ...
 
-        to = recipients(self.to if self.to is not None else settings.alerts_to())
-        if not to:
-            log.error(
-                "Failure alert for %s NOT sent: connection %r is an e-mail (smtp) connection but %s is empty; "
-                "set it to the comma-separated addresses to alert.",
-                alert.where,
-                conn_id,
-                TO_VAR,
-            )
-            return
-        with SmtpHook(smtp_conn_id=conn_id) as hook:
-            hook.send_email_smtp(
-                to=to,
-                subject=alert.subject,
-                html_content=alert.html(),
-                from_email=hook.from_email or f"airloop@{socket.gethostname()}",
-            )
-        log.info("Failure alert for %s e-mailed to %s through connection %r", alert.where, ", ".join(to), conn_id)
+    @property
+    def text(self) -> str: ...
 
-    def _webhook(self, alert: Alert, conn_id: str, extras: Mapping[str, Any]) -> None:
-        from airflow.providers.http.hooks.http import HttpHook
+    def html(self) -> str: ...
 
-        endpoint = self.endpoint if self.endpoint is not None else settings.alerts_endpoint()
-        options = {} if "timeout" in extras else {"timeout": WEBHOOK_TIMEOUT_S}
-        hook = HttpHook(method="POST", http_conn_id=conn_id)
-        response = hook.run(endpoint=endpoint, json=alert.payload(), extra_options=options)
-        log.info(
-            "Failure alert for %s posted to %s (HTTP %s) through connection %r",
-            alert.where,
-            response.url,
-            response.status_code,
+    def payload(self) -> dict[str, Any]: ...
+
+
+def deliver(
+    message: Message, label: str, conn_id: str, *, to: str | None = None, endpoint: str | None = None
+) -> bool:
+    """Send ``message`` through connection ``conn_id`` (e-mail or webhook by its type); True when it went out.
+
+    ``label`` names the message in every log line (``"Failure alert for bikes_ingest.validate"``). ``to`` and
+    ``endpoint`` left ``None`` are read from ``AIRLOOP_ALERTS_TO`` and ``AIRLOOP_ALERTS_ENDPOINT``. Never raises:
+    a broken channel is an error in the log naming the connection and the cause.
+    """
+    try:
+        return _send(message, label, conn_id, to, endpoint)
+    except Exception as exc:  # a broken channel must never hide (or replace) what the task itself did
+        log.error(
+            "%s NOT sent through connection %r: %s: %s. The task's own outcome stands; check the connection "
+            "(Admin > Connections or AIRFLOW_CONN_%s).",
+            label,
             conn_id,
+            type(exc).__name__,
+            exc,
+            conn_id.upper(),
         )
+        return False
+
+
+def _send(message: Message, label: str, conn_id: str, to: str | None, endpoint: str | None) -> bool:
+    from airflow.sdk import Connection
+
+    conn = Connection.get(conn_id)
+    conn_type = (conn.conn_type or "").lower()
+    if conn_type in EMAIL_CONN_TYPES:
+        return _email(message, label, conn_id, to)
+    if conn_type in WEBHOOK_CONN_TYPES:
+        if conn.schema and conn.schema not in ("http", "https") and "://" not in (conn.host or ""):
+            # A URI such as https://hooks.example.com/services/T0/B0/X stores the path as the schema, which
+            # HttpHook takes for the protocol ("services/T0/B0/X://hooks.example.com").
+            log.error(
+                "%s NOT sent: webhook connection %r has schema %r, which HttpHook uses as the protocol. Put the "
+                'whole URL in the connection\'s host instead (JSON form: {"conn_type": "http", "host": "https://..."}).',
+                label,
+                conn_id,
+                conn.schema,
+            )
+            return False
+        return _webhook(message, label, conn_id, conn.extra_dejson, endpoint)
+    log.error(
+        "%s NOT sent: connection %r has type %r; alerts need type smtp (e-mail) or http/https (webhook).",
+        label,
+        conn_id,
+        conn_type,
+    )
+    return False
+
+
+def _email(message: Message, label: str, conn_id: str, to_value: str | None) -> bool:
+    from airflow.providers.smtp.hooks.smtp import SmtpHook
+
+    to = recipients(to_value if to_value is not None else settings.alerts_to())
+    if not to:
+        log.error(
+            "%s NOT sent: connection %r is an e-mail (smtp) connection but %s is empty; "
+            "set it to the comma-separated addresses to alert.",
+            label,
+            conn_id,
+            TO_VAR,
+        )
+        return False
+    with SmtpHook(smtp_conn_id=conn_id) as hook:
+        hook.send_email_smtp(
+            to=to,
+            subject=message.subject,
+            html_content=message.html(),
+            from_email=hook.from_email or f"airloop@{socket.gethostname()}",
+        )
+    log.info("%s e-mailed to %s through connection %r", label, ", ".join(to), conn_id)
+    return True
+
+
+def _webhook(
+    message: Message, label: str, conn_id: str, extras: Mapping[str, Any], endpoint_value: str | None
+) -> bool:
+    from airflow.providers.http.hooks.http import HttpHook
+
+    endpoint = endpoint_value if endpoint_value is not None else settings.alerts_endpoint()
+    options = {} if "timeout" in extras else {"timeout": WEBHOOK_TIMEOUT_S}
+    hook = HttpHook(method="POST", http_conn_id=conn_id)
+    response = hook.run(endpoint=endpoint, json=message.payload(), extra_options=options)
+    log.info("%s posted to %s (HTTP %s) through connection %r", label, response.url, response.status_code, conn_id)
+    return True
