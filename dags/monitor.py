@@ -34,5 +34,11 @@ for spec in build.model_specs():
         def request(model: str, summary: dict) -> dict:
             return tasks.monitor_request_retraining(model, summary)
 
-        judged = links.attach(judge(spec.name, check(spec.name)), links.DRIFT)
+        @task
+        def freshness(model: str, request: dict) -> dict:
+            return tasks.monitor_freshness(model, request)
+
+        requested = check(spec.name)
+        judged = links.attach(judge(spec.name, requested), links.DRIFT)
+        freshness(spec.name, requested)
         links.attach(request(spec.name, judged), links.TRAINING_RUN)

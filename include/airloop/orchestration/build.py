@@ -121,7 +121,7 @@ def decision_tasks(spec: ModelSpec, gated: Any) -> None:
     promoted = promote(spec.name)
     approval = spec.gate.approval
     if approval.required:
-        from airloop.orchestration.approval import RecordedApproval
+        from airloop.orchestration.approval import ApprovalWaiting, RecordedApproval
 
         approve = RecordedApproval(
             task_id="approve",
@@ -130,6 +130,7 @@ def decision_tasks(spec: ModelSpec, gated: Any) -> None:
             body="{{ ti.xcom_pull(task_ids='gate', key='gate')['markdown'] }}",
             response_timeout=timedelta(hours=approval.timeout_hours),
             retries=0,
+            notifiers=[ApprovalWaiting()],
         )
         gated >> approve >> promoted
     else:

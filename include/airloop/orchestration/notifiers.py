@@ -46,7 +46,7 @@ from __future__ import annotations
 import html
 import logging
 import socket
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
@@ -245,9 +245,7 @@ class Message(Protocol):
     def payload(self) -> dict[str, Any]: ...
 
 
-def deliver(
-    message: Message, label: str, conn_id: str, *, to: str | None = None, endpoint: str | None = None
-) -> bool:
+def deliver(message: Message, label: str, conn_id: str, *, to: str | None = None, endpoint: str | None = None) -> bool:
     """Send ``message`` through connection ``conn_id`` (e-mail or webhook by its type); True when it went out.
 
     ``label`` names the message in every log line (``"Failure alert for bikes_ingest.validate"``). ``to`` and
@@ -322,9 +320,7 @@ def _email(message: Message, label: str, conn_id: str, to_value: str | None) -> 
     return True
 
 
-def _webhook(
-    message: Message, label: str, conn_id: str, extras: Mapping[str, Any], endpoint_value: str | None
-) -> bool:
+def _webhook(message: Message, label: str, conn_id: str, extras: Mapping[str, Any], endpoint_value: str | None) -> bool:
     from airflow.providers.http.hooks.http import HttpHook
 
     endpoint = endpoint_value if endpoint_value is not None else settings.alerts_endpoint()
@@ -333,3 +329,104 @@ def _webhook(
     response = hook.run(endpoint=endpoint, json=message.payload(), extra_options=options)
     log.info("%s posted to %s (HTTP %s) through connection %r", label, response.url, response.status_code, conn_id)
     return True
+
+
+# --- event notifications (AIRLOOP_NOTIFY) ---------------------------------------------------------------------
+
+NOTIFY_VAR = settings.NOTIFY.name
+EVENT_FIELDS = frozenset({"kind", "model", "headline", "dag_id", "run_id", "link", "facts", "data", "text"})
+
+
+@dataclass(frozen=True)
+class Event:
+    """One event on-call should hear about (not a failure): a retrain request, a promotion decision, an approval
+    waiting, a quarantine, a freshness breach. ``facts`` are the labelled lines of the summary; ``data`` the same
+    numbers for machines; ``link`` the page to open (absolute, never with credentials)."""
+
+    kind: str
+    model: str
+    headline: str
+    facts: tuple[tuple[str, str], ...]
+    link: str | None = None
+    dag_id: str | None = None
+    run_id: str | None = None
+    data: Mapping[str, Any] | None = None
+
+    @property
+    def subject(self) -> str:
+        return f"[airloop] {self.kind.upper()} {self.model}: {self.headline}"
+
+    @property
+    def text(self) -> str:
+        rows = [("Model", self.model), *self.facts]
+        if self.dag_id:
+            rows.append(("Run", f"{self.dag_id} {self.run_id or ''}".rstrip()))
+        rows.append(("Link", self.link or "none"))
+        width = max(len(label) for label, _ in rows) + 2
+        return "\n".join(
+            f"{label + ':':<{width}}{str(value).replace(chr(10), chr(10) + ' ' * width)}" for label, value in rows
+        )
+
+    def payload(self) -> dict[str, Any]:
+        """The webhook's JSON body: ``kind``, ``model``, ``headline``, ``dag_id``, ``run_id``, ``link``, ``facts``
+        (label to text), ``data`` (the figures) and ``text`` (the human summary)."""
+        return {
+            "kind": self.kind,
+            "model": self.model,
+            "headline": self.headline,
+            "dag_id": self.dag_id,
+            "run_id": self.run_id,
+            "link": self.link,
+            "facts": dict(self.facts),
+            "data": dict(self.data or {}),
+            "text": self.text,
+        }
+
+    def html(self) -> str:
+        link = f'<p><a href="{html.escape(self.link)}">Open it</a></p>\n' if self.link else ""
+        return f"<pre>{html.escape(self.text)}</pre>\n{link}"
+
+
+def notify_event(event: Event) -> bool:
+    """Send ``event`` when ``AIRLOOP_NOTIFY`` turns its kind on and a channel is set; True when it went out.
+
+    Never raises: an invalid ``AIRLOOP_NOTIFY``, a kind switched off, no channel or a broken channel is a log line
+    (an error for the first and the last), and the task goes on.
+    """
+    label = f"{event.kind.title()} notification for {event.model}"
+    try:
+        kinds = settings.notify_kinds()
+    except ValueError as exc:
+        log.error("%s NOT sent: %s", label, exc)
+        return False
+    if event.kind not in kinds:
+        log.info("%s not sent: kind %r is off (%s=%s).", label, event.kind, NOTIFY_VAR, settings.NOTIFY.value())
+        return False
+    conn_id = settings.alerts_conn_id()
+    if not conn_id:
+        log.warning("%s NOT sent: %s turns it on but %s is unset (no channel).", label, NOTIFY_VAR, CONN_ID_VAR)
+        return False
+    return deliver(event, label, conn_id)
+
+
+def notify_built(what: str, build: Callable[[], Event]) -> None:
+    """Build an event notification and send it (:func:`notify_event`); nothing here ever raises, so a task that
+    notifies keeps its own result whatever the message or the channel did."""
+    try:
+        notify_event(build())
+    except Exception:  # a notification is a courtesy: the task's own result stands
+        log.exception("The %s notification could not be built or sent; the task's own result stands", what)
+
+
+def absolute_url(path: str) -> str:
+    """``path`` (an address on the api-server, e.g. an airloop view link) as an absolute URL from ``[api]
+    base_url``, without any user or password the base URL might carry."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    from airflow.sdk.configuration import conf
+
+    base = urlsplit(conf.get("api", "base_url", fallback="http://localhost:8080/"))
+    netloc = base.hostname or ""
+    if base.port:
+        netloc = f"{netloc}:{base.port}"
+    return urlunsplit((base.scheme, netloc, base.path.rstrip("/"), "", "")) + "/" + path.lstrip("/")

@@ -13,7 +13,7 @@ calls the library, and ends one of three ways, all through :func:`_guard`:
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -82,6 +82,12 @@ def guard(context: Any, what: str) -> Iterator[None]:
         raise
 
 
+def _notify(what: str, build: Callable[[], Any]) -> None:
+    from airloop.orchestration.notifiers import notify_built
+
+    notify_built(what, build)
+
+
 def ingest_extract(model: str) -> dict[str, Any]:
     from airloop.stages.ingest.runner import Ingestion, extract
 
@@ -95,7 +101,8 @@ def ingest_extract(model: str) -> dict[str, Any]:
 
 def ingest_validate(model: str) -> dict[str, Any]:
     from airloop.adapters.expectations import SuiteError
-    from airloop.stages.ingest.runner import Ingestion, validate_interval
+    from airloop.orchestration import events
+    from airloop.stages.ingest.runner import Ingestion, QuarantinedBatch, validate_interval
 
     context = get_current_context()
     spec = get_spec(model)
@@ -104,6 +111,10 @@ def ingest_validate(model: str) -> dict[str, Any]:
     with guard(context, f"validating {model}"):
         try:
             return validate_interval(ing, interval, dag_run_id=context["run_id"]).to_dict()
+        except QuarantinedBatch as exc:
+            details, dag_id, run_id = exc.details, spec.dag_id("ingest"), context["run_id"]
+            _notify("quarantine", lambda: events.quarantine(model, interval, details, dag_id, run_id))
+            raise
         except SuiteError as exc:
             raise SuiteError(
                 f"The suites of {model} cannot be used, so interval {interval} was not validated:\n"
@@ -249,6 +260,11 @@ def decision_record(model: str) -> dict[str, Any] | None:
             get_spec(model).gate.approval.required,
             _run_info(context),
         )
+    if row is not None and gate_result is not None:
+        from airloop.orchestration import events
+
+        gate, dag_id, run_id = GateResult.from_dict(gate_result), context["dag_run"].dag_id, context["run_id"]
+        _notify("promotion", lambda: events.promotion(gate, row, dag_id, run_id))
     return None if row is None else row.to_dict()
 
 
@@ -356,4 +372,45 @@ def monitor_request_retraining(model: str, summary: dict[str, Any]) -> dict[str,
     if extra is None:
         raise AirflowSkipException(f"No retraining: {judged.reason}.")
     context["outlet_events"][retrain_asset(spec)].extra = extra
+    from airloop.orchestration import events
+
+    dag_id, run_id = context["dag_run"].dag_id, context["run_id"]
+    _notify("retrain", lambda: events.retrain(judged, extra, dag_id, run_id))
     return extra
+
+
+def monitor_freshness(model: str, request: dict[str, Any]) -> dict[str, Any]:
+    """Fail (and notify ``freshness``) when no interval was validated for the last N expected intervals.
+
+    "As of" is the monitor request's window end (the run's time, or its ``as_of`` param). The check reads the
+    warehouse's validation results; its failure is the run's visible signal, so silence never passes for health.
+    """
+    from airloop.adapters.db import engine_for
+    from airloop.adapters.warehouse import ensure_schema, newest_validated_end
+    from airloop.core import freshness, settings
+    from airloop.core.contracts import MonitorRequest
+    from airloop.core.errors import ExpectedFailure
+    from airloop.orchestration import events
+
+    context = get_current_context()
+    spec = get_spec(model)
+    with guard(context, f"checking the freshness of {model}"):
+        as_of = MonitorRequest.from_dict(request).as_of
+        try:
+            after = settings.freshness_after()
+        except ValueError as exc:
+            raise ExpectedFailure(str(exc)) from None
+        engine = engine_for(settings.WAREHOUSE_CONN_ID)
+        ensure_schema(engine)
+        checked = freshness.check(spec, newest_validated_end(engine, model), as_of, after=after)
+    import logging
+
+    logging.getLogger(__name__).info("Freshness: %s", checked.summary)
+    if checked.breached:
+        dag_id, run_id = context["dag_run"].dag_id, context["run_id"]
+        _notify("freshness", lambda: events.freshness(checked, spec.dag_id("ingest"), dag_id, run_id))
+        raise AirflowFailException(
+            f"Freshness breach: {checked.summary} Check {spec.dag_id('ingest')} (paused? failing? quarantining?) "
+            "and its source; this task passes again once a new interval is validated."
+        )
+    return checked.to_dict()
