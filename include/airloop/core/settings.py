@@ -313,9 +313,9 @@ def notify_kinds(env: Mapping[str, str] | None = None) -> frozenset[str]:
         return frozenset(NOTIFY_KINDS)
     if words <= {"none"}:
         return frozenset()
-    unknown = sorted(words - set(NOTIFY_KINDS))
+    unknown = sorted(words - set(NOTIFY_KINDS) - {"all", "none"})
     if unknown or {"all", "none"} & words:
-        bad = ", ".join(unknown) or "all/none mixed with kinds"
+        bad = f"unknown: {', '.join(unknown)}" if unknown else "all/none mixed with kinds"
         raise ValueError(
             f"{NOTIFY.name}={NOTIFY.raw(env)!r} is not valid ({bad}): give all, none, or a comma-separated list of "
             f"{', '.join(NOTIFY_KINDS)}."
