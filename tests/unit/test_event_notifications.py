@@ -270,7 +270,10 @@ def test_an_invalid_switch_is_a_logged_error_not_an_exception(monkeypatch, caplo
     monkeypatch.setenv("AIRLOOP_NOTIFY", "retrian")
     caplog.set_level(logging.INFO, logger="airloop.orchestration.notifiers")
     assert notify_event(_any_event()) is False
-    assert "Retrain notification for bikes NOT sent: AIRLOOP_NOTIFY='retrian' is not valid (unknown: retrian)" in caplog.text
+    assert (
+        "Retrain notification for bikes NOT sent: AIRLOOP_NOTIFY='retrian' is not valid (unknown: retrian)"
+        in caplog.text
+    )
 
 
 def test_on_without_a_channel_warns(monkeypatch, caplog):

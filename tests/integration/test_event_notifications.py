@@ -1,0 +1,181 @@
+"""Event notifications for real: each kind reaches a local SMTP server (aiosmtpd) and a local HTTP server through
+the failure alerts' channel code; a kind switched off sends nothing; a broken channel never fails the task; and a
+quarantine in a real bikes_ingest run (dag.test()) reaches the webhook.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import textwrap
+from datetime import UTC, datetime, timedelta
+from urllib.parse import urlencode
+
+import pytest
+
+from airloop.core import freshness
+from airloop.core.intervals import Interval
+from airloop.orchestration import events
+from airloop.orchestration.notifiers import EVENT_FIELDS, Event, notify_event
+from tests.integration.test_alerts import _body, _free_port, _smtp_conn, smtp_server, webhook_server  # noqa: F401
+from tests.integration.test_ingest_dag import BAD, ingest_dag  # noqa: F401
+from tests.unit.test_event_notifications import _gate, _row, _summary
+
+BASE_URL = "http://airflow.example.test:8080"
+D = datetime(2012, 6, 1, tzinfo=UTC)
+
+
+def _one_of_each(bikes_spec) -> dict[str, Event]:
+    interval = Interval(datetime(2011, 3, 26, tzinfo=UTC), datetime(2011, 4, 23, tzinfo=UTC))
+    quarantined = {"partition": interval.key, "rows": 650, "evaluated": 14, "failed": 2, "quarantined_rows": 650}
+    answer = f"{BASE_URL}/dags/bikes_train/runs/r/tasks/approve/required_actions?map_index=-1"
+    stale = freshness.check(bikes_spec, datetime(2011, 1, 29, tzinfo=UTC), datetime(2011, 6, 1, tzinfo=UTC), after=3)
+    return {
+        "retrain": events.retrain(_summary(), {"request_id": 3}, "bikes_monitor", "r"),
+        "promotion": events.promotion(_gate(), _row("promoted", True), "bikes_train", "r"),
+        "approval": events.approval(_gate(), answer, D, D + timedelta(minutes=42), None, "bikes_train", "r"),
+        "quarantine": events.quarantine("bikes", interval, quarantined, "bikes_ingest", "r"),
+        "freshness": events.freshness(stale, "bikes_ingest", "bikes_monitor", "r"),
+    }
+
+
+@pytest.fixture
+def env(monkeypatch, caplog):
+    monkeypatch.setenv("AIRFLOW__API__BASE_URL", BASE_URL)
+    for var in ("AIRLOOP_ALERTS_CONN_ID", "AIRLOOP_ALERTS_TO", "AIRLOOP_ALERTS_ENDPOINT", "AIRLOOP_NOTIFY"):
+        monkeypatch.delenv(var, raising=False)
+    caplog.set_level(logging.INFO, logger="airloop.orchestration.notifiers")
+    return monkeypatch
+
+
+def _webhook_conn(monkeypatch, server) -> str:
+    url = f"http://127.0.0.1:{server.server_port}/hooks/airloop"
+    monkeypatch.setenv("AIRFLOW_CONN_EVENTS_HOOK", json.dumps({"conn_type": "http", "host": url}))
+    monkeypatch.setenv("AIRLOOP_ALERTS_CONN_ID", "events_hook")
+    return url
+
+
+@pytest.mark.parametrize("kind", ["retrain", "promotion", "approval", "quarantine", "freshness"])
+def test_each_kind_is_e_mailed(kind, env, smtp_server, bikes_spec, caplog):  # noqa: F811
+    port, mailbox = smtp_server
+    env.setenv("AIRFLOW_CONN_EVENTS_MAIL", _smtp_conn(port))
+    env.setenv("AIRLOOP_ALERTS_CONN_ID", "events_mail")
+    env.setenv("AIRLOOP_ALERTS_TO", "oncall@example.test")
+    env.setenv("AIRLOOP_NOTIFY", "all")
+    event = _one_of_each(bikes_spec)[kind]
+
+    assert notify_event(event) is True
+
+    ((rcpt, message),) = mailbox.messages
+    assert rcpt == ["oncall@example.test"]
+    assert message["Subject"] == event.subject and f"[airloop] {kind.upper()} bikes:" in message["Subject"]
+    body = _body(message)
+    assert event.text in body and event.link in body
+    assert f"{kind.title()} notification for bikes e-mailed to oncall@example.test" in caplog.text
+
+
+@pytest.mark.parametrize("kind", ["retrain", "promotion", "approval", "quarantine", "freshness"])
+def test_each_kind_is_posted_as_json(kind, env, webhook_server, bikes_spec, caplog):  # noqa: F811
+    url = _webhook_conn(env, webhook_server)
+    env.setenv("AIRLOOP_NOTIFY", "all")
+    event = _one_of_each(bikes_spec)[kind]
+
+    assert notify_event(event) is True
+
+    ((path, headers, body),) = webhook_server.received
+    assert path == "/hooks/airloop" and headers["Content-Type"] == "application/json"
+    sent = json.loads(body)
+    assert set(sent) == EVENT_FIELDS
+    assert (sent["kind"], sent["model"], sent["link"], sent["text"]) == (kind, "bikes", event.link, event.text)
+    assert sent["link"].startswith(BASE_URL)
+    assert sent["data"] == json.loads(json.dumps(dict(event.data or {})))
+    assert f"posted to {url} (HTTP 200)" in caplog.text
+
+
+def test_a_kind_switched_off_sends_nothing(env, webhook_server, bikes_spec, caplog):  # noqa: F811
+    _webhook_conn(env, webhook_server)
+    env.setenv("AIRLOOP_NOTIFY", "quarantine,freshness")
+    each = _one_of_each(bikes_spec)
+
+    sent = {kind: notify_event(event) for kind, event in each.items()}
+
+    assert sent == {"retrain": False, "promotion": False, "approval": False, "quarantine": True, "freshness": True}
+    assert sorted(json.loads(b)["kind"] for _, _, b in webhook_server.received) == ["freshness", "quarantine"]
+    assert "kind 'promotion' is off (AIRLOOP_NOTIFY=quarantine,freshness)" in caplog.text
+
+
+# --- inside a task ---
+
+_PROBE = textwrap.dedent(
+    '''
+    """A task that notifies through a broken channel (and with a message that cannot be built), then succeeds."""
+    from airflow.sdk import DAG, task
+
+    from airloop.orchestration import build as dagkit
+
+    spec = dagkit.model_specs()[0]
+    with DAG("notify_probe", schedule=None, default_args=dagkit.default_args(spec, retries=0), tags=["test"]):
+
+        @task
+        def announce():
+            from airloop.orchestration.notifiers import Event, notify_built
+
+            event = Event(kind="retrain", model="bikes", headline="probe", facts=(("Why", "probe"),))
+            notify_built("retrain", lambda: event)
+            notify_built("promotion", lambda: 1 / 0)
+            return "done"
+
+        announce()
+    '''
+)
+
+
+def test_a_broken_channel_is_logged_and_never_fails_the_task(airflow_db, tmp_path, env, capfd, caplog):
+    from airflow.dag_processing.dagbag import DagBag
+
+    (tmp_path / "notify_probe.py").write_text(_PROBE)
+    local = "airflow.dag_processing.bundles.local.LocalDagBundle"
+    bundles = [
+        {"name": "dags-folder", "classpath": local, "kwargs": {}},
+        {"name": "notify-probe", "classpath": local, "kwargs": {"path": str(tmp_path)}},
+    ]
+    env.setenv("AIRFLOW__DAG_PROCESSOR__DAG_BUNDLE_CONFIG_LIST", json.dumps(bundles))
+    env.setenv(
+        "AIRFLOW_CONN_EVENTS_DOWN", json.dumps({"conn_type": "http", "host": f"http://127.0.0.1:{_free_port()}/h"})
+    )
+    env.setenv("AIRLOOP_ALERTS_CONN_ID", "events_down")
+    env.setenv("AIRLOOP_NOTIFY", "all")
+    bag = DagBag(dag_folder=str(tmp_path))
+    assert bag.import_errors == {}
+
+    run = bag.dags["notify_probe"].test()
+
+    (ti,) = run.get_task_instances()
+    assert (run.state, ti.state) == ("success", "success")
+    log = "".join(capfd.readouterr()) + caplog.text
+    assert "Retrain notification for bikes NOT sent through connection 'events_down'" in log
+    assert "Connection refused" in log or "ConnectionRefusedError" in log, log[-3000:]
+    assert "The promotion notification could not be built or sent" in log
+
+
+def test_a_quarantine_in_a_real_ingest_run_reaches_the_webhook(ingest_dag, env, webhook_server):  # noqa: F811
+    _webhook_conn(env, webhook_server)
+    env.setenv("AIRLOOP_NOTIFY", "quarantine")
+
+    run = ingest_dag.test(logical_date=BAD + timedelta(days=28))
+
+    states = {ti.task_id: ti.state for ti in run.get_task_instances()}
+    assert states["validate"] == "failed" and states["publish"] == "upstream_failed"
+    bodies = [json.loads(b) for _, _, b in webhook_server.received]
+    # The failure alert (same channel) and the quarantine notification.
+    quarantined = [b for b in bodies if b.get("kind") == "quarantine"]
+    assert len(quarantined) == 1, bodies
+    sent = quarantined[0]
+    assert sent["model"] == "bikes" and sent["run_id"] == run.run_id
+    assert sent["data"]["partition"] == "2011-03-26T000000Z"
+    assert (sent["data"]["failed"], sent["data"]["rows"]) == (2, sent["data"]["quarantined_rows"])
+    assert any("temp" in f for f in sent["data"]["failures"]) and any("hr" in f for f in sent["data"]["failures"])
+    query = urlencode({"dag_id": "bikes_ingest", "run_id": run.run_id})
+    assert sent["link"] == f"{BASE_URL}/airloop/go/validation?{query}"
+    assert "2 of" in sent["text"] and "expectations" in sent["text"]
+    assert any(b.get("task_id") == "validate" for b in bodies)  # the failure alert went through the same channel
