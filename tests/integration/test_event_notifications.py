@@ -19,6 +19,7 @@ from airloop.orchestration import events
 from airloop.orchestration.notifiers import EVENT_FIELDS, Event, notify_event
 from tests.integration.test_alerts import _body, _free_port, _smtp_conn, smtp_server, webhook_server  # noqa: F401
 from tests.integration.test_ingest_dag import BAD, ingest_dag  # noqa: F401
+from tests.integration.test_monitor_dag import models_dir  # noqa: F401
 from tests.unit.test_event_notifications import _gate, _row, _summary
 
 BASE_URL = "http://airflow.example.test:8080"
@@ -179,3 +180,46 @@ def test_a_quarantine_in_a_real_ingest_run_reaches_the_webhook(ingest_dag, env, 
     assert sent["link"] == f"{BASE_URL}/airloop/go/validation?{query}"
     assert "2 of" in sent["text"] and "expectations" in sent["text"]
     assert any(b.get("task_id") == "validate" for b in bodies)  # the failure alert went through the same channel
+
+
+def test_a_freshness_breach_in_a_real_monitor_run_fails_its_task_and_is_notified(models_dir, env, webhook_server):  # noqa: F811
+    from airloop.adapters.db import engine_for
+    from airloop.adapters.warehouse import ensure_schema, upsert_validation_result
+    from tests.integration.test_monitor_dag import MODEL, _run
+
+    _webhook_conn(env, webhook_server)
+    env.setenv("AIRLOOP_NOTIFY", "freshness")
+    env.setenv("AIRLOOP_FRESHNESS_AFTER", "2")
+
+    # Nothing of bikesmon was ever validated (its lake was written directly): stale, visibly.
+    states = _run({"as_of": "2012-06-16"})
+    assert states["freshness"] == "failed" and states["check"] == "success", states
+    ((_, _, body),) = [r for r in webhook_server.received if json.loads(r[2]).get("kind") == "freshness"]
+    sent = json.loads(body)
+    assert sent["model"] == MODEL and sent["data"]["newest_end"] is None and sent["data"]["breached"] is True
+    assert sent["data"]["missing"] == 19  # 28-day intervals from 2011-01-01 ended by 2012-06-16
+    assert sent["link"] == f"{BASE_URL}/dags/{MODEL}_ingest"
+
+    # The interval ending 2012-05-19 validated: only the one ending on as_of itself is missing, under 2: fresh.
+    engine = engine_for("airloop_warehouse")
+    ensure_schema(engine)
+    start = datetime(2011, 1, 1, tzinfo=UTC) + 17 * timedelta(days=28)
+    row = {
+        "model": MODEL,
+        "partition": Interval(start, start + timedelta(days=28)).key,
+        "interval_start": start,
+        "interval_end": start + timedelta(days=28),
+        "success": True,
+        "rows": 1,
+        "evaluated_expectations": 1,
+        "failed_expectations": 0,
+        "content_digest": "0" * 64,
+        "suite_digests": {},
+        "failures": [],
+        "report_path": "r",
+    }
+    upsert_validation_result(engine, row)
+    webhook_server.received.clear()
+    states = _run({"as_of": "2012-06-16"})
+    assert states["freshness"] == "success", states
+    assert not [r for r in webhook_server.received if json.loads(r[2]).get("kind") == "freshness"]
