@@ -223,3 +223,35 @@ def test_a_freshness_breach_in_a_real_monitor_run_fails_its_task_and_is_notified
     states = _run({"as_of": "2012-06-16"})
     assert states["freshness"] == "success", states
     assert not [r for r in webhook_server.received if json.loads(r[2]).get("kind") == "freshness"]
+
+
+def test_the_approval_operators_notifier_posts_the_answer_link_and_the_wait(env, webhook_server):  # noqa: F811
+    """What Airflow hands the approval operator's notifiers once the request is written (the task's context)."""
+    from types import SimpleNamespace
+
+    from airloop.orchestration.approval import ApprovalWaiting, RecordedApproval
+
+    _webhook_conn(env, webhook_server)
+    env.setenv("AIRLOOP_NOTIFY", "approval")
+    operator = RecordedApproval(task_id="approve", subject="Promote?", response_timeout=timedelta(hours=24))
+    gate = _gate()
+    started = datetime.now(UTC) - timedelta(minutes=7, seconds=30)
+
+    def xcom_pull(task_ids: str, key: str) -> dict:
+        assert (task_ids, key) == ("gate", "gate")
+        return gate.to_dict()
+
+    ti = SimpleNamespace(
+        dag_id="bikes_train", run_id="manual__r+1", task_id="approve", map_index=-1, start_date=started,
+        xcom_pull=xcom_pull,
+    )  # fmt: skip
+    ApprovalWaiting().notify({"ti": ti, "task_instance": ti, "task": operator})
+
+    ((_, _, body),) = webhook_server.received
+    sent = json.loads(body)
+    assert sent["kind"] == "approval" and sent["model"] == "bikes"
+    assert sent["link"] == f"{BASE_URL}/dags/bikes_train/runs/manual__r+1/tasks/approve/required_actions?map_index=-1"
+    assert sent["data"]["candidate"] == "7" and 450 <= sent["data"]["waited_seconds"] < 600
+    assert "7m so far" in sent["text"] and started.isoformat() in sent["text"]
+    timeout = datetime.fromisoformat(sent["data"]["timeout_at"])
+    assert timedelta(hours=23, minutes=59) < timeout - datetime.now(UTC) <= timedelta(hours=24)

@@ -3,7 +3,8 @@
 The stock operator returns the answer only when it is "Approve" (a rejection skips downstream and returns
 nothing), and the answer holds a ``datetime``. The ledger must say who decided either way, so this subclass
 stores a JSON-safe copy of every answer under the XCom key ``answer`` before the operator acts on it.
-Imported only by DAGs whose spec requires approval (it loads the HITL operator module).
+Imported only by DAGs whose spec requires approval (it loads the HITL operator module). :class:`ApprovalWaiting`
+is the operator's notifier: an ``approval`` event notification (``AIRLOOP_NOTIFY``) once the request is written.
 """
 
 from __future__ import annotations

@@ -37,6 +37,11 @@ exception's type and message, cut to its first lines; ``text`` suits chat webhoo
 A broken alert channel (unreachable server, refused login, HTTP error, missing connection) is logged as an error
 naming the connection and the cause, and never raises: the task's own failure is what on-call must see.
 
+The same channel code (:func:`deliver`) sends the event notifications (:class:`Event`, :func:`notify_event`):
+a retraining request, a promotion decision, an approval waiting, a quarantine, a freshness breach, each turned on
+per deployment by ``AIRLOOP_NOTIFY`` (``none`` by default, ``all``, or a comma list of kinds). Their content is
+built in :mod:`airloop.orchestration.events`; docs/operations.md (Event notifications) lists what each carries.
+
 This module is imported at DAG parse time: it imports ``airflow.sdk`` only; the providers load when an alert
 is actually sent.
 """
