@@ -35,10 +35,9 @@ for spec in build.model_specs():
             return tasks.monitor_request_retraining(model, summary)
 
         @task
-        def freshness(model: str, request: dict) -> dict:
-            return tasks.monitor_freshness(model, request)
+        def freshness(model: str) -> dict:
+            return tasks.monitor_freshness(model)
 
-        requested = check(spec.name)
-        judged = links.attach(judge(spec.name, requested), links.DRIFT)
-        freshness(spec.name, requested)
+        judged = links.attach(judge(spec.name, check(spec.name)), links.DRIFT)
+        freshness(spec.name)
         links.attach(request(spec.name, judged), links.TRAINING_RUN)

@@ -9,6 +9,7 @@ import json
 import logging
 import textwrap
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from urllib.parse import urlencode
 
 import pytest
@@ -19,7 +20,6 @@ from airloop.orchestration import events
 from airloop.orchestration.notifiers import EVENT_FIELDS, Event, notify_event
 from tests.integration.test_alerts import _body, _free_port, _smtp_conn, smtp_server, webhook_server  # noqa: F401
 from tests.integration.test_ingest_dag import BAD, ingest_dag  # noqa: F401
-from tests.integration.test_monitor_dag import models_dir  # noqa: F401
 from tests.unit.test_event_notifications import _gate, _row, _summary
 
 BASE_URL = "http://airflow.example.test:8080"
@@ -182,47 +182,56 @@ def test_a_quarantine_in_a_real_ingest_run_reaches_the_webhook(ingest_dag, env, 
     assert any(b.get("task_id") == "validate" for b in bodies)  # the failure alert went through the same channel
 
 
-def test_a_freshness_breach_in_a_real_monitor_run_fails_its_task_and_is_notified(models_dir, env, webhook_server):  # noqa: F811
-    from airloop.adapters.db import engine_for
-    from airloop.adapters.warehouse import ensure_schema, upsert_validation_result
-    from tests.integration.test_monitor_dag import MODEL, _run
+FRESH_MODEL = "bikesfresh"
 
+
+def test_a_freshness_breach_in_a_real_monitor_run_fails_its_task_and_is_notified(
+    airflow_db,
+    seeded_source,
+    tmp_path,
+    env,
+    webhook_server,  # noqa: F811
+):
+    """A model of its own whose ingestion stopped: its five newest intervals were never validated."""
+    from airflow.dag_processing.dagbag import DagBag
+
+    from airloop.adapters.db import engine_for
+    from airloop.adapters.lake import default_lake
+    from airloop.core.spec import get_spec
+    from tests.support import models_folder, write_validated_partitions
+
+    env.setenv("AIRLOOP_MODELS_DIR", str(models_folder(tmp_path, FRESH_MODEL)))
+    spec = get_spec(FRESH_MODEL)
+    lake = default_lake()
+    keys = write_validated_partitions(engine_for("airloop_source"), lake, spec, last=8)
+    for key in keys[-5:]:
+        lake.delete(FRESH_MODEL, "validated", key)
+    newest_end = datetime.fromisoformat(lake.manifest(FRESH_MODEL, "validated", keys[-6]).meta["interval_end"])
     _webhook_conn(env, webhook_server)
     env.setenv("AIRLOOP_NOTIFY", "freshness")
     env.setenv("AIRLOOP_FRESHNESS_AFTER", "2")
 
-    # Nothing of bikesmon was ever validated (its lake was written directly): stale, visibly.
-    states = _run({"as_of": "2012-06-16"})
-    assert states["freshness"] == "failed" and states["check"] == "success", states
-    ((_, _, body),) = [r for r in webhook_server.received if json.loads(r[2]).get("kind") == "freshness"]
-    sent = json.loads(body)
-    assert sent["model"] == MODEL and sent["data"]["newest_end"] is None and sent["data"]["breached"] is True
-    assert sent["data"]["missing"] == 19  # 28-day intervals from 2011-01-01 ended by 2012-06-16
-    assert sent["link"] == f"{BASE_URL}/dags/{MODEL}_ingest"
+    def run(as_of: datetime) -> dict[str, str]:
+        bag = DagBag(dag_folder=str(Path(__file__).resolve().parents[2] / "dags" / "monitor.py"))
+        dag_run = bag.dags[f"{FRESH_MODEL}_monitor"].test(run_conf={"as_of": f"{as_of:%Y-%m-%d}"})
+        return {ti.task_id: ti.state for ti in dag_run.get_task_instances()}
 
-    # The interval ending 2012-05-19 validated: only the one ending on as_of itself is missing, under 2: fresh.
-    engine = engine_for("airloop_warehouse")
-    ensure_schema(engine)
-    start = datetime(2011, 1, 1, tzinfo=UTC) + 17 * timedelta(days=28)
-    row = {
-        "model": MODEL,
-        "partition": Interval(start, start + timedelta(days=28)).key,
-        "interval_start": start,
-        "interval_end": start + timedelta(days=28),
-        "success": True,
-        "rows": 1,
-        "evaluated_expectations": 1,
-        "failed_expectations": 0,
-        "content_digest": "0" * 64,
-        "suite_digests": {},
-        "failures": [],
-        "report_path": "r",
-    }
-    upsert_validation_result(engine, row)
-    webhook_server.received.clear()
-    states = _run({"as_of": "2012-06-16"})
+    def notices() -> list[dict]:
+        return [b for b in (json.loads(r[2]) for r in webhook_server.received) if b.get("kind") == "freshness"]
+
+    # As of one interval after the newest validated end: one missing, under the threshold of 2.
+    states = run(newest_end + timedelta(days=28))
     assert states["freshness"] == "success", states
-    assert not [r for r in webhook_server.received if json.loads(r[2]).get("kind") == "freshness"]
+    assert notices() == []
+
+    # As of two intervals after: a breach; the task fails (visible) and on-call is told.
+    states = run(newest_end + timedelta(days=56))
+    assert states["freshness"] == "failed" and states["check"] == "success", states
+    (sent,) = notices()
+    assert sent["model"] == FRESH_MODEL and sent["data"]["breached"] is True and sent["data"]["missing"] == 2
+    assert sent["data"]["newest_end"] == newest_end.isoformat()
+    assert sent["link"] == f"{BASE_URL}/dags/{FRESH_MODEL}_ingest"
+    assert "no new validated interval for 2 expected interval(s)" in sent["headline"]
 
 
 def test_the_approval_operators_notifier_posts_the_answer_link_and_the_wait(env, webhook_server):  # noqa: F811

@@ -243,16 +243,6 @@ def recent_validations(
         return [dict(r._mapping) for r in conn.execute(query)]
 
 
-def newest_validated_end(engine: Engine, model: str) -> datetime | None:
-    """The end of the newest interval of ``model`` that passed validation (UTC), or None when none has."""
-    query = sa.select(sa.func.max(validation_results.c.interval_end)).where(
-        validation_results.c.model == model, validation_results.c.success
-    )
-    with engine.connect() as conn:
-        newest = conn.execute(query).scalar()
-    return None if newest is None else as_utc(newest)
-
-
 def _row(mapping: Any) -> dict[str, Any]:
     """A row as a dict; SQLite hands timestamps back without their zone: they were written in UTC."""
     return {k: as_utc(v) if isinstance(v, datetime) else v for k, v in dict(mapping).items()}

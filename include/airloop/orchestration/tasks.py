@@ -379,32 +379,34 @@ def monitor_request_retraining(model: str, summary: dict[str, Any]) -> dict[str,
     return extra
 
 
-def monitor_freshness(model: str, request: dict[str, Any]) -> dict[str, Any]:
+def monitor_freshness(model: str) -> dict[str, Any]:
     """Fail (and notify ``freshness``) when no interval was validated for the last N expected intervals.
 
-    "As of" is the monitor request's window end (the run's time, or its ``as_of`` param). The check reads the
-    warehouse's validation results; its failure is the run's visible signal, so silence never passes for health.
+    "As of" is the run's ``as_of`` param when given (data time, as in a replay), else the end of the run's data
+    interval, else now; never capped at the data, as the monitor's window is, since the gap is what is measured.
+    The newest validated interval is the newest ``validated`` partition in the lake (what training and monitoring
+    read). The task's failure is the run's visible signal, so silence never passes for health.
     """
-    from airloop.adapters.db import engine_for
-    from airloop.adapters.warehouse import ensure_schema, newest_validated_end
+    import logging
+    from datetime import UTC, datetime
+
+    from airloop.adapters.lake import default_lake
     from airloop.core import freshness, settings
-    from airloop.core.contracts import MonitorRequest
     from airloop.core.errors import ExpectedFailure
+    from airloop.core.params import day
     from airloop.orchestration import events
+    from airloop.stages.train.steps import newest_validated_end
 
     context = get_current_context()
     spec = get_spec(model)
     with guard(context, f"checking the freshness of {model}"):
-        as_of = MonitorRequest.from_dict(request).as_of
         try:
             after = settings.freshness_after()
         except ValueError as exc:
             raise ExpectedFailure(str(exc)) from None
-        engine = engine_for(settings.WAREHOUSE_CONN_ID)
-        ensure_schema(engine)
-        checked = freshness.check(spec, newest_validated_end(engine, model), as_of, after=after)
-    import logging
-
+        as_of = day("as_of", dict(context["params"]).get("as_of"))
+        as_of = as_of or context.get("data_interval_end") or datetime.now(UTC)
+        checked = freshness.check(spec, newest_validated_end(spec, default_lake()), as_of, after=after)
     logging.getLogger(__name__).info("Freshness: %s", checked.summary)
     if checked.breached:
         dag_id, run_id = context["dag_run"].dag_id, context["run_id"]
