@@ -254,7 +254,7 @@ def test_the_approval_operators_notifier_posts_the_answer_link_and_the_wait(env,
         dag_id="bikes_train", run_id="manual__r+1", task_id="approve", map_index=-1, start_date=started,
         xcom_pull=xcom_pull,
     )  # fmt: skip
-    ApprovalWaiting().notify({"ti": ti, "task_instance": ti, "task": operator})
+    ApprovalWaiting()({"ti": ti, "task_instance": ti, "task": operator})  # as HITLOperator.execute calls it
 
     ((_, _, body),) = webhook_server.received
     sent = json.loads(body)
