@@ -20,7 +20,7 @@ from airloop.orchestration import events
 from airloop.orchestration.notifiers import EVENT_FIELDS, Event, notify_event
 from tests.integration.test_alerts import _body, _free_port, _smtp_conn, smtp_server, webhook_server  # noqa: F401
 from tests.integration.test_ingest_dag import BAD, ingest_dag  # noqa: F401
-from tests.unit.test_event_notifications import _gate, _row, _summary
+from tests.unit.test_event_messages import _gate, _row, _summary
 
 BASE_URL = "http://airflow.example.test:8080"
 D = datetime(2012, 6, 1, tzinfo=UTC)
