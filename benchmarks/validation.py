@@ -14,7 +14,7 @@ with replacement to ``rows`` rows, with a unique hourly UTC ``ts``. At that size
 Three child processes (``python -m benchmarks.validation --child MODE``):
 
 * ``timing``: agreement checks, then ``repeat`` interleaved timings of both, then the failure path once
-  (a 1M batch with one bad ``hum``: GX re-validates the failed suite in ``COMPLETE`` format), then one profiled
+  (a 1M batch with one bad ``hum``: GX re-validates the suites in ``SUMMARY`` format), then one profiled
   GX pass to show where its time goes;
 * ``memory-gx`` and ``memory-pandas``: the peak memory of one call on the 1M batch, each in its own process.
 """
@@ -196,7 +196,7 @@ def gx_validate(df: pd.DataFrame, suites: list[SuiteFile]) -> bool:
     """The subject: airloop's real validation call."""
     from airloop.adapters.expectations import validate
 
-    return validate(df, suites, id_column="ts").success
+    return validate(df, suites, keys=["ts"]).success
 
 
 # --- failing batches for the agreement check ---------------------------------------------------------------------
@@ -359,7 +359,7 @@ def child_timing(rows: int, repeat: int, small_rows: int) -> dict[str, Any]:
     failing = batch.copy()
     failing.loc[bad_row, "hum"] = 0.0
     start = time.perf_counter()
-    outcome = validate(failing, suites, id_column="ts")
+    outcome = validate(failing, suites, keys=["ts"])
     failure_s = time.perf_counter() - start
     start = time.perf_counter()
     pandas_fail_ok = pandas_checks(failing)
@@ -481,7 +481,7 @@ def run(scratch: Path, *, rows: int = 1_000_000, repeat: int = 7) -> dict[str, A
             "interleaved": "GX and pandas alternate in one process; the order reverses each repetition; one "
             "untimed warm-up call of each first",
             "subject": "airloop.adapters.expectations.validate(df, load_suites(get_spec('bikes'), expectations), "
-            "id_column='ts') (BOOLEAN_ONLY pass per suite)",
+            "keys=['ts']) (BOOLEAN_ONLY pass per suite)",
             "baseline": "benchmarks.validation.pandas_checks: the same expectations as vectorised pandas",
             "suites": timing["suites_note"],
             "batch": "include/data/bike_sharing/hour.csv without hum == 0 rows, resampled with replacement "
@@ -539,7 +539,7 @@ def print_summary(results: Mapping[str, Any]) -> None:
     )
     f = results["failure_path"]
     print(
-        f"  failure path once (1 bad hum, COMPLETE re-validation of the failed suite): {fmt_s(f['gx_s'])} "
+        f"  failure path once (1 bad hum, SUMMARY re-validation): {fmt_s(f['gx_s'])} "
         f"(pandas verdict {fmt_s(f['pandas_s'])}); names {f['names_bad_row']}"
     )
     p = results["gx_profile"]

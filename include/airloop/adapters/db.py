@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from airloop.core.errors import ExpectedFailure
+from airloop.core.urls import mask_url
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
@@ -112,5 +113,6 @@ def _engine(url: str, conn_id: str) -> Engine:
 
 
 def describe(engine: Engine) -> str:
-    """The engine's URL without its password, for logs."""
-    return engine.url.render_as_string(hide_password=True)
+    """The engine's URL for logs and messages: without its password, and without its query, where a
+    connection's extras (tokens, key passwords) end up (``airloop.core.urls.mask_url``)."""
+    return mask_url(engine.url.render_as_string(hide_password=True))

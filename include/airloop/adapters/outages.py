@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from airloop.core.errors import ServiceUnavailable as _ServiceUnavailable
+from airloop.core.urls import mask_url
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
@@ -69,22 +70,6 @@ def mlflow_client_defaults() -> None:
         os.environ.setdefault(name, value)
 
 
-def mask_url(url: str) -> str:
-    """A URL without its password (and without query and fragment, which may carry tokens)."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return "<unparsable URL>"
-    netloc = parts.netloc
-    if "@" not in netloc and not parts.query and not parts.fragment:
-        return url
-    if "@" in netloc:
-        userinfo, _, host = netloc.rpartition("@")
-        user = userinfo.split(":", 1)[0]
-        netloc = f"{user}:***@{host}" if user else f"***@{host}"
-    return f"{parts.scheme}://{netloc}{parts.path}"
-
-
 def watch_engine(engine: Engine, conn_id: str) -> None:
     """Mark errors of ``engine`` that mean its database is unreachable, so :func:`find` can name it.
 
@@ -93,7 +78,7 @@ def watch_engine(engine: Engine, conn_id: str) -> None:
     """
     import sqlalchemy as sa
 
-    mark = (conn_id, f"connection `{conn_id}` ({engine.url.render_as_string(hide_password=True)})")
+    mark = (conn_id, f"connection `{conn_id}` ({mask_url(engine.url.render_as_string(hide_password=True))})")
 
     @sa.event.listens_for(engine, "handle_error")
     def _mark(context: Any) -> None:

@@ -11,8 +11,9 @@ through a tracking server (which proxies to its artifact store: a folder, S3, ..
 
 Models are saved with cloudpickle and explicit pip requirements (fast: about 0.05 s instead of seconds of
 requirement inference). Loading a pickled model runs code from the registry, so MLflow 3.17 asks for
-``MLFLOW_ALLOW_PICKLE_DESERIALIZATION=true``; airloop sets it only for models of its own registry, whose
-write access is the trust boundary (see docs/training-and-promotion.md, "Security").
+``MLFLOW_ALLOW_PICKLE_DESERIALIZATION=true``; airloop sets it only while loading a version that its own training
+registered (:func:`trusted_source` checks the version's run, tags, source and artifact location first). Write
+access to the model's experiment remains the trust boundary (see docs/training-and-promotion.md, "Security").
 
 An unreachable tracking server must never read as "not found": only MLflow's not-found answers mean "no such
 alias / version"; anything else (a refused connection, a timeout, 5xx answers) propagates, and the task turns it
@@ -26,6 +27,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import subprocess
 import warnings
 from contextlib import contextmanager
@@ -38,6 +40,7 @@ from airloop.core import settings
 from airloop.core.contracts import PinnedChampion
 from airloop.core.errors import ExpectedFailure, NoChampion
 from airloop.core.settings import mlflow_tracking_uri, paths
+from airloop.core.urls import mask_url, public_url
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -99,6 +102,9 @@ def client() -> MlflowClient:
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     os.environ.setdefault("DO_NOT_TRACK", "true")
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # no progress bars in task logs
+    # MLflow prints "View run ... at: <tracking URI>" when a run ends, password and all; airloop logs its own
+    # credential-free link (run_url) instead.
+    os.environ["MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"] = "true"
 
     mlflow_client_defaults()  # an outage fails the try in seconds; Airflow's retries do the waiting
     import mlflow
@@ -215,8 +221,76 @@ def signature_columns(model_uri: str) -> dict[str, str] | None:
     return {col.name: getattr(col.type, "name", str(col.type)) for col in info.signature.inputs.inputs}
 
 
+class UntrustedVersion(RegistryProblem):
+    """A registered version that airloop's training did not register; it is never unpickled."""
+
+
+#: The version tag airloop's training sets to the run that logged the model (see :func:`version_tags`).
+RUN_TAG = "airloop.run_id"
+#: The run tag airloop's training sets to the model's name (``stages/train/record.py``).
+MODEL_TAG = "airloop.model"
+#: How a version airloop registers names its model: MLflow 3's logged-model URI. The embedded server and the
+#: compose stack refuse any other source (``MLFLOW_CREATE_MODEL_VERSION_SOURCE_VALIDATION_REGEX``).
+SOURCE_REGEX = r"^models:/m-[0-9a-f]{32}$"
+
+
+def trusted_source(c: MlflowClient, model: str, mv: Any) -> str:
+    """The artifact URI of a version airloop's training registered; :class:`UntrustedVersion` otherwise.
+
+    Loading a version unpickles code, so before that it must be what ``log_training_run`` leaves behind: a
+    version tagged with its run, that run in the model's experiment and tagged with the model, the source a
+    model logged by that run, and its artifacts under the experiment's artifact location, which must be the
+    configured one (:func:`artifact_location`). A version registered by hand from anywhere else fails one of
+    these, and the error says which.
+    """
+    from mlflow.exceptions import MlflowException
+
+    def refuse(problem: str) -> UntrustedVersion:
+        return UntrustedVersion(
+            f"Refusing to load {model} version {mv.version} (source {mask_url(mv.source or '')!r}): {problem}. "
+            f"airloop loads only versions its own training registered. Retrain ({model}_train) and promote the new "
+            f"version, or delete this version from the registry (MLflow UI: Models > {model}) if nobody should use it."
+        )
+
+    run_id = mv.run_id or ""
+    if not run_id or (mv.tags or {}).get(RUN_TAG) != run_id:
+        raise refuse(f"its tag {RUN_TAG} ({(mv.tags or {}).get(RUN_TAG)!r}) is not its run ({mv.run_id!r})")
+    experiment = c.get_experiment_by_name(model)
+    if experiment is None:
+        raise refuse(f"there is no experiment {model!r}")
+    expected = artifact_location(model)
+    root = experiment.artifact_location.rstrip("/")
+    if root != (expected or root) or (expected is None and not root.startswith("mlflow-artifacts:/")):
+        raise refuse(
+            f"experiment {model!r} keeps artifacts at {mask_url(root)!r}, "
+            f"not the configured {mask_url(expected or 'mlflow-artifacts:/')}"
+        )
+    try:
+        run = c.get_run(run_id)
+    except MlflowException as exc:
+        if not _not_found(exc):
+            raise
+        raise refuse(f"its run {run_id} does not exist") from None
+    if run.info.experiment_id != experiment.experiment_id:
+        raise refuse(f"its run {run_id} is in experiment {run.info.experiment_id}, not {model!r}")
+    if run.data.tags.get(MODEL_TAG) != model:
+        raise refuse(f"its run {run_id} is not tagged {MODEL_TAG}={model}")
+    if not re.fullmatch(SOURCE_REGEX, mv.source or ""):
+        raise refuse("its source is not a model logged by airloop's training (models:/m-<id>)")
+    logged = c.get_logged_model(mv.source.removeprefix("models:/"))
+    location = logged.artifact_location or ""
+    if logged.source_run_id != run_id or logged.experiment_id != experiment.experiment_id:
+        raise refuse(f"its source was logged by run {logged.source_run_id}, not by its run {run_id}")
+    if not location.startswith(root + "/"):
+        raise refuse(f"its artifacts are at {mask_url(location)!r}, outside the experiment's {mask_url(root)!r}")
+    return location
+
+
 def load_version(model: str, version: str) -> LoadedModel:
-    """Load a registered version (the sklearn pipeline itself, for exact predictions and evaluation)."""
+    """Load a registered version (the sklearn pipeline itself, for exact predictions and evaluation).
+
+    Only a version that airloop's training registered is loaded (:func:`trusted_source`).
+    """
     import mlflow.sklearn
     from mlflow.exceptions import MlflowException
 
@@ -227,9 +301,10 @@ def load_version(model: str, version: str) -> LoadedModel:
         if not _not_found(exc):
             raise
         raise RegistryProblem(
-            f"Model {model} has no version {version!r} in the registry at {tracking_uri()} ({exc.message}). "
+            f"Model {model} has no version {version!r} in the registry at {mask_url(tracking_uri())} ({exc.message}). "
             f"List versions in the MLflow UI (Models > {model})."
         ) from None
+    trusted_source(c, model, mv)  # before anything of the version is unpickled
     uri = f"models:/{model}/{mv.version}"
     with _pickle_allowed():
         pipeline = mlflow.sklearn.load_model(uri)
@@ -287,12 +362,14 @@ def ui_base() -> str | None:
 
     ``AIRLOOP_MLFLOW_UI_URL`` when set (in a compose stack the tracking URI is an internal name such as
     ``http://mlflow:5000``), else the tracking server's address; None for a local store.
+    Never with ``user:password@`` (:func:`airloop.core.urls.public_url`): it goes into XCom, markdown, model-version
+    descriptions and the view.
     """
     public = settings.mlflow_ui_url()
     if public:
-        return public
+        return public_url(public).rstrip("/")
     uri = tracking_uri()
-    return uri.rstrip("/") if uri.startswith(("http://", "https://")) else None
+    return public_url(uri).rstrip("/") if uri.startswith(("http://", "https://")) else None
 
 
 def run_url(experiment_id: str, run_id: str) -> str | None:

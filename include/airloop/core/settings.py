@@ -104,6 +104,10 @@ FRESHNESS_AFTER = _setting(
     "3",
     "Freshness breach when this many expected intervals (of the spec's schedule) have ended unvalidated.",
 )
+# --- metrics -----------------------------------------------------------------------------------------------
+METRICS_TOKEN = _setting(
+    "AIRLOOP_METRICS_TOKEN", "", "Bearer token Prometheus scrapes /airloop/metrics with (unset: the route is off)."
+)
 # --- the embedded runtime (airloop up) ----------------------------------------------------------------------
 AIRFLOW_PORT = _setting("AIRLOOP_AIRFLOW_PORT", "8080", "Port of the embedded Airflow api-server on 127.0.0.1.")
 MLFLOW_PORT = _setting("AIRLOOP_MLFLOW_PORT", "5000", "Port of the embedded MLflow server on 127.0.0.1.")
@@ -130,7 +134,22 @@ MLFLOW_TRACKING_URI = _setting(
     "MLFLOW_TRACKING_URI", "", "Tracking and registry store (unset: SQLite under $AIRLOOP_HOME/mlflow).", "MLflow"
 )
 _setting(
-    "MLFLOW_ALLOW_PICKLE_DESERIALIZATION", "", "Set to true while airloop loads its own scikit-learn models.", "MLflow"
+    "MLFLOW_ALLOW_PICKLE_DESERIALIZATION",
+    "",
+    "Set to true while airloop loads a version its own training registered (checked first).",
+    "MLflow",
+)
+_setting(
+    "MLFLOW_CREATE_MODEL_VERSION_SOURCE_VALIDATION_REGEX",
+    "",
+    "Set on the embedded MLflow server: only logged models (models:/m-<id>) can become versions.",
+    "MLflow",
+)
+_setting(
+    "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT",
+    "",
+    "Set to true by airloop: MLflow would print the tracking URI, password included, after each run.",
+    "MLflow",
 )
 _setting(
     "AIRFLOW__CORE__EXECUTOR", "LocalExecutor", "The runtime starts Celery workers when it names Celery.", "Airflow"
@@ -336,6 +355,11 @@ def freshness_after(env: Mapping[str, str] | None = None) -> int:
             f"(default {FRESHNESS_AFTER.default})."
         )
     return number
+
+
+def metrics_token() -> str:
+    """``AIRLOOP_METRICS_TOKEN``, "" when unset (then ``/airloop/metrics`` is off)."""
+    return METRICS_TOKEN.raw()
 
 
 # --- the embedded runtime -----------------------------------------------------------------------------------

@@ -11,6 +11,7 @@ import argparse
 import json
 import sys
 from datetime import date
+from pathlib import Path
 from typing import Any
 
 EXIT_FAILED = 1
@@ -112,9 +113,10 @@ def _cmd_suites_check(args: argparse.Namespace) -> int:
 
     spec = get_spec(args.model)
     try:
-        report = check(spec, paths().expectations_dir, on=args.on)
+        report = check(spec, paths().expectations_dir, on=args.on, suite_files=args.suite)
     except SuiteError as exc:
-        print(f"FAIL: the suites of {args.model} do not load:\n{exc}", file=sys.stderr)
+        which = "the given suite files" if args.suite else f"the suites of {args.model}"
+        print(f"FAIL: {which} do not load:\n{exc}", file=sys.stderr)
         return EXIT_FAILED
     print("\n".join(report.lines()))
     if report.passed is False:
@@ -123,8 +125,6 @@ def _cmd_suites_check(args: argparse.Namespace) -> int:
 
 
 def _cmd_source_load(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     from airloop.adapters.csv_load import load_csv
     from airloop.adapters.db import engine_for
     from airloop.core.settings import SOURCE_CONN_ID
@@ -220,8 +220,6 @@ def _add_model(sub: argparse._SubParsersAction) -> None:
 
 def _cmd_ci(args: argparse.Namespace) -> int:
     """``airloop ci``: every model's spec, suites, dry run and gate, and the DAG folder (see airloop.ops.ci)."""
-    from pathlib import Path
-
     from airloop.core.settings import paths
     from airloop.ops.ci import Options, run_ci
 
@@ -320,7 +318,18 @@ def build_parser() -> argparse.ArgumentParser:
     suites_sub = suites.add_subparsers(dest="suites_command", required=True, metavar="SUBCOMMAND")
     chk = suites_sub.add_parser("check", help="check a model's suites load; with --on, dry-run them on that interval")
     chk.add_argument("model", help="model name (a spec in include/models/)")
-    chk.add_argument("--on", type=_date, help="a date (YYYY-MM-DD): dry-run on the interval that contains it")
+    chk.add_argument(
+        "--on",
+        metavar="DATE|PARTITION",
+        help="dry-run on the interval that contains a date (YYYY-MM-DD) or has a partition key (2011-02-26T000000Z)",
+    )
+    chk.add_argument(
+        "--suite",
+        metavar="FILE",
+        type=Path,
+        action="append",
+        help="check (and dry-run) only this suite file, e.g. a draft; repeat for several (default: the model's folder)",
+    )
     chk.set_defaults(func=_cmd_suites_check)
     _add_source(sub)
     _add_model(sub)

@@ -21,9 +21,15 @@ from the deployment's environment, never at DAG parse time:
 ``AIRLOOP_ALERTS_ENDPOINT``
     Optional path appended to the webhook connection's URL.
 
+Every stage DAG also has a deadline (``timeouts.<stage>.deadline`` of the model spec, ``build.run_limits``):
+when a run has not finished that long after it was queued, the scheduler has the executor call
+:func:`deadline_missed`, which sends a deadline alert through the same channel (``kind``
+``deadline_missed``, ``task_id`` null, ``log_url`` the run's page).
+
 The webhook body is one JSON object (:meth:`Alert.payload`)::
 
-    {"dag_id": "bikes_ingest", "task_id": "validate", "run_id": "scheduled__2012-11-03T00:00:00+00:00",
+    {"kind": "failed", "dag_id": "bikes_ingest", "task_id": "validate",
+     "run_id": "scheduled__2012-11-03T00:00:00+00:00",
      "try_number": 1, "logical_date": "2012-11-03T00:00:00+00:00",
      "interval_start": "2012-11-03T00:00:00+00:00", "interval_end": "2012-12-01T00:00:00+00:00",
      "owner": "ml-platform", "error": "ValueError: Batch QUARANTINED ...",
@@ -37,7 +43,7 @@ exception's type and message, cut to its first lines; ``text`` suits chat webhoo
 A broken alert channel (unreachable server, refused login, HTTP error, missing connection) is logged as an error
 naming the connection and the cause, and never raises: the task's own failure is what on-call must see.
 
-The same channel code (:func:`deliver`) sends the event notifications (:class:`Event`, :func:`notify_event`):
+The same channel code (:func:`send_message`) sends the event notifications (:class:`Event`, :func:`notify_event`):
 a retraining request, a promotion decision, an approval waiting, a quarantine, a freshness breach, each turned on
 per deployment by ``AIRLOOP_NOTIFY`` (``none`` by default, ``all``, or a comma list of kinds). Their content is
 built in :mod:`airloop.orchestration.events`; docs/operations.md (Event notifications) lists what each carries.
@@ -80,12 +86,16 @@ OFF_MESSAGE = (
 )
 
 
+#: The kinds of alert: a task that finally failed, and a run that missed its deadline.
+FAILED, DEADLINE_MISSED = "failed", "deadline_missed"
+
+
 @dataclass(frozen=True)
 class Alert:
-    """What on-call needs to act on one failed task instance."""
+    """What on-call needs to act on one failed task instance, or on one run that missed its deadline."""
 
     dag_id: str
-    task_id: str
+    task_id: str | None
     run_id: str
     try_number: int | None
     logical_date: str | None
@@ -94,35 +104,50 @@ class Alert:
     owner: str | None
     error: str
     log_url: str | None
+    kind: str = FAILED
 
     @property
     def where(self) -> str:
-        return f"{self.dag_id}.{self.task_id}"
+        return self.dag_id if self.task_id is None else f"{self.dag_id}.{self.task_id}"
+
+    @property
+    def label(self) -> str:
+        """How the log names this alert: ``Failure alert`` or ``Deadline alert``."""
+        return "Deadline alert" if self.kind == DEADLINE_MISSED else "Failure alert"
 
     @property
     def subject(self) -> str:
+        if self.kind == DEADLINE_MISSED:
+            return f"[airloop] LATE {self.where} (run {self.run_id}): deadline missed"
         tried = f", try {self.try_number}" if self.try_number else ""
         return f"[airloop] FAILED {self.where} (run {self.run_id}{tried})"
 
     @property
     def text(self) -> str:
-        """The human summary: what failed, in which run and interval, why, and where the log is."""
+        """The human summary: what failed (or is late), in which run and interval, why, and where the log is."""
         tried = f" (try {self.try_number})" if self.try_number else ""
+        late = self.kind == DEADLINE_MISSED
         rows = [
-            ("Task failed", self.where),
+            ("Run late" if late else "Task failed", self.where),
             ("Run", f"{self.run_id}{tried}"),
             ("Interval", f"{self.interval_start or 'none'} to {self.interval_end or 'none'}"),
             ("Logical date", self.logical_date or "none"),
             ("Owner", self.owner or "unknown"),
             ("Error", self.error.replace("\n", "\n" + " " * 14)),
             ("Log", self.log_url or "unknown"),
-            ("Triage", "the DAG's Docs in the Airflow UI (section Triage); clear the task once fixed"),
+            (
+                "Triage",
+                "the DAG's Docs in the Airflow UI (section Triage); find the task still running or queued"
+                if late
+                else "the DAG's Docs in the Airflow UI (section Triage); clear the task once fixed",
+            ),
         ]
         return "\n".join(f"{label + ':':<14}{value}" for label, value in rows)
 
     def payload(self) -> dict[str, Any]:
         """The webhook's JSON body (the fields are documented in this module's docstring)."""
         return {
+            "kind": self.kind,
             "dag_id": self.dag_id,
             "task_id": self.task_id,
             "run_id": self.run_id,
@@ -161,16 +186,21 @@ def _iso(value: Any) -> str | None:
     return value.isoformat() if isinstance(value, datetime) else str(value)
 
 
-def _log_url(dag_id: str, run_id: str, task_id: str, map_index: int | None, try_number: int | None) -> str:
-    """The task instance's page in the UI, built like ``RuntimeTaskInstance.log_url`` (``[api] base_url``)."""
+def _run_url(dag_id: str, run_id: str) -> str:
+    """The DAG run's page in the UI (``[api] base_url``)."""
     from urllib.parse import quote
 
     from airflow.sdk.configuration import conf
 
     base = conf.get("api", "base_url", fallback="http://localhost:8080/").rstrip("/")
+    return f"{base}/dags/{dag_id}/runs/{quote(run_id)}"
+
+
+def _log_url(dag_id: str, run_id: str, task_id: str, map_index: int | None, try_number: int | None) -> str:
+    """The task instance's page in the UI, built like ``RuntimeTaskInstance.log_url`` (``[api] base_url``)."""
     mapped = f"/mapped/{map_index}" if map_index is not None and map_index >= 0 else ""
     tried = f"?try_number={try_number}" if try_number else ""
-    return f"{base}/dags/{dag_id}/runs/{quote(run_id)}/tasks/{task_id}{mapped}{tried}"
+    return f"{_run_url(dag_id, run_id)}/tasks/{task_id}{mapped}{tried}"
 
 
 def alert_from_context(context: Mapping[str, Any]) -> Alert:
@@ -204,6 +234,52 @@ def alert_from_context(context: Mapping[str, Any]) -> Alert:
     )
 
 
+def alert_from_deadline(context: Mapping[str, Any], owner: str | None = None, allowed: str | None = None) -> Alert:
+    """Read a deadline :class:`Alert` from the context Airflow gives a deadline callback: the DAG run as the REST
+    API shows it (``dag_run``: ``dag_id``, ``dag_run_id``, ``queued_at``, ``state``, ...) and the ``deadline``
+    (``deadline_time``); ``allowed`` is the spec's deadline as written (``2h``)."""
+    run = context.get("dag_run") or {}
+    deadline = context.get("deadline") or {}
+    dag_id, run_id = str(run.get("dag_id") or "?"), str(run.get("dag_run_id") or run.get("run_id") or "?")
+    queued = _iso(run.get("queued_at")) or "an unknown time"
+    due = _iso(deadline.get("deadline_time")) or "its deadline"
+    within = f" (allowed: {allowed} after it was queued: timeouts.<stage>.deadline of the spec)" if allowed else ""
+    error = (
+        f"Deadline missed: the run was queued at {queued} and had not finished by {due}{within}; its state is "
+        f"{run.get('state') or 'unknown'}. A task may be hung or waiting for a slot; the run is failed when it "
+        "reaches its run limit (timeouts.<stage>.run)."
+    )
+    try:
+        log_url: str | None = _run_url(dag_id, run_id) if "?" not in (dag_id, run_id) else None
+    except Exception:  # a URL is a convenience; the alert goes out without it
+        log.warning("Could not build the run URL for %s", dag_id, exc_info=True)
+        log_url = None
+    return Alert(
+        dag_id=dag_id,
+        task_id=None,
+        run_id=run_id,
+        try_number=None,
+        logical_date=_iso(run.get("logical_date")),
+        interval_start=_iso(run.get("data_interval_start")),
+        interval_end=_iso(run.get("data_interval_end")),
+        owner=owner,
+        error=error,
+        log_url=log_url,
+        kind=DEADLINE_MISSED,
+    )
+
+
+def deadline_missed(context: Mapping[str, Any], owner: str | None = None, allowed: str | None = None) -> None:
+    """The deadline callback of every stage DAG (a ``SyncCallback``, run by the executor when a run is late):
+    send a deadline alert through the failure alert channel. Like :class:`FailureAlert`, it never raises."""
+    try:
+        alert = alert_from_deadline(context, owner, allowed)
+    except Exception:
+        log.exception("Deadline alert NOT sent: could not read the late run from its context")
+        return
+    FailureAlert().deliver(alert)
+
+
 def recipients(value: str | None) -> list[str]:
     """Comma- (or semicolon-) separated addresses, blanks dropped."""
     return [a.strip() for a in (value or "").replace(";", ",").split(",") if a.strip()]
@@ -229,11 +305,15 @@ class FailureAlert(BaseNotifier):
         except Exception:
             log.exception("Failure alert NOT sent: could not read the failed task from its context")
             return
+        self.deliver(alert)
+
+    def deliver(self, alert: Alert) -> None:
+        """Send ``alert`` through the deployment's channel, or log that alerts are off; never raises."""
         conn_id = (self.conn_id if self.conn_id is not None else settings.alerts_conn_id()).strip()
         if not conn_id:
             log.info(OFF_MESSAGE)
             return
-        deliver(alert, f"Failure alert for {alert.where}", conn_id, to=self.to, endpoint=self.endpoint)
+        send_message(alert, f"{alert.label} for {alert.where}", conn_id, to=self.to, endpoint=self.endpoint)
 
 
 class Message(Protocol):
@@ -250,7 +330,9 @@ class Message(Protocol):
     def payload(self) -> dict[str, Any]: ...
 
 
-def deliver(message: Message, label: str, conn_id: str, *, to: str | None = None, endpoint: str | None = None) -> bool:
+def send_message(
+    message: Message, label: str, conn_id: str, *, to: str | None = None, endpoint: str | None = None
+) -> bool:
     """Send ``message`` through connection ``conn_id`` (e-mail or webhook by its type); True when it went out.
 
     ``label`` names the message in every log line (``"Failure alert for bikes_ingest.validate"``). ``to`` and
@@ -411,7 +493,7 @@ def notify_event(event: Event) -> bool:
     if not conn_id:
         log.warning("%s NOT sent: %s turns it on but %s is unset (no channel).", label, NOTIFY_VAR, CONN_ID_VAR)
         return False
-    return deliver(event, label, conn_id)
+    return send_message(event, label, conn_id)
 
 
 def notify_built(what: str, build: Callable[[], Event]) -> None:

@@ -9,26 +9,45 @@ Routes (under ``/airloop``):
 
 - ``/`` and ``/models/<model>``: the model's page (champion, challenger, approvals, drift trend, requests,
   ledger, validations); ``/api/models`` and ``/api/models/<model>``: the same as JSON, for services.
-- ``/reports/<path>``: a report file under ``AIRLOOP_HOME/reports`` (Data Docs, validation results, Evidently).
+- ``/reports/<path>``: a report file under ``AIRLOOP_HOME/reports`` (Data Docs, validation results, Evidently),
+  served with :data:`REPORT_HEADERS` so a report's scripts never run with the UI's origin.
+- ``/models/<model>/suites``: the data steward's page (:mod:`airloop.ui.suites`): each suite's rules in plain words,
+  what they did to the recent intervals, the suite digests in force, the ``airloop suites check`` command per
+  interval; ``/api/models/<model>/suites``: the same as JSON.
 - ``/go/<kind>?dag_id=&run_id=``: where a task's extra link leads (:mod:`airloop.orchestration.links`), resolved when
   clicked, so a link made when the task ended still finds what appeared later (the training run a request started).
+- ``/metrics``: Prometheus metrics of every model's ML health (:mod:`airloop.ui.metrics_export`). A scraper is a
+  service, not a person with a UI session, so this route takes a scrape token instead of the UI's auth:
+  ``Authorization: Bearer <AIRLOOP_METRICS_TOKEN>``. Without that variable set the route is off (404 saying how to
+  turn it on); a missing or wrong token is 401. The figures are every model's, so give the token to the monitoring
+  stack only.
 """
 
 from __future__ import annotations
 
+import hmac
 import logging
-from typing import Any
+from datetime import datetime
+from typing import Annotated, Any
 
 from airflow.api_fastapi.core_api.security import GetUserDep
-from fastapi import FastAPI, HTTPException, Query
+from fastapi import FastAPI, Header, HTTPException, Query
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse, Response
 
-from airloop.core import urls
+from airloop.core import settings, urls
 from airloop.core.settings import WAREHOUSE_CONN_ID, paths
 from airloop.ui import board as view
 from airloop.ui import links
+from airloop.ui import suites as steward
 
 log = logging.getLogger(__name__)
+
+#: Headers of every report file. Reports are HTML written by GX and Evidently from the data, served from the
+#: Airflow UI's own origin: ``sandbox`` gives the document a unique opaque origin, so its scripts cannot read the
+#: UI's cookies or storage nor call the API as the user. ``allow-scripts`` because Evidently's reports are drawn
+#: by their bundled JavaScript (and GX Data Docs use some); ``allow-same-origin`` is deliberately absent.
+#: ``nosniff`` keeps a JSON or text report from being sniffed into HTML.
+REPORT_HEADERS = {"Content-Security-Policy": "sandbox allow-scripts", "X-Content-Type-Options": "nosniff"}
 
 
 def _user_name(user: Any) -> str:
@@ -112,6 +131,54 @@ def _board(spec: Any) -> view.Board:
     return view.load_board(spec, engine_for(WAREHOUSE_CONN_ID), approvals=approvals, mlflow_ui=_mlflow_ui())
 
 
+def _approval_times(dag_ids: list[str]) -> dict[str, list[datetime]]:
+    """Creation times of the pending approvals of these DAGs, by DAG id."""
+    times: dict[str, list[datetime]] = {}
+    for a in pending_approvals(dag_ids):
+        times.setdefault(a.dag_id, []).append(a.created_at)
+    return times
+
+
+def check_scrape_token(authorization: str | None) -> None:
+    """Let a scrape through only with the configured token (compared in constant time)."""
+    expected = settings.metrics_token()
+    name = settings.METRICS_TOKEN.name
+    if not expected:
+        raise HTTPException(
+            status_code=404,
+            detail=f"Metrics are off: set {name} on the api-server and scrape with "
+            "'Authorization: Bearer <token>' (see docs/observability.md).",
+        )
+    scheme, _, given = (authorization or "").partition(" ")
+    if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), expected.encode()):
+        raise HTTPException(
+            status_code=401,
+            detail=f"A scrape needs 'Authorization: Bearer <token>' with the token in {name}.",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+
+
+def metrics_response() -> Response:
+    """One scrape: every model's health, read now."""
+    from airloop.adapters.db import engine_for
+    from airloop.core.spec import load_specs
+    from airloop.ui import metrics_export
+
+    def read() -> metrics_export.Health:
+        specs = load_specs(paths().models_dir)
+        return metrics_export.read_health(specs, engine_for(WAREHOUSE_CONN_ID), approvals=_approval_times)
+
+    body, content_type = metrics_export.exposition(read)
+    return Response(content=body, media_type=content_type)
+
+
+def _suites(spec: Any) -> steward.SuitesPage:
+    from airloop.adapters.db import engine_for
+
+    p = paths()
+    return steward.load_suites_page(spec, engine_for(WAREHOUSE_CONN_ID), p.expectations_dir, project=p.project)
+
+
 def create_app() -> FastAPI:
     """The view's app; the plugin mounts it at :data:`airloop.ui.board.MOUNT`."""
     app = FastAPI(title="airloop view", description=__doc__, docs_url=None, redoc_url=None, openapi_url=None)
@@ -138,6 +205,19 @@ def create_app() -> FastAPI:
         )
         return HTMLResponse(html)
 
+    @app.get("/models/{model}/suites", response_class=HTMLResponse)
+    def suites_page(model: str, user: GetUserDep) -> HTMLResponse:
+        specs = _readable_models(user)
+        page = _suites(_spec(user, model, specs))
+        html = steward.render_suites_page(
+            page, reports_root=paths().reports, models=[s.name for s in specs], user=_user_name(user)
+        )
+        return HTMLResponse(html)
+
+    @app.get("/api/models/{model}/suites")
+    def api_suites(model: str, user: GetUserDep) -> JSONResponse:
+        return JSONResponse(_suites(_spec(user, model)).to_dict())
+
     @app.get("/api/models")
     def api_models(user: GetUserDep) -> JSONResponse:
         return JSONResponse({"models": [s.name for s in _readable_models(user)]})
@@ -155,7 +235,7 @@ def create_app() -> FastAPI:
             raise HTTPException(status_code=404, detail="No such report.")
         model = target.relative_to(root).parts[0]
         _spec(user, model)
-        return FileResponse(target)
+        return FileResponse(target, headers=REPORT_HEADERS)
 
     @app.get("/go/{kind}", response_class=HTMLResponse)
     def go(kind: str, user: GetUserDep, dag_id: str = Query(...), run_id: str = Query(...)) -> Response:
@@ -170,4 +250,14 @@ def create_app() -> FastAPI:
             return RedirectResponse(url, status_code=307)
         return HTMLResponse(view.render_message(target.title, target.message, status=404), status_code=404)
 
+    add_metrics_route(app)
     return app
+
+
+def add_metrics_route(app: FastAPI) -> None:
+    """``/metrics``: for a scraper, behind the scrape token instead of a user's login."""
+
+    @app.get("/metrics")
+    def metrics(authorization: Annotated[str | None, Header()] = None) -> Response:
+        check_scrape_token(authorization)
+        return metrics_response()

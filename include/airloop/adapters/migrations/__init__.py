@@ -45,6 +45,7 @@ from typing import TYPE_CHECKING, Any
 import sqlalchemy as sa
 
 from airloop.core.errors import ExpectedFailure
+from airloop.core.urls import mask_url
 
 if TYPE_CHECKING:
     from alembic.runtime.migration import MigrationContext
@@ -199,7 +200,7 @@ def _adopt(conn: Connection, context: MigrationContext, script: ScriptDirectory)
     differences = compare(conn, baseline, tables=present)
     if differences:
         raise SchemaMismatch(
-            f"The warehouse ({conn.engine.url.render_as_string(hide_password=True)}) has airloop's tables "
+            f"The warehouse ({mask_url(conn.engine.url.render_as_string(hide_password=True))}) has airloop's tables "
             f"({', '.join(sorted(present))}) but no {VERSION_TABLE} table, and they differ from the baseline "
             f"revision {BASELINE} (airloop/adapters/migrations/versions/):\n  - " + "\n  - ".join(differences) + "\n"
             "Point the airloop_warehouse connection at a database of airloop's own, or make these tables match "

@@ -98,8 +98,7 @@ def _start_missing(env: Mapping[str, str], deadline: float) -> dict[str, int]:
         _check_port(mlflow_port, "the MLflow server", MLFLOW_PORT_VAR)
 
     if "mlflow" in missing:  # independent of Airflow: it warms up while the metadata DB migrates
-        mlflow_env = {**env, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
-        started["mlflow"] = _start("mlflow", mlflow_env, api_port, mlflow_port)
+        started["mlflow"] = _start("mlflow", env, api_port, mlflow_port)  # its own settings: _component_env
     airflow_missing = [name for name in (*_AIRFLOW_COMPONENTS, *workers(env)) if name in missing]
     if airflow_missing:
         try:

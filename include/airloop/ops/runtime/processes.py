@@ -255,15 +255,34 @@ def _tail(path: Path, lines: int = _LOG_TAIL_LINES) -> str:
     return "\n".join(text.splitlines()[-lines:])
 
 
+#: MLflow's server refuses to register a model version whose source does not match this (MLflow 3's setting).
+SOURCE_VALIDATION_VAR = "MLFLOW_CREATE_MODEL_VERSION_SOURCE_VALIDATION_REGEX"
+
+
+def _component_env(name: str, env: Mapping[str, str]) -> dict[str, str]:
+    """The environment one component starts with: the runtime's, plus what only that component needs."""
+    extra: dict[str, str] = {}
+    if _is_worker(name):
+        extra = {WORKER_NAME_VAR: name, "AIRFLOW__CORE__HOSTNAME_CALLABLE": HOSTNAME_CALLABLE}
+    if name == "mlflow":
+        from airloop.adapters.registry import SOURCE_REGEX
+
+        backend = settings.mlflow_backend_store_uri(env)
+        extra = {
+            "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
+            # Only sources of the form airloop's training registers (a logged model) can become a version;
+            # loading checks the rest (adapters/registry.py, trusted_source).
+            SOURCE_VALIDATION_VAR: SOURCE_REGEX,
+            **({"MLFLOW_BACKEND_STORE_URI": backend} if backend else {}),
+        }
+    return {**env, **extra}
+
+
 def _start(name: str, env: Mapping[str, str], api_port: int, mlflow_port: int) -> int:
     """Start one component in its own session; its output goes to its log, its PID to its PID file."""
     p = paths()
     cmd = _command(name, api_port, mlflow_port, env)
-    if _is_worker(name):
-        env = {**env, WORKER_NAME_VAR: name, "AIRFLOW__CORE__HOSTNAME_CALLABLE": HOSTNAME_CALLABLE}
-    backend = settings.mlflow_backend_store_uri(env)
-    if name == "mlflow" and backend:
-        env = {**env, "MLFLOW_BACKEND_STORE_URI": backend}
+    env = _component_env(name, env)
     with _open_private(_log_file(name), "ab") as log:
         stamp = time.strftime("%Y-%m-%dT%H:%M:%S%z")
         log.write(f"\n=== airloop: {stamp} starting {name}: {' '.join(cmd)}\n".encode())

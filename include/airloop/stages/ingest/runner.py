@@ -17,6 +17,7 @@ from airloop.adapters.lake import Lake, default_lake
 from airloop.core.contracts import Extracted, Published, Validated
 from airloop.core.errors import ExpectedFailure
 from airloop.core.intervals import Interval
+from airloop.core.params import refuse_unknown
 from airloop.core.settings import paths
 from airloop.core.spec import ModelSpec
 from airloop.stages.ingest.keys import advice as key_advice
@@ -64,6 +65,21 @@ class Ingestion:
         return self.reports / self.spec.name / "validation" / interval.key
 
 
+#: The conf keys ``<model>_ingest`` takes: none. Its interval is the run's data interval, nothing else.
+INGEST_PARAMS: tuple[str, ...] = ()
+
+
+def check_conf(spec: ModelSpec, conf: dict[str, Any]) -> None:
+    """Refuse a run's ``conf`` with any key (Airflow accepts them silently), naming the keys and what to do."""
+    refuse_unknown(
+        conf,
+        INGEST_PARAMS,
+        spec.dag_id("ingest"),
+        fix="An ingest run reads its data interval only: trigger it without conf, for the interval's logical date "
+        "(or backfill a range of dates).",
+    )
+
+
 def extract(ing: Ingestion, interval: Interval) -> Extracted:
     """Copy the interval's source rows into the ``raw`` partition; return its summary (for XCom)."""
     from airloop.adapters.db import describe, engine_for
@@ -72,11 +88,12 @@ def extract(ing: Ingestion, interval: Interval) -> Extracted:
     spec = ing.spec
     engine = engine_for(spec.source.connection)
     result = extract_interval(engine, spec, interval)
+    frame = storable(result.frame, f"{spec.name} interval {interval}")
     manifest = ing.lake.write(
         spec.name,
         "raw",
         interval.key,
-        result.frame,
+        frame,
         meta=_interval_meta(interval) | {"source": spec.source.connection, "table": spec.source.table},
     )
     log.info(
@@ -90,6 +107,45 @@ def extract(ing: Ingestion, interval: Interval) -> Extracted:
         manifest.content_digest[:12],
     )
     return Extracted(partition=interval.key, rows=manifest.rows, content_digest=manifest.content_digest)
+
+
+def storable(frame: pd.DataFrame, what: str) -> pd.DataFrame:
+    """``frame`` with every column of values of several kinds (a number and a text in one column, as a dynamically
+    typed source such as SQLite or a loose CSV gives) turned to text, so the raw partition can be written and the
+    batch validated: its type rules then fail for that column and quarantine the batch with a reason. Parquet
+    (Arrow) stores one type per column and refuses such a column outright, which would crash the extract step with
+    no word on the data. Other columns are left as they are; each column changed is logged as a warning."""
+    import pyarrow as pa
+
+    changed: dict[str, list[str]] = {}
+    out = frame
+    for column in frame.columns:
+        values = frame[column]
+        if values.dtype != object:
+            continue
+        try:
+            pa.array(values, from_pandas=True)
+        except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
+            if out is frame:
+                out = frame.copy()
+            out[column] = [None if _missing(v) else str(v) for v in values.tolist()]
+            changed[str(column)] = sorted({type(v).__name__ for v in values.tolist() if not _missing(v)})
+    for column, kinds in changed.items():
+        log.warning(
+            "Column %r of %s holds values of several types (%s): kept as text so the batch can be validated; its "
+            "type rules will quarantine it. Fix the column's values at the source.",
+            column,
+            what,
+            ", ".join(kinds),
+        )
+    return out
+
+
+def _missing(value: Any) -> bool:
+    """None, NaN, NaT or NA (a list or other container is a value, never missing)."""
+    import pandas as pd
+
+    return bool(pd.api.types.is_scalar(value) and pd.isna(value))
 
 
 def validate_interval(ing: Ingestion, interval: Interval, *, dag_run_id: str | None = None) -> Validated:
