@@ -115,7 +115,8 @@ _PROBE = textwrap.dedent(
     from airloop.orchestration import build as dagkit
 
     spec = dagkit.model_specs()[0]
-    with DAG("notify_probe", schedule=None, default_args=dagkit.default_args(spec, retries=0), tags=["test"]):
+    args = dagkit.default_args(spec, "monitor", retries=0)
+    with DAG("notify_probe", schedule=None, default_args=args, tags=["test"]):
 
         @task
         def announce():
