@@ -1,6 +1,6 @@
 """Event notifications for real: each kind reaches a local SMTP server (aiosmtpd) and a local HTTP server through
 the failure alerts' channel code; a kind switched off sends nothing; a broken channel never fails the task; and a
-quarantine in a real bikes_ingest run (dag.test()) reaches the webhook.
+freshness breach in a real monitor run is notified (the quarantine in a real ingest run: test_quarantine_notice.py).
 """
 
 from __future__ import annotations
@@ -10,7 +10,6 @@ import logging
 import textwrap
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from urllib.parse import urlencode
 
 import pytest
 
@@ -19,7 +18,6 @@ from airloop.core.intervals import Interval
 from airloop.orchestration import events
 from airloop.orchestration.notifiers import EVENT_FIELDS, Event, notify_event
 from tests.integration.test_alerts import _body, _free_port, _smtp_conn, smtp_server, webhook_server  # noqa: F401
-from tests.integration.test_ingest_dag import BAD, ingest_dag  # noqa: F401
 from tests.unit.test_event_messages import _gate, _row, _summary
 
 BASE_URL = "http://airflow.example.test:8080"
@@ -158,29 +156,6 @@ def test_a_broken_channel_is_logged_and_never_fails_the_task(airflow_db, tmp_pat
     assert "Retrain notification for bikes NOT sent through connection 'events_down'" in log
     assert "Connection refused" in log or "ConnectionRefusedError" in log, log[-3000:]
     assert "The promotion notification could not be built or sent" in log
-
-
-def test_a_quarantine_in_a_real_ingest_run_reaches_the_webhook(ingest_dag, env, webhook_server):  # noqa: F811
-    _webhook_conn(env, webhook_server)
-    env.setenv("AIRLOOP_NOTIFY", "quarantine")
-
-    run = ingest_dag.test(logical_date=BAD + timedelta(days=28))
-
-    states = {ti.task_id: ti.state for ti in run.get_task_instances()}
-    assert states["validate"] == "failed" and states["publish"] == "upstream_failed"
-    bodies = [json.loads(b) for _, _, b in webhook_server.received]
-    # The failure alert (same channel) and the quarantine notification.
-    quarantined = [b for b in bodies if b.get("kind") == "quarantine"]
-    assert len(quarantined) == 1, bodies
-    sent = quarantined[0]
-    assert sent["model"] == "bikes" and sent["run_id"] == run.run_id
-    assert sent["data"]["partition"] == "2011-03-26T000000Z"
-    assert (sent["data"]["failed"], sent["data"]["rows"]) == (2, sent["data"]["quarantined_rows"])
-    assert any("temp" in f for f in sent["data"]["failures"]) and any("hr" in f for f in sent["data"]["failures"])
-    query = urlencode({"dag_id": "bikes_ingest", "run_id": run.run_id})
-    assert sent["link"] == f"{BASE_URL}/airloop/go/validation?{query}"
-    assert "2 of" in sent["text"] and "expectations" in sent["text"]
-    assert any(b.get("task_id") == "validate" for b in bodies)  # the failure alert went through the same channel
 
 
 FRESH_MODEL = "bikesfresh"
