@@ -35,5 +35,10 @@ for spec in build.model_specs():
         def request(model: str, summary: dict) -> dict:
             return tasks.monitor_request_retraining(model, summary)
 
+        @task
+        def freshness(model: str) -> dict:
+            return tasks.monitor_freshness(model)
+
         judged = links.attach(judge(spec.name, check(spec.name)), links.DRIFT)
+        freshness(spec.name)
         links.attach(request(spec.name, judged), links.TRAINING_RUN)

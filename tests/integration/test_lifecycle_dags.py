@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest
 import sqlalchemy as sa
+
+from tests.integration.test_alerts import webhook_server  # noqa: F401
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -53,6 +56,20 @@ def _ledger(warehouse, *, intents: bool = False) -> list[dict]:
     from airloop.stages.promote.ledger import PENDING, ledger
 
     return [r for r in ledger(warehouse, "bikes") if intents or r["outcome"] != PENDING]
+
+
+def _promotion_notices(monkeypatch, server) -> list[dict]:
+    """Route ``promotion`` notifications to the local webhook; the list the posts arrive in."""
+    url = f"http://127.0.0.1:{server.server_port}/hook"
+    monkeypatch.setenv("AIRFLOW_CONN_EVENTS_HOOK", json.dumps({"conn_type": "http", "host": url}))
+    monkeypatch.setenv("AIRLOOP_ALERTS_CONN_ID", "events_hook")
+    monkeypatch.setenv("AIRLOOP_NOTIFY", "promotion")
+    monkeypatch.setenv("AIRFLOW__API__BASE_URL", "http://airflow.example.test:8080")
+    return server.received
+
+
+def _posted(received: list) -> list[dict]:
+    return [json.loads(body) for _, _, body in received]
 
 
 def _champion() -> str | None:
@@ -117,7 +134,8 @@ def test_first_model_becomes_champion_with_lineage(dags, warehouse, validated_la
     assert info.signature is not None and "hum" in info.signature.inputs.input_names()
 
 
-def test_worse_challenger_is_refused_and_the_ledger_says_why(dags, warehouse):
+def test_worse_challenger_is_refused_and_the_ledger_says_why(dags, warehouse, monkeypatch, webhook_server):  # noqa: F811
+    received = _promotion_notices(monkeypatch, webhook_server)
     champion = _champion()
     run, states = _run(dags["bikes_train"], {"reason": "deliberately worse", "overrides": WORSE})
     assert states["gate"] == "success" and states["promote"] == "skipped" and states["record"] == "success"
@@ -128,6 +146,12 @@ def test_worse_challenger_is_refused_and_the_ledger_says_why(dags, warehouse):
     failed = {c["name"] for c in newest["evidence"]["verdict"]["checks"] if not c["passed"]}
     assert "improvement" in failed and "threshold:rmse" in failed, failed
     assert "REFUSE" in newest["reason"] and "deliberately worse" in newest["reason"]
+    # On-call hears of the refusal with the verdict and the gate's numbers (AIRLOOP_NOTIFY=promotion).
+    (notice,) = _posted(received)
+    assert (notice["kind"], notice["data"]["outcome"], notice["data"]["seq"]) == ("promotion", "refused", newest["seq"])
+    assert "refused by the gate" in notice["headline"] and "[FAIL]" in notice["text"]
+    assert {c["name"] for c in notice["data"]["checks"] if not c["passed"]} == failed
+    assert notice["link"] == f"http://airflow.example.test:8080/dags/bikes_train/runs/{quote(run.run_id)}"
 
 
 def test_better_challenger_is_promoted(dags, warehouse):
@@ -141,7 +165,8 @@ def test_better_challenger_is_promoted(dags, warehouse):
     assert newest["evidence"]["verdict"]["checks"]
 
 
-def test_rollback_restores_the_previous_champion(dags, warehouse):
+def test_rollback_restores_the_previous_champion(dags, warehouse, monkeypatch, webhook_server):  # noqa: F811
+    received = _promotion_notices(monkeypatch, webhook_server)
     history = [r["champion_after"] for r in reversed(_ledger(warehouse)) if r["moved"]]
     current, previous = history[-1], history[-2]
     _, states = _run(dags["bikes_promote"], {"action": "rollback", "reason": "new champion misbehaves"})
@@ -154,6 +179,13 @@ def test_rollback_restores_the_previous_champion(dags, warehouse):
         current,
         previous,
     )
+    (notice,) = _posted(received)
+    assert (notice["data"]["outcome"], notice["data"]["from_version"], notice["data"]["champion_after"]) == (
+        "rolled_back",
+        current,
+        previous,
+    )
+    assert f"rolled back @champion to v{previous} (was v{current})" in notice["headline"]
 
 
 def test_promote_a_named_version_through_the_gate_or_with_override(dags, warehouse):

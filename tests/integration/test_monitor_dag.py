@@ -14,6 +14,8 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
+from tests.integration.test_alerts import webhook_server  # noqa: F401
+
 ROOT = Path(__file__).resolve().parents[2]
 MODEL = "bikesmon"
 
@@ -93,12 +95,24 @@ def _asset_events() -> list[dict]:
 
 def test_no_champion_yet_skips_with_a_clear_message(models_dir, capfd):
     states = _run({"as_of": "2012-06-16"})
-    assert states == {"check": "success", "judge": "skipped", "request": "skipped"}
+    # freshness is its own check: bikesmon's validated partitions run to the end of its schedule.
+    assert states == {"check": "success", "judge": "skipped", "request": "skipped", "freshness": "success"}
     assert "bikesmon has no @champion yet, so there is nothing to monitor" in "".join(capfd.readouterr())
 
 
-def test_drift_asks_once_through_hysteresis_and_cooldown_however_often_it_runs(champion, capfd, caplog):
-    """Three mid-2012 windows (and one re-run) against a champion of early 2011: exactly one request."""
+def test_drift_asks_once_through_hysteresis_and_cooldown_however_often_it_runs(
+    champion,
+    capfd,
+    caplog,
+    monkeypatch,
+    webhook_server,  # noqa: F811
+):
+    """Three mid-2012 windows (and one re-run) against a champion of early 2011: exactly one request, and one
+    ``retrain`` notification (AIRLOOP_NOTIFY=retrain, to a local webhook)."""
+    hook = {"conn_type": "http", "host": f"http://127.0.0.1:{webhook_server.server_port}/hook"}
+    monkeypatch.setenv("AIRFLOW_CONN_EVENTS_HOOK", json.dumps(hook))
+    monkeypatch.setenv("AIRLOOP_ALERTS_CONN_ID", "events_hook")
+    monkeypatch.setenv("AIRLOOP_NOTIFY", "retrain")
     outcomes = {}
     for as_of in ("2012-06-16", "2012-07-14", "2012-07-14", "2012-08-11"):
         states = _run({"as_of": as_of})
@@ -125,6 +139,12 @@ def test_drift_asks_once_through_hysteresis_and_cooldown_however_often_it_runs(c
     assert len(events) == 1, events  # the re-run raised nothing, announced nothing
     assert events[0]["request_id"] == request["id"]
     assert events[0]["window_end"].startswith("2012-07-14") and events[0]["reason"].startswith("bikesmon monitor")
+
+    posted = [json.loads(body) for _, _, body in webhook_server.received]
+    (notice,) = [p for p in posted if p.get("kind") == "retrain"]  # the re-run notified nothing either
+    assert notice["model"] == MODEL and notice["data"]["request_id"] == request["id"]
+    assert notice["data"]["window_end"].startswith("2012-07-14") and "yr" in notice["data"]["drifted_columns"]
+    assert "drift in 2 of the last 2 windows" in notice["text"] and "/airloop/go/training-run?" in notice["link"]
 
     metrics = _table("drift_metrics")
     assert [m["window_end"].date().isoformat() for m in metrics] == ["2012-06-16", "2012-07-14", "2012-08-11"]

@@ -93,6 +93,17 @@ ALERTS_CONN_ID = _setting(
 )
 ALERTS_TO = _setting("AIRLOOP_ALERTS_TO", "", "Comma-separated e-mail recipients of alerts (needed for smtp).")
 ALERTS_ENDPOINT = _setting("AIRLOOP_ALERTS_ENDPOINT", "", "Path appended to the webhook connection's URL (optional).")
+NOTIFY = _setting(
+    "AIRLOOP_NOTIFY",
+    "none",
+    "Event notifications sent through the alert channel: all, none, or a comma list of retrain, promotion, "
+    "approval, quarantine, freshness.",
+)
+FRESHNESS_AFTER = _setting(
+    "AIRLOOP_FRESHNESS_AFTER",
+    "3",
+    "Freshness breach when this many expected intervals (of the spec's schedule) have ended unvalidated.",
+)
 # --- metrics -----------------------------------------------------------------------------------------------
 METRICS_TOKEN = _setting(
     "AIRLOOP_METRICS_TOKEN", "", "Bearer token Prometheus scrapes /airloop/metrics with (unset: the route is off)."
@@ -304,6 +315,46 @@ def alerts_to() -> str:
 def alerts_endpoint() -> str | None:
     """``AIRLOOP_ALERTS_ENDPOINT``, or None when unset."""
     return ALERTS_ENDPOINT.raw() or None
+
+
+#: The kinds of event notification (``AIRLOOP_NOTIFY``); failures alert on their own (``FailureAlert``).
+NOTIFY_KINDS = ("retrain", "promotion", "approval", "quarantine", "freshness")
+
+
+def notify_kinds(env: Mapping[str, str] | None = None) -> frozenset[str]:
+    """The event kinds ``AIRLOOP_NOTIFY`` turns on: ``all``, ``none`` (the default) or a comma list of kinds.
+
+    A ValueError names the variable, the unknown kinds and the known ones.
+    """
+    raw = NOTIFY.value(env).lower()
+    words = {w.strip() for w in raw.replace(";", ",").split(",") if w.strip()}
+    if words == {"all"}:
+        return frozenset(NOTIFY_KINDS)
+    if words <= {"none"}:
+        return frozenset()
+    unknown = sorted(words - set(NOTIFY_KINDS) - {"all", "none"})
+    if unknown or {"all", "none"} & words:
+        bad = f"unknown: {', '.join(unknown)}" if unknown else "all/none mixed with kinds"
+        raise ValueError(
+            f"{NOTIFY.name}={NOTIFY.raw(env)!r} is not valid ({bad}): give all, none, or a comma-separated list of "
+            f"{', '.join(NOTIFY_KINDS)}."
+        )
+    return frozenset(words)
+
+
+def freshness_after(env: Mapping[str, str] | None = None) -> int:
+    """``AIRLOOP_FRESHNESS_AFTER``: how many expected intervals may end unvalidated before freshness is breached."""
+    raw = FRESHNESS_AFTER.value(env)
+    try:
+        number = int(raw)
+    except ValueError:
+        number = 0
+    if number < 1:
+        raise ValueError(
+            f"{FRESHNESS_AFTER.name}={raw!r} is not valid: give a whole number of intervals, 1 or more "
+            f"(default {FRESHNESS_AFTER.default})."
+        )
+    return number
 
 
 def metrics_token() -> str:

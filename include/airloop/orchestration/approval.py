@@ -8,7 +8,8 @@ When the wait ends without an answer, the trigger's event names why (``error_typ
 response deadline passed, ``validation`` or ``unknown`` otherwise); that is stored under the same key, so the
 ledger can tell a timeout from a failure (:func:`airloop.stages.promote.steps.nothing_moved`). A task that fails
 before any event (it crashed, was stopped or marked failed) stores nothing, and the ledger says it failed.
-Imported only by DAGs whose spec requires approval (it loads the HITL operator module).
+Imported only by DAGs whose spec requires approval (it loads the HITL operator module). :class:`ApprovalWaiting`
+is the operator's notifier: an ``approval`` event notification (``AIRLOOP_NOTIFY``) once the request is written.
 """
 
 from __future__ import annotations
@@ -16,6 +17,9 @@ from __future__ import annotations
 from typing import Any
 
 from airflow.providers.standard.operators.hitl import ApprovalOperator
+from airflow.sdk import BaseNotifier
+
+from airloop.orchestration.notifiers import notify_built
 
 ANSWER_KEY = "answer"
 
@@ -40,3 +44,39 @@ class RecordedApproval(ApprovalOperator):
     def execute_complete(self, context: Any, event: dict[str, Any]) -> Any:
         context["ti"].xcom_push(key=ANSWER_KEY, value=answer_record(event))
         return super().execute_complete(context, event)
+
+
+class ApprovalWaiting(BaseNotifier):
+    """The approval operator's notifier: an ``approval`` event notification as the wait begins (if turned on)."""
+
+    def notify(self, context: Any) -> None:
+        approval_waiting(context)
+
+
+def approval_waiting(context: Any) -> None:
+    """Notify ``approval`` as the approval task starts waiting: the decision, the link to answer it, since when.
+
+    Called by :class:`~airloop.orchestration.approval.ApprovalWaiting` (the approval operator's notifier) in the
+    task's process once the request is written; it never raises.
+    """
+
+    def build() -> Any:
+        from datetime import UTC, datetime
+
+        from airflow.providers.standard.operators.hitl import HITLOperator
+
+        from airloop.core.contracts import GateResult
+        from airloop.core.times import as_utc
+        from airloop.orchestration import events
+        from airloop.orchestration.notifiers import absolute_url
+
+        ti, task = context["ti"], context["task"]
+        gate = GateResult.from_dict(ti.xcom_pull(task_ids="gate", key="gate"))
+        now = datetime.now(UTC)
+        started = getattr(ti, "start_date", None)
+        since = as_utc(started) if started is not None else now
+        timeout = getattr(task, "response_timeout", None)
+        link = HITLOperator.generate_link_to_ui_from_context(context=context, base_url=absolute_url("/"))
+        return events.approval(gate, link, since, now, None if timeout is None else now + timeout, ti.dag_id, ti.run_id)
+
+    notify_built("approval", build)

@@ -149,7 +149,7 @@ def decision_tasks(spec: ModelSpec, stage: str, gated: Any) -> None:
     promoted = promote(spec.name)
     approval = spec.gate.approval
     if approval.required:
-        from airloop.orchestration.approval import RecordedApproval
+        from airloop.orchestration.approval import ApprovalWaiting, RecordedApproval
 
         approve = RecordedApproval(
             task_id="approve",
@@ -160,6 +160,7 @@ def decision_tasks(spec: ModelSpec, stage: str, gated: Any) -> None:
             # A deferred task's trigger times out at its execution_timeout: the person's whole wait must fit.
             execution_timeout=timedelta(hours=approval.timeout_hours) + spec.stage_timeouts(stage).task,
             retries=0,
+            notifiers=[ApprovalWaiting()],
         )
         gated >> approve >> promoted
     else:

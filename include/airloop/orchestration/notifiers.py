@@ -43,6 +43,11 @@ exception's type and message, cut to its first lines; ``text`` suits chat webhoo
 A broken alert channel (unreachable server, refused login, HTTP error, missing connection) is logged as an error
 naming the connection and the cause, and never raises: the task's own failure is what on-call must see.
 
+The same channel code (:func:`send_message`) sends the event notifications (:class:`Event`, :func:`notify_event`):
+a retraining request, a promotion decision, an approval waiting, a quarantine, a freshness breach, each turned on
+per deployment by ``AIRLOOP_NOTIFY`` (``none`` by default, ``all``, or a comma list of kinds). Their content is
+built in :mod:`airloop.orchestration.events`; docs/operations.md (Event notifications) lists what each carries.
+
 This module is imported at DAG parse time: it imports ``airflow.sdk`` only; the providers load when an alert
 is actually sent.
 """
@@ -52,10 +57,10 @@ from __future__ import annotations
 import html
 import logging
 import socket
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 from airflow.sdk import BaseNotifier
 
@@ -308,87 +313,207 @@ class FailureAlert(BaseNotifier):
         if not conn_id:
             log.info(OFF_MESSAGE)
             return
-        try:
-            self._send(alert, conn_id)
-        except Exception as exc:  # a broken alert must never hide (or replace) the task's own failure
-            log.error(
-                "%s for %s NOT sent through connection %r: %s: %s. The task's failure stands; "
-                "check the connection (Admin > Connections or AIRFLOW_CONN_%s).",
-                alert.label,
-                alert.where,
-                conn_id,
-                type(exc).__name__,
-                exc,
-                conn_id.upper(),
-            )
+        send_message(alert, f"{alert.label} for {alert.where}", conn_id, to=self.to, endpoint=self.endpoint)
 
-    def _send(self, alert: Alert, conn_id: str) -> None:
-        from airflow.sdk import Connection
 
-        conn = Connection.get(conn_id)
-        conn_type = (conn.conn_type or "").lower()
-        if conn_type in EMAIL_CONN_TYPES:
-            self._email(alert, conn_id)
-        elif conn_type in WEBHOOK_CONN_TYPES:
-            if conn.schema and conn.schema not in ("http", "https") and "://" not in (conn.host or ""):
-                # A URI such as https://hooks.example.com/services/T0/B0/X stores the path as the schema, which
-                # HttpHook takes for the protocol ("services/T0/B0/X://hooks.example.com").
-                log.error(
-                    "%s for %s NOT sent: webhook connection %r has schema %r, which HttpHook uses as "
-                    "the protocol. Put the whole URL in the connection's host instead (JSON form: "
-                    '{"conn_type": "http", "host": "https://..."}).',
-                    alert.label,
-                    alert.where,
-                    conn_id,
-                    conn.schema,
-                )
-                return
-            self._webhook(alert, conn_id, conn.extra_dejson)
-        else:
-            log.error(
-                "%s for %s NOT sent: connection %r has type %r; alerts need type smtp (e-mail) "
-                "or http/https (webhook).",
-                alert.label,
-                alert.where,
-                conn_id,
-                conn_type,
-            )
+class Message(Protocol):
+    """What a channel sends: a subject, a plain summary, an HTML body (e-mail) and a JSON body (webhook)."""
 
-    def _email(self, alert: Alert, conn_id: str) -> None:
-        from airflow.providers.smtp.hooks.smtp import SmtpHook
+    @property
+    def subject(self) -> str: ...
 
-        to = recipients(self.to if self.to is not None else settings.alerts_to())
-        if not to:
-            log.error(
-                "%s for %s NOT sent: connection %r is an e-mail (smtp) connection but %s is empty; "
-                "set it to the comma-separated addresses to alert.",
-                alert.label,
-                alert.where,
-                conn_id,
-                TO_VAR,
-            )
-            return
-        with SmtpHook(smtp_conn_id=conn_id) as hook:
-            hook.send_email_smtp(
-                to=to,
-                subject=alert.subject,
-                html_content=alert.html(),
-                from_email=hook.from_email or f"airloop@{socket.gethostname()}",
-            )
-        log.info("%s for %s e-mailed to %s through connection %r", alert.label, alert.where, ", ".join(to), conn_id)
+    @property
+    def text(self) -> str: ...
 
-    def _webhook(self, alert: Alert, conn_id: str, extras: Mapping[str, Any]) -> None:
-        from airflow.providers.http.hooks.http import HttpHook
+    def html(self) -> str: ...
 
-        endpoint = self.endpoint if self.endpoint is not None else settings.alerts_endpoint()
-        options = {} if "timeout" in extras else {"timeout": WEBHOOK_TIMEOUT_S}
-        hook = HttpHook(method="POST", http_conn_id=conn_id)
-        response = hook.run(endpoint=endpoint, json=alert.payload(), extra_options=options)
-        log.info(
-            "%s for %s posted to %s (HTTP %s) through connection %r",
-            alert.label,
-            alert.where,
-            response.url,
-            response.status_code,
+    def payload(self) -> dict[str, Any]: ...
+
+
+def send_message(
+    message: Message, label: str, conn_id: str, *, to: str | None = None, endpoint: str | None = None
+) -> bool:
+    """Send ``message`` through connection ``conn_id`` (e-mail or webhook by its type); True when it went out.
+
+    ``label`` names the message in every log line (``"Failure alert for bikes_ingest.validate"``). ``to`` and
+    ``endpoint`` left ``None`` are read from ``AIRLOOP_ALERTS_TO`` and ``AIRLOOP_ALERTS_ENDPOINT``. Never raises:
+    a broken channel is an error in the log naming the connection and the cause.
+    """
+    try:
+        return _send(message, label, conn_id, to, endpoint)
+    except Exception as exc:  # a broken channel must never hide (or replace) what the task itself did
+        log.error(
+            "%s NOT sent through connection %r: %s: %s. The task's own outcome stands; check the connection "
+            "(Admin > Connections or AIRFLOW_CONN_%s).",
+            label,
             conn_id,
+            type(exc).__name__,
+            exc,
+            conn_id.upper(),
         )
+        return False
+
+
+def _send(message: Message, label: str, conn_id: str, to: str | None, endpoint: str | None) -> bool:
+    from airflow.sdk import Connection
+
+    conn = Connection.get(conn_id)
+    conn_type = (conn.conn_type or "").lower()
+    if conn_type in EMAIL_CONN_TYPES:
+        return _email(message, label, conn_id, to)
+    if conn_type in WEBHOOK_CONN_TYPES:
+        if conn.schema and conn.schema not in ("http", "https") and "://" not in (conn.host or ""):
+            # A URI such as https://hooks.example.com/services/T0/B0/X stores the path as the schema, which
+            # HttpHook takes for the protocol ("services/T0/B0/X://hooks.example.com").
+            log.error(
+                "%s NOT sent: webhook connection %r has schema %r, which HttpHook uses as the protocol. Put the "
+                'whole URL in the connection\'s host instead (JSON form: {"conn_type": "http", "host": "https://..."}).',
+                label,
+                conn_id,
+                conn.schema,
+            )
+            return False
+        return _webhook(message, label, conn_id, conn.extra_dejson, endpoint)
+    log.error(
+        "%s NOT sent: connection %r has type %r; alerts need type smtp (e-mail) or http/https (webhook).",
+        label,
+        conn_id,
+        conn_type,
+    )
+    return False
+
+
+def _email(message: Message, label: str, conn_id: str, to_value: str | None) -> bool:
+    from airflow.providers.smtp.hooks.smtp import SmtpHook
+
+    to = recipients(to_value if to_value is not None else settings.alerts_to())
+    if not to:
+        log.error(
+            "%s NOT sent: connection %r is an e-mail (smtp) connection but %s is empty; "
+            "set it to the comma-separated addresses to alert.",
+            label,
+            conn_id,
+            TO_VAR,
+        )
+        return False
+    with SmtpHook(smtp_conn_id=conn_id) as hook:
+        hook.send_email_smtp(
+            to=to,
+            subject=message.subject,
+            html_content=message.html(),
+            from_email=hook.from_email or f"airloop@{socket.gethostname()}",
+        )
+    log.info("%s e-mailed to %s through connection %r", label, ", ".join(to), conn_id)
+    return True
+
+
+def _webhook(message: Message, label: str, conn_id: str, extras: Mapping[str, Any], endpoint_value: str | None) -> bool:
+    from airflow.providers.http.hooks.http import HttpHook
+
+    endpoint = endpoint_value if endpoint_value is not None else settings.alerts_endpoint()
+    options = {} if "timeout" in extras else {"timeout": WEBHOOK_TIMEOUT_S}
+    hook = HttpHook(method="POST", http_conn_id=conn_id)
+    response = hook.run(endpoint=endpoint, json=message.payload(), extra_options=options)
+    log.info("%s posted to %s (HTTP %s) through connection %r", label, response.url, response.status_code, conn_id)
+    return True
+
+
+# --- event notifications (AIRLOOP_NOTIFY) ---------------------------------------------------------------------
+
+NOTIFY_VAR = settings.NOTIFY.name
+EVENT_FIELDS = frozenset({"kind", "model", "headline", "dag_id", "run_id", "link", "facts", "data", "text"})
+
+
+@dataclass(frozen=True)
+class Event:
+    """One event on-call should hear about (not a failure): a retrain request, a promotion decision, an approval
+    waiting, a quarantine, a freshness breach. ``facts`` are the labelled lines of the summary; ``data`` the same
+    numbers for machines; ``link`` the page to open (absolute, never with credentials)."""
+
+    kind: str
+    model: str
+    headline: str
+    facts: tuple[tuple[str, str], ...]
+    link: str | None = None
+    dag_id: str | None = None
+    run_id: str | None = None
+    data: Mapping[str, Any] | None = None
+
+    @property
+    def subject(self) -> str:
+        return f"[airloop] {self.kind.upper()} {self.model}: {self.headline}"
+
+    @property
+    def text(self) -> str:
+        rows = [("Model", self.model), *self.facts]
+        if self.dag_id:
+            rows.append(("Run", f"{self.dag_id} {self.run_id or ''}".rstrip()))
+        rows.append(("Link", self.link or "none"))
+        width = max(len(label) for label, _ in rows) + 2
+        return "\n".join(
+            f"{label + ':':<{width}}{str(value).replace(chr(10), chr(10) + ' ' * width)}" for label, value in rows
+        )
+
+    def payload(self) -> dict[str, Any]:
+        """The webhook's JSON body: ``kind``, ``model``, ``headline``, ``dag_id``, ``run_id``, ``link``, ``facts``
+        (label to text), ``data`` (the figures) and ``text`` (the human summary)."""
+        return {
+            "kind": self.kind,
+            "model": self.model,
+            "headline": self.headline,
+            "dag_id": self.dag_id,
+            "run_id": self.run_id,
+            "link": self.link,
+            "facts": dict(self.facts),
+            "data": dict(self.data or {}),
+            "text": self.text,
+        }
+
+    def html(self) -> str:
+        link = f'<p><a href="{html.escape(self.link)}">Open it</a></p>\n' if self.link else ""
+        return f"<pre>{html.escape(self.text)}</pre>\n{link}"
+
+
+def notify_event(event: Event) -> bool:
+    """Send ``event`` when ``AIRLOOP_NOTIFY`` turns its kind on and a channel is set; True when it went out.
+
+    Never raises: an invalid ``AIRLOOP_NOTIFY``, a kind switched off, no channel or a broken channel is a log line
+    (an error for the first and the last), and the task goes on.
+    """
+    label = f"{event.kind.title()} notification for {event.model}"
+    try:
+        kinds = settings.notify_kinds()
+    except ValueError as exc:
+        log.error("%s NOT sent: %s", label, exc)
+        return False
+    if event.kind not in kinds:
+        log.info("%s not sent: kind %r is off (%s=%s).", label, event.kind, NOTIFY_VAR, settings.NOTIFY.value())
+        return False
+    conn_id = settings.alerts_conn_id()
+    if not conn_id:
+        log.warning("%s NOT sent: %s turns it on but %s is unset (no channel).", label, NOTIFY_VAR, CONN_ID_VAR)
+        return False
+    return send_message(event, label, conn_id)
+
+
+def notify_built(what: str, build: Callable[[], Event]) -> None:
+    """Build an event notification and send it (:func:`notify_event`); nothing here ever raises, so a task that
+    notifies keeps its own result whatever the message or the channel did."""
+    try:
+        notify_event(build())
+    except Exception:  # a notification is a courtesy: the task's own result stands
+        log.exception("The %s notification could not be built or sent; the task's own result stands", what)
+
+
+def absolute_url(path: str) -> str:
+    """``path`` (an address on the api-server, e.g. an airloop view link) as an absolute URL from ``[api]
+    base_url``, without any user or password the base URL might carry."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    from airflow.sdk.configuration import conf
+
+    base = urlsplit(conf.get("api", "base_url", fallback="http://localhost:8080/"))
+    netloc = base.hostname or ""
+    if base.port:
+        netloc = f"{netloc}:{base.port}"
+    return urlunsplit((base.scheme, netloc, base.path.rstrip("/"), "", "")) + "/" + path.lstrip("/")

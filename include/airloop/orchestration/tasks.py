@@ -13,7 +13,7 @@ calls the library, and ends one of three ways, all through :func:`_guard`:
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -82,6 +82,12 @@ def guard(context: Any, what: str) -> Iterator[None]:
         raise
 
 
+def _notify(what: str, build: Callable[[], Any]) -> None:
+    from airloop.orchestration.notifiers import notify_built
+
+    notify_built(what, build)
+
+
 def ingest_extract(model: str) -> dict[str, Any]:
     from airloop.stages.ingest.runner import Ingestion, check_conf, extract
 
@@ -96,7 +102,8 @@ def ingest_extract(model: str) -> dict[str, Any]:
 
 def ingest_validate(model: str) -> dict[str, Any]:
     from airloop.adapters.expectations import SuiteError
-    from airloop.stages.ingest.runner import Ingestion, validate_interval
+    from airloop.orchestration import events
+    from airloop.stages.ingest.runner import Ingestion, QuarantinedBatch, validate_interval
 
     context = get_current_context()
     spec = get_spec(model)
@@ -105,6 +112,10 @@ def ingest_validate(model: str) -> dict[str, Any]:
     with guard(context, f"validating {model}"):
         try:
             return validate_interval(ing, interval, dag_run_id=context["run_id"]).to_dict()
+        except QuarantinedBatch as exc:
+            details, dag_id, run_id = exc.details, spec.dag_id("ingest"), context["run_id"]
+            _notify("quarantine", lambda: events.quarantine(model, interval, details, dag_id, run_id))
+            raise
         except SuiteError as exc:
             raise SuiteError(
                 f"The suites of {model} cannot be used, so interval {interval} was not validated:\n"
@@ -250,6 +261,11 @@ def decision_record(model: str) -> dict[str, Any] | None:
             get_spec(model).gate.approval.required,
             _run_info(context),
         )
+    if row is not None and gate_result is not None:
+        from airloop.orchestration import events
+
+        gate, dag_id, run_id = GateResult.from_dict(gate_result), context["dag_run"].dag_id, context["run_id"]
+        _notify("promotion", lambda: events.promotion(gate, row, dag_id, run_id))
     return None if row is None else row.to_dict()
 
 
@@ -357,4 +373,47 @@ def monitor_request_retraining(model: str, summary: dict[str, Any]) -> dict[str,
     if extra is None:
         raise AirflowSkipException(f"No retraining: {judged.reason}.")
     context["outlet_events"][retrain_asset(spec)].extra = extra
+    from airloop.orchestration import events
+
+    dag_id, run_id = context["dag_run"].dag_id, context["run_id"]
+    _notify("retrain", lambda: events.retrain(judged, extra, dag_id, run_id))
     return extra
+
+
+def monitor_freshness(model: str) -> dict[str, Any]:
+    """Fail (and notify ``freshness``) when no interval was validated for the last N expected intervals.
+
+    "As of" is the run's ``as_of`` param when given (data time, as in a replay), else the end of the run's data
+    interval, else now; never capped at the data, as the monitor's window is, since the gap is what is measured.
+    The newest validated interval is the newest ``validated`` partition in the lake (what training and monitoring
+    read). The task's failure is the run's visible signal, so silence never passes for health.
+    """
+    import logging
+    from datetime import UTC, datetime
+
+    from airloop.adapters.lake import default_lake
+    from airloop.core import freshness, settings
+    from airloop.core.errors import ExpectedFailure
+    from airloop.core.params import day
+    from airloop.orchestration import events
+    from airloop.stages.train.steps import newest_validated_end
+
+    context = get_current_context()
+    spec = get_spec(model)
+    with guard(context, f"checking the freshness of {model}"):
+        try:
+            after = settings.freshness_after()
+        except ValueError as exc:
+            raise ExpectedFailure(str(exc)) from None
+        as_of = day("as_of", dict(context["params"]).get("as_of"))
+        as_of = as_of or context.get("data_interval_end") or datetime.now(UTC)
+        checked = freshness.check(spec, newest_validated_end(spec, default_lake()), as_of, after=after)
+    logging.getLogger(__name__).info("Freshness: %s", checked.summary)
+    if checked.breached:
+        dag_id, run_id = context["dag_run"].dag_id, context["run_id"]
+        _notify("freshness", lambda: events.freshness(checked, spec.dag_id("ingest"), dag_id, run_id))
+        raise AirflowFailException(
+            f"Freshness breach: {checked.summary} Check {spec.dag_id('ingest')} (paused? failing? quarantining?) "
+            "and its source; this task passes again once a new interval is validated."
+        )
+    return checked.to_dict()

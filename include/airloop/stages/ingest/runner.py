@@ -32,7 +32,15 @@ REPORT_FILE = "validation.json"
 
 
 class QuarantinedBatch(ExpectedFailure):
-    """The batch failed its suites and was quarantined; the message is the on-call summary."""
+    """The batch failed its suites and was quarantined; the message is the on-call summary.
+
+    ``details`` holds the same facts for notifications: ``partition``, ``rows``, ``evaluated``, ``failed``,
+    ``quarantined_rows``, ``failures`` (the first ten, described) and ``report`` (the validation result's path).
+    """
+
+    def __init__(self, message: str, details: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.details: dict[str, Any] = dict(details or {})
 
 
 class StaleRawPartition(RuntimeError):
@@ -193,7 +201,16 @@ def validate_interval(ing: Ingestion, interval: Interval, *, dag_run_id: str | N
     raise QuarantinedBatch(
         quarantine_summary(
             ing, interval, outcome.rows, outcome.evaluated, outcome.failures, docs, quarantine.rows, retracted
-        )
+        ),
+        details={
+            "partition": interval.key,
+            "rows": outcome.rows,
+            "evaluated": outcome.evaluated,
+            "failed": len(outcome.failures),
+            "quarantined_rows": quarantine.rows,
+            "failures": [f.describe() for f in outcome.failures[:10]],
+            "report": str(report_dir / REPORT_FILE),
+        },
     )
 
 
