@@ -73,8 +73,9 @@ def events(champion, tmp_path_factory) -> list[dict]:
     )
     assert done.returncode == 0, done.stderr[-4000:]
     states = json.loads(next(line for line in done.stdout.splitlines() if line.startswith("STATES="))[7:])
-    assert set(states["ingest"].values()) == {"success"}, states
-    assert states["score"]["score"] == "success", states
+    errors = [line for line in done.stderr.splitlines() if "error" in line.lower()][-20:]
+    assert set(states["ingest"].values()) == {"success"}, (states, errors)
+    assert states["score"]["score"] == "success", (states, errors)
     return [json.loads(line) for line in log_file.read_text().splitlines() if line.strip()]
 
 
