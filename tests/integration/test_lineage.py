@@ -31,6 +31,9 @@ states = {}
 ingest = DagBag(dag_folder=root + "/dags/ingest.py").dags["bikes_ingest"]
 run = ingest.test(logical_date=datetime(2011, 1, 1, tzinfo=UTC) + timedelta(days=28))
 states["ingest"] = {ti.task_id: ti.state for ti in run.get_task_instances()}
+train = DagBag(dag_folder=root + "/dags/train.py").dags["bikes_train"]
+run = train.test(run_conf={"reason": "lineage test", "overrides": {"max_iter": 20}})
+states["train"] = {ti.task_id: ti.state for ti in run.get_task_instances()}
 score = DagBag(dag_folder=root + "/dags/score.py").dags["bikes_score"]
 run = score.test(run_conf=json.loads(sys.argv[2]))
 states["score"] = {ti.task_id: ti.state for ti in run.get_task_instances()}
@@ -75,6 +78,7 @@ def events(champion, tmp_path_factory) -> list[dict]:
     states = json.loads(next(line for line in done.stdout.splitlines() if line.startswith("STATES="))[7:])
     errors = [line for line in done.stderr.splitlines() if "error" in line.lower()][-20:]
     assert set(states["ingest"].values()) == {"success"}, (states, errors)
+    assert states["train"]["train"] == states["train"]["gate"] == "success", (states, errors)
     assert states["score"]["score"] == "success", (states, errors)
     return [json.loads(line) for line in log_file.read_text().splitlines() if line.strip()]
 
@@ -119,10 +123,35 @@ def test_ingest_events_carry_the_validated_partition_with_assertions_and_digest(
     assert raw["inputFacets"][ol.DATA_QUALITY]["assertions"] == quality["assertions"]
 
 
-def test_score_events_link_predictions_to_the_model_version_and_its_training_partitions(events, champion):
+def test_train_events_read_the_training_partitions_and_name_the_version(events):
     from airloop.adapters import registry as tracking
     from airloop.adapters.lake import default_lake
 
+    lake = default_lake()
+    trained = _complete(events, "bikes_train.train")["run"]["facets"][ol.MODEL_VERSION]
+    _validate(trained, ol.MODEL_VERSION)
+    mv = tracking.client().get_model_version("bikes", trained["version"])
+    assert (trained["role"], trained["mlflowRunId"]) == ("trained", mv.run_id)
+    keys = mv.tags["airloop.partitions"].split(",")
+    inputs = _complete(events, "bikes_train.train")["inputs"]
+    assert [i["name"] for i in inputs] == [lake.partition_url("bikes", "validated", k) for k in keys]
+    assert [p["name"] for p in trained["trainingPartitions"]] == [i["name"] for i in inputs]
+    assert all(i["facets"][ol.CONTENT_DIGEST]["digest"] for i in inputs)
+
+    gated = _complete(events, "bikes_train.gate")["run"]["facets"][ol.MODEL_VERSION]
+    assert (gated["role"], gated["version"]) == ("gated", trained["version"])
+    promoted = [e for e in events if e["eventType"] == "COMPLETE" and e["job"]["name"] == "bikes_train.promote"]
+    # The promote task names the version only when @champion moved to it (a refused challenger moves nothing).
+    moved = tracking.version_for_alias("bikes", tracking.CHAMPION) == trained["version"]
+    roles = [e["run"]["facets"].get(ol.MODEL_VERSION, {}).get("role") for e in promoted]
+    assert roles == (["promoted"] if moved else [None] * len(promoted))
+
+
+def test_score_events_link_predictions_to_the_model_version_and_its_training_partitions(events):
+    from airloop.adapters import registry as tracking
+    from airloop.adapters.lake import default_lake
+
+    champion = tracking.version_for_alias("bikes", tracking.CHAMPION)
     lake = default_lake()
     scored = _complete(events, "bikes_score.score")
     mv = tracking.client().get_model_version("bikes", champion)
