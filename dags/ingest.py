@@ -16,7 +16,8 @@ for spec in build.model_specs():
         end_date=spec.schedule.end_datetime,
         catchup=spec.schedule.catchup,
         max_active_runs=spec.schedule.max_active_runs,
-        default_args=build.default_args(spec),
+        default_args=build.default_args(spec, "ingest"),
+        **build.run_limits(spec, "ingest"),
         tags=build.tags(spec, "ingest"),
         doc_md=build.ingest_runbook(spec),
     ):

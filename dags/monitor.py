@@ -14,7 +14,8 @@ for spec in build.model_specs():
         start_date=spec.schedule.start_datetime,
         catchup=False,
         max_active_runs=1,
-        default_args=build.default_args(spec),
+        default_args=build.default_args(spec, "monitor"),
+        **build.run_limits(spec, "monitor"),
         tags=build.tags(spec, "monitor"),
         doc_md=build.monitor_runbook(spec),
         params={

@@ -14,7 +14,8 @@ for spec in build.model_specs():
         start_date=spec.schedule.start_datetime,
         catchup=False,
         max_active_runs=1,
-        default_args=build.default_args(spec),
+        default_args=build.default_args(spec, "promote"),
+        **build.run_limits(spec, "promote"),
         tags=build.tags(spec, "promote"),
         doc_md=build.promote_runbook(spec),
         params={
@@ -33,4 +34,4 @@ for spec in build.model_specs():
         def gate(model: str, request: dict) -> bool:
             return tasks.gate_requested(model, request)
 
-        build.decision_tasks(spec, gate(spec.name, check(spec.name)))
+        build.decision_tasks(spec, "promote", gate(spec.name, check(spec.name)))

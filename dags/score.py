@@ -14,7 +14,8 @@ for spec in build.model_specs():
         start_date=spec.schedule.start_datetime,
         catchup=False,
         max_active_runs=1,
-        default_args=build.default_args(spec),
+        default_args=build.default_args(spec, "score"),
+        **build.run_limits(spec, "score"),
         tags=build.tags(spec, "score"),
         doc_md=build.score_runbook(spec),
         params={

@@ -14,7 +14,8 @@ for spec in build.model_specs():
         start_date=spec.schedule.start_datetime,
         catchup=False,
         max_active_runs=1,
-        default_args=build.default_args(spec),
+        default_args=build.default_args(spec, "train"),
+        **build.run_limits(spec, "train"),
         tags=build.tags(spec, "train"),
         doc_md=build.train_runbook(spec),
         params={
@@ -23,7 +24,7 @@ for spec in build.model_specs():
             ),
             "window_start": Param(None, type=["null", "string"], format="date", description="First day (UTC)"),
             "window_end": Param(None, type=["null", "string"], format="date", description="Day after the last"),
-            "overrides": Param({}, type="object", description=f"Allowed: {', '.join(spec.training.overridable)}"),
+            "overrides": Param({}, type="object", description=f"Allowed: {build.overridable_text(spec)}"),
         },
     ):
 
@@ -40,4 +41,4 @@ for spec in build.model_specs():
             return tasks.gate_trained(model, trained)
 
         trained = links.attach(train(spec.name, check(spec.name)), links.MLFLOW_RUN)
-        build.decision_tasks(spec, gate(spec.name, trained))
+        build.decision_tasks(spec, "train", gate(spec.name, trained))

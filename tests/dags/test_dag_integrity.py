@@ -145,7 +145,7 @@ def test_approval_step_only_when_the_spec_requires_it(bikes_spec):
         def gated() -> bool:
             return True
 
-        dagkit.decision_tasks(spec, gated())
+        dagkit.decision_tasks(spec, "train", gated())
     approve = dag.get_task("approve")
     assert type(approve).__name__ == "RecordedApproval"
     assert approve.downstream_task_ids == {"promote"} and approve.retries == 0

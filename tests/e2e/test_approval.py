@@ -260,14 +260,16 @@ def _alias(s: Servers, alias: str) -> str | None:
 
 
 def _ledger(s: Servers) -> list[dict[str, Any]]:
-    """Rows of the promotion ledger of bikes in this home's warehouse, newest first."""
+    """The decisions in the promotion ledger of bikes in this home's warehouse (not their intents), newest first."""
     path = s.home / "warehouse.db"
     if not path.exists():
         return []
     with sqlite3.connect(path) as db:
         db.row_factory = sqlite3.Row
         try:
-            rows = db.execute("SELECT * FROM promotion_ledger WHERE model = 'bikes' ORDER BY seq DESC").fetchall()
+            rows = db.execute(
+                "SELECT * FROM promotion_ledger WHERE model = 'bikes' AND outcome != 'pending' ORDER BY seq DESC"
+            ).fetchall()
         except sqlite3.OperationalError:  # no table yet
             return []
     return [dict(r) for r in rows]

@@ -41,6 +41,8 @@ CHROMIUM_FLAGS = [
     "--disable-sync",
 ]
 ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
+#: The api-server the demo starts inherits this environment: /airloop/metrics is on with this token.
+SCRAPE_TOKEN = "e2e-scrape-" + "k" * 32
 
 
 @pytest.fixture(scope="module")
@@ -51,6 +53,7 @@ def demo_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     mp.setenv("AIRLOOP_AIRFLOW_PORT", str(free_port()))
     mp.setenv("AIRLOOP_MLFLOW_PORT", str(free_port()))
     mp.setenv("MLFLOW_TRACKING_URI", "")  # the demo points it at its MLflow server; undone afterwards
+    mp.setenv("AIRLOOP_METRICS_TOKEN", SCRAPE_TOKEN)
     for var in ("AIRLOOP_USERS", "AIRLOOP_MODELS_DIR", "AIRFLOW_HOME", "AIRFLOW__CORE__DAGS_FOLDER"):
         mp.delenv(var, raising=False)
     mp.delenv("AIRFLOW__CORE__PLUGINS_FOLDER", raising=False)
@@ -87,14 +90,10 @@ def test_demo_closes_the_loop_on_real_data(demo_home: Path, capsys: pytest.Captu
     with engine.connect() as conn:
         requests = conn.execute(sa.select(retrain_requests)).mappings().all()
         windows = conn.execute(sa.select(drift_metrics).order_by(drift_metrics.c.window_end)).mappings().all()
-        ledger = conn.execute(sa.select(promotion_ledger).order_by(promotion_ledger.c.seq)).mappings().all()
-        version = predictions.c.model_version
-        by_version = dict(conn.execute(sa.select(version, sa.func.count()).group_by(version)).all())
-        unstamped = conn.execute(
-            sa.select(sa.func.count())
-            .select_from(predictions)
-            .where(sa.or_(predictions.c.model_version.is_(None), predictions.c.mlflow_run_id.is_(None)))
-        ).scalar_one()
+        decided = sa.select(promotion_ledger).where(promotion_ledger.c.outcome != "pending")  # not the intents
+        ledger = conn.execute(decided.order_by(promotion_ledger.c.seq)).mappings().all()
+        version, run_id = predictions.c.model_version, predictions.c.mlflow_run_id
+        stamps = conn.execute(sa.select(version, run_id, sa.func.count()).group_by(version, run_id)).all()
     assert len(requests) == 1  # hysteresis and cooldown: one request for the whole replay
     assert len(windows) >= 2 and any(w["drifted"] for w in windows)
     assert str(requests[0]["window_end"])[:10] in {str(w["window_end"])[:10] for w in windows}
@@ -102,8 +101,16 @@ def test_demo_closes_the_loop_on_real_data(demo_home: Path, capsys: pytest.Captu
     assert [row["candidate_version"] for row in ledger][:2] == ["1", "2"]
     assert ledger[0]["outcome"] == "promoted" and ledger[1]["outcome"] in {"promoted", "refused"}
     assert "retrain requested" in ledger[1]["reason"]
-    assert unstamped == 0 and sum(by_version.values()) > 0
-    assert set(by_version) <= {"1", "2"}
+    # Every prediction names a version that the ledger made champion, and the MLflow run that version came from
+    # (the columns are NOT NULL: what can go wrong is a wrong version or run, e.g. a challenger's or a stale one).
+    by_version = {v: n for v, _, n in stamps}
+    assert sum(by_version.values()) > 0 and len(by_version) == len(stamps), f"one run per version: {stamps}"
+    champions = {row["champion_after"] for row in ledger if row["moved"]}
+    assert set(by_version) <= champions, (stamps, champions)
+    from airloop.adapters import registry
+
+    for v, run, _ in stamps:
+        assert registry.client().get_model_version("bikes", v).run_id == run, (v, run)
 
 
 # --- after the demo: the servers it left up ----------------------------------------------------------------------
@@ -206,6 +213,36 @@ def test_extra_links_lead_to_what_each_task_made(demo_home: Path) -> None:
                 page = viewer.get(target)
                 assert page.status_code == 200 and shows.lower() in page.text.lower(), (name, target)
         assert httpx.get(_base() + link, trust_env=False).status_code == 401  # links need a login too
+
+
+def test_prometheus_scrape_after_the_demo(demo_home: Path) -> None:
+    """What a platform team's Prometheus gets from the api-server the demo left up, parsed by the client's parser."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from airloop.adapters.warehouse import promotion_ledger, retrain_requests, validation_results
+
+    url = f"{_base()}/airloop/metrics"
+    assert httpx.get(url, trust_env=False).status_code == 401
+    resp = httpx.get(url, headers={"Authorization": f"Bearer {SCRAPE_TOKEN}"}, trust_env=False, timeout=60)
+    assert resp.status_code == 200, resp.text
+    samples: dict[str, dict[tuple[tuple[str, str], ...], float]] = {}
+    for family in text_string_to_metric_families(resp.text):
+        for s in family.samples:
+            samples.setdefault(s.name, {})[tuple(sorted(s.labels.items()))] = s.value
+    bikes = (("model", "bikes"),)
+    for source in ("warehouse", "registry", "airflow"):
+        assert samples["airloop_source_up"][(("source", source),)] == 1, source
+    moved = _warehouse(demo_home, sa.select(promotion_ledger).where(promotion_ledger.c.moved.is_(True)))
+    assert samples["airloop_champion_version"][bikes] == int(_champion() or 0) > 0
+    assert samples["airloop_promotions_total"][bikes] == sum(r["action"] == "promote" for r in moved)
+    assert samples["airloop_retrain_requests_total"][bikes] == len(_warehouse(demo_home, sa.select(retrain_requests)))
+    quarantined = _warehouse(demo_home, sa.select(validation_results).where(~validation_results.c.success))
+    assert samples["airloop_quarantined_intervals"][bikes] == len(quarantined)
+    assert samples["airloop_data_freshness_seconds"][bikes] > 0
+    assert samples["airloop_scoring_lag_seconds"][bikes] >= 0
+    assert samples["airloop_drift_share"][bikes] >= 0
+    assert any(dict(k)["model"] == "bikes" for k in samples["airloop_feature_drift_score"])
+    assert (("kind", "realized"), ("metric", "mae"), ("model", "bikes")) in samples["airloop_performance"]
 
 
 # --- the REST API recipes of docs/rest-api.md, as written -------------------------------------------------------------

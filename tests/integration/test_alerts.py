@@ -1,5 +1,7 @@
 """Failure alerts for real: a task fails under dag.test(), and Airflow's failure callback (airloop's notifier,
-wired through ``dagkit.default_args``) reaches a local SMTP server (aiosmtpd) or a local HTTP server.
+wired through ``dagkit.default_args``) reaches a local SMTP server (aiosmtpd) or a local HTTP server. The DAG's
+deadline callback (``dagkit.run_limits``), run the way Airflow's executor runs it on a missed deadline, reaches the
+same servers.
 
 The probe DAG is a real DAG file in a bundle of its own (``dag.test()`` only runs DAGs it finds in a configured
 bundle). Its one task fails twice: the first try goes up for retry (no alert), the second fails for good
@@ -39,7 +41,13 @@ _DAG_FILE = textwrap.dedent(
 
     from airloop.orchestration import build as dagkit
     spec = dagkit.model_specs()[0]
-    with DAG({DAG_ID!r}, schedule=None, default_args=dagkit.default_args(spec, retries=1), tags=["test"]):
+    with DAG(
+        {DAG_ID!r},
+        schedule=None,
+        default_args=dagkit.default_args(spec, "ingest", retries=1),
+        tags=["test"],
+        **dagkit.run_limits(spec, "ingest"),
+    ):
 
         @task(task_id={TASK_ID!r}, retry_delay=timedelta(0), retry_exponential_backoff=False)
         def extract():
@@ -256,3 +264,71 @@ def test_email_without_recipients_is_a_clear_error(run_probe, smtp_server, monke
 
     assert mailbox.messages == []
     assert "is an e-mail (smtp) connection but AIRLOOP_ALERTS_TO is empty" in log
+
+
+def _missed_deadline(dag_run: Any, bundle: Path) -> tuple[bool, str | None]:
+    """Run the probe DAG's deadline callback as Airflow does when the deadline passes: the context the scheduler
+    builds (``Deadline.handle_miss``: the run as the REST API shows it, and the deadline), handed with the
+    callback's kwargs to the executor's ``execute_callback``."""
+    from datetime import UTC, datetime
+
+    import structlog
+    from airflow.api_fastapi.core_api.datamodels.dag_run import DAGRunResponse
+    from airflow.dag_processing.dagbag import DagBag
+    from airflow.models import DagRun
+    from airflow.sdk.execution_time.callback_supervisor import execute_callback
+    from airflow.utils.session import create_session
+
+    (alert,) = DagBag(dag_folder=str(bundle)).dags[DAG_ID].deadline
+    with create_session() as session:
+        run = session.get(DagRun, dag_run.id)
+        shown = DAGRunResponse.model_validate(run).model_dump(mode="json")
+    context = {"dag_run": shown, "deadline": {"id": "0", "deadline_time": datetime(2030, 1, 1, 1, tzinfo=UTC)}}
+    data = alert.callback.serialize()
+    return execute_callback(
+        data["path"], {**data["kwargs"], "context": context}, "alerts_probe.py", None, structlog.get_logger()
+    )
+
+
+def test_a_missed_deadline_posts_to_the_same_webhook(run_probe, probe_bundle, webhook_server, monkeypatch):
+    url = f"http://127.0.0.1:{webhook_server.server_port}/hooks/airloop"
+    monkeypatch.setenv("AIRFLOW_CONN_ALERTS_HOOK", json.dumps({"conn_type": "http", "host": url}))
+    monkeypatch.setenv("AIRLOOP_ALERTS_CONN_ID", "alerts_hook")
+    dag_run, _ = run_probe()
+    webhook_server.received.clear()  # the task's own failure alert
+
+    assert _missed_deadline(dag_run, probe_bundle) == (True, None)
+
+    (received,) = webhook_server.received
+    alert = json.loads(received[2])
+    assert set(alert) == WEBHOOK_FIELDS
+    assert (alert["kind"], alert["dag_id"], alert["task_id"], alert["run_id"]) == (
+        "deadline_missed",
+        DAG_ID,
+        None,
+        dag_run.run_id,
+    )
+    assert alert["owner"] not in (None, "", "airflow")
+    assert "Deadline missed" in alert["error"] and "2030-01-01T01:00:00+00:00" in alert["error"]
+    assert "allowed: 1h after it was queued" in alert["error"]
+    assert alert["log_url"].startswith(f"{BASE_URL}/dags/{DAG_ID}/runs/") and "/tasks/" not in alert["log_url"]
+    assert f"Run late:     {DAG_ID}" in alert["text"]
+
+
+def test_a_missed_deadline_is_e_mailed_through_the_same_channel(
+    run_probe, probe_bundle, smtp_server, monkeypatch, caplog
+):
+    port, mailbox = smtp_server
+    monkeypatch.setenv("AIRFLOW_CONN_ALERTS_MAIL", _smtp_conn(port))
+    monkeypatch.setenv("AIRLOOP_ALERTS_CONN_ID", "alerts_mail")
+    monkeypatch.setenv("AIRLOOP_ALERTS_TO", "oncall@example.test")
+    dag_run, _ = run_probe()
+    mailbox.messages.clear()  # the task's own failure alert
+
+    assert _missed_deadline(dag_run, probe_bundle) == (True, None)
+
+    ((rcpt, message),) = mailbox.messages
+    assert rcpt == ["oncall@example.test"]
+    assert message["Subject"] == f"[airloop] LATE {DAG_ID} (run {dag_run.run_id}): deadline missed"
+    assert "Deadline missed: the run was queued at" in _body(message)
+    assert f"Deadline alert for {DAG_ID} e-mailed to oncall@example.test" in caplog.text

@@ -123,7 +123,7 @@ def _ledger() -> list[dict]:
     from airloop.core.settings import WAREHOUSE_CONN_ID
     from airloop.stages.promote.ledger import ledger
 
-    return ledger(engine_for(WAREHOUSE_CONN_ID), MODEL)
+    return [r for r in ledger(engine_for(WAREHOUSE_CONN_ID), MODEL) if r["outcome"] != "pending"]  # decisions
 
 
 @pytest.fixture(scope="module")

@@ -139,7 +139,7 @@ def test_the_champion_knows_the_four_kinds_of_its_training_data_and_passed_the_m
     assert {"holdout_log_loss", "holdout_accuracy"} <= set(champion["metrics"]) and "holdout_roc_auc" not in (
         champion["metrics"]
     )
-    (row,) = ledger(engine_for(WAREHOUSE_CONN_ID), MODEL)
+    (row,) = [r for r in ledger(engine_for(WAREHOUSE_CONN_ID), MODEL) if r["outcome"] != "pending"]  # not intents
     verdict = row["evidence"]["verdict"]
     checks = {c["name"]: c for c in verdict["checks"]}
     assert row["outcome"] == "promoted" and verdict["metric"] == "roc_auc_ovr_macro"

@@ -165,3 +165,15 @@ def test_off_grid_manual_run_is_refused_and_publishes_nothing(ingest_dag, home, 
     assert "2011-01-15T000000Z" not in before["raw"]
     ti = next(ti for ti in run.get_task_instances() if ti.task_id == "extract")
     assert ti.try_number == 1  # failed at once: a retry would be refused the same way
+
+
+def test_a_run_with_conf_fails_naming_the_unknown_keys_and_reads_nothing(ingest_dag, home, capfd):
+    start = datetime(2011, 5, 21, tzinfo=UTC)
+    run = ingest_dag.test(logical_date=start + STEP, run_conf={"limit": 5, "day": "2011-05-21"})
+    states = {ti.task_id: ti.state for ti in run.get_task_instances()}
+    assert states == {"extract": "failed", "validate": "upstream_failed", "publish": "upstream_failed"}
+    log = "".join(capfd.readouterr())
+    assert "bikes_ingest does not know the param(s) ['day', 'limit']; it takes no params" in log
+    assert "trigger it without conf" in log
+    key = "2011-05-21T000000Z"
+    assert key not in default_lake().partitions("bikes", "raw")

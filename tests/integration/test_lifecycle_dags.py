@@ -48,10 +48,11 @@ def _run(dag, conf: dict):
     return run, {ti.task_id: ti.state for ti in run.get_task_instances()}
 
 
-def _ledger(warehouse) -> list[dict]:
-    from airloop.stages.promote.ledger import ledger
+def _ledger(warehouse, *, intents: bool = False) -> list[dict]:
+    """The ledger of bikes, newest first: its decisions (``intents``: with the intent rows before them)."""
+    from airloop.stages.promote.ledger import PENDING, ledger
 
-    return ledger(warehouse, "bikes")
+    return [r for r in ledger(warehouse, "bikes") if intents or r["outcome"] != PENDING]
 
 
 def _champion() -> str | None:
@@ -76,8 +77,15 @@ def test_first_model_becomes_champion_with_lineage(dags, warehouse, validated_la
     version = _champion()
     assert version is not None
     assert tracking.version_for_alias("bikes", tracking.CHALLENGER) is None  # cleared on promotion
-    (row,) = _ledger(warehouse)
-    assert (row["seq"], row["action"], row["outcome"], row["moved"]) == (1, "promote", "promoted", True)
+    intent, row = reversed(_ledger(warehouse, intents=True))  # the intent, then the decision that closes it
+    assert (intent["seq"], intent["outcome"], intent["moved"], intent["dag_run_id"]) == (
+        1,
+        "pending",
+        False,
+        run.run_id,
+    )
+    assert (row["seq"], row["action"], row["outcome"], row["moved"]) == (2, "promote", "promoted", True)
+    assert row["evidence"]["intent_seq"] == 1
     assert (row["from_version"], row["champion_after"], row["decided_by"]) == (None, version, "gate")
     assert row["dag_run_id"] == run.run_id and "first champion" in row["reason"]
     assert row["evidence"]["verdict"]["passed"] is True
@@ -211,5 +219,5 @@ def test_ledger_is_append_only(warehouse):
         conn.execute(promotion_ledger.update().values(reason="rewritten"))
     with pytest.raises(sa.exc.DatabaseError, match="append-only"), warehouse.begin() as conn:
         conn.execute(promotion_ledger.delete())
-    seqs = [r["seq"] for r in _ledger(warehouse)]
+    seqs = [r["seq"] for r in _ledger(warehouse, intents=True)]
     assert seqs == list(range(len(seqs), 0, -1))

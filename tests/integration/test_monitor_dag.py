@@ -180,3 +180,23 @@ def test_a_date_that_is_not_a_date_is_refused_before_the_run_starts(champion):
 
     with pytest.raises(ParamValidationError, match="as_of"):
         _run({"as_of": "soon"})
+
+
+def test_a_retried_judge_continues_its_windows_mlflow_run(champion):
+    """The same Airflow run judging the same window again (a retry) writes into the run its first try started."""
+    from datetime import UTC, datetime
+
+    from airloop.adapters import registry as tracking
+    from airloop.core.contracts import MonitorRequest, RunInfo
+    from airloop.core.spec import get_spec
+    from airloop.stages.monitor import runner as monitoring
+
+    request = MonitorRequest(as_of=datetime(2012, 6, 16, tzinfo=UTC), explicit=True)
+    tries = [RunInfo(dag_id=f"{MODEL}_monitor", run_id="manual__monitor-retry", try_number=n) for n in (1, 2)]
+    first, again = (monitoring.monitor(get_spec(MODEL), request, run) for run in tries)
+    client = tracking.client()
+    experiment = client.get_experiment_by_name(f"{MODEL}-monitoring")
+    runs = client.search_runs([experiment.experiment_id], "tags.`airflow.run_id` = 'manual__monitor-retry'")
+    assert [r.info.run_id for r in runs] == [first.mlflow_run_id] == [again.mlflow_run_id]
+    assert runs[0].data.tags["airflow.try_number"] == "2" and runs[0].info.status == "FINISHED"
+    assert runs[0].data.metrics["drift_share"] == first.drift_share

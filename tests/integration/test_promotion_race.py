@@ -42,7 +42,7 @@ def test_concurrent_promotions_leave_one_champion_and_a_consistent_ledger(versio
     from airloop.adapters import registry as tracking
     from airloop.adapters.db import engine_for
     from airloop.core.settings import WAREHOUSE_CONN_ID
-    from airloop.stages.promote.ledger import PromotionConflict, apply, ledger
+    from airloop.stages.promote.ledger import PENDING, PromotionConflict, apply, ledger, open_intents
 
     engine = engine_for(WAREHOUSE_CONN_ID)
     first = apply(engine, _decision(versions[0], "setup"), expected_champion=None)
@@ -71,8 +71,10 @@ def test_concurrent_promotions_leave_one_champion_and_a_consistent_ledger(versio
     assert "another decision moved it first" in outcomes[loser]
     assert tracking.version_for_alias(MODEL, tracking.CHAMPION) == winners[0]
 
-    rows = list(reversed(ledger(engine, MODEL)))
-    assert [r["seq"] for r in rows] == [1, 2, 3]
+    every = list(reversed(ledger(engine, MODEL)))
+    assert [r["seq"] for r in every] == [1, 2, 3, 4, 5, 6]
+    assert open_intents(every) == []  # each decision's intent was closed by its outcome
+    rows = [r for r in every if r["outcome"] != PENDING]
     assert [r["outcome"] for r in rows] == ["promoted", "promoted", "conflict"]
     # Consistent: each row starts from the champion the previous row left.
     for before, after in itertools.pairwise(rows):

@@ -213,3 +213,44 @@ def test_a_failure_on_a_partition_never_scored_writes_no_lake_partition(
         _score(bikes_spec, partition, pinned, "never")
     assert _rows(partition) == []
     assert _lake_state(partition) == (None, [])
+
+
+def test_a_failed_warehouse_commit_leaves_both_stores_as_they_were_and_the_retry_converges(
+    pinned, validated_lake, bikes_spec, monkeypatch
+):
+    """The warehouse transaction is the commit point: the lake partition is published only after it commits."""
+    from airloop.adapters import registry as tracking
+    from airloop.adapters.db import engine_for
+    from airloop.adapters.lake import default_lake
+    from airloop.core.settings import WAREHOUSE_CONN_ID
+
+    partition = validated_lake[-2]
+    _score(bikes_spec, partition, pinned, "before-commit")
+    before, lake_before = _rows(partition), _lake_state(partition)
+
+    predict = tracking.LoadedModel.predict
+    monkeypatch.setattr(tracking.LoadedModel, "predict", lambda self, frame: predict(self, frame) + 1.0)  # new rows
+    engine = engine_for(WAREHOUSE_CONN_ID)
+    failures = {"left": 1}
+
+    def failing_commit(conn):  # the database refuses the commit itself (a full disk, a lost connection)
+        if failures["left"]:
+            failures["left"] -= 1
+            raise sa.exc.OperationalError("COMMIT", {}, Exception("disk I/O error at commit"))
+
+    sa.event.listen(engine, "commit", failing_commit)
+    try:
+        with pytest.raises(sa.exc.OperationalError, match="at commit"):
+            _score(bikes_spec, partition, pinned, "failed-commit")
+    finally:
+        sa.event.remove(engine, "commit", failing_commit)
+    assert failures["left"] == 0
+    assert _rows(partition) == before  # the old rows in the warehouse ...
+    assert _lake_state(partition) == lake_before  # ... and the old partition in the lake, nothing half-published
+
+    _score(bikes_spec, partition, pinned, "retried")  # the task's retry
+    after = _rows(partition)
+    lake = default_lake().read("bikes", "predictions", partition).sort_values("ts")
+    assert {r["dag_run_id"] for r in after} == {"retried"}
+    np.testing.assert_allclose([r["prediction"] for r in after], [r["prediction"] + 1.0 for r in before])
+    np.testing.assert_allclose(lake["prediction"].to_numpy(dtype=float), [r["prediction"] for r in after])

@@ -3,7 +3,8 @@
 The app is Airflow's ``create_app()`` with this project's plugins folder, so the view is mounted exactly as the
 api-server mounts it; requests go through Starlette's test client. The model is ``bikesview``, a copy of the
 bikes spec in a models folder of this module's own, with warehouse rows and report files written here.
-Server-level checks (the UI's cookie, a real browser, pending approvals) are in ``tests/e2e``.
+Pending approvals are rows of Airflow's own tables (``dag_run``, ``task_instance``, ``hitl_detail``) written here;
+server-level checks (the UI's cookie, a real browser, approvals answered through the API) are in ``tests/e2e``.
 """
 
 from __future__ import annotations
@@ -207,6 +208,8 @@ ROUTES = [
     f"/airloop/api/models/{MODEL}",
     f"/airloop/reports/{MODEL}/validation/2011-02-01/validation_result.json",
     f"/airloop/go/validation?dag_id={MODEL}_ingest&run_id={RUN}",
+    f"/airloop/models/{MODEL}/suites",
+    f"/airloop/api/models/{MODEL}/suites",
 ]
 
 
@@ -299,3 +302,193 @@ def test_the_view_is_in_the_ui_navigation(api: Any) -> None:
     view = ours["external_views"][0]
     assert view["href"] == "/airloop/" and view["url_route"] == "airloop" and view["nav_top_level"] is True
     assert ours["fastapi_apps"][0]["url_prefix"] == "/airloop"
+
+
+SCRAPE_TOKEN = "scrape-" + "t" * 40
+
+
+def test_metrics_are_off_without_a_scrape_token(api: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("AIRLOOP_METRICS_TOKEN", raising=False)
+    resp = api.get("/airloop/metrics", headers={"Authorization": f"Bearer {SCRAPE_TOKEN}"})
+    assert resp.status_code == 404 and "AIRLOOP_METRICS_TOKEN" in resp.json()["detail"]
+    assert MODEL not in resp.text
+    # A UI user's token is not a scrape token either: the route is for the monitoring stack only.
+    assert api.get("/airloop/metrics", headers=_token("admin")).status_code == 404
+
+
+def test_metrics_need_the_scrape_token(api: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AIRLOOP_METRICS_TOKEN", SCRAPE_TOKEN)
+    for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": SCRAPE_TOKEN}, _token("admin")):
+        resp = api.get("/airloop/metrics", headers=headers)
+        assert resp.status_code == 401, (headers, resp.text)
+        assert MODEL not in resp.text and resp.headers["www-authenticate"] == "Bearer"
+
+
+def test_metrics_scrape_tells_each_models_health(api: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    monkeypatch.setenv("AIRLOOP_METRICS_TOKEN", SCRAPE_TOKEN)
+    resp = api.get("/airloop/metrics", headers={"Authorization": f"Bearer {SCRAPE_TOKEN}"})
+    assert resp.status_code == 200, resp.text
+    assert resp.headers["content-type"].startswith("text/plain; version=")
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for f in text_string_to_metric_families(resp.text)
+        for s in f.samples
+    }
+    ours = (("model", MODEL),)
+    assert samples[("airloop_quarantined_intervals", ours)] == 1
+    assert samples[("airloop_promotions_total", ours)] == 1
+    assert samples[("airloop_retrain_requests_total", ours)] == 1
+    assert samples[("airloop_drift_share", ours)] == 0.6
+    assert samples[("airloop_last_validation_success", ours)] == 0
+    assert samples[("airloop_pending_approvals", ours)] == 0  # read from Airflow's metadata DB: none waiting
+    assert samples[("airloop_source_up", (("source", "airflow"),))] == 1
+    assert samples[("airloop_source_up", (("source", "warehouse"),))] == 1
+    assert ("airloop_quarantined_intervals", (("model", "bikes"),)) in samples  # every spec, not only one
+
+
+def test_reports_are_sandboxed_off_the_uis_origin(api: Any, story: dict[str, Any]) -> None:
+    """A report is the data's HTML on the UI's origin: served in a CSP sandbox with scripts but no same-origin."""
+    for path in (
+        f"{MODEL}/validation/2011-03-01/data_docs/index.html",
+        f"{MODEL}/drift/2011-05-24_v1/report.html",
+        f"{MODEL}/validation/2011-02-01/validation_result.json",
+    ):
+        resp = api.get(f"/airloop/reports/{path}", headers=_token("viewer"))
+        assert resp.status_code == 200, (path, resp.text)
+        policy = [d.strip().split() for d in resp.headers.get("content-security-policy", "").split(";")]
+        sandbox = next((d for d in policy if d and d[0] == "sandbox"), None)
+        assert sandbox is not None, (path, resp.headers)
+        assert "allow-same-origin" not in sandbox and "allow-top-navigation" not in sandbox, (path, sandbox)
+        assert resp.headers.get("x-content-type-options") == "nosniff", (path, resp.headers)
+    # The view's own page is not sandboxed (it is the UI's page; it only links to reports).
+    page = api.get(f"/airloop/models/{MODEL}", headers=_token("viewer"))
+    assert "sandbox" not in page.headers.get("content-security-policy", "")
+
+
+@pytest.fixture
+def approvals_in_airflow(airflow_db: Path) -> Iterator[dict[str, str]]:
+    """Real rows in Airflow's metadata DB: a pending approval of this model's training and of its promotion, an
+    answered one of its training, and a pending one of another model. Removed afterwards."""
+    import uuid
+
+    import sqlalchemy as sa
+    from airflow.models.dagrun import DagRun
+    from airflow.models.hitl import HITLDetail
+    from airflow.models.taskinstance import TaskInstance
+    from airflow.utils.session import create_session
+
+    base = datetime(2011, 6, 1, tzinfo=UTC)
+    asks = [  # dag_id, run_id, subject, answered
+        (f"{MODEL}_train", "manual__pending", "Promote bikesview v7?", False),
+        (f"{MODEL}_promote", "manual__pending_promote", "Roll bikesview back to v5?", False),
+        (f"{MODEL}_train", "manual__answered", "Promote bikesview v6?", True),
+        ("bikes_train", "manual__other_model", "Promote bikes v9?", False),
+    ]
+    with create_session() as session:
+        for i, (dag_id, run_id, subject, answered) in enumerate(asks):
+            session.execute(
+                sa.insert(DagRun.__table__).values(
+                    dag_id=dag_id,
+                    run_id=run_id,
+                    run_type="manual",
+                    run_after=base,
+                    logical_date=None,
+                    data_interval_end=None,
+                )
+            )
+            ti_id = uuid.uuid4()
+            session.execute(
+                sa.insert(TaskInstance.__table__).values(
+                    id=ti_id, dag_id=dag_id, run_id=run_id, task_id="approve", map_index=-1, pool="default_pool"
+                )
+            )
+            session.execute(
+                sa.insert(HITLDetail.__table__).values(
+                    ti_id=ti_id,
+                    options=["Approve", "Reject"],
+                    subject=subject,
+                    params={},
+                    params_input={},
+                    created_at=base + timedelta(minutes=i),
+                    responded_at=base + timedelta(hours=1) if answered else None,
+                    chosen_options=["Approve"] if answered else None,
+                )
+            )
+    yield {"pending": "manual__pending", "pending_promote": "manual__pending_promote"}
+    with create_session() as session:
+        run_ids = [a[1] for a in asks]
+        tis = sa.select(TaskInstance.id).where(TaskInstance.run_id.in_(run_ids))
+        session.execute(sa.delete(HITLDetail.__table__).where(HITLDetail.ti_id.in_(tis)))
+        session.execute(sa.delete(TaskInstance.__table__).where(TaskInstance.run_id.in_(run_ids)))
+        session.execute(sa.delete(DagRun.__table__).where(DagRun.run_id.in_(run_ids)))
+
+
+def test_pending_approvals_are_this_models_unanswered_ones_oldest_first(
+    api: Any, approvals_in_airflow: dict[str, str]
+) -> None:
+    from airloop.ui.app import pending_approvals
+
+    found = pending_approvals([f"{MODEL}_train", f"{MODEL}_promote"])
+    assert [(a.dag_id, a.run_id, a.subject) for a in found] == [
+        (f"{MODEL}_train", "manual__pending", "Promote bikesview v7?"),
+        (f"{MODEL}_promote", "manual__pending_promote", "Roll bikesview back to v5?"),
+    ]
+    assert found[0].url.endswith(f"/dags/{MODEL}_train/runs/manual__pending/tasks/approve/required_actions")
+    # The same on the page and in the JSON: the answered one and the other model's are not there.
+    html = api.get(f"/airloop/models/{MODEL}", headers=_token("viewer")).text
+    assert "Promote bikesview v7?" in html and "Roll bikesview back to v5?" in html
+    assert "Promote bikesview v6?" not in html and "Promote bikes v9?" not in html
+    board = api.get(f"/airloop/api/models/{MODEL}", headers=_token("viewer")).json()
+    assert [a["subject"] for a in board["approvals"]] == ["Promote bikesview v7?", "Roll bikesview back to v5?"]
+
+
+def test_the_steward_page_shows_each_rule_and_what_it_did(api: Any) -> None:
+    board = api.get(f"/airloop/models/{MODEL}", headers=_token("viewer")).text
+    assert f'<a id="suites-link" href="/airloop/models/{MODEL}/suites">' in board  # linked from the model's page
+    resp = api.get(f"/airloop/models/{MODEL}/suites", headers=_token("viewer"))
+    assert resp.status_code == 200, resp.text
+    html = resp.text
+    assert f"{MODEL}: expectation suites" in html and "Suite bikes_values" in html and "Suite bikes_schema" in html
+    assert "temp is between 0 and 1" in html and "hum is greater than 0 and at most 1" in html
+    # The stored failure of 2011-03-01 is on temp's rule; the other interval passed it.
+    temp = html.split('<span class="text">temp is between 0 and 1</span>')[1].split("</tr>")[0]
+    assert 'class="verdict fail bad" title="2011-03-01: fail"' in temp
+    assert f"airloop suites check {MODEL} --on 2011-03-01" in html
+    assert f"airloop suites check {MODEL} --on 2011-02-01" in html
+    top = html.split('id="top-failing"')[1].split("</table>")[0]
+    assert "temp is between 0 and 1" in top and "1 of 2" in top
+
+
+def test_the_steward_page_as_json(api: Any) -> None:
+    page = api.get(f"/airloop/api/models/{MODEL}/suites", headers=_token("admin")).json()
+    assert [i["partition"] for i in page["intervals"]] == ["2011-03-01", "2011-02-01"]
+    values = next(s for s in page["suites"] if s["name"] == "bikes_values")
+    temp = next(r for r in values["rules"] if r["column"] == "temp")
+    assert temp["text"] == "temp is between 0 and 1" and temp["failures"] == 1
+    assert [v["status"] for v in temp["history"]] == ["fail", "absent"]  # no suite digest recorded for 2011-02-01
+    assert page["intervals"][0]["command"] == f"airloop suites check {MODEL} --on 2011-03-01"
+    assert api.get("/airloop/api/models/nope/suites", headers=_token("admin")).status_code == 404
+
+
+def test_a_user_who_may_not_read_the_dags_sees_no_suites(api: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The auth manager decides: here it refuses ``viewer`` the bikesview DAGs (an auth manager with DAG-level
+    rules would); the page and its JSON are then 404 and name nothing of the model's suites."""
+    from airflow.api_fastapi.app import get_auth_manager
+
+    auth = get_auth_manager()
+    allowed = auth.is_authorized_dag
+
+    def refuse_viewer(*, method: str, user: Any, details: Any = None, **kw: Any) -> bool:
+        if user.get_name() == "viewer" and details is not None and str(details.id).startswith(f"{MODEL}_"):
+            return False
+        return bool(allowed(method=method, user=user, details=details, **kw))
+
+    monkeypatch.setattr(auth, "is_authorized_dag", refuse_viewer)
+    for route in (f"/airloop/models/{MODEL}/suites", f"/airloop/api/models/{MODEL}/suites"):
+        resp = api.get(route, headers=_token("viewer"))
+        assert resp.status_code == 404, resp.text
+        assert "bikes_values" not in resp.text and "suites check" not in resp.text
+    assert MODEL not in api.get("/airloop/api/models", headers=_token("viewer")).json()["models"]
+    assert api.get(f"/airloop/api/models/{MODEL}/suites", headers=_token("admin")).status_code == 200

@@ -15,6 +15,7 @@ from airloop.orchestration.notifiers import Alert, FailureAlert, alert_from_cont
 
 #: The webhook body's fields, as docs/operations.md and notifiers.py document them (the contract tested here).
 WEBHOOK_FIELDS = {
+    "kind",
     "dag_id",
     "task_id",
     "run_id",
@@ -151,7 +152,7 @@ def test_email_without_recipients_is_a_clear_error(context, no_alert_env, monkey
 def test_default_args_alert_on_final_failure_only(bikes_spec):
     from airloop.orchestration import build as dagkit
 
-    args = dagkit.default_args(bikes_spec)
+    args = dagkit.default_args(bikes_spec, "ingest")
     assert isinstance(args["on_failure_callback"], FailureAlert)
     assert "on_retry_callback" not in args
 
@@ -159,3 +160,56 @@ def test_default_args_alert_on_final_failure_only(bikes_spec):
 def test_alert_is_a_plain_value():
     alert = Alert("d", "t", "r", 1, None, None, None, None, "E", None)
     assert "Log:          unknown" in alert.text and "Interval:     none to none" in alert.text
+
+
+@pytest.fixture
+def deadline_context() -> dict:
+    """The context Airflow gives a deadline callback (``Deadline.handle_miss``), after its JSON round trip."""
+    return {
+        "dag_run": {
+            "dag_id": "bikes_train",
+            "dag_run_id": "manual__2026-12-07T10:00:00+00:00",
+            "logical_date": None,
+            "queued_at": "2026-12-07T10:00:00Z",
+            "data_interval_start": None,
+            "data_interval_end": None,
+            "state": "running",
+        },
+        "deadline": {"id": "0193", "deadline_time": "2026-12-07T12:00:00Z"},
+    }
+
+
+def test_a_deadline_alert_says_which_run_is_late_since_when_and_what_was_allowed(deadline_context, monkeypatch):
+    monkeypatch.setenv("AIRFLOW__API__BASE_URL", "https://airflow.example.test/")
+    alert = alerts.alert_from_deadline(deadline_context, owner="ml-platform", allowed="2h")
+    assert (alert.kind, alert.where, alert.task_id, alert.owner) == (
+        "deadline_missed",
+        "bikes_train",
+        None,
+        "ml-platform",
+    )
+    assert alert.subject == "[airloop] LATE bikes_train (run manual__2026-12-07T10:00:00+00:00): deadline missed"
+    assert alert.error.startswith(
+        "Deadline missed: the run was queued at 2026-12-07T10:00:00Z and had not finished by 2026-12-07T12:00:00Z "
+        "(allowed: 2h after it was queued: timeouts.<stage>.deadline of the spec); its state is running."
+    )
+    assert (
+        alert.log_url == "https://airflow.example.test/dags/bikes_train/runs/manual__2026-12-07T10%3A00%3A00%2B00%3A00"
+    )
+    payload = json.loads(json.dumps(alert.payload()))
+    assert set(payload) == WEBHOOK_FIELDS and payload["kind"] == "deadline_missed" and payload["task_id"] is None
+    assert "Run late:     bikes_train" in payload["text"]
+
+
+def test_the_deadline_callback_goes_through_the_failure_channel_and_never_raises(
+    deadline_context, no_alert_env, monkeypatch, caplog
+):
+    caplog.set_level(logging.INFO, logger="airloop.orchestration.notifiers")
+    alerts.deadline_missed(deadline_context, owner="ml-platform", allowed="2h")
+    assert alerts.OFF_MESSAGE in caplog.text  # off by default, like failure alerts
+    monkeypatch.setenv("AIRFLOW_CONN_ALERTS_FTP", json.dumps({"conn_type": "ftp", "host": "x"}))
+    monkeypatch.setenv(alerts.CONN_ID_VAR, "alerts_ftp")
+    alerts.deadline_missed(deadline_context)
+    assert "Deadline alert for bikes_train NOT sent: connection 'alerts_ftp' has type 'ftp'" in caplog.text
+    alerts.deadline_missed({"dag_run": "not a mapping"})  # logged, never raised
+    assert "Deadline alert NOT sent: could not read the late run from its context" in caplog.text

@@ -26,7 +26,10 @@ def test_suites_check_dry_run_pass(seeded_source, capsys, home):
     before = sorted(p for p in home.rglob("*") if "lake" in p.parts or "reports" in p.parts)
     assert main(["suites", "check", "bikes", "--on", "2011-02-10"]) == 0
     out = capsys.readouterr().out
-    assert "Dry run on interval [2011-01-29T00:00:00+00:00, 2011-02-26T00:00:00+00:00) (650 rows): would PASS" in out
+    assert (
+        "Dry run on interval [2011-01-29T00:00:00+00:00, 2011-02-26T00:00:00+00:00) "
+        "(partition 2011-01-29T000000Z, 650 rows): would PASS"
+    ) in out
     after = sorted(p for p in home.rglob("*") if "lake" in p.parts or "reports" in p.parts)
     assert after == before, "a dry run must not write partitions or reports"
 
@@ -60,11 +63,10 @@ def test_usage_errors_are_one_clear_line(argv, message, capsys):
     assert message in capsys.readouterr().err
 
 
-def test_bad_date_is_refused_by_argparse(capsys):
-    with pytest.raises(SystemExit) as exit_info:
-        main(["suites", "check", "bikes", "--on", "10/03/2011"])
-    assert exit_info.value.code == 2
-    assert "use YYYY-MM-DD" in capsys.readouterr().err
+def test_a_bad_on_value_is_refused_naming_both_forms(capsys):
+    assert main(["suites", "check", "bikes", "--on", "10/03/2011"]) == 2
+    err = capsys.readouterr().err
+    assert "'10/03/2011'" in err and "YYYY-MM-DD" in err and "partition key" in err
 
 
 def test_status_json_without_servers(seeded_source, capsys):
@@ -100,3 +102,62 @@ def test_up_shows_generated_passwords_only_once(home, monkeypatch, capsys):
     creds["admin"] = "pw-admin-rotated"  # new passwords are shown once more
     cli._print_up(status)
     assert "pw-admin-rotated" in capsys.readouterr().out
+
+
+def test_suites_check_on_a_partition_key_says_each_rule(seeded_source, capsys):
+    """The command the steward page shows: the exact interval by its partition key, pass or fail per rule."""
+    assert main(["suites", "check", "bikes", "--on", "2011-02-26T000000Z"]) == 1
+    out = capsys.readouterr().out
+    assert "partition 2011-02-26T000000Z, 657 rows): would FAIL" in out
+    assert "    FAIL  hum is greater than 0 and at most 1: 22 of 657 rows unexpected (3.35%)" in out
+    assert "    pass  season is one of 1, 2, 3 or 4" in out
+    assert "    pass  the batch's row count is between 600 and 672" in out
+
+
+def test_suites_check_one_suite_file(seeded_source, capsys, tmp_path):
+    """--suite dry-runs only that file (a draft anywhere): the schema suite alone lets the fault through."""
+    from tests.conftest import ROOT
+
+    draft = tmp_path / "draft.json"
+    draft.write_text((ROOT / "expectations" / "bikes" / "schema.json").read_text())
+    assert main(["suites", "check", "bikes", "--suite", str(draft), "--on", "2011-02-26T000000Z"]) == 0
+    out = capsys.readouterr().out
+    assert "OK   draft.json: suite 'bikes_schema'" in out and "values.json" not in out and "would PASS" in out
+    assert "hum is greater than 0" not in out
+
+
+def test_suites_check_bad_suite_files_are_named(tmp_path, capsys):
+    bad = tmp_path / "bad.json"
+    bad.write_text(
+        '{"name": "x", "expectations": [{"type": "expect_column_values_to_not_be_null", "kwargs": {"column": "nope"}}]}'
+    )
+    missing = tmp_path / "missing.json"
+    assert (
+        main(["suites", "check", "bikes", "--suite", str(bad), "--suite", str(missing), "--on", "2011-02-26T000000Z"])
+        == 1
+    )
+    err = capsys.readouterr().err
+    assert "FAIL: the given suite files do not load" in err
+    assert (
+        f"{bad}: expectation #1 (expect_column_values_to_not_be_null): column 'nope' is not a column of model bikes"
+        in err
+    )
+    assert f"{missing}: no such suite file" in err
+
+
+@pytest.mark.parametrize(
+    ("on", "message"),
+    [
+        (
+            "2011-02-27T000000Z",
+            "no interval of bikes's schedule has partition key '2011-02-27T000000Z' "
+            "(nearest: 2011-02-26T000000Z, 2011-03-26T000000Z)",
+        ),
+        ("2030-01-01T000000Z", "no interval of bikes's schedule has partition key '2030-01-01T000000Z'"),
+        ("2011-02-30", "'2011-02-30' is neither a date (YYYY-MM-DD) nor a partition key"),
+        ("last week", "'last week' is neither a date"),
+    ],
+)
+def test_suites_check_unknown_interval_is_named(on, message, capsys):
+    assert main(["suites", "check", "bikes", "--on", on]) == 2
+    assert message in capsys.readouterr().err

@@ -51,7 +51,6 @@ def _module(path: Path) -> ModuleType:
 
 preflight = _module(ROOT / "docker" / "preflight.py")
 generate_env = _module(ROOT / "docker" / "generate_env.py")
-auth_passwords = _module(ROOT / "docker" / "airflow" / "write_auth_passwords.py")
 
 
 def is_secret(name: str) -> bool:
@@ -448,16 +447,29 @@ def test_generated_env_keeps_the_example_and_fills_each_secret_once() -> None:
             assert value == active[key]
 
 
-def test_api_server_writes_every_ui_password_from_env(services: dict[str, dict[str, Any]]) -> None:
-    env = environment(services["airflow-apiserver"])
-    users = env["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS"]
-    for user in (item.split(":")[0] for item in users.split(",")):
-        assert auth_passwords.password_var(user) in env, f"no password for UI user {user}"
-    assert auth_passwords.passwords({"AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "a:admin", "AIRLOOP_A_PASSWORD": "x"})
-    with pytest.raises(ValueError, match="AIRLOOP_OPERATOR_PASSWORD"):
-        auth_passwords.passwords({"AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "operator:op"})
+def test_airflow_init_creates_the_personas_roles_and_every_ui_user_from_env(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    from airloop.ops.auth import PERSONAS
+
+    common = environment(services["airflow-apiserver"])
+    assert common["AIRFLOW__CORE__AUTH_MANAGER"].endswith("fab_auth_manager.FabAuthManager")
+    assert "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS" not in common
+    init = services["airflow-init"]
+    script = init["command"][-1]
+    lines = [line.strip() for line in script.splitlines()]
+    assert lines.index("airflow db migrate") < lines.index("airloop auth roles")
+    users = re.findall(r"^airloop auth user (\S+) --role (\S+) --password-env (\S+)$", script, re.MULTILINE)
+    assert {name for name, _, _ in users} == {"admin", "operator", "steward"}
+    env = environment(init)
+    for name, role, var in users:
+        assert role in PERSONAS, f"{name}: no persona {role}"
+        assert lines.index("airloop auth roles") < lines.index(
+            f"airloop auth user {name} --role {role} --password-env {var}"
+        )
+        assert var in env, f"airflow-init does not get {var} for user {name}"
     for name, svc in services.items():
-        if name not in ("airflow-apiserver", "preflight"):
+        if name not in ("airflow-init", "preflight"):
             ui_passwords = [k for k in environment(svc) if k.startswith("AIRLOOP_") and k.endswith("_PASSWORD")]
             assert not ui_passwords, f"{name} should not see the UI passwords {ui_passwords}"
 
@@ -496,7 +508,7 @@ def test_published_ports_are_on_localhost_by_default(services: dict[str, dict[st
                 host_ip = parts[0]
             assert host_ip == "127.0.0.1", f"{name} publishes {port} beyond this machine by default"
             published.append(name)
-    assert sorted(published) == ["airflow-apiserver", "mlflow"]
+    assert sorted(published) == ["airflow-apiserver", "grafana", "mlflow", "prometheus"]
 
 
 def test_airflow_components_share_one_configuration(services: dict[str, dict[str, Any]]) -> None:
@@ -578,6 +590,66 @@ def test_mlflow_server_has_auth_postgres_and_proxied_object_storage(services: di
     worker = environment(services["airflow-worker"])
     assert worker["MLFLOW_TRACKING_USERNAME"] == environment(services["mlflow-init"])["MLFLOW_SERVICE_USERNAME"]
     assert worker["MLFLOW_TRACKING_PASSWORD"] == environment(services["mlflow-init"])["MLFLOW_SERVICE_PASSWORD"]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Observability: StatsD from Airflow, the optional Prometheus + Grafana profile
+# ---------------------------------------------------------------------------------------------------------
+
+
+def test_airflow_sends_statsd_to_the_exporter(services: dict[str, dict[str, Any]]) -> None:
+    exporter = services["statsd-exporter"]
+    assert "profiles" not in exporter, "Airflow sends StatsD always: the exporter is not optional"
+    flags = dict(arg.split("=", 1) for arg in exporter["command"])
+    udp_port = flags["--statsd.listen-udp"].rsplit(":", 1)[1]
+    mapping = flags["--statsd.mapping-config"]
+    mounted = {v.split(":")[1]: v.split(":")[0] for v in exporter["volumes"]}
+    assert (ROOT / mounted[mapping]).is_file()
+    for name in AIRFLOW_COMPONENTS:
+        env = environment(services[name])
+        assert env["AIRFLOW__METRICS__STATSD_ON"] == "True", name
+        assert env["AIRFLOW__METRICS__STATSD_HOST"] == "statsd-exporter", name
+        assert env["AIRFLOW__METRICS__STATSD_PORT"] == udp_port, name
+        assert services[name]["depends_on"]["statsd-exporter"]["condition"] == "service_healthy", name
+    # Airflow's StatsD logger imports the `statsd` package: it must be in the image (the lock).
+    assert locked_version("statsd")
+
+
+def test_observability_profile_scrapes_both_exporters_with_the_token(services: dict[str, dict[str, Any]]) -> None:
+    for name in ("prometheus", "grafana"):
+        assert services[name]["profiles"] == ["observability"], name
+    prom = services["prometheus"]
+    mounts = {v.split(":")[1]: v.split(":")[0] for v in prom["volumes"]}
+    config = yaml.safe_load((ROOT / mounts["/etc/prometheus/prometheus.yml"]).read_text())
+    jobs = {job["job_name"]: job for job in config["scrape_configs"]}
+    airloop = jobs["airloop"]
+    assert airloop["metrics_path"] == "/airloop/metrics"
+    assert airloop["static_configs"][0]["targets"] == ["airflow-apiserver:8080"]
+    token_file = airloop["authorization"]["credentials_file"]
+    assert f"> {token_file}" in prom["command"][0] and "umask 077" in prom["command"][0]
+    assert REQUIRED.match(environment(prom)["AIRLOOP_METRICS_TOKEN"])
+    assert (
+        environment(services["airflow-apiserver"])["AIRLOOP_METRICS_TOKEN"]
+        == environment(prom)["AIRLOOP_METRICS_TOKEN"]
+    )
+    web = dict(a.split("=", 1) for a in services["statsd-exporter"]["command"])["--web.listen-address"]
+    assert jobs["airflow"]["static_configs"][0]["targets"] == [f"statsd-exporter{web}"]
+    assert services["prometheus"]["depends_on"].keys() >= {"statsd-exporter", "airflow-apiserver"}
+
+
+def test_grafana_is_provisioned_with_prometheus_and_the_dashboard(services: dict[str, dict[str, Any]]) -> None:
+    grafana = services["grafana"]
+    mounts = {v.split(":")[1]: v.split(":")[0] for v in grafana["volumes"] if v.startswith("./")}
+    provisioning = ROOT / mounts["/etc/grafana/provisioning"]
+    source = yaml.safe_load((provisioning / "datasources" / "prometheus.yml").read_text())["datasources"][0]
+    assert source["url"] == "http://prometheus:9090" and source["type"] == "prometheus"
+    provider = yaml.safe_load((provisioning / "dashboards" / "airloop.yml").read_text())["providers"][0]
+    dashboards = ROOT / mounts[provider["options"]["path"]]
+    dashboard = json.loads((dashboards / "airloop.json").read_text())
+    uids = {t["datasource"]["uid"] for p in dashboard["panels"] for t in p.get("targets", [])}
+    assert uids == {source["uid"]}
+    assert REQUIRED.match(environment(grafana)["GF_SECURITY_ADMIN_PASSWORD"])
+    assert environment(grafana)["GF_USERS_ALLOW_SIGN_UP"] == "false"
 
 
 def test_mlflow_server_registers_only_airloops_source_form(services: dict[str, dict[str, Any]]) -> None:

@@ -99,3 +99,16 @@ def test_jsonable_turns_datetimes_into_text_at_any_depth() -> None:
         "text": "x",
     }
     assert data["at"] is when, "the input is not changed"
+
+
+def test_unknown_params_are_named_with_the_params_a_dag_takes_or_none():
+    from airloop.core.params import ParamProblem, refuse_unknown
+
+    refuse_unknown({"reason": "x"}, ("reason",), "bikes_train")
+    with pytest.raises(ParamProblem, match=r"bikes_train does not know the param\(s\) \['x'\]; it takes \['reason'\]"):
+        refuse_unknown({"x": 1, "reason": "y"}, ("reason",), "bikes_train")
+    with pytest.raises(
+        ParamProblem, match=r"bikes_ingest does not know the param\(s\) \['a'\]; it takes no params\. Do"
+    ):
+        refuse_unknown({"a": 1}, (), "bikes_ingest", fix="Do this.")
+    refuse_unknown({}, (), "bikes_ingest")

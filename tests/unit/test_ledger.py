@@ -3,8 +3,10 @@ decision at a time under the model's lock, conflicts recorded, and the champion 
 
 from __future__ import annotations
 
+import contextlib
 import itertools
-from datetime import UTC, datetime
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 
 import pytest
 import sqlalchemy as sa
@@ -118,8 +120,17 @@ def test_apply_moves_champion_clears_challenger_and_records(warehouse, model):
     )
     assert _champion(name) == versions[0]
     assert registry.version_for_alias(name, registry.CHALLENGER) is None
+    from airloop.stages.promote.ledger import INTENT_KEY, PENDING
+
     rolled = apply(warehouse, _decide(name, versions[1], "rollback"), expected_champion=versions[0])
-    assert (rolled["outcome"], rolled["seq"]) == ("rolled_back", 2)
+    assert (rolled["outcome"], rolled["seq"]) == ("rolled_back", 4)
+    # each decision: its intent first, then the outcome naming it
+    assert [(r["seq"], r["outcome"], r["evidence"].get(INTENT_KEY)) for r in reversed(ledger(warehouse, name))] == [
+        (1, PENDING, None),
+        (2, "promoted", 1),
+        (3, PENDING, None),
+        (4, "rolled_back", 3),
+    ]
 
 
 def test_a_stale_champion_is_a_recorded_conflict_and_nothing_moves(warehouse, model):
@@ -138,14 +149,122 @@ def test_a_stale_champion_is_a_recorded_conflict_and_nothing_moves(warehouse, mo
     assert "refused: @champion is now" in newest["reason"]
 
 
-def test_a_failed_insert_puts_the_champion_back(warehouse, model):
+def test_an_intent_that_cannot_be_recorded_moves_nothing(warehouse, model):
+    from airloop.stages.promote.ledger import PENDING
+
     name, versions = model
     apply(warehouse, _decide(name, versions[0]), expected_champion=None)
     unstorable = _decide(name, versions[1], evidence={"not json": {1, 2}})
     with pytest.raises(sa.exc.StatementError):
         apply(warehouse, unstorable, expected_champion=versions[0])
     assert _champion(name) == versions[0]
-    assert len(ledger(warehouse, name)) == 1
+    assert [r["outcome"] for r in ledger(warehouse, name)] == ["promoted", PENDING]
+
+
+@contextlib.contextmanager
+def _commit_after_the_move_fails(warehouse: sa.Engine, monkeypatch, *, kill: bool) -> Iterator[dict[str, int]]:
+    """The first commit on ``warehouse`` after ``@champion`` moved fails (or the process is killed right before it).
+
+    A kill is ``SystemExit`` (what a terminated task process raises): nothing after it runs, and the database
+    rolls the open transaction back. Yields how many commits failed.
+    """
+    moved, failed = {"yes": False}, {"n": 0}
+    set_alias = registry.set_alias
+
+    def moving(model: str, alias: str, version: str) -> None:
+        set_alias(model, alias, version)
+        moved["yes"] = alias == registry.CHAMPION
+
+    def commit(conn):
+        if moved["yes"] and not failed["n"]:
+            failed["n"] += 1
+            if kill:
+                raise SystemExit("worker killed between moving @champion and committing the ledger row")
+            raise sa.exc.OperationalError("COMMIT", {}, Exception("disk I/O error at commit"))
+
+    monkeypatch.setattr(registry, "set_alias", moving)
+    sa.event.listen(warehouse, "commit", commit)
+    try:
+        yield failed
+    finally:
+        sa.event.remove(warehouse, "commit", commit)
+        monkeypatch.setattr(registry, "set_alias", set_alias)
+
+
+@pytest.mark.parametrize("kill", [False, True], ids=["failing-commit", "killed-between-the-writes"])
+def test_a_promotion_cut_between_the_alias_and_the_ledger_is_reconciled_by_the_next_decision(
+    warehouse, model, monkeypatch, kill
+):
+    name, versions = model
+    apply(warehouse, _decide(name, versions[0], run="first"), expected_champion=None)
+    failing = pytest.raises(SystemExit if kill else sa.exc.OperationalError)
+    with _commit_after_the_move_fails(warehouse, monkeypatch, kill=kill) as failed, failing:
+        apply(warehouse, _decide(name, versions[1], run="cut"), expected_champion=versions[0])
+    assert failed["n"] == 1
+    assert _champion(name) == versions[1]  # the alias moved: the commit point
+
+    # The next decision (here a refusal: it moves nothing) reconciles first: the cut promotion is completed ...
+    record(warehouse, _decide(name, versions[2], run="next"), "refused")
+    rows = list(reversed(ledger(warehouse, name)))
+    assert [(r["outcome"], r["dag_run_id"]) for r in rows if r["moved"]] == [("promoted", "first"), ("promoted", "cut")]
+    # ... so rollback works again: it goes back to the champion before the interrupted promotion.
+    assert champion_history(warehouse, name) == versions[:2]
+    assert previous_champion(warehouse, name) == versions[0]
+    rolled = apply(warehouse, _decide(name, versions[0], "rollback", run="back"), expected_champion=versions[1])
+    assert rolled["outcome"] == "rolled_back" and _champion(name) == versions[0]
+
+    from airloop.stages.promote.ledger import INTENT_KEY, PENDING, open_intents
+
+    intent = next(r for r in rows if r["dag_run_id"] == "cut" and r["outcome"] == PENDING)
+    completed = next(r for r in rows if r["dag_run_id"] == "cut" and r["moved"])
+    assert completed["seq"] > intent["seq"] and completed["evidence"][INTENT_KEY] == intent["seq"]
+    assert (completed["from_version"], completed["champion_after"]) == (versions[0], versions[1])
+    assert "completed by reconciliation (next)" in completed["reason"]
+    assert open_intents(ledger(warehouse, name)) == []
+
+
+def test_an_intent_whose_run_ended_before_moving_is_closed_as_failed(warehouse, model, monkeypatch):
+    from airloop.stages.promote.ledger import open_intents, reconcile
+
+    name, versions = model
+    apply(warehouse, _decide(name, versions[0], run="first"), expected_champion=None)
+
+    def unreachable(*args):
+        raise ConnectionError("MLflow went away before the alias moved")
+
+    monkeypatch.setattr(registry, "set_alias", unreachable)
+    with pytest.raises(ConnectionError):
+        apply(warehouse, _decide(name, versions[1], run="gone"), expected_champion=versions[0])
+    monkeypatch.undo()
+    assert _champion(name) == versions[0]
+    # Another decision leaves a young intent alone (its run may be waiting for the lock) ...
+    record(warehouse, _decide(name, versions[2], run="other"), "refused")
+    assert [r["dag_run_id"] for r in open_intents(ledger(warehouse, name))] == ["gone"]
+    # ... the run's own record task (promote has ended) closes it, as does any decision once it is stale.
+    assert reconcile(warehouse, name, "gone", ended_run="gone")
+    closing = ledger(warehouse, name)[0]
+    assert (closing["outcome"], closing["moved"], closing["dag_run_id"]) == ("failed", False, "gone")
+    assert "nothing moved" in closing["reason"] and open_intents(ledger(warehouse, name)) == []
+    assert _champion(name) == versions[0] and champion_history(warehouse, name) == [versions[0]]
+
+
+@pytest.mark.parametrize(
+    ("alias", "ledger_champion", "ended", "age_hours", "how"),
+    [
+        ("2", "1", False, 0, "completed"),  # the alias moved, the ledger did not
+        ("1", "1", False, 0, None),  # not moved yet: its run may be waiting for the lock
+        ("1", "1", True, 0, "failed"),  # not moved, and its run has ended
+        ("1", "1", False, 2, "failed"),  # not moved, and stale
+        ("2", "2", False, 0, None),  # the ledger already has 2 (another decision recorded it): leave it
+        ("3", "1", True, 0, "failed"),  # moved elsewhere (outside airloop): this intent never happened
+    ],
+)
+def test_resolution(alias, ledger_champion, ended, age_hours, how):
+    from airloop.stages.promote.ledger import resolution
+
+    now = datetime(2026, 12, 7, 12, tzinfo=UTC)
+    intent = {"candidate_version": "2", "from_version": "1", "recorded_at": now - timedelta(hours=age_hours)}
+    assert resolution(intent, alias=alias, ledger_champion=ledger_champion, run_ended=ended, now=now) == how
 
 
 def test_rows_are_append_only(warehouse, model):
@@ -169,7 +288,7 @@ def test_the_lock_names_its_holder_and_keeps_a_second_decision_waiting(warehouse
         with pytest.raises(sa.exc.OperationalError, match="database is locked"):
             apply(impatient, _decide(name, versions[0]), expected_champion=None)
     assert _champion(name) is None  # the waiting decision moved nothing
-    assert apply(impatient, _decide(name, versions[0]), expected_champion=None)["seq"] == 2
+    assert apply(impatient, _decide(name, versions[0]), expected_champion=None)["seq"] == 3  # after its intent
 
 
 def test_previous_champion_walks_back_the_promotions(warehouse, model):

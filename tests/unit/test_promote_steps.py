@@ -239,11 +239,23 @@ REJECT = {"chosen_options": ["Reject"]}
         (_result(verdict={"mode": "dry_run"}), None, False, "dry_run"),
         (_result(candidate="3"), None, False, "no_change"),
         (_result(promote=True), REJECT, True, "rejected"),
-        (_result(promote=True), None, True, "timed_out"),
+        (_result(promote=True), {"error_type": "timeout", "error": "The timeout has passed"}, True, "timed_out"),
+        (_result(promote=True), None, True, "approval_failed"),
+        (_result(promote=True), {"error_type": "validation", "error": "bad answer"}, True, "approval_failed"),
         (_result(promote=True), None, False, "failed"),
         (_result(promote=True), {"chosen_options": ["Approve"]}, True, "failed"),
     ],
-    ids=["refused", "dry-run", "no-change", "rejected", "timed-out", "failed", "approved-then-failed"],
+    ids=[
+        "refused",
+        "dry-run",
+        "no-change",
+        "rejected",
+        "timed-out",
+        "approval-task-failed",
+        "approval-error",
+        "failed",
+        "approved-then-failed",
+    ],
 )
 def test_nothing_moved(result, approval, required, outcome):
     found, note = steps.nothing_moved(result, approval, required)

@@ -258,3 +258,36 @@ def test_parsed_time_that_does_not_parse_is_named(tmp_path):
     folder = _write_dataset(tmp_path, manifest, ["1,2020-01-01,0,1.5", "2,01/02/2020,0,2"])
     with pytest.raises(CsvProblem, match=r"time column 'day' has 1 values .* line 3 '01/02/2020'"):
         seed(sa.create_engine(f"sqlite:///{tmp_path / 'source.db'}"), folder)
+
+
+def test_bounds_are_naive_utc_for_a_query_or_naive_column_and_aware_for_a_timezone_column():
+    from datetime import timedelta, timezone
+
+    from airloop.adapters.source import _bounds_for
+
+    plus5 = timezone(timedelta(hours=5))
+    interval = Interval(datetime(2011, 1, 2, 5, tzinfo=plus5), datetime(2011, 1, 3, 5, tzinfo=plus5))
+    for column_type in (None, sa.DateTime()):
+        start, end = _bounds_for(column_type, interval)
+        assert (start, end) == (datetime(2011, 1, 2), datetime(2011, 1, 3))
+        assert start.tzinfo is None and end.tzinfo is None
+    start, end = _bounds_for(sa.DateTime(timezone=True), interval)
+    assert start.utcoffset() is not None and (start, end) == (DAY.start, DAY.end)
+
+
+def test_a_query_source_on_sqlite_takes_the_same_rows_whatever_the_intervals_offset(engine, bikes_spec):
+    from datetime import timedelta, timezone
+
+    raw = bikes_spec.model_dump(mode="json")
+    raw["source"] = {
+        "connection": "x",
+        "time_column": "ts",
+        "query": "SELECT ts, cnt FROM bike_rentals WHERE ts >= :start AND ts < :end ORDER BY ts",
+    }
+    spec = ModelSpec.model_validate(raw)
+    minus5 = timezone(timedelta(hours=-5))
+    shifted = Interval(DAY.start.astimezone(minus5), DAY.end.astimezone(minus5))
+    utc_rows = extract_interval(engine, spec, DAY).frame
+    shifted_rows = extract_interval(engine, spec, shifted).frame
+    assert len(utc_rows) == 23 and utc_rows.equals(shifted_rows)
+    assert shifted_rows["ts"].min() == DAY.start

@@ -130,3 +130,103 @@ def test_a_classifier_with_a_regression_metric_is_refused_naming_it_and_those_th
     text = str(caught.value)
     assert named in text and "roc_auc" in text and "log_loss" in text and str(path) in text
     assert "record_id" not in text and len(text) < 1000, text  # not the spec repeated back
+
+
+def test_timeouts_are_read_as_written_and_default_per_stage():
+    from airloop.core.spec import DEFAULT_TIMEOUTS
+
+    spec = get_spec("bikes", MODELS)
+    train = spec.stage_timeouts("train")
+    assert (train.task, train.run, train.deadline) == (timedelta(hours=1), timedelta(hours=3), timedelta(hours=2))
+    assert spec.stage_timeouts("score").task == timedelta(minutes=30)
+    assert spec.stage_timeouts("score").run == DEFAULT_TIMEOUTS["score"][1]
+    ingest = spec.stage_timeouts("ingest")
+    assert (ingest.task, ingest.run, ingest.deadline) == DEFAULT_TIMEOUTS["ingest"]
+
+
+def test_a_required_approval_lengthens_the_default_run_and_deadline_of_train_and_promote(tmp_path, raw):
+    raw.pop("timeouts")
+    raw["gate"]["approval"] = {"required": True, "timeout_hours": 24}
+    spec = load_spec(_write(tmp_path, "bikes", raw))
+    for stage in ("train", "promote"):
+        limits = spec.stage_timeouts(stage)
+        assert limits.run > limits.deadline > timedelta(hours=24), stage
+    assert spec.stage_timeouts("score").run < timedelta(hours=24)
+
+
+def test_a_run_limit_alone_pulls_in_the_other_limits(tmp_path, raw):
+    raw["timeouts"] = {"ingest": {"run": "20m"}}
+    limits = load_spec(_write(tmp_path, "bikes", raw)).stage_timeouts("ingest")
+    assert limits.run == timedelta(minutes=20)
+    assert limits.task == timedelta(minutes=20) and limits.deadline == timedelta(minutes=15)
+
+
+@pytest.mark.parametrize(
+    ("timeouts", "expected"),
+    [
+        ({"train": {"task": "30 minutes"}}, r"field `timeouts\.train\.task`: .*written like `30m`, `2h` or `1d`"),
+        ({"train": {"task": 30}}, r"field `timeouts\.train\.task`: .*got 30"),
+        ({"score": {"run": "0m"}}, r"field `timeouts\.score\.run`: .*between 1m and 31d, not 0s"),
+        ({"score": {"run": "90d"}}, r"field `timeouts\.score\.run`: .*between 1m and 31d, not 90d"),
+        ({"trian": {"task": "1h"}}, r"field `timeouts\.trian`.*allowed here: .*train"),
+        ({"train": {"tsak": "1h"}}, r"field `timeouts\.train\.tsak`.*allowed here: deadline, run, task"),
+        ({"train": {"task": "4h", "run": "3h"}}, r"timeouts\.train\.task \(4h\) is longer than timeouts\.train\.run"),
+        ({"train": {"run": "3h", "deadline": "3h"}}, r"timeouts\.train\.deadline \(3h\) must be shorter"),
+    ],
+    ids=[
+        "words",
+        "bare-number",
+        "zero",
+        "too-long",
+        "unknown-stage",
+        "unknown-limit",
+        "task-over-run",
+        "late-deadline",
+    ],
+)
+def test_bad_timeouts_are_refused_naming_the_field(tmp_path, raw, timeouts, expected):
+    raw["timeouts"] = timeouts
+    path = _write(tmp_path, "bikes", raw)
+    with pytest.raises(SpecError, match=expected) as err:
+        load_spec(path)
+    assert str(path) in str(err.value)
+
+
+def test_a_run_limit_shorter_than_the_approval_wait_is_refused(tmp_path, raw):
+    raw["gate"]["approval"] = {"required": True, "timeout_hours": 24}
+    raw["timeouts"] = {"promote": {"run": "2h", "deadline": "1h"}}
+    with pytest.raises(SpecError, match=r"timeouts\.promote\.run \(2h\) must be longer than gate\.approval"):
+        load_spec(_write(tmp_path, "bikes", raw))
+
+
+@pytest.mark.parametrize(
+    ("overridable", "expected"),
+    [
+        (["max_iter", "learning_rate"], r"maps each estimator parameter .* `\{max_iter: \{min: \.\.\., max: \.\.\.\}"),
+        ({"max_iter": {"min": 10}}, r"training\.overridable\.max_iter.*give both `min` and `max`"),
+        ({"max_iter": {"min": 500, "max": 10}}, r"`min` \(500\) is above `max` \(10\)"),
+        ({"max_iter": {"min": 1, "max": 10, "choices": [5]}}, "not both"),
+        ({"max_iter": {"min": 1, "max": 50}}, r"estimator\.params\.max_iter \(100\) is outside its overridable range"),
+        ({"max_iter": {"min": 1, "max": 500, "step": 1}}, r"training\.overridable\.max_iter\.step"),
+    ],
+    ids=["bare-list", "no-max", "inverted", "range-and-choices", "spec-value-outside", "unknown-key"],
+)
+def test_overridable_parameters_need_a_valid_range(tmp_path, raw, overridable, expected):
+    raw["training"]["overridable"] = overridable
+    with pytest.raises(SpecError, match=expected):
+        load_spec(_write(tmp_path, "bikes", raw))
+
+
+def test_overridable_choices_take_only_their_values(tmp_path, raw):
+    raw["training"]["overridable"] = {
+        "loss": {"choices": ["poisson", "squared_error"]},
+        "max_iter": {"min": 1, "max": 9},
+    }
+    raw["training"]["estimator"]["params"]["max_iter"] = 5
+    training = load_spec(_write(tmp_path, "bikes", raw)).training
+    assert training.override_problems({"loss": "squared_error", "max_iter": 9}, "bikes.yaml") == []
+    (problem,) = training.override_problems({"loss": "absolute_error"}, "bikes.yaml")
+    assert problem == (
+        "`loss` = 'absolute_error' is not one of the choices: training.overridable in bikes.yaml allows "
+        "one of ['poisson', 'squared_error']"
+    )

@@ -76,8 +76,37 @@ def test_split_refuses_too_few_training_rows(bikes_spec, lake):
 
 def test_overrides_only_for_declared_parameters(bikes_spec):
     assert training.estimator_params(bikes_spec, {"max_iter": 7})["max_iter"] == 7
-    with pytest.raises(TrainingProblem, match=r"\['loss'\] are not allowed"):
+    with pytest.raises(TrainingProblem, match=r"`loss` is not allowed.*training\.overridable in bikes\.yaml"):
         training.estimator_params(bikes_spec, {"loss": "absolute_error"})
+
+
+@pytest.mark.parametrize(
+    ("overrides", "expected"),
+    [
+        (
+            {"max_iter": 10**9},
+            "`max_iter` = 1000000000 is out of range: training.overridable in bikes.yaml allows [1, 1000]",
+        ),
+        (
+            {"learning_rate": 0},
+            "`learning_rate` = 0 is out of range: training.overridable in bikes.yaml allows [0.001, 1]",
+        ),
+        ({"max_leaf_nodes": "many"}, "`max_leaf_nodes` = 'many' is not a number (got str)"),
+        ({"max_iter": True}, "`max_iter` = True is not a number (got bool)"),
+    ],
+    ids=["runaway-max-iter", "below-min", "not-a-number", "bool-is-not-a-number"],
+)
+def test_overrides_outside_their_declared_range_are_refused_naming_param_range_and_file(
+    bikes_spec, overrides, expected
+):
+    with pytest.raises(TrainingProblem) as err:
+        training.estimator_params(bikes_spec, overrides)
+    assert expected in str(err.value)
+
+
+def test_overrides_at_the_bounds_of_their_range_are_taken(bikes_spec):
+    params = training.estimator_params(bikes_spec, {"max_iter": 1000, "learning_rate": 0.001})
+    assert (params["max_iter"], params["learning_rate"]) == (1000, 0.001)
 
 
 def test_bad_estimator_parameter_is_named(bikes_spec):
@@ -120,7 +149,7 @@ def test_bounded_search_picks_from_the_space(bikes_spec, lake):
     from airloop.core.spec import Search
 
     search = Search(space={"max_iter": [10, 40], "learning_rate": [0.05, 0.1]}, max_trials=3, folds=2)
-    t = bikes_spec.training.model_copy(update={"search": search, "overridable": []})
+    t = bikes_spec.training.model_copy(update={"search": search, "overridable": {}})
     spec = bikes_spec.model_copy(update={"training": t})
     data = training.assemble(spec, lake, training.resolve_window(spec, lake))
     train, _ = training.split(spec, data)

@@ -84,6 +84,18 @@ def test_page_lists_pending_approvals_with_a_link_to_answer(tmp_path: Path) -> N
     assert "Promote bikes v3?" in html and 'href="http://ui/answer"' in html and "manual__1" in html
 
 
+def test_answer_link_only_for_users_the_auth_manager_lets_answer(tmp_path: Path) -> None:
+    ask = view.Approval("bikes_train", "manual__1", "approve", "Promote bikes v3?", START, "http://ui/answer")
+    board = view.Board(model="bikes", description="d", owner="o", dag_ids=DAGS, approvals=[ask])
+    board.can_answer_approvals = False
+    html = view.render_board(board, reports_root=tmp_path, airflow_ui="", models=["bikes"], user="viewer")
+    assert "Promote bikes v3?" in html and 'href="http://ui/answer"' not in html and "may not answer" in html
+    assert board.to_dict()["can_answer_approvals"] is False
+    board.can_answer_approvals = True
+    html = view.render_board(board, reports_root=tmp_path, airflow_ui="", models=["bikes"], user="ml")
+    assert 'href="http://ui/answer"' in html
+
+
 def test_board_json_is_plain_data() -> None:
     board = view.Board(model="bikes", description="d", owner="o", dag_ids={}, drift=[_window(0, 0.1, False)])
     data = board.to_dict()

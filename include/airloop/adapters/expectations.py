@@ -169,6 +169,11 @@ def load_suites(spec: ModelSpec, expectations_dir: Path) -> list[SuiteFile]:
     return suites
 
 
+def load_suite_file(path: Path, spec: ModelSpec) -> SuiteFile:
+    """Load and check one suite file for a model (the checks of :func:`load_suites`), wherever it is."""
+    return _load_suite(path, spec)
+
+
 def _load_suite(path: Path, spec: ModelSpec) -> SuiteFile:
     try:
         text = path.read_text(encoding="utf-8")

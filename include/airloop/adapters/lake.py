@@ -37,7 +37,8 @@ A reader thus sees the old version or the new one, never half of one; a crash be
 intact; a reader that read a manifest just before it was replaced reads the new one. :meth:`Lake.delete` removes
 the manifest first (the partition disappears at once), then the files. Concurrent writers of one partition: the
 last manifest wins, complete, and the other's files are swept. (airloop never runs two at once: one DAG run per
-interval, and scoring replaces a partition inside the warehouse transaction that deletes its rows. The one case
+interval, and one scoring run per model at a time, which publishes a partition right after the warehouse
+transaction that replaced its rows commits: :meth:`Lake.staged`. The one case
 this layout does not cover: a writer re-publishing exactly the version another is replacing at that moment may
 lose its files to the other's clean-up; readers then get :class:`PartitionNotFound` naming the missing file, and
 running the interval again repairs it.)
@@ -527,44 +528,23 @@ class Lake:
         is spooled to a local temporary file (next to the partition on a local lake) and published when the
         batches end, so memory stays bounded and a failure mid-way publishes nothing.
         """
-        import pandas as pd
-        import pyarrow as pa
-        import pyarrow.parquet as pq
+        with self.staged(model, stage, partition, meta=meta) as staged:
+            staged.write(batches)
+            return staged.publish()
 
+    @contextlib.contextmanager
+    def staged(
+        self, model: str, stage: Stage, partition: str, *, meta: dict[str, Any] | None = None
+    ) -> Iterator[StagedPartition]:
+        """A partition written in two steps: :meth:`StagedPartition.write` spools its batches (nothing is visible),
+        :meth:`StagedPartition.publish` makes it the partition. Left unpublished, it is discarded at the block's end.
+
+        For a writer whose commit point is elsewhere: scoring spools the lake's rows while the warehouse
+        transaction inserts them, and publishes only once that transaction has committed.
+        """
         part = self._partition_path(model, stage, partition)
-        # The batches' own errors (a model, a database) pass through untouched: only publishing talks to storage.
         with self._spool(part) as tmp:
-            h, writer, rows, dtypes = hasher(), None, 0, None
-            try:
-                for df in batches:
-                    if dtypes is None:
-                        dtypes = [[str(c), str(t)] for c, t in df.dtypes.items()]
-                        h.update(json.dumps(dtypes).encode())
-                    table = pa.Table.from_pandas(df, preserve_index=False)
-                    if writer is None:
-                        writer = pq.ParquetWriter(tmp, table.schema, compression="zstd")
-                    if len(df):
-                        h.update(pd.util.hash_pandas_object(df, index=False).to_numpy().tobytes())
-                        writer.write_table(table)
-                    rows += len(df)
-                if writer is None:
-                    raise ValueError(f"no batches to write for {model}/{stage}/{partition}")
-            finally:
-                if writer is not None and writer.is_open:
-                    writer.close()
-            digest = h.hexdigest()
-            manifest = Manifest(
-                model=model,
-                stage=stage,
-                partition=partition,
-                rows=rows,
-                content_digest=digest,
-                data_file=f"part-{digest[:16]}.parquet",
-                columns=dict(dtypes or []),
-                meta=meta or {},
-                version=version_of(digest, {}),
-            )
-            return self._publish(manifest, {}, lambda path: self._publish_file(tmp, path))
+            yield StagedPartition(self, model, stage, partition, tmp, meta or {})
 
     def delete(self, model: str, stage: Stage, partition: str) -> bool:
         """Remove a partition: the manifest first (it disappears at once), then its files. True if it existed."""
@@ -654,6 +634,62 @@ class Lake:
             if name == MANIFEST and not key.startswith("."):
                 keys.append(key)
         return sorted(keys)
+
+
+class StagedPartition:
+    """A partition spooled but not published (see :meth:`Lake.staged`): ``write`` once, then ``publish``."""
+
+    def __init__(self, lake: Lake, model: str, stage: Stage, partition: str, spool: str, meta: dict[str, Any]) -> None:
+        self._lake, self._spool, self._meta = lake, spool, meta
+        self.model, self.stage, self.partition = model, stage, partition
+        self.manifest: Manifest | None = None
+
+    def write(self, batches: Iterable[pd.DataFrame]) -> Manifest:
+        """Spool the batches to the local file; the manifest they will publish (nothing is visible yet)."""
+        import pandas as pd
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        where = f"{self.model}/{self.stage}/{self.partition}"
+        # The batches' own errors (a model, a database) pass through untouched: only publishing talks to storage.
+        h, writer, rows, dtypes = hasher(), None, 0, None
+        try:
+            for df in batches:
+                if dtypes is None:
+                    dtypes = [[str(c), str(t)] for c, t in df.dtypes.items()]
+                    h.update(json.dumps(dtypes).encode())
+                table = pa.Table.from_pandas(df, preserve_index=False)
+                if writer is None:
+                    writer = pq.ParquetWriter(self._spool, table.schema, compression="zstd")
+                if len(df):
+                    h.update(pd.util.hash_pandas_object(df, index=False).to_numpy().tobytes())
+                    writer.write_table(table)
+                rows += len(df)
+            if writer is None:
+                raise ValueError(f"no batches to write for {where}")
+        finally:
+            if writer is not None and writer.is_open:
+                writer.close()
+        digest = h.hexdigest()
+        self.manifest = Manifest(
+            model=self.model,
+            stage=self.stage,
+            partition=self.partition,
+            rows=rows,
+            content_digest=digest,
+            data_file=f"part-{digest[:16]}.parquet",
+            columns=dict(dtypes or []),
+            meta=self._meta,
+            version=version_of(digest, {}),
+        )
+        return self.manifest
+
+    def publish(self) -> Manifest:
+        """Make the spooled rows the partition: data file, then manifest (the same protocol as :meth:`Lake.write`)."""
+        if self.manifest is None:
+            raise ValueError(f"{self.model}/{self.stage}/{self.partition}: publish() before write()")
+        spool = self._spool
+        return self._lake._publish(self.manifest, {}, lambda path: self._lake._publish_file(spool, path))
 
 
 def default_lake() -> Lake:

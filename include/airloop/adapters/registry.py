@@ -500,10 +500,76 @@ def _register_challenger(model: str, model_uri: str, run_id: str, run_name: str,
     """Register the run's model as a new version, describe it and give it ``@challenger``; returns the version."""
     import mlflow
 
-    c = client()
     mv = mlflow.register_model(model_uri, model, tags=tags)
     version = str(mv.version)
-    c.update_model_version(model, version, description=f"Trained by run {run_id} ({run_name}); awaiting the gate.")
-    set_alias(model, CHALLENGER, version)
+    _finish_registration(model, version, run_id, run_name)
     log.info("Registered %s version %s from run %s and set @%s.", model, version, run_id, CHALLENGER)
     return version
+
+
+def _finish_registration(model: str, version: str, run_id: str, run_name: str) -> None:
+    """What follows registering a version (idempotent, so a retry can do it again): its description, ``@challenger``."""
+    c = client()
+    c.update_model_version(model, version, description=f"Trained by run {run_id} ({run_name}); awaiting the gate.")
+    set_alias(model, CHALLENGER, version)
+
+
+def _tag_filter(tags: dict[str, str]) -> str | None:
+    """An MLflow search filter matching every tag exactly; None when a value cannot be quoted (it holds a ')."""
+    if any("'" in value for value in tags.values()):
+        return None
+    return " and ".join(f"tags.`{key}` = '{value}'" for key, value in tags.items())
+
+
+def runs_tagged(experiment: str, tags: dict[str, str]) -> list[Any]:
+    """The runs of an experiment (by name) carrying every one of ``tags``, oldest first; [] when there are none."""
+    c = client()
+    found = c.get_experiment_by_name(experiment)
+    where = _tag_filter(tags)
+    if found is None or where is None:
+        return []
+    return list(c.search_runs([found.experiment_id], filter_string=where, order_by=["attributes.start_time ASC"]))
+
+
+def registered_by(model: str, dag_id: str | None, run_id: str | None) -> LoggedRun | None:
+    """The version that an earlier try of this Airflow run registered, with its MLflow run; None when none did.
+
+    Training runs carry their Airflow run and model as tags (``airflow.dag_id``, ``airflow.run_id``,
+    ``airloop.model``), so a retry of the train task finds them in the model's experiment. The version found gets
+    its description and ``@challenger`` again (its try may have died between registering and those). A run of an
+    earlier try that registered nothing and is still marked running (its process died) is marked failed.
+    Outside Airflow (no run id) there is nothing to find.
+    """
+    if not dag_id or not run_id:
+        return None
+    c = client()
+    tags = {"airflow.dag_id": dag_id, "airflow.run_id": run_id, "airloop.model": model}
+    for run in runs_tagged(model, tags):
+        versions = c.search_model_versions(f"name = '{model}' and run_id = '{run.info.run_id}'")
+        if not versions:
+            if run.info.status == "RUNNING":
+                c.set_terminated(run.info.run_id, status="FAILED")
+                log.info("MLflow run %s of an earlier try registered nothing: marked FAILED.", run.info.run_id)
+            continue
+        version = str(min(int(v.version) for v in versions))
+        _finish_registration(model, version, run.info.run_id, run.info.run_name or run.info.run_id)
+        return LoggedRun(
+            run_id=run.info.run_id,
+            experiment_id=run.info.experiment_id,
+            model_uri=f"models:/{model}/{version}",
+            version=version,
+            run_url=run_url(run.info.experiment_id, run.info.run_id),
+        )
+    return None
+
+
+def run_dict(run_id: str, path: str) -> dict[str, Any] | None:
+    """A JSON artifact of a run, or None when the run has no such artifact."""
+    import mlflow.artifacts
+
+    client()  # the tracking URI, set
+    names = {f.path for f in client().list_artifacts(run_id, path.rsplit("/", 1)[0] if "/" in path else None)}
+    if path not in names:
+        return None
+    loaded: dict[str, Any] = mlflow.artifacts.load_dict(f"runs:/{run_id}/{path}")
+    return loaded

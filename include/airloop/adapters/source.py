@@ -4,7 +4,9 @@
 :mod:`airloop.adapters.datasets` for the vendored data sets that ``airloop seed`` loads from their manifests.)
 
 Extraction binds the interval bounds as SQL parameters (never formats them into SQL) and selects
-``start <= time < end``, so adjacent intervals never share or drop a row.
+``start <= time < end``, so adjacent intervals never share or drop a row. On PostgreSQL the extraction's
+transaction runs with ``TIME ZONE 'UTC'`` whatever the connection's own setting, so the bounds compare exactly
+with both ``timestamp`` and ``timestamptz`` columns (see :func:`_pin_session_to_utc`).
 """
 
 from __future__ import annotations
@@ -79,6 +81,21 @@ def _bounds_for(column_type: object, interval: Interval) -> tuple[datetime, date
     )
 
 
+def _pin_session_to_utc(conn: Any) -> None:
+    """Run this connection's current transaction in UTC where the database has a session time zone (PostgreSQL).
+
+    PostgreSQL reads a naive bound compared with a ``timestamptz`` column in the session's ``TimeZone``, and
+    casts a naive ``timestamp`` column compared with an aware bound in it too. A ``query:`` source gives no column
+    type to choose the bound's form from, so with a session in, say, America/New_York either form shifts the
+    interval's edges by the offset for one of the two column kinds. In UTC both compare exactly (naive times are
+    UTC throughout airloop). ``SET LOCAL`` ends with the transaction, so the pooled connection keeps its setting.
+    """
+    import sqlalchemy as sa
+
+    if conn.dialect.name == "postgresql":
+        conn.execute(sa.text("SET LOCAL TIME ZONE 'UTC'"))
+
+
 def extract_interval(engine: Engine, spec: ModelSpec, interval: Interval) -> Extract:
     """Rows of ``[interval.start, interval.end)`` from the spec's source, ordered by time, time column in UTC."""
     import pandas as pd
@@ -87,6 +104,7 @@ def extract_interval(engine: Engine, spec: ModelSpec, interval: Interval) -> Ext
     src = spec.source
     try:
         with engine.connect() as conn:
+            _pin_session_to_utc(conn)
             if src.table is not None:
                 table = sa.Table(src.table, sa.MetaData(), autoload_with=conn)
                 if src.time_column not in table.c:

@@ -1,4 +1,4 @@
-"""Checks of a DAG run's ``conf`` shared by every DAG that takes params (train, promote, score).
+"""Checks of a DAG run's ``conf`` shared by every DAG (ingest, which takes none, train, promote, score, monitor).
 
 Airflow validates each declared ``Param`` against its JSON schema, but accepts unknown keys silently and does not
 know what a date means to airloop; these checks fill that gap with messages that name the param and the fix.
@@ -16,14 +16,14 @@ class ParamProblem(ExpectedFailure, ValueError):
     """A run's parameters cannot be used; the message names the parameter, the value and the fix."""
 
 
-def refuse_unknown(conf: dict[str, Any], allowed: tuple[str, ...], dag_id: str) -> None:
-    """Refuse ``conf`` keys the DAG does not declare, naming each one."""
+def refuse_unknown(
+    conf: dict[str, Any], allowed: tuple[str, ...], dag_id: str, fix: str = "Check the spelling and trigger again."
+) -> None:
+    """Refuse ``conf`` keys the DAG does not declare, naming each one and the keys it takes (``fix``: what to do)."""
     unknown = sorted(set(conf) - set(allowed))
     if unknown:
-        raise ParamProblem(
-            f"{dag_id} does not know the param(s) {unknown}; it takes {list(allowed)}. "
-            "Check the spelling and trigger again."
-        )
+        takes = f"it takes {list(allowed)}" if allowed else "it takes no params"
+        raise ParamProblem(f"{dag_id} does not know the param(s) {unknown}; {takes}. {fix}")
 
 
 #: What the train and promote DAGs' check tasks raise (the name their callers know).

@@ -93,6 +93,10 @@ ALERTS_CONN_ID = _setting(
 )
 ALERTS_TO = _setting("AIRLOOP_ALERTS_TO", "", "Comma-separated e-mail recipients of alerts (needed for smtp).")
 ALERTS_ENDPOINT = _setting("AIRLOOP_ALERTS_ENDPOINT", "", "Path appended to the webhook connection's URL (optional).")
+# --- metrics -----------------------------------------------------------------------------------------------
+METRICS_TOKEN = _setting(
+    "AIRLOOP_METRICS_TOKEN", "", "Bearer token Prometheus scrapes /airloop/metrics with (unset: the route is off)."
+)
 # --- the embedded runtime (airloop up) ----------------------------------------------------------------------
 AIRFLOW_PORT = _setting("AIRLOOP_AIRFLOW_PORT", "8080", "Port of the embedded Airflow api-server on 127.0.0.1.")
 MLFLOW_PORT = _setting("AIRLOOP_MLFLOW_PORT", "5000", "Port of the embedded MLflow server on 127.0.0.1.")
@@ -306,6 +310,11 @@ def alerts_to() -> str:
 def alerts_endpoint() -> str | None:
     """``AIRLOOP_ALERTS_ENDPOINT``, or None when unset."""
     return ALERTS_ENDPOINT.raw() or None
+
+
+def metrics_token() -> str:
+    """``AIRLOOP_METRICS_TOKEN``, "" when unset (then ``/airloop/metrics`` is off)."""
+    return METRICS_TOKEN.raw()
 
 
 # --- the embedded runtime -----------------------------------------------------------------------------------

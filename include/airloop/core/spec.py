@@ -13,7 +13,16 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from airloop.core.digests import json_digest, short
 from airloop.core.errors import ExpectedFailure
@@ -34,6 +43,11 @@ def reserved_column(name: str) -> bool:
 _NAME = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
 _EVERY = re.compile(r"^(\d+)\s*([dhm])$")
 _UNITS = {"d": "days", "h": "hours", "m": "minutes"}
+_DURATION = re.compile(r"^(\d+)\s*([smhd])$")
+_DURATION_UNITS = {"s": "seconds", **_UNITS}
+#: The shortest and the longest time limit a spec may set: below a minute no task even starts; a limit of more
+#: than a month is no limit.
+MIN_DURATION, MAX_DURATION = timedelta(minutes=1), timedelta(days=31)
 # Every DAG file parses the specs on every parse: libyaml's safe loader is about 10x faster than pure Python.
 _LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
@@ -44,6 +58,142 @@ class SpecError(ExpectedFailure, ValueError):
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def parse_duration(value: Any) -> timedelta:
+    """``"90s"``, ``"30m"``, ``"2h"`` or ``"1d"`` as a :class:`timedelta` (between a minute and 31 days).
+
+    A ``timedelta`` is taken as it is (a spec built in code); anything else is refused saying what is expected.
+    """
+    if isinstance(value, timedelta):
+        duration = value
+    else:
+        match = _DURATION.match(value.strip()) if isinstance(value, str) else None
+        if match is None:
+            raise ValueError(
+                f"a duration is a whole number and a unit s, m, h or d, written like `30m`, `2h` or `1d`; got {value!r}"
+            )
+        duration = timedelta(**{_DURATION_UNITS[match.group(2)]: int(match.group(1))})
+    if not MIN_DURATION <= duration <= MAX_DURATION:
+        raise ValueError(f"a duration must be between 1m and 31d, not {format_duration(duration)}")
+    return duration
+
+
+def format_duration(value: timedelta) -> str:
+    """The shortest spec spelling of a duration (``2h``, ``90m``, ``45s``)."""
+    seconds = int(value.total_seconds())
+    if seconds == 0:
+        return "0s"
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds % size == 0:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
+
+
+#: A time limit in a spec: written ``30m``/``2h``/``1d`` in YAML, a ``timedelta`` in code, dumped as written.
+Duration = Annotated[timedelta, BeforeValidator(parse_duration), PlainSerializer(format_duration, return_type=str)]
+
+#: The DAG stages, each with its own time limits.
+STAGES = ("ingest", "train", "promote", "score", "monitor")
+
+
+class StageTimeouts(_Strict):
+    """One stage's time limits; a limit left out takes the stage's default (:data:`DEFAULT_TIMEOUTS`)."""
+
+    task: Duration | None = Field(
+        default=None, description="Each try of each task (its `execution_timeout`): a hung call fails the try."
+    )
+    run: Duration | None = Field(
+        default=None, description="A whole DAG run (its `dagrun_timeout`): the run fails and frees its slot."
+    )
+    deadline: Duration | None = Field(
+        default=None,
+        description="Alert (through the failure alert channel) when a run has not finished this long after it "
+        "was queued; shorter than `run`, so on-call hears before the run is failed.",
+    )
+
+
+class ResolvedTimeouts(_Strict):
+    """A stage's effective limits: the spec's, or the defaults (plus a required approval's wait)."""
+
+    task: timedelta
+    run: timedelta
+    deadline: timedelta
+
+
+#: Default limits per stage, ``(task, run, deadline)``: each several times what the demo takes on two cores,
+#: so only a hung or runaway run meets them. Train and promote add ``gate.approval.timeout_hours`` to ``run``
+#: and ``deadline`` when approval is required (a person may take that long).
+DEFAULT_TIMEOUTS: dict[str, tuple[timedelta, timedelta, timedelta]] = {
+    "ingest": (timedelta(minutes=30), timedelta(hours=2), timedelta(hours=1)),
+    "train": (timedelta(hours=2), timedelta(hours=6), timedelta(hours=4)),
+    "promote": (timedelta(minutes=15), timedelta(hours=1), timedelta(minutes=30)),
+    "score": (timedelta(hours=1), timedelta(hours=3), timedelta(hours=2)),
+    "monitor": (timedelta(minutes=30), timedelta(hours=2), timedelta(hours=1)),
+}
+
+
+class Timeouts(_Strict):
+    """Time limits per DAG stage: every task's, every run's, and when a late run alerts."""
+
+    ingest: StageTimeouts = StageTimeouts()
+    train: StageTimeouts = StageTimeouts()
+    promote: StageTimeouts = StageTimeouts()
+    score: StageTimeouts = StageTimeouts()
+    monitor: StageTimeouts = StageTimeouts()
+
+
+class OverrideRange(_Strict):
+    """What a run may set one overridable estimator parameter to: a number in ``[min, max]``, or one of ``choices``."""
+
+    min: float | None = None
+    max: float | None = None
+    choices: list[str | int | float | bool | None] | None = None
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> OverrideRange:
+        bounded = self.min is not None and self.max is not None
+        if self.choices is not None:
+            if self.min is not None or self.max is not None:
+                raise ValueError("give `min` and `max` (a number), or `choices` (a list of values), not both")
+            if not self.choices:
+                raise ValueError("`choices` needs at least one value")
+        elif not bounded:
+            raise ValueError(
+                "give both `min` and `max` (a number), or `choices` (a list of values), e.g. "
+                "`{min: 10, max: 500}` or `{choices: [squared_error, poisson]}`"
+            )
+        elif self.min > self.max:  # type: ignore[operator]
+            raise ValueError(f"`min` ({self.min:g}) is above `max` ({self.max:g})")
+        return self
+
+    def describe(self) -> str:
+        """The range in words, e.g. ``[10, 500]`` or ``one of ['a', 'b']``."""
+        if self.choices is not None:
+            return f"one of {self.choices}"
+        return f"[{self.min:g}, {self.max:g}]"
+
+    def problem(self, value: Any) -> str | None:
+        """Why ``value`` is outside this range, or None when it is inside."""
+        if self.choices is not None:
+            chosen = any(value == c and type(value) is type(c) for c in self.choices)  # 1 is not True
+            return None if chosen else "is not one of the choices"
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            return f"is not a number (got {type(value).__name__})"
+        assert self.min is not None and self.max is not None  # checked by the validator
+        return None if self.min <= value <= self.max else "is out of range"
+
+
+def _overridable_mapping(value: Any) -> Any:
+    """A plain list of names (the old form) is refused saying how to give each one its range."""
+    if isinstance(value, list):
+        example = ", ".join(f"{name}: {{min: ..., max: ...}}" for name in value[:2]) or "max_iter: {min: 10, max: 500}"
+        raise ValueError(
+            "`overridable` maps each estimator parameter a run may override to its range (a list of names is "
+            f"not enough: a run could set any value); write e.g. `{{{example}}}`, or `{{choices: [...]}}` for "
+            "non-numbers"
+        )
+    return value
 
 
 class Source(_Strict):
@@ -231,8 +381,10 @@ class Training(_Strict):
     seed: int = 42
     estimator: Estimator = Estimator()
     search: Search | None = None
-    overridable: list[str] = Field(
-        default=[], description="Estimator parameters a run may override (param `overrides` of the train DAG)."
+    overridable: Annotated[dict[str, OverrideRange], BeforeValidator(_overridable_mapping)] = Field(
+        default={},
+        description="Estimator parameters a run may override (param `overrides` of the train DAG), each with the "
+        "range a run may set it to: `{max_iter: {min: 10, max: 500}}`, or `{loss: {choices: [a, b]}}`.",
     )
     slices: list[Slice] = []
 
@@ -242,7 +394,31 @@ class Training(_Strict):
             raise ValueError(
                 f"`holdout_days` ({self.holdout_days}) must be less than `window_days` ({self.window_days})"
             )
+        for name, allowed in self.overridable.items():
+            if name in self.estimator.params and allowed.problem(self.estimator.params[name]) is not None:
+                raise ValueError(
+                    f"estimator.params.{name} ({self.estimator.params[name]!r}) is outside its overridable range "
+                    f"{allowed.describe()}: widen the range or change the parameter"
+                )
         return self
+
+    def override_problems(self, overrides: dict[str, Any], spec_file: str) -> list[str]:
+        """Why each of a run's ``overrides`` is refused (an undeclared name, or a value outside its range);
+        empty when all are allowed. Each names the param, what the spec allows, and ``spec_file``."""
+        allowed = ", ".join(f"{k} {r.describe()}" for k, r in self.overridable.items()) or "none"
+        problems = []
+        for name, value in sorted(overrides.items()):
+            declared = self.overridable.get(name)
+            if declared is None:
+                problems.append(
+                    f"`{name}` is not allowed (not declared overridable); training.overridable in {spec_file} "
+                    f"allows: {allowed}"
+                )
+            elif (why := declared.problem(value)) is not None:
+                problems.append(
+                    f"`{name}` = {value!r} {why}: training.overridable in {spec_file} allows {declared.describe()}"
+                )
+        return problems
 
 
 #: The estimator each task gets when the spec names none.
@@ -373,6 +549,11 @@ class ModelSpec(_Strict):
     training: Training = Training()
     gate: Gate = Gate()
     monitoring: Monitoring = Monitoring()
+    timeouts: Timeouts = Field(
+        default=Timeouts(),
+        description="Time limits per stage (`ingest`, `train`, `promote`, `score`, `monitor`): `{task, run, "
+        "deadline}`, each like `30m` or `2h`; defaults in docs/model-spec.md.",
+    )
 
     @field_validator("name")
     @classmethod
@@ -407,7 +588,52 @@ class ModelSpec(_Strict):
             raise ValueError(f"monitoring.exclude names columns that are not features: {sorted(excluded - set(names))}")
         if excluded >= set(names):
             raise ValueError("monitoring.exclude leaves no feature to test for drift; keep at least one")
+        self._check_timeouts()
         return self
+
+    def _check_timeouts(self) -> None:
+        """Every stage's limits fit together: a try within the run, the deadline before the run's limit, and a
+        required approval's wait within train's and promote's runs."""
+        for stage in STAGES:
+            limits = self.stage_timeouts(stage)
+            where = f"timeouts.{stage}"
+            if limits.task > limits.run:
+                raise ValueError(
+                    f"{where}.task ({format_duration(limits.task)}) is longer than {where}.run "
+                    f"({format_duration(limits.run)}): a run cannot outlast its limit; lengthen `run` or shorten `task`"
+                )
+            if limits.deadline >= limits.run:
+                raise ValueError(
+                    f"{where}.deadline ({format_duration(limits.deadline)}) must be shorter than {where}.run "
+                    f"({format_duration(limits.run)}): a run failed by its limit is never late"
+                )
+            wait = self.approval_wait
+            if stage in ("train", "promote") and wait and limits.run <= wait:
+                raise ValueError(
+                    f"{where}.run ({format_duration(limits.run)}) must be longer than gate.approval.timeout_hours "
+                    f"({self.gate.approval.timeout_hours:g}h): the run would fail while a person may still approve"
+                )
+
+    @property
+    def approval_wait(self) -> timedelta:
+        """How long a run may wait for a person's approval (zero when approval is not required)."""
+        approval = self.gate.approval
+        return timedelta(hours=approval.timeout_hours) if approval.required else timedelta(0)
+
+    def stage_timeouts(self, stage: str) -> ResolvedTimeouts:
+        """The effective limits of one stage's DAG: the spec's, else the defaults, whose ``run`` and ``deadline``
+        include a required approval's wait for train and promote (a limit the spec sets is taken as written)."""
+        given: StageTimeouts = getattr(self.timeouts, stage)
+        task, run, deadline = DEFAULT_TIMEOUTS[stage]
+        wait = self.approval_wait if stage in ("train", "promote") else timedelta(0)
+        run = given.run or run + wait
+        # A run limit set shorter than the defaults pulls the unset limits in with it (a try at most the run, the
+        # deadline at three quarters of the run after the approval's wait), so setting `run` alone is never an error.
+        return ResolvedTimeouts(
+            task=given.task or min(task, run),
+            run=run,
+            deadline=given.deadline or min(deadline + wait, run - (run - wait) / 4),
+        )
 
     def _check_reserved(self) -> None:
         """No data column may take a name the monitor gives its predictions (it adds them beside the data)."""

@@ -11,6 +11,7 @@ import argparse
 import json
 import sys
 from datetime import date
+from pathlib import Path
 from typing import Any
 
 EXIT_FAILED = 1
@@ -112,9 +113,10 @@ def _cmd_suites_check(args: argparse.Namespace) -> int:
 
     spec = get_spec(args.model)
     try:
-        report = check(spec, paths().expectations_dir, on=args.on)
+        report = check(spec, paths().expectations_dir, on=args.on, suite_files=args.suite)
     except SuiteError as exc:
-        print(f"FAIL: the suites of {args.model} do not load:\n{exc}", file=sys.stderr)
+        which = "the given suite files" if args.suite else f"the suites of {args.model}"
+        print(f"FAIL: {which} do not load:\n{exc}", file=sys.stderr)
         return EXIT_FAILED
     print("\n".join(report.lines()))
     if report.passed is False:
@@ -123,8 +125,6 @@ def _cmd_suites_check(args: argparse.Namespace) -> int:
 
 
 def _cmd_source_load(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     from airloop.adapters.csv_load import load_csv
     from airloop.adapters.db import engine_for
     from airloop.core.settings import SOURCE_CONN_ID
@@ -220,8 +220,6 @@ def _add_model(sub: argparse._SubParsersAction) -> None:
 
 def _cmd_ci(args: argparse.Namespace) -> int:
     """``airloop ci``: every model's spec, suites, dry run and gate, and the DAG folder (see airloop.ops.ci)."""
-    from pathlib import Path
-
     from airloop.core.settings import paths
     from airloop.ops.ci import Options, run_ci
 
@@ -292,6 +290,54 @@ def _cmd_warehouse(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_auth(args: argparse.Namespace) -> int:
+    import os
+
+    from airloop.core.settings import paths
+    from airloop.core.spec import load_specs
+    from airloop.ops import auth
+
+    if args.auth_command == "roles":
+        models = [spec.name for spec in load_specs(paths().models_dir)]
+        for change in auth.sync_roles(models):
+            how = "created" if change.created else "updated" if change.added or change.removed else "unchanged"
+            print(f"Role {change.role}: {how} (+{change.added} -{change.removed} permissions).")
+        print(f"Per-DAG permissions for the models: {', '.join(models) or 'none'}.")
+        return 0
+    if args.password_env:
+        password = os.environ.get(args.password_env, "")
+        if not password:
+            raise ValueError(f"auth user {args.username}: environment variable {args.password_env} is empty or unset")
+    else:
+        password = sys.stdin.readline().rstrip("\n")
+    created = auth.ensure_user(args.username, args.role, password, email=args.email)
+    role = auth.PERSONAS[args.role].role
+    print(f"User {args.username}: {'created' if created else 'updated'} with role {role} (persona {args.role}).")
+    return 0
+
+
+def _add_auth(sub: argparse._SubParsersAction) -> None:
+    from airloop.ops.auth import PERSONAS
+
+    auth = sub.add_parser("auth", help="production auth (FAB auth manager): the personas' roles and users")
+    auth_sub = auth.add_subparsers(dest="auth_command", required=True, metavar="SUBCOMMAND")
+    auth_sub.add_parser(
+        "roles", help="create or update the personas' roles for the models in the models folder (safe to repeat)"
+    )
+    user = auth_sub.add_parser(
+        "user", help="create a user with a persona's role, or set an existing user's role and password"
+    )
+    user.add_argument("username")
+    user.add_argument("--role", required=True, choices=list(PERSONAS), help="the persona")
+    user.add_argument(
+        "--password-env",
+        metavar="VAR",
+        help="read the password from this environment variable (default: the first line of standard input)",
+    )
+    user.add_argument("--email", help="the user's e-mail (default: <username>@airloop.invalid)")
+    auth.set_defaults(func=_cmd_auth)
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from airloop.ops.demo import MODEL, run_demo
 
@@ -320,7 +366,18 @@ def build_parser() -> argparse.ArgumentParser:
     suites_sub = suites.add_subparsers(dest="suites_command", required=True, metavar="SUBCOMMAND")
     chk = suites_sub.add_parser("check", help="check a model's suites load; with --on, dry-run them on that interval")
     chk.add_argument("model", help="model name (a spec in include/models/)")
-    chk.add_argument("--on", type=_date, help="a date (YYYY-MM-DD): dry-run on the interval that contains it")
+    chk.add_argument(
+        "--on",
+        metavar="DATE|PARTITION",
+        help="dry-run on the interval that contains a date (YYYY-MM-DD) or has a partition key (2011-02-26T000000Z)",
+    )
+    chk.add_argument(
+        "--suite",
+        metavar="FILE",
+        type=Path,
+        action="append",
+        help="check (and dry-run) only this suite file, e.g. a draft; repeat for several (default: the model's folder)",
+    )
     chk.set_defaults(func=_cmd_suites_check)
     _add_source(sub)
     _add_model(sub)
@@ -333,6 +390,7 @@ def build_parser() -> argparse.ArgumentParser:
     rev = wh_sub.add_parser("revision", help="developers: draft the next revision from the tables in the code")
     rev.add_argument("message", help="what changes, e.g. 'add predictions.proba'")
     wh.set_defaults(func=_cmd_warehouse)
+    _add_auth(sub)
     demo = sub.add_parser("demo", help="seed, start and run the pipeline on the demo data, then summarise")
     demo.add_argument("--exit", action="store_true", help="stop the servers when the demo is done")
     demo.add_argument(

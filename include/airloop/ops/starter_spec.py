@@ -168,6 +168,11 @@ def _training(d: Draft) -> str:
         "  estimator:\n"
         f"    class: {DEFAULT_ESTIMATORS[d.request.task]}\n"
         "    params: {}\n"
+        "  # overridable:             # what a run may override (param `overrides`), each within its range, e.g.\n"
+        "  #   max_iter: {min: 10, max: 500}\n"
+        "# Time limits per stage, each like 30m or 2h (docs/model-spec.md, `Timeouts`); the defaults hold unless set:\n"
+        "# timeouts:\n"
+        "#   train: {task: 2h, run: 6h, deadline: 4h}   # task: each try; run: the whole run; deadline: a late alert\n"
         "validation:\n"
         f"  suite_dir: {d.request.name}   # expectations/{d.request.name}/*.json, generated beside this file\n"
     )

@@ -34,8 +34,9 @@ def ingest_timetable(spec: ModelSpec) -> DeltaDataIntervalTimetable | CronDataIn
     return CronDataIntervalTimetable(spec.schedule.cron, timezone="UTC")
 
 
-def default_args(spec: ModelSpec, *, retries: int = 2) -> dict[str, Any]:
-    """Owner from the spec; retries with backoff for transient failures (data failures never retry); a failure
+def default_args(spec: ModelSpec, stage: str, *, retries: int = 2) -> dict[str, Any]:
+    """Owner from the spec; the stage's time limit on each try (``timeouts.<stage>.task``: a hung call fails the
+    try, which retries); retries with backoff for transient failures (data failures never retry); a failure
     alert when a task has finally failed (``airloop.orchestration.notifiers``: e-mail or webhook per deployment, off
     by default; retries do not alert).
     """
@@ -43,12 +44,39 @@ def default_args(spec: ModelSpec, *, retries: int = 2) -> dict[str, Any]:
 
     return {
         "owner": spec.owner,
+        "execution_timeout": spec.stage_timeouts(stage).task,
         "retries": retries,
         "retry_delay": timedelta(seconds=30),
         "retry_exponential_backoff": True,
         "max_retry_delay": timedelta(minutes=10),
         "on_failure_callback": FailureAlert(),
     }
+
+
+def run_limits(spec: ModelSpec, stage: str) -> dict[str, Any]:
+    """A stage DAG's ``dagrun_timeout`` and ``deadline`` (``timeouts.<stage>`` of the spec), as DAG arguments.
+
+    The deadline is measured from when the run was queued (a run waiting for a free slot is late too); when it
+    passes before the run ends, the scheduler has the executor call
+    :func:`airloop.orchestration.notifiers.deadline_missed`, which alerts through the failure alert channel.
+    A run still going at ``run`` is failed by the scheduler, freeing its slot.
+    """
+    from airflow.sdk.definitions.callback import SyncCallback
+    from airflow.sdk.definitions.deadline import DeadlineAlert, DeadlineReference
+
+    from airloop.core.spec import format_duration
+    from airloop.orchestration.notifiers import deadline_missed
+
+    limits = spec.stage_timeouts(stage)
+    alert = DeadlineAlert(
+        reference=DeadlineReference.DAGRUN_QUEUED_AT,
+        interval=limits.deadline,
+        callback=SyncCallback(
+            deadline_missed, kwargs={"owner": spec.owner, "allowed": format_duration(limits.deadline)}
+        ),
+        name=f"{spec.dag_id(stage)} not finished {format_duration(limits.deadline)} after it was queued",
+    )
+    return {"dagrun_timeout": limits.run, "deadline": alert}
 
 
 def tags(spec: ModelSpec, stage: str) -> list[str]:
@@ -99,7 +127,7 @@ def train_schedule(spec: ModelSpec) -> Any:
     )
 
 
-def decision_tasks(spec: ModelSpec, gated: Any) -> None:
+def decision_tasks(spec: ModelSpec, stage: str, gated: Any) -> None:
     """Wire what follows a gate: optional human approval, the serialised promotion, and the ledger record.
 
     ``gated`` is the short-circuiting gate task: when it returns False (refused, dry run, nothing to do),
@@ -129,6 +157,8 @@ def decision_tasks(spec: ModelSpec, gated: Any) -> None:
             "to @champion?",
             body="{{ ti.xcom_pull(task_ids='gate', key='gate')['markdown'] }}",
             response_timeout=timedelta(hours=approval.timeout_hours),
+            # A deferred task's trigger times out at its execution_timeout: the person's whole wait must fit.
+            execution_timeout=timedelta(hours=approval.timeout_hours) + spec.stage_timeouts(stage).task,
             retries=0,
         )
         gated >> approve >> promoted
@@ -172,8 +202,13 @@ def train_runbook(spec: ModelSpec) -> str:
         tolerance=g.slice_tolerance,
         approval_line=approval_line,
         triggers=triggers,
-        overridable=", ".join(t.overridable) or "none",
+        overridable=overridable_text(spec),
     )
+
+
+def overridable_text(spec: ModelSpec) -> str:
+    """What a train run may override, with each range: ``max_iter [1, 1000], learning_rate [0.001, 1]``."""
+    return ", ".join(f"{name} {allowed.describe()}" for name, allowed in spec.training.overridable.items()) or "none"
 
 
 def promote_runbook(spec: ModelSpec) -> str:

@@ -21,9 +21,15 @@ from the deployment's environment, never at DAG parse time:
 ``AIRLOOP_ALERTS_ENDPOINT``
     Optional path appended to the webhook connection's URL.
 
+Every stage DAG also has a deadline (``timeouts.<stage>.deadline`` of the model spec, ``build.run_limits``):
+when a run has not finished that long after it was queued, the scheduler has the executor call
+:func:`deadline_missed`, which sends a deadline alert through the same channel (``kind``
+``deadline_missed``, ``task_id`` null, ``log_url`` the run's page).
+
 The webhook body is one JSON object (:meth:`Alert.payload`)::
 
-    {"dag_id": "bikes_ingest", "task_id": "validate", "run_id": "scheduled__2012-11-03T00:00:00+00:00",
+    {"kind": "failed", "dag_id": "bikes_ingest", "task_id": "validate",
+     "run_id": "scheduled__2012-11-03T00:00:00+00:00",
      "try_number": 1, "logical_date": "2012-11-03T00:00:00+00:00",
      "interval_start": "2012-11-03T00:00:00+00:00", "interval_end": "2012-12-01T00:00:00+00:00",
      "owner": "ml-platform", "error": "ValueError: Batch QUARANTINED ...",
@@ -75,12 +81,16 @@ OFF_MESSAGE = (
 )
 
 
+#: The kinds of alert: a task that finally failed, and a run that missed its deadline.
+FAILED, DEADLINE_MISSED = "failed", "deadline_missed"
+
+
 @dataclass(frozen=True)
 class Alert:
-    """What on-call needs to act on one failed task instance."""
+    """What on-call needs to act on one failed task instance, or on one run that missed its deadline."""
 
     dag_id: str
-    task_id: str
+    task_id: str | None
     run_id: str
     try_number: int | None
     logical_date: str | None
@@ -89,35 +99,50 @@ class Alert:
     owner: str | None
     error: str
     log_url: str | None
+    kind: str = FAILED
 
     @property
     def where(self) -> str:
-        return f"{self.dag_id}.{self.task_id}"
+        return self.dag_id if self.task_id is None else f"{self.dag_id}.{self.task_id}"
+
+    @property
+    def label(self) -> str:
+        """How the log names this alert: ``Failure alert`` or ``Deadline alert``."""
+        return "Deadline alert" if self.kind == DEADLINE_MISSED else "Failure alert"
 
     @property
     def subject(self) -> str:
+        if self.kind == DEADLINE_MISSED:
+            return f"[airloop] LATE {self.where} (run {self.run_id}): deadline missed"
         tried = f", try {self.try_number}" if self.try_number else ""
         return f"[airloop] FAILED {self.where} (run {self.run_id}{tried})"
 
     @property
     def text(self) -> str:
-        """The human summary: what failed, in which run and interval, why, and where the log is."""
+        """The human summary: what failed (or is late), in which run and interval, why, and where the log is."""
         tried = f" (try {self.try_number})" if self.try_number else ""
+        late = self.kind == DEADLINE_MISSED
         rows = [
-            ("Task failed", self.where),
+            ("Run late" if late else "Task failed", self.where),
             ("Run", f"{self.run_id}{tried}"),
             ("Interval", f"{self.interval_start or 'none'} to {self.interval_end or 'none'}"),
             ("Logical date", self.logical_date or "none"),
             ("Owner", self.owner or "unknown"),
             ("Error", self.error.replace("\n", "\n" + " " * 14)),
             ("Log", self.log_url or "unknown"),
-            ("Triage", "the DAG's Docs in the Airflow UI (section Triage); clear the task once fixed"),
+            (
+                "Triage",
+                "the DAG's Docs in the Airflow UI (section Triage); find the task still running or queued"
+                if late
+                else "the DAG's Docs in the Airflow UI (section Triage); clear the task once fixed",
+            ),
         ]
         return "\n".join(f"{label + ':':<14}{value}" for label, value in rows)
 
     def payload(self) -> dict[str, Any]:
         """The webhook's JSON body (the fields are documented in this module's docstring)."""
         return {
+            "kind": self.kind,
             "dag_id": self.dag_id,
             "task_id": self.task_id,
             "run_id": self.run_id,
@@ -156,16 +181,21 @@ def _iso(value: Any) -> str | None:
     return value.isoformat() if isinstance(value, datetime) else str(value)
 
 
-def _log_url(dag_id: str, run_id: str, task_id: str, map_index: int | None, try_number: int | None) -> str:
-    """The task instance's page in the UI, built like ``RuntimeTaskInstance.log_url`` (``[api] base_url``)."""
+def _run_url(dag_id: str, run_id: str) -> str:
+    """The DAG run's page in the UI (``[api] base_url``)."""
     from urllib.parse import quote
 
     from airflow.sdk.configuration import conf
 
     base = conf.get("api", "base_url", fallback="http://localhost:8080/").rstrip("/")
+    return f"{base}/dags/{dag_id}/runs/{quote(run_id)}"
+
+
+def _log_url(dag_id: str, run_id: str, task_id: str, map_index: int | None, try_number: int | None) -> str:
+    """The task instance's page in the UI, built like ``RuntimeTaskInstance.log_url`` (``[api] base_url``)."""
     mapped = f"/mapped/{map_index}" if map_index is not None and map_index >= 0 else ""
     tried = f"?try_number={try_number}" if try_number else ""
-    return f"{base}/dags/{dag_id}/runs/{quote(run_id)}/tasks/{task_id}{mapped}{tried}"
+    return f"{_run_url(dag_id, run_id)}/tasks/{task_id}{mapped}{tried}"
 
 
 def alert_from_context(context: Mapping[str, Any]) -> Alert:
@@ -199,6 +229,52 @@ def alert_from_context(context: Mapping[str, Any]) -> Alert:
     )
 
 
+def alert_from_deadline(context: Mapping[str, Any], owner: str | None = None, allowed: str | None = None) -> Alert:
+    """Read a deadline :class:`Alert` from the context Airflow gives a deadline callback: the DAG run as the REST
+    API shows it (``dag_run``: ``dag_id``, ``dag_run_id``, ``queued_at``, ``state``, ...) and the ``deadline``
+    (``deadline_time``); ``allowed`` is the spec's deadline as written (``2h``)."""
+    run = context.get("dag_run") or {}
+    deadline = context.get("deadline") or {}
+    dag_id, run_id = str(run.get("dag_id") or "?"), str(run.get("dag_run_id") or run.get("run_id") or "?")
+    queued = _iso(run.get("queued_at")) or "an unknown time"
+    due = _iso(deadline.get("deadline_time")) or "its deadline"
+    within = f" (allowed: {allowed} after it was queued: timeouts.<stage>.deadline of the spec)" if allowed else ""
+    error = (
+        f"Deadline missed: the run was queued at {queued} and had not finished by {due}{within}; its state is "
+        f"{run.get('state') or 'unknown'}. A task may be hung or waiting for a slot; the run is failed when it "
+        "reaches its run limit (timeouts.<stage>.run)."
+    )
+    try:
+        log_url: str | None = _run_url(dag_id, run_id) if "?" not in (dag_id, run_id) else None
+    except Exception:  # a URL is a convenience; the alert goes out without it
+        log.warning("Could not build the run URL for %s", dag_id, exc_info=True)
+        log_url = None
+    return Alert(
+        dag_id=dag_id,
+        task_id=None,
+        run_id=run_id,
+        try_number=None,
+        logical_date=_iso(run.get("logical_date")),
+        interval_start=_iso(run.get("data_interval_start")),
+        interval_end=_iso(run.get("data_interval_end")),
+        owner=owner,
+        error=error,
+        log_url=log_url,
+        kind=DEADLINE_MISSED,
+    )
+
+
+def deadline_missed(context: Mapping[str, Any], owner: str | None = None, allowed: str | None = None) -> None:
+    """The deadline callback of every stage DAG (a ``SyncCallback``, run by the executor when a run is late):
+    send a deadline alert through the failure alert channel. Like :class:`FailureAlert`, it never raises."""
+    try:
+        alert = alert_from_deadline(context, owner, allowed)
+    except Exception:
+        log.exception("Deadline alert NOT sent: could not read the late run from its context")
+        return
+    FailureAlert().deliver(alert)
+
+
 def recipients(value: str | None) -> list[str]:
     """Comma- (or semicolon-) separated addresses, blanks dropped."""
     return [a.strip() for a in (value or "").replace(";", ",").split(",") if a.strip()]
@@ -224,6 +300,10 @@ class FailureAlert(BaseNotifier):
         except Exception:
             log.exception("Failure alert NOT sent: could not read the failed task from its context")
             return
+        self.deliver(alert)
+
+    def deliver(self, alert: Alert) -> None:
+        """Send ``alert`` through the deployment's channel, or log that alerts are off; never raises."""
         conn_id = (self.conn_id if self.conn_id is not None else settings.alerts_conn_id()).strip()
         if not conn_id:
             log.info(OFF_MESSAGE)
@@ -232,8 +312,9 @@ class FailureAlert(BaseNotifier):
             self._send(alert, conn_id)
         except Exception as exc:  # a broken alert must never hide (or replace) the task's own failure
             log.error(
-                "Failure alert for %s NOT sent through connection %r: %s: %s. The task's failure stands; "
+                "%s for %s NOT sent through connection %r: %s: %s. The task's failure stands; "
                 "check the connection (Admin > Connections or AIRFLOW_CONN_%s).",
+                alert.label,
                 alert.where,
                 conn_id,
                 type(exc).__name__,
@@ -253,9 +334,10 @@ class FailureAlert(BaseNotifier):
                 # A URI such as https://hooks.example.com/services/T0/B0/X stores the path as the schema, which
                 # HttpHook takes for the protocol ("services/T0/B0/X://hooks.example.com").
                 log.error(
-                    "Failure alert for %s NOT sent: webhook connection %r has schema %r, which HttpHook uses as "
+                    "%s for %s NOT sent: webhook connection %r has schema %r, which HttpHook uses as "
                     "the protocol. Put the whole URL in the connection's host instead (JSON form: "
                     '{"conn_type": "http", "host": "https://..."}).',
+                    alert.label,
                     alert.where,
                     conn_id,
                     conn.schema,
@@ -264,8 +346,9 @@ class FailureAlert(BaseNotifier):
             self._webhook(alert, conn_id, conn.extra_dejson)
         else:
             log.error(
-                "Failure alert for %s NOT sent: connection %r has type %r; alerts need type smtp (e-mail) "
+                "%s for %s NOT sent: connection %r has type %r; alerts need type smtp (e-mail) "
                 "or http/https (webhook).",
+                alert.label,
                 alert.where,
                 conn_id,
                 conn_type,
@@ -277,8 +360,9 @@ class FailureAlert(BaseNotifier):
         to = recipients(self.to if self.to is not None else settings.alerts_to())
         if not to:
             log.error(
-                "Failure alert for %s NOT sent: connection %r is an e-mail (smtp) connection but %s is empty; "
+                "%s for %s NOT sent: connection %r is an e-mail (smtp) connection but %s is empty; "
                 "set it to the comma-separated addresses to alert.",
+                alert.label,
                 alert.where,
                 conn_id,
                 TO_VAR,
@@ -291,7 +375,7 @@ class FailureAlert(BaseNotifier):
                 html_content=alert.html(),
                 from_email=hook.from_email or f"airloop@{socket.gethostname()}",
             )
-        log.info("Failure alert for %s e-mailed to %s through connection %r", alert.where, ", ".join(to), conn_id)
+        log.info("%s for %s e-mailed to %s through connection %r", alert.label, alert.where, ", ".join(to), conn_id)
 
     def _webhook(self, alert: Alert, conn_id: str, extras: Mapping[str, Any]) -> None:
         from airflow.providers.http.hooks.http import HttpHook
@@ -301,7 +385,8 @@ class FailureAlert(BaseNotifier):
         hook = HttpHook(method="POST", http_conn_id=conn_id)
         response = hook.run(endpoint=endpoint, json=alert.payload(), extra_options=options)
         log.info(
-            "Failure alert for %s posted to %s (HTTP %s) through connection %r",
+            "%s for %s posted to %s (HTTP %s) through connection %r",
+            alert.label,
             alert.where,
             response.url,
             response.status_code,

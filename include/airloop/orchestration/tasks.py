@@ -84,13 +84,14 @@ def guard(context: Any, what: str) -> Iterator[None]:
 
 
 def ingest_extract(model: str) -> dict[str, Any]:
-    from airloop.stages.ingest.runner import Ingestion, extract
+    from airloop.stages.ingest.runner import Ingestion, check_conf, extract
 
     context = get_current_context()
     spec = get_spec(model)
     interval = _grid_interval(context, spec)
     ing = Ingestion.for_spec(spec)
     with guard(context, f"extracting {model} from its source"):
+        check_conf(spec, dict(context["dag_run"].conf or {}))
         return extract(ing, interval).to_dict()
 
 

@@ -3,32 +3,54 @@
 Airflow does not put plugin apps behind its authentication, so every route here depends on
 :data:`GetUserDep`: the UI's ``_token`` cookie (sent by the page embedded in the UI) or an
 ``Authorization: Bearer`` token. Anonymous requests get 401 before anything is read. A user sees only the
-models whose DAGs the auth manager lets them read.
+models whose DAGs the auth manager lets them read, and the approvals' answer link only if the auth manager would
+take their answer (``can_answer_approvals`` in the JSON).
 
 Routes (under ``/airloop``):
 
 - ``/`` and ``/models/<model>``: the model's page (champion, challenger, approvals, drift trend, requests,
   ledger, validations); ``/api/models`` and ``/api/models/<model>``: the same as JSON, for services.
-- ``/reports/<path>``: a report file under ``AIRLOOP_HOME/reports`` (Data Docs, validation results, Evidently).
+- ``/reports/<path>``: a report file under ``AIRLOOP_HOME/reports`` (Data Docs, validation results, Evidently),
+  served with :data:`REPORT_HEADERS` so a report's scripts never run with the UI's origin.
+- ``/models/<model>/suites``: the data steward's page (:mod:`airloop.ui.suites`): each suite's rules in plain words,
+  what they did to the recent intervals, the suite digests in force, the ``airloop suites check`` command per
+  interval; ``/api/models/<model>/suites``: the same as JSON.
 - ``/go/<kind>?dag_id=&run_id=``: where a task's extra link leads (:mod:`airloop.orchestration.links`), resolved when
   clicked, so a link made when the task ended still finds what appeared later (the training run a request started).
+- ``/metrics``: Prometheus metrics of every model's ML health (:mod:`airloop.ui.metrics_export`). A scraper is a
+  service, not a person with a UI session, so this route takes a scrape token instead of the UI's auth:
+  ``Authorization: Bearer <AIRLOOP_METRICS_TOKEN>``. Without that variable set the route is off (404 saying how to
+  turn it on); a missing or wrong token is 401. The figures are every model's, so give the token to the monitoring
+  stack only.
 """
 
 from __future__ import annotations
 
+import hmac
 import logging
-from typing import Any
+from datetime import datetime
+from typing import Annotated, Any
 
 from airflow.api_fastapi.core_api.security import GetUserDep
-from fastapi import FastAPI, HTTPException, Query
+from fastapi import FastAPI, Header, HTTPException, Query
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse, Response
 
-from airloop.core import urls
+from airloop.core import settings, urls
 from airloop.core.settings import WAREHOUSE_CONN_ID, paths
 from airloop.ui import board as view
 from airloop.ui import links
+from airloop.ui import suites as steward
 
 log = logging.getLogger(__name__)
+#: The stages whose DAGs ask for approvals (train before promotion, promote before a rollback).
+APPROVAL_STAGES = ("train", "promote")
+
+#: Headers of every report file. Reports are HTML written by GX and Evidently from the data, served from the
+#: Airflow UI's own origin: ``sandbox`` gives the document a unique opaque origin, so its scripts cannot read the
+#: UI's cookies or storage nor call the API as the user. ``allow-scripts`` because Evidently's reports are drawn
+#: by their bundled JavaScript (and GX Data Docs use some); ``allow-same-origin`` is deliberately absent.
+#: ``nosniff`` keeps a JSON or text report from being sniffed into HTML.
+REPORT_HEADERS = {"Content-Security-Policy": "sandbox allow-scripts", "X-Content-Type-Options": "nosniff"}
 
 
 def _user_name(user: Any) -> str:
@@ -51,6 +73,24 @@ def _readable_models(user: Any) -> list[Any]:
             for stage in urls.STAGES
         )
     ]
+
+
+def _can_answer_approvals(user: Any, spec: Any) -> bool:
+    """Whether the auth manager lets this user answer the approvals of the model's train and promote DAGs.
+
+    The same check as Airflow's endpoint that records an answer (PUT on the DAG's HITL details), so the view
+    offers the answer link only to users whose answer Airflow would take.
+    """
+    from airflow.api_fastapi.app import get_auth_manager
+    from airflow.api_fastapi.auth.managers.models.resource_details import DagAccessEntity, DagDetails
+
+    auth = get_auth_manager()
+    return all(
+        auth.is_authorized_dag(
+            method="PUT", user=user, access_entity=DagAccessEntity.HITL_DETAIL, details=DagDetails(id=spec.dag_id(s))
+        )
+        for s in APPROVAL_STAGES
+    )
 
 
 def _spec(user: Any, model: str, specs: list[Any] | None = None) -> Any:
@@ -101,15 +141,66 @@ def pending_approvals(dag_ids: list[str]) -> list[view.Approval]:
     ]
 
 
-def _board(spec: Any) -> view.Board:
+def _board(spec: Any, user: Any = None) -> view.Board:
     from airloop.adapters.db import engine_for
 
     try:
-        approvals = pending_approvals([spec.dag_id(stage) for stage in ("train", "promote")])
+        approvals = pending_approvals([spec.dag_id(stage) for stage in APPROVAL_STAGES])
     except Exception as exc:  # the page still shows the rest, and says what it could not read
         log.warning("airloop view: pending approvals of %s unreadable: %s", spec.name, exc)
         approvals = []
-    return view.load_board(spec, engine_for(WAREHOUSE_CONN_ID), approvals=approvals, mlflow_ui=_mlflow_ui())
+    board = view.load_board(spec, engine_for(WAREHOUSE_CONN_ID), approvals=approvals, mlflow_ui=_mlflow_ui())
+    if user is not None:
+        board.can_answer_approvals = _can_answer_approvals(user, spec)
+    return board
+
+
+def _approval_times(dag_ids: list[str]) -> dict[str, list[datetime]]:
+    """Creation times of the pending approvals of these DAGs, by DAG id."""
+    times: dict[str, list[datetime]] = {}
+    for a in pending_approvals(dag_ids):
+        times.setdefault(a.dag_id, []).append(a.created_at)
+    return times
+
+
+def check_scrape_token(authorization: str | None) -> None:
+    """Let a scrape through only with the configured token (compared in constant time)."""
+    expected = settings.metrics_token()
+    name = settings.METRICS_TOKEN.name
+    if not expected:
+        raise HTTPException(
+            status_code=404,
+            detail=f"Metrics are off: set {name} on the api-server and scrape with "
+            "'Authorization: Bearer <token>' (see docs/observability.md).",
+        )
+    scheme, _, given = (authorization or "").partition(" ")
+    if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), expected.encode()):
+        raise HTTPException(
+            status_code=401,
+            detail=f"A scrape needs 'Authorization: Bearer <token>' with the token in {name}.",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+
+
+def metrics_response() -> Response:
+    """One scrape: every model's health, read now."""
+    from airloop.adapters.db import engine_for
+    from airloop.core.spec import load_specs
+    from airloop.ui import metrics_export
+
+    def read() -> metrics_export.Health:
+        specs = load_specs(paths().models_dir)
+        return metrics_export.read_health(specs, engine_for(WAREHOUSE_CONN_ID), approvals=_approval_times)
+
+    body, content_type = metrics_export.exposition(read)
+    return Response(content=body, media_type=content_type)
+
+
+def _suites(spec: Any) -> steward.SuitesPage:
+    from airloop.adapters.db import engine_for
+
+    p = paths()
+    return steward.load_suites_page(spec, engine_for(WAREHOUSE_CONN_ID), p.expectations_dir, project=p.project)
 
 
 def create_app() -> FastAPI:
@@ -128,7 +219,7 @@ def create_app() -> FastAPI:
     @app.get("/models/{model}", response_class=HTMLResponse)
     def model_page(model: str, user: GetUserDep) -> HTMLResponse:
         specs = _readable_models(user)  # once per request: each reads every spec and asks the auth manager
-        board = _board(_spec(user, model, specs))
+        board = _board(_spec(user, model, specs), user)
         html = view.render_board(
             board,
             reports_root=paths().reports,
@@ -138,13 +229,27 @@ def create_app() -> FastAPI:
         )
         return HTMLResponse(html)
 
+    @app.get("/models/{model}/suites", response_class=HTMLResponse)
+    def suites_page(model: str, user: GetUserDep) -> HTMLResponse:
+        specs = _readable_models(user)
+        page = _suites(_spec(user, model, specs))
+        html = steward.render_suites_page(
+            page, reports_root=paths().reports, models=[s.name for s in specs], user=_user_name(user)
+        )
+        return HTMLResponse(html)
+
+    @app.get("/api/models/{model}/suites")
+    def api_suites(model: str, user: GetUserDep) -> JSONResponse:
+        return JSONResponse(_suites(_spec(user, model)).to_dict())
+
     @app.get("/api/models")
     def api_models(user: GetUserDep) -> JSONResponse:
         return JSONResponse({"models": [s.name for s in _readable_models(user)]})
 
     @app.get("/api/models/{model}")
     def api_model(model: str, user: GetUserDep) -> JSONResponse:
-        return JSONResponse(_board(_spec(user, model)).to_dict())
+        spec = _spec(user, model)
+        return JSONResponse(_board(spec, user).to_dict())
 
     @app.get("/reports/{path:path}")
     def report(path: str, user: GetUserDep) -> FileResponse:
@@ -155,7 +260,7 @@ def create_app() -> FastAPI:
             raise HTTPException(status_code=404, detail="No such report.")
         model = target.relative_to(root).parts[0]
         _spec(user, model)
-        return FileResponse(target)
+        return FileResponse(target, headers=REPORT_HEADERS)
 
     @app.get("/go/{kind}", response_class=HTMLResponse)
     def go(kind: str, user: GetUserDep, dag_id: str = Query(...), run_id: str = Query(...)) -> Response:
@@ -170,4 +275,14 @@ def create_app() -> FastAPI:
             return RedirectResponse(url, status_code=307)
         return HTMLResponse(view.render_message(target.title, target.message, status=404), status_code=404)
 
+    add_metrics_route(app)
     return app
+
+
+def add_metrics_route(app: FastAPI) -> None:
+    """``/metrics``: for a scraper, behind the scrape token instead of a user's login."""
+
+    @app.get("/metrics")
+    def metrics(authorization: Annotated[str | None, Header()] = None) -> Response:
+        check_scrape_token(authorization)
+        return metrics_response()

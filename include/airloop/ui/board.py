@@ -92,6 +92,8 @@ class Board:
     requests: list[dict[str, Any]] = field(default_factory=list)  # newest first
     ledger: list[dict[str, Any]] = field(default_factory=list)  # newest first
     approvals: list[Approval] = field(default_factory=list)
+    #: Whether the user looking may answer this model's approvals (the auth manager's answer); None: not asked.
+    can_answer_approvals: bool | None = None
     drift_share_threshold: float = 0.0
     problems: list[str] = field(default_factory=list)  # parts that could not be read, said on the page
 
@@ -154,7 +156,10 @@ def load_board(
         board.drift = list(reversed(warehouse.drift_history(engine, spec.name, limit=limit)))
         board.predictions = latest_predictions(engine, spec.name, limit=limit)
         board.requests = list(reversed(warehouse.retrain_requests_of(engine, spec.name)))[:limit]
-        board.ledger = promotion.ledger(engine, spec.name, limit=limit)
+        rows = promotion.ledger(engine, spec.name, limit=limit)
+        # The decisions, and an intent only while it is open (a promotion cut half way): closed ones are noise.
+        still_open = {r["seq"] for r in promotion.open_intents(rows)}
+        board.ledger = [r for r in rows if r["outcome"] != promotion.PENDING or r["seq"] in still_open]
     except Exception as exc:
         log.warning("airloop view: warehouse of %s unreadable: %s", spec.name, exc)
         board.problems.append(f"Warehouse not readable ({type(exc).__name__}: {exc}); check the connection.")

@@ -17,6 +17,7 @@ from airloop.adapters.lake import Lake, default_lake
 from airloop.core.contracts import Extracted, Published, Validated
 from airloop.core.errors import ExpectedFailure
 from airloop.core.intervals import Interval
+from airloop.core.params import refuse_unknown
 from airloop.core.settings import paths
 from airloop.core.spec import ModelSpec
 from airloop.stages.ingest.keys import advice as key_advice
@@ -54,6 +55,21 @@ class Ingestion:
 
     def report_dir(self, interval: Interval) -> Path:
         return self.reports / self.spec.name / "validation" / interval.key
+
+
+#: The conf keys ``<model>_ingest`` takes: none. Its interval is the run's data interval, nothing else.
+INGEST_PARAMS: tuple[str, ...] = ()
+
+
+def check_conf(spec: ModelSpec, conf: dict[str, Any]) -> None:
+    """Refuse a run's ``conf`` with any key (Airflow accepts them silently), naming the keys and what to do."""
+    refuse_unknown(
+        conf,
+        INGEST_PARAMS,
+        spec.dag_id("ingest"),
+        fix="An ingest run reads its data interval only: trigger it without conf, for the interval's logical date "
+        "(or backfill a range of dates).",
+    )
 
 
 def extract(ing: Ingestion, interval: Interval) -> Extracted:

@@ -742,7 +742,17 @@ def _log_to_mlflow(
         "airloop.decision": "request" if summary.retrain else "none",
     }
     run_name = f"{spec.name}-monitor-{window_end[:10]}-v{summary.champion_version}"
-    with mlflow.start_run(experiment_id=experiment_id, run_name=run_name, tags=tags) as active:
+    # A retry of the same Airflow run for the same window and champion continues the run its earlier try started
+    # (same metrics and reports, written again) instead of leaving a second run for the window.
+    same = {k: tags[k] for k in ("airflow.dag_id", "airflow.run_id", "airloop.model", "airloop.window_end")}
+    same["airloop.champion_version"] = summary.champion_version
+    earlier = registry.runs_tagged(name, same) if run.dag_id and run.run_id else []
+    if earlier:
+        log.info("Continuing MLflow run %s, which an earlier try of %s started.", earlier[0].info.run_id, run.run_id)
+        resumed = mlflow.start_run(run_id=earlier[0].info.run_id, tags=tags)
+    else:
+        resumed = mlflow.start_run(experiment_id=experiment_id, run_name=run_name, tags=tags)
+    with resumed as active:
         mlflow.log_metrics({k: v for k, v in metrics.items() if v is not None and math.isfinite(v)})
         mlflow.log_artifacts(str(report_dir), artifact_path="drift")
         return active.info.run_id

@@ -213,7 +213,7 @@ def record_outcome(
     Returns the ledger row written (or the promotion's row), or None when the run never reached a verdict.
     """
     from airloop.adapters.db import engine_for
-    from airloop.stages.promote.ledger import ledger, record
+    from airloop.stages.promote.ledger import PENDING, ledger, reconcile, record
 
     if gate_result is None:
         log.info("No verdict in this run (an earlier task failed): nothing to record.")
@@ -222,8 +222,14 @@ def record_outcome(
         log.info("Promoted: %s", gate_result.summary)
         return promoted
     engine = engine_for(WAREHOUSE_CONN_ID)
-    earlier = [r for r in ledger(engine, gate_result.model, limit=20) if r["dag_run_id"] == run.run_id]
-    if run.run_id and earlier:  # a conflict recorded by promote, or this task's own earlier try
+    if run.run_id:  # promote has ended: an intent it left open is completed (the alias moved) or closed as failed
+        reconcile(engine, gate_result.model, run.run_id, ended_run=run.run_id)
+    earlier = [
+        r
+        for r in ledger(engine, gate_result.model, limit=20)
+        if r["dag_run_id"] == run.run_id and r["outcome"] != PENDING
+    ]
+    if run.run_id and earlier:  # a conflict or a reconciled intent of promote, or this task's own earlier try
         log.info(
             "The ledger already has row #%d for this run (%s): nothing more to record.",
             earlier[0]["seq"],
@@ -261,9 +267,11 @@ def promote_request(spec: ModelSpec, conf: dict[str, Any], params: dict[str, Any
 def _rollback_target(spec: ModelSpec) -> str:
     """The champion before the current one, from the ledger."""
     from airloop.adapters.db import engine_for
-    from airloop.stages.promote.ledger import NothingToRollBack, previous_champion
+    from airloop.stages.promote.ledger import NothingToRollBack, previous_champion, reconcile
 
+    engine = engine_for(WAREHOUSE_CONN_ID)
+    reconcile(engine, spec.name, "rollback request")  # a half-done promotion is completed (or closed) first
     try:
-        return previous_champion(engine_for(WAREHOUSE_CONN_ID), spec.name)
+        return previous_champion(engine, spec.name)
     except NothingToRollBack as exc:
         raise RequestProblem(str(exc)) from None

@@ -188,15 +188,27 @@ def decision(result: GateResult, approval: dict[str, Any] | None, run: RunInfo, 
 def nothing_moved(result: GateResult, approval: dict[str, Any] | None, approval_required: bool) -> tuple[str, str]:
     """``(outcome, note)`` of a run in which ``@champion`` did not move, for its ledger row.
 
-    Refused (or a dry run, or already champion) by the gate; rejected in review; approval timed out; or the
-    promotion itself failed.
+    Refused (or a dry run, or already champion) by the gate; ``rejected`` in review; ``timed_out`` only when the
+    approval's deadline passed without an answer (the trigger said ``timeout``); ``approval_failed`` when the
+    approval step ended another way (an error, or the task failed or was stopped before any answer: see
+    :mod:`airloop.orchestration.approval`); ``failed`` when the promotion itself did not complete.
     """
     if not result.promote:
         if result.candidate == result.expected_champion:
             return "no_change", ""
         return ("dry_run" if result.mode == "dry_run" else "refused"), ""
-    if approval_required and approval is not None and "Reject" in (approval.get("chosen_options") or []):
-        return "rejected", " | rejected in review"
-    if approval_required and approval is None:
-        return "timed_out", " | approval timed out or failed; nothing moved"
+    if approval_required:
+        if approval is None:
+            return "approval_failed", (
+                " | the approval task ended without an answer or a timeout (it failed, or was stopped or marked "
+                "failed, before anyone answered: see its log); nothing moved"
+            )
+        error_type = approval.get("error_type")
+        if error_type == "timeout":
+            return "timed_out", " | no answer before the approval deadline; nothing moved"
+        if error_type is not None:
+            detail = approval.get("error") or "no detail"
+            return "approval_failed", f" | the approval failed ({error_type}: {detail}); nothing moved"
+        if "Reject" in (approval.get("chosen_options") or []):
+            return "rejected", " | rejected in review"
     return "failed", " | promotion did not complete (see the promote task's log)"

@@ -4,7 +4,8 @@ The ``champion`` alias is resolved once per DAG run (:func:`airloop.adapters.reg
 concrete version is passed to every partition's scoring, so a run never mixes two models even if ``@champion``
 moves meanwhile. A partition is read and scored in bounded chunks; its rows in ``predictions`` are replaced
 (delete, then insert, in one transaction) and its ``predictions`` lake partition rewritten (atomic, manifest
-last), so re-scoring an interval never duplicates a row.
+last), so re-scoring an interval never duplicates a row. The warehouse transaction is the commit point: the lake
+partition is published only once it has committed (:func:`score_partition`).
 
 The warehouse side (the sinks chosen by dialect and the background thread that runs them while the model
 predicts the next chunk) is :mod:`airloop.adapters.prediction_sink`; what is left here is the runner
@@ -114,9 +115,10 @@ def score_partition(
 
     Chunk by chunk: read, predict, refuse non-finite predictions, hand the rows to the warehouse sink (a
     background thread, at most :data:`WRITES_IN_FLIGHT` chunks behind) and append them to the lake partition's
-    data file. All of it happens inside one transaction that first deletes the partition's old rows; the lake
-    partition becomes visible only after every row is inserted, and the transaction commits last. A failure
-    anywhere therefore leaves the previous predictions as they were, in the warehouse and in the lake.
+    spooled data file. All of it happens inside one transaction that first deletes the partition's old rows; that
+    transaction's commit is the commit point, and the lake partition is published only after it. A failure up
+    to and including the commit therefore leaves the previous predictions as they were, in the warehouse and in
+    the lake; a failure after it leaves the lake behind until the retry re-scores the interval.
     """
     from airloop.adapters.db import engine_for
 
@@ -133,15 +135,16 @@ def score_partition(
     model = _load(spec.name, pinned.version)
     provenance = provenance_of(pinned, manifest.content_digest)
     constants = row_constants(spec.name, partition, manifest.meta, provenance, run)
-    with prediction_sink.replacing(engine_for(WAREHOUSE_CONN_ID), constants, WRITES_IN_FLIGHT) as (writes, sink):
-        batches = lake.iter_batches(spec.name, "validated", partition, columns, chunk_rows)
-        written = lake.write_batches(
-            spec.name,
-            "predictions",
-            partition,
-            _scored(spec, partition, provenance, model, batches, writes),
-            meta=lake_meta(constants),
-        )
+    # The warehouse is the commit point; the lake follows it. The lake's rows are spooled (invisible) while the
+    # transaction inserts the same rows, and published only after it commits: a failed commit leaves the old
+    # predictions in both stores, and a failure between the commit and the publication leaves the lake one
+    # version behind until the task's retry (or any re-score of the interval) writes both again. The score DAG
+    # runs one at a time per model (max_active_runs=1), so no other writer publishes between the two.
+    with lake.staged(spec.name, "predictions", partition, meta=lake_meta(constants)) as staged:
+        with prediction_sink.replacing(engine_for(WAREHOUSE_CONN_ID), constants, WRITES_IN_FLIGHT) as (writes, sink):
+            batches = lake.iter_batches(spec.name, "validated", partition, columns, chunk_rows)
+            staged.write(_scored(spec, partition, provenance, model, batches, writes))
+        written = staged.publish()
     scored = ScoredPartition(
         partition=partition, rows=written.rows, version=pinned.version, digest=written.content_digest
     )

@@ -149,6 +149,61 @@ def artifacts(evaluation: Evaluation, importance: dict[str, float], trials: list
     return files
 
 
+#: The artifact in which a training run keeps its summary (all but what the registry knows), so that a retry of
+#: the same Airflow run that finds the version it registered reuses it instead of training and registering again.
+SUMMARY_ARTIFACT = "airloop/trained.json"
+
+
+def kept_summary(
+    *,
+    window: Window,
+    partitions: int,
+    gaps: list[str],
+    rows: tuple[int, int],
+    evaluation: Evaluation,
+    params: dict[str, Any],
+    reason: str,
+) -> dict[str, Any]:
+    """The summary's fields that the run knows before it is registered (JSON-safe, as :data:`SUMMARY_ARTIFACT`)."""
+    draft = TrainedVersion(
+        model="",
+        version="",
+        mlflow_run_id="",
+        window=window.to_dict(),
+        partitions=partitions,
+        gaps=list(gaps),
+        train_rows=rows[0],
+        holdout_rows=rows[1],
+        metrics=evaluation.to_dict()["metrics"],
+        params=dict(params),
+        reason=reason,
+        task=evaluation.task,
+        classes=list(evaluation.classes),
+    ).to_dict()
+    return {k: v for k, v in draft.items() if k not in _REGISTRY_FIELDS}
+
+
+#: What :func:`kept_summary` leaves out: it comes from the registry (or the clock) when the summary is made.
+_REGISTRY_FIELDS = ("model", "version", "mlflow_run_id", "run_url", "version_url", "timings")
+
+
+def registered_summary(
+    kept: dict[str, Any], *, model: str, logged: Any, version_url: str | None, timings: dict[str, float]
+) -> TrainedVersion:
+    """The summary of a registered run: what the run kept (:func:`kept_summary`) and what the registry says."""
+    return TrainedVersion.from_dict(
+        {
+            **kept,
+            "model": model,
+            "version": logged.version,
+            "mlflow_run_id": logged.run_id,
+            "run_url": logged.run_url,
+            "version_url": version_url,
+            "timings": {k: round(v, 3) for k, v in timings.items()},
+        }
+    )
+
+
 def summary(
     *,
     model: str,
@@ -164,21 +219,7 @@ def summary(
     timings: dict[str, float],
 ) -> TrainedVersion:
     """What train hands the gate: the registered version and its run, window, rows, metrics and timings."""
-    return TrainedVersion(
-        model=model,
-        version=logged.version,
-        mlflow_run_id=logged.run_id,
-        run_url=logged.run_url,
-        version_url=version_url,
-        window=window.to_dict(),
-        partitions=partitions,
-        gaps=list(gaps),
-        train_rows=rows[0],
-        holdout_rows=rows[1],
-        metrics=evaluation.to_dict()["metrics"],
-        params=dict(params),
-        reason=reason,
-        timings={k: round(v, 3) for k, v in timings.items()},
-        task=evaluation.task,
-        classes=list(evaluation.classes),
+    kept = kept_summary(
+        window=window, partitions=partitions, gaps=gaps, rows=rows, evaluation=evaluation, params=params, reason=reason
     )
+    return registered_summary(kept, model=model, logged=logged, version_url=version_url, timings=timings)

@@ -64,9 +64,18 @@ def _timed(timings: dict[str, float], key: str) -> Iterator[None]:
 
 
 def train(spec: ModelSpec, request: TrainRequest, run: RunInfo) -> TrainedVersion:
-    """Assemble the window, fit, evaluate, log to MLflow, register and set ``@challenger``."""
+    """Assemble the window, fit, evaluate, log to MLflow, register and set ``@challenger``.
+
+    A retry of the same Airflow run (the train task has ``retries``) first looks for the version an earlier try
+    registered (:func:`airloop.adapters.registry.registered_by`); found, it is reused as it was trained (its run
+    keeps the summary, :data:`record.SUMMARY_ARTIFACT`), so a retry never trains, logs and registers a second
+    version beside the first.
+    """
     from airloop.stages.train import steps
 
+    reused = _reused(spec, run)
+    if reused is not None:
+        return reused
     timings: dict[str, float] = {}
     with _timed(timings, "data_s"):
         lake = default_lake()
@@ -79,24 +88,59 @@ def train(spec: ModelSpec, request: TrainRequest, run: RunInfo) -> TrainedVersio
         evaluation = steps.evaluate(spec, fitted.pipeline, holdout)
         importance = steps.feature_importance(spec, fitted.pipeline, holdout)
         figures = steps.plots(spec, fitted.pipeline, holdout, importance)
-    outputs = _Outputs(evaluation, importance, figures, len(train_rows), len(holdout))
-    commit = registry.git_commit()  # between evaluation and logging, timed in neither
-    with _timed(timings, "log_s"):
-        logged = _log_run(spec, request, run, lake.stage_url(spec.name, "validated"), data, fitted, commit, outputs)
-    trained = record.summary(
-        model=spec.name,
-        logged=logged,
-        version_url=registry.version_url(spec.name, logged.version),
+    kept = record.kept_summary(
         window=window,
         partitions=len(data.partitions),
         gaps=data.gaps,
-        rows=(outputs.train_rows, outputs.holdout_rows),
+        rows=(len(train_rows), len(holdout)),
         evaluation=evaluation,
         params=fitted.params,
         reason=request.reason,
+    )
+    outputs = _Outputs(evaluation, importance, figures, len(train_rows), len(holdout), kept)
+    commit = registry.git_commit()  # between evaluation and logging, timed in neither
+    with _timed(timings, "log_s"):
+        logged = _log_run(spec, request, run, lake.stage_url(spec.name, "validated"), data, fitted, commit, outputs)
+    trained = record.registered_summary(
+        kept,
+        model=spec.name,
+        logged=logged,
+        version_url=registry.version_url(spec.name, logged.version),
         timings=timings,
     )
     _log_trained(spec, trained, window, evaluation)
+    return trained
+
+
+def _reused(spec: ModelSpec, run: RunInfo) -> TrainedVersion | None:
+    """The version an earlier try of this Airflow run registered, as that try trained it; None when none did."""
+    logged = registry.registered_by(spec.name, run.dag_id, run.run_id)
+    if logged is None:
+        return None
+    kept = registry.run_dict(logged.run_id, record.SUMMARY_ARTIFACT)
+    if kept is None:  # a run logged before runs kept their summary: train again (a new version)
+        log.warning(
+            "An earlier try of %s registered %s v%s (MLflow run %s), but that run keeps no %s: training again.",
+            run.run_id,
+            spec.name,
+            logged.version,
+            logged.run_id,
+            record.SUMMARY_ARTIFACT,
+        )
+        return None
+    trained = record.registered_summary(
+        kept, model=spec.name, logged=logged, version_url=registry.version_url(spec.name, logged.version), timings={}
+    )
+    log.info(
+        "An earlier try of Airflow run %s already trained and registered %s v%s (MLflow run %s%s): reused as it "
+        "was trained, not trained or registered again. Now @challenger; holdout %s.",
+        run.run_id,
+        spec.name,
+        trained.version,
+        trained.mlflow_run_id,
+        f", {trained.run_url}" if trained.run_url else "",
+        ", ".join(f"{k} {v}" for k, v in list(trained.metrics.items())[:3]) or "no metrics",
+    )
     return trained
 
 
@@ -109,6 +153,7 @@ class _Outputs:
     figures: dict[str, Any]
     train_rows: int
     holdout_rows: int
+    kept: dict[str, Any]
 
 
 def _log_run(
@@ -159,7 +204,10 @@ def _log_run(
         dataset_source=dataset_source,
         lineage=lineage,
         figures=outputs.figures,
-        extra_json=record.artifacts(outputs.evaluation, outputs.importance, fitted.trials),
+        extra_json={
+            **record.artifacts(outputs.evaluation, outputs.importance, fitted.trials),
+            record.SUMMARY_ARTIFACT: outputs.kept,
+        },
     )
 
 

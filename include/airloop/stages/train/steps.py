@@ -267,13 +267,14 @@ def split(spec: ModelSpec, data: TrainingData) -> tuple[pd.DataFrame, pd.DataFra
 
 
 def estimator_params(spec: ModelSpec, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The spec's estimator parameters with a run's overrides applied; only ``training.overridable`` keys."""
+    """The spec's estimator parameters with a run's overrides applied: only ``training.overridable`` keys, each
+    within the range the spec declares for it (an unbounded ``max_iter`` could hold the run slot for days)."""
     overrides = overrides or {}
-    refused = sorted(set(overrides) - set(spec.training.overridable))
-    if refused:
+    problems = spec.training.override_problems(overrides, f"{spec.name}.yaml")
+    if problems:
         raise TrainingProblem(
-            f"Override(s) {refused} are not allowed for {spec.name}; the spec allows "
-            f"{spec.training.overridable or 'none'} (training.overridable in {spec.name}.yaml)."
+            f"Override(s) refused for {spec.name}: {'; '.join(problems)}. Choose values in range, or change "
+            "the range in the spec (training.overridable)."
         )
     return {**spec.training.estimator.params, **overrides}
 
