@@ -193,3 +193,35 @@ def test_validation_checks_name_every_expectation(demo_frame, bikes_spec):
     assert sorted((c["type"], c["column"] or "") for c in outcome.checks) == sorted((t, c or "") for t, c in expected)
     assert all(c["success"] for c in outcome.checks) == outcome.success
     assert outcome.report()["checks"] == outcome.checks
+
+
+def test_the_monitor_reports_its_drift_verdict_on_the_predictions_table(home):
+    from datetime import UTC, datetime
+
+    from airloop.core.contracts import MonitorSummary
+    from airloop.orchestration.tasks import _drift_lineage
+
+    summary = MonitorSummary(
+        model="bikes",
+        champion_version="2",
+        window_start=datetime(2012, 11, 1, tzinfo=UTC),
+        window_end=datetime(2012, 12, 1, tzinfo=UTC),
+        drifted=True,
+        drift_share=0.4,
+        drifted_columns=("temp", "hum"),
+        scores={},
+        prediction_score=0.0,
+        prediction_drifted=False,
+        performance=None,
+        retrain=True,
+        reason="drifted",
+        report="r.html",
+        report_json="r.json",
+    )
+    task = _drift_lineage(summary)
+    verdict = task.run_facets[ol.DRIFT_VERDICT]
+    _check(ol.DRIFT_VERDICT, verdict)
+    assert (verdict["drifted"], verdict["share"], verdict["features"]) == (True, 0.4, ["temp", "hum"])
+    warehouse = f"sqlite:///{(home / 'warehouse.db').as_posix().lstrip('/')}"
+    assert [(d.namespace, d.name) for d in task.inputs] == [(warehouse, "predictions")]
+    assert [(d.namespace, d.name) for d in task.outputs] == [(warehouse, "drift_metrics")]
