@@ -108,6 +108,8 @@ class Outcome:
     suites: list[SuiteFile]
     results: list[dict[str, Any]] = field(default_factory=list)
     docs_index: Path | None = None
+    #: Every expectation evaluated, in suite order: ``type``, ``column`` (None when it has none), ``success``.
+    checks: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def suite_digests(self) -> dict[str, str]:
@@ -124,6 +126,7 @@ class Outcome:
             "suites": [{"name": s.name, "file": s.path.name, "digest": s.digest} for s in self.suites],
             "failures": [asdict(f) for f in self.failures],
             "gx_results": self.results,
+            "checks": self.checks,
         }
 
 
@@ -290,8 +293,9 @@ def validate(
     combined = {"name": "airloop-combined", "expectations": [e for s in suites for e in s.raw["expectations"]]}
     result = batch.validate(_to_gx_suite(combined), result_format="BOOLEAN_ONLY")
     evaluated = len(result.results)
+    checks = _checks(result)
     if result.success:
-        return Outcome(success=True, rows=len(df), evaluated=evaluated, failures=[], suites=suites)
+        return Outcome(success=True, rows=len(df), evaluated=evaluated, failures=[], suites=suites, checks=checks)
     # The detailed pass, per suite, names which suite each failure belongs to; passing suites are left out.
     index = None
     if docs is None:
@@ -309,7 +313,20 @@ def validate(
         suites=suites,
         results=[j for _, j in per_suite],
         docs_index=index,
+        checks=checks,
     )
+
+
+def _checks(result: Any) -> list[dict[str, Any]]:
+    """Each expectation of the boolean pass: its type, its column (None when it has none) and whether it passed
+    (the data quality assertions of the batch's lineage, and of its report)."""
+    checks = []
+    for r in result.results:
+        config = r.expectation_config
+        column = (config.kwargs or {}).get("column")
+        column = column if isinstance(column, str) else None
+        checks.append({"type": str(config.type), "column": column, "success": bool(r.success)})
+    return checks
 
 
 def _result_format() -> dict[str, Any]:

@@ -164,6 +164,12 @@ _setting(
 _setting(
     "AIRFLOW__API_AUTH__JWT_SECRET", "", "Token signing secret (unset: generated once in $AIRLOOP_HOME/run).", "Airflow"
 )
+_setting(
+    "AIRFLOW__OPENLINEAGE__TRANSPORT",
+    "",
+    'Turns OpenLineage events on: the transport as JSON, e.g. {"type": "http", "url": "..."} (docs/lineage.md).',
+    "Airflow",
+)
 _setting("AIRFLOW_CTX_DAG_ID", "", "Set inside a running task: the connection fallback is logged there.", "Airflow")
 _setting("AWS_ENDPOINT_URL_S3", "", "The S3 endpoint, named in the lake's errors (with AWS_ENDPOINT_URL).", "AWS")
 _setting("AWS_ENDPOINT_URL", "", "The object store's endpoint, named in the lake's errors.", "AWS")

@@ -23,6 +23,7 @@ from airflow.sdk.exceptions import AirflowFailException
 from airloop.core.errors import ExpectedFailure, ServiceUnavailable
 from airloop.core.intervals import Interval
 from airloop.core.spec import ModelSpec, get_spec
+from airloop.orchestration import lineage
 
 
 def _interval(context: Any) -> Interval:
@@ -111,7 +112,7 @@ def ingest_validate(model: str) -> dict[str, Any]:
     ing = Ingestion.for_spec(spec)
     with guard(context, f"validating {model}"):
         try:
-            return validate_interval(ing, interval, dag_run_id=context["run_id"]).to_dict()
+            validated = validate_interval(ing, interval, dag_run_id=context["run_id"])
         except QuarantinedBatch as exc:
             details, dag_id, run_id = exc.details, spec.dag_id("ingest"), context["run_id"]
             _notify("quarantine", lambda: events.quarantine(model, interval, details, dag_id, run_id))
@@ -122,6 +123,25 @@ def ingest_validate(model: str) -> dict[str, Any]:
                 f"{exc}\nFix the suite file named above (check it with `airloop suites check {model}`), "
                 "then clear this task."
             ) from None
+    lineage.record(context, lambda: _validation_lineage(ing, validated.partition, validated.report, publish=False))
+    return validated.to_dict()
+
+
+def _validation_lineage(ing: Any, key: str, report: str, *, publish: bool) -> Any:
+    """Validate reads the raw partition and asserts its suites on it; publish reads it and writes the validated
+    copy, which carries the same assertions and its content digest."""
+    import json
+    from pathlib import Path
+
+    from airloop.core import lineage as ol
+
+    checks = json.loads(Path(report).read_text(encoding="utf-8")).get("checks") or []
+    quality = {ol.DATA_QUALITY: ol.data_quality_facet(checks)}
+    model = ing.spec.name
+    raw = lineage.partition(ing.lake, model, "raw", key)
+    if not publish:
+        return ol.TaskLineage(inputs=[ol.DatasetRef(raw.namespace, raw.name, raw.facets, quality)])
+    return ol.TaskLineage(inputs=[raw], outputs=[lineage.partition(ing.lake, model, "validated", key, extra=quality)])
 
 
 def ingest_publish(model: str, validated: dict[str, Any]) -> dict[str, Any]:
@@ -132,9 +152,12 @@ def ingest_publish(model: str, validated: dict[str, Any]) -> dict[str, Any]:
     context = get_current_context()
     spec = get_spec(model)
     interval = _grid_interval(context, spec)
+    ing = Ingestion.for_spec(spec)
     with guard(context, f"publishing {model}"):
-        extra = publish(Ingestion.for_spec(spec), interval, Validated.from_dict(validated)).to_dict()
+        checked = Validated.from_dict(validated)
+        extra = publish(ing, interval, checked).to_dict()
     context["outlet_events"][validated_asset(spec)].extra = extra
+    lineage.record(context, lambda: _validation_lineage(ing, checked.partition, checked.report, publish=True))
     return extra
 
 
@@ -187,7 +210,21 @@ def train_fit(model: str, request: dict[str, Any]) -> dict[str, Any]:
     window = f"window {request.get('window_start') or 'default'} to {request.get('window_end') or 'newest data'}"
     with guard(context, f"training {model} ({window})"):
         trained = train_stage.train(get_spec(model), TrainRequest.from_dict(request), _run_info(context))
+    lineage.record(context, lambda: _version_lineage(model, trained.version, "trained"))
     return trained.to_dict()
+
+
+def _version_lineage(model: str, version: str, role: str) -> Any:
+    """A run that trained, gated or promoted a version: the version, its MLflow run and the partitions it was
+    trained on (which are the training run's inputs)."""
+    from airloop.adapters.lake import default_lake
+    from airloop.core import lineage as ol
+
+    lake = default_lake()
+    run_id, keys, datasets = lineage.trained_on(lake, model, version)
+    facet = ol.model_version_facet(model, version, role, mlflow_run_id=run_id, training_partitions=datasets)
+    inputs = [lineage.partition(lake, model, "validated", k) for k in keys] if role == "trained" else []
+    return ol.TaskLineage(inputs=inputs, run_facets={ol.MODEL_VERSION: facet})
 
 
 def gate_trained(model: str, trained: dict[str, Any]) -> bool:
@@ -199,6 +236,7 @@ def gate_trained(model: str, trained: dict[str, Any]) -> bool:
     with guard(context, f"gating {model} v{trained.get('version')}"):
         result = promote_stage.gate_trained(get_spec(model), TrainedVersion.from_dict(trained), _run_info(context))
     context["ti"].xcom_push(key="gate", value=result.to_dict())
+    lineage.record(context, lambda: _version_lineage(model, result.candidate, "gated"))
     return result.promote
 
 
@@ -222,6 +260,7 @@ def gate_requested(model: str, request: dict[str, Any]) -> bool:
     with guard(context, f"gating {model} v{request.get('candidate')} ({request.get('action')})"):
         result = promote_stage.gate_requested(get_spec(model), PromoteRequest.from_dict(request), _run_info(context))
     context["ti"].xcom_push(key="gate", value=result.to_dict())
+    lineage.record(context, lambda: _version_lineage(model, result.candidate, "gated"))
     return result.promote
 
 
@@ -243,6 +282,9 @@ def decision_promote(model: str) -> dict[str, Any]:
         promoted = promote_stage.promote(
             GateResult.from_dict(gate_result), _approval(context, model), _run_info(context)
         )
+    if promoted.moved and promoted.champion_after:
+        version = promoted.champion_after
+        lineage.record(context, lambda: _version_lineage(model, version, "promoted"))
     return promoted.to_dict()
 
 
@@ -316,7 +358,29 @@ def score_partitions(model: str, partitions: list[str], pinned: dict[str, str]) 
         champion = PinnedChampion.from_dict(pinned)
     with guard(context, f"scoring {len(partitions)} partition(s) of {model} ({spanned}) with v{champion.version}"):
         results = scoring.score_partitions(get_spec(model), partitions, champion, _run_info(context))
+    lineage.record(context, lambda: _scoring_lineage(model, results, champion))
     return [r.to_dict() for r in results]
+
+
+def _scoring_lineage(model: str, results: list[Any], champion: Any) -> Any:
+    """Scoring reads validated partitions and writes prediction partitions and the ``predictions`` table, with
+    the version that scored them and the partitions that version was trained on."""
+    from airloop.adapters.lake import default_lake
+    from airloop.core import lineage as ol
+
+    lake = default_lake()
+    _, _, trained_on = lineage.trained_on(lake, model, champion.version)
+    version = ol.model_version_facet(
+        model, champion.version, "scoring", mlflow_run_id=champion.run_id, training_partitions=trained_on
+    )
+    return ol.TaskLineage(
+        inputs=[lineage.partition(lake, model, "validated", r.partition) for r in results],
+        outputs=[
+            *(lineage.partition(lake, model, "predictions", r.partition) for r in results),
+            lineage.warehouse_table("predictions"),
+        ],
+        run_facets={ol.MODEL_VERSION: version},
+    )
 
 
 # --- monitoring ---------------------------------------------------------------------------------------------
@@ -348,11 +412,25 @@ def monitor_judge(model: str, request: dict[str, Any]) -> dict[str, Any]:
         judged = MonitorRequest.from_dict(request)
     try:
         with guard(context, f"judging the window of {model} ending {judged.as_of:%Y-%m-%d}"):
-            return monitoring.monitor(get_spec(model), judged, _run_info(context)).to_dict()
+            summary = monitoring.monitor(get_spec(model), judged, _run_info(context))
     except NoChampion:
         raise AirflowSkipException(
             f"{model} has no @champion yet, so there is nothing to monitor. Train and promote one ({model}_train)."
         ) from None
+    lineage.record(context, lambda: _drift_lineage(summary))
+    return summary.to_dict()
+
+
+def _drift_lineage(summary: Any) -> Any:
+    """Monitoring reads the champion's predictions and writes a drift verdict on them."""
+    from airloop.core import lineage as ol
+
+    verdict = ol.drift_verdict_facet(summary.drifted, summary.drift_share, summary.drifted_columns)
+    return ol.TaskLineage(
+        inputs=[lineage.warehouse_table("predictions")],
+        outputs=[lineage.warehouse_table("drift_metrics")],
+        run_facets={ol.DRIFT_VERDICT: verdict},
+    )
 
 
 def monitor_request_retraining(model: str, summary: dict[str, Any]) -> dict[str, Any]:
