@@ -11,7 +11,7 @@ import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from airloop.adapters.lake import Lake, default_lake
 from airloop.core.contracts import Extracted, Published, Validated
@@ -186,6 +186,15 @@ def validate_interval(ing: Ingestion, interval: Interval, *, dag_run_id: str | N
             outcome.suite_digests,
         )
         return summary
+    _quarantine(ing, interval, df, outcome, report_bytes, report_dir / REPORT_FILE, docs)
+
+
+def _quarantine(
+    ing: Ingestion, interval: Interval, df: Any, outcome: Any, report_bytes: bytes, report_file: Path, docs: Any
+) -> NoReturn:
+    """Move a failed batch to quarantine (retracting what was published and scored from the interval before) and
+    raise :class:`QuarantinedBatch` with the summary a person reads and the details a notification carries."""
+    spec = ing.spec
     # The old validated copy (and what was scored from it) goes first: a crash in between leaves neither copy,
     # never both; the bad batch is still in raw, and the retry quarantines it.
     ing.lake.delete(spec.name, "validated", interval.key)
@@ -209,7 +218,7 @@ def validate_interval(ing: Ingestion, interval: Interval, *, dag_run_id: str | N
             "failed": len(outcome.failures),
             "quarantined_rows": quarantine.rows,
             "failures": [f.describe() for f in outcome.failures[:10]],
-            "report": str(report_dir / REPORT_FILE),
+            "report": str(report_file),
         },
     )
 
