@@ -310,3 +310,17 @@ def test_a_champion_moved_outside_airloop_is_named(warehouse, model):
     registry.set_alias(name, registry.CHAMPION, versions[3])
     with pytest.raises(NothingToRollBack, match=rf"@champion of {name} is {versions[3]}, but the ledger's last"):
         previous_champion(warehouse, name)
+
+
+def test_what_a_person_reads_is_the_decisions_and_only_the_open_intents() -> None:
+    from airloop.stages.promote.ledger import INTENT_KEY, PENDING, shown
+
+    rows = [  # newest first, as ledger() reads them
+        {"seq": 5, "outcome": PENDING, "evidence": {}},  # open: no row names it
+        {"seq": 4, "outcome": "promoted", "evidence": {INTENT_KEY: 3}},
+        {"seq": 3, "outcome": PENDING, "evidence": {}},  # closed by #4
+        {"seq": 2, "outcome": "refused", "evidence": {}},
+        {"seq": 1, "outcome": PENDING, "evidence": None},  # open (a row from before intents had evidence)
+    ]
+    assert [r["seq"] for r in shown(rows)] == [5, 4, 2, 1]
+    assert shown([]) == []

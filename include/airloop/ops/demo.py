@@ -290,7 +290,7 @@ def model_summary(spec: ModelSpec) -> list[str]:
 
     from airloop.adapters import registry
     from airloop.adapters.db import engine_for
-    from airloop.stages.promote.ledger import ledger
+    from airloop.stages.promote.ledger import ledger, shown
 
     lines: list[str] = []
     champion = registry.version_for_alias(spec.name, registry.CHAMPION)
@@ -334,8 +334,8 @@ def model_summary(spec: ModelSpec) -> list[str]:
             f"v{request['champion_version']}): {request['reason']}"
         )
         lines.append(f"    report: {request['report_path']}")
-    lines.append("Promotion ledger (newest first):")
-    for row in ledger(engine_for(WAREHOUSE_CONN_ID), spec.name, limit=5):
+    lines.append("Promotion ledger (newest first; decisions, and an intent only while it is open):")
+    for row in shown(ledger(engine_for(WAREHOUSE_CONN_ID), spec.name))[:5]:
         lines.append(
             f"  #{row['seq']} {row['recorded_at']:%Y-%m-%d %H:%M} {row['action']} v{row['candidate_version']}: "
             f"{row['outcome']} (champion {row['from_version'] or 'none'} -> {row['champion_after'] or 'none'}), "

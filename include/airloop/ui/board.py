@@ -156,10 +156,8 @@ def load_board(
         board.drift = list(reversed(warehouse.drift_history(engine, spec.name, limit=limit)))
         board.predictions = latest_predictions(engine, spec.name, limit=limit)
         board.requests = list(reversed(warehouse.retrain_requests_of(engine, spec.name)))[:limit]
-        rows = promotion.ledger(engine, spec.name, limit=limit)
         # The decisions, and an intent only while it is open (a promotion cut half way): closed ones are noise.
-        still_open = {r["seq"] for r in promotion.open_intents(rows)}
-        board.ledger = [r for r in rows if r["outcome"] != promotion.PENDING or r["seq"] in still_open]
+        board.ledger = promotion.shown(promotion.ledger(engine, spec.name, limit=limit))
     except Exception as exc:
         log.warning("airloop view: warehouse of %s unreadable: %s", spec.name, exc)
         board.problems.append(f"Warehouse not readable ({type(exc).__name__}: {exc}); check the connection.")

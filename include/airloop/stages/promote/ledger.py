@@ -262,6 +262,13 @@ def open_intents(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return sorted((r for r in rows if r["outcome"] == PENDING and r["seq"] not in closed), key=lambda r: r["seq"])
 
 
+def shown(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """What a person reads of ``rows`` (one model's ledger, in their order): every decision, and an intent only
+    while it is open (a closed intent repeats what the row closing it says)."""
+    still_open = {r["seq"] for r in open_intents(rows)}
+    return [r for r in rows if r["outcome"] != PENDING or r["seq"] in still_open]
+
+
 def resolution(
     intent: dict[str, Any],
     *,
