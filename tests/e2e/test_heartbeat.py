@@ -44,7 +44,7 @@ from airflow.sdk import dag, task
      max_active_runs=2)
 def heartbeat():
     @task(retries=1, retry_delay=timedelta(seconds=1))
-    def work(**context):
+    def chore(**context):
         home = Path(os.environ["AIRLOOP_HOME"])
         run_id, try_number = context["run_id"], context["ti"].try_number
         (home / f"{{run_id}}.try{{try_number}}.pids").write_text(f"{{os.getpid()}} {{os.getppid()}}")
@@ -56,7 +56,7 @@ def heartbeat():
         os.replace(tmp, out)
         return result
 
-    work()
+    chore()
 
 
 heartbeat()
@@ -109,7 +109,7 @@ def test_a_killed_task_is_failed_by_its_heartbeat_timeout_and_retried_to_the_sam
     killed_at = time.monotonic()
 
     def finished(run: str) -> dict | None:
-        ti = _json(f"{dag_url}/dagRuns/{run}/taskInstances/work", token)
+        ti = _json(f"{dag_url}/dagRuns/{run}/taskInstances/chore", token)
         return ti if ti["state"] in ("success", "failed") else None
 
     killed = wait_for("the killed run's task to end", lambda: finished(runs["killed"]), timeout=240, every=2)
@@ -118,7 +118,7 @@ def test_a_killed_task_is_failed_by_its_heartbeat_timeout_and_retried_to_the_sam
     assert (undisturbed["state"], undisturbed["try_number"]) == ("success", 1), undisturbed
     assert time.monotonic() - killed_at >= HEARTBEAT_TIMEOUT  # the first try ended by its heartbeat timeout only
 
-    tries = _json(f"{dag_url}/dagRuns/{runs['killed']}/taskInstances/work/tries", token)["task_instances"]
+    tries = _json(f"{dag_url}/dagRuns/{runs['killed']}/taskInstances/chore/tries", token)["task_instances"]
     assert [(t["try_number"], t["state"]) for t in tries] == [(1, "failed"), (2, "success")], tries
 
     def run_ended(run: str) -> str | None:
@@ -139,7 +139,7 @@ def test_a_killed_task_is_failed_by_its_heartbeat_timeout_and_retried_to_the_sam
     outputs = {name: (home / f"{run}.out.json").read_text() for name, run in runs.items()}
     assert outputs["killed"] == outputs["undisturbed"]
     xcoms = {
-        name: _json(f"{dag_url}/dagRuns/{run}/taskInstances/work/xcomEntries/return_value", token)["value"]
+        name: _json(f"{dag_url}/dagRuns/{run}/taskInstances/chore/xcomEntries/return_value", token)["value"]
         for name, run in runs.items()
     }
     assert xcoms["killed"] == xcoms["undisturbed"] == json.loads(outputs["undisturbed"])
