@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 
@@ -69,3 +70,33 @@ def mlflow_server(folder: Path) -> Iterator[str]:
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+@contextlib.contextmanager
+def backfill_runtime(tmp_path_factory: Any, label: str) -> Iterator[tuple[httpx.Client, str, Path]]:
+    """The runtime on free ports in its own AIRLOOP_HOME, with a bikes spec that does not catch up (so only a
+    backfill creates runs); yields an operator's API client, the Airflow URL and the home folder."""
+    import yaml
+
+    from airloop.ops import runtime
+    from tests.conftest import ROOT
+
+    mp = pytest.MonkeyPatch()
+    home = tmp_path_factory.mktemp(label)
+    models = tmp_path_factory.mktemp("models")
+    raw = yaml.safe_load((ROOT / "include" / "models" / "bikes.yaml").read_text())
+    raw["schedule"].update(catchup=False, end="2011-06-11")
+    (models / "bikes.yaml").write_text(yaml.safe_dump(raw))
+    mp.setenv("AIRLOOP_HOME", str(home))
+    mp.setenv("AIRLOOP_MODELS_DIR", str(models))
+    mp.setenv("AIRLOOP_AIRFLOW_PORT", str(free_port()))
+    mp.setenv("AIRLOOP_MLFLOW_PORT", str(free_port()))
+    for var in ("AIRFLOW_HOME", "AIRFLOW__CORE__DAGS_FOLDER", "AIRFLOW__CORE__PLUGINS_FOLDER"):
+        mp.delenv(var, raising=False)
+    try:
+        base = runtime.up().to_dict()["urls"]["airflow"]
+        token = runtime.get_token("operator", runtime.read_credentials()["operator"])
+        yield httpx.Client(base_url=base, headers={"Authorization": f"Bearer {token}"}, timeout=30), base, home
+    finally:
+        runtime.down()
+        mp.undo()

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import httpx
 import pytest
-import yaml
 
 from airloop.adapters.lake import Lake
-from tests.e2e.helpers import free_port, wait_for
+from tests.e2e.helpers import backfill_runtime, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -17,32 +15,8 @@ INTERVALS = ["2011-01-01T000000Z", "2011-01-29T000000Z", "2011-02-26T000000Z"]
 @pytest.fixture(scope="module")
 def servers(tmp_path_factory, seeded_source):
     """The runtime on free ports, with a bikes spec that does not catch up (so only the backfill creates runs)."""
-    from airloop.ops import runtime
-    from tests.conftest import ROOT
-
-    mp = pytest.MonkeyPatch()
-    home = tmp_path_factory.mktemp("e2e-home")
-    models = tmp_path_factory.mktemp("models")
-    raw = yaml.safe_load((ROOT / "include" / "models" / "bikes.yaml").read_text())
-    raw["schedule"].update(catchup=False, end="2011-06-11")
-    (models / "bikes.yaml").write_text(yaml.safe_dump(raw))
-    mp.setenv("AIRLOOP_HOME", str(home))
-    mp.setenv("AIRLOOP_MODELS_DIR", str(models))
-    mp.setenv("AIRLOOP_AIRFLOW_PORT", str(free_port()))
-    mp.setenv("AIRLOOP_MLFLOW_PORT", str(free_port()))
-    for var in ("AIRFLOW_HOME", "AIRFLOW__CORE__DAGS_FOLDER", "AIRFLOW__CORE__PLUGINS_FOLDER"):
-        mp.delenv(var, raising=False)
-    try:
-        status = runtime.up()
-        creds = runtime.read_credentials()
-        token = runtime.get_token("operator", creds["operator"])
-        client = httpx.Client(
-            base_url=status.to_dict()["urls"]["airflow"], headers={"Authorization": f"Bearer {token}"}, timeout=30
-        )
+    with backfill_runtime(tmp_path_factory, "e2e-home") as (client, _base, home):
         yield client, home
-    finally:
-        runtime.down()
-        mp.undo()
 
 
 def test_backfill_through_rest_api_completes(servers):

@@ -16,9 +16,8 @@ from typing import Any
 
 import httpx
 import pytest
-import yaml
 
-from tests.e2e.helpers import free_port, wait_for
+from tests.e2e.helpers import backfill_runtime, wait_for
 from tests.e2e.test_demo import ARTIFACTS, CHROMIUM, CHROMIUM_FLAGS
 
 pytestmark = pytest.mark.e2e
@@ -29,30 +28,8 @@ FAULT = "2011-02-26T000000Z"
 @pytest.fixture(scope="module")
 def servers(tmp_path_factory: pytest.TempPathFactory, seeded_source: Path) -> Iterator[tuple[httpx.Client, str]]:
     """The runtime on free ports, with a bikes spec that does not catch up (only the backfill creates runs)."""
-    from airloop.ops import runtime
-    from tests.conftest import ROOT
-
-    mp = pytest.MonkeyPatch()
-    home = tmp_path_factory.mktemp("e2e-steward-home")
-    models = tmp_path_factory.mktemp("models")
-    raw = yaml.safe_load((ROOT / "include" / "models" / "bikes.yaml").read_text())
-    raw["schedule"].update(catchup=False, end="2011-06-11")
-    (models / "bikes.yaml").write_text(yaml.safe_dump(raw))
-    mp.setenv("AIRLOOP_HOME", str(home))
-    mp.setenv("AIRLOOP_MODELS_DIR", str(models))
-    mp.setenv("AIRLOOP_AIRFLOW_PORT", str(free_port()))
-    mp.setenv("AIRLOOP_MLFLOW_PORT", str(free_port()))
-    for var in ("AIRFLOW_HOME", "AIRFLOW__CORE__DAGS_FOLDER", "AIRFLOW__CORE__PLUGINS_FOLDER"):
-        mp.delenv(var, raising=False)
-    try:
-        status = runtime.up()
-        base = status.to_dict()["urls"]["airflow"]
-        token = runtime.get_token("operator", runtime.read_credentials()["operator"])
-        client = httpx.Client(base_url=base, headers={"Authorization": f"Bearer {token}"}, timeout=30)
+    with backfill_runtime(tmp_path_factory, "e2e-steward-home") as (client, base, _home):
         yield client, base
-    finally:
-        runtime.down()
-        mp.undo()
 
 
 def _ingest_three_intervals(client: httpx.Client) -> None:
