@@ -2,7 +2,7 @@
 
 The model here is ``bikesmon``, a copy of the bikes spec in a models folder of this module's own, so its
 champion (trained on early 2011), lake partitions, drift rows and requests never meet the other tests' bikes.
-Its labels count (``labels_after_days: 0``) but never degrade it (``max_degradation`` huge): every decision
+Its labels count (they come with the rows) but never degrade it (``max_degradation`` huge): every decision
 below is made by drift, hysteresis and cooldown alone.
 """
 
@@ -32,7 +32,7 @@ def models_dir(tmp_path_factory, airflow_db, seeded_source):
     folder = models_folder(
         tmp_path_factory.mktemp("models"),
         MODEL,
-        monitoring=dict(labels_after_days=0, max_degradation=100.0, cooldown_days=84),
+        monitoring=dict(max_degradation=100.0, cooldown_days=84),
     )
     mp = pytest.MonkeyPatch()
     mp.setenv("AIRLOOP_MODELS_DIR", str(folder))

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import pandas as pd
@@ -276,9 +276,9 @@ def test_the_reference_is_the_same_weeks_only_when_asked_and_enough(
 
 def test_only_rows_whose_labels_have_arrived_are_scored(demo_frame):
     frame = _window(demo_frame, "2012-06-01", "2012-06-29")
-    labelled = monitoring.labelled_rows(frame, "ts", JUNE[1], labels_after_days=7)
+    labelled = monitoring.labelled_rows(frame, "ts", JUNE[1], latency=timedelta(days=7))
     assert labelled["ts"].max() < pd.Timestamp("2012-06-22") <= frame["ts"].max()
-    assert monitoring.labelled_rows(frame, "ts", JUNE[1], labels_after_days=28).empty
+    assert monitoring.labelled_rows(frame, "ts", JUNE[1], latency=timedelta(days=28)).empty
 
 
 def test_the_recorded_row_the_policys_history_and_the_summary(demo_frame, bikes_spec, early_2011_model, tmp_path):

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import re
 from datetime import timedelta
 from pathlib import Path
 
@@ -230,3 +231,43 @@ def test_overridable_choices_take_only_their_values(tmp_path, raw):
         "`loss` = 'absolute_error' is not one of the choices: training.overridable in bikes.yaml allows "
         "one of ['poisson', 'squared_error']"
     )
+
+
+def test_labels_default_to_arriving_with_the_rows(tmp_path, raw):
+    raw.pop("labels", None)
+    spec = load_spec(_write(tmp_path, "bikes", raw))
+    assert spec.labels.after is None and spec.labels.source is None
+    assert spec.label_latency == timedelta(0)
+    assert spec.label_max_lag == timedelta(days=1)
+
+
+def test_labels_after_and_a_label_source_are_read(tmp_path, raw):
+    raw["labels"] = {
+        "after": "2d",
+        "source": {"query": "SELECT instant, dteday, cnt FROM late WHERE dteday >= :start AND dteday < :end"},
+        "max_lag": "5d",
+    }
+    spec = load_spec(_write(tmp_path, "bikes", raw))
+    assert spec.label_latency == timedelta(days=2)
+    assert spec.label_max_lag == timedelta(days=5)
+    assert spec.labels.source is not None and spec.labels.source.column is None
+
+
+@pytest.mark.parametrize(
+    ("labels", "expected"),
+    [
+        ({"after": "two days"}, "labels.after"),
+        ({"source": {"table": "a", "query": "SELECT 1 WHERE :start < :end"}}, "exactly one of `table` or `query`"),
+        ({"source": {"query": "SELECT * FROM late"}}, ":start and :end"),
+    ],
+)
+def test_bad_labels_are_refused_naming_the_field(tmp_path, raw, labels, expected):
+    raw["labels"] = labels
+    with pytest.raises(SpecError, match=re.escape(expected)):
+        load_spec(_write(tmp_path, "bikes", raw))
+
+
+def test_the_old_labels_after_days_is_refused_saying_where_it_moved(tmp_path, raw):
+    raw["monitoring"]["labels_after_days"] = 3
+    with pytest.raises(SpecError, match=re.escape("labels: {after: 3d}")):
+        load_spec(_write(tmp_path, "bikes", raw))

@@ -67,6 +67,46 @@ predictions = sa.Table(
     sa.Index("ix_predictions_model_ts", "model", "ts"),
 )
 
+#: Labels as they arrived, keyed by row; append-only by revision: a label that changes after it arrived (a
+#: correction) is a new revision of its row, never an overwrite. The current label is the highest revision.
+labels = sa.Table(
+    "labels",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("model", sa.String(64), nullable=False),
+    sa.Column("partition", sa.String(32), nullable=False, comment="the data interval the labelled row belongs to"),
+    sa.Column("row_key", sa.Text, nullable=False, comment="the row's key values (source.keys), canonical text"),
+    sa.Column("ts", sa.DateTime(timezone=True), nullable=False, comment="the row's time column"),
+    sa.Column("label", sa.Text, nullable=False, comment="the label as canonical text (a class, or a number's repr)"),
+    sa.Column("revision", sa.Integer, nullable=False, comment="1 when first seen; each correction adds one"),
+    sa.Column("arrived_at", sa.DateTime(timezone=True), nullable=False, comment="when airloop first saw this value"),
+    sa.Column("dag_run_id", sa.String(250)),
+    sa.UniqueConstraint("model", "partition", "row_key", "revision", name="uq_labels_model_partition_key_revision"),
+    sa.Index("ix_labels_model_partition", "model", "partition"),
+)
+
+#: The predictions that were served, joined by row key with their labels once those arrived: what realized
+#: performance is computed from. One row per model, partition and row key; a label correction updates its row's
+#: label (the old value stays in ``labels``), a re-scored interval re-joins its rows.
+outcomes = sa.Table(
+    "outcomes",
+    metadata,
+    sa.Column("model", sa.String(64), primary_key=True),
+    sa.Column("partition", sa.String(32), primary_key=True),
+    sa.Column("row_key", sa.Text, primary_key=True),
+    sa.Column("ts", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("model_version", sa.String(32), nullable=False, comment="the version whose prediction was served"),
+    sa.Column("prediction", sa.Float, comment="regression: the served prediction"),
+    sa.Column("predicted_class", sa.Text, comment="classification: the served class, as text"),
+    sa.Column("probability", sa.Float, comment="binary: P(positive class); multiclass: P(predicted class)"),
+    sa.Column("probabilities", sa.Text, comment="multiclass: JSON text of class -> probability"),
+    sa.Column("label", sa.Text, nullable=False, comment="the current label, canonical text"),
+    sa.Column("label_revision", sa.Integer, nullable=False),
+    sa.Column("label_arrived_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("joined_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Index("ix_outcomes_model_version_ts", "model", "model_version", "ts"),
+)
+
 promotion_ledger = sa.Table(
     "promotion_ledger",
     metadata,

@@ -485,11 +485,20 @@ class Hysteresis(_Strict):
 class Monitoring(_Strict):
     """How drift and performance are watched, and when they may ask for retraining."""
 
+    @model_validator(mode="before")
+    @classmethod
+    def _moved_fields(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "labels_after_days" in data:
+            days = data["labels_after_days"]
+            raise ValueError(
+                "`monitoring.labels_after_days` moved to the spec's own `labels` section: write "
+                f"`labels: {{after: {days}d}}` at the top level (or leave `labels` out when the label comes with "
+                "the rows)"
+            )
+        return data
+
     cron: str | None = Field(default="@daily", description="When the monitor runs (UTC); null: manual and API only.")
     window_days: Annotated[int, Field(ge=1)] = 28
-    labels_after_days: Annotated[int, Field(ge=0)] = Field(
-        default=0, description="How long after an interval its labels (the target) are known."
-    )
     drift_share: Annotated[float, Field(gt=0, le=1)] = Field(
         default=0.5, description="A window has drifted when at least this share of features drifted."
     )
@@ -531,6 +540,56 @@ class Monitoring(_Strict):
     cooldown_days: Annotated[int, Field(ge=0)] = 28
 
 
+class LabelSource(_Strict):
+    """A table or query of labels of their own (labels that arrive apart from the features), behind a connection.
+
+    Each label row names its row by the spec's keys (``keys``, default ``source.keys``) and carries a time
+    (``time_column``, default ``source.time_column``) that puts it in its data interval."""
+
+    connection: str | None = Field(default=None, description="Airflow connection; default: `source.connection`.")
+    table: str | None = None
+    query: str | None = Field(
+        default=None,
+        description="SQL binding :start and :end over the labelled rows' time, e.g. `SELECT id, ts, late FROM "
+        "outcomes WHERE ts >= :start AND ts < :end`.",
+    )
+    time_column: str | None = Field(default=None, description="The labelled row's time; default: the source's.")
+    keys: list[str] | None = Field(default=None, description="The row's key columns; default: `source.keys`.")
+    column: str | None = Field(default=None, description="The label column; default: the target's name.")
+
+    @model_validator(mode="after")
+    def _table_or_query(self) -> LabelSource:
+        if (self.table is None) == (self.query is None):
+            raise ValueError("labels.source: give exactly one of `table` or `query`")
+        if self.query is not None and not (":start" in self.query and ":end" in self.query):
+            raise ValueError(
+                "labels.source.query must use the bound parameters :start and :end (never format dates into SQL)"
+            )
+        return self
+
+
+class Labels(_Strict):
+    """When an interval's labels (the target) are known, and where they come from.
+
+    Until an interval's labels are due (``after`` past its end), a missing label is not a fault: the interval is
+    ingested, validated without its label rules and scored; the labels step reads the labels once they are due and
+    joins them with the predictions that were served (``outcomes``)."""
+
+    after: Duration | None = Field(
+        default=None,
+        description="How long after an interval ends its labels are expected, e.g. `2d`; default: with the rows "
+        "(the label is in the source when the interval is ingested).",
+    )
+    source: LabelSource | None = Field(
+        default=None, description="A label table or query of its own; default: the target column of `source`."
+    )
+    max_lag: Duration | None = Field(
+        default=None,
+        description="Labels still missing this long after they were due raise a freshness alert; default: "
+        "as long again as `after` (at least 1d).",
+    )
+
+
 class ModelSpec(_Strict):
     """One model: its data, its schedule, its features and target, and how its batches are validated."""
 
@@ -549,6 +608,10 @@ class ModelSpec(_Strict):
     training: Training = Training()
     gate: Gate = Gate()
     monitoring: Monitoring = Monitoring()
+    labels: Labels = Field(
+        default=Labels(),
+        description="When labels arrive (`after`) and where from (`source`); default: with the rows.",
+    )
     timeouts: Timeouts = Field(
         default=Timeouts(),
         description="Time limits per stage (`ingest`, `train`, `promote`, `score`, `monitor`): `{task, run, "
@@ -613,6 +676,16 @@ class ModelSpec(_Strict):
                     f"{where}.run ({format_duration(limits.run)}) must be longer than gate.approval.timeout_hours "
                     f"({self.gate.approval.timeout_hours:g}h): the run would fail while a person may still approve"
                 )
+
+    @property
+    def label_latency(self) -> timedelta:
+        """How long after an interval ends its labels are due (zero: they come with the rows)."""
+        return self.labels.after or timedelta(0)
+
+    @property
+    def label_max_lag(self) -> timedelta:
+        """How long after they were due missing labels may stay missing before a freshness alert."""
+        return self.labels.max_lag or max(self.label_latency, timedelta(days=1))
 
     @property
     def approval_wait(self) -> timedelta:

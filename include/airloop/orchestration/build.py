@@ -14,7 +14,7 @@ from typing import Any
 from airflow.sdk import CronDataIntervalTimetable, DeltaDataIntervalTimetable
 
 from airloop.core.settings import paths
-from airloop.core.spec import ModelSpec, load_specs
+from airloop.core.spec import ModelSpec, format_duration, load_specs
 from airloop.orchestration.assets import retrain_asset
 
 STAGE_TAG = "airloop"
@@ -242,7 +242,7 @@ def monitor_runbook(spec: ModelSpec) -> str:
         reference=reference,
         cap=f"{m.sample_cap:,}",
         features=", ".join(spec.monitored_features),
-        labels=m.labels_after_days,
+        labels=format_duration(spec.label_latency),
         share=m.drift_share,
         n=m.hysteresis.n,
         m=m.hysteresis.m,

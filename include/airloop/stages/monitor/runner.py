@@ -10,7 +10,7 @@ With Evidently (``DataDriftPreset``): drift per monitored feature, and drift of 
 (computed by the pinned champion on both sides, so the comparison isolates what the inputs do to the output):
 a regressor's predictions; a classifier's scores (the positive class's probability, or each class's) and its
 mix of predicted classes (``airloop.stages.monitor.outputs``). Rows whose labels have arrived
-(``labels_after_days``) also give the task's metrics, and the performance metric is judged against the
+(``labels.after``) also give the task's metrics, and the performance metric is judged against the
 champion's holdout figure at training in its direction (``airloop.stages.monitor.performance``). Both sides
 are sampled down to ``sample_cap`` rows (seeded), so the cost is bounded at any volume. NaN and inf are
 counted and named (Evidently drops them silently); an empty window, a window below ``min_rows`` or a column
@@ -41,7 +41,7 @@ from airloop.core.contracts import MonitorRequest, MonitorSummary
 from airloop.core.numbers import num, pct
 from airloop.core.params import ParamProblem, day, refuse_unknown
 from airloop.core.settings import WAREHOUSE_CONN_ID, paths
-from airloop.core.spec import PREDICTION_COLUMN, ModelSpec
+from airloop.core.spec import PREDICTION_COLUMN, ModelSpec, format_duration
 from airloop.stages.monitor.outputs import ClassOutputs, class_outputs, prediction_columns, with_predictions
 from airloop.stages.monitor.performance import Performance, performance
 from airloop.stages.monitor.policy import RetrainDecision, WindowResult, decide
@@ -312,7 +312,7 @@ def verdict(
         f"(share {result.share:.2f}, the spec's limit {result.drift_share:.2f}); scores (* drifted): {scores}",
     ]
     lines += output_lines(result, frames.outputs)
-    lines += performance_lines(perf, spec.monitoring.labels_after_days)
+    lines += performance_lines(perf, spec.label_latency)
     lines.extend(f"  note: {note}" for note in frames.notes)
     lines.append(f"  decision: {'REQUEST RETRAINING' if decision.request else 'no retraining'}: {decision.reason}")
     return "\n".join(lines)
@@ -335,10 +335,10 @@ def output_lines(result: DriftResult, outputs: ClassOutputs | None) -> list[str]
     return lines
 
 
-def performance_lines(perf: Performance | None, labels_after_days: int) -> list[str]:
+def performance_lines(perf: Performance | None, latency: timedelta) -> list[str]:
     """The verdict's performance lines: the task's metrics, the judged one against training, NaN and unseen labels."""
     if perf is None:
-        return [f"  performance: no labelled rows yet (labels arrive {labels_after_days} days after the fact)"]
+        return [f"  performance: no labelled rows yet (labels arrive {format_duration(latency)} after the fact)"]
     scores = ", ".join(f"{name} {num(value)}" for name, value in perf.scores.items())
     limit = "DEGRADED beyond" if perf.degraded else "within"
     judged = f": {limit} the spec's limit ({pct(perf.max_degradation)})" if perf.degradation is not None else ""
@@ -517,7 +517,7 @@ def _performance(
     """The champion's scores on the window's labelled rows, against its holdout metrics (from its MLflow run)."""
     m = spec.monitoring
     reference_metrics = registry.client().get_run(pinned.run_id).data.metrics
-    rows = labelled_rows(frames.current, spec.source.time_column, window[1], m.labels_after_days)
+    rows = labelled_rows(frames.current, spec.source.time_column, window[1], spec.label_latency)
     return performance(
         rows,
         spec.target.name,
@@ -613,12 +613,12 @@ def prepare(
     return cur, ref, cur_notes + ref_notes
 
 
-def labelled_rows(frame: pd.DataFrame, time_column: str, end: datetime, labels_after_days: int) -> pd.DataFrame:
-    """The rows old enough for their labels to have arrived: before ``end - labels_after_days``."""
+def labelled_rows(frame: pd.DataFrame, time_column: str, end: datetime, latency: timedelta) -> pd.DataFrame:
+    """The rows old enough for their labels to have arrived: before ``end - latency``."""
     import pandas as pd
 
     times = pd.to_datetime(frame[time_column], utc=True)
-    return frame.loc[times < pd.Timestamp(end - timedelta(days=labels_after_days))]
+    return frame.loc[times < pd.Timestamp(end - latency)]
 
 
 def drift_row(
