@@ -125,6 +125,11 @@ def missed_targets(name: str, result: dict[str, Any]) -> list[str]:
         for t in result["targets"].values():
             if not t["met"]:
                 missed.append(f"failing {t['what']}: {t['value']:.2f}x > {t['limit']}x ({t['source']})")
+    elif name == "loop" and not result["targets"]["catch_up"]["met"]:
+        t = result["targets"]["catch_up"]
+        missed.append(
+            f"loop catch-up: {t['value']:.2f}x the no-op DAG's runs per minute < {t['limit']}x ({t['source']})"
+        )
     elif name == "drift":
         for key, t in result["targets"].items():
             if not t["met"]:
