@@ -39,7 +39,7 @@ def _reingest(lake, key: str, change: float):
     """Publish a partition again with other data, as a re-ingest of a corrected source does."""
     current = lake.manifest(MODEL, "validated", key)
     frame = lake.read(MODEL, "validated", key)
-    numeric = [c for c in frame.columns if frame[c].dtype.kind == "f"][0]
+    numeric = next(c for c in frame.columns if frame[c].dtype.kind == "f")
     frame[numeric] = frame[numeric] + change
     return current, lake.write(MODEL, "validated", key, frame, meta=current.meta)
 

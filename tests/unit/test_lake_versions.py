@@ -65,8 +65,8 @@ def test_remove_version_deletes_a_kept_one_and_refuses_the_current(lake, frame):
 
 
 def test_models_lists_the_lakes_models(tmp_path, frame):  # noqa: F811
-    lake = Lake(tmp_path / "lake")
-    assert lake.models() == []
-    lake.write("a", "raw", "k1", frame)
-    lake.write("b", "validated", "k1", frame)
-    assert lake.models() == ["a", "b"]
+    local = Lake(tmp_path / "lake")
+    assert local.models() == []
+    local.write("a", "raw", "k1", frame)
+    local.write("b", "validated", "k1", frame)
+    assert local.models() == ["a", "b"]
