@@ -8,8 +8,14 @@ The model has its own name (a copy of the bikes spec) so the session's other tes
 
 from __future__ import annotations
 
-import pytest
+from dataclasses import replace
+from pathlib import Path
 
+import pandas as pd
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
 MODEL = "bikes_rebuild"
 WEAK = {"max_iter": 10, "learning_rate": 0.1}
 
@@ -24,9 +30,12 @@ def world(seeded_source, bikes_spec, tmp_path_factory):
     from airloop.stages.train import runner
     from tests.support import write_validated_partitions
 
-    root = tmp_path_factory.mktemp("lake")
+    root, models = tmp_path_factory.mktemp("lake"), tmp_path_factory.mktemp("models")
+    raw = yaml.safe_load((ROOT / "include" / "models" / "bikes.yaml").read_text())
+    (models / f"{MODEL}.yaml").write_text(yaml.safe_dump({**raw, "name": MODEL}))
     mp = pytest.MonkeyPatch()
     mp.setenv("AIRLOOP_LAKE_URL", str(root))
+    mp.setenv("AIRLOOP_MODELS_DIR", str(models))
     spec = bikes_spec.model_copy(update={"name": MODEL})
     lake = Lake(root)
     keys = write_validated_partitions(engine_for(SOURCE_CONN_ID), lake, spec)
@@ -65,6 +74,27 @@ def test_rebuild_after_a_reingest_uses_the_kept_version_and_every_digest_matches
     assert "Training frame digest" in "\n".join(rebuilt.lines())
 
 
+def test_the_rebuild_command_writes_the_frame_and_notes_labels_from_the_warehouse(world, tmp_path, capsys):
+    from airloop.ops.cli import main
+    from airloop.stages.train import rebuild
+
+    out = tmp_path / "v1.parquet"
+    assert main(["lineage", "rebuild", "--model", MODEL, "--version", world["v1"], "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    found = rebuild.read_lineage(MODEL, world["v1"])
+    assert f"Training frame digest {found.lineage['content_digest'][:12]} matches" in printed
+    assert len(pd.read_parquet(out)) == found.lineage["rows"]
+    assert "warehouse" not in printed
+
+    # A run whose labels came from the warehouse table `labels` says so (its frame digest is not checked).
+    labelled = replace(found, tags={**found.tags, rebuild.LABELS_DIGEST_TAG: "f" * 64})
+    lines = "\n".join(rebuild.rebuild(world["lake"], labelled, world["spec"].source.time_column).lines())
+    assert "labels from the warehouse table `labels`" in lines and "ffffffffffff" in lines
+
+    assert main(["lineage", "rebuild", "--model", MODEL, "--version", "999"]) == 1
+    assert "has no registered version '999'" in capsys.readouterr().err
+
+
 def test_gc_dry_run_deletes_nothing_and_apply_deletes_only_unnamed_kept_versions(world, capsys):
     from airloop.ops.cli import main
 
@@ -97,8 +127,7 @@ def test_gc_dry_run_deletes_nothing_and_apply_deletes_only_unnamed_kept_versions
 
 
 def test_a_tampered_or_missing_version_is_named_with_its_digests(world, capsys):
-    import pandas as pd
-
+    from airloop.ops.cli import main
     from airloop.stages.train import rebuild
 
     lake, key = world["lake"], world["keys"][5]
@@ -121,3 +150,5 @@ def test_a_tampered_or_missing_version_is_named_with_its_digests(world, capsys):
         rebuild.rebuild(lake, found, world["spec"].source.time_column)
     message = str(gone.value)
     assert key in message and expected in message and "never removes" in message
+    assert main(["lineage", "rebuild", "--model", MODEL, "--version", world["v1"]]) == 1
+    assert f"FAIL: Cannot rebuild {MODEL} v{world['v1']}: validated partition {key}" in capsys.readouterr().err

@@ -40,14 +40,14 @@ are listed by :meth:`Lake.versions` and removed only by :meth:`Lake.remove_versi
 keeps every version a registered model version's lineage names).
 
 A reader thus sees the old version or the new one, never half of one; a crash before step 2 leaves the old one
-intact; a reader that read a manifest just before it was replaced reads the new one. :meth:`Lake.delete` removes
-the manifest first (the partition disappears at once), then the files. Concurrent writers of one partition: the
-last manifest wins, complete, and the other's files are swept. (airloop never runs two at once: one DAG run per
-interval, and one scoring run per model at a time, which publishes a partition right after the warehouse
-transaction that replaced its rows commits: :meth:`Lake.staged`. The one case
-this layout does not cover: a writer re-publishing exactly the version another is replacing at that moment may
-lose its files to the other's clean-up; readers then get :class:`PartitionNotFound` naming the missing file, and
-running the interval again repairs it.)
+intact; a reader that read a manifest just before it was replaced reads the new one. :meth:`Lake.delete` removes the
+manifest first (the partition disappears at once), then the files (in a kept stage, all but its versions).
+Concurrent writers of one partition: the last manifest wins, complete, and the other's files are swept. (airloop
+never runs two at once: one DAG run per interval, and one scoring run per model at a time, which publishes a
+partition right after the warehouse transaction that replaced its rows commits: :meth:`Lake.staged`. The one case
+this layout does not cover: a writer re-publishing exactly the version another is replacing at that moment may lose
+its files to the other's clean-up; readers then get :class:`PartitionNotFound` naming the missing file, and running
+the interval again repairs it.)
 
 The manifest carries no timestamps, and the content digest is computed from the rows (not the Parquet bytes),
 so digests are identical for the same data on every backend and every pyarrow version.
