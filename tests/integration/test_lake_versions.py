@@ -3,7 +3,8 @@
 A model is trained on validated partitions; one of them is re-ingested with other data (its old version is kept),
 and the old model's training frame is rebuilt from the versions its lineage names, every digest checked. ``lake
 gc`` lists and deletes only kept versions no registered version names; a tampered or missing version is named.
-The model has its own name (a copy of the bikes spec) so the session's other tests never see its versions.
+The model has its own name (a copy of the bikes spec) so the session's other tests never see its versions. The
+tests run in file order and build on each other, as a lake's life does.
 """
 
 from __future__ import annotations
@@ -110,6 +111,7 @@ def test_gc_dry_run_deletes_nothing_and_apply_deletes_only_unnamed_kept_versions
     out = capsys.readouterr().out
     assert f"would delete {MODEL}/validated/{key}/{unnamed.version}" in out
     assert "bytes" in out and "Dry run" in out
+    assert "Registered versions in the MLflow registry at " in out and f"{MODEL} 1." in out
     assert f"keep   {MODEL}/validated/{key}/" in out and f"named by v{world['v1']}" in out
     assert sorted(lake.files(MODEL, "validated", key)) == files  # nothing deleted
 

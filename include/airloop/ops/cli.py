@@ -341,11 +341,17 @@ def _add_auth(sub: argparse._SubParsersAction) -> None:
 def _cmd_lake_gc(args: argparse.Namespace) -> int:
     """``airloop lake gc [--model M] [--apply]``: kept partition versions no registered version names."""
     from airloop.adapters.lake import default_lake
+    from airloop.adapters.registry import tracking_uri
+    from airloop.core.urls import mask_url
     from airloop.stages.train import rebuild
 
     lake = default_lake()
     models = [args.model] if args.model else lake.models()
-    plan = rebuild.plan_gc(lake, {m: rebuild.registered_lineages(m) for m in models})
+    lineages = {m: rebuild.registered_lineages(m) for m in models}
+    # Which registry was asked matters: one that is not the models' own would name nothing.
+    counts = ", ".join(f"{m} {len(found)}" for m, found in lineages.items()) or "no models"
+    print(f"Registered versions in the MLflow registry at {mask_url(tracking_uri())}: {counts}.")
+    plan = rebuild.plan_gc(lake, lineages)
     for line in plan.named:
         print(f"keep   {line}")
     verb = "delete" if args.apply else "would delete"
