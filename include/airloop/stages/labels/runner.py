@@ -109,8 +109,58 @@ def collect(spec: ModelSpec, interval: Interval, run: RunInfo, now: datetime | N
     """Read, check, record and join the labels of ``interval`` (see the module docstring); log the summary.
 
     Raises :class:`RefusedLabels` after writing, when labels were refused; the summary is in its message."""
+    now = now or datetime.now(UTC)
+    where = steps.binding(spec)
+    checked = read_labels(spec, where, interval)
+    stored, revised, joined, served = record(spec, interval, checked, run, now)
+    summary = summarize(spec, interval, where, checked, revised, joined, served, now)
+    for key in revised.corrected:
+        before, after = stored[key], revised.current[key]
+        log.warning(
+            "Label correction: %s row %s changed from %r (revision %s) to %r (revision %s); the old revision is kept.",
+            spec.name,
+            key,
+            before["label"],
+            before["revision"],
+            after["label"],
+            after["revision"],
+        )
+    if summary.unpredicted:
+        log.warning(
+            "%d label(s) of %s interval %s name rows that were never predicted (first: %s): kept in labels, not "
+            "joined. A key that differs from the predictions' (source.keys vs labels.source.keys) does this too.",
+            len(summary.unpredicted),
+            spec.name,
+            interval.key,
+            ", ".join(summary.unpredicted[: steps.SAMPLE]),
+        )
+    for line in summary.lines():
+        log.info("%s", line)
+    if summary.refused:
+        raise RefusedLabels(refused_message(summary), summary)
+    return summary
+
+
+def read_labels(spec: ModelSpec, where: steps.Binding, interval: Interval) -> steps.Checked:
+    """The interval's labels from their source (the source adapter, on the label source's fields), checked."""
     from airloop.adapters.db import engine_for
     from airloop.adapters.source import SourceProblem, extract_interval
+
+    try:
+        extracted = extract_interval(
+            engine_for(where.connection), spec.model_copy(update={"source": where.as_source()}), interval
+        )
+    except SourceProblem as exc:
+        raise SourceProblem(f"label source of {spec.name} ({where.describe()}): {exc}") from exc
+    return steps.check_labels(extracted.frame, where, spec.target.task)
+
+
+def record(
+    spec: ModelSpec, interval: Interval, checked: steps.Checked, run: RunInfo, now: datetime
+) -> tuple[dict[str, dict[str, Any]], steps.Revisions, steps.Joined, int]:
+    """In one warehouse transaction: append the new label revisions, join with the served predictions and write
+    the outcomes that changed. Returns the labels stored before, the revisions, the join and the rows served."""
+    from airloop.adapters.db import engine_for
     from airloop.adapters.warehouse import (
         append_labels,
         current_labels,
@@ -120,17 +170,6 @@ def collect(spec: ModelSpec, interval: Interval, run: RunInfo, now: datetime | N
         write_outcomes,
     )
     from airloop.core.settings import WAREHOUSE_CONN_ID
-    from airloop.core.spec import format_duration
-
-    now = now or datetime.now(UTC)
-    where = steps.binding(spec)
-    try:
-        extracted = extract_interval(
-            engine_for(where.connection), spec.model_copy(update={"source": where.as_source()}), interval
-        )
-    except SourceProblem as exc:
-        raise SourceProblem(f"label source of {spec.name} ({where.describe()}): {exc}") from exc
-    checked = steps.check_labels(extracted.frame, where, spec.target.task)
 
     warehouse = engine_for(WAREHOUSE_CONN_ID)
     ensure_schema(warehouse)
@@ -146,13 +185,28 @@ def collect(spec: ModelSpec, interval: Interval, run: RunInfo, now: datetime | N
             served, revised.current, outcomes_of(conn, model, partition), model=model, partition=partition, now=now
         )
         write_outcomes(conn, joined.inserts, joined.updates)
+    return stored, revised, joined, len(served)
 
-    # What is still missing: predicted rows without a label; an interval nobody scored counts its unlabelled rows.
-    missing = len(joined.unlabelled) if len(served) else checked.not_arrived
+
+def summarize(
+    spec: ModelSpec,
+    interval: Interval,
+    where: steps.Binding,
+    checked: steps.Checked,
+    revised: steps.Revisions,
+    joined: steps.Joined,
+    served: int,
+    now: datetime,
+) -> LabelsSummary:
+    """The run's summary; ``missing`` is the predicted rows still without a label (the rows read without one, when
+    nothing of the interval was scored), and it lags when that lasts beyond ``labels.max_lag`` past due."""
+    from airloop.core.spec import format_duration
+
+    missing = len(joined.unlabelled) if served else checked.not_arrived
     late = steps.lagging(spec, interval.end, now, missing)
-    summary = LabelsSummary(
-        model=model,
-        partition=partition,
+    return LabelsSummary(
+        model=spec.name,
+        partition=interval.key,
         interval_start=interval.start.isoformat(),
         interval_end=interval.end.isoformat(),
         due_at=steps.due_at(spec, interval.end).isoformat(),
@@ -174,31 +228,6 @@ def collect(spec: ModelSpec, interval: Interval, run: RunInfo, now: datetime | N
         lag_seconds=None if late is None else late.total_seconds(),
         max_lag=format_duration(spec.label_max_lag),
     )
-    for key in revised.corrected:
-        before, after = stored[key], revised.current[key]
-        log.warning(
-            "Label correction: %s row %s changed from %r (revision %s) to %r (revision %s); the old revision is kept.",
-            model,
-            key,
-            before["label"],
-            before["revision"],
-            after["label"],
-            after["revision"],
-        )
-    if summary.unpredicted:
-        log.warning(
-            "%d label(s) of %s interval %s name rows that were never predicted (first: %s): kept in labels, not "
-            "joined. A key that differs from the predictions' (source.keys vs labels.source.keys) does this too.",
-            len(summary.unpredicted),
-            model,
-            partition,
-            ", ".join(summary.unpredicted[: steps.SAMPLE]),
-        )
-    for line in summary.lines():
-        log.info("%s", line)
-    if summary.refused:
-        raise RefusedLabels(refused_message(summary), summary)
-    return summary
 
 
 def refused_message(summary: LabelsSummary) -> str:
