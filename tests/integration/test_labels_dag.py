@@ -164,8 +164,33 @@ def test_labels_not_arrived_join_nothing_and_lagging_labels_alert(scored, notify
     assert sent["link"] == f"{BASE_URL}/dags/{MODEL}_labels/runs/{quote(sent['run_id'])}"
 
 
-def test_arrived_labels_are_recorded_and_joined_with_the_serving_version(scored, notify):
+def test_labels_arriving_after_their_run_are_read_by_the_next_runs_which_tell_the_lag(scored):
+    """The next interval's run reads this one again: half its labels arrived since, the rest lag past max_lag."""
+    from airloop.core.contracts import RunInfo
+    from airloop.core.intervals import Interval
+    from airloop.core.spec import get_spec
+    from airloop.stages.labels import runner
+
     _source(
+        "INSERT INTO late_counts (ts, cnt) SELECT ts, cnt FROM bike_rentals WHERE ts >= :a AND ts < :b",
+        a=f"{scored['start']:%Y-%m-%d %H:%M:%S}",
+        b=f"{scored['start'] + (scored['end'] - scored['start']) / 2:%Y-%m-%d %H:%M:%S}",
+    )
+    arrived = len(_source_counts(scored))
+    assert 0 < arrived < scored["rows"]
+    following = Interval(scored["end"], scored["end"] + (scored["end"] - scored["start"]))
+
+    (summary,) = runner.revisit(get_spec(MODEL), following, RunInfo(run_id="next"))
+
+    assert summary.partition == scored["partition"] and (summary.new, summary.corrected) == (arrived, 0)
+    assert len(_table("labels")) == len(_table("outcomes")) == arrived
+    assert summary.missing == scored["rows"] - arrived and summary.unlabelled
+    # In data time the following interval's labels are due 28 days after this one's: beyond max_lag (1d).
+    assert summary.lagging and summary.lag_seconds == (following.end - scored["end"]).total_seconds()
+
+
+def test_arrived_labels_are_recorded_and_joined_with_the_serving_version(scored, notify):
+    _source(  # the rest (those that arrived before are sent again: exact duplicates, collapsed)
         "INSERT INTO late_counts (ts, cnt) SELECT ts, cnt FROM bike_rentals WHERE ts >= :a AND ts < :b",
         a=f"{scored['start']:%Y-%m-%d %H:%M:%S}",
         b=f"{scored['end']:%Y-%m-%d %H:%M:%S}",
@@ -251,3 +276,15 @@ def test_bad_labels_are_refused_and_named_the_rest_recorded(scored, capfd, caplo
     assert [r["revision"] for r in labels if r["row_key"] == keys[7]] == [1]  # the clash wrote nothing
     assert not any(r["row_key"] == wrong for r in labels)
     assert _table("outcomes") == outcomes_before  # the stray label joins nothing
+
+
+def test_the_airloop_view_links_the_labels_dag(scored, world):
+    from airloop.adapters.db import engine_for
+    from airloop.core.settings import WAREHOUSE_CONN_ID
+    from airloop.core.spec import get_spec
+    from airloop.ui.board import load_board, render_board
+
+    board = load_board(get_spec(MODEL), engine_for(WAREHOUSE_CONN_ID))
+    assert board.dag_ids["labels"] == f"{MODEL}_labels"
+    page = render_board(board, reports_root=world / "reports", airflow_ui="http://ui", models=[MODEL], user="u")
+    assert f'<a href="http://ui/dags/{MODEL}_labels" target="_top">labels</a>' in page

@@ -201,3 +201,21 @@ def test_the_labels_stage_limits_include_the_wait_for_labels():
         raw = yaml.safe_load((ROOT / "include" / "models" / "bikes.yaml").read_text())
         ModelSpec.model_validate({**raw, "labels": {"after": "2d"}, "timeouts": {"labels": {"run": "1d",
                                   "deadline": "12h"}}})  # fmt: skip
+
+
+def test_a_run_reads_again_the_intervals_within_max_lag_and_one_interval_before_it():
+    from airloop.core.intervals import Interval
+
+    spec = _spec({"after": "2d", "max_lag": "30d"})  # bikes: 28-day intervals from 2011-01-01
+    day = datetime(2011, 1, 1, tzinfo=UTC)
+    third = Interval(day + timedelta(days=56), day + timedelta(days=84))
+    assert steps.revisits(spec, third) == [
+        Interval(day, day + timedelta(days=28)),  # ended 56 days before: within 30d + 28d
+        Interval(day + timedelta(days=28), day + timedelta(days=56)),
+    ]
+    assert steps.revisits(_spec({"max_lag": "1d"}), third) == [Interval(day + timedelta(days=28), third.start)]
+    first = Interval(day, day + timedelta(days=28))
+    assert steps.revisits(spec, first) == []
+    # In data time: the earlier interval's labels are late by the distance between the two intervals' ends.
+    assert steps.data_lag(spec, Interval(day, day + timedelta(days=28)), third, missing=3) == timedelta(days=56)
+    assert steps.data_lag(spec, Interval(day + timedelta(days=28), third.start), third, missing=3) is None

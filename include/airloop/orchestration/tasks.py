@@ -524,7 +524,8 @@ def monitor_freshness(model: str) -> dict[str, Any]:
 
 
 def labels_collect(model: str) -> dict[str, Any]:
-    """Record the interval's labels and join them with its served predictions (``airloop.stages.labels``).
+    """Record the interval's labels and join them with its served predictions (``airloop.stages.labels``), after
+    reading the earlier intervals within ``labels.max_lag`` again (labels that arrived late).
 
     Labels still missing longer than ``labels.max_lag`` after they were due send a freshness notification (the
     task does not fail for it); refused labels fail the task after the rest was written, and alert first too.
@@ -537,6 +538,10 @@ def labels_collect(model: str) -> dict[str, Any]:
     interval = _interval(context)
     with guard(context, f"checking the data interval of {model}"):
         check_on_grid(spec, interval, dag_id=spec.dag_id("labels"))
+    with guard(context, f"reading the labels of {model} before interval {interval} again"):
+        earlier = labelling.revisit(spec, interval, _run_info(context))
+    for revisited in earlier:
+        _labels_lag_alert(context, revisited)
     with guard(context, f"recording the labels of {model} for interval {interval}"):
         try:
             summary = labelling.collect(spec, interval, _run_info(context))
@@ -544,7 +549,7 @@ def labels_collect(model: str) -> dict[str, Any]:
             _labels_lag_alert(context, refused.summary)
             raise
     _labels_lag_alert(context, summary)
-    return summary.to_dict()
+    return {**summary.to_dict(), "revisited": [s.to_dict() for s in earlier]}
 
 
 def _labels_lag_alert(context: Any, summary: Any) -> None:

@@ -105,15 +105,23 @@ def _hours(seconds: float) -> str:
     return f"{hours / 24:.1f} days" if hours >= 48 else f"{hours:.1f} h"
 
 
-def collect(spec: ModelSpec, interval: Interval, run: RunInfo, now: datetime | None = None) -> LabelsSummary:
+def collect(
+    spec: ModelSpec,
+    interval: Interval,
+    run: RunInfo,
+    now: datetime | None = None,
+    *,
+    lag_as_of: datetime | None = None,
+) -> LabelsSummary:
     """Read, check, record and join the labels of ``interval`` (see the module docstring); log the summary.
 
+    Missing labels lag when they are more than ``labels.max_lag`` past due as of ``lag_as_of`` (default: now).
     Raises :class:`RefusedLabels` after writing, when labels were refused; the summary is in its message."""
     now = now or datetime.now(UTC)
     where = steps.binding(spec)
     checked = read_labels(spec, where, interval)
     stored, revised, joined, served = record(spec, interval, checked, run, now)
-    summary = summarize(spec, interval, where, checked, revised, joined, served, now)
+    summary = summarize(spec, interval, where, checked, revised, joined, served, lag_as_of or now)
     for key in revised.corrected:
         before, after = stored[key], revised.current[key]
         log.warning(
@@ -139,6 +147,23 @@ def collect(spec: ModelSpec, interval: Interval, run: RunInfo, now: datetime | N
     if summary.refused:
         raise RefusedLabels(refused_message(summary), summary)
     return summary
+
+
+def revisit(spec: ModelSpec, interval: Interval, run: RunInfo, now: datetime | None = None) -> list[LabelsSummary]:
+    """Read the earlier intervals again (:func:`steps.revisits`): labels that arrived since their runs are recorded
+    and joined, and an interval whose labels are still missing more than ``labels.max_lag`` after they were due
+    (in data time: as of when ``interval``'s labels are due) comes back ``lagging``. Refused labels of an earlier
+    interval do not fail this run (they failed their own): they are logged, and their summary returned."""
+    summaries = []
+    as_of = steps.due_at(spec, interval.end)
+    for earlier in steps.revisits(spec, interval):
+        log.info("Reading the labels of the earlier interval %s again (late arrivals, lag check).", earlier)
+        try:
+            summaries.append(collect(spec, earlier, run, now, lag_as_of=as_of))
+        except RefusedLabels as refused:
+            log.warning("Earlier interval %s: %s", earlier, refused)
+            summaries.append(refused.summary)
+    return summaries
 
 
 def read_labels(spec: ModelSpec, where: steps.Binding, interval: Interval) -> steps.Checked:
@@ -196,14 +221,15 @@ def summarize(
     revised: steps.Revisions,
     joined: steps.Joined,
     served: int,
-    now: datetime,
+    as_of: datetime,
 ) -> LabelsSummary:
     """The run's summary; ``missing`` is the predicted rows still without a label (the rows read without one, when
-    nothing of the interval was scored), and it lags when that lasts beyond ``labels.max_lag`` past due."""
+    nothing of the interval was scored), and it lags when that lasts beyond ``labels.max_lag`` past due (as of
+    ``as_of``)."""
     from airloop.core.spec import format_duration
 
     missing = len(joined.unlabelled) if served else checked.not_arrived
-    late = steps.lagging(spec, interval.end, now, missing)
+    late = steps.lagging(spec, interval.end, as_of, missing)
     return LabelsSummary(
         model=spec.name,
         partition=interval.key,

@@ -21,6 +21,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from airloop.core.errors import ExpectedFailure
+from airloop.core.intervals import Interval
 from airloop.core.spec import ModelSpec, Source
 
 if TYPE_CHECKING:
@@ -88,6 +89,27 @@ def lagging(spec: ModelSpec, interval_end: datetime, now: datetime, missing: int
     """How long past due the interval's missing labels are, when that is more than ``labels.max_lag`` (else None)."""
     late = now - due_at(spec, interval_end)
     return late if missing > 0 and late > spec.label_max_lag else None
+
+
+def revisits(spec: ModelSpec, interval: Interval) -> list[Interval]:
+    """The earlier intervals a run of ``interval`` reads again: those that ended at most ``labels.max_lag`` plus one
+    interval before it did, oldest first.
+
+    A run happens when its interval's labels are due; labels that arrive later are recorded by the next runs, and
+    the run at which an interval's missing labels first pass ``labels.max_lag`` (measured in data time: the
+    distance between the two intervals' ends, see :func:`data_lag`) alerts. So each interval is read by its own run
+    and the runs of the next ``max_lag`` (plus one interval), and a lagging interval is alerted once."""
+    from airloop.core.intervals import grid_intervals
+
+    reach = spec.label_max_lag + (interval.end - interval.start)
+    span = Interval.of(interval.start - reach, interval.start)
+    return [i for i in grid_intervals(spec, span) if interval.end - reach <= i.end <= interval.start]
+
+
+def data_lag(spec: ModelSpec, earlier: Interval, interval: Interval, missing: int) -> timedelta | None:
+    """How long past due an earlier interval's missing labels are when ``interval``'s labels are due, when that is
+    more than ``labels.max_lag`` (else None)."""
+    return lagging(spec, earlier.end, due_at(spec, interval.end), missing)
 
 
 @dataclass
