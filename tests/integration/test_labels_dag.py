@@ -184,7 +184,8 @@ def test_labels_arriving_after_their_run_are_read_by_the_next_runs_which_tell_th
 
     assert summary.partition == scored["partition"] and (summary.new, summary.corrected) == (arrived, 0)
     assert len(_table("labels")) == len(_table("outcomes")) == arrived
-    assert summary.missing == scored["rows"] - arrived and summary.unlabelled
+    assert summary.missing == summary.counts["unlabelled"] == scored["rows"] - arrived
+    assert len(summary.first["unlabelled"]) == 10 and summary.first["unlabelled"][0] > max(_source_counts(scored))
     # In data time the following interval's labels are due 28 days after this one's: beyond max_lag (1d).
     assert summary.lagging and summary.lag_seconds == (following.end - scored["end"]).total_seconds()
 

@@ -219,3 +219,10 @@ def test_a_run_reads_again_the_intervals_within_max_lag_and_one_interval_before_
     # In data time: the earlier interval's labels are late by the distance between the two intervals' ends.
     assert steps.data_lag(spec, Interval(day, day + timedelta(days=28)), third, missing=3) == timedelta(days=56)
     assert steps.data_lag(spec, Interval(day + timedelta(days=28), third.start), third, missing=3) is None
+
+
+def test_summary_lines_count_every_key_but_name_only_the_first():
+    keys = [f"k{i:02d}" for i in range(25)]
+    assert steps.named(keys[: steps.SAMPLE], 25) == f"25 (first: {', '.join(keys[:10])}, ...)"
+    assert steps.named(["a", "b"]) == "2 (first: a, b)"
+    assert steps.named([]) == "0"

@@ -232,12 +232,13 @@ def labels_lagging(summary: Mapping[str, Any], dag_id: str, run_id: str) -> Even
     """An interval's labels are still missing longer than ``labels.max_lag`` after they were due (a freshness
     alert of the label source: the predictions of that interval cannot be judged until they arrive)."""
     missing = summary.get("missing", "?")
+    first = summary.get("first") or {}
     late = duration(float(summary.get("lag_seconds") or 0))
     partition = summary.get("partition")
     interval = f"{summary.get('interval_start')} to {summary.get('interval_end')} (partition {partition})"
     facts = [
         ("Interval", interval),
-        ("Missing", f"{missing} label(s) of predicted rows (first: {', '.join(summary.get('unlabelled', [])[:5])})"),
+        ("Missing", f"{missing} label(s) of predicted rows (first: {', '.join(first.get('unlabelled', [])[:5])})"),
         ("Due", f"{summary.get('due_at')}; now {late} late (allowed: labels.max_lag {summary.get('max_lag')})"),
         ("Label source", str(summary.get("source"))),
         ("Arrived so far", f"{summary.get('accepted', 0)} label(s) accepted, {summary.get('new', 0)} new this run"),

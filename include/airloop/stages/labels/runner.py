@@ -25,6 +25,10 @@ from airloop.stages.labels import steps
 log = logging.getLogger(__name__)
 
 
+#: The kinds of row key that are refused (nothing written for them).
+REFUSED = ("conflicting", "wrong_type", "unkeyed")
+
+
 class RefusedLabels(ExpectedFailure):
     """Some labels of the interval were refused (named in the message); the others were recorded and joined.
     ``summary`` is the run's :class:`LabelsSummary` (the task still alerts on a lag before it fails)."""
@@ -50,11 +54,10 @@ class LabelsSummary:
     new: int
     corrected: int
     collapsed: int
-    conflicting: list[str] = field(default_factory=list)
-    wrong_type: list[str] = field(default_factory=list)
-    unkeyed: list[str] = field(default_factory=list)
-    unpredicted: list[str] = field(default_factory=list)
-    unlabelled: list[str] = field(default_factory=list)
+    #: Kind -> how many row keys: ``conflicting``, ``wrong_type``, ``unkeyed`` (refused), ``unpredicted``,
+    #: ``unlabelled``; ``first`` holds the first keys of each (at most ``steps.SAMPLE``), so the summary stays small.
+    counts: dict[str, int] = field(default_factory=dict)
+    first: dict[str, list[str]] = field(default_factory=dict)
     outcomes_by_version: dict[str, int] = field(default_factory=dict)
     outcomes_written: int = 0
     missing: int = 0
@@ -67,7 +70,11 @@ class LabelsSummary:
 
     @property
     def refused(self) -> int:
-        return len(self.conflicting) + len(self.wrong_type) + len(self.unkeyed)
+        return sum(self.counts.get(kind, 0) for kind in REFUSED)
+
+    def named(self, kind: str) -> str:
+        """``n (first: a, b, ...)`` of one kind of row key, ``0`` when none."""
+        return steps.named(self.first.get(kind, []), self.counts.get(kind, 0))
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -85,10 +92,10 @@ class LabelsSummary:
             f"  read {self.read} rows: {self.not_arrived} without a label yet (not arrived), {self.accepted} "
             f"accepted, {self.collapsed} exact duplicate(s) collapsed",
             f"  written to labels: {self.new} new, {self.corrected} corrected (new revisions; old ones kept)",
-            f"  refused (nothing written for them): conflicting values {steps.named(self.conflicting)}; wrong "
-            f"type {steps.named(self.wrong_type)}; without key {steps.named(self.unkeyed)}",
-            f"  labels for rows never predicted (kept in labels, not in outcomes): {steps.named(self.unpredicted)}",
-            f"  predicted rows still without a label: {steps.named(self.unlabelled)}",
+            f"  refused (nothing written for them): conflicting values {self.named('conflicting')}; wrong "
+            f"type {self.named('wrong_type')}; without key {self.named('unkeyed')}",
+            f"  labels for rows never predicted (kept in labels, not in outcomes): {self.named('unpredicted')}",
+            f"  predicted rows still without a label: {self.named('unlabelled')}",
             f"  outcomes of this interval per model version: {versions} ({self.outcomes_written} written now)",
         ]
         if self.lagging:
@@ -133,14 +140,14 @@ def collect(
             after["label"],
             after["revision"],
         )
-    if summary.unpredicted:
+    if summary.counts.get("unpredicted"):
         log.warning(
             "%d label(s) of %s interval %s name rows that were never predicted (first: %s): kept in labels, not "
             "joined. A key that differs from the predictions' (source.keys vs labels.source.keys) does this too.",
-            len(summary.unpredicted),
+            summary.counts["unpredicted"],
             spec.name,
             interval.key,
-            ", ".join(summary.unpredicted[: steps.SAMPLE]),
+            ", ".join(summary.first["unpredicted"]),
         )
     for line in summary.lines():
         log.info("%s", line)
@@ -230,6 +237,13 @@ def summarize(
 
     missing = len(joined.unlabelled) if served else checked.not_arrived
     late = steps.lagging(spec, interval.end, as_of, missing)
+    named = {
+        "conflicting": checked.conflicting,
+        "wrong_type": checked.wrong_type,
+        "unkeyed": checked.unkeyed,
+        "unpredicted": joined.unpredicted,
+        "unlabelled": joined.unlabelled,
+    }
     return LabelsSummary(
         model=spec.name,
         partition=interval.key,
@@ -243,11 +257,8 @@ def summarize(
         new=len(revised.new),
         corrected=len(revised.corrected),
         collapsed=checked.collapsed,
-        conflicting=checked.conflicting,
-        wrong_type=checked.wrong_type,
-        unkeyed=checked.unkeyed,
-        unpredicted=joined.unpredicted,
-        unlabelled=joined.unlabelled,
+        counts={kind: len(keys) for kind, keys in named.items()},
+        first={kind: keys[: steps.SAMPLE] for kind, keys in named.items()},
         outcomes_by_version=joined.by_version,
         outcomes_written=len(joined.inserts) + len(joined.updates),
         missing=missing,
@@ -259,12 +270,12 @@ def summarize(
 def refused_message(summary: LabelsSummary) -> str:
     """The on-call summary of a run that refused labels: which, why, and what to do."""
     parts = []
-    if summary.conflicting:
-        parts.append(f"conflicting values for one row key: {steps.named(summary.conflicting)}")
-    if summary.wrong_type:
-        parts.append(f"labels of the wrong type for the task (or not finite): {steps.named(summary.wrong_type)}")
-    if summary.unkeyed:
-        parts.append(f"label rows without a key or time value: {steps.named(summary.unkeyed)}")
+    if summary.counts.get("conflicting"):
+        parts.append(f"conflicting values for one row key: {summary.named('conflicting')}")
+    if summary.counts.get("wrong_type"):
+        parts.append(f"labels of the wrong type for the task (or not finite): {summary.named('wrong_type')}")
+    if summary.counts.get("unkeyed"):
+        parts.append(f"label rows without a key or time value: {summary.named('unkeyed')}")
     return (
         f"Labels REFUSED for {summary.model} interval {summary.interval_start} to {summary.interval_end}: "
         + "; ".join(parts)

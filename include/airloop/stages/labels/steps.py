@@ -334,9 +334,11 @@ def _differs(stored: Any, value: Any) -> bool:
     return bool(stored != value)
 
 
-def named(keys: list[str], sample: int = SAMPLE) -> str:
-    """``n (first: a, b, ...)`` for a summary line; ``0`` when empty."""
-    if not keys:
+def named(keys: list[str], count: int | None = None, sample: int = SAMPLE) -> str:
+    """``n (first: a, b, ...)`` for a summary line, ``n`` being ``count`` (default: how many ``keys``); ``0`` when
+    there are none."""
+    count = len(keys) if count is None else count
+    if not count:
         return "0"
-    more = ", ..." if len(keys) > sample else ""
-    return f"{len(keys)} (first: {', '.join(keys[:sample])}{more})"
+    more = ", ..." if count > min(len(keys), sample) else ""
+    return f"{count} (first: {', '.join(keys[:sample])}{more})"
