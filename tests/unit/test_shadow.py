@@ -196,6 +196,19 @@ def test_the_approval_text_shows_the_live_comparison():
     assert "| rmse (live; served by v3) | 50 | 40 | 20 % better |" in body
 
 
+def test_the_approval_notification_names_the_live_comparison():
+    from datetime import UTC, datetime
+
+    from airloop.orchestration import events
+
+    live = {**_live(40.0, 50.0), "summary": "live on 2 labelled shadow interval(s), 1,220 rows: rmse v4 40 vs served"}
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    event = events.approval(_result(live=live), "http://x/answer", now, now, None, "m_promote", "r1")
+    assert ("Live (shadow)", live["summary"]) in event.facts and event.data["live"] == live
+    plain = events.approval(_result(live=None), "http://x/answer", now, now, None, "m_promote", "r1")
+    assert all(name != "Live (shadow)" for name, _ in plain.facts)
+
+
 def test_the_approval_text_without_shadow_data_has_no_live_section():
     verdict = evaluate_gate(GATE, _ev(50.0, "v4"), _ev(60.0, "v3"))
     assert "Live (shadow)" not in verdict.markdown()
