@@ -67,6 +67,17 @@ predictions = sa.Table(
     sa.Index("ix_predictions_model_ts", "model", "ts"),
 )
 
+#: The challenger's predictions while it waits (a pending approval, or ``gate.shadow``): the same columns as
+#: ``predictions``, its version in ``model_version``, never served and never read by what reads predictions. A
+#: re-scored interval replaces its rows (delete by model and partition, then insert), as for ``predictions``.
+shadow_predictions = sa.Table(
+    "shadow_predictions",
+    metadata,
+    *(column._copy() for column in predictions.columns),
+    sa.Index("uq_shadow_predictions_model_partition_row_key", "model", "partition", "row_key", unique=True),
+    sa.Index("ix_shadow_predictions_model_version", "model", "model_version"),
+)
+
 #: Labels as they arrived, keyed by row; append-only by revision: a label that changes after it arrived (a
 #: correction) is a new revision of its row, never an overwrite. The current label is the highest revision.
 labels = sa.Table(

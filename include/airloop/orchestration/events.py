@@ -152,6 +152,7 @@ def approval(
     facts = [
         ("Decide", f"{gate.action} v{gate.candidate} to @champion (now {gate.expected_champion or 'unset'})"),
         ("Verdict", gate.summary),
+        *([("Live (shadow)", str(gate.live.get("summary")))] if gate.live else []),
         ("Waiting since", f"{waiting_since.isoformat()} ({duration(waited)} so far)"),
         ("Times out", timeout_at.isoformat() if timeout_at else "never"),
         ("Answer at", answer_url),
@@ -170,6 +171,7 @@ def approval(
             "waiting_since": waiting_since.isoformat(),
             "waited_seconds": round(waited),
             "timeout_at": timeout_at.isoformat() if timeout_at else None,
+            "live": gate.live,
         },
     )
 

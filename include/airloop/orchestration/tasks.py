@@ -385,6 +385,20 @@ def score_partitions(model: str, partitions: list[str], pinned: dict[str, str]) 
     return [r.to_dict() for r in results]
 
 
+def score_shadow(model: str, partitions: list[str]) -> dict[str, Any]:
+    """Score the run's partitions with the waiting challenger too (never served); nothing when none waits."""
+    from airloop.stages.score.shadow import shadow_partitions
+
+    context = get_current_context()
+    with guard(context, f"shadow-scoring {len(partitions)} partition(s) of {model} with @challenger"):
+        return shadow_partitions(get_spec(model), partitions, _run_info(context)).to_dict()
+
+
+def shadow_gate_due(shadowed: dict[str, Any]) -> bool:
+    """True (the promote DAG is triggered next) when the shadow step found the live gate due."""
+    return bool(shadowed.get("trigger"))
+
+
 def _scoring_lineage(model: str, results: list[Any], champion: Any) -> Any:
     """Scoring reads validated partitions and writes prediction partitions and the ``predictions`` table, with
     the version that scored them and the partitions that version was trained on."""

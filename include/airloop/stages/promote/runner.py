@@ -10,7 +10,7 @@ and the ledger.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -108,8 +108,12 @@ def gate(
     """
     holdout, resolved = _holdout(spec, window)
     judged = _judge(spec, action, candidate, holdout)
-    version, champion, verdict = judged.candidate.version, judged.champion_version, judged.verdict
+    version, champion = judged.candidate.version, judged.champion_version
+    verdict, live = _live(spec, judged, action=action, override=override)
     summary, promote = steps.gate_outcome(verdict, version, champion, override)
+    if live is not None and live["status"] == "waiting" and verdict.passed and not override:
+        summary, promote = steps.shadow_summary(version, champion, live), False
+        registry.set_alias(spec.name, registry.CHALLENGER, version)  # what the score DAG shadows
     notes = steps.overlap_notes(_trained_until(judged.evaluated), resolved.holdout_start)
     holdout_range = steps.holdout_range(resolved.holdout_start, resolved.end)
     markdown = steps.gate_markdown(
@@ -139,9 +143,32 @@ def gate(
         verdict=verdict.to_dict(),
         holdout=holdout_range,
         notes=notes,
+        live=live,
     )
     _log_gate(spec, result, verdict, len(holdout))
     return result
+
+
+def _live(spec: ModelSpec, judged: _Judged, *, action: str, override: bool) -> tuple[Verdict, dict[str, Any] | None]:
+    """The verdict with the live half of the gate (``gate.shadow``), and the live comparison (None: not asked).
+
+    Asked for a promotion (not a rollback, not an override) over an existing champion. Until enough shadow
+    intervals have labels, the comparison says how many there are (the challenger then waits); after, it is shown
+    in the verdict and, with ``require_better``, judged there.
+    """
+    from airloop.stages.promote.live import live_comparison
+    from airloop.stages.promote.rules import with_live
+
+    shadow, verdict = spec.gate.shadow, judged.verdict
+    candidate, champion = judged.candidate.version, judged.champion_version
+    if shadow is None or action != "promote" or override or champion is None or candidate == champion:
+        return verdict, None
+    pipeline = judged.candidate.pipeline
+    classes = [str(c) for c in pipeline.classes_] if spec.target.task == "classification" else None
+    live = live_comparison(spec, candidate, classes).to_dict()
+    if live["status"] == "waiting":
+        return replace(verdict, live=live), live
+    return with_live(verdict, live, judged=shadow.require_better), live
 
 
 def _log_gate(spec: ModelSpec, result: GateResult, verdict: Verdict, rows: int) -> None:
