@@ -120,7 +120,7 @@ def test_an_alias_deleted_outside_airloop_is_not_adopted(champion, validated_lak
 
     tracking.clear_alias("bikes", tracking.CHAMPION)
     try:
-        run, states = _run(HOLDOUT)
+        _, states = _run(HOLDOUT)
     finally:
         tracking.set_alias("bikes", tracking.CHAMPION, champion)
     assert states["pin"] == ["success"] and states["score"] == ["success"], states
