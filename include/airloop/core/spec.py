@@ -590,6 +590,24 @@ class Labels(_Strict):
     )
 
 
+class RescoreOnPromotion(_Strict):
+    """Re-score the newest validated intervals when ``@champion`` moves (a promotion or a rollback)."""
+
+    intervals: Annotated[int, Field(ge=1, le=1000)] = Field(
+        description="How many of the newest validated intervals the new champion re-scores (1 to 1000)."
+    )
+
+
+class Scoring(_Strict):
+    """Batch scoring beyond the champion scoring each new interval."""
+
+    rescore_on_promotion: RescoreOnPromotion | None = Field(
+        default=None,
+        description="`{intervals: N}`: after a promotion or rollback moves `@champion`, `<name>_score` re-scores "
+        "the newest N validated intervals with the new champion; default: off (only new intervals are scored).",
+    )
+
+
 class ModelSpec(_Strict):
     """One model: its data, its schedule, its features and target, and how its batches are validated."""
 
@@ -611,6 +629,10 @@ class ModelSpec(_Strict):
     labels: Labels = Field(
         default=Labels(),
         description="When labels arrive (`after`) and where from (`source`); default: with the rows.",
+    )
+    scoring: Scoring = Field(
+        default=Scoring(),
+        description="Re-scoring when `@champion` moves (`rescore_on_promotion: {intervals: N}`); default: off.",
     )
     timeouts: Timeouts = Field(
         default=Timeouts(),

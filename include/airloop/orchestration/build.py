@@ -167,6 +167,18 @@ def decision_tasks(spec: ModelSpec, stage: str, gated: Any) -> None:
         gated >> promoted
     recorded = record(spec.name)
     promoted >> recorded
+    finals = [promoted, recorded]
+    if spec.scoring.rescore_on_promotion is not None:
+        from airloop.orchestration.assets import validated_asset
+
+        # Only when @champion moved: the newest intervals go to <model>_score as an event on `validated`.
+        @task(task_id="rescore", outlets=[validated_asset(spec)])
+        def rescore(model: str) -> dict:
+            return tasks.decision_rescore(model)
+
+        rescored = rescore(spec.name)
+        promoted >> rescored
+        finals.append(rescored)
 
     # `record` runs whatever happened, so on its own it would make every run end "success"; this last task
     # fails the run when anything before it failed (a refused or rejected challenger is not a failure).
@@ -174,7 +186,7 @@ def decision_tasks(spec: ModelSpec, stage: str, gated: Any) -> None:
     def outcome() -> None:
         tasks.decision_outcome()
 
-    [promoted, recorded] >> outcome()
+    finals >> outcome()
 
 
 def train_runbook(spec: ModelSpec) -> str:

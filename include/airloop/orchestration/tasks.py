@@ -291,6 +291,29 @@ def decision_promote(model: str) -> dict[str, Any]:
     return promoted.to_dict()
 
 
+def decision_rescore(model: str) -> dict[str, Any]:
+    """After ``@champion`` moved, announce the newest validated intervals to ``<model>_score`` (an event on the
+    model's ``validated`` Asset, ``scoring.rescore_on_promotion``); skipped when it did not move."""
+    from airflow.sdk.exceptions import AirflowSkipException
+
+    from airloop.adapters.lake import default_lake
+    from airloop.core.contracts import PromotionOutcome
+    from airloop.orchestration.assets import validated_asset
+    from airloop.stages.score.rescore import rescore_request
+
+    context = get_current_context()
+    spec = get_spec(model)
+    with guard(context, f"asking {spec.dag_id('score')} to re-score {model} with the new champion"):
+        promoted = context["ti"].xcom_pull(task_ids="promote")
+        extra = (
+            None if promoted is None else rescore_request(spec, PromotionOutcome.from_dict(promoted), default_lake())
+        )
+    if extra is None:
+        raise AirflowSkipException("@champion did not move (or nothing is validated yet): nothing to re-score.")
+    context["outlet_events"][validated_asset(spec)].extra = extra
+    return extra
+
+
 def decision_record(model: str) -> dict[str, Any] | None:
     from airloop.core.contracts import GateResult, PromotionOutcome
     from airloop.stages.promote import runner as promote_stage
