@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from airloop.core.jsonable import jsonable
 from airloop.core.numbers import shown
+from airloop.core.spec import STAGES
 from airloop.core.urls import MOUNT, report_url
 
 if TYPE_CHECKING:
@@ -139,7 +140,7 @@ def load_board(
         model=spec.name,
         description=spec.description,
         owner=spec.owner,
-        dag_ids={stage: spec.dag_id(stage) for stage in ("ingest", "train", "promote", "score", "monitor")},
+        dag_ids={stage: spec.dag_id(stage) for stage in STAGES},
         approvals=approvals or [],
         drift_share_threshold=spec.monitoring.drift_share,
     )

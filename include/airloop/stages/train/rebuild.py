@@ -169,9 +169,19 @@ def rebuild(lake: Lake, found: VersionLineage, time_column: str) -> Rebuilt:
             f"{model} v{version} (MLflow run {found.run_id}) has no {LINEAGE_ARTIFACT}: it was not trained by "
             "airloop's train stage, so there is no lineage to rebuild from."
         )
-    labels_from_warehouse = LABELS_DIGEST_TAG in found.tags
-    features = json.loads(found.params["features"]) if "features" in found.params else None
-    target = found.params.get("target")
+    frames, checked = _checked_partitions(lake, found)
+    if not frames:
+        raise RebuildProblem(f"The lineage of {model} v{version} names no partition: nothing to rebuild.")
+    frame = _training_frame(pd.concat(frames, ignore_index=True), found, time_column)
+    digest = content_digest(frame)
+    return Rebuilt(model, version, frame, checked, _frame_notes(found, digest, time_column), digest)
+
+
+def _checked_partitions(lake: Lake, found: VersionLineage) -> tuple[list[pd.DataFrame], list[str]]:
+    """Every partition version the lineage names, read and its content digest checked; a line per partition."""
+    from airloop.adapters.lake import content_digest
+
+    model, version = found.model, found.version
     frames, checked = [], []
     for ref in found.partitions:
         partition, expected = str(ref["partition"]), str(ref["content_digest"])
@@ -192,39 +202,47 @@ def rebuild(lake: Lake, found: VersionLineage, time_column: str) -> Rebuilt:
             f"{partition}: {manifest.rows} rows, digest {expected[:12]} matches ({where} {manifest.version})"
         )
         frames.append(full)
-    if not frames:
-        raise RebuildProblem(f"The lineage of {model} v{version} names no partition: nothing to rebuild.")
-    frame = pd.concat(frames, ignore_index=True)
+    return frames, checked
+
+
+def _training_frame(frame: pd.DataFrame, found: VersionLineage, time_column: str) -> pd.DataFrame:
+    """The frame as training assembled it: the lineage's columns, rows inside its window, sorted by time."""
+    import pandas as pd
+
+    features = json.loads(found.params["features"]) if "features" in found.params else None
+    target = found.params.get("target")
     if features is not None and target is not None:
         wanted = [*features, target, time_column]
         frame = frame[[c for c in wanted if c in frame.columns]]
-    window = found.lineage.get("window") or {}
+    window = (found.lineage or {}).get("window") or {}
     times = pd.to_datetime(frame[time_column], utc=True)
     inside = pd.Series(True, index=frame.index)
     if window.get("start"):
         inside &= times >= pd.Timestamp(datetime.fromisoformat(window["start"]))
     if window.get("end"):
         inside &= times < pd.Timestamp(datetime.fromisoformat(window["end"]))
-    frame = frame.loc[inside].sort_values(time_column, kind="stable").reset_index(drop=True)
-    digest, notes = content_digest(frame), []
-    logged = found.lineage.get("content_digest") or found.tags.get("airloop.dataset_digest")
-    if labels_from_warehouse:
-        notes.append(
+    return frame.loc[inside].sort_values(time_column, kind="stable").reset_index(drop=True)
+
+
+def _frame_notes(found: VersionLineage, digest: str, time_column: str) -> list[str]:
+    """The training frame's digest checked against the logged one (or why it is not); raises on a mismatch."""
+    model, version = found.model, found.version
+    logged = (found.lineage or {}).get("content_digest") or found.tags.get("airloop.dataset_digest")
+    if LABELS_DIGEST_TAG in found.tags:
+        return [
             f"Labels: this run took its labels from the warehouse table `labels` (labels digest "
             f"{found.tags[LABELS_DIGEST_TAG][:12]}); the rebuilt frame holds the validated partitions' columns, and "
             "the training frame's digest (features joined with those labels) is not checked here."
+        ]
+    if not logged:
+        return ["The run logged no training frame digest: the partitions' digests were checked."]
+    if digest != logged:
+        raise RebuildProblem(
+            f"Cannot rebuild {model} v{version}: every partition matches, but the assembled training frame "
+            f"does not: expected digest {logged}, actual {digest} (the time column `{time_column}` or the "
+            "columns read differ from training's). Check the spec's source.time_column."
         )
-    elif logged:
-        if digest != logged:
-            raise RebuildProblem(
-                f"Cannot rebuild {model} v{version}: every partition matches, but the assembled training frame "
-                f"does not: expected digest {logged}, actual {digest} (the time column `{time_column}` or the "
-                "columns read differ from training's). Check the spec's source.time_column."
-            )
-        notes.append(f"Training frame digest {logged[:12]} matches.")
-    else:
-        notes.append("The run logged no training frame digest: the partitions' digests were checked.")
-    return Rebuilt(model, version, frame, checked, notes, digest)
+    return [f"Training frame digest {logged[:12]} matches."]
 
 
 # --- collection -------------------------------------------------------------------------------------------------
