@@ -266,3 +266,45 @@ def labels_lagging(summary: Mapping[str, Any], dag_id: str, run_id: str) -> Even
             },
         },
     )
+
+
+def out_of_band(model: str, row: Mapping[str, Any], dag_id: str, run_id: str) -> Event:
+    """``@champion`` was found moved outside airloop (an ``out_of_band`` ledger row): both versions, not adopted.
+
+    Sent as a ``promotion`` notification (it concerns who is champion), with ``data.outcome`` ``out_of_band``.
+    """
+    evidence = row.get("evidence") or {}
+    alias, champion = evidence.get("registry_champion"), evidence.get("ledger_champion")
+    found = f"v{alias}" if alias else "unset"
+    serving = f"v{champion}" if champion else "nothing"
+    facts = [
+        ("Decision", "out_of_band: @champion moved outside airloop (MLflow UI or API); not adopted"),
+        ("MLflow @champion", found),
+        ("Serving", f"{serving} (the ledger's champion, loaded by version number)"),
+        ("Noticed", f"{evidence.get('noticed_at', '?')} by {evidence.get('noticed_by', '?')}"),
+        (
+            "What to do",
+            f"promote the intended version through {model}_promote (gate or override), or set "
+            f"@champion back to {serving} in MLflow",
+        ),
+        ("Ledger row", f"#{row.get('seq')}"),
+    ]
+    return Event(
+        kind=PROMOTION,
+        model=model,
+        headline=f"@champion moved outside airloop to {found}; {serving} keeps serving",
+        facts=tuple(facts),
+        link=run_url(dag_id, run_id),
+        dag_id=dag_id,
+        run_id=run_id,
+        data={
+            "outcome": row.get("outcome"),
+            "action": row.get("action"),
+            "moved": False,
+            "registry_champion": alias,
+            "ledger_champion": champion,
+            "noticed_by": evidence.get("noticed_by"),
+            "noticed_at": evidence.get("noticed_at"),
+            "seq": row.get("seq"),
+        },
+    )

@@ -57,11 +57,10 @@ class _Judged:
     evaluated: list[registry.LoadedModel]
 
 
-def _judge(spec: ModelSpec, action: str, candidate: str, holdout: Any) -> _Judged:
+def _judge(spec: ModelSpec, action: str, candidate: str, holdout: Any, champion_version: str | None) -> _Judged:
     """Load and score the candidate and (when another version) the champion; apply the spec's gate."""
     from airloop.stages.train import steps as training
 
-    champion_version = registry.version_for_alias(spec.name, registry.CHAMPION)
     loaded = registry.load_version(spec.name, candidate)
     challenger_eval = training.evaluate(spec, loaded, holdout, signature=loaded.signature, version=f"v{loaded.version}")
     champion_eval: Evaluation | None = None
@@ -107,7 +106,7 @@ def gate(
     is the point, so it need not beat the champion it replaces).
     """
     holdout, resolved = _holdout(spec, window)
-    judged = _judge(spec, action, candidate, holdout)
+    judged = _judge(spec, action, candidate, holdout, _ledger_champion(spec, run))
     version, champion = judged.candidate.version, judged.champion_version
     verdict, live = _live(spec, judged, action=action, override=override)
     summary, promote = steps.gate_outcome(verdict, version, champion, override)
@@ -169,6 +168,17 @@ def _live(spec: ModelSpec, judged: _Judged, *, action: str, override: bool) -> t
     if live["status"] == "waiting":
         return replace(verdict, live=live), live
     return with_live(verdict, live, judged=shadow.require_better), live
+
+
+def _ledger_champion(spec: ModelSpec, run: RunInfo) -> str | None:
+    """The champion the gate compares against and the promotion starts from: the ledger's, after checking
+    ``@champion`` for a move made outside airloop (recorded once, never adopted; see the ledger's
+    :func:`~airloop.stages.promote.ledger.check_alias`)."""
+    from airloop.adapters.db import engine_for
+    from airloop.stages.promote.ledger import check_alias
+
+    engine = engine_for(WAREHOUSE_CONN_ID)
+    return check_alias(engine, spec.name, "promotion", dag_id=run.dag_id, dag_run_id=run.run_id).ledger_champion
 
 
 def _log_gate(spec: ModelSpec, result: GateResult, verdict: Verdict, rows: int) -> None:

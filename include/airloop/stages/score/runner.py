@@ -1,6 +1,7 @@
 """Batch scoring: each validated partition scored by one pinned champion version, with provenance on every row.
 
-The ``champion`` alias is resolved once per DAG run (:func:`airloop.adapters.registry.pin_champion`) and the
+The champion is resolved once per DAG run (the promotion ledger's, checked against ``@champion``:
+:func:`airloop.stages.promote.ledger.served_champion`, called by the run's ``pin`` task) and the
 concrete version is passed to every partition's scoring, so a run never mixes two models even if ``@champion``
 moves meanwhile. A partition is read and scored in bounded chunks; its rows in ``predictions`` are replaced
 (delete, then insert, in one transaction) and its ``predictions`` lake partition rewritten (atomic, manifest
