@@ -165,7 +165,12 @@ def _outcome_rows(spec, model, rows: pd.DataFrame, version: str, arrived: dateti
             "joined_at": arrived,
         }
         for rid, ts, cls, p, label in zip(
-            rows["record_id"], rows["date"], served["predicted_class"], served["probability"], rows["had_effect"]
+            rows["record_id"],
+            rows["date"],
+            served["predicted_class"],
+            served["probability"],
+            rows["had_effect"],
+            strict=True,
         )
     ]
 
@@ -238,7 +243,9 @@ def test_served_rows_without_an_outcome_are_the_ones_estimated(spec, strikes, tr
             "mlflow_run_id": "r",
             "input_digest": "d",
         }
-        for rid, ts, cls, p in zip(rows["record_id"], rows["date"], served["predicted_class"], served["probability"])
+        for rid, ts, cls, p in zip(
+            rows["record_id"], rows["date"], served["predicted_class"], served["probability"], strict=True
+        )
     ]
     with engine.begin() as conn:
         conn.execute(warehouse.predictions.insert(), predictions)

@@ -135,25 +135,8 @@ def expected_roc_auc(p: np.ndarray, score: np.ndarray) -> float:
     return float(np.sum((fpr[1:] - fpr[:-1]) * (tpr[1:] + tpr[:-1]) / 2))
 
 
-def estimate(
-    served: pd.DataFrame,
-    calibration: Calibration | None,
-    reference: dict[str, float],
-    *,
-    version: str,
-    metric: str,
-    max_degradation: float,
-    max_ece: float,
-    min_rows: int,
-) -> Estimate:
-    """CBPE of one version on its served, still unlabelled rows (``predicted_class``, ``probability``).
-
-    ``calibration``: the version's, from its holdout (None: the version kept none). ``reference``: its training
-    run's metrics (``holdout_<metric>``), against which the estimate is judged like a realized figure.
-    """
-    import numpy as np
-
-    rows = len(served)
+def _refusal(version: str, rows: int, calibration: Calibration | None, max_ece: float) -> Estimate | None:
+    """Why this version's rows are not estimated (no calibration, poor calibration, no unlabelled row), or None."""
     if calibration is None:
         return Estimate(
             version,
@@ -174,6 +157,32 @@ def estimate(
         )
     if rows == 0:
         return Estimate(version, 0, reason="not estimated: every served row of the window has its label", ece=ece)
+    return None
+
+
+def estimate(
+    served: pd.DataFrame,
+    calibration: Calibration | None,
+    reference: dict[str, float],
+    *,
+    version: str,
+    metric: str,
+    max_degradation: float,
+    max_ece: float,
+    min_rows: int,
+) -> Estimate:
+    """CBPE of one version on its served, still unlabelled rows (``predicted_class``, ``probability``).
+
+    ``calibration``: the version's, from its holdout (None: the version kept none). ``reference``: its training
+    run's metrics (``holdout_<metric>``), against which the estimate is judged like a realized figure.
+    """
+    import numpy as np
+
+    rows = len(served)
+    refused = _refusal(version, rows, calibration, max_ece)
+    if refused is not None or calibration is None:
+        return refused or Estimate(version, rows)
+    ece = calibration.ece
     score = served["probability"].to_numpy(dtype=float)
     p = calibration.apply(score)
     if calibration.task == "binary":
