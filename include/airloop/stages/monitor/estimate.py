@@ -156,7 +156,9 @@ def _refusal(version: str, rows: int, calibration: Calibration | None, max_ece: 
             max_ece=max_ece,
         )
     if rows == 0:
-        return Estimate(version, 0, reason="not estimated: every served row of the window has its label", ece=ece)
+        return Estimate(
+            version, 0, reason="not estimated: no served prediction of the window is waiting for its label", ece=ece
+        )
     return None
 
 
