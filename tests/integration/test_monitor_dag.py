@@ -208,7 +208,7 @@ def test_drift_asks_once_through_hysteresis_and_cooldown_however_often_it_runs(
         assert row["labelled_rows"] == 672 and row["mae"] > row["reference_mae"] > 0
         assert row["degradation"] is not None and row["performance"]["kind"] == "realized"
     last = metrics[2]  # 60 hours labelled so far: shown, not judged
-    assert last["labelled_rows"] == 60 and last["degradation"] is None and last["degraded"] is None
+    assert last["labelled_rows"] == 60 and last["degradation"] is None and last["degraded"] is False
     assert last["performance"]["unjudged"].startswith("only 60 labelled outcomes, fewer than monitoring.min_labels")
     assert "realized performance on 60 labelled outcomes (regression)" in log
     assert "only 60 labelled outcomes, fewer than monitoring.min_labels (100)" in log

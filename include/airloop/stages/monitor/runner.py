@@ -837,7 +837,7 @@ def drift_row(
         "rmse": perf.rmse if perf else None,
         "reference_mae": perf.reference_mae if perf else None,
         "degradation": perf.degradation if perf else None,
-        "degraded": perf.degraded if perf and perf.degradation is not None else None,  # null: not judged
+        "degraded": perf.degraded if perf else None,
         "performance_metric": spec.performance_metric,
         "performance": perf.to_dict() if perf else None,
         "notes": frames.notes,
