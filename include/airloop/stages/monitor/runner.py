@@ -905,7 +905,7 @@ def _log_to_mlflow(
 
     Metrics: drift share, each feature's drift (``drift.<column>``), the outputs' drift (``prediction_drift``,
     the highest, and ``prediction_drift.<column>`` per output column when there are several), the task's
-    performance metrics by name and ``<metric>_degradation``.
+    performance metrics by name and ``<metric>_degradation``, and its estimated ones as ``estimated.<metric>``.
     """
     import mlflow
 
@@ -923,6 +923,9 @@ def _log_to_mlflow(
         metrics.update({name: value for name, value in perf["scores"].items() if value is not None})
         if perf["degradation"] is not None:
             metrics[f"{perf['metric']}_degradation"] = perf["degradation"]
+    estimated = ((summary.estimated or {}).get(summary.champion_version) or {}).get("performance")
+    if estimated:  # the champion's CBPE estimate on the window's unlabelled rows
+        metrics.update({f"estimated.{n}": v for n, v in estimated["scores"].items() if v is not None})
     window_end = summary.window_end.isoformat()
     tags = {
         **run.tags(),
