@@ -677,8 +677,6 @@ def compare_estimates(
     (``label_arrived_at`` later than the window's ``measured_at``); once at least ``monitoring.min_labels`` of
     them are labelled, each estimated metric is set against the same metric realized on them.
     """
-    import math as _math
-
     from airloop.adapters import warehouse
 
     out = []
@@ -702,7 +700,7 @@ def compare_estimates(
                 continue
             for metric, value in perf["scores"].items():
                 got = realized.scores.get(metric)
-                if value is None or got is None or not _math.isfinite(got):
+                if value is None or got is None or not math.isfinite(got):
                     continue
                 out.append(
                     {
