@@ -171,6 +171,29 @@ drift_metrics = sa.Table(
     sa.Column("performance_metric", sa.String(64), comment="the metric degradation is judged on"),
     sa.Column("performance", sa.JSON, comment="the task's metrics, holdout figures, notes; null: no labels yet"),
     sa.Column("output_scores", sa.JSON, comment="output column (_prediction, _proba_*) -> method, threshold, score"),
+    sa.Column("realized", sa.JSON, comment="model version -> its realized performance from outcomes in the window"),
+    sa.Column(
+        "estimated_performance", sa.JSON, comment="model version -> its estimate (CBPE) on unlabelled rows, or why not"
+    ),
+)
+
+#: An estimate set against the realized figure once the labels of the rows it estimated arrived: one row per model,
+#: window, version and metric, updated while more of those labels arrive.
+estimate_errors = sa.Table(
+    "estimate_errors",
+    metadata,
+    sa.Column("model", sa.String(64), primary_key=True),
+    sa.Column("window_end", sa.DateTime(timezone=True), primary_key=True),
+    sa.Column("model_version", sa.String(32), primary_key=True),
+    sa.Column("metric", sa.String(64), primary_key=True),
+    sa.Column("window_start", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("estimated", sa.Float, nullable=False),
+    sa.Column("realized", sa.Float, nullable=False),
+    sa.Column("error", sa.Float, nullable=False, comment="estimated - realized"),
+    sa.Column("estimated_rows", sa.Integer, nullable=False, comment="unlabelled rows the estimate covered"),
+    sa.Column("labelled_rows", sa.Integer, nullable=False, comment="of those, labelled now"),
+    sa.Column("estimated_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("recorded_at", sa.DateTime(timezone=True), nullable=False),
 )
 
 #: One row per retraining request; at most one per model and window however often the monitor re-runs.
@@ -428,3 +451,49 @@ def write_outcomes(conn: Connection, inserts: list[dict[str, Any]], updates: lis
         key = (t.model == row["model"], t.partition == row["partition"], t.row_key == row["row_key"])
         values = {k: v for k, v in row.items() if k not in ("model", "partition", "row_key")}
         conn.execute(outcomes.update().where(*key).values(**values))
+
+
+def outcomes_between(
+    engine: Engine, model: str, start: datetime, end: datetime, *, arrived_after: datetime | None = None
+) -> list[dict[str, Any]]:
+    """The ``outcomes`` rows of a model whose ``ts`` is in ``[start, end)`` (labels that arrived after
+    ``arrived_after`` only, when given), every version."""
+    t = outcomes.c
+    query = sa.select(outcomes).where(t.model == model, t.ts >= start, t.ts < end)
+    if arrived_after is not None:
+        query = query.where(t.label_arrived_at > arrived_after)
+    with engine.connect() as conn:
+        return [_row(r._mapping) for r in conn.execute(query.order_by(t.ts, t.row_key))]
+
+
+def unlabelled_predictions(engine: Engine, model: str, start: datetime, end: datetime) -> list[dict[str, Any]]:
+    """The served ``predictions`` in ``[start, end)`` that have no outcome (no label) yet, every version."""
+    p, o = predictions.c, outcomes.c
+    joined = predictions.outerjoin(
+        outcomes, sa.and_(o.model == p.model, o.partition == p.partition, o.row_key == p.row_key)
+    )
+    query = (
+        sa.select(p.partition, p.row_key, p.ts, p.model_version, p.prediction, p.predicted_class, p.probability)
+        .select_from(joined)
+        .where(p.model == model, p.ts >= start, p.ts < end, o.row_key.is_(None))
+    )
+    with engine.connect() as conn:
+        return [_row(r._mapping) for r in conn.execute(query)]
+
+
+def record_estimate_error(engine: Engine, row: dict[str, Any]) -> None:
+    """Replace the comparison of one (model, window, version, metric) estimate with its realized figure."""
+    row = {**row, "recorded_at": row.get("recorded_at") or datetime.now(UTC)}
+    t = estimate_errors.c
+    key = [t.model == row["model"], t.window_end == row["window_end"], t.model_version == row["model_version"]]
+    with engine.begin() as conn:
+        conn.execute(estimate_errors.delete().where(*key, t.metric == row["metric"]))
+        conn.execute(estimate_errors.insert().values(**row))
+
+
+def estimate_errors_of(engine: Engine, model: str, limit: int = 200) -> list[dict[str, Any]]:
+    """A model's estimates set against their realized figures, newest window first."""
+    t = estimate_errors.c
+    query = sa.select(estimate_errors).where(t.model == model).order_by(t.window_end.desc(), t.metric)
+    with engine.connect() as conn:
+        return [_row(r._mapping) for r in conn.execute(query.limit(limit))]

@@ -710,6 +710,10 @@ class MonitorSummary:
     notes: tuple[str, ...] = ()
     mlflow_run_id: str | None = None
     seconds: float | None = None
+    #: Model version -> its realized performance from ``outcomes`` in the window (every version that served).
+    realized: dict[str, Any] | None = None
+    #: Model version -> its estimated performance (CBPE) on the window's unlabelled rows, or why not estimated.
+    estimated: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """The judge task's XCom (and, without the MLflow run and seconds, the window's ``verdict.json``)."""
@@ -731,6 +735,8 @@ class MonitorSummary:
             "notes": list(self.notes),
             "mlflow_run_id": self.mlflow_run_id,
             "seconds": self.seconds,
+            "realized": None if self.realized is None else dict(self.realized),
+            "estimated": None if self.estimated is None else dict(self.estimated),
         }
 
     @classmethod
@@ -756,4 +762,6 @@ class MonitorSummary:
             notes=f.strings("notes", default=()),
             mlflow_run_id=f.text("mlflow_run_id", nullable=True, default=None),
             seconds=f.number("seconds", default=None),
+            realized=f.get("realized", dict, nullable=True, default=None),
+            estimated=f.get("estimated", dict, nullable=True, default=None),
         )

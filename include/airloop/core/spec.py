@@ -564,6 +564,26 @@ class Monitoring(_Strict):
     )
     hysteresis: Hysteresis = Hysteresis()
     cooldown_days: Annotated[int, Field(ge=0)] = 28
+    min_labels: Annotated[int, Field(ge=1)] = Field(
+        default=100,
+        description="A version's realized performance in a window (from `outcomes`) with fewer labelled rows is "
+        "shown with that count but not judged: a proportion over 100 rows is still +-0.1 at 95 %.",
+    )
+    max_calibration_error: Annotated[float, Field(gt=0, le=1)] = Field(
+        default=0.05,
+        description="A classifier's performance is estimated without labels (CBPE) only when its probabilities' "
+        "expected calibration error on the holdout (after calibration) is at most this; else it says so.",
+    )
+    calibrate_estimates: bool = Field(
+        default=True,
+        description="Calibrate the probabilities on the holdout (isotonic) before estimating; false: trust them as "
+        "they are (a model trained with class weights is then usually refused as poorly calibrated).",
+    )
+    act_on_estimate: bool = Field(
+        default=False,
+        description="Let an estimated degradation (no labels yet) request retraining, through the same "
+        "hysteresis and cooldown; default: only realized performance (from labels) does.",
+    )
 
 
 class LabelSource(_Strict):

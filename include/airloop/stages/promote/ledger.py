@@ -711,30 +711,41 @@ def check_alias(
                 f"v{champion}" if champion else "none",
             )
             return AliasCheck(model, champion, alias)
-        now = datetime.now(UTC)
-        decision = Decision(
-            model=model,
-            action="observe",
-            candidate=alias,
-            reason=(
-                f"@champion was found at {'v' + alias if alias else 'unset'} in MLflow while the ledger's champion is "
-                f"{'v' + champion if champion else 'none'}: moved outside airloop (MLflow UI or API), noticed by "
-                f"{noticed_by}. Not adopted: {'v' + champion if champion else 'nothing'} serves until a person "
-                "promotes through airloop."
-            ),
-            decided_by=OUTSIDE_AIRLOOP,
-            evidence={
-                "registry_champion": alias,
-                "ledger_champion": champion,
-                "noticed_by": noticed_by,
-                "noticed_at": now.isoformat(),
-            },
-            dag_id=dag_id,
-            dag_run_id=dag_run_id,
-        )
+        decision = _out_of_band_decision(model, alias, champion, noticed_by, dag_id, dag_run_id)
         row = _append(conn, decision, outcome=OUT_OF_BAND, moved=False, before=champion, after=champion)
     log.warning("Ledger %s #%d: %s", model, row["seq"], decision.reason)
     return AliasCheck(model, champion, alias, recorded=row)
+
+
+def _out_of_band_decision(
+    model: str,
+    alias: str | None,
+    champion: str | None,
+    noticed_by: str,
+    dag_id: str | None,
+    dag_run_id: str | None,
+) -> Decision:
+    """The ``observe`` decision recording an ``@champion`` found moved outside airloop (nothing adopted)."""
+    return Decision(
+        model=model,
+        action="observe",
+        candidate=alias,
+        reason=(
+            f"@champion was found at {'v' + alias if alias else 'unset'} in MLflow while the ledger's champion is "
+            f"{'v' + champion if champion else 'none'}: moved outside airloop (MLflow UI or API), noticed by "
+            f"{noticed_by}. Not adopted: {'v' + champion if champion else 'nothing'} serves until a person "
+            "promotes through airloop."
+        ),
+        decided_by=OUTSIDE_AIRLOOP,
+        evidence={
+            "registry_champion": alias,
+            "ledger_champion": champion,
+            "noticed_by": noticed_by,
+            "noticed_at": datetime.now(UTC).isoformat(),
+        },
+        dag_id=dag_id,
+        dag_run_id=dag_run_id,
+    )
 
 
 def served_champion(

@@ -71,7 +71,7 @@ def train(spec: ModelSpec, request: TrainRequest, run: RunInfo) -> TrainedVersio
     keeps the summary, :data:`record.SUMMARY_ARTIFACT`), so a retry never trains, logs and registers a second
     version beside the first.
     """
-    from airloop.stages.train import steps
+    from airloop.stages.train import calibration, steps
 
     reused = _reused(spec, run)
     if reused is not None:
@@ -101,6 +101,7 @@ def train(spec: ModelSpec, request: TrainRequest, run: RunInfo) -> TrainedVersio
     commit = registry.git_commit()  # between evaluation and logging, timed in neither
     with _timed(timings, "log_s"):
         logged = _log_run(spec, request, run, lake.stage_url(spec.name, "validated"), data, fitted, commit, outputs)
+        calibration.log_holdout(spec, fitted.pipeline, holdout, logged.run_id)  # for estimates without labels
     trained = record.registered_summary(
         kept,
         model=spec.name,
