@@ -20,7 +20,8 @@ import logging
 import os
 import shutil
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from functools import lru_cache
@@ -267,6 +268,40 @@ def _shared_batch_definition() -> Any:
     return _batch_definition(_context())
 
 
+@contextmanager
+def _lean_gx() -> Iterator[None]:
+    """GX on a pandas batch without two costs that do not check anything (measured in ``benchmarks/validation.py``,
+    notes in ``benchmarks/results/README.md``): they made a passing 1M-row batch about 13x the same checks in
+    vectorised pandas, and about 3x with both gone.
+
+    * **The frame's fingerprint.** For every batch it fetches (``get_batch``, and again inside ``Batch.validate`` and
+      a checkpoint run) GX's pandas engine hashes the whole frame (``hash_pandas_dataframe``) into the batch markers'
+      ``pandas_data_fingerprint``, about a quarter of a passing pass. Nothing of airloop reads it (the stored result
+      keeps no GX meta; the partition's own digest names the data), GX does not either, and GX already skips it for
+      frames of 1 GB and more (``HASH_THRESHOLD``). GX offers no setting for it, so it is turned off here by setting
+      that module constant to 0 for the duration of the call (a GX internal: ``tests/unit/test_validation_speed.py``
+      fails when a GX version stops reading it, or stops fingerprinting without it).
+    * **Whole-frame copies.** Each per-row (column map) rule drops the column's missing values with
+      ``df[df[column].notnull()]``, which copies every column of the batch, even when nothing is missing (pandas'
+      boolean selection takes a deep ``copy()`` when the mask is all true): about 40 % of a pass, once per such rule.
+      Under pandas' Copy-on-Write mode (a public pandas option, the default from pandas 3) that copy is lazy and
+      shares the data, and rows really dropped are taken from the frame as before. GX never writes into the
+      selections, so the values checked are the same.
+    """
+    import pandas as pd
+    from great_expectations.execution_engine import pandas_execution_engine as engine
+
+    saved = getattr(engine, "HASH_THRESHOLD", None)
+    if saved is not None:
+        engine.HASH_THRESHOLD = 0
+    try:
+        with pd.option_context("mode.copy_on_write", True):
+            yield
+    finally:
+        if saved is not None:
+            engine.HASH_THRESHOLD = saved
+
+
 @dataclass(frozen=True)
 class DocsTarget:
     """Where to build the Data Docs site of a failing batch, and the GX run it is filed under."""
@@ -287,6 +322,13 @@ def validate(
     With ``docs``, the detailed pass of a failing batch runs through a checkpoint that also builds its Data
     Docs site, so the batch is validated in detail once, not once for the report and again for the docs.
     """
+    with _lean_gx():
+        return _validate(df, suites, keys=keys, docs=docs)
+
+
+def _validate(
+    df: pd.DataFrame, suites: list[SuiteFile], *, keys: Sequence[str] | None, docs: DocsTarget | None
+) -> Outcome:
     batch = _shared_batch_definition().get_batch(batch_parameters={"dataframe": df})
     # One boolean pass over every suite's expectations together: GX fingerprints the whole frame once per
     # validate call, so one pass instead of one per suite saves a full hash of the batch for each extra suite.
