@@ -4,9 +4,10 @@ Suites are plain GX 1.x suite JSON files in ``expectations/<model>/``, owned by 
 read here (saving a suite through GX would rewrite the steward's file with generated ids).
 
 A passing batch costs one GX pass in ``BOOLEAN_ONLY`` format, which is several times cheaper than the detailed
-formats. Only when something fails is the batch validated again through a checkpoint in ``SUMMARY`` format,
-which counts every bad row, names a sample of them by the row keys and builds a Data Docs page for the quarantine
-report.
+formats, without the work GX adds beyond the checks (:func:`_lean_gx`). Only when something fails are the failed
+expectations evaluated again in ``SUMMARY`` format, which counts every bad row and names a sample of them by the
+row keys; each suite's result (the detail of its failures, the verdict of its other expectations) is stored and
+a Data Docs site is built from them for the quarantine report.
 
 Failure results are bounded: each failed expectation keeps its exact counts (``unexpected_count``,
 ``element_count``) but only :data:`FAILURE_SAMPLE` failing values and row keys, so the stored result, the
@@ -272,11 +273,12 @@ def _shared_batch_definition() -> Any:
 def _lean_gx() -> Iterator[None]:
     """GX on a pandas batch without two costs that do not check anything (measured in ``benchmarks/validation.py``,
     notes in ``benchmarks/results/README.md``): they made a passing 1M-row batch about 13x the same checks in
-    vectorised pandas, and about 3x with both gone.
+    vectorised pandas, and about 3x with both gone. Both are process-wide switches held only for the call (airloop
+    validates one batch at a time per process).
 
-    * **The frame's fingerprint.** For every batch it fetches (``get_batch``, and again inside ``Batch.validate`` and
-      a checkpoint run) GX's pandas engine hashes the whole frame (``hash_pandas_dataframe``) into the batch markers'
-      ``pandas_data_fingerprint``, about a quarter of a passing pass. Nothing of airloop reads it (the stored result
+    * **The frame's fingerprint.** Each time it fetches the batch (``get_batch``, and again inside each
+      ``Batch.validate``) GX's pandas engine hashes the whole frame (``hash_pandas_dataframe``) into the batch
+      markers' ``pandas_data_fingerprint``, about a sixth of a passing pass. Nothing of airloop reads it (the stored result
       keeps no GX meta; the partition's own digest names the data), GX does not either, and GX already skips it for
       frames of 1 GB and more (``HASH_THRESHOLD``). GX offers no setting for it, so it is turned off here by setting
       that module constant to 0 for the duration of the call (a GX internal: ``tests/unit/test_validation_speed.py``
