@@ -278,11 +278,12 @@ def _lean_gx() -> Iterator[None]:
 
     * **The frame's fingerprint.** Each time it fetches the batch (``get_batch``, and again inside each
       ``Batch.validate``) GX's pandas engine hashes the whole frame (``hash_pandas_dataframe``) into the batch
-      markers' ``pandas_data_fingerprint``, about a sixth of a passing pass. Nothing of airloop reads it (the stored result
-      keeps no GX meta; the partition's own digest names the data), GX does not either, and GX already skips it for
-      frames of 1 GB and more (``HASH_THRESHOLD``). GX offers no setting for it, so it is turned off here by setting
-      that module constant to 0 for the duration of the call (a GX internal: ``tests/unit/test_validation_speed.py``
-      fails when a GX version stops reading it, or stops fingerprinting without it).
+      markers' ``pandas_data_fingerprint``, about a sixth of a passing pass. Nothing of airloop reads it (the stored
+      result keeps no GX meta; the partition's own digest names the data), GX does not either, and GX already skips
+      it for frames of 1 GB and more (``HASH_THRESHOLD``). GX offers no setting for it, so it is turned off here by
+      setting that module constant to 0 for the duration of the call (a GX internal:
+      ``tests/unit/test_validation_speed.py`` fails when a GX version stops reading it, or stops fingerprinting
+      without it).
     * **Whole-frame copies.** Each per-row (column map) rule drops the column's missing values with
       ``df[df[column].notnull()]``, which copies every column of the batch, even when nothing is missing (pandas'
       boolean selection takes a deep ``copy()`` when the mask is all true): about 40 % of a pass, once per such rule.
