@@ -360,10 +360,11 @@ def _validate(
 
 
 def _config_key(config: Any) -> str:
-    """An expectation's identity across GX passes: its type and arguments (GX adds the batch's id to them)."""
-    raw = config.to_json_dict()
-    kwargs = {k: v for k, v in (raw.get("kwargs") or {}).items() if k != "batch_id"}
-    return json.dumps([raw["type"], kwargs], sort_keys=True, default=str)
+    """An expectation's identity across GX passes: its type, arguments, meta and severity (GX adds the batch's id to
+    the arguments, and an id to an expectation registered in a context)."""
+    raw = {k: v for k, v in config.to_json_dict().items() if k != "id"}
+    raw["kwargs"] = {k: v for k, v in (raw.get("kwargs") or {}).items() if k != "batch_id"}
+    return json.dumps(raw, sort_keys=True, default=str)
 
 
 def _detailed(batch: Any, suites: list[SuiteFile], boolean: Any) -> dict[str, Any]:
