@@ -290,6 +290,8 @@ def _lean_gx() -> Iterator[None]:
       Under pandas' Copy-on-Write mode (a public pandas option, the default from pandas 3) that copy is lazy and
       shares the data, and rows really dropped are taken from the frame as before. GX never writes into the
       selections, so the values checked are the same.
+    * **Whole-frame takes.** When the column has missing values that selection is a real copy of every column; a
+      column metric is handed its column alone instead (:func:`_column_only`).
     """
     import pandas as pd
     from great_expectations.execution_engine import pandas_execution_engine as engine
@@ -297,12 +299,38 @@ def _lean_gx() -> Iterator[None]:
     saved = getattr(engine, "HASH_THRESHOLD", None)
     if saved is not None:
         engine.HASH_THRESHOLD = 0
+    compute_domain = engine.PandasExecutionEngine.get_compute_domain
+    engine.PandasExecutionEngine.get_compute_domain = _column_only(compute_domain)  # type: ignore[method-assign]
     try:
         with pd.option_context("mode.copy_on_write", True):
             yield
     finally:
+        engine.PandasExecutionEngine.get_compute_domain = compute_domain  # type: ignore[method-assign]
         if saved is not None:
             engine.HASH_THRESHOLD = saved
+
+
+def _column_only(compute_domain: Any) -> Any:
+    """GX's pandas compute domain, cut to the one column a column metric reads.
+
+    GX hands every column metric the whole batch and a per-row rule then drops the column's missing values from it
+    (``df[df[column].notnull()]``): when the column has missing values that takes every column of the batch, a
+    whole transient copy of it per such rule (a failing 1M-row batch peaked at 3.4x a passing one's memory for it).
+    A column metric reads only its column (``accessor_domain_kwargs["column"]``) and the row index, so the frame
+    handed to it is that column alone (a lazy selection under Copy-on-Write). A GX internal:
+    ``tests/unit/test_validation_speed.py`` fails if a version stops calling it for column metrics.
+    """
+    from great_expectations.core.metric_domain_types import MetricDomainTypes
+
+    def column_only(self: Any, domain_kwargs: dict[str, Any], domain_type: Any, accessor_keys: Any = None) -> Any:
+        data, compute, accessor = compute_domain(self, domain_kwargs, domain_type, accessor_keys)
+        column = accessor.get("column")
+        is_column = MetricDomainTypes(domain_type) == MetricDomainTypes.COLUMN
+        if is_column and isinstance(column, str) and column in data.columns:
+            data = data[[column]]
+        return data, compute, accessor
+
+    return column_only
 
 
 @dataclass(frozen=True)
