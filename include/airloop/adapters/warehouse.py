@@ -17,6 +17,7 @@ import sqlalchemy as sa
 from airloop.core.times import as_utc
 
 if TYPE_CHECKING:
+    import pandas as pd
     from sqlalchemy.engine import Connection, Engine
 
     from airloop.adapters.migrations import Upgrade
@@ -353,3 +354,48 @@ def add_retrain_request(engine: Engine, row: dict[str, Any]) -> dict[str, Any]:
     stored = retrain_request_for(engine, row["model"], row["window_end"])
     assert stored is not None  # inserted now or before
     return stored
+
+
+# --- labels (read side) ---
+
+
+def current_labels(engine: Engine, model: str, partitions: list[str]) -> pd.DataFrame:
+    """The current label of every labelled row of these partitions of a model: columns ``partition``, ``row_key``,
+    ``label`` (canonical text) and ``revision``, one row per (partition, row_key), sorted by them.
+
+    The current label is the highest revision (a correction wins over what arrived first); no partitions, or
+    none labelled yet, gives an empty frame with those columns.
+    """
+    import pandas as pd
+
+    columns = ["partition", "row_key", "label", "revision"]
+    t = labels.c
+    frames = []
+    for at in range(0, len(partitions), 500):  # bounded IN lists (SQLite's parameter limit)
+        chunk = partitions[at : at + 500]
+        newest = (
+            sa.select(t.partition, t.row_key, sa.func.max(t.revision).label("revision"))
+            .where(t.model == model, t.partition.in_(chunk))
+            .group_by(t.partition, t.row_key)
+            .subquery()
+        )
+        query = (
+            sa.select(t.partition, t.row_key, t.label, t.revision)
+            .join(
+                newest,
+                sa.and_(
+                    t.partition == newest.c.partition,
+                    t.row_key == newest.c.row_key,
+                    t.revision == newest.c.revision,
+                ),
+            )
+            .where(t.model == model)
+        )
+        with engine.connect() as conn:
+            frames.append(pd.DataFrame([tuple(r) for r in conn.execute(query)], columns=columns))
+    found = [f for f in frames if len(f)]
+    if not found:
+        return pd.DataFrame({c: pd.Series(dtype="int64" if c == "revision" else object) for c in columns})
+    out = pd.concat(found, ignore_index=True)
+    out["revision"] = out["revision"].astype("int64")
+    return out.sort_values(["partition", "row_key"], kind="stable").reset_index(drop=True)
