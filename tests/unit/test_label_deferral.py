@@ -123,3 +123,16 @@ def test_with_a_label_source_the_target_column_of_the_features_source_is_not_ext
     extract(ing, INTERVAL)
     columns = ing.lake.manifest(MODEL, "raw", INTERVAL.key).columns
     assert "cnt" not in columns and {"ts", "temp", "casual"} <= set(columns)
+
+
+def test_the_stewards_dry_run_sets_aside_the_target_rules_as_the_ingest_task_would(
+    tmp_path, bikes_spec, seeded_source
+):
+    from airloop.ops.suites import check
+
+    spec = _ingestion(tmp_path, bikes_spec, {"source": {"table": "bike_labels"}}).spec
+    report = check(spec, ROOT / "expectations", on="2011-01-10")
+    assert report.passed is True and report.labels_pending and "labels.source" in report.labels_pending
+    text = "\n".join(report.lines())
+    assert "wait  cnt is not missing: set aside until the labels are due" in text
+    assert "pass  temp is not missing" in text and "FAIL" not in text
