@@ -125,9 +125,7 @@ def test_with_a_label_source_the_target_column_of_the_features_source_is_not_ext
     assert "cnt" not in columns and {"ts", "temp", "casual"} <= set(columns)
 
 
-def test_the_stewards_dry_run_sets_aside_the_target_rules_as_the_ingest_task_would(
-    tmp_path, bikes_spec, seeded_source
-):
+def test_the_stewards_dry_run_sets_aside_the_target_rules_as_the_ingest_task_would(tmp_path, bikes_spec, seeded_source):
     from airloop.ops.suites import check
 
     spec = _ingestion(tmp_path, bikes_spec, {"source": {"table": "bike_labels"}}).spec
