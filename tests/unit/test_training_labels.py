@@ -207,3 +207,17 @@ def _run():
     from airloop.core.contracts import RunInfo
 
     return RunInfo(dag_id="m_train", run_id="manual__1", try_number=1)
+
+
+def test_a_warehouse_that_cannot_be_read_is_named_and_retried(tmp_path, monkeypatch):
+    import json
+
+    from airloop.core.errors import ServiceUnavailable
+    from airloop.stages.train.labels import warehouse_reader
+
+    unreachable = {"conn_type": "sqlite", "host": str(tmp_path / "no-such-folder" / "warehouse.db")}
+    monkeypatch.setenv("AIRFLOW_CONN_AIRLOOP_WAREHOUSE", json.dumps(unreachable))
+    with pytest.raises(ServiceUnavailable) as caught:
+        warehouse_reader(MODEL)([_key(0)])
+    assert f"Reading the labels of {MODEL} from the warehouse (airloop_warehouse" in str(caught.value)
+    assert "check the connection" in str(caught.value)

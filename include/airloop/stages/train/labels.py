@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from airloop.core.digests import json_digest
+from airloop.core.errors import ServiceUnavailable
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -61,17 +62,30 @@ class LabelsUsed:
         )
 
 
+class LabelsUnavailable(ServiceUnavailable):
+    """The warehouse's ``labels`` table could not be read (retried like any unreachable service)."""
+
+
 def warehouse_reader(model: str) -> LabelReader:
     """The labels of ``model`` in the warehouse (its schema brought up to date first)."""
 
     def read(partitions: list[str]) -> pd.DataFrame:
-        from airloop.adapters.db import engine_for
+        import sqlalchemy as sa
+
+        from airloop.adapters.db import describe, engine_for
         from airloop.adapters.warehouse import current_labels, ensure_schema
         from airloop.core.settings import WAREHOUSE_CONN_ID
 
         engine = engine_for(WAREHOUSE_CONN_ID)
-        ensure_schema(engine)
-        return current_labels(engine, model, partitions)
+        try:
+            ensure_schema(engine)
+            return current_labels(engine, model, partitions)
+        except sa.exc.SQLAlchemyError as exc:
+            raise LabelsUnavailable(
+                f"Reading the labels of {model} from the warehouse ({WAREHOUSE_CONN_ID}, {describe(engine)}) failed: "
+                f"{type(exc).__name__}: {str(exc).splitlines()[0]}. The training data needs them (labels that "
+                "arrived after their interval was ingested): check the connection and the database, then retry."
+            ) from exc
 
     return read
 
