@@ -132,6 +132,8 @@ def test_training_takes_table_labels_over_the_partitions_and_leaves_out_rows_wit
     early = _rows(lake, MODEL, 3).head(5)  # table labels that differ from the partition's own values
     _write_labels(MODEL, _key(3), early, [v + 1000 for v in early["cnt"]])
     _write_labels(MODEL, _key(3), early.head(1), [4242], revision=2)  # ... and a correction of one of them
+    same = _rows(lake, MODEL, 4).head(3)  # table labels equal to the partition's: taken, replacing nothing
+    _write_labels(MODEL, _key(4), same, same["cnt"].tolist())
 
     data = training.assemble(spec, lake, window)
     by_time = data.frame.set_index("ts")["cnt"]
@@ -140,8 +142,8 @@ def test_training_takes_table_labels_over_the_partitions_and_leaves_out_rows_wit
     assert by_time.loc[early["ts"].iloc[1:]].tolist() == [float(v + 1000) for v in early["cnt"].iloc[1:]]
     missing = len(_rows(lake, MODEL, 10))
     used = data.labels
-    assert (used.from_table, used.corrected, used.overriding) == (len(late) + 5, 1, 5)
-    assert used.unlabelled == missing and used.from_partitions == len(data.frame) - missing - len(late) - 5
+    assert (used.from_table, used.corrected, used.overriding) == (len(late) + 5 + 3, 1, 5)
+    assert used.unlabelled == missing and used.from_partitions == len(data.frame) - missing - len(late) - 5 - 3
     assert used.digest is not None and data.content_digest != before.content_digest
 
     train, holdout = training.split(spec, data)
@@ -149,7 +151,7 @@ def test_training_takes_table_labels_over_the_partitions_and_leaves_out_rows_wit
     assert holdout["ts"].max() < (FIRST + 10 * STEP).replace(tzinfo=None)  # interval 10 waits for its labels
 
     metrics = record.run_metrics(_evaluation(), len(train), len(holdout), used)
-    assert (metrics["unlabelled_rows"], metrics["labelled_from_table"]) == (missing, len(late) + 5)
+    assert (metrics["unlabelled_rows"], metrics["labelled_from_table"]) == (missing, len(late) + 5 + 3)
     tags = record.run_tags(
         run=_run(), model=MODEL, reason="r", window=window, partitions=10, suites=[], spec_digest="s",
         git_commit="c", labels=used,

@@ -121,7 +121,7 @@ def join_labels(
         rows=len(frame),
         from_table=int((found & labelled).sum()),
         corrected=int((found & (joined["revision"].fillna(0) > 1)).sum()),
-        overriding=int((found & own.notna() & (values.astype(str) != own.astype(str))).sum()),
+        overriding=int((found & own.notna() & ~values.astype(object).eq(own.astype(object))).sum()),
         from_partitions=int((labelled & ~found).sum()),
         unlabelled=int((~labelled).sum()),
         digest=json_digest(used[["partition", "row_key", "label", "revision"]].values.tolist(), default=str),
