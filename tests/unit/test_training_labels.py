@@ -223,3 +223,35 @@ def test_a_warehouse_that_cannot_be_read_is_named_and_retried(tmp_path, monkeypa
         warehouse_reader(MODEL)([_key(0)])
     assert f"Reading the labels of {MODEL} from the warehouse (airloop_warehouse" in str(caught.value)
     assert "check the connection" in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("own", "texts", "expected"),
+    [
+        ([1, 0, 1], ["0", None, None], [0, 0, 1]),  # integer classes stay integers when every row is labelled
+        ([1, None, None], ["0", "1", None], [0.0, 1.0, None]),  # a row still without a label: numbers, one null
+        (["a", "b", None], [None, "c", "a"], ["a", "c", "a"]),  # text classes stay text
+        ([True, False, None], ["False", None, "True"], [False, False, True]),  # booleans stay booleans
+    ],
+    ids=["int", "int-unlabelled", "text", "bool"],
+)
+def test_a_classifiers_table_labels_take_the_type_of_its_partition_classes(bikes_spec, own, texts, expected):
+    from airloop.core.spec import Target
+    from airloop.stages.train.labels import join_labels
+
+    spec = bikes_spec.model_copy(update={"target": Target(name="cnt", task="classification")})
+    times = pd.Series(pd.date_range("2012-01-01", periods=3, freq="h"))
+    frame = pd.DataFrame({"ts": times, "cnt": pd.Series(own)})
+    found = [i for i, t in enumerate(texts) if t is not None]
+    table = pd.DataFrame(
+        {
+            "partition": ["p"] * len(found),
+            "row_key": [row_keys(frame, ["ts"])[i] for i in found],
+            "label": [texts[i] for i in found],
+            "revision": [1] * len(found),
+        }
+    )
+    out, used = join_labels(spec, frame, pd.Series(["p"] * 3), table)
+    values = [None if pd.isna(v) else v for v in out["cnt"].tolist()]
+    assert values == expected and [type(v) for v in values] == [type(v) for v in expected]
+    assert used.from_table == len(found) and used.unlabelled == expected.count(None)

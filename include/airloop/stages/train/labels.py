@@ -134,11 +134,12 @@ def join_labels(
 def _settled(spec: ModelSpec, merged: pd.Series, own: pd.Series) -> pd.Series:
     """The merged target (object) in one type: the partition's own where every value fits it (an integer count
     or class stays an integer when every row is labelled), numbers as floats, else the values as they are."""
+    import numpy as np
     import pandas as pd
 
     present = merged.dropna()
     numeric = pd.to_numeric(present, errors="coerce")
-    if pd.api.types.is_bool_dtype(own.dtype) and present.map(type).eq(bool).all():
+    if len(present) and present.map(lambda v: isinstance(v, bool | np.bool_)).all():  # booleans stay booleans
         return merged if merged.isna().any() else merged.astype(bool)
     if spec.target.task == "regression" or (numeric.notna().all() and not present.map(type).eq(str).any()):
         floats = pd.to_numeric(merged, errors="coerce").astype(float)
