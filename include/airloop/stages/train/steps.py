@@ -136,7 +136,36 @@ def assemble(spec: ModelSpec, lake: Lake, window: Window, labels: LabelReader | 
 
     time_col = spec.source.time_column
     columns = [*spec.feature_names, spec.target.name, time_col]
-    needed = list(dict.fromkeys([*spec.feature_names, time_col, *spec.keys]))
+    frames, refs, covered = _read_partitions(spec, lake, window)
+    _refuse_overlaps(spec, lake, refs)
+    if not frames:
+        raise NoValidatedData(
+            f"No validated partition of {spec.name} overlaps the training window {window}. "
+            f"Ingest that range first ({spec.dag_id('ingest')}), or pick another window."
+        )
+    frame = pd.concat(frames, ignore_index=True)
+    times = pd.to_datetime(frame[time_col], utc=True)
+    inside = (times >= pd.Timestamp(window.start)) & (times < pd.Timestamp(window.end))
+    frame = frame.loc[inside].sort_values(time_col, kind="stable").reset_index(drop=True)
+    table = (labels or warehouse_reader(spec.name))([r.partition for r in refs])
+    frame, used = join_labels(spec, frame.drop(columns=[_PARTITION]), frame[_PARTITION], table)
+    frame = frame[columns]
+    if used.from_table or used.unlabelled:
+        log.info("Labels of %s in %s: %s.", spec.name, window, used.describe())
+    gaps = _gaps(window, sorted(covered), lake.partitions(spec.name, "quarantine"))
+    if gaps:
+        log.warning("Training window %s has gaps (trained without them): %s", window, "; ".join(gaps))
+    return TrainingData(
+        frame=frame, window=window, partitions=refs, gaps=gaps, content_digest=content_digest(frame), labels=used
+    )
+
+
+def _read_partitions(
+    spec: ModelSpec, lake: Lake, window: Window
+) -> tuple[list[pd.DataFrame], list[PartitionRef], list[tuple[datetime, datetime]]]:
+    """The validated partitions overlapping the window: their rows (features, time column, keys, the target where
+    the partition has it, and the partition's key), their lineage references and the spans they cover."""
+    needed = list(dict.fromkeys([*spec.feature_names, spec.source.time_column, *spec.keys]))
     frames: list[pd.DataFrame] = []
     refs: list[PartitionRef] = []
     covered: list[tuple[datetime, datetime]] = []
@@ -170,27 +199,7 @@ def assemble(spec: ModelSpec, lake: Lake, window: Window, labels: LabelReader | 
                 suite_digests=dict(manifest.meta.get("suite_digests", {})),
             )
         )
-    _refuse_overlaps(spec, lake, refs)
-    if not frames:
-        raise NoValidatedData(
-            f"No validated partition of {spec.name} overlaps the training window {window}. "
-            f"Ingest that range first ({spec.dag_id('ingest')}), or pick another window."
-        )
-    frame = pd.concat(frames, ignore_index=True)
-    times = pd.to_datetime(frame[time_col], utc=True)
-    inside = (times >= pd.Timestamp(window.start)) & (times < pd.Timestamp(window.end))
-    frame = frame.loc[inside].sort_values(time_col, kind="stable").reset_index(drop=True)
-    table = (labels or warehouse_reader(spec.name))([r.partition for r in refs])
-    frame, used = join_labels(spec, frame.drop(columns=[_PARTITION]), frame[_PARTITION], table)
-    frame = frame[columns]
-    if used.from_table or used.unlabelled:
-        log.info("Labels of %s in %s: %s.", spec.name, window, used.describe())
-    gaps = _gaps(window, sorted(covered), lake.partitions(spec.name, "quarantine"))
-    if gaps:
-        log.warning("Training window %s has gaps (trained without them): %s", window, "; ".join(gaps))
-    return TrainingData(
-        frame=frame, window=window, partitions=refs, gaps=gaps, content_digest=content_digest(frame), labels=used
-    )
+    return frames, refs, covered
 
 
 #: The column that names each row's partition while a window is assembled (dropped before it is returned).
