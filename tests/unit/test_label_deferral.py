@@ -134,3 +134,21 @@ def test_the_stewards_dry_run_sets_aside_the_target_rules_as_the_ingest_task_wou
     text = "\n".join(report.lines())
     assert "wait  cnt is not missing: set aside until the labels are due" in text
     assert "pass  temp is not missing" in text and "FAIL" not in text
+
+
+def test_the_stewards_page_shows_the_set_aside_rules_as_waiting_not_passed(tmp_path, bikes_spec, seeded_source):
+    from airloop.adapters.db import engine_for
+    from airloop.core.settings import WAREHOUSE_CONN_ID
+    from airloop.stages.ingest.runner import extract, validate_interval
+    from airloop.ui.suites import load_suites_page
+
+    ing = _ingestion(tmp_path, bikes_spec, {"after": f"{LATENCY.days}d"})
+    extract(ing, INTERVAL)
+    _without_labels(ing, 5)
+    validate_interval(ing, INTERVAL, now=INTERVAL.end)
+    page = load_suites_page(ing.spec, engine_for(WAREHOUSE_CONN_ID), ROOT / "expectations")
+    at = [i.partition for i in page.intervals].index(INTERVAL.key)
+    verdicts = {(s.name, r.type, r.column): r.history[at] for s in page.suites for r in s.rules}
+    waiting = verdicts[("bikes_schema", "expect_column_values_to_not_be_null", "cnt")]
+    assert waiting.status == "set-aside" and "labels were not due" in waiting.summary
+    assert verdicts[("bikes_schema", "expect_column_values_to_not_be_null", "temp")].status == "pass"
