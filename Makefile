@@ -11,7 +11,7 @@ UV := $(shell command -v uv 2>/dev/null || echo "$(CURDIR)/.venv-tools/bin/uv")
 RUN := $(UV) run --frozen
 PYTEST := $(RUN) python -m pytest
 
-.PHONY: help install system-deps test test-e2e test-distributed test-all lint format lock-check bench demo up down status seed suites-check clean
+.PHONY: help install system-deps test test-e2e test-distributed test-all lint format lock-check bench bench-smoke demo up down status seed suites-check clean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -63,6 +63,9 @@ lock-check: | $(UV) ## fail if uv.lock is out of date with pyproject.toml
 
 bench: install ## benchmarks (parse time, validation speed, training run); results in benchmarks/results/
 	$(RUN) python -m benchmarks.run
+
+bench-smoke: install ## every benchmark once on small sizes (CI: a broken benchmark fails the build; figures not kept)
+	$(RUN) python -m benchmarks.run --smoke
 
 seed: install ## load every vendored data set (include/data/*/dataset.yaml) into the source database
 	$(RUN) airloop seed

@@ -37,6 +37,7 @@ from benchmarks.common import (
     fmt_s,
     parse_child_output,
     ratio,
+    run_child,
     summary,
     target,
 )
@@ -246,6 +247,47 @@ def _file_summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
+#: In a fresh process after ``import airflow.sdk``: airloop's own share of a DAG file's parse (its imports and
+#: reading the specs), then the first Asset with an ordinary URI scheme (Airflow loads every provider's URI
+#: handlers for it) and one with an ``x-`` scheme (Airflow skips that lookup), each in seconds.
+SHARES_PROBE = """
+import json, time
+import airflow.sdk
+t0 = time.perf_counter()
+from airloop.orchestration import assets, build, tasks
+specs = build.model_specs()
+t1 = time.perf_counter()
+airflow.sdk.Asset(name="probe.x", uri="x-airloop-probe://probe/x")
+t2 = time.perf_counter()
+airflow.sdk.Asset(name="probe.plain", uri="airloop-probe://probe/plain")
+t3 = time.perf_counter()
+print("AIRLOOP_BENCH_RESULT " + json.dumps({"airloop_s": t1 - t0, "x_scheme_asset_s": t2 - t1,
+      "asset_handlers_s": t3 - t2, "specs": len(specs)}))
+"""
+#: The issue's bound on airloop's own share of a parse.
+TARGET_AIRLOOP_SHARE = (0.020, "issue 16: airloop's own share of a DAG file's parse (imports, spec reading) ≤ 20 ms")
+
+
+def measure_shares(env: Mapping[str, str], repeat: int) -> dict[str, Any]:
+    """airloop's share of a parse and the Asset-handler cost Airflow pays, each in ``repeat`` fresh processes."""
+    samples = [run_child([sys.executable, "-c", SHARES_PROBE], env) for _ in range(repeat)]
+    out: dict[str, Any] = {
+        key: summary([s[key] for s in samples]) for key in ("airloop_s", "x_scheme_asset_s", "asset_handlers_s")
+    }
+    out["targets"] = {
+        "airloop_share": {
+            **target(out["airloop_s"]["median"], *TARGET_AIRLOOP_SHARE),
+            "value": out["airloop_s"]["median"],
+        }
+    }
+    out["asset_handlers_note"] = (
+        "Airflow's cost for the first Asset whose URI scheme is not `x-...`: it loads every installed provider's "
+        "Asset URI handlers. airloop's Assets use the `x-airloop` scheme, so its DAG files never pay it; a DAG "
+        "file with another scheme (or a provider's Asset) pays it once per parse."
+    )
+    return out
+
+
 def run(scratch: Path, *, repeat: int = 7, regimes: tuple[str, ...] = tuple(REGIMES)) -> dict[str, Any]:
     """Measure every ``dags/*.py`` against the bare DAG file; print a summary and return the results."""
     dag_files = sorted(DAGS_DIR.glob("*.py"))
@@ -278,6 +320,7 @@ def run(scratch: Path, *, repeat: int = 7, regimes: tuple[str, ...] = tuple(REGI
     for regime in regimes:
         env = regime_env(base_env, regime, scratch)
         results["regimes"][regime] = measure_regime(dag_files, bare, env, repeat, REGIMES[regime])
+    results["shares"] = measure_shares(regime_env(base_env, regimes[0], scratch), repeat)
     print_summary(results)
     return results
 
@@ -309,3 +352,15 @@ def print_summary(results: Mapping[str, Any]) -> None:
                 f"  [{regime}] {name} DagBag (warm, informative): {fmt_s(entry['dagbag_s']['median'])} vs "
                 f"{fmt_s(bare['dagbag_s']['median'])} → {r['of_medians']:.2f}x"
             )
+    shares = results.get("shares")
+    if shares:
+        t = shares["targets"]["airloop_share"]
+        print(
+            f"  airloop's own share of a parse (imports + specs): {fmt_s(shares['airloop_s']['median'])} "
+            f"(≤{t['limit'] * 1000:.0f} ms {'met' if t['met'] else 'MISSED'})"
+        )
+        handlers, x_scheme = shares["asset_handlers_s"]["median"], shares["x_scheme_asset_s"]["median"]
+        print(
+            f"  Asset-handler cost (Airflow, first Asset of a non-x- scheme): {fmt_s(handlers)}; "
+            f"an x- scheme Asset: {fmt_s(x_scheme)}. {shares['asset_handlers_note']}"
+        )

@@ -1,7 +1,10 @@
 """Run every benchmark (``make bench``): print ratios against in-run baselines and write ``benchmarks/results/``.
 
 ``python -m benchmarks.run [--only parse_time|validation|failing|training|scoring|drift] [--repeat N] [--rows N]
-[--strict]``
+[--strict] [--smoke]``
+
+``--smoke`` (``make bench-smoke``, run by CI) runs every benchmark once on small sizes, so a broken benchmark fails
+the build; its figures mean nothing and go to a scratch folder, never over the results of a full run.
 
 Each benchmark writes ``benchmarks/results/<name>.json``; the run also writes ``latest.json`` with all of them,
 the machine and the total runtime (see ``benchmarks/results/README.md``). Benchmark processes get throw-away
@@ -20,8 +23,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from benchmarks import drift, failing, parse_time, scoring, training, validation
+from benchmarks import drift, failing, loop, parse_time, scoring, training, validation
 from benchmarks.common import (
+    PROJECT_DIR,
     RESULTS_DIR,
     TELEMETRY_OFF,
     machine_info,
@@ -31,7 +35,9 @@ from benchmarks.common import (
 )
 
 BENCHMARKS: dict[str, Callable[[Path, argparse.Namespace], dict[str, Any]]] = {
-    "parse_time": lambda scratch, args: parse_time.run(scratch, repeat=args.repeat),
+    "parse_time": lambda scratch, args: parse_time.run(
+        scratch, repeat=args.repeat, **({"regimes": ("cached",)} if args.smoke else {})
+    ),
     "validation": lambda scratch, args: validation.run(scratch, rows=args.rows or 1_000_000, repeat=args.repeat),
     # At most 5 runs of each batch: a failing call on 1M rows (with its Data Docs) takes seconds, tens when busy.
     "failing": lambda scratch, args: failing.run(scratch, rows=args.rows or 1_000_000, repeat=min(args.repeat, 5)),
@@ -43,8 +49,39 @@ BENCHMARKS: dict[str, Callable[[Path, argparse.Namespace], dict[str, Any]]] = {
         max_iter=args.max_iter,
         model=args.model,
     ),
-    "drift": lambda scratch, args: drift.run(scratch, repeat=args.repeat),
+    # The smoke run starts the runtime once (with preload) and backfills 3 intervals of each DAG.
+    "loop": lambda scratch, args: loop.run(scratch, **({"intervals": 3, "preload": (True,)} if args.smoke else {})),
+    "drift": lambda scratch, args: drift.run(
+        scratch, repeat=args.repeat, **({"sizes": SMOKE_DRIFT_SIZES, "pairs": 2} if args.smoke else {})
+    ),
 }
+
+#: ``--smoke``: rows of the validation, failing and scoring batches, and the drift sizes (its baseline is 100k).
+SMOKE_ROWS = 20_000
+SMOKE_DRIFT_SIZES = (10_000,)
+
+
+def targets_of(result: Any, path: str = "") -> list[tuple[str, dict[str, Any]]]:
+    """Every target in a benchmark result (a dict with ``met`` and ``limit``), with its path in the result."""
+    if isinstance(result, dict):
+        if "met" in result and "limit" in result:
+            return [(path, result)]
+        return [hit for key, value in result.items() for hit in targets_of(value, f"{path}/{key}" if path else key)]
+    if isinstance(result, list):
+        return [hit for i, value in enumerate(result) for hit in targets_of(value, f"{path}[{i}]")]
+    return []
+
+
+def verdict_lines(results: dict[str, Any]) -> list[str]:
+    """One line per target of every benchmark run: MET or MISSED, where it is in the results, limit and source."""
+    lines = []
+    for name, result in results.items():
+        for path, t in targets_of(result):
+            value = f" ({t['value']:.3g})" if isinstance(t.get("value"), int | float) else ""
+            lines.append(
+                f"  {'MET   ' if t['met'] else 'MISSED'} {name}/{path}{value}: limit {t['limit']} ({t['source']})"
+            )
+    return lines
 
 
 def missed_targets(name: str, result: dict[str, Any]) -> list[str]:
@@ -88,6 +125,11 @@ def missed_targets(name: str, result: dict[str, Any]) -> list[str]:
         for t in result["targets"].values():
             if not t["met"]:
                 missed.append(f"failing {t['what']}: {t['value']:.2f}x > {t['limit']}x ({t['source']})")
+    elif name == "loop" and not result["targets"]["catch_up"]["met"]:
+        t = result["targets"]["catch_up"]
+        missed.append(
+            f"loop catch-up: {t['value']:.2f}x the no-op DAG's runs per minute < {t['limit']}x ({t['source']})"
+        )
     elif name == "drift":
         for key, t in result["targets"].items():
             if not t["met"]:
@@ -114,9 +156,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         "predict_proba; default bikes)",
     )
     parser.add_argument("--strict", action="store_true", help="exit 1 when a target is missed")
+    parser.add_argument(
+        "--smoke",
+        action="store_true",
+        help="run each benchmark once on small sizes (CI: a broken benchmark fails); results to a scratch folder",
+    )
     args = parser.parse_args(argv)
     if args.repeat < 1:
         parser.error("--repeat must be at least 1")
+    if args.smoke:
+        args.repeat, args.rows = 1, args.rows or SMOKE_ROWS
     os.environ.update(TELEMETRY_OFF)
 
     started = time.perf_counter()
@@ -130,6 +179,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     errors: dict[str, str] = {}
     missed: list[str] = []
     with scratch_dir() as scratch:
+        results_dir = scratch / "results" if args.smoke else RESULTS_DIR
         for name in args.only or list(BENCHMARKS):
             bench_started = time.perf_counter()
             try:
@@ -143,20 +193,23 @@ def main(argv: Sequence[str] | None = None) -> int:
             result["machine"] = machine
             results[name] = result
             missed += missed_targets(name, result)
-            path = write_json(RESULTS_DIR / f"{name}.json", result)
-            print(f"  ({result['runtime_s']:.0f} s) → {path.relative_to(RESULTS_DIR.parents[1])}")
-    total = time.perf_counter() - started
-    machine["load_average_1_5_15_at_end"] = machine_info()["load_average_1_5_15"]
-    latest = {
-        "timestamp": timestamp,
-        "total_runtime_s": total,
-        "machine": machine,
-        "benchmarks": results,
-        "missed_targets": missed,
-        "errors": errors,
-    }
-    write_json(RESULTS_DIR / "latest.json", latest)
-    print(f"\ntotal {total:.0f} s; results in {RESULTS_DIR.relative_to(RESULTS_DIR.parents[1])}/")
+            path = write_json(results_dir / f"{name}.json", result)
+            print(f"  ({result['runtime_s']:.0f} s) → {path.name}")
+        total = time.perf_counter() - started
+        machine["load_average_1_5_15_at_end"] = machine_info()["load_average_1_5_15"]
+        latest = {
+            "timestamp": timestamp,
+            "total_runtime_s": total,
+            "machine": machine,
+            "benchmarks": results,
+            "missed_targets": missed,
+            "errors": errors,
+        }
+        write_json(results_dir / "latest.json", latest)
+    where = "smoke run: results not kept" if args.smoke else f"results in {RESULTS_DIR.relative_to(PROJECT_DIR)}/"
+    print(f"\ntotal {total:.0f} s; {where}")
+    print("targets (MET or MISSED; ratios against baselines measured in this run):")
+    print("\n".join(verdict_lines(results)) or "  none measured")
     if missed:
         print("targets missed:\n  " + "\n  ".join(missed))
     if errors:

@@ -11,10 +11,12 @@ import pytest
 from airloop.core.spec import load_specs
 from tests.dags.test_dag_integrity import DAGS
 
-STAGES = ("ingest", "train", "promote", "score", "monitor")  # every DAG file in dags/
+STAGES = ("ingest", "train", "promote", "score", "monitor", "labels")  # every DAG file in dags/
 
 #: The one task whose limit is longer than its run's: a person's approval (its wait is covered by the run limit).
 APPROVAL_TASKS = {"approve"}
+#: The labels DAG's first task, which waits until an interval's labels are due (its run limit covers the wait).
+LABELS_DUE_TASKS = {"due"}
 DEADLINE_CALLBACK = "airloop.orchestration.notifiers.deadline_missed"
 
 
@@ -71,7 +73,10 @@ def test_limits_are_the_specs(dagbag, specs):
             assert dag.dagrun_timeout == limits.run, dag.dag_id
             assert dag.deadline[0].interval == limits.deadline, dag.dag_id
             for task in dag.tasks:
-                if task.task_id not in APPROVAL_TASKS:
+                if task.task_id in LABELS_DUE_TASKS:  # it waits for labels.after, then may take a try's time
+                    assert task.execution_timeout == limits.task + spec.label_latency, dag.dag_id
+                    assert task.timeout == task.execution_timeout.total_seconds(), dag.dag_id
+                elif task.task_id not in APPROVAL_TASKS:
                     assert task.execution_timeout == limits.task, f"{dag.dag_id}.{task.task_id}"
 
 
@@ -111,3 +116,21 @@ def test_an_approval_may_take_its_whole_wait(bikes_spec):
     assert approve.execution_timeout >= timedelta(hours=24) + spec.stage_timeouts("train").task
     assert dag.dagrun_timeout > approve.execution_timeout
     assert dag.deadline[0].interval > timedelta(hours=24)
+
+
+def test_the_labels_run_may_wait_until_its_labels_are_due(bikes_spec):
+    """The labels DAG's `due` sensor waits `labels.after` past the interval's end (deferred): its timeouts, and the
+    run's limit and deadline, cover that wait and a try of work after it."""
+    from airflow.sdk import DAG
+
+    from airloop.orchestration import build as dagkit
+
+    labels = bikes_spec.labels.model_copy(update={"after": timedelta(days=2)})
+    spec = bikes_spec.model_copy(update={"labels": labels})
+    with DAG("labels_limits", schedule=None, **dagkit.run_limits(spec, "labels")) as dag:
+        due = dagkit.labels_due(spec)
+    assert due.deferrable is True and due.delta == timedelta(days=2)
+    assert due.execution_timeout == timedelta(days=2) + spec.stage_timeouts("labels").task
+    assert due.timeout == due.execution_timeout.total_seconds()
+    assert dag.dagrun_timeout == timedelta(days=2, hours=2) and dag.dagrun_timeout >= due.execution_timeout
+    assert timedelta(days=2) < dag.deadline[0].interval < dag.dagrun_timeout

@@ -7,6 +7,7 @@ then writes its result atomically and returns it. Two runs start together: one i
 task's first try is killed while it works, together with its supervisor (the LocalExecutor's worker process that
 runs the task and sends its heartbeats), so no one reports the try's end: only the heartbeat timeout can. The
 retry must then run the task to the same result, file and XCom, as the undisturbed run. A few minutes on 2 cores.
+The task also reports whether it found the task libraries already imported (the scheduler's preload).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ WORK_SECONDS = 15
 DAG = f"""
 import json
 import os
+import sys
 import time
 from datetime import timedelta
 from pathlib import Path
@@ -45,11 +47,12 @@ from airflow.sdk import dag, task
 def heartbeat():
     @task(retries=1, retry_delay=timedelta(seconds=1))
     def chore(**context):
+        preloaded = "great_expectations" in sys.modules  # imported by the scheduler before it forked us?
         home = Path(os.environ["AIRLOOP_HOME"])
         run_id, try_number = context["run_id"], context["ti"].try_number
         (home / f"{{run_id}}.try{{try_number}}.pids").write_text(f"{{os.getpid()}} {{os.getppid()}}")
         time.sleep({WORK_SECONDS})
-        result = {{"rows": 1000, "total": sum(range(1000))}}
+        result = {{"rows": 1000, "total": sum(range(1000)), "preloaded": preloaded}}
         out = home / f"{{run_id}}.out.json"
         tmp = home / f"{{run_id}}.out.tmp"
         tmp.write_text(json.dumps(result, sort_keys=True))
@@ -143,3 +146,6 @@ def test_a_killed_task_is_failed_by_its_heartbeat_timeout_and_retried_to_the_sam
         for name, run in runs.items()
     }
     assert xcoms["killed"] == xcoms["undisturbed"] == json.loads(outputs["undisturbed"])
+    # The task processes were forked from a scheduler that had imported the task libraries (AIRLOOP_PRELOAD):
+    # the task found Great Expectations imported without importing it.
+    assert xcoms["undisturbed"]["preloaded"] is True

@@ -119,3 +119,15 @@ def test_an_unknown_demo_model_is_named_with_the_known_ones(capsys):
     assert cli.main(["demo", "--model", "nosuch"]) == cli.EXIT_USAGE
     err = capsys.readouterr().err
     assert "No model spec" in err and "nosuch.yaml" in err and "bikes" in err and "birds" in err
+
+
+def test_stage_times_give_each_stage_until_the_next_and_the_total():
+    from airloop.ops.demo import stage_times
+
+    starts = [(1, "Seeding", 100.0), (2, "Starting " + "x" * 80, 103.5), (3, "Waiting", 110.0)]
+    lines = stage_times(starts, end=112.25)
+    assert lines[0] == "[1]    3.5 s  Seeding"
+    assert lines[1].startswith("[2]    6.5 s  Starting xxx") and lines[1].endswith("…") and len(lines[1]) < 80
+    assert lines[2] == "[3]    2.2 s  Waiting"
+    assert lines[3] == "      12.2 s  in all"
+    assert stage_times([], end=1.0) == []

@@ -249,6 +249,13 @@ def test_a_scored_interval_re_ingested_into_quarantine_loses_its_predictions(ing
     with pytest.raises(QuarantinedBatch) as again:  # a retry of the task: nothing left to retract, same verdict
         validate_interval(ing, INTERVAL, dag_run_id="manual__reingested")
     assert "Retracted" not in str(again.value) and _served(INTERVAL.key) == 0
+    # Recorded with the quarantine (the retry keeps it) and shown by the view beside the quarantined interval.
+    recorded = ing.lake.manifest(MODEL, "quarantine", INTERVAL.key).meta["retracted"]
+    assert recorded.startswith(f"Retracted the {rows} predictions of this interval (v3)")
+    _shows_retraction(ing, recorded)
+    # The withdrawn validated version is kept (a model trained on it can be rebuilt), not served.
+    assert INTERVAL.key not in ing.lake.partitions(MODEL, "validated")
+    assert len(ing.lake.versions(MODEL, "validated", INTERVAL.key)) == 1
 
     predictions = ing.lake.read(MODEL, "predictions", neighbour.key)  # a lake partition without warehouse rows
     ing.lake.write(MODEL, "predictions", INTERVAL.key, predictions, meta={"model_version": "4"})
@@ -257,6 +264,19 @@ def test_a_scored_interval_re_ingested_into_quarantine_loses_its_predictions(ing
     ):
         validate_interval(ing, INTERVAL)
     assert ing.lake.manifest(MODEL, "predictions", INTERVAL.key) is None
+
+
+def _shows_retraction(ing: Ingestion, recorded: str) -> None:
+    from airloop.adapters.db import engine_for
+    from airloop.core.settings import WAREHOUSE_CONN_ID
+    from airloop.ui import board as view
+
+    board = view.load_board(ing.spec, engine_for(WAREHOUSE_CONN_ID), lake=ing.lake)
+    row = next(r for r in board.quarantined if r["partition"] == INTERVAL.key)
+    assert row["retracted"] == recorded
+    html = view.render_board(board, reports_root=ing.reports, airflow_ui="", models=[MODEL], user="op")
+    shown = html.split('id="quarantined"')[1].split("</table>")[0]
+    assert "retracted</span>" in shown and f"Retracted the {recorded.split()[2]} predictions" in shown
 
 
 class _Crash(Exception):

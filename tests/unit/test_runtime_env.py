@@ -245,7 +245,8 @@ def test_celery_workers_only_with_the_celery_executor(home: Path) -> None:
 def test_a_worker_is_an_airflow_celery_worker_named_after_itself(home: Path) -> None:
     env = {"AIRFLOW__CORE__EXECUTOR": "CeleryExecutor", "AIRLOOP_CELERY_CONCURRENCY": "3"}
     cmd = processes._command("worker-2", 8080, 5000, env)
-    assert cmd[1:4] == ["celery", "worker", "--concurrency"] and cmd[4] == "3"
+    at = [Path(w).name for w in cmd].index("airflow")
+    assert cmd[at + 1 : at + 4] == ["celery", "worker", "--concurrency"] and cmd[at + 4] == "3"
     assert "airloop-worker-2@%h" in cmd and "--skip-serve-logs" in cmd
     # _is_ours() recognises a running worker by these words of its command line, as started and as Celery
     # retitles it.
@@ -297,7 +298,7 @@ def test_worker_hostname_callable_resolves_to_the_function(monkeypatch: pytest.M
     module, _, name = runtime.HOSTNAME_CALLABLE.rpartition(".")
     assert getattr(importlib.import_module(module), name) is runtime.worker_hostname
     monkeypatch.setenv("AIRFLOW__CORE__EXECUTOR", "CeleryExecutor")
-    assert processes._command("worker-1", 8080, 5000, {})[0].endswith("airflow")
+    assert processes._command("worker-1", 8080, 5000, {"AIRLOOP_PRELOAD": "0"})[0].endswith("airflow")
 
 
 def test_up_and_run_demo_stay_short() -> None:
@@ -307,3 +308,36 @@ def test_up_and_run_demo_stay_short() -> None:
 
     for function in (runtime.up, demo.run_demo):
         assert len(inspect.getsource(function).splitlines()) <= 60, function.__qualname__
+
+
+def test_only_the_processes_that_fork_tasks_start_with_the_task_libraries_imported(home: Path) -> None:
+    """The scheduler (LocalExecutor) and Celery workers start through the preload module; the dag-processor,
+    api-server and triggerer never do (DAG parsing and the UI stay light); AIRLOOP_PRELOAD=0 turns it off."""
+    preload = [sys.executable, "-m", "airloop.ops.runtime.preload"]
+    celery = {"AIRFLOW__CORE__EXECUTOR": "CeleryExecutor"}
+    assert processes._command("scheduler", 8080, 5000, {})[:3] == preload
+    assert processes._command("worker-1", 8080, 5000, celery)[:3] == preload
+    assert processes._command("scheduler", 8080, 5000, celery)[0].endswith("airflow")  # Celery's workers run tasks
+    for name in ("dag-processor", "api-server", "triggerer"):
+        assert processes._command(name, 8080, 5000, {})[0].endswith("airflow"), name
+    assert processes._command("scheduler", 8080, 5000, {"AIRLOOP_PRELOAD": "0"})[0].endswith("airflow")
+    with pytest.raises(ValueError, match="AIRLOOP_PRELOAD='maybe'"):
+        processes._command("scheduler", 8080, 5000, {"AIRLOOP_PRELOAD": "maybe"})
+    # Started this way, the scheduler is still recognised as ours by its command line.
+    words = {Path(w).name for w in processes._command("scheduler", 8080, 5000, {})}
+    assert all(words & choices for choices in processes._signature("scheduler"))
+
+
+def test_preloading_starts_no_thread_and_refuses_a_command_that_is_not_airflow() -> None:
+    """Forking copies only the forking thread: importing the task libraries must not start one."""
+    code = (
+        "import threading; from airloop.ops.runtime.preload import PRELOAD, preload; "
+        "done = preload(); print(len(done), len(PRELOAD), threading.active_count())"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=300)
+    imported, wanted, threads = map(int, out.stdout.split()[-3:])
+    assert (imported, threads) == (wanted, 1), out.stderr[-2000:]
+    bad = subprocess.run(
+        [sys.executable, "-m", "airloop.ops.runtime.preload", "scheduler"], capture_output=True, text=True, timeout=60
+    )
+    assert bad.returncode != 0 and "usage: python -m airloop.ops.runtime.preload airflow" in bad.stderr

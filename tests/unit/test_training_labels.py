@@ -97,7 +97,7 @@ def _rows(lake: Lake, model: str, i: int) -> pd.DataFrame:
 
 
 def test_current_labels_are_the_highest_revision_of_the_asked_partitions(demo_frame):
-    from airloop.adapters.warehouse import current_labels
+    from airloop.adapters.warehouse import current_labels_of_partitions as current_labels
 
     model = "lblread"
     _clear_labels(model)
@@ -232,8 +232,9 @@ def test_a_warehouse_that_cannot_be_read_is_named_and_retried(tmp_path, monkeypa
         ([1, None, None], ["0", "1", None], [0.0, 1.0, None]),  # a row still without a label: numbers, one null
         (["a", "b", None], [None, "c", "a"], ["a", "c", "a"]),  # text classes stay text
         ([True, False, None], ["False", None, "True"], [False, False, True]),  # booleans stay booleans
+        ([None, None, None], ["True", "False", "True"], [True, False, True]),  # booleans as the labels step writes
     ],
-    ids=["int", "int-unlabelled", "text", "bool"],
+    ids=["int", "int-unlabelled", "text", "bool", "bool-from-table"],
 )
 def test_a_classifiers_table_labels_take_the_type_of_its_partition_classes(bikes_spec, own, texts, expected):
     from airloop.core.spec import Target

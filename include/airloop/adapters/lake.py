@@ -33,15 +33,21 @@ exactly the files it lists. Publication is therefore:
 3. only then delete the files of the version it replaced, and sweep leftovers of crashed writers (files of no
    manifest, older than :data:`STALE_AFTER`, so a writer still uploading is never swept).
 
+In the stages of :data:`KEPT_STAGES` (``validated``) a replaced or deleted version is not deleted but kept: its
+manifest is written into its own version folder (before the new manifest replaces it), so a model trained on it
+can be rebuilt (``airloop lineage rebuild``). Readers of the partition see only the current version; kept ones
+are listed by :meth:`Lake.versions` and removed only by :meth:`Lake.remove_version` (``airloop lake gc``, which
+keeps every version a registered model version's lineage names).
+
 A reader thus sees the old version or the new one, never half of one; a crash before step 2 leaves the old one
-intact; a reader that read a manifest just before it was replaced reads the new one. :meth:`Lake.delete` removes
-the manifest first (the partition disappears at once), then the files. Concurrent writers of one partition: the
-last manifest wins, complete, and the other's files are swept. (airloop never runs two at once: one DAG run per
-interval, and one scoring run per model at a time, which publishes a partition right after the warehouse
-transaction that replaced its rows commits: :meth:`Lake.staged`. The one case
-this layout does not cover: a writer re-publishing exactly the version another is replacing at that moment may
-lose its files to the other's clean-up; readers then get :class:`PartitionNotFound` naming the missing file, and
-running the interval again repairs it.)
+intact; a reader that read a manifest just before it was replaced reads the new one. :meth:`Lake.delete` removes the
+manifest first (the partition disappears at once), then the files (in a kept stage, all but its versions).
+Concurrent writers of one partition: the last manifest wins, complete, and the other's files are swept. (airloop
+never runs two at once: one DAG run per interval, and one scoring run per model at a time, which publishes a
+partition right after the warehouse transaction that replaced its rows commits: :meth:`Lake.staged`. The one case
+this layout does not cover: a writer re-publishing exactly the version another is replacing at that moment may lose
+its files to the other's clean-up; readers then get :class:`PartitionNotFound` naming the missing file, and running
+the interval again repairs it.)
 
 The manifest carries no timestamps, and the content digest is computed from the rows (not the Parquet bytes),
 so digests are identical for the same data on every backend and every pyarrow version.
@@ -77,6 +83,22 @@ Stage = Literal["raw", "validated", "quarantine", "predictions"]
 STAGES: tuple[Stage, ...] = ("raw", "validated", "quarantine", "predictions")
 MANIFEST = "_manifest.json"
 VERSION_PREFIX = "v-"
+#: Stages whose replaced (or deleted) versions are kept, not deleted: training reads ``validated``, and a model
+#: trained on a version must stay rebuildable. A kept version is its folder ``v-<16 hex>/`` with its own
+#: ``_manifest.json`` inside; readers of the partition never see it, ``airloop lake gc`` removes those no
+#: registered model version's lineage names.
+KEPT_STAGES: tuple[Stage, ...] = ("validated",)
+
+
+def _kept_folders(part: str, found: Iterable[str]) -> set[str]:
+    """The version folders under ``part`` that hold a kept version's manifest (from a listing of ``part``)."""
+    kept = set()
+    for path in found:
+        parts = path[len(part) + 1 :].split("/")
+        if len(parts) == 2 and parts[0].startswith(VERSION_PREFIX) and parts[1] == MANIFEST:
+            kept.add(parts[0])
+    return kept
+
 
 #: Files under a partition that no manifest lists (a crashed writer's) are removed by the next publication of
 #: that partition once they are older than this; younger ones may belong to a writer still uploading.
@@ -413,23 +435,35 @@ class Lake:
                 put_data(f"{part}/{manifest.files[0]}")
                 for name, data in sorted(side_files.items()):
                     self._put_bytes(f"{part}/{manifest.version}/{name}", data)
+            if (
+                previous is not None
+                and previous.version not in ("", manifest.version)
+                and previous.stage in KEPT_STAGES
+            ):
+                # Kept before it stops being current: a crash in between leaves it kept, never lost.
+                self._keep_version(part, previous)
             if previous != manifest:
                 self._put_bytes(f"{part}/{MANIFEST}", manifest.to_json().encode())
             self._retire(part, manifest, previous)
         return manifest
 
     def _retire(self, part: str, current: Manifest, previous: Manifest | None) -> None:
-        """Delete the replaced version's files, and leftovers of crashed writers older than STALE_AFTER."""
+        """Delete the replaced version's files (keep it, in a stage of :data:`KEPT_STAGES`), and leftovers of
+        crashed writers older than STALE_AFTER."""
         keep = {MANIFEST, current.version}
         if previous is not None and previous.version != current.version:
-            if previous.version:
+            if previous.version and previous.stage in KEPT_STAGES:
+                pass  # kept by _publish, before the new manifest was written
+            elif previous.version:
                 self._rm(f"{part}/{previous.version}", recursive=True)
             else:  # a partition written before versions: its files sit next to the manifest
                 for name in previous.files:
                     self._rm(f"{part}/{name}")
         horizon = time.time() - STALE_AFTER.total_seconds()
         newest: dict[str, float] = {}
-        for path, info in self._find(part, detail=True).items():
+        found = self._find(part, detail=True)
+        keep |= _kept_folders(part, found)
+        for path, info in found.items():
             top = path[len(part) + 1 :].split("/", 1)[0]
             if top in keep:
                 continue
@@ -547,14 +581,115 @@ class Lake:
             yield StagedPartition(self, model, stage, partition, tmp, meta or {})
 
     def delete(self, model: str, stage: Stage, partition: str) -> bool:
-        """Remove a partition: the manifest first (it disappears at once), then its files. True if it existed."""
+        """Remove a partition: the manifest first (it disappears at once), then its files. True if it existed.
+
+        In a stage of :data:`KEPT_STAGES` the partition's versions are kept (the current one becomes a kept
+        version): readers no longer see the partition, and a model trained on it can still be rebuilt.
+        """
         part = self._partition_path(model, stage, partition)
         with self._io(f"deleting partition {self._location(part)}"):
-            existed = self._cat(f"{part}/{MANIFEST}") is not None
+            current = self._read_manifest(part)
+            existed = current is not None
+            if current is not None and current.version and stage in KEPT_STAGES:
+                self._keep_version(part, current)
             if existed:
                 self._rm(f"{part}/{MANIFEST}")
-            self._rm(part, recursive=True)
+            if stage not in KEPT_STAGES:
+                self._rm(part, recursive=True)
+            else:
+                found = self._find(part)
+                kept = _kept_folders(part, found)
+                for path in found:
+                    if path[len(part) + 1 :].split("/", 1)[0] not in kept:
+                        self._rm(path)
         return existed
+
+    # Kept versions ----------------------------------------------------------------------------------------
+
+    def _keep_version(self, part: str, manifest: Manifest) -> None:
+        """Keep a version that stops being current: its manifest goes into its own folder (written last)."""
+        if self._present(part, manifest):
+            self._put_bytes(f"{part}/{manifest.version}/{MANIFEST}", manifest.to_json().encode())
+        else:  # its files are gone already (removed outside airloop): nothing to keep
+            self._rm(f"{part}/{manifest.version}", recursive=True)
+
+    def versions(self, model: str, stage: Stage, partition: str) -> list[Manifest]:
+        """The kept versions of a partition (those it held before, see :data:`KEPT_STAGES`), by version name.
+
+        The current version is :meth:`manifest`; a kept version that is also current (the same data published
+        again) is listed here too.
+        """
+        part = self._partition_path(model, stage, partition)
+        with self._io(f"listing the versions of {self._location(part)}"):
+            found = self._find(part)
+            kept = []
+            for top in sorted(_kept_folders(part, found)):
+                manifest = self._read_manifest(f"{part}/{top}")
+                if manifest is not None:
+                    kept.append(manifest)
+            return kept
+
+    def kept_partitions(self, model: str, stage: Stage) -> list[str]:
+        """Keys of the partitions of a stage that hold kept versions (current or withdrawn), sorted."""
+        self._partition_path(model, stage, "k")  # validates model and stage
+        folder = self._join(model, stage)
+        with self._io(f"listing {self._location(folder)}"):
+            found = self._find(folder)
+        keys = set()
+        for path in found:
+            parts = path[len(folder) + 1 :].split("/")
+            if len(parts) == 3 and parts[1].startswith(VERSION_PREFIX) and parts[2] == MANIFEST:
+                keys.add(parts[0])
+        return sorted(keys)
+
+    def models(self) -> list[str]:
+        """The models that have a folder in the lake, sorted."""
+        with self._io(f"listing {self.url}"):
+            try:
+                found = self.fs.ls(self._root, detail=False)
+            except FileNotFoundError:
+                return []
+        return sorted(
+            name for name in (str(p).rstrip("/").rsplit("/", 1)[-1] for p in found) if name and not name.startswith(".")
+        )
+
+    def version_size(self, manifest: Manifest) -> int:
+        """Bytes a version's folder holds."""
+        part = self._partition_path(manifest.model, manifest.stage, manifest.partition)  # type: ignore[arg-type]
+        with self._io(f"sizing {self._location(part)}/{manifest.version}"):
+            return sum(int(info.get("size") or 0) for info in self._find(f"{part}/{manifest.version}", True).values())
+
+    def read_version(self, manifest: Manifest, columns: list[str] | None = None) -> pd.DataFrame:
+        """The rows of one version of a partition (current or kept), from its data file.
+
+        Raises :class:`PartitionNotFound` naming the file when it is gone.
+        """
+        import pyarrow.parquet as pq
+
+        path = self.data_url(manifest)
+        part = self._partition_path(manifest.model, manifest.stage, manifest.partition)  # type: ignore[arg-type]
+        with self._io(f"reading {path}"):
+            try:
+                with pq.ParquetFile(f"{part}/{manifest.files[0]}", filesystem=self.fs) as f:
+                    return f.read(columns=columns).to_pandas()
+            except FileNotFoundError:
+                raise PartitionNotFound(
+                    f"version {manifest.version} of {manifest.stage} partition "
+                    f"{manifest.partition} of model {manifest.model}: {path} is missing"
+                ) from None
+
+    def remove_version(self, manifest: Manifest) -> None:
+        """Delete a kept version: its manifest first, then its files. Refuses the partition's current version."""
+        part = self._partition_path(manifest.model, manifest.stage, manifest.partition)  # type: ignore[arg-type]
+        with self._io(f"removing {self._location(part)}/{manifest.version}"):
+            current = self._read_manifest(part)
+            if not manifest.version or (current is not None and current.version == manifest.version):
+                raise ValueError(
+                    f"version {manifest.version or '(unversioned)'} is the current one of {manifest.model}/"
+                    f"{manifest.stage}/{manifest.partition}: only kept versions are removed"
+                )
+            self._rm(f"{part}/{manifest.version}/{MANIFEST}")
+            self._rm(f"{part}/{manifest.version}", recursive=True)
 
     # Readers ----------------------------------------------------------------------------------------------
 

@@ -356,15 +356,80 @@ def add_retrain_request(engine: Engine, row: dict[str, Any]) -> dict[str, Any]:
     return stored
 
 
+# --- labels and outcomes (write side) ---------------------------------------------------------------------------
+
+#: The columns of :func:`served_predictions`, in order (the labels step joins on ``row_key``).
+SERVED_COLUMNS = ("row_key", "ts", "model_version", "prediction", "predicted_class", "probability", "probabilities")
+
+
+def served_predictions(conn: Connection, model: str, partition: str) -> Any:
+    """The predictions served for one interval, one row per row key, as a pandas ``DataFrame`` with the columns
+    :data:`SERVED_COLUMNS` (``ts`` in UTC; an interval never scored gives an empty frame with those columns).
+
+    The one place the labels step reads predictions from: a change to how predictions are stored changes this
+    function only."""
+    import pandas as pd
+
+    t = predictions.c
+    query = (
+        sa.select(*(t[c] for c in SERVED_COLUMNS))
+        .where(t.model == model, t.partition == partition)
+        .order_by(t.ts, t.row_key)
+    )
+    rows = [_row(r._mapping) for r in conn.execute(query)]
+    frame = pd.DataFrame(rows, columns=list(SERVED_COLUMNS))
+    frame["ts"] = pd.to_datetime(frame["ts"], utc=True)
+    return frame
+
+
+def current_labels(conn: Connection, model: str, partition: str) -> dict[str, dict[str, Any]]:
+    """The current (highest) revision of every labelled row of one interval: row key -> its ``labels`` row."""
+    t = labels.c
+    query = sa.select(labels).where(t.model == model, t.partition == partition).order_by(t.row_key, t.revision)
+    current: dict[str, dict[str, Any]] = {}
+    for r in conn.execute(query):
+        current[r.row_key] = _row(r._mapping)  # ordered by revision: the last one seen is the highest
+    return current
+
+
+def append_labels(conn: Connection, rows: list[dict[str, Any]]) -> int:
+    """Insert new label revisions inside the caller's transaction (``labels`` is append-only: never an update or
+    a delete); a concurrent writer of the same revision fails the transaction on the unique constraint."""
+    if rows:
+        conn.execute(labels.insert(), rows)
+    return len(rows)
+
+
+def outcomes_of(conn: Connection, model: str, partition: str) -> dict[str, dict[str, Any]]:
+    """The stored outcomes of one interval: row key -> its ``outcomes`` row."""
+    t = outcomes.c
+    query = sa.select(outcomes).where(t.model == model, t.partition == partition)
+    return {r.row_key: _row(r._mapping) for r in conn.execute(query)}
+
+
+def write_outcomes(conn: Connection, inserts: list[dict[str, Any]], updates: list[dict[str, Any]]) -> None:
+    """Insert new outcome rows and update changed ones (matched by model, partition and row key), inside the
+    caller's transaction. Written portably (read, then insert or update) rather than with a dialect's upsert:
+    the caller has already read the interval's rows to decide what changed."""
+    if inserts:
+        conn.execute(outcomes.insert(), inserts)
+    t = outcomes.c
+    for row in updates:
+        key = (t.model == row["model"], t.partition == row["partition"], t.row_key == row["row_key"])
+        values = {k: v for k, v in row.items() if k not in ("model", "partition", "row_key")}
+        conn.execute(outcomes.update().where(*key).values(**values))
+
+
 # --- labels (read side) ---
 
 
-def current_labels(engine: Engine, model: str, partitions: list[str]) -> pd.DataFrame:
+def current_labels_of_partitions(engine: Engine, model: str, partitions: list[str]) -> pd.DataFrame:
     """The current label of every labelled row of these partitions of a model: columns ``partition``, ``row_key``,
     ``label`` (canonical text) and ``revision``, one row per (partition, row_key), sorted by them.
 
     The current label is the highest revision (a correction wins over what arrived first); no partitions, or
-    none labelled yet, gives an empty frame with those columns.
+    none labelled yet, gives an empty frame with those columns. What training reads (the labels step reads one
+    interval at a time with :func:`current_labels`).
     """
     import pandas as pd
 

@@ -126,6 +126,12 @@ USERS = _setting(
 )
 CELERY_WORKERS = _setting("AIRLOOP_CELERY_WORKERS", "2", "Celery workers the runtime starts with CeleryExecutor.")
 CELERY_CONCURRENCY = _setting("AIRLOOP_CELERY_CONCURRENCY", "2", "Task slots of each of those Celery workers.")
+PRELOAD = _setting(
+    "AIRLOOP_PRELOAD",
+    "1",
+    "1: the processes that fork task processes (the scheduler under the LocalExecutor, Celery workers) import the "
+    "task libraries (GX, MLflow, scikit-learn, Evidently) once at start, so no task pays their import; 0: off.",
+)
 WORKER_NAME = _setting(
     "AIRLOOP_WORKER_NAME", "", "Set by the runtime in each Celery worker: its name, part of the task's hostname."
 )
@@ -394,6 +400,14 @@ def celery_workers(env: Mapping[str, str] | None = None) -> int:
 def celery_concurrency(env: Mapping[str, str] | None = None) -> str:
     """Each Celery worker's ``--concurrency`` (``AIRLOOP_CELERY_CONCURRENCY``, default 2), as given."""
     return CELERY_CONCURRENCY.value(env)
+
+
+def preload_enabled(env: Mapping[str, str] | None = None) -> bool:
+    """Whether the runtime starts its task-forking processes with the task libraries imported (``AIRLOOP_PRELOAD``)."""
+    raw = PRELOAD.value(env).strip().lower()
+    if raw not in ("0", "1", "true", "false"):
+        raise ValueError(f"{PRELOAD.name}={raw!r}: expected 1 (preload, the default) or 0 (off)")
+    return raw in ("1", "true")
 
 
 def worker_name() -> str | None:

@@ -94,7 +94,7 @@ def format_duration(value: timedelta) -> str:
 Duration = Annotated[timedelta, BeforeValidator(parse_duration), PlainSerializer(format_duration, return_type=str)]
 
 #: The DAG stages, each with its own time limits.
-STAGES = ("ingest", "train", "promote", "score", "monitor")
+STAGES = ("ingest", "train", "promote", "score", "monitor", "labels")
 
 
 class StageTimeouts(_Strict):
@@ -123,13 +123,15 @@ class ResolvedTimeouts(_Strict):
 
 #: Default limits per stage, ``(task, run, deadline)``: each several times what the demo takes on two cores,
 #: so only a hung or runaway run meets them. Train and promote add ``gate.approval.timeout_hours`` to ``run``
-#: and ``deadline`` when approval is required (a person may take that long).
+#: and ``deadline`` when approval is required (a person may take that long); labels adds ``labels.after`` (each
+#: run first waits until its interval's labels are due).
 DEFAULT_TIMEOUTS: dict[str, tuple[timedelta, timedelta, timedelta]] = {
     "ingest": (timedelta(minutes=30), timedelta(hours=2), timedelta(hours=1)),
     "train": (timedelta(hours=2), timedelta(hours=6), timedelta(hours=4)),
     "promote": (timedelta(minutes=15), timedelta(hours=1), timedelta(minutes=30)),
     "score": (timedelta(hours=1), timedelta(hours=3), timedelta(hours=2)),
     "monitor": (timedelta(minutes=30), timedelta(hours=2), timedelta(hours=1)),
+    "labels": (timedelta(minutes=30), timedelta(hours=2), timedelta(hours=1)),
 }
 
 
@@ -141,6 +143,7 @@ class Timeouts(_Strict):
     promote: StageTimeouts = StageTimeouts()
     score: StageTimeouts = StageTimeouts()
     monitor: StageTimeouts = StageTimeouts()
+    labels: StageTimeouts = StageTimeouts()
 
 
 class OverrideRange(_Strict):
@@ -590,6 +593,24 @@ class Labels(_Strict):
     )
 
 
+class RescoreOnPromotion(_Strict):
+    """Re-score the newest validated intervals when ``@champion`` moves (a promotion or a rollback)."""
+
+    intervals: Annotated[int, Field(ge=1, le=1000)] = Field(
+        description="How many of the newest validated intervals the new champion re-scores (1 to 1000)."
+    )
+
+
+class Scoring(_Strict):
+    """Batch scoring beyond the champion scoring each new interval."""
+
+    rescore_on_promotion: RescoreOnPromotion | None = Field(
+        default=None,
+        description="`{intervals: N}`: after a promotion or rollback moves `@champion`, `<name>_score` re-scores "
+        "the newest N validated intervals with the new champion; default: off (only new intervals are scored).",
+    )
+
+
 class ModelSpec(_Strict):
     """One model: its data, its schedule, its features and target, and how its batches are validated."""
 
@@ -612,9 +633,13 @@ class ModelSpec(_Strict):
         default=Labels(),
         description="When labels arrive (`after`) and where from (`source`); default: with the rows.",
     )
+    scoring: Scoring = Field(
+        default=Scoring(),
+        description="Re-scoring when `@champion` moves (`rescore_on_promotion: {intervals: N}`); default: off.",
+    )
     timeouts: Timeouts = Field(
         default=Timeouts(),
-        description="Time limits per stage (`ingest`, `train`, `promote`, `score`, `monitor`): `{task, run, "
+        description="Time limits per stage (`ingest`, `train`, `promote`, `score`, `monitor`, `labels`): `{task, run, "
         "deadline}`, each like `30m` or `2h`; defaults in docs/model-spec.md.",
     )
 
@@ -670,7 +695,12 @@ class ModelSpec(_Strict):
                     f"{where}.deadline ({format_duration(limits.deadline)}) must be shorter than {where}.run "
                     f"({format_duration(limits.run)}): a run failed by its limit is never late"
                 )
-            wait = self.approval_wait
+            wait = self.stage_wait(stage)
+            if stage == "labels" and limits.run <= wait:
+                raise ValueError(
+                    f"{where}.run ({format_duration(limits.run)}) must be longer than labels.after "
+                    f"({format_duration(wait)}): each run first waits until its interval's labels are due"
+                )
             if stage in ("train", "promote") and wait and limits.run <= wait:
                 raise ValueError(
                     f"{where}.run ({format_duration(limits.run)}) must be longer than gate.approval.timeout_hours "
@@ -693,12 +723,19 @@ class ModelSpec(_Strict):
         approval = self.gate.approval
         return timedelta(hours=approval.timeout_hours) if approval.required else timedelta(0)
 
+    def stage_wait(self, stage: str) -> timedelta:
+        """How long a run of ``stage`` may wait before its work: a required approval (train, promote), or until
+        its interval's labels are due (labels: ``labels.after``); zero for the others."""
+        if stage in ("train", "promote"):
+            return self.approval_wait
+        return self.label_latency if stage == "labels" else timedelta(0)
+
     def stage_timeouts(self, stage: str) -> ResolvedTimeouts:
         """The effective limits of one stage's DAG: the spec's, else the defaults, whose ``run`` and ``deadline``
-        include a required approval's wait for train and promote (a limit the spec sets is taken as written)."""
+        include the stage's wait (:meth:`stage_wait`; a limit the spec sets is taken as written)."""
         given: StageTimeouts = getattr(self.timeouts, stage)
         task, run, deadline = DEFAULT_TIMEOUTS[stage]
-        wait = self.approval_wait if stage in ("train", "promote") else timedelta(0)
+        wait = self.stage_wait(stage)
         run = given.run or run + wait
         # A run limit set shorter than the defaults pulls the unset limits in with it (a try at most the run, the
         # deadline at three quarters of the run after the approval's wait), so setting `run` alone is never an error.

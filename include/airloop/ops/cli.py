@@ -338,6 +338,83 @@ def _add_auth(sub: argparse._SubParsersAction) -> None:
     auth.set_defaults(func=_cmd_auth)
 
 
+def _cmd_lake_gc(args: argparse.Namespace) -> int:
+    """``airloop lake gc [--model M] [--apply]``: kept partition versions no registered version names."""
+    from airloop.adapters.lake import default_lake
+    from airloop.adapters.registry import tracking_uri
+    from airloop.core.urls import mask_url
+    from airloop.stages.train import rebuild
+
+    lake = default_lake()
+    models = [args.model] if args.model else lake.models()
+    lineages = {m: rebuild.registered_lineages(m) for m in models}
+    # Which registry was asked matters: one that is not the models' own would name nothing.
+    counts = ", ".join(f"{m} {len(found)}" for m, found in lineages.items()) or "no models"
+    print(f"Registered versions in the MLflow registry at {mask_url(tracking_uri())}: {counts}.")
+    plan = rebuild.plan_gc(lake, lineages)
+    for line in plan.named:
+        print(f"keep   {line}")
+    verb = "delete" if args.apply else "would delete"
+    for c in plan.collectable:
+        print(f"{verb} {c.line()}")
+    if not plan.collectable:
+        print(f"Nothing to collect in {lake.url} ({', '.join(models) or 'no models'}): every kept version is named.")
+        return 0
+    if not args.apply:
+        print(
+            f"Dry run: {len(plan.collectable)} version(s), {plan.size} bytes would be deleted. "
+            "Run again with --apply to delete them."
+        )
+        return 0
+    freed = rebuild.collect(lake, plan)
+    print(f"Deleted {len(plan.collectable)} version(s), {freed} bytes.")
+    return 0
+
+
+def _cmd_lineage_rebuild(args: argparse.Namespace) -> int:
+    """``airloop lineage rebuild --model M --version V [--out FILE]``: rebuild and check a version's training data."""
+    from airloop.adapters.lake import default_lake
+    from airloop.core.spec import get_spec
+    from airloop.stages.train import rebuild
+
+    try:
+        found = rebuild.read_lineage(args.model, args.version)
+        rebuilt = rebuild.rebuild(default_lake(), found, get_spec(args.model).source.time_column)
+    except rebuild.RebuildProblem as exc:
+        print(f"FAIL: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    print("\n".join(rebuilt.lines()))
+    if args.out:
+        out = Path(args.out)
+        if out.suffix == ".csv":
+            rebuilt.frame.to_csv(out, index=False)
+        else:
+            rebuilt.frame.to_parquet(out, index=False)
+        print(f"Wrote {len(rebuilt.frame)} rows to {out}.")
+    return 0
+
+
+def _add_lake_and_lineage(sub: argparse._SubParsersAction) -> None:
+    """``airloop lake gc`` and ``airloop lineage rebuild``."""
+    lake = sub.add_parser("lake", help="the lake's kept partition versions")
+    lake_sub = lake.add_subparsers(dest="lake_command", required=True, metavar="SUBCOMMAND")
+    gc = lake_sub.add_parser(
+        "gc", help="list (dry run) or delete kept partition versions that no registered model version names"
+    )
+    gc.add_argument("--model", help="only this model (default: every model in the lake)")
+    gc.add_argument("--apply", action="store_true", help="delete them (default: only list what would be deleted)")
+    gc.set_defaults(func=_cmd_lake_gc)
+    lineage = sub.add_parser("lineage", help="a registered model version's training data")
+    lineage_sub = lineage.add_subparsers(dest="lineage_command", required=True, metavar="SUBCOMMAND")
+    rb = lineage_sub.add_parser(
+        "rebuild", help="rebuild a version's training frame from the partition versions it names; check digests"
+    )
+    rb.add_argument("--model", required=True, help="the registered model")
+    rb.add_argument("--version", required=True, help="its version number")
+    rb.add_argument("--out", metavar="FILE", help="write the frame here (.parquet, or .csv)")
+    rb.set_defaults(func=_cmd_lineage_rebuild)
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from airloop.ops.demo import MODEL, run_demo
 
@@ -391,6 +468,7 @@ def build_parser() -> argparse.ArgumentParser:
     rev.add_argument("message", help="what changes, e.g. 'add predictions.proba'")
     wh.set_defaults(func=_cmd_warehouse)
     _add_auth(sub)
+    _add_lake_and_lineage(sub)
     demo = sub.add_parser("demo", help="seed, start and run the pipeline on the demo data, then summarise")
     demo.add_argument("--exit", action="store_true", help="stop the servers when the demo is done")
     demo.add_argument(

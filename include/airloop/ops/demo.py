@@ -94,8 +94,25 @@ class DemoFailed(RuntimeError):
     """The demo could not finish; the message says where and what to look at."""
 
 
+#: When each stage of this demo began: (number, its line, time.monotonic()).
+_stage_starts: list[tuple[int, str, float]] = []
+
+
 def _stage(number: int, text: str) -> None:
+    _stage_starts.append((number, text, time.monotonic()))
     print(f"[{number}/{STAGES}] {text}", flush=True)
+
+
+def stage_times(starts: list[tuple[int, str, float]], end: float) -> list[str]:
+    """One line per stage: its wall time (until the next stage began, the last until ``end``) and its line cut
+    short, then the total; what ``make demo`` prints at its end so a slow stage shows where the seconds went."""
+    if not starts:
+        return []
+    lines = []
+    for (number, text, begun), following in zip(starts, [*starts[1:], (0, "", end)], strict=True):
+        short = text if len(text) <= 60 else text[:59] + "…"
+        lines.append(f"[{number}] {following[2] - begun:6.1f} s  {short}")
+    return [*lines, f"    {end - starts[0][2]:6.1f} s  in all"]
 
 
 _last_bar: list[str] = [""]
@@ -410,7 +427,11 @@ def run_demo(keep_running: bool = True, model: str = MODEL) -> int:
     print("\nSummary")
     for line in summary(spec) + model_summary(spec):
         print(f"  {line}")
-    print(f"\nDemo finished in {time.monotonic() - started:.0f} s.")
+    finished = time.monotonic()
+    print("\nStage times (wall clock)")
+    for line in stage_times(_stage_starts, finished):
+        print(f"  {line}")
+    print(f"\nDemo finished in {finished - started:.0f} s.")
     if keep_running:
         print("\nThe servers stay up for exploring (stop them with `make down`):")
         for line in where_to_look(status, credentials):

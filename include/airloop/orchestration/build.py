@@ -85,7 +85,7 @@ def tags(spec: ModelSpec, stage: str) -> list[str]:
 
 #: The runbook templates: ``runbooks/<stage>.md`` (``str.format`` fields; ``{{`` for a brace) ending in
 #: ``{triage}``, where ``runbooks/triage.md``, the triage every DAG shares, goes.
-RUNBOOKS = ("ingest", "train", "promote", "score", "monitor")
+RUNBOOKS = ("ingest", "train", "promote", "score", "monitor", "labels")
 
 
 @functools.cache
@@ -167,6 +167,18 @@ def decision_tasks(spec: ModelSpec, stage: str, gated: Any) -> None:
         gated >> promoted
     recorded = record(spec.name)
     promoted >> recorded
+    finals = [promoted, recorded]
+    if spec.scoring.rescore_on_promotion is not None:
+        from airloop.orchestration.assets import validated_asset
+
+        # Only when @champion moved: the newest intervals go to <model>_score as an event on `validated`.
+        @task(task_id="rescore", outlets=[validated_asset(spec)])
+        def rescore(model: str) -> dict:
+            return tasks.decision_rescore(model)
+
+        rescored = rescore(spec.name)
+        promoted >> rescored
+        finals.append(rescored)
 
     # `record` runs whatever happened, so on its own it would make every run end "success"; this last task
     # fails the run when anything before it failed (a refused or rejected challenger is not a failure).
@@ -174,7 +186,7 @@ def decision_tasks(spec: ModelSpec, stage: str, gated: Any) -> None:
     def outcome() -> None:
         tasks.decision_outcome()
 
-    [promoted, recorded] >> outcome()
+    finals >> outcome()
 
 
 def train_runbook(spec: ModelSpec) -> str:
@@ -248,4 +260,43 @@ def monitor_runbook(spec: ModelSpec) -> str:
         m=m.hysteresis.m,
         degradation=m.max_degradation,
         cooldown=m.cooldown_days,
+    )
+
+
+def labels_due(spec: ModelSpec) -> Any:
+    """The labels DAG's first task: wait until the run's interval's labels are due (its end + ``labels.after``).
+
+    Deferred to the triggerer (every runtime runs one: the embedded one and compose), so a waiting run holds no
+    worker slot; an interval whose labels are long due (a backfill, catch-up) passes at once. Its time limits
+    include the wait (``timeouts.labels``, which adds ``labels.after`` to the run's)."""
+    from airflow.providers.standard.sensors.time_delta import TimeDeltaSensor
+
+    limits, wait = spec.stage_timeouts("labels"), spec.label_latency
+    return TimeDeltaSensor(
+        task_id="due",
+        delta=wait,
+        deferrable=True,
+        # A deferred task's trigger times out at the sensor's timeout: the whole wait must fit, plus a try.
+        timeout=(wait + limits.task).total_seconds(),
+        execution_timeout=wait + limits.task,
+    )
+
+
+def labels_runbook(spec: ModelSpec) -> str:
+    given = spec.labels.source
+    if given is None:
+        where = f"the target column `{spec.target.name}` of the source ({spec.source.table or 'query'})"
+    else:
+        where = (
+            f"`labels.source`: {f'table `{given.table}`' if given.table else 'a query'} on connection "
+            f"`{given.connection or spec.source.connection}`, label column `{given.column or spec.target.name}`"
+        )
+    return _runbook(
+        "labels",
+        name=spec.name,
+        owner=spec.owner,
+        schedule=spec.schedule.every or spec.schedule.cron or "1d",
+        after=format_duration(spec.label_latency),
+        max_lag=format_duration(spec.label_max_lag),
+        source=where,
     )

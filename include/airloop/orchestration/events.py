@@ -226,3 +226,41 @@ def freshness(check: Freshness, ingest_dag_id: str, dag_id: str, run_id: str) ->
         run_id=run_id,
         data=check.to_dict(),
     )
+
+
+def labels_lagging(summary: Mapping[str, Any], dag_id: str, run_id: str) -> Event:
+    """An interval's labels are still missing longer than ``labels.max_lag`` after they were due (a freshness
+    alert of the label source: the predictions of that interval cannot be judged until they arrive)."""
+    missing = summary.get("missing", "?")
+    first = summary.get("first") or {}
+    late = duration(float(summary.get("lag_seconds") or 0))
+    partition = summary.get("partition")
+    interval = f"{summary.get('interval_start')} to {summary.get('interval_end')} (partition {partition})"
+    facts = [
+        ("Interval", interval),
+        ("Missing", f"{missing} label(s) of predicted rows (first: {', '.join(first.get('unlabelled', [])[:5])})"),
+        ("Due", f"{summary.get('due_at')}; now {late} late (allowed: labels.max_lag {summary.get('max_lag')})"),
+        ("Label source", str(summary.get("source"))),
+        ("Arrived so far", f"{summary.get('accepted', 0)} label(s) accepted, {summary.get('new', 0)} new this run"),
+        (
+            "What to do",
+            "check that the label source still delivers; once the labels are in, clear this run's labels task "
+            "(or backfill the range) to record and join them",
+        ),
+    ]
+    return Event(
+        kind=FRESHNESS,
+        model=str(summary.get("model")),
+        headline=f"labels of interval {summary.get('partition')} still missing {late} after they were due",
+        facts=tuple(facts),
+        link=run_url(dag_id, run_id),
+        dag_id=dag_id,
+        run_id=run_id,
+        data={
+            "what": "labels",
+            **{
+                k: summary.get(k)
+                for k in ("partition", "interval_start", "interval_end", "due_at", "missing", "lag_seconds", "max_lag")
+            },
+        },
+    )

@@ -288,6 +288,29 @@ def decision_promote(model: str) -> dict[str, Any]:
     return promoted.to_dict()
 
 
+def decision_rescore(model: str) -> dict[str, Any]:
+    """After ``@champion`` moved, announce the newest validated intervals to ``<model>_score`` (an event on the
+    model's ``validated`` Asset, ``scoring.rescore_on_promotion``); skipped when it did not move."""
+    from airflow.sdk.exceptions import AirflowSkipException
+
+    from airloop.adapters.lake import default_lake
+    from airloop.core.contracts import PromotionOutcome
+    from airloop.orchestration.assets import validated_asset
+    from airloop.stages.score.rescore import rescore_request
+
+    context = get_current_context()
+    spec = get_spec(model)
+    with guard(context, f"asking {spec.dag_id('score')} to re-score {model} with the new champion"):
+        promoted = context["ti"].xcom_pull(task_ids="promote")
+        extra = (
+            None if promoted is None else rescore_request(spec, PromotionOutcome.from_dict(promoted), default_lake())
+        )
+    if extra is None:
+        raise AirflowSkipException("@champion did not move (or nothing is validated yet): nothing to re-score.")
+    context["outlet_events"][validated_asset(spec)].extra = extra
+    return extra
+
+
 def decision_record(model: str) -> dict[str, Any] | None:
     from airloop.core.contracts import GateResult, PromotionOutcome
     from airloop.stages.promote import runner as promote_stage
@@ -495,3 +518,44 @@ def monitor_freshness(model: str) -> dict[str, Any]:
             "and its source; this task passes again once a new interval is validated."
         )
     return checked.to_dict()
+
+
+# --- labels -----------------------------------------------------------------------------------------------------
+
+
+def labels_collect(model: str) -> dict[str, Any]:
+    """Record the interval's labels and join them with its served predictions (``airloop.stages.labels``), after
+    reading the earlier intervals within ``labels.max_lag`` again (labels that arrived late).
+
+    Labels still missing longer than ``labels.max_lag`` after they were due send a freshness notification (the
+    task does not fail for it); refused labels fail the task after the rest was written, and alert first too.
+    """
+    from airloop.core.intervals import check_on_grid
+    from airloop.stages.labels import runner as labelling
+
+    context = get_current_context()
+    spec = get_spec(model)
+    interval = _interval(context)
+    with guard(context, f"checking the data interval of {model}"):
+        check_on_grid(spec, interval, dag_id=spec.dag_id("labels"))
+    with guard(context, f"reading the labels of {model} before interval {interval} again"):
+        earlier = labelling.revisit(spec, interval, _run_info(context))
+    for revisited in earlier:
+        _labels_lag_alert(context, revisited)
+    with guard(context, f"recording the labels of {model} for interval {interval}"):
+        try:
+            summary = labelling.collect(spec, interval, _run_info(context))
+        except labelling.RefusedLabels as refused:
+            _labels_lag_alert(context, refused.summary)
+            raise
+    _labels_lag_alert(context, summary)
+    return {**summary.to_dict(), "revisited": [s.to_dict() for s in earlier]}
+
+
+def _labels_lag_alert(context: Any, summary: Any) -> None:
+    if not summary.lagging:
+        return
+    from airloop.orchestration import events
+
+    dag_id, run_id, data = context["dag_run"].dag_id, context["run_id"], summary.to_dict()
+    _notify("freshness", lambda: events.labels_lagging(data, dag_id, run_id))

@@ -27,11 +27,13 @@ from typing import TYPE_CHECKING, Any
 
 from airloop.core.jsonable import jsonable
 from airloop.core.numbers import shown
+from airloop.core.spec import STAGES
 from airloop.core.urls import MOUNT, report_url
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
 
+    from airloop.adapters.lake import Lake
     from airloop.core.spec import ModelSpec
 
 log = logging.getLogger(__name__)
@@ -128,6 +130,7 @@ def load_board(
     approvals: list[Approval] | None = None,
     mlflow_ui: str | None = None,
     limit: int = 12,
+    lake: Lake | None = None,
 ) -> Board:
     """Read one model's page. A part that cannot be read (MLflow down, say) is named in ``problems``, not raised."""
     from airloop.adapters import registry, warehouse
@@ -137,7 +140,7 @@ def load_board(
         model=spec.name,
         description=spec.description,
         owner=spec.owner,
-        dag_ids={stage: spec.dag_id(stage) for stage in ("ingest", "train", "promote", "score", "monitor")},
+        dag_ids={stage: spec.dag_id(stage) for stage in STAGES},
         approvals=approvals or [],
         drift_share_threshold=spec.monitoring.drift_share,
     )
@@ -153,6 +156,7 @@ def load_board(
         warehouse.ensure_schema(engine)
         board.validations = warehouse.recent_validations(engine, spec.name, limit=limit)
         board.quarantined = warehouse.recent_validations(engine, spec.name, limit=100, failed_only=True)
+        _add_retractions(spec.name, board.quarantined, lake)
         board.drift = list(reversed(warehouse.drift_history(engine, spec.name, limit=limit)))
         board.predictions = latest_predictions(engine, spec.name, limit=limit)
         board.requests = list(reversed(warehouse.retrain_requests_of(engine, spec.name)))[:limit]
@@ -162,6 +166,20 @@ def load_board(
         log.warning("airloop view: warehouse of %s unreadable: %s", spec.name, exc)
         board.problems.append(f"Warehouse not readable ({type(exc).__name__}: {exc}); check the connection.")
     return board
+
+
+def _add_retractions(model: str, quarantined: list[dict[str, Any]], lake: Lake | None) -> None:
+    """Each quarantined interval's ``retracted``: what its quarantine recorded about the predictions withdrawn
+    (served from the data it held before), or None. An unreadable lake leaves them unset, said in the log."""
+    from airloop.adapters.lake import default_lake
+
+    try:
+        lake = lake or default_lake()
+        for row in quarantined:
+            manifest = lake.manifest(model, "quarantine", str(row["partition"]))
+            row["retracted"] = manifest.meta.get("retracted") if manifest is not None else None
+    except Exception as exc:
+        log.warning("airloop view: quarantine records of %s unreadable: %s", model, exc)
 
 
 def latest_predictions(engine: Engine, model: str, limit: int = 12) -> list[dict[str, Any]]:

@@ -114,9 +114,12 @@ def _command(name: str, api_port: int, mlflow_port: int, env: Mapping[str, str] 
             "--x-frame-options",
             "NONE",
         ]
+    # The processes that fork task processes start with the task libraries imported (preload.py says why).
+    preload = [sys.executable, "-m", "airloop.ops.runtime.preload"] if settings.preload_enabled(env) else []
     if _is_worker(name):
         concurrency = settings.celery_concurrency(env)
         return [
+            *preload,
             _bin("airflow"),
             "celery",
             "worker",
@@ -132,7 +135,7 @@ def _command(name: str, api_port: int, mlflow_port: int, env: Mapping[str, str] 
         "dag-processor": ["dag-processor"],
         "triggerer": ["triggerer", "--skip-serve-logs"],
     }[name]
-    return [_bin("airflow"), *args]
+    return [*(preload if name == "scheduler" and not _celery(env) else []), _bin("airflow"), *args]
 
 
 def _signature(name: str) -> tuple[frozenset[str], ...]:

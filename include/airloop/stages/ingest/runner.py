@@ -244,13 +244,18 @@ def _quarantine(
     # never both; the bad batch is still in raw, and the retry quarantines it.
     ing.lake.delete(spec.name, "validated", interval.key)
     retracted = retract_predictions(ing, interval)
+    # The retraction is recorded with the quarantine (the view shows it), and survives the task's retry.
+    earlier = ing.lake.manifest(spec.name, "quarantine", interval.key)
+    recorded = retracted or (earlier.meta.get("retracted") if earlier is not None else None)
     quarantine = ing.lake.write(
         spec.name,
         "quarantine",
         interval.key,
         df,
         side_files={REPORT_FILE: report_bytes},
-        meta=_interval_meta(interval) | {"suite_digests": outcome.suite_digests, "data_docs": str(docs)},
+        meta=_interval_meta(interval)
+        | {"suite_digests": outcome.suite_digests, "data_docs": str(docs)}
+        | ({"retracted": recorded} if recorded else {}),
     )
     raise QuarantinedBatch(
         quarantine_summary(

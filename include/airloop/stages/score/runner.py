@@ -62,7 +62,8 @@ def select_partitions(
     lake = default_lake()
     validated = lake.partitions(spec.name, "validated")
     if events and not (params.get("start") or params.get("end")):
-        announced = sorted({e["partition"] for e in events if e.get("partition")})
+        # `partitions`: several in one event (a re-score after @champion moved, stages.score.rescore).
+        announced = sorted({p for e in events for p in [e.get("partition"), *(e.get("partitions") or [])] if p})
         missing = [p for p in announced if p not in validated]
         if missing:
             log.warning("Announced partitions no longer validated (skipped): %s", missing)

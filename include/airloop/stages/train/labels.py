@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from airloop.core.spec import ModelSpec
 
 #: Reads the current labels of a model's partitions: a frame of ``partition``, ``row_key``, ``label`` (text),
-#: ``revision`` (the warehouse's :func:`airloop.adapters.warehouse.current_labels`, or a test's own).
+#: ``revision`` (:func:`airloop.adapters.warehouse.current_labels_of_partitions`, or a test's own).
 LabelReader = Callable[[list[str]], "pd.DataFrame"]
 
 
@@ -73,13 +73,13 @@ def warehouse_reader(model: str) -> LabelReader:
         import sqlalchemy as sa
 
         from airloop.adapters.db import describe, engine_for
-        from airloop.adapters.warehouse import current_labels, ensure_schema
+        from airloop.adapters.warehouse import current_labels_of_partitions, ensure_schema
         from airloop.core.settings import WAREHOUSE_CONN_ID
 
         engine = engine_for(WAREHOUSE_CONN_ID)
         try:
             ensure_schema(engine)
-            return current_labels(engine, model, partitions)
+            return current_labels_of_partitions(engine, model, partitions)
         except sa.exc.SQLAlchemyError as exc:
             raise LabelsUnavailable(
                 f"Reading the labels of {model} from the warehouse ({WAREHOUSE_CONN_ID}, {describe(engine)}) failed: "
@@ -162,7 +162,9 @@ def label_values(spec: ModelSpec, texts: pd.Series, like: pd.Series) -> pd.Serie
     if spec.target.task == "regression":
         return numbers
     known = like.dropna()
-    if pd.api.types.is_bool_dtype(like.dtype) or (len(known) and known.map(type).eq(bool).all()):
+    written = texts.dropna()
+    as_booleans = len(known) == 0 and len(written) > 0 and written.isin(["True", "False"]).all()  # label_text's
+    if as_booleans or pd.api.types.is_bool_dtype(like.dtype) or (len(known) and known.map(type).eq(bool).all()):
         truth = {"true": True, "false": False, "1": True, "0": False}
         return texts.map(lambda t: truth.get(str(t).strip().lower()) if isinstance(t, str) else None)
     if len(known):
