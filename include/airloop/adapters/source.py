@@ -24,6 +24,8 @@ from airloop.core.spec import ModelSpec
 from airloop.core.urls import mask_url
 
 if TYPE_CHECKING:
+    from collections.abc import Collection
+
     import pandas as pd
     from sqlalchemy.engine import Engine
 
@@ -96,14 +98,14 @@ def _pin_session_to_utc(conn: Any) -> None:
         conn.execute(sa.text("SET LOCAL TIME ZONE 'UTC'"))
 
 
-def extract_interval(engine: Engine, spec: ModelSpec, interval: Interval) -> Extract:
-    """Rows of ``[interval.start, interval.end)`` from the spec's source, ordered by time, time column in UTC
-    (without the :func:`withheld_columns`)."""
+def extract_interval(engine: Engine, spec: ModelSpec, interval: Interval, *, withhold: Collection[str] = ()) -> Extract:
+    """Rows of ``[interval.start, interval.end)`` from the spec's source, ordered by time, time column in UTC,
+    without the columns in ``withhold`` (ingestion passes :func:`withheld_columns`)."""
     import pandas as pd
     import sqlalchemy as sa
 
     src = spec.source
-    withheld = withheld_columns(spec)
+    withheld = set(withhold)
     try:
         with engine.connect() as conn:
             _pin_session_to_utc(conn)

@@ -135,10 +135,10 @@ def check(
         return report
     from airloop.adapters.db import engine_for
     from airloop.adapters.expectations import validate
-    from airloop.adapters.source import extract_interval
+    from airloop.adapters.source import extract_interval, withheld_columns
 
     interval = resolve_interval(spec, on)
-    frame = extract_interval(engine_for(spec.source.connection), spec, interval).frame
+    frame = extract_interval(engine_for(spec.source.connection), spec, interval, withhold=withheld_columns(spec)).frame
     # As the ingest task would validate it now: the target's rules wait while its labels are not due.
     report.labels_pending = labels_pending(spec, interval, datetime.now(UTC))
     applied = suites

@@ -84,11 +84,11 @@ def check_conf(spec: ModelSpec, conf: dict[str, Any]) -> None:
 def extract(ing: Ingestion, interval: Interval) -> Extracted:
     """Copy the interval's source rows into the ``raw`` partition; return its summary (for XCom)."""
     from airloop.adapters.db import describe, engine_for
-    from airloop.adapters.source import extract_interval
+    from airloop.adapters.source import extract_interval, withheld_columns
 
     spec = ing.spec
     engine = engine_for(spec.source.connection)
-    result = extract_interval(engine, spec, interval)
+    result = extract_interval(engine, spec, interval, withhold=withheld_columns(spec))
     frame = storable(result.frame, f"{spec.name} interval {interval}")
     manifest = ing.lake.write(
         spec.name,
