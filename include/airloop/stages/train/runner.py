@@ -110,7 +110,12 @@ def train(spec: ModelSpec, request: TrainRequest, run: RunInfo) -> TrainedVersio
         timings=timings,
     )
     _log_trained(spec, trained, window, evaluation)
+    log.info("Labels of the training window: %s (digest of the table labels: %s).", *_labels_line(data))
     return trained
+
+
+def _labels_line(data: TrainingData) -> tuple[str, str]:
+    return data.labels.describe(), data.labels.digest or "none taken"
 
 
 def _reused(spec: ModelSpec, run: RunInfo) -> TrainedVersion | None:
@@ -179,6 +184,7 @@ def _log_run(
         spec_digest=spec_digest(spec),
         git_commit=commit,
         task=fitted.task,
+        labels=data.labels,
     )
     lineage = record.lineage(
         spec.name,
@@ -188,6 +194,7 @@ def _log_run(
         partitions=data.partitions,
         gaps=data.gaps,
         suites=suites,
+        labels=data.labels,
     )
     return registry.log_training_run(
         model=spec.name,
@@ -195,7 +202,7 @@ def _log_run(
         owner=spec.owner,
         run_name=record.run_name(spec.name, window, run.run_id),
         params=record.run_params(spec, fitted.params, window, len(fitted.trials), fitted.task),
-        metrics=record.run_metrics(outputs.evaluation, outputs.train_rows, outputs.holdout_rows),
+        metrics=record.run_metrics(outputs.evaluation, outputs.train_rows, outputs.holdout_rows, data.labels),
         tags=tags,
         pipeline=fitted.pipeline,
         train_frame=data.frame,
