@@ -24,6 +24,7 @@ outage is ridden out by Airflow's retries rather than by minutes of waiting insi
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -152,7 +153,13 @@ def ensure_registered_model(model: str, description: str, owner: str) -> None:
 
 def pip_requirements() -> list[str]:
     """Explicit pins of what a saved pipeline needs (no slow inference of requirements)."""
-    return [f"{name}=={dist_version(name)}" for name in PIP_PACKAGES]
+    return list(_pins())
+
+
+@functools.cache
+def _pins() -> tuple[str, ...]:
+    # Installed versions do not change while a process runs; each lookup reads package metadata from disk.
+    return tuple(f"{name}=={dist_version(name)}" for name in PIP_PACKAGES)
 
 
 def git_commit() -> str:
