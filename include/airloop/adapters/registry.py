@@ -55,6 +55,8 @@ CHALLENGER = "challenger"
 MODEL_ARTIFACT = "model"
 #: What a logged model needs to be loaded again (pinned to what trained it).
 PIP_PACKAGES = ("scikit-learn", "pandas", "numpy", "scipy", "cloudpickle")
+#: Training rows the logged model's signature is inferred from (predicted once; the first 5 are its input example).
+SIGNATURE_ROWS = 200
 
 
 class RegistryProblem(ExpectedFailure, RuntimeError):
@@ -432,7 +434,7 @@ def log_training_run(
             mlflow.log_dict(payload, name)
         for name, fig in figures.items():
             mlflow.log_figure(fig, f"plots/{name}")
-        model_uri = _log_model(pipeline, train_frame[feature_names].head(200))
+        model_uri = _log_model(pipeline, train_frame[feature_names].head(SIGNATURE_ROWS))
         run_id = run.info.run_id
     _close_figures(figures)
     version = _register_challenger(

@@ -99,7 +99,7 @@ def train(spec: ModelSpec, request: TrainRequest, run: RunInfo) -> TrainedVersio
     )
     outputs = _Outputs(evaluation, importance, figures, len(train_rows), len(holdout), kept)
     commit = registry.git_commit()  # between evaluation and logging, timed in neither
-    with _timed(timings, "log_s"):
+    with _timed(timings, "log_s"), threads.few_rows(registry.SIGNATURE_ROWS):  # the signature's predictions
         logged = _log_run(spec, request, run, lake.stage_url(spec.name, "validated"), data, fitted, commit, outputs)
     trained = record.registered_summary(
         kept,
