@@ -733,10 +733,10 @@ class MonitorSummary:
             "report": self.report,
             "report_json": self.report_json,
             "notes": list(self.notes),
-            "mlflow_run_id": self.mlflow_run_id,
-            "seconds": self.seconds,
             "realized": None if self.realized is None else dict(self.realized),
             "estimated": None if self.estimated is None else dict(self.estimated),
+            "mlflow_run_id": self.mlflow_run_id,
+            "seconds": self.seconds,
         }
 
     @classmethod

@@ -228,7 +228,7 @@ def _frame_notes(found: VersionLineage, digest: str, time_column: str) -> list[s
     """The training frame's digest checked against the logged one (or why it is not); raises on a mismatch."""
     model, version = found.model, found.version
     logged = (found.lineage or {}).get("content_digest") or found.tags.get("airloop.dataset_digest")
-    if LABELS_DIGEST_TAG in found.tags:
+    if found.tags.get(LABELS_DIGEST_TAG, "none") != "none":  # "none": no label came from the warehouse
         return [
             f"Labels: this run took its labels from the warehouse table `labels` (labels digest "
             f"{found.tags[LABELS_DIGEST_TAG][:12]}); the rebuilt frame holds the validated partitions' columns, and "
