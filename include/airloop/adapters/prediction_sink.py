@@ -152,7 +152,10 @@ def epoch_micros(ts: np.ndarray) -> list[int]:
     nanoseconds are dropped (rounding down, as ``datetime.microsecond`` drops them)."""
     import numpy as np
 
-    micros = ts.astype("datetime64[us]").astype(np.int64)
+    if np.datetime_data(ts.dtype)[0] == "ns":  # numpy's own ns -> us cast overflows near 1677; floor division does not
+        micros = ts.view(np.int64) // 1000
+    else:
+        micros = ts.astype("datetime64[us]").astype(np.int64)
     result: list[int] = micros.tolist()
     return result
 
