@@ -103,13 +103,20 @@ def replacing(
             with BackgroundWrites(sink.write, in_flight) as writes:
                 yield writes, sink
             warehouse.finish_batch(conn, batch_id, sink.rows)
-    except sa.exc.IntegrityError as exc:
+    except (sa.exc.IntegrityError, *_driver_integrity_errors(engine)) as exc:
+        # The fast sinks write on the driver's own cursor, so its IntegrityError (PEP 249) arrives unwrapped.
         raise RowKeyConflict(
             f"Partition {constants['partition']} of {constants['model']} has two rows with the same row key "
-            f"(table {table.name} is unique on batch_id and row_key; {exc.orig}); nothing of this partition "
-            "was written. It was validated before ingestion checked row keys: re-ingest the interval (its keys "
-            "are then checked) or set `source.keys` in the model spec to columns that identify a row."
+            f"(table {table.name} is unique on batch_id and row_key; {getattr(exc, 'orig', exc)}); nothing of this "
+            "partition was written. It was validated before ingestion checked row keys: re-ingest the interval "
+            "(its keys are then checked) or set `source.keys` in the model spec to columns that identify a row."
         ) from None
+
+
+def _driver_integrity_errors(engine: Engine) -> tuple[type[BaseException], ...]:
+    """The database driver's own ``IntegrityError`` (PEP 249), if it has one."""
+    error = getattr(engine.dialect.dbapi, "IntegrityError", None)
+    return (error,) if isinstance(error, type) and issubclass(error, BaseException) else ()
 
 
 class Sink(Protocol):
