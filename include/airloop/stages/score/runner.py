@@ -1,9 +1,10 @@
-"""Batch scoring: each validated partition scored by one pinned champion version, with provenance on every row.
+"""Batch scoring: each validated partition scored by one pinned champion version, its provenance stored once.
 
 The ``champion`` alias is resolved once per DAG run (:func:`airloop.adapters.registry.pin_champion`) and the
 concrete version is passed to every partition's scoring, so a run never mixes two models even if ``@champion``
-moves meanwhile. A partition is read and scored in bounded chunks; its rows in ``predictions`` are replaced
-(delete, then insert, in one transaction) and its ``predictions`` lake partition rewritten (atomic, manifest
+moves meanwhile. A partition is read and scored in bounded chunks; its predictions in the warehouse are replaced
+(its batch in ``prediction_batches`` with the provenance, its rows in ``prediction_rows``: delete by batch id, then
+insert, in one transaction; the view ``predictions`` joins them) and its ``predictions`` lake partition rewritten (atomic, manifest
 last), so re-scoring an interval never duplicates a row. The warehouse transaction is the commit point: the lake
 partition is published only once it has committed (:func:`score_partition`).
 
@@ -357,8 +358,8 @@ def scored_line(model: str, scored: ScoredPartition, seconds: float, sink: str, 
     """The log line of one scored partition: rows, version, speed, and where the rows went."""
     return (
         f"Scored {scored.rows} rows of {model} partition {scored.partition} with v{scored.version} in "
-        f"{seconds:.1f} s ({scored.rows / seconds if seconds else 0:.0f} rows/s): warehouse table predictions "
-        f"(replaced, {sink}) and {where} (digest {scored.digest[:12]})."
+        f"{seconds:.1f} s ({scored.rows / seconds if seconds else 0:.0f} rows/s): warehouse view predictions "
+        f"(batch and rows replaced, {sink}) and {where} (digest {scored.digest[:12]})."
     )
 
 
@@ -369,7 +370,7 @@ def run_line(model: str, results: list[ScoredPartition], pinned: PinnedChampion,
     return (
         f"Scored {len(results)} partition(s) of {model}, {results[0].partition} to {results[-1].partition}, "
         f"with v{pinned.version} (MLflow run {pinned.run_id}): {sum(r.rows for r in results)} rows in "
-        f"{seconds:.1f} s; each partition's predictions replaced in table predictions and the lake."
+        f"{seconds:.1f} s; each partition's predictions replaced in the warehouse (view predictions) and the lake."
     )
 
 
