@@ -3,10 +3,10 @@
 The ``champion`` alias is resolved once per DAG run (:func:`airloop.adapters.registry.pin_champion`) and the
 concrete version is passed to every partition's scoring, so a run never mixes two models even if ``@champion``
 moves meanwhile. A partition is read and scored in bounded chunks; its predictions in the warehouse are replaced
-(its batch in ``prediction_batches`` with the provenance, its rows in ``prediction_rows``: delete by batch id, then
-insert, in one transaction; the view ``predictions`` joins them) and its ``predictions`` lake partition rewritten (atomic, manifest
-last), so re-scoring an interval never duplicates a row. The warehouse transaction is the commit point: the lake
-partition is published only once it has committed (:func:`score_partition`).
+(its batch in ``prediction_batches`` with the provenance, its rows in ``prediction_rows``: delete by batch id,
+then insert, in one transaction; the view ``predictions`` joins them) and its ``predictions`` lake partition
+rewritten (atomic, manifest last), so re-scoring an interval never duplicates a row. The warehouse transaction is
+the commit point: the lake partition is published only once it has committed (:func:`score_partition`).
 
 The warehouse side (the sinks chosen by dialect and the background thread that runs them while the model
 predicts the next chunk) is :mod:`airloop.adapters.prediction_sink`; what is left here is the runner
