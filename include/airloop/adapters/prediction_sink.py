@@ -95,6 +95,7 @@ def replacing(
 
     table = warehouse.prediction_rows if rows_table is None else rows_table
     role = warehouse.SERVED if role is None else role
+    conflicts: tuple[type[BaseException], ...] = (sa.exc.IntegrityError, *_driver_integrity_errors(engine))
     warehouse.ensure_schema(engine)
     try:
         with engine.begin() as conn:
@@ -103,7 +104,7 @@ def replacing(
             with BackgroundWrites(sink.write, in_flight) as writes:
                 yield writes, sink
             warehouse.finish_batch(conn, batch_id, sink.rows)
-    except (sa.exc.IntegrityError, *_driver_integrity_errors(engine)) as exc:
+    except conflicts as exc:
         # The fast sinks write on the driver's own cursor, so its IntegrityError (PEP 249) arrives unwrapped.
         raise RowKeyConflict(
             f"Partition {constants['partition']} of {constants['model']} has two rows with the same row key "
@@ -310,7 +311,8 @@ class PostgresCopySink:
     describe = "Postgres COPY"
 
     def __init__(self, conn: Connection, batch_id: int, rows_table: sa.Table) -> None:
-        self._cursor = conn.connection.driver_connection.cursor()
+        driver: Any = conn.connection.driver_connection  # psycopg2's connection (checked by unusable())
+        self._cursor = driver.cursor()
         self._quote = conn.dialect.identifier_preparer.quote
         self._table = self._quote(rows_table.name)
         self._batch = str(int(batch_id))
@@ -319,7 +321,7 @@ class PostgresCopySink:
     @classmethod
     def unusable(cls, conn: Connection) -> str | None:
         """Why this sink cannot write for ``conn`` (None when it can)."""
-        driver = conn.connection.driver_connection
+        driver: Any = conn.connection.driver_connection
         if not hasattr(driver, "cursor") or not hasattr(driver.cursor(), "copy_expert"):
             return f"the Postgres driver is {conn.dialect.driver}, not psycopg2 (no copy_expert)"
         return None
