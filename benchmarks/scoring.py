@@ -695,7 +695,11 @@ def _warehouses_of(database: str, scratch: Path) -> Iterator[_Warehouses | str]:
     try:  # the distributed tests' own throw-away Postgres (initdb, pg_ctl on 127.0.0.1, a random port)
         from tests.distributed.services import Services
 
-        services = Services(root=scratch / "postgres")
+        import tempfile
+
+        # A folder of its own under the system's temp (the scratch folder is private, and a root run starts the
+        # server as the postgres user, who must reach it).
+        services = Services(root=Path(tempfile.mkdtemp(prefix="airloop-bench-pg-")))
         services.start_postgres([])
     except Exception as exc:  # no binaries, or it does not start: say so instead of failing the run
         yield f"no local Postgres could be started ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})"
