@@ -693,9 +693,9 @@ def _warehouses_of(database: str, scratch: Path) -> Iterator[_Warehouses | str]:
     if database != "postgres":
         raise ValueError(f"scoring benchmark: unknown database {database!r}; choose sqlite or postgres")
     try:  # the distributed tests' own throw-away Postgres (initdb, pg_ctl on 127.0.0.1, a random port)
-        from tests.distributed.services import Services
-
         import tempfile
+
+        from tests.distributed.services import Services
 
         # A folder of its own under the system's temp (the scratch folder is private, and a root run starts the
         # server as the postgres user, who must reach it).
