@@ -161,7 +161,11 @@ def test_0007_moves_old_layout_rows_on_postgres(services: Services, tmp_path: Pa
 
     with engine.connect() as conn:
         assert migrations.compare(conn, warehouse.metadata) == []
+        assert "predictions" in sa.inspect(conn).get_view_names()  # the old table is now the view
+        batches = conn.execute(sa.text("SELECT partition, model_version, rows FROM prediction_batches")).all()
         view = conn.execute(sa.select(warehouse.predictions)).mappings().all()
+    expected = [(_constants(0, "1")["partition"], "1", 4), (_constants(1, "2")["partition"], "2", 4), ("1969", "1", 1)]
+    assert sorted(batches) == sorted(expected)  # one batch per partition, with its version and row count
     got = {(r["partition"], r["row_key"]): r for r in view}
     assert len(got) == len(old)
     for row in old:
