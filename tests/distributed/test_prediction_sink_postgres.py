@@ -174,3 +174,33 @@ def test_0007_moves_old_layout_rows_on_postgres(services: Services, tmp_path: Pa
             row["model_version"], row["mlflow_run_id"], row["prediction"], row["ts"]
         )  # fmt: skip
     engine.dispose()
+
+
+def test_binary_copy_of_fixed_width_rows_writes_what_sqlalchemys_insert_writes(engine: sa.Engine, monkeypatch) -> None:
+    """Keys of one byte length (time keys, here with a non-ASCII one) go through COPY's binary format."""
+    n = 300
+    ts = np.asarray(pd.date_range("1969-12-31 23:00:00.000001", periods=n, freq="37s").to_numpy(), dtype="<M8[ns]")
+    keys = [f"k{i:05d}" for i in range(n)]
+    keys[7] = "kéé0"  # 6 bytes in UTF-8, as the others
+    p = np.random.default_rng(1).random(n)
+    p[:3] = [5e-324, 1 / 3, 1.7976931348623157e308]
+    regression = prediction_sink.ScoredRows(ts, keys, prediction=p)
+    classifier = prediction_sink.ScoredRows(ts, keys, predicted_class=["yes", "no!"] * (n // 2), probability=p)
+    for index, rows in enumerate((regression, classifier)):
+        assert prediction_sink.copy_binary(1, rows) is not None  # the binary path is the one tested
+        fast, core = _constants(10 + 2 * index, "1"), _constants(11 + 2 * index, "1")
+        with prediction_sink.replacing(engine, fast, 2) as (writes, sink):
+            writes.submit(_part(rows, slice(0, 100)))
+            writes.submit(_part(rows, slice(100, None)))
+        assert isinstance(sink, prediction_sink.PostgresCopySink)
+        with monkeypatch.context() as patched:
+            patched.setattr(prediction_sink, "sink_for", prediction_sink.CoreSink)
+            with prediction_sink.replacing(engine, core, 2) as (writes, _):
+                writes.submit(rows)
+        got = _served(engine, fast["partition"])
+        pd.testing.assert_frame_equal(got, _served(engine, core["partition"]))
+        assert len(got) == n and sorted(got["row_key"]) == sorted(keys)
+        column = "prediction" if index == 0 else "probability"
+        assert got.set_index("row_key").loc[keys, column].tolist() == p.tolist()  # bit for bit
+    varying = prediction_sink.ScoredRows(ts[:2], ["a", "bb"], prediction=p[:2])
+    assert prediction_sink.copy_binary(1, varying) is None  # widths differ: the text format
