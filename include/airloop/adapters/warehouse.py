@@ -446,7 +446,7 @@ def served_predictions(conn: Connection, model: str, partition: str) -> pd.DataF
     ).first()
     columns = ["row_key", "ts", "model_version", "prediction", "predicted_class", "probability", "probabilities"]
     if batch is None:
-        return pd.DataFrame({c: pd.Series(dtype="object") for c in columns}).astype({"ts": "datetime64[us, UTC]"})
+        return pd.DataFrame({c: pd.Series(dtype="object") for c in columns}).astype({"ts": "datetime64[ns, UTC]"})
     query = sa.select(
         r.row_key,
         sa.type_coerce(r.ts, sa.BigInteger).label("ts"),
