@@ -1,9 +1,11 @@
 """Predictions stored as one provenance row per partition (``prediction_batches``) and slim rows
 (``prediction_rows``), joined back by the view ``predictions`` and by ``served_predictions``; re-scoring replaces
-one batch; revision 0007 moves old-layout rows without losing any row's version."""
+one batch; shadow rows are batches of role ``shadow`` (the view ``shadow_predictions``), never served; revision
+0007 moves old-layout rows (served and shadow) without losing any row's version, and its downgrade restores them."""
 
 from __future__ import annotations
 
+import importlib.util
 import shutil
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -12,9 +14,11 @@ import numpy as np
 import pandas as pd
 import pytest
 import sqlalchemy as sa
+from alembic.migration import MigrationContext
+from alembic.operations import Operations
 from alembic.script import ScriptDirectory
 
-from airloop.adapters import migrations, prediction_sink, warehouse
+from airloop.adapters import migrations, prediction_sink, shadow, warehouse
 
 START = datetime(2012, 11, 3, tzinfo=UTC)
 
@@ -152,6 +156,27 @@ def test_a_shadow_role_writes_its_own_table_through_the_same_sink(engine: sa.Eng
     assert sorted(roles) == [("served", 8), ("shadow", 5)]
 
 
+def test_shadow_rows_are_batches_of_role_shadow_and_never_read_as_served(engine: sa.Engine) -> None:
+    first = _constants(0, "3")
+    _score(engine, first, 8)
+    challenger = {**first, "model_version": "4", "mlflow_run_id": "mlflow-run-of-v4"}
+    with prediction_sink.replacing(engine, challenger, 2, role=warehouse.SHADOW) as (writes, _):
+        writes.submit(_chunk(first, 5, offset=100.0))
+    with prediction_sink.replacing(engine, challenger, 2, role=warehouse.SHADOW) as (writes, _):
+        writes.submit(_chunk(first, 6, offset=200.0))  # re-shadowing replaces the shadow batch only
+    with engine.connect() as conn:
+        served = conn.execute(sa.select(warehouse.predictions)).mappings().all()
+        shadowed = conn.execute(sa.select(warehouse.shadow_predictions)).mappings().all()
+        b = warehouse.prediction_batches.c
+        roles = conn.execute(sa.select(b.role, b.model_version, b.rows).order_by(b.role)).all()
+    assert roles == [("served", "3", 8), ("shadow", "4", 6)]
+    assert len(served) == 8 and {r["model_version"] for r in served} == {"3"}
+    assert all(r["prediction"] < 100 for r in served)  # no shadow row reads as served
+    assert len(shadowed) == 6 and {r["model_version"] for r in shadowed} == {"4"}
+    assert sorted(r["prediction"] for r in shadowed) == [200 + i / 3 for i in range(6)]
+    assert [r["row_key"] for r in shadow.shadow_rows(engine, "m")] == sorted(f"k{i}" for i in range(6))
+
+
 def _before_0007(tmp_path: Path) -> ScriptDirectory:
     """The revisions without 0007 (whatever precedes it)."""
     folder = tmp_path / "migrations"
@@ -227,4 +252,62 @@ def test_0007_refuses_a_partition_holding_two_versions(tmp_path: Path) -> None:
     with engine.connect() as conn:  # nothing changed
         assert conn.execute(sa.text("SELECT count(*) FROM predictions")).scalar_one() == 2
         assert "prediction_rows" not in sa.inspect(conn).get_table_names()
+    engine.dispose()
+
+
+def _old_rows(partitions: tuple[tuple[int, str], ...], offset: float) -> list[dict]:
+    rows = []
+    for partition, version in partitions:
+        constants = _constants(partition, version, f"run-{partition}")
+        for i in range(3):
+            ts = constants["interval_start"] + timedelta(hours=i, microseconds=250_000 * (i % 2))
+            rows.append({**constants, "ts": ts, "row_key": f"k{i}", "prediction": offset + i / 7})
+    return rows
+
+
+def _run_0007_downgrade(engine: sa.Engine) -> None:
+    path = next((migrations.FOLDER / "versions").glob("0007_*.py"))
+    found = importlib.util.spec_from_file_location("revision_0007", path)
+    assert found is not None and found.loader is not None
+    module = importlib.util.module_from_spec(found)
+    found.loader.exec_module(module)
+    with engine.begin() as conn, Operations.context(MigrationContext.configure(conn)):
+        module.downgrade()
+
+
+def test_0007_moves_shadow_predictions_into_shadow_batches_and_back(tmp_path: Path) -> None:
+    engine = sa.create_engine(f"sqlite:///{tmp_path / 'old.db'}")
+    migrations.upgrade(engine, _before_0007(tmp_path))
+    served, shadowed = _old_rows(((0, "3"), (1, "3")), 0.0), _old_rows(((1, "4"),), 100.0)
+    with engine.begin() as conn:  # the old tables, as they are at 0005..0006
+        conn.execute(sa.Table("predictions", sa.MetaData(), autoload_with=conn).insert(), served)
+        conn.execute(sa.Table("shadow_predictions", sa.MetaData(), autoload_with=conn).insert(), shadowed)
+
+    migrations.upgrade(engine)
+
+    def read(name: str) -> list[tuple]:
+        with engine.connect() as conn:
+            table = sa.Table(name, sa.MetaData(), autoload_with=conn)
+            query = sa.select(table.c.partition, table.c.row_key, table.c.model_version, table.c.prediction)
+            return sorted(tuple(r) for r in conn.execute(query))
+
+    def expected(rows: list[dict]) -> list[tuple]:
+        return sorted((r["partition"], r["row_key"], r["model_version"], r["prediction"]) for r in rows)
+
+    with engine.connect() as conn:
+        assert migrations.compare(conn, warehouse.metadata) == []
+        assert set(sa.inspect(conn).get_view_names()) >= {"predictions", "shadow_predictions"}
+        b = warehouse.prediction_batches.c
+        roles = sorted(conn.execute(sa.select(b.role, b.partition, b.rows)).all())
+    partitions = [("served", served[0]["partition"]), ("served", served[3]["partition"])]
+    assert roles == [(role, p, 3) for role, p in [*partitions, ("shadow", shadowed[0]["partition"])]]
+    assert read("predictions") == expected(served) and read("shadow_predictions") == expected(shadowed)
+    assert {r["ts"] for r in shadow.shadow_rows(engine, "m")} == {r["ts"].replace(tzinfo=None) for r in shadowed}
+
+    _run_0007_downgrade(engine)
+
+    with engine.connect() as conn:
+        tables = set(sa.inspect(conn).get_table_names())
+    assert {"predictions", "shadow_predictions"} <= tables and "prediction_rows" not in tables
+    assert read("predictions") == expected(served) and read("shadow_predictions") == expected(shadowed)
     engine.dispose()
