@@ -69,10 +69,22 @@ def _view_sql(dialect: str, view: str) -> str:
 
 
 def upgrade() -> None:
-    """Create the two tables, move the rows, drop the old table, create the view."""
+    """Create the two tables, move the rows, drop the old tables, create the views."""
     dialect = op.get_bind().dialect.name
     if dialect not in _TS_TO_MICROS:
         raise NotImplementedError(f"revision 0007 moves predictions on SQLite and Postgres, not on {dialect}")
+    for table in _ROLES:
+        _refuse_mixed(table)
+    _create_tables()
+    for table, role in _ROLES.items():
+        _move(dialect, table, role)
+        # its indexes go with it
+        op.drop_table(table)
+        op.execute(_view_sql(dialect, table))
+
+
+def _create_tables() -> None:
+    """``prediction_batches`` and ``prediction_rows``, with their indexes."""
     op.create_table(
         "prediction_batches",
         sa.Column("id", sa.Integer(), autoincrement=True, nullable=False),
@@ -123,14 +135,6 @@ def upgrade() -> None:
     )
     with op.batch_alter_table("prediction_rows", schema=None) as batch_op:
         batch_op.create_index("uq_prediction_rows_batch_row_key", ["batch_id", "row_key"], unique=True)
-
-    for table in _ROLES:
-        _refuse_mixed(table)
-    for table, role in _ROLES.items():
-        _move(dialect, table, role)
-        # its indexes go with it
-        op.drop_table(table)
-        op.execute(_view_sql(dialect, table))
 
 
 def _refuse_mixed(table: str) -> None:
