@@ -3,7 +3,7 @@
 
 The rows written through ``COPY`` are the ones SQLAlchemy's generic insert writes (awkward text, nulls, floats to
 the last bit, times before 1970), read back through the view ``predictions`` and ``served_predictions``;
-re-scoring replaces one batch; old-layout rows keep their versions through 0007.
+re-scoring replaces one batch; old-layout rows (served and shadow) keep their versions through 0007.
 """
 
 from __future__ import annotations
@@ -154,16 +154,22 @@ def test_0007_moves_old_layout_rows_on_postgres(services: Services, tmp_path: Pa
         ]
     old.append({**old[0], "partition": "1969", "ts": datetime(1969, 12, 31, 23, 59, 59, 500_000, tzinfo=UTC)})
     table = sa.Table("predictions", sa.MetaData(), autoload_with=engine)
+    shadowed = [{**row, "model_version": "3", "prediction": row["prediction"] + 100} for row in old[4:8]]
     with engine.begin() as conn:
         conn.execute(table.insert(), old)
+        conn.execute(sa.Table("shadow_predictions", sa.MetaData(), autoload_with=conn).insert(), shadowed)
 
     assert migrations.upgrade(engine).after == migrations.head()
 
     with engine.connect() as conn:
         assert migrations.compare(conn, warehouse.metadata) == []
-        assert "predictions" in sa.inspect(conn).get_view_names()  # the old table is now the view
-        batches = conn.execute(sa.text("SELECT partition, model_version, rows FROM prediction_batches")).all()
+        # the old tables are now the views
+        assert {"predictions", "shadow_predictions"} <= set(sa.inspect(conn).get_view_names())
+        batches = conn.execute(
+            sa.text("SELECT partition, model_version, rows FROM prediction_batches WHERE role = 'served'")
+        ).all()
         view = conn.execute(sa.select(warehouse.predictions)).mappings().all()
+        shadow_view = conn.execute(sa.select(warehouse.shadow_predictions)).mappings().all()
     expected = [(_constants(0, "1")["partition"], "1", 4), (_constants(1, "2")["partition"], "2", 4), ("1969", "1", 1)]
     assert sorted(batches) == sorted(expected)  # one batch per partition, with its version and row count
     got = {(r["partition"], r["row_key"]): r for r in view}
@@ -173,6 +179,12 @@ def test_0007_moves_old_layout_rows_on_postgres(services: Services, tmp_path: Pa
         assert (new["model_version"], new["mlflow_run_id"], new["prediction"], new["ts"]) == (
             row["model_version"], row["mlflow_run_id"], row["prediction"], row["ts"]
         )  # fmt: skip
+    got_shadow = sorted(
+        (r["partition"], r["row_key"], r["model_version"], r["prediction"], r["ts"]) for r in shadow_view
+    )
+    assert got_shadow == sorted(
+        (r["partition"], r["row_key"], r["model_version"], r["prediction"], r["ts"]) for r in shadowed
+    )
     engine.dispose()
 
 
