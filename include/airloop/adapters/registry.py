@@ -24,6 +24,7 @@ outage is ridden out by Airflow's retries rather than by minutes of waiting insi
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -54,6 +55,8 @@ CHALLENGER = "challenger"
 MODEL_ARTIFACT = "model"
 #: What a logged model needs to be loaded again (pinned to what trained it).
 PIP_PACKAGES = ("scikit-learn", "pandas", "numpy", "scipy", "cloudpickle")
+#: Training rows the logged model's signature is inferred from (predicted once; the first 5 are its input example).
+SIGNATURE_ROWS = 200
 
 
 class RegistryProblem(ExpectedFailure, RuntimeError):
@@ -152,7 +155,13 @@ def ensure_registered_model(model: str, description: str, owner: str) -> None:
 
 def pip_requirements() -> list[str]:
     """Explicit pins of what a saved pipeline needs (no slow inference of requirements)."""
-    return [f"{name}=={dist_version(name)}" for name in PIP_PACKAGES]
+    return list(_pins())
+
+
+@functools.cache
+def _pins() -> tuple[str, ...]:
+    # Installed versions do not change while a process runs; each lookup reads package metadata from disk.
+    return tuple(f"{name}=={dist_version(name)}" for name in PIP_PACKAGES)
 
 
 def git_commit() -> str:
@@ -425,7 +434,7 @@ def log_training_run(
             mlflow.log_dict(payload, name)
         for name, fig in figures.items():
             mlflow.log_figure(fig, f"plots/{name}")
-        model_uri = _log_model(pipeline, train_frame[feature_names].head(200))
+        model_uri = _log_model(pipeline, train_frame[feature_names].head(SIGNATURE_ROWS))
         run_id = run.info.run_id
     _close_figures(figures)
     version = _register_challenger(

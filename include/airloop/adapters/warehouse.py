@@ -673,3 +673,49 @@ def estimate_errors_of(engine: Engine, model: str, limit: int = 200) -> list[dic
     query = sa.select(estimate_errors).where(t.model == model).order_by(t.window_end.desc(), t.metric)
     with engine.connect() as conn:
         return [_row(r._mapping) for r in conn.execute(query.limit(limit))]
+
+
+# --- labels (read side) ---
+
+
+def current_labels_of_partitions(engine: Engine, model: str, partitions: list[str]) -> pd.DataFrame:
+    """The current label of every labelled row of these partitions of a model: columns ``partition``, ``row_key``,
+    ``label`` (canonical text) and ``revision``, one row per (partition, row_key), sorted by them.
+
+    The current label is the highest revision (a correction wins over what arrived first); no partitions, or
+    none labelled yet, gives an empty frame with those columns. What training reads (the labels step reads one
+    interval at a time with :func:`current_labels`).
+    """
+    import pandas as pd
+
+    columns = ["partition", "row_key", "label", "revision"]
+    t = labels.c
+    frames = []
+    for at in range(0, len(partitions), 500):  # bounded IN lists (SQLite's parameter limit)
+        chunk = partitions[at : at + 500]
+        newest = (
+            sa.select(t.partition, t.row_key, sa.func.max(t.revision).label("revision"))
+            .where(t.model == model, t.partition.in_(chunk))
+            .group_by(t.partition, t.row_key)
+            .subquery()
+        )
+        query = (
+            sa.select(t.partition, t.row_key, t.label, t.revision)
+            .join(
+                newest,
+                sa.and_(
+                    t.partition == newest.c.partition,
+                    t.row_key == newest.c.row_key,
+                    t.revision == newest.c.revision,
+                ),
+            )
+            .where(t.model == model)
+        )
+        with engine.connect() as conn:
+            frames.append(pd.DataFrame([tuple(r) for r in conn.execute(query)], columns=columns))
+    found = [f for f in frames if len(f)]
+    if not found:
+        return pd.DataFrame({c: pd.Series(dtype="int64" if c == "revision" else object) for c in columns})
+    out = pd.concat(found, ignore_index=True)
+    out["revision"] = out["revision"].astype("int64")
+    return out.sort_values(["partition", "row_key"], kind="stable").reset_index(drop=True)

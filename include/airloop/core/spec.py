@@ -3,9 +3,12 @@
 A spec is read at DAG parse time, so this module stays light (pydantic and PyYAML are already loaded by
 ``airflow.sdk``). A wrong spec raises :class:`SpecError`, whose message names the file, the field, what was
 expected and how to fix it; in a DAG file that becomes the DAG import error an engineer sees in the UI.
-"""
 
-from __future__ import annotations
+Parse-time cost (issue 16): no ``from __future__ import annotations`` here, so pydantic gets real annotation
+objects instead of strings it would compile and evaluate one by one (that halved this module's import); the
+models defer building their validators to the first validation (``defer_build``) and default sub-models come
+from factories, so importing the module builds nothing (a spec is still validated completely when it is read).
+"""
 
 import re
 from datetime import UTC, date, datetime, timedelta
@@ -57,7 +60,7 @@ class SpecError(ExpectedFailure, ValueError):
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
 
 def parse_duration(value: Any) -> timedelta:
@@ -138,12 +141,12 @@ DEFAULT_TIMEOUTS: dict[str, tuple[timedelta, timedelta, timedelta]] = {
 class Timeouts(_Strict):
     """Time limits per DAG stage: every task's, every run's, and when a late run alerts."""
 
-    ingest: StageTimeouts = StageTimeouts()
-    train: StageTimeouts = StageTimeouts()
-    promote: StageTimeouts = StageTimeouts()
-    score: StageTimeouts = StageTimeouts()
-    monitor: StageTimeouts = StageTimeouts()
-    labels: StageTimeouts = StageTimeouts()
+    ingest: StageTimeouts = Field(default_factory=StageTimeouts)
+    train: StageTimeouts = Field(default_factory=StageTimeouts)
+    promote: StageTimeouts = Field(default_factory=StageTimeouts)
+    score: StageTimeouts = Field(default_factory=StageTimeouts)
+    monitor: StageTimeouts = Field(default_factory=StageTimeouts)
+    labels: StageTimeouts = Field(default_factory=StageTimeouts)
 
 
 class OverrideRange(_Strict):
@@ -154,7 +157,7 @@ class OverrideRange(_Strict):
     choices: list[str | int | float | bool | None] | None = None
 
     @model_validator(mode="after")
-    def _one_kind(self) -> OverrideRange:
+    def _one_kind(self) -> "OverrideRange":
         bounded = self.min is not None and self.max is not None
         if self.choices is not None:
             if self.min is not None or self.max is not None:
@@ -216,7 +219,7 @@ class Source(_Strict):
     )
 
     @model_validator(mode="after")
-    def _table_or_query(self) -> Source:
+    def _table_or_query(self) -> "Source":
         if (self.table is None) == (self.query is None):
             raise ValueError("give exactly one of `table` or `query`")
         if self.query is not None and not (":start" in self.query and ":end" in self.query):
@@ -244,7 +247,7 @@ class Schedule(_Strict):
         return value
 
     @model_validator(mode="after")
-    def _one_kind(self) -> Schedule:
+    def _one_kind(self) -> "Schedule":
         if self.every is not None and self.cron is not None:
             raise ValueError("give `every` or `cron`, not both")
         if self.end is not None and self.end < self.start:
@@ -295,7 +298,7 @@ class Target(_Strict):
     )
 
     @model_validator(mode="after")
-    def _fits_task(self) -> Target:
+    def _fits_task(self) -> "Target":
         if self.task == "regression":
             given = [f for f in ("positive_class", "class_weight") if getattr(self, f) is not None] + (
                 ["decision_threshold"] if self.decision_threshold != 0.5 else []
@@ -328,7 +331,7 @@ class Estimator(_Strict):
     )
     params: dict[str, Any] = {}
 
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True, defer_build=True)
 
     @field_validator("class_path")
     @classmethod
@@ -366,7 +369,7 @@ class Slice(_Strict):
     labels: list[str] | None = None
 
     @model_validator(mode="after")
-    def _bins_and_labels(self) -> Slice:
+    def _bins_and_labels(self) -> "Slice":
         if self.labels is not None and (self.bins is None or len(self.labels) != len(self.bins) - 1):
             raise ValueError("`labels` needs `bins` and one label per bin (len(bins) - 1)")
         if self.bins is not None and list(self.bins) != sorted(set(self.bins)):
@@ -382,7 +385,7 @@ class Training(_Strict):
     holdout_days: Annotated[int, Field(ge=1)] = 56
     min_rows: Annotated[int, Field(ge=1)] = 1000
     seed: int = 42
-    estimator: Estimator = Estimator()
+    estimator: Estimator = Field(default_factory=Estimator)
     search: Search | None = None
     overridable: Annotated[dict[str, OverrideRange], BeforeValidator(_overridable_mapping)] = Field(
         default={},
@@ -392,7 +395,7 @@ class Training(_Strict):
     slices: list[Slice] = []
 
     @model_validator(mode="after")
-    def _holdout_inside_window(self) -> Training:
+    def _holdout_inside_window(self) -> "Training":
         if self.holdout_days >= self.window_days:
             raise ValueError(
                 f"`holdout_days` ({self.holdout_days}) must be less than `window_days` ({self.window_days})"
@@ -486,8 +489,8 @@ class Gate(_Strict):
     slice_tolerance: Annotated[float, Field(ge=0, le=1)] = Field(
         default=0.05, description="How much worse (relative) than the champion any slice may be."
     )
-    sanity: Sanity = Sanity()
-    approval: Approval = Approval()
+    sanity: Sanity = Field(default_factory=Sanity)
+    approval: Approval = Field(default_factory=Approval)
     shadow: Shadow | None = Field(
         default=None,
         description="`{intervals: N, require_better: true}`: shadow-score the challenger on N labelled intervals "
@@ -502,7 +505,7 @@ class Hysteresis(_Strict):
     m: Annotated[int, Field(ge=1)] = 3
 
     @model_validator(mode="after")
-    def _n_within_m(self) -> Hysteresis:
+    def _n_within_m(self) -> "Hysteresis":
         if self.n > self.m:
             raise ValueError(f"`n` ({self.n}) cannot exceed `m` ({self.m}): drift in n of the last m windows")
         return self
@@ -562,7 +565,7 @@ class Monitoring(_Strict):
         default=0.25,
         description="Retrain when `performance_metric` is this much worse (relative) than at training.",
     )
-    hysteresis: Hysteresis = Hysteresis()
+    hysteresis: Hysteresis = Field(default_factory=Hysteresis)
     cooldown_days: Annotated[int, Field(ge=0)] = 28
     min_labels: Annotated[int, Field(ge=1)] = Field(
         default=100,
@@ -604,7 +607,7 @@ class LabelSource(_Strict):
     column: str | None = Field(default=None, description="The label column; default: the target's name.")
 
     @model_validator(mode="after")
-    def _table_or_query(self) -> LabelSource:
+    def _table_or_query(self) -> "LabelSource":
         if (self.table is None) == (self.query is None):
             raise ValueError("labels.source: give exactly one of `table` or `query`")
         if self.query is not None and not (":start" in self.query and ":end" in self.query):
@@ -668,20 +671,20 @@ class ModelSpec(_Strict):
     leakage_columns: list[str] = Field(
         default=[], description="Source columns that must never be features (e.g. parts of the target)."
     )
-    validation: Validation = Validation()
-    training: Training = Training()
-    gate: Gate = Gate()
-    monitoring: Monitoring = Monitoring()
+    validation: Validation = Field(default_factory=Validation)
+    training: Training = Field(default_factory=Training)
+    gate: Gate = Field(default_factory=Gate)
+    monitoring: Monitoring = Field(default_factory=Monitoring)
     labels: Labels = Field(
-        default=Labels(),
+        default_factory=Labels,
         description="When labels arrive (`after`) and where from (`source`); default: with the rows.",
     )
     scoring: Scoring = Field(
-        default=Scoring(),
+        default_factory=Scoring,
         description="Re-scoring when `@champion` moves (`rescore_on_promotion: {intervals: N}`); default: off.",
     )
     timeouts: Timeouts = Field(
-        default=Timeouts(),
+        default_factory=Timeouts,
         description="Time limits per stage (`ingest`, `train`, `promote`, `score`, `monitor`, `labels`): `{task, run, "
         "deadline}`, each like `30m` or `2h`; defaults in docs/model-spec.md.",
     )
@@ -694,7 +697,7 @@ class ModelSpec(_Strict):
         return value
 
     @model_validator(mode="after")
-    def _columns_consistent(self) -> ModelSpec:
+    def _columns_consistent(self) -> "ModelSpec":
         names = [f.name for f in self.features]
         duplicated = sorted({n for n in names if names.count(n) > 1})
         if duplicated:

@@ -9,13 +9,14 @@ from __future__ import annotations
 import functools
 from datetime import timedelta
 from importlib import resources
-from typing import Any
-
-from airflow.sdk import CronDataIntervalTimetable, DeltaDataIntervalTimetable
+from typing import TYPE_CHECKING, Any
 
 from airloop.core.settings import paths
 from airloop.core.spec import ModelSpec, format_duration, load_specs
 from airloop.orchestration.assets import retrain_asset
+
+if TYPE_CHECKING:
+    from airflow.sdk import CronDataIntervalTimetable, DeltaDataIntervalTimetable
 
 STAGE_TAG = "airloop"
 
@@ -27,6 +28,9 @@ def model_specs() -> list[ModelSpec]:
 
 def ingest_timetable(spec: ModelSpec) -> DeltaDataIntervalTimetable | CronDataIntervalTimetable:
     """A timetable with real data intervals (never the zero-length intervals of a plain cron string)."""
+    # Imported here: the cron timetable loads croniter, which only a cron-scheduled ingest DAG needs.
+    from airflow.sdk import CronDataIntervalTimetable, DeltaDataIntervalTimetable
+
     step = spec.schedule.interval
     if step is not None:
         return DeltaDataIntervalTimetable(step)

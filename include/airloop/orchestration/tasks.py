@@ -16,18 +16,33 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from functools import partial
-from typing import Any
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import get_current_context
 from airflow.sdk.exceptions import AirflowFailException
 
 from airloop.core.errors import ExpectedFailure, ServiceUnavailable
-from airloop.core.intervals import Interval
-from airloop.core.spec import ModelSpec, get_spec
-from airloop.orchestration import lineage
+from airloop.core.spec import get_spec
+
+if TYPE_CHECKING:
+    from airloop.core.intervals import Interval
+    from airloop.core.spec import ModelSpec
+
+# Every DAG file imports this module at parse time: what only the task bodies need (intervals, lineage, the
+# stages) is imported inside them (tests/dags/test_dag_integrity.py::test_parse_leaves_task_modules_unloaded).
+
+
+def _lineage() -> ModuleType:
+    """:mod:`airloop.orchestration.lineage`, imported when a task first records lineage (never at parse)."""
+    from airloop.orchestration import lineage
+
+    return lineage
 
 
 def _interval(context: Any) -> Interval:
+    from airloop.core.intervals import Interval
+
     return Interval.of(context["data_interval_start"], context["data_interval_end"])
 
 
@@ -50,6 +65,8 @@ def _doing(context: Any, what: str) -> str:
     where = [f"run {context['run_id']}"] if context.get("run_id") else []
     start, end = context.get("data_interval_start"), context.get("data_interval_end")
     if start is not None and end is not None and start < end:
+        from airloop.core.intervals import Interval
+
         where.append(f"data interval {Interval.of(start, end)}")
     return f"{what} ({'; '.join(where)})" if where else what
 
@@ -124,7 +141,7 @@ def ingest_validate(model: str) -> dict[str, Any]:
                 f"{exc}\nFix the suite file named above (check it with `airloop suites check {model}`), "
                 "then clear this task."
             ) from None
-    lineage.record(context, lambda: _validation_lineage(ing, validated.partition, validated.report, publish=False))
+    _lineage().record(context, lambda: _validation_lineage(ing, validated.partition, validated.report, publish=False))
     return validated.to_dict()
 
 
@@ -139,10 +156,11 @@ def _validation_lineage(ing: Any, key: str, report: str, *, publish: bool) -> An
     checks = json.loads(Path(report).read_text(encoding="utf-8")).get("checks") or []
     quality = {ol.DATA_QUALITY: ol.data_quality_facet(checks)}
     model = ing.spec.name
-    raw = lineage.partition(ing.lake, model, "raw", key)
+    raw = _lineage().partition(ing.lake, model, "raw", key)
     if not publish:
         return ol.TaskLineage(inputs=[ol.DatasetRef(raw.namespace, raw.name, raw.facets, quality)])
-    return ol.TaskLineage(inputs=[raw], outputs=[lineage.partition(ing.lake, model, "validated", key, extra=quality)])
+    validated = _lineage().partition(ing.lake, model, "validated", key, extra=quality)
+    return ol.TaskLineage(inputs=[raw], outputs=[validated])
 
 
 def ingest_publish(model: str, validated: dict[str, Any]) -> dict[str, Any]:
@@ -158,7 +176,7 @@ def ingest_publish(model: str, validated: dict[str, Any]) -> dict[str, Any]:
         checked = Validated.from_dict(validated)
         extra = publish(ing, interval, checked).to_dict()
     context["outlet_events"][validated_asset(spec)].extra = extra
-    lineage.record(context, lambda: _validation_lineage(ing, checked.partition, checked.report, publish=True))
+    _lineage().record(context, lambda: _validation_lineage(ing, checked.partition, checked.report, publish=True))
     return extra
 
 
@@ -211,7 +229,7 @@ def train_fit(model: str, request: dict[str, Any]) -> dict[str, Any]:
     window = f"window {request.get('window_start') or 'default'} to {request.get('window_end') or 'newest data'}"
     with guard(context, f"training {model} ({window})"):
         trained = train_stage.train(get_spec(model), TrainRequest.from_dict(request), _run_info(context))
-    lineage.record(context, lambda: _version_lineage(model, trained.version, "trained"))
+    _lineage().record(context, lambda: _version_lineage(model, trained.version, "trained"))
     return trained.to_dict()
 
 
@@ -222,9 +240,9 @@ def _version_lineage(model: str, version: str, role: str) -> Any:
     from airloop.core import lineage as ol
 
     lake = default_lake()
-    run_id, keys, datasets = lineage.trained_on(lake, model, version)
+    run_id, keys, datasets = _lineage().trained_on(lake, model, version)
     facet = ol.model_version_facet(model, version, role, mlflow_run_id=run_id, training_partitions=datasets)
-    inputs = [lineage.partition(lake, model, "validated", k) for k in keys] if role == "trained" else []
+    inputs = [_lineage().partition(lake, model, "validated", k) for k in keys] if role == "trained" else []
     return ol.TaskLineage(inputs=inputs, run_facets={ol.MODEL_VERSION: facet})
 
 
@@ -238,7 +256,7 @@ def gate_trained(model: str, trained: dict[str, Any]) -> bool:
         result = promote_stage.gate_trained(get_spec(model), TrainedVersion.from_dict(trained), _run_info(context))
     _notify_out_of_band(model, context)
     context["ti"].xcom_push(key="gate", value=result.to_dict())
-    lineage.record(context, lambda: _version_lineage(model, result.candidate, "gated"))
+    _lineage().record(context, lambda: _version_lineage(model, result.candidate, "gated"))
     return result.promote
 
 
@@ -263,7 +281,7 @@ def gate_requested(model: str, request: dict[str, Any]) -> bool:
         result = promote_stage.gate_requested(get_spec(model), PromoteRequest.from_dict(request), _run_info(context))
     _notify_out_of_band(model, context)
     context["ti"].xcom_push(key="gate", value=result.to_dict())
-    lineage.record(context, lambda: _version_lineage(model, result.candidate, "gated"))
+    _lineage().record(context, lambda: _version_lineage(model, result.candidate, "gated"))
     return result.promote
 
 
@@ -287,7 +305,7 @@ def decision_promote(model: str) -> dict[str, Any]:
         )
     if promoted.moved and promoted.champion_after:
         version = promoted.champion_after
-        lineage.record(context, lambda: _version_lineage(model, version, "promoted"))
+        _lineage().record(context, lambda: _version_lineage(model, version, "promoted"))
     return promoted.to_dict()
 
 
@@ -413,7 +431,7 @@ def score_partitions(model: str, partitions: list[str], pinned: dict[str, str]) 
         champion = PinnedChampion.from_dict(pinned)
     with guard(context, f"scoring {len(partitions)} partition(s) of {model} ({spanned}) with v{champion.version}"):
         results = scoring.score_partitions(get_spec(model), partitions, champion, _run_info(context))
-    lineage.record(context, lambda: _scoring_lineage(model, results, champion))
+    _lineage().record(context, lambda: _scoring_lineage(model, results, champion))
     return [r.to_dict() for r in results]
 
 
@@ -438,15 +456,15 @@ def _scoring_lineage(model: str, results: list[Any], champion: Any) -> Any:
     from airloop.core import lineage as ol
 
     lake = default_lake()
-    _, _, trained_on = lineage.trained_on(lake, model, champion.version)
+    _, _, trained_on = _lineage().trained_on(lake, model, champion.version)
     version = ol.model_version_facet(
         model, champion.version, "scoring", mlflow_run_id=champion.run_id, training_partitions=trained_on
     )
     return ol.TaskLineage(
-        inputs=[lineage.partition(lake, model, "validated", r.partition) for r in results],
+        inputs=[_lineage().partition(lake, model, "validated", r.partition) for r in results],
         outputs=[
-            *(lineage.partition(lake, model, "predictions", r.partition) for r in results),
-            lineage.warehouse_table("predictions"),
+            *(_lineage().partition(lake, model, "predictions", r.partition) for r in results),
+            _lineage().warehouse_table("predictions"),
         ],
         run_facets={ol.MODEL_VERSION: version},
     )
@@ -486,7 +504,7 @@ def monitor_judge(model: str, request: dict[str, Any]) -> dict[str, Any]:
         raise AirflowSkipException(
             f"{model} has no @champion yet, so there is nothing to monitor. Train and promote one ({model}_train)."
         ) from None
-    lineage.record(context, lambda: _drift_lineage(summary))
+    _lineage().record(context, lambda: _drift_lineage(summary))
     return summary.to_dict()
 
 
@@ -496,8 +514,8 @@ def _drift_lineage(summary: Any) -> Any:
 
     verdict = ol.drift_verdict_facet(summary.drifted, summary.drift_share, summary.drifted_columns)
     return ol.TaskLineage(
-        inputs=[lineage.warehouse_table("predictions")],
-        outputs=[lineage.warehouse_table("drift_metrics")],
+        inputs=[_lineage().warehouse_table("predictions")],
+        outputs=[_lineage().warehouse_table("drift_metrics")],
         run_facets={ol.DRIFT_VERDICT: verdict},
     )
 

@@ -20,7 +20,7 @@ from airloop.adapters.lake import default_lake
 from airloop.core.contracts import Evaluation, RunInfo, TrainedVersion, TrainRequest
 from airloop.core.params import refuse_unknown
 from airloop.core.spec import ModelSpec, spec_digest
-from airloop.stages.train import record
+from airloop.stages.train import record, threads
 from airloop.stages.train.request import checked_overrides, describe_window, request_reason, requested_window
 
 if TYPE_CHECKING:
@@ -84,7 +84,7 @@ def train(spec: ModelSpec, request: TrainRequest, run: RunInfo) -> TrainedVersio
         train_rows, holdout = steps.split(spec, data)
     with _timed(timings, "fit_s"):
         fitted = steps.fit(spec, train_rows, request.overrides, window)
-    with _timed(timings, "evaluate_s"):
+    with _timed(timings, "evaluate_s"), threads.few_rows(len(holdout)):
         evaluation = steps.evaluate(spec, fitted.pipeline, holdout)
         importance = steps.feature_importance(spec, fitted.pipeline, holdout)
         figures = steps.plots(spec, fitted.pipeline, holdout, importance)
@@ -99,7 +99,7 @@ def train(spec: ModelSpec, request: TrainRequest, run: RunInfo) -> TrainedVersio
     )
     outputs = _Outputs(evaluation, importance, figures, len(train_rows), len(holdout), kept)
     commit = registry.git_commit()  # between evaluation and logging, timed in neither
-    with _timed(timings, "log_s"):
+    with _timed(timings, "log_s"), threads.few_rows(registry.SIGNATURE_ROWS):  # the signature's predictions
         logged = _log_run(spec, request, run, lake.stage_url(spec.name, "validated"), data, fitted, commit, outputs)
         calibration.log_holdout(spec, fitted.pipeline, holdout, logged.run_id)  # for estimates without labels
     trained = record.registered_summary(
@@ -110,7 +110,12 @@ def train(spec: ModelSpec, request: TrainRequest, run: RunInfo) -> TrainedVersio
         timings=timings,
     )
     _log_trained(spec, trained, window, evaluation)
+    log.info("Labels of the training window: %s (digest of the table labels: %s).", *_labels_line(data))
     return trained
+
+
+def _labels_line(data: TrainingData) -> tuple[str, str]:
+    return data.labels.describe(), data.labels.digest or "none taken"
 
 
 def _reused(spec: ModelSpec, run: RunInfo) -> TrainedVersion | None:
@@ -179,6 +184,7 @@ def _log_run(
         spec_digest=spec_digest(spec),
         git_commit=commit,
         task=fitted.task,
+        labels=data.labels,
     )
     lineage = record.lineage(
         spec.name,
@@ -188,6 +194,7 @@ def _log_run(
         partitions=data.partitions,
         gaps=data.gaps,
         suites=suites,
+        labels=data.labels,
     )
     return registry.log_training_run(
         model=spec.name,
@@ -195,7 +202,7 @@ def _log_run(
         owner=spec.owner,
         run_name=record.run_name(spec.name, window, run.run_id),
         params=record.run_params(spec, fitted.params, window, len(fitted.trials), fitted.task),
-        metrics=record.run_metrics(outputs.evaluation, outputs.train_rows, outputs.holdout_rows),
+        metrics=record.run_metrics(outputs.evaluation, outputs.train_rows, outputs.holdout_rows, data.labels),
         tags=tags,
         pipeline=fitted.pipeline,
         train_frame=data.frame,
