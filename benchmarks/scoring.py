@@ -81,6 +81,8 @@ MODEL = "bikes"
 MODEL_ENV = "AIRLOOP_BENCH_SCORING_MODEL"
 SEED = 0
 SIZES = (1_000_000, 10_000_000)
+#: The warehouses scored into: a SQLite file and a local Postgres (the sinks differ: multi-row INSERT and COPY).
+DATABASES = ("sqlite", "postgres")
 #: Partitions at least this big get at most ``large_repeat`` repetitions (a 10M repetition takes minutes).
 LARGE_ROWS = 5_000_000
 #: Rows per piece while the benchmark partitions are built and written (bounds the setup's memory).
@@ -364,7 +366,7 @@ def child_subject(partition: str, pinned: dict[str, str], label: str) -> dict[st
     from airloop.adapters import registry as tracking
     from airloop.adapters.db import engine_for
     from airloop.adapters.lake import default_lake
-    from airloop.adapters.warehouse import predictions
+    from airloop.adapters.warehouse import prediction_rows, predictions
     from airloop.core.contracts import PinnedChampion, RunInfo
     from airloop.core.settings import WAREHOUSE_CONN_ID
     from airloop.stages.score import runner as scoring
@@ -381,6 +383,7 @@ def child_subject(partition: str, pinned: dict[str, str], label: str) -> dict[st
     timers.wrap("db_wait", prediction_sink.BackgroundWrites, "finish")
     timers.wrap("sink_write", prediction_sink.SQLiteSink, "write")
     timers.wrap("sink_write", prediction_sink.CoreSink, "write")
+    timers.wrap("sink_write", prediction_sink.PostgresCopySink, "write")
     marks: dict[str, float] = {}
     sa.event.listen(engine, "commit", lambda _conn: marks.__setitem__("commit", time.perf_counter()))
 
@@ -399,11 +402,14 @@ def child_subject(partition: str, pinned: dict[str, str], label: str) -> dict[st
         count = conn.execute(
             sa.select(sa.func.count()).where(predictions.c.model == spec.name, predictions.c.partition == partition)
         ).scalar_one()
-        cursor = conn.connection.driver_connection.execute(
-            f"SELECT {_output_column()} FROM predictions WHERE model = ? AND partition = ?", (spec.name, partition)
+        values = conn.execution_options(stream_results=True, yield_per=100_000).execute(
+            sa.select(predictions.c[_output_column()]).where(
+                predictions.c.model == spec.name, predictions.c.partition == partition
+            )
         )
-        warehouse_fsum = math.fsum(row[0] for row in cursor)
-        total = conn.execute(sa.select(sa.func.count()).select_from(predictions)).scalar_one()
+        warehouse_fsum = math.fsum(row[0] for row in values)
+        total = conn.execute(sa.select(sa.func.count()).select_from(prediction_rows)).scalar_one()
+        stored = _stored_bytes(conn)
     digest = _Digest()
     output = _output_column()
     for batch in default_lake().iter_batches(spec.name, "predictions", partition, [output]):
@@ -424,10 +430,21 @@ def child_subject(partition: str, pinned: dict[str, str], label: str) -> dict[st
         },
         "chunks": timers.calls.get("predict", 0),
         "memory": peak,
-        "warehouse": {"rows": count, "fsum": warehouse_fsum, "table_rows": total},
+        "warehouse": {"rows": count, "fsum": warehouse_fsum, "table_rows": total, "stored_bytes": stored},
         "lake": {**digest.result(), "digest": result["digest"]},
         "threadpools": _threadpools(),
     }
+
+
+def _stored_bytes(conn: Any) -> int | None:
+    """Bytes the predictions take in the database: Postgres' two tables with their indexes and TOAST; on SQLite the
+    file is measured by the parent (None here)."""
+    if conn.dialect.name != "postgresql":
+        return None
+    size = conn.exec_driver_sql(
+        "SELECT pg_total_relation_size('prediction_rows') + pg_total_relation_size('prediction_batches')"
+    ).scalar_one()
+    return int(size)
 
 
 def child_baseline(partition: str, pinned: dict[str, str]) -> dict[str, Any]:
@@ -504,6 +521,54 @@ def _warehouse_env(env: Mapping[str, str], db: Path) -> dict[str, str]:
     return {**env, "AIRFLOW_CONN_AIRLOOP_WAREHOUSE": json.dumps({"conn_type": "sqlite", "host": str(db)})}
 
 
+class _Warehouses:
+    """Empty warehouses of one kind, one per subject run: SQLite files, or databases on a throw-away Postgres."""
+
+    def __init__(self, kind: str, scratch: Path, postgres: Any = None) -> None:
+        self.kind, self.scratch, self.postgres = kind, scratch, postgres
+
+    def new(self, name: str) -> tuple[dict[str, str], Any]:
+        """An empty warehouse: the connection JSON for the child and a handle for :meth:`remove`."""
+        if self.kind == "sqlite":
+            db = self.scratch / "scoring" / f"warehouse-{name}.db"
+            return {"conn_type": "sqlite", "host": str(db)}, db
+        database = f"w_{name}".replace("-", "_")
+        self._admin(f'CREATE DATABASE "{database}"')
+        conn = {
+            "conn_type": "postgres",
+            "host": "127.0.0.1",
+            "port": self.postgres.pg_port,
+            "login": "airloop",
+            "password": self.postgres.pg_password,
+            "schema": database,
+        }
+        return conn, database
+
+    def remove(self, handle: Any, stored_bytes: int | None) -> float:
+        """Drop a warehouse; return the megabytes its predictions took (SQLite: the file with its WAL)."""
+        if self.kind == "sqlite":
+            return _remove_db(handle)
+        self._admin(f'DROP DATABASE "{handle}"')
+        return (stored_bytes or 0) / 2**20
+
+    def _admin(self, sql: str) -> None:
+        import psycopg2
+
+        conn = psycopg2.connect(
+            host="127.0.0.1",
+            port=self.postgres.pg_port,
+            user="airloop",
+            password=self.postgres.pg_password,
+            dbname="postgres",
+        )
+        conn.autocommit = True
+        try:
+            with conn.cursor() as cur:
+                cur.execute(sql)
+        finally:
+            conn.close()
+
+
 def _remove_db(db: Path) -> float:
     """Delete a SQLite database with its WAL files; return the megabytes it took on disk."""
     size = 0
@@ -520,7 +585,7 @@ def _inverse(r: Mapping[str, float]) -> dict[str, float]:
 
 
 def _measure_size(
-    env: Mapping[str, str], scratch: Path, setup: Mapping[str, Any], rows: int, repeat: int
+    env: Mapping[str, str], warehouses: _Warehouses, setup: Mapping[str, Any], rows: int, repeat: int
 ) -> dict[str, Any]:
     part = setup["partitions"][str(rows)]
     pinned = json.dumps(setup["pinned"])
@@ -528,12 +593,14 @@ def _measure_size(
     subjects: list[dict[str, Any]] = []
     baselines: list[dict[str, Any]] = []
     db_mb: list[float] = []
-    keep: Path | None = None
+    keep: Any = None
+    keep_env: dict[str, str] = {}
     for rep in range(repeat):
-        db = scratch / "scoring" / f"warehouse-{rows}-{rep}.db"
+        conn, handle = warehouses.new(f"{rows}-{rep}")
+        wenv = {**env, "AIRFLOW_CONN_AIRLOOP_WAREHOUSE": json.dumps(conn)}
 
-        def subject(rep: int = rep, db: Path = db) -> None:
-            subjects.append(_child("subject", _warehouse_env(env, db), *common, "--label", f"rep-{rep}"))
+        def subject(rep: int = rep, wenv: dict[str, str] = wenv) -> None:
+            subjects.append(_child("subject", wenv, *common, "--label", f"rep-{rep}"))
 
         def baseline() -> None:
             baselines.append(_child("baseline", env, *common))
@@ -541,12 +608,12 @@ def _measure_size(
         for step in (subject, baseline) if rep % 2 == 0 else (baseline, subject):
             step()
         if rep == repeat - 1:
-            keep = db
+            keep, keep_env = handle, wenv
         else:
-            db_mb.append(_remove_db(db))
+            db_mb.append(warehouses.remove(handle, subjects[-1]["warehouse"]["stored_bytes"]))
     assert keep is not None
-    rescore = _child("subject", _warehouse_env(env, keep), *common, "--label", "rescore")
-    db_mb.append(_remove_db(keep))
+    rescore = _child("subject", keep_env, *common, "--label", "rescore")
+    db_mb.append(warehouses.remove(keep, rescore["warehouse"]["stored_bytes"]))
 
     subject_s = [s["total_s"] for s in subjects]
     baseline_s = [b["predict_s"] for b in baselines]
@@ -597,6 +664,7 @@ def _measure_size(
             "baseline_above_before": series(lambda b: b["memory"]["peak_above_before_mb"], baselines),
         },
         "warehouse_file_mb": statistics.median(db_mb),
+        "warehouse_bytes_per_row": statistics.median(db_mb) * 2**20 / rows,
         "rescore": {
             "total_s": rescore["total_s"],
             "ratio_to_first_scoring": rescore["total_s"] / statistics.median(subject_s),
@@ -616,6 +684,32 @@ def _measure_size(
     }
 
 
+@contextlib.contextmanager
+def _warehouses_of(database: str, scratch: Path) -> Iterator[_Warehouses | str]:
+    """The warehouses of one kind, or why they cannot be had (a string: the benchmark says SKIPPED)."""
+    if database == "sqlite":
+        yield _Warehouses("sqlite", scratch)
+        return
+    if database != "postgres":
+        raise ValueError(f"scoring benchmark: unknown database {database!r}; choose sqlite or postgres")
+    try:  # the distributed tests' own throw-away Postgres (initdb, pg_ctl on 127.0.0.1, a random port)
+        import tempfile
+
+        from tests.distributed.services import Services
+
+        # A folder of its own under the system's temp (the scratch folder is private, and a root run starts the
+        # server as the postgres user, who must reach it).
+        services = Services(root=Path(tempfile.mkdtemp(prefix="airloop-bench-pg-")))
+        services.start_postgres([])
+    except Exception as exc:  # no binaries, or it does not start: say so instead of failing the run
+        yield f"no local Postgres could be started ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})"
+        return
+    try:
+        yield _Warehouses("postgres", scratch, services)
+    finally:
+        services.stop()
+
+
 def run(
     scratch: Path,
     *,
@@ -624,10 +718,14 @@ def run(
     large_repeat: int = 3,
     max_iter: int | None = None,
     model: str = MODEL,
+    databases: Sequence[str] = DATABASES,
 ) -> dict[str, Any]:
-    """The setup child, then per size interleaved subject and baseline children; print a summary, return results.
+    """The setup child, then per database and size interleaved subject and baseline children; print a summary,
+    return results.
 
     ``model``: ``bikes`` (a regression, against ``predict``) or ``birds`` (a classifier, against ``predict_proba``).
+    ``databases``: ``sqlite`` (a file per run) and ``postgres`` (a throw-away local server started here, a database
+    per run; SKIPPED with the reason when no server binary is found or it does not start).
     """
     if model not in DATA:
         raise ValueError(f"scoring benchmark: no data for model {model!r}; choose one of {sorted(DATA)}")
@@ -636,12 +734,19 @@ def run(
     sizes = sorted(set(rows))
     extra = ["--sizes", ",".join(map(str, sizes))] + (["--max-iter", str(max_iter)] if max_iter else [])
     setup = _child("setup", env, *extra)
-    measured: dict[str, Any] = {}
-    for size in sizes:
-        reps = min(repeat, large_repeat) if size >= LARGE_ROWS else repeat
-        measured[str(size)] = _measure_size(env, scratch, setup, size, reps)
-        if not all(measured[str(size)]["agreement"].values()):
-            raise AssertionError(f"scoring wrote other values than the model predicts: {measured[str(size)]}")
+    per_database: dict[str, Any] = {}
+    for database in databases:
+        with _warehouses_of(database, scratch) as warehouses:
+            if isinstance(warehouses, str):
+                per_database[database] = {"skipped": warehouses}
+                continue
+            measured: dict[str, Any] = {}
+            for size in sizes:
+                reps = min(repeat, large_repeat) if size >= LARGE_ROWS else repeat
+                measured[str(size)] = _measure_size(env, warehouses, setup, size, reps)
+                if not all(measured[str(size)]["agreement"].values()):
+                    raise AssertionError(f"scoring wrote other values than the model predicts: {measured[str(size)]}")
+            per_database[database] = {"sizes": measured}
     results: dict[str, Any] = {
         "benchmark": "scoring",
         "model": model,
@@ -651,7 +756,8 @@ def run(
             "subject": "scoring._load(model, version) (MLflow registry + artifact load) then "
             f"airloop.stages.score.runner.score_partition(get_spec({model!r}), partition, pinned, RunInfo(...)) "
             "into an "
-            "empty SQLite warehouse (a new file each repetition) and the lake",
+            "empty warehouse (SQLite: a new file each repetition; Postgres: a new database on a local throw-away "
+            "server, its memory not counted) and the lake",
             "baseline": f"tracking.load_version(...).pipeline.{baseline} on the same partition read with "
             "Lake.iter_batches in chunks of scoring.DEFAULT_CHUNK_ROWS; only the predict calls are timed",
             "processes": "one fresh child per measurement, subject and baseline alternating (order reversed every "
@@ -674,14 +780,14 @@ def run(
             "in order); the warehouse's have the same count and exact sum (math.fsum); checked every repetition",
         },
         "setup": setup,
-        "sizes": measured,
+        "databases": per_database,
     }
     print_summary(results)
     return results
 
 
 def print_summary(results: Mapping[str, Any]) -> None:
-    """The headline numbers."""
+    """The headline numbers, per database and size, with MET or MISSED per target."""
     m, setup = results["method"], results["setup"]
     baseline = "predict_proba" if "predict_proba" in m["baseline"] else "predict"
     holdout = ", ".join(f"holdout {k} {v:.3g}" for k, v in setup["holdout"].items())
@@ -689,35 +795,41 @@ def print_summary(results: Mapping[str, Any]) -> None:
         f"\n== scoring: score_partition end to end vs raw model.{baseline} of the same rows "
         f"(medians; {m['model']}, {holdout})"
     )
-    for size, r in results["sizes"].items():
-        tr, t = r["throughput_ratio"], r["targets"]
-        b, mem = r["breakdown_s"], r["memory_mb"]
-        print(
-            f"  {int(size):,} rows ({r['repeat']} runs, {r['chunks']} chunks): "
-            f"scoring {fmt_s(r['subject_s']['median'])} "
-            f"({r['rows_per_s']['subject']:,.0f} rows/s), predict {fmt_s(r['baseline_predict_s']['median'])} "
-            f"({r['rows_per_s']['baseline']:,.0f} rows/s) → {tr['of_medians']:.2f}x the rows/s of {baseline} "
-            f"(paired {tr['paired_median']:.2f}x, best {tr['of_mins']:.2f}x; "
-            f"≥{t['throughput']['limit']}x {'met' if t['throughput']['met'] else 'MISSED'})"
-        )
-        print(
-            f"    inside scoring: load {fmt_s(r['subject_load_s']['median'])}, "
-            f"predict {fmt_s(b['predict']['median'])}, "
-            f"waiting for the database {fmt_s(b['db_wait']['median'])}, commit {fmt_s(b['commit']['median'])}; "
-            f"the database thread busy {fmt_s(b['sink_write']['median'])} (overlapping)"
-        )
-        print(
-            f"    peak memory: scoring process {mem['subject_process_peak']['max']:.0f} MB (max of runs; "
-            f"{mem['subject_above_before']['median']:.0f} MB above its {mem['subject_rss_before']['median']:.0f} MB "
-            f"before the call; ≤{t['memory']['limit']:.0f} MB {'met' if t['memory']['met'] else 'MISSED'}), "
-            f"baseline process {mem['baseline_process_peak']['median']:.0f} MB"
-        )
-        rs = r["rescore"]
-        print(
-            f"    re-scoring into the filled warehouse (delete + insert, once): {fmt_s(rs['total_s'])} = "
-            f"{rs['ratio_to_first_scoring']:.2f}x the first scoring; warehouse file {r['warehouse_file_mb']:.0f} MB "
-            f"with its WAL; values identical to {baseline}: {all(r['agreement'].values())}"
-        )
+    for database, found in results["databases"].items():
+        if "skipped" in found:
+            print(f"  {database}: SKIPPED ({found['skipped']})")
+            continue
+        for size, r in found["sizes"].items():
+            tr, t = r["throughput_ratio"], r["targets"]
+            b, mem = r["breakdown_s"], r["memory_mb"]
+            print(
+                f"  {database}, {int(size):,} rows ({r['repeat']} runs, {r['chunks']} chunks): "
+                f"scoring {fmt_s(r['subject_s']['median'])} "
+                f"({r['rows_per_s']['subject']:,.0f} rows/s), predict {fmt_s(r['baseline_predict_s']['median'])} "
+                f"({r['rows_per_s']['baseline']:,.0f} rows/s) → {tr['of_medians']:.2f}x the rows/s of {baseline} "
+                f"(paired {tr['paired_median']:.2f}x, best {tr['of_mins']:.2f}x; "
+                f"≥{t['throughput']['limit']}x {'MET' if t['throughput']['met'] else 'MISSED'})"
+            )
+            print(
+                f"    inside scoring: load {fmt_s(r['subject_load_s']['median'])}, "
+                f"predict {fmt_s(b['predict']['median'])}, "
+                f"waiting for the database {fmt_s(b['db_wait']['median'])}, commit {fmt_s(b['commit']['median'])}; "
+                f"the database thread busy {fmt_s(b['sink_write']['median'])} (overlapping)"
+            )
+            print(
+                f"    peak memory: scoring process {mem['subject_process_peak']['max']:.0f} MB (max of runs; "
+                f"{mem['subject_above_before']['median']:.0f} MB above its "
+                f"{mem['subject_rss_before']['median']:.0f} MB before the call; ≤{t['memory']['limit']:.0f} MB "
+                f"{'MET' if t['memory']['met'] else 'MISSED'}), baseline process "
+                f"{mem['baseline_process_peak']['median']:.0f} MB"
+            )
+            rs = r["rescore"]
+            print(
+                f"    re-scoring into the filled warehouse (delete the batch + insert, once): {fmt_s(rs['total_s'])} = "
+                f"{rs['ratio_to_first_scoring']:.2f}x the first scoring; warehouse {r['warehouse_file_mb']:.0f} MB "
+                f"= {r['warehouse_bytes_per_row']:.0f} bytes a row; values identical to {baseline}: "
+                f"{all(r['agreement'].values())}"
+            )
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -151,7 +151,8 @@ def write(engine: sa.Engine, tables: list[str] | None = None) -> None:
 
 def rows(engine: sa.Engine) -> dict[str, list[tuple[Any, ...]]]:
     """Every row of every table of the frozen schema that exists, ordered by its columns (JSON ones aside)."""
-    present = set(sa.inspect(engine).get_table_names())
+    inspector = sa.inspect(engine)
+    present = {*inspector.get_table_names(), *inspector.get_view_names()}  # predictions is a view since 0007
     found = {}
     with engine.connect() as conn:
         for name, table in metadata.tables.items():

@@ -108,7 +108,9 @@ def _table(name: str) -> list[dict[str, Any]]:
     from airloop.adapters.db import engine_for
     from airloop.core.settings import WAREHOUSE_CONN_ID
 
-    table = warehouse.metadata.tables[name]
+    table = warehouse.metadata.tables.get(name)
+    if table is None:  # a view (predictions): no primary key
+        table = warehouse.views.tables[name]
     query = sa.select(table).where(table.c.model == MODEL).order_by(*table.primary_key.columns, table.c.row_key)
     with engine_for(WAREHOUSE_CONN_ID).connect() as conn:
         return [dict(r._mapping) for r in conn.execute(query)]

@@ -108,7 +108,8 @@ def _rows(model: str) -> list[dict]:
     from airloop.core.settings import WAREHOUSE_CONN_ID
 
     t = predictions.c
-    query = sa.select(predictions).where(t.model == model).order_by(t.ts, t.row_key)
+    columns = [c for c in t if c.name not in ("batch_id", "scored_at")]  # they differ between two scorings
+    query = sa.select(*columns).where(t.model == model).order_by(t.ts, t.row_key)
     with engine_for(WAREHOUSE_CONN_ID).connect() as conn:
         return [dict(r._mapping) for r in conn.execute(query)]
 

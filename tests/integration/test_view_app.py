@@ -40,6 +40,8 @@ def models_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 @pytest.fixture(scope="module")
 def story(models_dir: Path) -> dict[str, Any]:
     """Warehouse rows and report files of one model: two validations, three drift windows, a request, the ledger."""
+    import sqlalchemy as sa
+
     from airloop.adapters import warehouse
     from airloop.adapters.db import engine_for
     from airloop.core.settings import WAREHOUSE_CONN_ID, paths
@@ -57,8 +59,12 @@ def story(models_dir: Path) -> dict[str, Any]:
     with engine.begin() as conn:
         for model in (MODEL,):
             tables = (warehouse.validation_results, warehouse.drift_metrics, warehouse.retrain_requests)
-            for t in (*tables, warehouse.predictions):
+            for t in tables:
                 conn.execute(t.delete().where(t.c.model == model))
+            batches = warehouse.prediction_batches
+            ids = sa.select(batches.c.id).where(batches.c.model == model)
+            conn.execute(warehouse.prediction_rows.delete().where(warehouse.prediction_rows.c.batch_id.in_(ids)))
+            conn.execute(batches.delete().where(batches.c.model == model))
             conn.execute(warehouse.promotion_ledger.delete().where(warehouse.promotion_ledger.c.model == model))
         common = {"model": MODEL, "content_digest": "d" * 64, "suite_digests": {}, "validated_at": base}
         conn.execute(
@@ -129,8 +135,8 @@ def story(models_dir: Path) -> dict[str, Any]:
                 )
             )
         scored = {"model": MODEL, "partition": "2011-02-01", "interval_start": base - timedelta(days=28)}
-        conn.execute(
-            warehouse.predictions.insert(),
+        warehouse.insert_predictions(
+            conn,
             [
                 scored
                 | {

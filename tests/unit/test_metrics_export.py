@@ -87,8 +87,8 @@ def _story(engine: sa.Engine, model: str) -> None:
                 for start, ok, at in rows
             ],
         )
-        conn.execute(
-            warehouse.predictions.insert(),
+        warehouse.insert_predictions(
+            conn,
             [
                 {
                     "model": model,

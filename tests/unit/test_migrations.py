@@ -76,9 +76,9 @@ def test_the_comparison_names_a_column_without_a_revision(engine: sa.Engine) -> 
     ahead = sa.MetaData()
     for table in warehouse.metadata.sorted_tables:
         table.to_metadata(ahead)
-    ahead.tables["predictions"].append_column(sa.Column("proba", sa.JSON))
+    ahead.tables["prediction_rows"].append_column(sa.Column("proba", sa.JSON))
     with engine.connect() as conn:
-        assert migrations.compare(conn, ahead) == ["column predictions.proba is missing"]
+        assert migrations.compare(conn, ahead) == ["column prediction_rows.proba is missing"]
 
 
 def test_upgrading_twice_changes_nothing(engine: sa.Engine) -> None:
@@ -86,7 +86,7 @@ def test_upgrading_twice_changes_nothing(engine: sa.Engine) -> None:
     legacy_rows = legacy.sample_rows()
     keyed = [{**r, "row_key": r["ts"].strftime("%Y-%m-%dT%H:%M:%SZ")} for r in legacy_rows["predictions"]]
     with engine.begin() as conn:
-        conn.execute(warehouse.predictions.insert(), keyed)
+        warehouse.insert_predictions(conn, keyed)
     before = legacy.rows(engine)
     again = migrations.upgrade(engine)
     assert (again.before, again.after, again.changed) == (migrations.head(), migrations.head(), False)
@@ -247,12 +247,12 @@ def test_draft_revision_writes_a_revision_that_reaches_the_metadata(tmp_path: Pa
     ahead = sa.MetaData()
     for table in warehouse.metadata.sorted_tables:
         table.to_metadata(ahead)
-    ahead.tables["predictions"].append_column(sa.Column("proba", sa.JSON, comment="class probabilities"))
+    ahead.tables["prediction_rows"].append_column(sa.Column("proba", sa.JSON, comment="class probabilities"))
 
-    path = migrations.draft_revision("Add predictions.proba", ahead, folder)
+    path = migrations.draft_revision("Add prediction_rows.proba", ahead, folder)
 
     head = migrations.head()
-    assert path == folder / "versions" / f"{int(head) + 1:04d}_add_predictions_proba.py"
+    assert path == folder / "versions" / f"{int(head) + 1:04d}_add_prediction_rows_proba.py"
     text = path.read_text()
     assert f"down_revision: str | None = '{head}'" in text and "batch_op.add_column(sa.Column('proba'" in text
     engine = sa.create_engine(f"sqlite:///{tmp_path / 'w.db'}")
@@ -261,7 +261,7 @@ def test_draft_revision_writes_a_revision_that_reaches_the_metadata(tmp_path: Pa
     assert (done.before, done.after, done.adopted) == (None, f"{int(head) + 1:04d}", True)
     with engine.connect() as conn:
         assert migrations.compare(conn, ahead) == []
-        assert conn.exec_driver_sql("SELECT count(*) FROM predictions WHERE proba IS NULL").scalar() == 2
+        assert conn.exec_driver_sql("SELECT count(*) FROM prediction_rows WHERE proba IS NULL").scalar() == 2
     engine.dispose()
 
 
@@ -333,6 +333,10 @@ def test_predictions_at_0001_keep_their_rows_keyed_by_their_time(engine: sa.Engi
     assert [r.row_key for r in got] == row_keys(times, ["ts"])  # the SQL fill gives the canonical text
     assert "2024-03-01T05:00:00.250000Z" in {r.row_key for r in got}
     assert "2024-03-01T01:00:00Z" in {r.row_key for r in got}
-    duplicate = {**legacy.sample_rows()["predictions"][0], "row_key": "2024-03-01T01:00:00Z"}
+    with engine.connect() as conn:
+        batch_id = conn.execute(
+            sa.select(warehouse.predictions.c.batch_id).where(warehouse.predictions.c.row_key == "2024-03-01T01:00:00Z")
+        ).scalar_one()
+    duplicate = {"batch_id": batch_id, "ts": datetime(2024, 3, 1, 1, tzinfo=UTC), "row_key": "2024-03-01T01:00:00Z"}
     with pytest.raises(sa.exc.IntegrityError), engine.begin() as conn:  # one row per model, partition and key
-        conn.execute(warehouse.predictions.insert(), [duplicate])
+        conn.execute(warehouse.prediction_rows.insert(), [duplicate])

@@ -248,7 +248,7 @@ def test_served_rows_without_an_outcome_are_the_ones_estimated(spec, strikes, tr
         )
     ]
     with engine.begin() as conn:
-        conn.execute(warehouse.predictions.insert(), predictions)
+        warehouse.insert_predictions(conn, predictions)  # predictions is a view: written as its batch and rows
     labelled = rows.head(30)
     _insert(engine, _outcome_rows(spec, model, labelled, "1", datetime(1994, 3, 1, tzinfo=UTC)))
     window = (datetime(1994, 1, 1, tzinfo=UTC), datetime(1994, 2, 1, tzinfo=UTC))

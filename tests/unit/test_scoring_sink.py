@@ -14,7 +14,8 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import sqlite as sqlite_dialect
 
 from airloop.adapters import prediction_sink as sinks
-from airloop.adapters.warehouse import ensure_schema, predictions
+from airloop.adapters import warehouse
+from airloop.adapters.warehouse import ensure_schema, prediction_rows, predictions
 
 CONSTANTS = {
     "model": "bikes",
@@ -59,24 +60,25 @@ def _part(rows: sinks.ScoredRows, part: np.ndarray) -> sinks.ScoredRows:
 
 
 def _write(tmp_path, name: str, sink_class: type, rows: int, chunks: int = 1, classifier: bool = False) -> list[dict]:
-    """Write ``chunks`` chunks through a sink into a fresh warehouse; its rows as SQLite stores them (raw text)."""
+    """Write ``chunks`` chunks through a sink into a fresh warehouse; its rows as SQLite stores them (raw values)."""
     db = tmp_path / f"{name}.db"
     engine = sa.create_engine(f"sqlite:///{db}")
     ensure_schema(engine)
     chunk = _rows(*_chunk(rows), classifier=classifier)
     with engine.begin() as conn:
-        sink = sink_class(conn, CONSTANTS)
+        sink = sink_class(conn, warehouse.start_batch(conn, CONSTANTS), prediction_rows)
         for part in np.array_split(np.arange(rows), chunks):
             sink.write(_part(chunk, part))
+        assert sink.rows == rows
     engine.dispose()
     with sqlite3.connect(db) as raw:
         raw.row_factory = sqlite3.Row
-        return [dict(r) for r in raw.execute("SELECT * FROM predictions ORDER BY rowid").fetchall()]
+        return [dict(r) for r in raw.execute("SELECT * FROM prediction_rows ORDER BY rowid").fetchall()]
 
 
-def test_sqlite_datetime_text_is_what_sqlalchemy_stores():
+def test_epoch_micros_is_what_sqlalchemy_stores():
     dialect = sqlite_dialect.dialect()
-    process = predictions.c.ts.type.dialect_impl(dialect).bind_processor(dialect)
+    process = prediction_rows.c.ts.type.dialect_impl(dialect).bind_processor(dialect)
     values = pd.to_datetime(
         [
             "2012-11-03 00:00:00",
@@ -92,8 +94,25 @@ def test_sqlite_datetime_text_is_what_sqlalchemy_stores():
         format="ISO8601",
     )
     expected = [process(t.to_pydatetime(warn=False)) for t in values]
-    assert sinks.sqlite_datetime_text(values.to_numpy()) == expected
-    assert sinks.sqlite_datetime_text(np.array([], dtype="datetime64[ns]")) == []
+    assert sinks.epoch_micros(values.to_numpy()) == expected
+    assert sinks.epoch_micros(np.array([], dtype="datetime64[ns]")) == []
+
+
+def test_the_view_shows_times_as_sqlalchemy_reads_them(tmp_path):
+    """The view's SQLite text for ``ts`` (integer microseconds in the table) reads back as the same time."""
+    engine = sa.create_engine(f"sqlite:///{tmp_path / 'w.db'}")
+    ensure_schema(engine)
+    values = pd.to_datetime(
+        ["2012-11-03 00:00:00", "1969-12-31 23:59:59.5", "1677-09-21 00:12:43.145225", "2262-04-11 23:47:16.854775"],
+        format="ISO8601",
+    ).to_numpy()
+    with engine.begin() as conn:
+        sinks.SQLiteSink(conn, warehouse.start_batch(conn, CONSTANTS), prediction_rows).write(
+            sinks.ScoredRows(values, ["a", "b", "c", "d"], prediction=np.zeros(4))
+        )
+    with engine.connect() as conn:
+        got = conn.execute(sa.select(predictions.c.ts).order_by(predictions.c.row_key)).scalars().all()
+    assert got == [pd.Timestamp(v).to_pydatetime() for v in values]
 
 
 def test_sqlite_sink_writes_the_rows_sqlalchemy_core_writes(tmp_path, monkeypatch):
@@ -107,10 +126,7 @@ def test_sqlite_sink_writes_the_rows_sqlalchemy_core_writes(tmp_path, monkeypatc
     assert [r["prediction"] for r in fast] == _chunk(rows)[1].tolist()  # predictions stored exactly
     assert [r["row_key"] for r in fast] == [f"key-{i}" for i in range(rows)]
     assert {(r["predicted_class"], r["probability"], r["probabilities"]) for r in fast} == {(None, None, None)}
-    interval = ("2012-11-03 00:00:00.000000", "2012-12-01 00:00:00.000000")
-    provenance = ("7", "0123456789abcdef0123456789abcdef", "f" * 64, None, CONSTANTS["dag_run_id"])
-    fixed = ("model", "partition", "interval_start", "interval_end", *list(CONSTANTS)[4:])
-    assert {tuple(r[c] for c in fixed) for r in fast} == {("bikes", "2012-11-03T000000Z", *interval, *provenance)}
+    assert {r["batch_id"] for r in fast} == {1}  # the provenance is the batch's, stored once
 
 
 def test_sqlite_sink_writes_classifier_rows_as_sqlalchemy_core_does(tmp_path, monkeypatch):
@@ -131,7 +147,7 @@ def test_sqlite_sink_rows_read_back_through_sqlalchemy(tmp_path):
     ensure_schema(engine)
     ts, y = _chunk(10)
     with engine.begin() as conn:
-        sinks.SQLiteSink(conn, CONSTANTS).write(_rows(ts, y))
+        sinks.SQLiteSink(conn, warehouse.start_batch(conn, CONSTANTS), prediction_rows).write(_rows(ts, y))
     with engine.connect() as conn:
         got = conn.execute(sa.select(predictions.c.ts, predictions.c.prediction).order_by(predictions.c.ts)).all()
     assert [r.ts for r in got] == [t.to_pydatetime(warn=False) for t in pd.to_datetime(ts)]
@@ -143,8 +159,8 @@ def test_sqlite_engines_get_the_fast_sink(tmp_path):
     engine = sa.create_engine(f"sqlite:///{tmp_path / 'w.db'}")
     ensure_schema(engine)
     with engine.begin() as conn:
-        assert sinks.SQLiteSink.unusable(conn) is None
-        assert isinstance(sinks.sink_for(conn, CONSTANTS), sinks.SQLiteSink)
+        assert sinks.SQLiteSink.unusable(conn, prediction_rows) is None
+        assert isinstance(sinks.sink_for(conn, 1), sinks.SQLiteSink)
 
 
 def test_sqlite_sink_respects_the_variable_limit(tmp_path, monkeypatch):
@@ -154,8 +170,8 @@ def test_sqlite_sink_respects_the_variable_limit(tmp_path, monkeypatch):
     ensure_schema(engine)
     with engine.begin() as conn:
         conn.connection.driver_connection.setlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, 999)
-        sink = sinks.SQLiteSink(conn, CONSTANTS)
-        assert sink._rows_per_statement == (999 - 9) // 6  # room for every per-row column
+        sink = sinks.SQLiteSink(conn, warehouse.start_batch(conn, CONSTANTS), prediction_rows)
+        assert sink._rows_per_statement == (999 - 1) // 6  # room for every per-row column
         sink.write(_rows(*_chunk(2_000)))
         assert conn.execute(sa.select(sa.func.count()).select_from(predictions)).scalar_one() == 2_000
 

@@ -127,8 +127,8 @@ def test_log_lines_say_what_was_scored_with_what_and_how_fast():
     scored = ScoredPartition(partition="p1", rows=1000, version="7", digest="abcdef0123456789")
     line = scoring.scored_line("m", scored, 2.0, "SQLite multi-row INSERT", "/lake/m/predictions/p1")
     assert line == (
-        "Scored 1000 rows of m partition p1 with v7 in 2.0 s (500 rows/s): warehouse table predictions "
-        "(replaced, SQLite multi-row INSERT) and /lake/m/predictions/p1 (digest abcdef012345)."
+        "Scored 1000 rows of m partition p1 with v7 in 2.0 s (500 rows/s): warehouse view predictions "
+        "(batch and rows replaced, SQLite multi-row INSERT) and /lake/m/predictions/p1 (digest abcdef012345)."
     )
     assert "(0 rows/s)" in scoring.scored_line("m", scored, 0.0, "sink", "where")
     second = ScoredPartition(partition="p2", rows=500, version="7", digest="x")

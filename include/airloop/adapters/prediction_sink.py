@@ -1,12 +1,17 @@
-"""The warehouse side of batch scoring: sinks that insert prediction rows into ``predictions``, and the thread
-that runs them while the model predicts the next chunk.
+"""The warehouse side of batch scoring: sinks that insert prediction rows (``prediction_rows``, each carrying its
+partition's batch id; the provenance is the batch's, in ``prediction_batches``), and the thread that runs them
+while the model predicts the next chunk.
 
 The warehouse insert decides how fast scoring is (SQLAlchemy's executemany of dicts is slower than the model),
 so rows go to the database through a sink chosen by dialect (:func:`sink_for`): on SQLite, multi-row INSERT
-statements on the driver's own cursor (:class:`SQLiteSink`); on any other database, SQLAlchemy Core's
-``insert()`` (:class:`CoreSink`; Postgres ``COPY`` is the planned fast sink there). The sink runs in a background
-thread (:class:`BackgroundWrites`), so the model predicts the next chunk while the database stores this one.
-:func:`replacing` holds it together: one transaction that first deletes the partition's old rows.
+statements on the driver's own cursor (:class:`SQLiteSink`); on Postgres, ``COPY ... FROM STDIN`` through
+psycopg2 (:class:`PostgresCopySink`); on any other database, SQLAlchemy Core's ``insert()`` (:class:`CoreSink`).
+The sink runs in a background thread (:class:`BackgroundWrites`), so the model predicts the next chunk while the
+database stores this one. :func:`replacing` holds it together: one transaction that first replaces the partition's
+batch (its old rows deleted by batch id), then writes the rows.
+
+The row table and the batch role are parameters, so another kind of prediction (e.g. a shadow model's, in a table
+of the same per-row columns and a role of its own) is written by the same sinks.
 """
 
 from __future__ import annotations
@@ -57,7 +62,7 @@ class ScoredRows:
         return tuple(name for name in VARYING if getattr(self, name) is not None)
 
 
-#: The columns of ``predictions`` that vary per row; every other column is a per-partition constant.
+#: The per-row columns of a row table, after ``batch_id`` (every other value is the batch's).
 VARYING = tuple(f.name for f in fields(ScoredRows))
 
 
@@ -67,197 +72,349 @@ class RowKeyConflict(ExpectedFailure, RuntimeError):
 
 @contextmanager
 def replacing(
-    engine: Engine, constants: dict[str, Any], in_flight: int, table: sa.Table | None = None
+    engine: Engine,
+    constants: dict[str, Any],
+    in_flight: int,
+    *,
+    rows_table: sa.Table | None = None,
+    role: str | None = None,
 ) -> Iterator[tuple[BackgroundWrites, Sink]]:
-    """Replace one partition's rows of ``predictions``: a transaction that deletes them, then the writes.
+    """Replace one partition's predictions: a transaction that replaces its batch (deleting the old batch's rows by
+    batch id), then the writes of its rows.
 
-    ``table``: another table with the columns of ``predictions`` (``shadow_predictions``); default ``predictions``.
-
-    ``constants`` are the values every row shares; their ``model`` and ``partition`` name the rows replaced. The
-    block submits chunks to the yielded :class:`BackgroundWrites` (at most ``in_flight`` waiting) and calls its
-    ``finish`` before it ends; the transaction commits when the block ends without an error, else rolls back
-    (the old rows stay). Two rows with one key (the unique index on model, partition and row key) raise
+    ``constants`` are the partition's provenance (model, partition, interval, version, run, input digest, DAG run),
+    stored once in ``prediction_batches``; ``rows_table`` (default ``prediction_rows``) gets the rows and ``role``
+    (default ``served``; ``shadow`` for the waiting challenger's rows, the view ``shadow_predictions``) names the
+    batch's kind. The block submits chunks to the yielded :class:`BackgroundWrites`
+    (at most ``in_flight`` waiting); the transaction commits when the block ends without an error, else rolls back
+    (the old rows stay). Two rows with one key (the unique index on batch and row key) raise
     :class:`RowKeyConflict`.
     """
     import sqlalchemy as sa
 
-    from airloop.adapters.warehouse import ensure_schema, predictions
+    from airloop.adapters import warehouse
 
-    target = predictions if table is None else table
-    ensure_schema(engine)
+    table = warehouse.prediction_rows if rows_table is None else rows_table
+    role = warehouse.SERVED if role is None else role
+    conflicts: tuple[type[BaseException], ...] = (sa.exc.IntegrityError, *_driver_integrity_errors(engine))
+    warehouse.ensure_schema(engine)
     try:
         with engine.begin() as conn:
-            t = target.c
-            conn.execute(target.delete().where(t.model == constants["model"], t.partition == constants["partition"]))
-            sink = sink_for(conn, constants, target)
+            batch_id = warehouse.start_batch(conn, constants, role=role, rows_table=table)
+            sink = sink_for(conn, batch_id, table)
             with BackgroundWrites(sink.write, in_flight) as writes:
                 yield writes, sink
-    except sa.exc.IntegrityError as exc:
+            warehouse.finish_batch(conn, batch_id, sink.rows)
+    except conflicts as exc:
+        # The fast sinks write on the driver's own cursor, so its IntegrityError (PEP 249) arrives unwrapped.
         raise RowKeyConflict(
             f"Partition {constants['partition']} of {constants['model']} has two rows with the same row key "
-            f"(table {target.name} is unique on model, partition and row_key; {exc.orig}); nothing of this partition "
-            "was written. It was validated before ingestion checked row keys: re-ingest the interval (its keys "
-            "are then checked) or set `source.keys` in the model spec to columns that identify a row."
+            f"(table {table.name} is unique on batch_id and row_key; {getattr(exc, 'orig', exc)}); nothing of this "
+            "partition was written. It was validated before ingestion checked row keys: re-ingest the interval "
+            "(its keys are then checked) or set `source.keys` in the model spec to columns that identify a row."
         ) from None
 
 
+def _driver_integrity_errors(engine: Engine) -> tuple[type[BaseException], ...]:
+    """The database driver's own ``IntegrityError`` (PEP 249), if it has one."""
+    error = getattr(engine.dialect.dbapi, "IntegrityError", None)
+    return (error,) if isinstance(error, type) and issubclass(error, BaseException) else ()
+
+
 class Sink(Protocol):
-    """Inserts chunks of prediction rows into ``predictions`` on one connection, inside its open transaction."""
+    """Inserts chunks of prediction rows of one batch on one connection, inside its open transaction."""
 
     #: How the rows are written, for the log.
     describe: str
+    #: Rows written so far.
+    rows: int
 
     def write(self, rows: ScoredRows) -> None:
         """Insert one row per element of ``rows``."""
         ...
 
 
-def sink_for(conn: Connection, constants: dict[str, Any], table: sa.Table | None = None) -> Sink:
+def sink_for(conn: Connection, batch_id: int, rows_table: sa.Table | None = None) -> Sink:
     """The fastest sink this connection's database supports; SQLAlchemy Core's insert for any database.
 
-    ``constants`` are the values every row of the partition shares (model, partition, interval, provenance);
-    ``table`` has the columns of ``predictions`` (default: ``predictions`` itself).
+    ``batch_id`` is the partition's batch (:func:`airloop.adapters.warehouse.start_batch`), carried by every row;
+    ``rows_table`` the table written (default ``prediction_rows``).
     """
+    from airloop.adapters.warehouse import prediction_rows
+
+    table = prediction_rows if rows_table is None else rows_table
     if conn.dialect.name == "sqlite":
-        reason = SQLiteSink.unusable(conn)
+        reason = SQLiteSink.unusable(conn, table)
         if reason is None:
-            return SQLiteSink(conn, constants, table)
+            return SQLiteSink(conn, batch_id, table)
         log.warning("Writing predictions through SQLAlchemy's generic insert (slower): %s.", reason)
-    return CoreSink(conn, constants, table)
+    if conn.dialect.name == "postgresql":
+        reason = PostgresCopySink.unusable(conn)
+        if reason is None:
+            return PostgresCopySink(conn, batch_id, table)
+        log.warning("Writing predictions through SQLAlchemy's generic insert (slower): %s.", reason)
+    return CoreSink(conn, batch_id, table)
+
+
+def epoch_micros(ts: np.ndarray) -> list[int]:
+    """Naive UTC ``datetime64`` values as integer microseconds since 1970 (what ``prediction_rows.ts`` holds);
+    nanoseconds are dropped (rounding down, as ``datetime.microsecond`` drops them)."""
+    import numpy as np
+
+    if np.datetime_data(ts.dtype)[0] == "ns":  # numpy's own ns -> us cast overflows near 1677; floor division does not
+        micros = ts.view(np.int64) // 1000
+    else:
+        micros = ts.astype("datetime64[us]").astype(np.int64)
+    result: list[int] = micros.tolist()
+    return result
 
 
 class CoreSink:
-    """Any database SQLAlchemy supports: ``conn.execute(predictions.insert(), rows)`` (an executemany).
+    """Any database SQLAlchemy supports: ``conn.execute(rows_table.insert(), rows)`` (an executemany).
 
-    About 140k rows/s on SQLite (STACK.md), so several times slower than the model; Postgres will get a
-    ``COPY`` sink of its own (323k rows/s measured against 58k for this path).
+    About 140k rows/s on SQLite (STACK.md), so several times slower than the model; SQLite and Postgres have
+    sinks of their own.
     """
 
     describe = "SQLAlchemy Core insert"
 
-    def __init__(self, conn: Connection, constants: dict[str, Any], table: sa.Table | None = None) -> None:
-        from airloop.adapters.warehouse import predictions
-
+    def __init__(self, conn: Connection, batch_id: int, rows_table: sa.Table) -> None:
         self._conn = conn
-        self._statement = (predictions if table is None else table).insert()
-        self._constants = constants
+        self._statement = rows_table.insert()
+        self._batch_id = batch_id
+        self.rows = 0
 
     def write(self, rows: ScoredRows) -> None:
-        import pandas as pd
-
-        # Time-zone aware values (Postgres would read a naive one in the session's time zone), to the microsecond
-        # (what Python's datetime holds).
-        times = pd.DatetimeIndex(rows.ts.astype("datetime64[us]")).tz_localize("UTC").to_pydatetime().tolist()
-        columns = [times if name == "ts" else _values(rows, name) for name in VARYING]
+        columns = [epoch_micros(rows.ts) if name == "ts" else _values(rows, name) for name in VARYING]
         records = [
-            {**self._constants, **dict(zip(VARYING, values, strict=True))} for values in zip(*columns, strict=True)
+            {"batch_id": self._batch_id, **dict(zip(VARYING, values, strict=True))}
+            for values in zip(*columns, strict=True)
         ]
         self._conn.execute(self._statement, records)
+        self.rows += len(rows)
 
 
 class SQLiteSink:
-    """SQLite through the ``sqlite3`` connection underneath SQLAlchemy's: multi-row INSERTs, values as SQLAlchemy
-    would store them.
+    """SQLite through the ``sqlite3`` connection underneath SQLAlchemy's: multi-row INSERTs of the batch id (bound
+    once per statement as ``?1``) and the columns the chunk has values for.
 
     Written by hand because nothing in SQLAlchemy or pandas is fast enough here. Measured with 1M prediction rows
-    (11 columns, two indexes) into a WAL-mode file, commit excluded: SQLAlchemy's executemany of dicts about 140k
-    rows/s (per-row Python bind processing; pandas ``to_sql`` is the same path), ``sqlite3.executemany`` of tuples
-    230k-290k rows/s (SQLite resets, binds and steps the statement once per row, and the driver takes the GIL back
-    after every row, which stalls it behind a busy predicting thread), ``to_sql(method='multi')`` 10k rows/s
-    (SQLAlchemy compiles every statement). One prepared ``INSERT ... VALUES (...), (...), ...`` of
-    :data:`SQLITE_ROWS_PER_STATEMENT` rows: 470k-750k rows/s (1.1M in memory), one GIL hand-over per statement,
-    and the values every row shares bound once per statement (``?1`` to ``?k`` in every row, then ``ts`` and
-    ``prediction`` per row). The driver caches the prepared statement, so each statement is parsed once.
-    SQLAlchemy's own multi-row form ("insertmanyvalues") is used for ``INSERT ... RETURNING`` only.
+    into a WAL-mode file, commit excluded (the layout before revision 0007, 11 columns and two indexes):
+    SQLAlchemy's executemany of dicts about 140k rows/s (per-row Python bind processing; pandas ``to_sql`` is the
+    same path), ``sqlite3.executemany`` of tuples 230k-290k rows/s (SQLite resets, binds and steps the statement
+    once per row, and the driver takes the GIL back after every row, which stalls it behind a busy predicting
+    thread), ``to_sql(method='multi')`` 10k rows/s (SQLAlchemy compiles every statement). One prepared ``INSERT ...
+    VALUES (...), (...), ...`` of :data:`SQLITE_ROWS_PER_STATEMENT` rows: 470k-750k rows/s (1.1M in memory), one
+    GIL hand-over per statement. On the slim ``prediction_rows`` (``python -m benchmarks.sink_paths``, 1M
+    regression rows, one run on a busy 2-core machine, 2026-12-07): multi-row INSERT 314k rows/s, the driver's
+    executemany 234k (``executemany=True`` selects it), SQLAlchemy Core 44k; so multi-row stays the default.
+    The driver caches the prepared statement, so each statement is parsed once.
 
-    Of the per-row columns (:data:`VARYING`), those a chunk has no values for (a regression's class columns, a
-    classifier's ``prediction``) are written as ``NULL`` in the statement's text, so they cost nothing per row.
-
-    SQLAlchemy stores a SQLite ``DateTime`` as text (``2012-11-03 00:00:00.000000``) through a Python function per
-    value; here numpy formats a whole chunk at once. :meth:`unusable` checks that both give the same text, and the
-    constants still go through SQLAlchemy's own bind processors, so the rows are the ones SQLAlchemy would write.
+    Times are written as integer microseconds straight from numpy (:func:`epoch_micros`); :meth:`unusable` checks
+    that the table's columns would store floats, text and times as given.
     """
 
     describe = "SQLite multi-row INSERT"
 
-    def __init__(self, conn: Connection, constants: dict[str, Any], table: sa.Table | None = None) -> None:
+    def __init__(self, conn: Connection, batch_id: int, rows_table: sa.Table, *, executemany: bool = False) -> None:
         import sqlite3
 
-        from airloop.adapters.warehouse import predictions as default
-
-        predictions = default if table is None else table
-        dialect = conn.dialect
         driver = conn.connection.driver_connection
         assert isinstance(driver, sqlite3.Connection)  # checked by unusable()
-        fixed = [c for c in predictions.columns if c.name not in VARYING]
-        values = []
-        for column in fixed:  # SQLAlchemy's own conversion of each constant (the interval's times to text)
-            process, value = _bind(column.type, dialect), constants[column.name]
-            values.append(process(value) if process is not None and value is not None else value)
-        self._constants = tuple(values)
-        self._number = {c.name: f"?{i}" for i, c in enumerate(fixed, start=1)}
-        self._columns = [c.name for c in predictions.columns]
-        quote = dialect.identifier_preparer.quote
-        self._prefix = f"INSERT INTO {quote(predictions.name)} ({', '.join(quote(c) for c in self._columns)}) VALUES "
+        self._batch_id = batch_id
+        self._quote = conn.dialect.identifier_preparer.quote
+        self._table = self._quote(rows_table.name)
         # ?NNN may not exceed the build's SQLITE_LIMIT_VARIABLE_NUMBER (999 before SQLite 3.32, 32766 after).
         limit = driver.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
-        self._rows_per_statement = max(1, min(SQLITE_ROWS_PER_STATEMENT, (limit - len(fixed)) // len(VARYING)))
+        self._rows_per_statement = max(1, min(SQLITE_ROWS_PER_STATEMENT, (limit - 1) // len(VARYING)))
         self._statements: dict[tuple[int, tuple[str, ...]], str] = {}
         self._cursor = driver.cursor()
+        self._executemany = executemany
+        if executemany:
+            self.describe = "SQLite executemany"
+        self.rows = 0
 
     @classmethod
-    def unusable(cls, conn: Connection) -> str | None:
-        """Why this sink cannot write for ``conn`` (None when it can)."""
+    def unusable(cls, conn: Connection, rows_table: sa.Table) -> str | None:
+        """Why this sink cannot write ``rows_table`` for ``conn`` (None when it can)."""
         import sqlite3
-        from datetime import datetime as dt
-
-        import numpy as np
-
-        from airloop.adapters.warehouse import predictions
+        from datetime import UTC, datetime
 
         dialect = conn.dialect
         if not isinstance(conn.connection.driver_connection, sqlite3.Connection):
             return f"the SQLite driver is {dialect.driver}, not the sqlite3 module"
         samples = (0.0, -1.5, 123.456789, 5e-324, 1.7976931348623157e308)
         for name in ("prediction", "probability"):
-            to_float = _bind(predictions.c[name].type, dialect)  # SQLAlchemy's float() per value, if anything
+            to_float = _bind(rows_table.c[name].type, dialect)  # SQLAlchemy's float() per value, if anything
             if to_float is not None and any(repr(to_float(v)) != repr(v) for v in samples):
                 return f"the {name} column's type changes float values before they are stored"
         for name in ("row_key", "predicted_class", "probabilities"):
-            to_text = _bind(predictions.c[name].type, dialect)
+            to_text = _bind(rows_table.c[name].type, dialect)
             if to_text is not None and to_text("é'x") != "é'x":
                 return f"the {name} column's type changes text before it is stored"
-        process = _bind(predictions.c.ts.type, dialect)
-        sample = dt(2001, 2, 3, 4, 5, 6, 789012)
+        process = _bind(rows_table.c.ts.type, dialect)
+        sample = datetime(2001, 2, 3, 4, 5, 6, 789012, tzinfo=UTC)
         expected = process(sample) if process is not None else sample
-        ours = sqlite_datetime_text(np.array([sample], dtype="datetime64[us]"))[0]
-        if expected != ours:
-            return f"the ts column stores {expected!r} where this sink would store {ours!r}"
+        if expected != 981173106789012:
+            return f"the ts column stores {expected!r} where this sink would store integer microseconds"
         return None
 
     def _statement(self, rows: int, present: tuple[str, ...]) -> str:
         sql = self._statements.get((rows, present))
         if sql is None:
-            first, width = len(self._constants) + 1, len(present)
+            width = len(present)
+            names = ", ".join(self._quote(c) for c in ("batch_id", *present))
 
             def row(i: int) -> str:
-                per_row = {name: f"?{first + width * i + j}" for j, name in enumerate(present)}
-                values = (per_row.get(c) or self._number.get(c) or "NULL" for c in self._columns)
-                return "(" + ",".join(values) + ")"
+                return "(?1," + ",".join(f"?{2 + width * i + j}" for j in range(width)) + ")"
 
-            sql = self._statements[(rows, present)] = self._prefix + ",".join(row(i) for i in range(rows))
+            values = ",".join(row(i) for i in range(rows))
+            sql = self._statements[(rows, present)] = f"INSERT INTO {self._table} ({names}) VALUES {values}"
         return sql
 
     def write(self, rows: ScoredRows) -> None:
         present = rows.present()
-        columns = [sqlite_datetime_text(rows.ts) if name == "ts" else _values(rows, name) for name in present]
+        columns = [epoch_micros(rows.ts) if name == "ts" else _values(rows, name) for name in present]
+        if self._executemany:  # one statement, stepped once per row by the driver
+            sql = self._statement_many(present)
+            self._cursor.executemany(sql, zip(*columns, strict=True))
+            self.rows += len(rows)
+            return
         width, step = len(present), self._rows_per_statement
         for start in range(0, len(rows), step):
             stop = min(start + step, len(rows))
             params: list[Any] = [None] * (width * (stop - start))
             for j, values in enumerate(columns):
                 params[j::width] = values[start:stop]
-            self._cursor.execute(self._statement(stop - start, present), (*self._constants, *params))
+            self._cursor.execute(self._statement(stop - start, present), (self._batch_id, *params))
+        self.rows += len(rows)
+
+    def _statement_many(self, present: tuple[str, ...]) -> str:
+        names = ", ".join(self._quote(c) for c in ("batch_id", *present))
+        marks = ",".join("?" for _ in present)
+        return f"INSERT INTO {self._table} ({names}) VALUES ({int(self._batch_id)},{marks})"
+
+
+#: COPY's text format: these characters in a text value are written as backslash escapes.
+_COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
+
+
+class PostgresCopySink:
+    """Postgres through psycopg2's ``copy_expert``: each chunk one ``COPY <table> (...) FROM STDIN``, built in memory
+    per chunk (so memory stays bounded by the chunk) and streamed to the server: in the binary format when every
+    row has the same width (:func:`copy_binary`: keys of one length, as time keys are), else as tab-separated text.
+    Measured in the same run as the SQLite figures above: binary 220k rows/s, text 125k, SQLAlchemy Core 15k.
+
+    Written by hand because SQLAlchemy has no COPY; psycopg2's ``copy_from``/``copy_expert`` take the text as it is.
+    The text format is Postgres' own: ``\\N`` for null (the columns a chunk has no values for are left out of the
+    column list instead, and are null), backslash escapes for tab, newline, carriage return and backslash in text,
+    floats as Python's ``repr`` (the shortest text that reads back as the same double) and times as integer
+    microseconds.
+    """
+
+    describe = "Postgres COPY"
+
+    def __init__(self, conn: Connection, batch_id: int, rows_table: sa.Table) -> None:
+        driver: Any = conn.connection.driver_connection  # psycopg2's connection (checked by unusable())
+        self._cursor = driver.cursor()
+        self._quote = conn.dialect.identifier_preparer.quote
+        self._table = self._quote(rows_table.name)
+        self._batch = str(int(batch_id))
+        self.rows = 0
+
+    @classmethod
+    def unusable(cls, conn: Connection) -> str | None:
+        """Why this sink cannot write for ``conn`` (None when it can)."""
+        driver: Any = conn.connection.driver_connection
+        if not hasattr(driver, "cursor") or not hasattr(driver.cursor(), "copy_expert"):
+            return f"the Postgres driver is {conn.dialect.driver}, not psycopg2 (no copy_expert)"
+        return None
+
+    def write(self, rows: ScoredRows) -> None:
+        import io
+
+        present = rows.present()
+        names = ", ".join(self._quote(c) for c in ("batch_id", *present))
+        binary = copy_binary(int(self._batch), rows)
+        if binary is not None:
+            self._cursor.copy_expert(
+                f"COPY {self._table} ({names}) FROM STDIN WITH (FORMAT binary)", io.BytesIO(binary)
+            )
+            self.rows += len(rows)
+            return
+        columns: list[list[str]] = [[self._batch] * len(rows)]
+        for name in present:
+            if name == "ts":
+                columns.append(list(map(str, epoch_micros(rows.ts))))
+            elif name in ("prediction", "probability"):
+                columns.append(list(map(repr, _values(rows, name))))
+            else:
+                columns.append(copy_text(_values(rows, name)))
+        text = "\n".join(map("\t".join, zip(*columns, strict=True)))
+        self._cursor.copy_expert(f"COPY {self._table} ({names}) FROM STDIN", io.StringIO(text + "\n"))
+        self.rows += len(rows)
+
+
+#: COPY's binary format: the signature, flags and header extension length, then tuples, then -1 (PostgreSQL docs,
+#: "COPY: Binary Format").
+_COPY_BINARY_HEADER = b"PGCOPY\n\xff\r\n\x00" + b"\x00\x00\x00\x00" + b"\x00\x00\x00\x00"
+_COPY_BINARY_TRAILER = b"\xff\xff"
+
+
+def copy_binary(batch_id: int, rows: ScoredRows) -> bytes | None:
+    """A chunk in COPY's binary format, built by numpy as one fixed-width record per row; None when a row's width
+    varies (a text column whose values differ in length, or a null in one): the text format is used then.
+
+    Binary saves what dominates the text format on both sides: formatting floats (``repr``) here and parsing
+    them on the server. Fields are big-endian: the field count (int16), then per field its length (int32) and its
+    value: ``batch_id`` int4, ``ts`` int8 microseconds, floats float8, text UTF-8 bytes. The columns must be the
+    row table's types: ``Integer``, ``BigInteger`` (``UtcMicros``), ``Float`` (double precision) and ``Text``.
+    """
+    import numpy as np
+
+    n = len(rows)
+    if n == 0:
+        return None
+    present = rows.present()
+    layout: list[tuple[str, str, Any]] = [("batch_id", ">i4", np.full(n, batch_id, dtype=">i4"))]
+    for name in present:
+        if name == "ts":
+            micros = rows.ts.view(np.int64) // 1000 if np.datetime_data(rows.ts.dtype)[0] == "ns" else None
+            if micros is None:
+                micros = rows.ts.astype("datetime64[us]").astype(np.int64)
+            layout.append((name, ">i8", micros))
+        elif name in ("prediction", "probability"):
+            layout.append((name, ">f8", np.asarray(getattr(rows, name), dtype=np.float64)))
+        else:
+            values = getattr(rows, name)
+            if any(v is None for v in values):
+                return None
+            encoded = [v.encode() for v in values]
+            width = len(encoded[0])
+            if width == 0 or any(len(v) != width for v in encoded):
+                return None  # numpy's fixed-width bytes would also drop a value's trailing NUL bytes: none in text
+            layout.append((name, f"S{width}", np.array(encoded, dtype=f"S{width}")))
+    dtype = [("fields", ">i2")]
+    for name, kind, _ in layout:
+        dtype += [(f"{name}_len", ">i4"), (name, kind)]
+    record = np.empty(n, dtype=np.dtype(dtype))  # packed: no alignment padding between fields
+    record["fields"] = len(layout)
+    for name, kind, values in layout:
+        record[f"{name}_len"] = np.dtype(kind).itemsize
+        record[name] = values
+    return _COPY_BINARY_HEADER + record.tobytes() + _COPY_BINARY_TRAILER
+
+
+def copy_text(values: list[Any]) -> list[str]:
+    """Text values for COPY's text format: escaped when one holds a backslash, tab, newline or carriage return
+    (checked once for the whole chunk, so clean text costs one join), ``\\N`` for None."""
+    present = [v for v in values if v is not None]
+    joined = "".join(present)
+    if "\\" in joined or "\t" in joined or "\n" in joined or "\r" in joined:
+        values = [None if v is None else v.translate(_COPY_ESCAPES) for v in values]
+    if len(present) < len(values):
+        return ["\\N" if v is None else v for v in values]
+    return values
 
 
 def _values(rows: ScoredRows, name: str) -> list[Any]:
@@ -272,26 +429,6 @@ def _bind(type_: Any, dialect: Dialect) -> Callable[[Any], Any] | None:
     """SQLAlchemy's bind processor of a column type on a dialect (None when values go to the driver as they are)."""
     processor: Callable[[Any], Any] | None = type_.dialect_impl(dialect).bind_processor(dialect)
     return processor
-
-
-def sqlite_datetime_text(ts: np.ndarray) -> list[str]:
-    """Naive ``datetime64`` values as SQLAlchemy's SQLite ``DateTime`` stores them: ``YYYY-MM-DD HH:MM:SS.ffffff``.
-
-    numpy's ISO text has a ``T`` between date and time; it is overwritten in place in the array's UCS-4 buffer
-    (fixed width, so the separator is the 11th code point of every value), which is faster than ``str.replace``
-    per value. Nanoseconds are dropped (rounding down), as ``datetime.microsecond`` drops them for SQLAlchemy.
-    """
-    import numpy as np
-
-    if not len(ts):
-        return []
-    text = np.datetime_as_string(ts, unit="us")
-    codes = text.view(np.uint32).reshape(len(text), -1)
-    if not (codes[:, 10] == ord("T")).all():  # years outside 0001-9999 (Python's datetime refuses them)
-        raise ValueError(f"time values outside the years 1 to 9999 cannot be stored: {ts.min()} .. {ts.max()}")
-    codes[:, 10] = ord(" ")
-    result: list[str] = text.tolist()
-    return result
 
 
 class BackgroundWrites:

@@ -9,7 +9,7 @@ to the model and the data interval, so re-running an interval replaces its rows 
 from __future__ import annotations
 
 import threading
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
@@ -45,39 +45,147 @@ validation_results = sa.Table(
 )
 
 
-predictions = sa.Table(
-    "predictions",
+class UtcMicros(sa.types.TypeDecorator[datetime]):
+    """A time stored as integer microseconds since 1970-01-01 UTC (8 bytes; SQLAlchemy's SQLite ``DateTime`` is
+    26 bytes of text): compact, and written by the sinks straight from numpy's ``datetime64[us]``. Python values are
+    time-zone aware UTC ``datetime`` objects (a naive one is read as UTC)."""
+
+    impl = sa.BigInteger
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | int | None, dialect: sa.Dialect) -> int | None:
+        if value is None or isinstance(value, int):  # microseconds already (what the sinks pass)
+            return value
+        value = as_utc(value)
+        delta = value - _EPOCH
+        return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+    def process_result_value(self, value: int | None, dialect: sa.Dialect) -> datetime | None:
+        return None if value is None else _EPOCH + timedelta(microseconds=int(value))
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+#: The provenance of one scored partition, stored once for all its rows: which version made them, from which MLflow
+#: run, on which input (the validated partition's digest), by which DAG run, when. One row per model, partition and
+#: role (``served``: the rows in ``prediction_rows``, the champion's; another role names another row table's
+#: rows, e.g. shadow scoring). Re-scoring an interval deletes its batch and the batch's rows, then writes new ones.
+prediction_batches = sa.Table(
+    "prediction_batches",
     metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("role", sa.String(32), nullable=False, comment="served (prediction_rows), or another row table's role"),
     sa.Column("model", sa.String(64), nullable=False),
     sa.Column("partition", sa.String(32), nullable=False),
     sa.Column("interval_start", sa.DateTime(timezone=True), nullable=False),
     sa.Column("interval_end", sa.DateTime(timezone=True), nullable=False),
-    sa.Column("ts", sa.DateTime(timezone=True), nullable=False, comment="the scored row's time column"),
-    sa.Column("row_key", sa.Text, nullable=False, comment="the row's key values (source.keys), canonical text"),
-    sa.Column("prediction", sa.Float, comment="regression: the predicted value (null for a classifier)"),
-    sa.Column("predicted_class", sa.Text, comment="classification: the predicted class, as text"),
-    sa.Column("probability", sa.Float, comment="binary: P(positive class); multiclass: P(predicted class)"),
-    sa.Column("probabilities", sa.Text, comment="multiclass: JSON text of class -> probability"),
     sa.Column("model_version", sa.String(32), nullable=False),
     sa.Column("mlflow_run_id", sa.String(64), nullable=False),
     sa.Column("input_digest", sa.String(64), nullable=False, comment="content digest of the validated partition"),
     sa.Column("dag_id", sa.String(250)),
     sa.Column("dag_run_id", sa.String(250)),
-    # A re-scored interval replaces its rows (delete by model and partition, then insert): at most one per key.
-    sa.Index("uq_predictions_model_partition_row_key", "model", "partition", "row_key", unique=True),
-    sa.Index("ix_predictions_model_ts", "model", "ts"),
+    sa.Column("scored_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("rows", sa.Integer, nullable=False, comment="rows written with this batch"),
+    sa.UniqueConstraint("model", "partition", "role", name="uq_prediction_batches_model_partition_role"),
+    sa.Index("ix_prediction_batches_model_interval_end", "model", "interval_end"),
 )
 
-#: The challenger's predictions while it waits (a pending approval, or ``gate.shadow``): the same columns as
-#: ``predictions``, its version in ``model_version``, never served and never read by what reads predictions. A
-#: re-scored interval replaces its rows (delete by model and partition, then insert), as for ``predictions``.
-shadow_predictions = sa.Table(
-    "shadow_predictions",
+#: The served predictions, one row per scored row: the batch (its provenance), the row's key and time, the outputs.
+#: Nothing per partition is repeated here; the view ``predictions`` joins each row with its batch. No foreign key
+#: to the batch (it would cost a lookup per inserted row); only the sinks and ``delete_predictions`` write here,
+#: and they write and delete a batch with its rows in one transaction.
+prediction_rows = sa.Table(
+    "prediction_rows",
     metadata,
-    *(column._copy() for column in predictions.columns),
-    sa.Index("uq_shadow_predictions_model_partition_row_key", "model", "partition", "row_key", unique=True),
-    sa.Index("ix_shadow_predictions_model_version", "model", "model_version"),
+    sa.Column("batch_id", sa.Integer, nullable=False, comment="prediction_batches.id: the partition's provenance"),
+    sa.Column("ts", UtcMicros, nullable=False, comment="the scored row's time column, microseconds since 1970 UTC"),
+    sa.Column("row_key", sa.Text, nullable=False, comment="the row's key values (source.keys), canonical text"),
+    sa.Column("prediction", sa.Float, comment="regression: the predicted value (null for a classifier)"),
+    sa.Column("predicted_class", sa.Text, comment="classification: the predicted class, as text"),
+    sa.Column("probability", sa.Float, comment="binary: P(positive class); multiclass: P(predicted class)"),
+    sa.Column("probabilities", sa.Text, comment="multiclass: JSON text of class -> probability"),
+    # At most one row per key in a batch; re-scoring deletes a batch's rows through this index's batch_id prefix.
+    sa.Index("uq_prediction_rows_batch_row_key", "batch_id", "row_key", unique=True),
 )
+
+#: The role of the champion's batches, whose rows are in ``prediction_rows``.
+SERVED = "served"
+#: The role of the waiting challenger's batches (shadow scoring): rows in ``prediction_rows`` too, never served.
+SHADOW = "shadow"
+
+#: Views (not in ``metadata``: the migrations and the DDL below create them).
+views = sa.MetaData()
+
+#: The columns of the views ``predictions`` and ``shadow_predictions``: those the tables of that name had before
+#: revision 0007, plus ``scored_at`` and ``batch_id``.
+_VIEW_COLUMNS = (
+    ("model", sa.String(64)),
+    ("partition", sa.String(32)),
+    ("interval_start", sa.DateTime(timezone=True)),
+    ("interval_end", sa.DateTime(timezone=True)),
+    ("ts", sa.DateTime(timezone=True)),
+    ("row_key", sa.Text()),
+    ("prediction", sa.Float()),
+    ("predicted_class", sa.Text()),
+    ("probability", sa.Float()),
+    ("probabilities", sa.Text()),
+    ("model_version", sa.String(32)),
+    ("mlflow_run_id", sa.String(64)),
+    ("input_digest", sa.String(64)),
+    ("dag_id", sa.String(250)),
+    ("dag_run_id", sa.String(250)),
+    ("scored_at", sa.DateTime(timezone=True)),
+    ("batch_id", sa.Integer()),
+)
+
+#: The served predictions as one row each with its provenance (a view: ``prediction_rows`` joined with its batch,
+#: role ``served`` only). Read it; write through the sinks (``airloop.adapters.prediction_sink``) or
+#: :func:`insert_predictions`.
+predictions = sa.Table("predictions", views, *(sa.Column(n, t) for n, t in _VIEW_COLUMNS))
+
+#: The challenger's predictions while it waits (a pending approval, or ``gate.shadow``): the same view over the
+#: batches of role ``shadow`` (its version in ``model_version``), never served and never read by what reads
+#: ``predictions``. Written through the same sinks with ``role=SHADOW``.
+shadow_predictions = sa.Table("shadow_predictions", views, *(sa.Column(n, t) for n, t in _VIEW_COLUMNS))
+
+#: Each view and the role of the batches it shows.
+VIEW_ROLES = {"predictions": SERVED, "shadow_predictions": SHADOW}
+
+#: ``ts`` of ``prediction_rows`` (microseconds) as each dialect's ``DateTime`` presents it: on SQLite SQLAlchemy's
+#: text ``YYYY-MM-DD HH:MM:SS.ffffff`` (floor division, so times before 1970 come out right), on Postgres a
+#: ``timestamptz`` (exact: integer microseconds, no floating point).
+_VIEW_TS = {
+    "sqlite": "datetime((r.ts - ((r.ts % 1000000) + 1000000) % 1000000) / 1000000, 'unixepoch') || '.' || "
+    "substr('000000' || (((r.ts % 1000000) + 1000000) % 1000000), -6)",
+    "postgresql": "TIMESTAMP WITH TIME ZONE 'epoch' + r.ts * INTERVAL '1 microsecond'",
+}
+
+
+def predictions_view_sql(dialect: str, view: str = "predictions") -> str:
+    """``CREATE VIEW`` of ``view`` (``predictions`` or ``shadow_predictions``): each row of its role's batches with
+    the batch's provenance (SQLite and Postgres)."""
+    if dialect not in _VIEW_TS:
+        raise NotImplementedError(f"the predictions views are written for SQLite and Postgres, not {dialect}")
+    return (
+        f"CREATE VIEW {view} AS SELECT b.model AS model, b.partition AS partition, "
+        "b.interval_start AS interval_start, b.interval_end AS interval_end, "
+        f"{_VIEW_TS[dialect]} AS ts, r.row_key AS row_key, r.prediction AS prediction, "
+        "r.predicted_class AS predicted_class, r.probability AS probability, r.probabilities AS probabilities, "
+        "b.model_version AS model_version, b.mlflow_run_id AS mlflow_run_id, b.input_digest AS input_digest, "
+        "b.dag_id AS dag_id, b.dag_run_id AS dag_run_id, b.scored_at AS scored_at, r.batch_id AS batch_id "
+        f"FROM prediction_rows r JOIN prediction_batches b ON b.id = r.batch_id WHERE b.role = '{VIEW_ROLES[view]}'"
+    )
+
+
+for _dialect in _VIEW_TS:
+    for _view in VIEW_ROLES:
+        sa.event.listen(
+            prediction_rows, "after_create", sa.DDL(predictions_view_sql(_dialect, _view)).execute_if(dialect=_dialect)
+        )
+        sa.event.listen(
+            prediction_rows, "before_drop", sa.DDL(f"DROP VIEW IF EXISTS {_view}").execute_if(dialect=_dialect)
+        )
+
 
 #: Labels as they arrived, keyed by row; append-only by revision: a label that changes after it arrived (a
 #: correction) is a new revision of its row, never an overwrite. The current label is the highest revision.
@@ -294,16 +402,106 @@ def upsert_validation_result(engine: Engine, row: dict[str, Any]) -> None:
         conn.execute(validation_results.insert().values(**row))
 
 
-def delete_predictions(conn: Connection, model: str, partition: str) -> dict[str, int]:
-    """Delete one interval's rows of ``predictions`` inside the caller's transaction; return how many rows each
-    model version had there (empty when the interval had none)."""
-    t = predictions.c
-    where = (t.model == model, t.partition == partition)
-    counts = conn.execute(sa.select(t.model_version, sa.func.count()).where(*where).group_by(t.model_version))
-    found = {str(version): int(n) for version, n in counts}
-    if found:
-        conn.execute(predictions.delete().where(*where))
+def delete_predictions(
+    conn: Connection, model: str, partition: str, *, role: str = SERVED, rows_table: sa.Table | None = None
+) -> dict[str, int]:
+    """Delete one interval's predictions (its batch of ``role`` and the batch's rows in ``rows_table``, by default
+    the served ones in ``prediction_rows``) inside the caller's transaction; return how many rows each model version
+    had there (empty when the interval had none)."""
+    rows_table = prediction_rows if rows_table is None else rows_table
+    b = prediction_batches.c
+    found: dict[str, int] = {}
+    batches = conn.execute(
+        sa.select(b.id, b.model_version).where(b.model == model, b.partition == partition, b.role == role)
+    )
+    for batch_id, version in batches.all():
+        # Counted, not read from the batch's ``rows``: exact even for rows written outside the sinks.
+        n = conn.execute(sa.select(sa.func.count()).select_from(rows_table).where(rows_table.c.batch_id == batch_id))
+        found[str(version)] = found.get(str(version), 0) + int(n.scalar_one())
+        conn.execute(rows_table.delete().where(rows_table.c.batch_id == batch_id))
+        conn.execute(prediction_batches.delete().where(b.id == batch_id))
     return found
+
+
+def start_batch(
+    conn: Connection, provenance: dict[str, Any], *, role: str = SERVED, rows_table: sa.Table | None = None
+) -> int:
+    """Replace the batch of ``provenance``'s model, partition and ``role`` (its old rows deleted) with a new one,
+    inside the caller's transaction; return its id, which every row written with it carries.
+
+    ``provenance``: model, partition, interval_start, interval_end, model_version, mlflow_run_id, input_digest,
+    dag_id, dag_run_id (and optionally scored_at). The batch's ``rows`` is 0 until :func:`finish_batch`.
+    """
+    delete_predictions(conn, provenance["model"], provenance["partition"], role=role, rows_table=rows_table)
+    names = {c.name for c in prediction_batches.columns} - {"id", "role", "rows", "scored_at"}
+    row = {k: provenance.get(k) for k in names}
+    row.update(role=role, rows=0, scored_at=provenance.get("scored_at") or datetime.now(UTC))
+    inserted = conn.execute(prediction_batches.insert().values(**row)).inserted_primary_key
+    assert inserted is not None
+    return int(inserted[0])
+
+
+def finish_batch(conn: Connection, batch_id: int, rows: int) -> None:
+    """Record how many rows a batch has, once they are written."""
+    conn.execute(prediction_batches.update().where(prediction_batches.c.id == batch_id).values(rows=rows))
+
+
+#: Columns of a served row that vary per row (every other column of the view ``predictions`` is the batch's).
+ROW_COLUMNS = ("ts", "row_key", "prediction", "predicted_class", "probability", "probabilities")
+
+
+def insert_predictions(conn: Connection, rows: list[dict[str, Any]], *, role: str = SERVED) -> list[int]:
+    """Write rows given as the view ``predictions`` shows them (provenance on every row), one batch per model and
+    partition (each replacing the partition's earlier one), through SQLAlchemy Core: for a few rows (tests, repairs);
+    scoring writes through the fast sinks. Returns the batches' ids."""
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for row in rows:
+        groups.setdefault((row["model"], row["partition"]), []).append(row)
+    ids = []
+    for group in groups.values():
+        batch_id = start_batch(conn, group[0], role=role)
+        conn.execute(
+            prediction_rows.insert(), [{"batch_id": batch_id, **{k: r.get(k) for k in ROW_COLUMNS}} for r in group]
+        )
+        finish_batch(conn, batch_id, len(group))
+        ids.append(batch_id)
+    return ids
+
+
+def served_predictions(conn: Connection, model: str, partition: str) -> pd.DataFrame:
+    """The predictions served for one interval, with the version that made them: columns row_key, ts (UTC),
+    model_version, prediction, predicted_class, probability, probabilities, in time then key order.
+
+    Read as the batch (one row) and its rows by the batch id (the unique index's prefix), then the version joined
+    on in pandas: no per-row join in the database.
+    """
+    import pandas as pd
+
+    b, r = prediction_batches.c, prediction_rows.c
+    batch = conn.execute(
+        sa.select(b.id, b.model_version).where(b.model == model, b.partition == partition, b.role == SERVED)
+    ).first()
+    columns = ["row_key", "ts", "model_version", "prediction", "predicted_class", "probability", "probabilities"]
+    if batch is None:
+        return pd.DataFrame({c: pd.Series(dtype="object") for c in columns}).astype({"ts": "datetime64[ns, UTC]"})
+    query = sa.select(
+        r.row_key,
+        sa.type_coerce(r.ts, sa.BigInteger).label("ts"),
+        r.prediction,
+        r.predicted_class,
+        r.probability,
+        r.probabilities,
+    )
+    query = query.where(r.batch_id == batch.id).order_by(r.ts, r.row_key)
+    found = conn.execute(query).all()
+    frame = pd.DataFrame(
+        found, columns=["row_key", "ts", "prediction", "predicted_class", "probability", "probabilities"]
+    )
+    frame["ts"] = pd.to_datetime(frame["ts"].astype("int64"), unit="us", utc=True)
+    frame["model_version"] = str(batch.model_version)
+    for name in ("prediction", "probability"):
+        frame[name] = frame[name].astype("float64")
+    return frame[columns]
 
 
 def recent_validations(
@@ -391,29 +589,6 @@ def add_retrain_request(engine: Engine, row: dict[str, Any]) -> dict[str, Any]:
 
 
 # --- labels and outcomes (write side) ---------------------------------------------------------------------------
-
-#: The columns of :func:`served_predictions`, in order (the labels step joins on ``row_key``).
-SERVED_COLUMNS = ("row_key", "ts", "model_version", "prediction", "predicted_class", "probability", "probabilities")
-
-
-def served_predictions(conn: Connection, model: str, partition: str) -> Any:
-    """The predictions served for one interval, one row per row key, as a pandas ``DataFrame`` with the columns
-    :data:`SERVED_COLUMNS` (``ts`` in UTC; an interval never scored gives an empty frame with those columns).
-
-    The one place the labels step reads predictions from: a change to how predictions are stored changes this
-    function only."""
-    import pandas as pd
-
-    t = predictions.c
-    query = (
-        sa.select(*(t[c] for c in SERVED_COLUMNS))
-        .where(t.model == model, t.partition == partition)
-        .order_by(t.ts, t.row_key)
-    )
-    rows = [_row(r._mapping) for r in conn.execute(query)]
-    frame = pd.DataFrame(rows, columns=list(SERVED_COLUMNS))
-    frame["ts"] = pd.to_datetime(frame["ts"], utc=True)
-    return frame
 
 
 def current_labels(conn: Connection, model: str, partition: str) -> dict[str, dict[str, Any]]:

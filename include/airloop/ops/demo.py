@@ -327,15 +327,16 @@ def model_summary(spec: ModelSpec) -> list[str]:
             f"{len(mv.tags.get('airloop.partitions', '').split(','))} validated partitions (dataset digest "
             f"{mv.tags.get('airloop.dataset_digest', '?')[:12]})"
         )
-    from airloop.adapters.warehouse import ensure_schema, predictions
+    from airloop.adapters.warehouse import SERVED, ensure_schema, prediction_batches
 
     engine = engine_for(WAREHOUSE_CONN_ID)
     ensure_schema(engine)
-    with engine.connect() as conn:
+    b = prediction_batches.c
+    with engine.connect() as conn:  # the provenance is per batch (partition): one row per interval, not per row
         counts = conn.execute(
-            sa.select(predictions.c.model_version, sa.func.count(), sa.func.count(sa.distinct(predictions.c.partition)))
-            .where(predictions.c.model == spec.name)
-            .group_by(predictions.c.model_version)
+            sa.select(b.model_version, sa.func.sum(b.rows), sa.func.count())
+            .where(b.model == spec.name, b.role == SERVED)
+            .group_by(b.model_version)
         ).all()
     for version, rows, partitions in counts:
         lines.append(f"Predictions: {rows} rows in {partitions} intervals, every one stamped with v{version}")

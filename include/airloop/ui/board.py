@@ -186,21 +186,33 @@ def _add_retractions(model: str, quarantined: list[dict[str, Any]], lake: Lake |
 
 
 def latest_predictions(engine: Engine, model: str, limit: int = 12) -> list[dict[str, Any]]:
-    """The newest scored rows of a model (by interval, then time, then key), newest first."""
+    """The newest scored rows of a model (by interval, then time, then key), newest first.
+
+    Batch by batch from the newest interval (``prediction_batches`` is indexed on model and interval end), each
+    batch's rows read from the view ``predictions`` by batch id, until ``limit`` rows: never a sort of every row.
+    """
     import sqlalchemy as sa
 
     from airloop.adapters import warehouse
 
-    t = warehouse.predictions.c
+    b, t = warehouse.prediction_batches.c, warehouse.predictions.c
     columns = [t.partition, t.ts, t.row_key, t.prediction, t.predicted_class, t.probability, t.probabilities]
-    query = (
-        sa.select(*columns, t.model_version, t.mlflow_run_id)
-        .where(t.model == model)
-        .order_by(t.interval_end.desc(), t.ts.desc(), t.row_key.desc())
-        .limit(limit)
-    )
+    found: list[dict[str, Any]] = []
     with engine.connect() as conn:
-        return [dict(r._mapping) for r in conn.execute(query)]
+        batches = conn.execute(
+            sa.select(b.id).where(b.model == model, b.role == warehouse.SERVED).order_by(b.interval_end.desc())
+        ).scalars()
+        for batch_id in batches.all():
+            query = (
+                sa.select(*columns, t.model_version, t.mlflow_run_id)
+                .where(t.batch_id == batch_id)
+                .order_by(t.ts.desc(), t.row_key.desc())
+                .limit(limit - len(found))
+            )
+            found += [dict(r._mapping) for r in conn.execute(query)]
+            if len(found) >= limit:
+                break
+    return found
 
 
 def prediction_text(row: dict[str, Any]) -> str:

@@ -220,7 +220,7 @@ def _read_validations(conn: Connection, health: ModelHealth) -> None:
 
     from airloop.adapters import warehouse as w
 
-    model, v, p = health.model, w.validation_results.c, w.predictions.c
+    model, v, p = health.model, w.validation_results.c, w.prediction_batches.c
     for success, at, end, n in conn.execute(
         sa.select(v.success, sa.func.max(v.validated_at), sa.func.max(v.interval_end), sa.func.count())
         .where(v.model == model)
@@ -235,9 +235,8 @@ def _read_validations(conn: Connection, health: ModelHealth) -> None:
     newest = conn.execute(sa.select(v.success).where(v.model == model).order_by(v.interval_end.desc()).limit(1))
     found = newest.scalar()
     health.last_success = None if found is None else bool(found)
-    # The newest row by ts is in the newest scored interval (intervals do not overlap), and (model, ts) is
-    # indexed: one index probe instead of max(interval_end) over every prediction of the model.
-    scored = conn.execute(sa.select(p.interval_end).where(p.model == model).order_by(p.ts.desc()).limit(1)).scalar()
+    # One probe of the batches' index on (model, interval_end), never a scan of the rows.
+    scored = conn.execute(sa.select(sa.func.max(p.interval_end)).where(p.model == model, p.role == w.SERVED)).scalar()
     health.newest_scored_end = as_utc(scored) if scored is not None else None
 
 

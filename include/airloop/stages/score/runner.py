@@ -1,12 +1,13 @@
-"""Batch scoring: each validated partition scored by one pinned champion version, with provenance on every row.
+"""Batch scoring: each validated partition scored by one pinned champion version, its provenance stored once.
 
 The champion is resolved once per DAG run (the promotion ledger's, checked against ``@champion``:
 :func:`airloop.stages.promote.ledger.served_champion`, called by the run's ``pin`` task) and the
 concrete version is passed to every partition's scoring, so a run never mixes two models even if ``@champion``
-moves meanwhile. A partition is read and scored in bounded chunks; its rows in ``predictions`` are replaced
-(delete, then insert, in one transaction) and its ``predictions`` lake partition rewritten (atomic, manifest
-last), so re-scoring an interval never duplicates a row. The warehouse transaction is the commit point: the lake
-partition is published only once it has committed (:func:`score_partition`).
+moves meanwhile. A partition is read and scored in bounded chunks; its predictions in the warehouse are replaced
+(its batch in ``prediction_batches`` with the provenance, its rows in ``prediction_rows``: delete by batch id,
+then insert, in one transaction; the view ``predictions`` joins them) and its ``predictions`` lake partition
+rewritten (atomic, manifest last), so re-scoring an interval never duplicates a row. The warehouse transaction is
+the commit point: the lake partition is published only once it has committed (:func:`score_partition`).
 
 The warehouse side (the sinks chosen by dialect and the background thread that runs them while the model
 predicts the next chunk) is :mod:`airloop.adapters.prediction_sink`; what is left here is the runner
@@ -121,8 +122,8 @@ def score_partition(
 ) -> ScoredPartition:
     """Score one validated partition with the pinned version; replace its predictions in the warehouse and lake.
 
-    ``shadow``: the version is the waiting challenger, and the rows go to table ``shadow_predictions`` and lake
-    stage ``shadow`` instead (never served: :mod:`airloop.stages.score.shadow`).
+    ``shadow``: the version is the waiting challenger, and the rows go to a batch of role ``shadow`` (the view
+    ``shadow_predictions``) and lake stage ``shadow`` instead (never served: :mod:`airloop.stages.score.shadow`).
 
     Chunk by chunk: read, predict, refuse non-finite predictions, hand the rows to the warehouse sink (a
     background thread, at most :data:`WRITES_IN_FLIGHT` chunks behind) and append them to the lake partition's
@@ -132,10 +133,10 @@ def score_partition(
     the lake; a failure after it leaves the lake behind until the retry re-scores the interval.
     """
     from airloop.adapters.db import engine_for
-    from airloop.adapters.warehouse import predictions, shadow_predictions
+    from airloop.adapters.warehouse import SERVED, SHADOW
 
     stage: Stage = "shadow" if shadow else "predictions"
-    table = shadow_predictions if shadow else predictions
+    role, view = (SHADOW, "shadow_predictions") if shadow else (SERVED, "predictions")
     started = time.perf_counter()
     lake = default_lake()
     manifest = lake.manifest(spec.name, "validated", partition)
@@ -156,7 +157,7 @@ def score_partition(
     # runs one at a time per model (max_active_runs=1), so no other writer publishes between the two.
     with lake.staged(spec.name, stage, partition, meta=lake_meta(constants)) as staged:
         engine = engine_for(WAREHOUSE_CONN_ID)
-        with prediction_sink.replacing(engine, constants, WRITES_IN_FLIGHT, table) as (writes, sink):
+        with prediction_sink.replacing(engine, constants, WRITES_IN_FLIGHT, role=role) as (writes, sink):
             batches = lake.iter_batches(spec.name, "validated", partition, columns, chunk_rows)
             staged.write(_scored(spec, partition, provenance, model, batches, writes))
         written = staged.publish()
@@ -164,7 +165,7 @@ def score_partition(
         partition=partition, rows=written.rows, version=pinned.version, digest=written.content_digest
     )
     where = lake.partition_url(spec.name, stage, partition)
-    log.info(scored_line(spec.name, scored, time.perf_counter() - started, sink.describe, str(where), table.name))
+    log.info(scored_line(spec.name, scored, time.perf_counter() - started, sink.describe, str(where), view))
     return scored
 
 
@@ -369,13 +370,13 @@ def lake_rows(ts: pd.Series, keys: list[str], outputs: Outputs, provenance: dict
 
 
 def scored_line(
-    model: str, scored: ScoredPartition, seconds: float, sink: str, where: str, table: str = "predictions"
+    model: str, scored: ScoredPartition, seconds: float, sink: str, where: str, view: str = "predictions"
 ) -> str:
     """The log line of one scored partition: rows, version, speed, and where the rows went."""
     return (
         f"Scored {scored.rows} rows of {model} partition {scored.partition} with v{scored.version} in "
-        f"{seconds:.1f} s ({scored.rows / seconds if seconds else 0:.0f} rows/s): warehouse table {table} "
-        f"(replaced, {sink}) and {where} (digest {scored.digest[:12]})."
+        f"{seconds:.1f} s ({scored.rows / seconds if seconds else 0:.0f} rows/s): warehouse view {view} "
+        f"(batch and rows replaced, {sink}) and {where} (digest {scored.digest[:12]})."
     )
 
 
@@ -386,7 +387,7 @@ def run_line(model: str, results: list[ScoredPartition], pinned: PinnedChampion,
     return (
         f"Scored {len(results)} partition(s) of {model}, {results[0].partition} to {results[-1].partition}, "
         f"with v{pinned.version} (MLflow run {pinned.run_id}): {sum(r.rows for r in results)} rows in "
-        f"{seconds:.1f} s; each partition's predictions replaced in table predictions and the lake."
+        f"{seconds:.1f} s; each partition's predictions replaced in the warehouse (view predictions) and the lake."
     )
 
 

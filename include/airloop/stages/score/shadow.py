@@ -1,11 +1,12 @@
 """Shadow scoring: the score DAG scores each interval with the waiting challenger too, never serving it.
 
 Which challenger waits is :func:`airloop.core.shadow.waiting_challenger` (a pending approval, or the spec's
-``gate.shadow``); its rows go to ``shadow_predictions`` and the lake's ``shadow`` stage through the same
-:func:`~airloop.stages.score.runner.score_partition` as the champion's, so re-scoring an interval replaces its
-shadow rows. Afterwards, when ``gate.shadow`` waits and enough shadow intervals have labels,
-:func:`shadow_partitions` says so, and the DAG triggers ``<model>_promote`` for that version: the live gate runs
-through the promote path (serialised, ledgered, with approval when the spec asks for it).
+``gate.shadow``); its rows go to batches of role ``shadow`` (the view ``shadow_predictions``) and the lake's
+``shadow`` stage through the same :func:`~airloop.stages.score.runner.score_partition` as the champion's, so
+re-scoring an interval replaces its shadow rows. Afterwards, when ``gate.shadow`` waits and enough shadow
+intervals have labels, :func:`shadow_partitions` says so, and the DAG triggers ``<model>_promote`` for that
+version: the live gate runs through the promote path (serialised, ledgered, with approval when the spec asks
+for it).
 """
 
 from __future__ import annotations
@@ -84,7 +85,7 @@ def shadow_partitions(spec: ModelSpec, partitions: list[str], run: RunInfo) -> S
     results = [score_partition(spec, p, pinned, run, shadow=True) for p in partitions]
     rows = sum(r.rows for r in results)
     log.info(
-        "Shadowed %d partition(s) of %s with @challenger v%s (%s): %d rows in %.1f s into table shadow_predictions "
+        "Shadowed %d partition(s) of %s with @challenger v%s (%s): %d rows in %.1f s into view shadow_predictions "
         "and lake stage shadow; never served.",
         len(results),
         spec.name,
