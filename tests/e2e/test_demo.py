@@ -75,7 +75,7 @@ def test_demo_closes_the_loop_on_real_data(demo_home: Path, capsys: pytest.Captu
     assert demo.run_demo(keep_running=True) == 0  # the servers stay up for the tests below; the fixture stops them
     out = capsys.readouterr().out
     print(out)  # shown when the test fails
-    assert "[7/7]" not in out and "[8/8]" in out
+    assert "[8/8]" not in out and "[9/9]" in out
     # It ends with where to look and how to log in (the generated passwords, shown here once).
     from airloop.ops import runtime
 
@@ -111,6 +111,21 @@ def test_demo_closes_the_loop_on_real_data(demo_home: Path, capsys: pytest.Captu
 
     for v, run, _ in stamps:
         assert registry.client().get_model_version("bikes", v).run_id == run, (v, run)
+
+    # Predictions came before their labels: the labels that arrived later were joined with what was served, by the
+    # version that served it; the newest scored intervals have no labels yet (and so no outcomes).
+    from airloop.adapters.warehouse import outcomes
+
+    with engine.connect() as conn:
+        joined = dict(
+            conn.execute(sa.select(outcomes.c.model_version, sa.func.count()).group_by(outcomes.c.model_version)).all()
+        )
+        newest = conn.execute(sa.select(sa.func.max(outcomes.c.ts))).scalar_one()
+        served_until = conn.execute(sa.select(sa.func.max(predictions.c.ts))).scalar_one()
+    assert joined and set(joined) <= set(by_version), (joined, by_version)
+    assert newest < served_until
+    assert "Outcomes (served predictions joined with their labels): v" in out and "realized: v" in out
+    assert "labels not arrived yet" in out or "estimated" in out
 
 
 # --- after the demo: the servers it left up ----------------------------------------------------------------------

@@ -84,7 +84,7 @@ def realized_curve(
             labels.append(row.label)
             values.append(row.served)
     order = {f"{a:%Y-%m-%d}..{b:%Y-%m-%d}": (a, b) for a, b in spans}
-    curve = []
+    curve: list[dict[str, Any]] = []
     for (window, version), (labels, values) in groups.items():
         value, note = _figure(task, metric, labels, values)
         start, end = order.get(window, (None, None))
@@ -100,7 +100,7 @@ def realized_curve(
                 "note": note,
             }
         )
-    curve.sort(key=lambda c: (c["start"] or c["window"], _version_order(c["version"])))
+    curve.sort(key=lambda c: (c["start"] or c["window"], _version_order(str(c["version"]))))
     return curve
 
 
