@@ -246,7 +246,7 @@ def _wait_for_dag(api: Api, dag_id: str, timeout: float = 180) -> None:
         if errors:
             text = "\n".join(f"{e['filename']}: {e['stack_trace'].strip().splitlines()[-1]}" for e in errors)
             raise DemoFailed(f"DAG files failed to import:\n{text}")
-        time.sleep(2)
+        time.sleep(1)
     raise DemoFailed(f"{dag_id} did not appear within {timeout:.0f} s; see {paths().run / 'dag-processor.log'}")
 
 
@@ -277,7 +277,7 @@ def _replay_ingest(
             return runs
         if time.monotonic() > deadline:
             raise DemoFailed(f"ingestion did not finish within {timeout:.0f} s ({len(done)}/{expected} intervals)")
-        time.sleep(3)
+        time.sleep(1)
 
 
 def _trigger_and_follow(
@@ -313,7 +313,7 @@ def _follow(api: Api, dag_id: str, run_id: str, timeout: float = 900, quiet: boo
                     f"{paths().airflow_home / 'logs'}"
                 )
             return run
-        time.sleep(3)
+        time.sleep(1)
     raise DemoFailed(f"{dag_id} run {run_id} did not finish within {timeout:.0f} s")
 
 
@@ -385,7 +385,7 @@ def _closing_loop(
         while not (new := [r for r in _runs(api, train) if r["dag_run_id"] not in known]):
             if time.monotonic() > deadline:
                 raise DemoFailed(f"the retrain request of {as_of:%Y-%m-%d} started no {train} run within 120 s")
-            time.sleep(2)
+            time.sleep(1)
         print(f"      {train} started by the request (Asset {spec.name}.retrain_requested):", flush=True)
         _follow(api, train, new[0]["dag_run_id"])
         retrained = as_of
