@@ -34,9 +34,10 @@ def test_the_bikes_story_is_the_one_the_demo_always_told():
     assert plan.windows == tuple(_day("2011-12-31") + i * timedelta(days=28) for i in range(MAX_WINDOWS))
     assert (plan.score_start, plan.score_end) == (date(2011, 1, 1), date(2012, 12, 2))
     # Labels arrive four weeks after their interval (labels.after): those of the first champion's data before it
-    # is trained; by the last window's end (2012-05-19) those of the intervals that ended by 2012-04-21.
+    # is trained; by the end of the data (the last interval ends 2012-12-29) those of the intervals that ended by
+    # 2012-12-01: every judged window's, after it was judged.
     assert spec.label_latency == timedelta(days=28)
-    assert (plan.labels_first, plan.labels_last) == (_day("2011-12-03"), _day("2012-04-21"))
+    assert (plan.labels_first, plan.labels_last) == (_day("2011-12-03"), _day("2012-12-01"))
 
 
 def test_the_birds_story_trains_on_three_years_and_judges_quarter_windows_ending_on_months():
@@ -156,8 +157,8 @@ def test_labels_arrive_after_their_latency_from_the_first_champions_data_on():
     spec = _labelled("14d")
     plan = plan_story(spec, until=NOW)
     assert plan.labels_first == plan.first_end == _day("2020-01-22")
-    # the last window ends 2020-04-15; labels due 14 days after their interval: intervals ending by 04-01 are in
-    assert plan.windows[-1] == _day("2020-04-15") and plan.labels_last == _day("2020-04-01")
+    # the last interval ends 2020-06-03; labels due 14 days after their interval: intervals ending by 05-20 are in
+    assert plan.labels_last == _day("2020-05-20")
     assert labels_arrived_by(spec, plan.first_end, _day("2020-02-01"), NOW) == plan.first_end  # never before
     assert labels_arrived_by(_labelled(None), plan.first_end, _day("2020-03-04"), NOW) == _day("2020-03-04")
 

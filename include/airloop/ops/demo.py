@@ -58,8 +58,9 @@ class StoryPlan:
     windows: tuple[datetime, ...]
     #: With a label table of its own (``labels.source.table``), the demo fills it in data time: the labels of the
     #: rows before ``labels_first`` have arrived before the first champion is trained (its training data); those
-    #: before ``labels_last`` by the last window's end (``labels.after`` after their interval ended). Rows after
-    #: ``labels_last`` were scored and judged, their labels not in yet. None: labels come with the rows.
+    #: before ``labels_last`` by the end of the data (``labels.after`` after their interval ended): they arrive
+    #: after their rows were scored and judged. Rows after ``labels_last`` were scored, their labels not in yet.
+    #: None: labels come with the rows.
     labels_first: datetime | None = None
     labels_last: datetime | None = None
 
@@ -96,7 +97,7 @@ def plan_story(spec: ModelSpec, until: datetime | None = None) -> StoryPlan:
     labels_first = labels_last = None
     if spec.labels.source is not None and spec.labels.source.table:
         labels_first = first_end
-        labels_last = labels_arrived_by(spec, first_end, windows[-1] if windows else first_end, until)
+        labels_last = labels_arrived_by(spec, first_end, intervals[-1].end, until)
     return StoryPlan(
         spec.name, len(intervals), first, first_end, start.date(), last, tuple(windows), labels_first, labels_last
     )
@@ -526,8 +527,8 @@ def run_demo(keep_running: bool = True, model: str = MODEL) -> int:
     _stage(3, f"Waiting for the DAG files to be parsed ({spec.dag_id('ingest')})")
     _wait_for_dag(api, spec.dag_id("ingest"))
     _replay_train_and_score(api, spec, plan)
-    as_of = _monitor_and_rescore(api, spec, status.urls["mlflow"], plan)
-    arrived = _later_labels(api, spec, plan, as_of)
+    _monitor_and_rescore(api, spec, status.urls["mlflow"], plan)
+    arrived = _later_labels(api, spec, plan)
 
     print("\nSummary")
     for line in summary(spec) + model_summary(spec) + outcome_summary(spec, plan, arrived):
@@ -603,18 +604,18 @@ def _monitor_and_rescore(api: Api, spec: ModelSpec, mlflow_url: str, plan: Story
     return judged[-1] if judged else plan.first_end
 
 
-def _later_labels(api: Api, spec: ModelSpec, plan: StoryPlan, as_of: datetime) -> datetime | None:
-    """Stage 9: by the last judged window's end (``as_of``), the labels of the intervals due by then have arrived;
-    the labels runs of those intervals run again (a few: each reads the ones before it within
-    ``labels.max_lag`` too), record them and join them with the predictions that were served (``outcomes``).
-    Returns the time before which every row's label has arrived (None: labels come with the rows)."""
-    if plan.labels_first is None:
+def _later_labels(api: Api, spec: ModelSpec, plan: StoryPlan) -> datetime | None:
+    """Stage 9: by the end of the data, the labels of every interval that ended ``labels.after`` before it have
+    arrived, long after their rows were scored and judged; the labels runs of those intervals run again (a few:
+    each reads the ones before it within ``labels.max_lag`` too), record them and join them with the predictions
+    that were served (``outcomes``). Returns the time before which every row's label has arrived (None: labels
+    come with the rows)."""
+    if plan.labels_first is None or plan.labels_last is None:
         _stage(9, f"Labels come with the rows of {spec.name}: the labels runs joined them as they went")
         return None
     from airloop.adapters.db import engine_for
 
-    dag_id = spec.dag_id("labels")
-    until = labels_arrived_by(spec, plan.labels_first, as_of)
+    dag_id, until = spec.dag_id("labels"), plan.labels_last
     _stage(9, f"Later, labels arrive (rows before {until:%Y-%m-%d}); {dag_id} joins them with what was served")
     arrived = labels_arrive(spec, engine_for(SOURCE_CONN_ID), until)
     print(f"      {arrived} labels in {spec.labels.source.table if spec.labels.source else '?'} now", flush=True)
@@ -659,9 +660,12 @@ def estimated_text(row: dict[str, Any]) -> str:
 def outcome_summary(spec: ModelSpec, plan: StoryPlan, arrived: datetime | None = None) -> list[str]:
     """Per judged window: the monitor's figures at judging time next to what the window realized once its labels
     arrived (from ``outcomes``, per version that served it); then the outcomes per version."""
+    import sqlalchemy as sa
+
     from airloop.adapters import warehouse
     from airloop.adapters.db import engine_for
     from airloop.adapters.outcome_curve import outcome_counts, realized_curve
+    from airloop.adapters.warehouse import predictions
     from airloop.core.numbers import num
 
     engine = engine_for(WAREHOUSE_CONN_ID)
@@ -686,6 +690,18 @@ def outcome_summary(spec: ModelSpec, plan: StoryPlan, arrived: datetime | None =
         lines.append(
             f"  {start:%Y-%m-%d}..{end:%Y-%m-%d} judged with v{row['champion_version']}: {estimated_text(row)} | "
             f"realized: {shown}"
+        )
+    if arrived is not None:
+        with engine.connect() as conn:
+            waiting = conn.execute(
+                sa.select(predictions.c.model_version, sa.func.count())
+                .where(predictions.c.model == spec.name, predictions.c.ts >= arrived)
+                .group_by(predictions.c.model_version)
+            ).all()
+        lines.append(
+            f"  from {arrived:%Y-%m-%d} on: scored, labels not arrived yet ("
+            + (", ".join(f"v{v} {n} predictions" for v, n in sorted(waiting)) or "nothing scored")
+            + ")"
         )
     counts = outcome_counts(engine, spec.name)
     until = f" (labels arrived for the rows before {arrived:%Y-%m-%d})" if arrived else ""
