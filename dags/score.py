@@ -9,7 +9,8 @@ from airloop.orchestration import assets, build, tasks
 for spec in build.model_specs():
     with DAG(
         dag_id=spec.dag_id("score"),
-        description=f"Score each validated partition of {spec.name} with the pinned @champion",
+        description=f"Score each validated partition of {spec.name} with the pinned @champion (and a waiting "
+        "@challenger, in shadow)",
         schedule=[assets.validated_asset(spec)],
         start_date=spec.schedule.start_datetime,
         catchup=False,
@@ -36,4 +37,16 @@ for spec in build.model_specs():
         def score(model: str, partitions: list, pinned: dict) -> list:
             return tasks.score_partitions(model, partitions, pinned)
 
-        score(spec.name, select(spec.name), pin(spec.name))
+        @task
+        def shadow(model: str, partitions: list) -> dict:
+            return tasks.score_shadow(model, partitions)
+
+        @task.short_circuit(task_id="live_gate_due")
+        def live_gate_due(shadowed: dict) -> bool:
+            return tasks.shadow_gate_due(shadowed)
+
+        selected = select(spec.name)
+        scored = score(spec.name, selected, pin(spec.name))
+        shadowed = shadow(spec.name, selected)
+        scored >> shadowed
+        live_gate_due(shadowed) >> build.live_gate_trigger(spec)

@@ -168,11 +168,33 @@ def test_every_row_gets_probabilities_of_the_trained_classes_summing_to_one(cham
     assert len({r["predicted_class"] for r in rows}) >= 2  # balanced weights: not only 'none'
 
 
+def _label() -> None:
+    """What the labels stage does (until it is merged): every served prediction joined with its strike's true kind
+    (the source's, 'diverted' included) into ``outcomes``, the table realized performance is computed from."""
+    from airloop.adapters import warehouse
+    from airloop.adapters.db import engine_for
+    from airloop.core.settings import SOURCE_CONN_ID, WAREHOUSE_CONN_ID
+
+    kind = QUERY.split("CASE", 1)[1].split("AS effect_kind", 1)[0]
+    with engine_for(SOURCE_CONN_ID).connect() as conn:
+        truth = {str(rid): k for rid, k in conn.execute(sa.text(f"SELECT record_id, CASE {kind} FROM birds"))}
+    now = datetime.now(UTC)
+    keep = ("partition", "row_key", "ts", "model_version", "predicted_class", "probability", "probabilities")
+    rows = [
+        {"model": MODEL, **{k: r[k] for k in keep}, "label": truth[r["row_key"]], "label_revision": 1}
+        | {"label_arrived_at": now, "joined_at": now}
+        for r in _predictions()
+    ]
+    with engine_for(WAREHOUSE_CONN_ID).begin() as conn:
+        conn.execute(warehouse.outcomes.insert(), rows)
+
+
 def test_a_label_the_champion_never_saw_is_counted_and_named_by_the_monitor(champion, capfd, caplog):
     from airloop.adapters.db import engine_for
     from airloop.adapters.warehouse import drift_metrics
     from airloop.core.settings import WAREHOUSE_CONN_ID
 
+    _label()
     run = _dag("monitor").test(run_conf={"as_of": "1994-04-01"})
     assert _states(run)["judge"] == "success", _states(run)
     with engine_for(WAREHOUSE_CONN_ID).connect() as conn:

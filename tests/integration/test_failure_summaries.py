@@ -4,7 +4,7 @@ Cases checked elsewhere, not repeated here:
 
 - bad data (quarantine): ``test_ingest_dag.py::test_bad_interval_is_quarantined_and_explained`` (and a broken
   suite: ``test_broken_suite_fails_validate_and_publishes_nothing``);
-- no champion yet: ``test_score_dag.py::test_no_champion_skips_with_a_clear_message``,
+- no champion yet: ``test_champion_at.py::test_before_the_first_promotion_there_is_no_champion_and_scoring_skips``,
   ``test_monitor_dag.py::test_no_champion_yet_skips_with_a_clear_message``;
 - bad params (unknown conf keys named, missing reason, bad override, missing version):
   ``test_lifecycle_dags.py::test_unknown_or_missing_params_fail_fast_naming_them``,

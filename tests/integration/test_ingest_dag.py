@@ -16,6 +16,7 @@ UTC = UTC
 STEP = timedelta(days=28)
 CLEAN = [datetime(2011, 1, 1, tzinfo=UTC), datetime(2011, 1, 29, tzinfo=UTC)]
 BAD = datetime(2011, 3, 26, tzinfo=UTC)  # rows injected below make this interval fail
+UNLABELLED = datetime(2011, 7, 16, tzinfo=UTC)  # a day of this interval has no label (cnt) in the source
 
 
 @pytest.fixture(scope="module")
@@ -37,6 +38,10 @@ def ingest_dag(airflow_db, tmp_path_factory):
             {"a": "2011-03-27 00:00:00", "b": "2011-03-27 03:00:00"},
         )
         conn.execute(sa.text("UPDATE bike_rentals SET hr = 30 WHERE ts = :a"), {"a": "2011-03-28 05:00:00.000000"})
+        conn.execute(
+            sa.text("UPDATE bike_rentals SET cnt = NULL WHERE ts >= :a AND ts < :b"),
+            {"a": "2011-07-20 00:00:00", "b": "2011-07-21 00:00:00"},
+        )
     engine.dispose()
     old = os.environ["AIRFLOW_CONN_AIRLOOP_SOURCE"]
     os.environ["AIRFLOW_CONN_AIRLOOP_SOURCE"] = json.dumps({"conn_type": "sqlite", "host": str(source)})
@@ -177,3 +182,38 @@ def test_a_run_with_conf_fails_naming_the_unknown_keys_and_reads_nothing(ingest_
     assert "trigger it without conf" in log
     key = "2011-05-21T000000Z"
     assert key not in default_lake().partitions("bikes", "raw")
+
+
+def test_missing_labels_quarantine_when_due_and_publish_when_they_come_from_a_label_source(
+    ingest_dag, home, capfd, caplog, tmp_path, monkeypatch
+):
+    from airflow.dag_processing.dagbag import DagBag
+
+    # The bikes spec: labels come with the rows, so they are due and the day without `cnt` is a fault.
+    _, states = _run(ingest_dag, UNLABELLED)
+    assert states == {"extract": "success", "validate": "failed", "publish": "upstream_failed"}
+    assert "expect_column_values_to_not_be_null(column='cnt')" in "".join(capfd.readouterr())
+    key = UNLABELLED.strftime("%Y-%m-%dT%H%M%SZ")
+    assert key in default_lake().partitions("bikes", "quarantine")
+
+    # The same source for a model whose labels come from a label table of their own: its features are published.
+    spec = (ROOT / "include" / "models" / "bikes.yaml").read_text().replace("name: bikes\n", "name: bikeslate\n")
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / "bikeslate.yaml").write_text(spec + "\nlabels: {source: {table: bike_labels}}\n")
+    monkeypatch.setenv("AIRLOOP_MODELS_DIR", str(tmp_path / "models"))
+    late = DagBag(dag_folder=str(ROOT / "dags" / "ingest.py")).dags["bikeslate_ingest"]
+    with caplog.at_level("WARNING", logger="airloop.stages.ingest.runner"):
+        _, states = _run(late, UNLABELLED)
+    assert states == {"extract": "success", "validate": "success", "publish": "success"}
+    log = "".join(capfd.readouterr()) + caplog.text
+    assert "rule(s) on the target `cnt` set aside" in log and "cnt is not missing" in log
+    lake = default_lake()
+    assert key in lake.partitions("bikeslate", "validated") and key not in lake.partitions("bikeslate", "quarantine")
+    assert "cnt" not in lake.manifest("bikeslate", "validated", key).columns
+    report = json.loads((home / "reports" / "bikeslate" / "validation" / key / "validation.json").read_text())
+    deferred = report["deferred_label_rules"]
+    assert "labels.source" in deferred["reason"] and deferred["rows_without_label"] == report["rows"]
+    assert {r["type"] for r in deferred["rules"]} >= {
+        "expect_column_values_to_not_be_null",
+        "expect_table_columns_to_match_set",
+    }

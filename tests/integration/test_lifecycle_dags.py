@@ -126,6 +126,9 @@ def test_first_model_becomes_champion_with_lineage(dags, warehouse, validated_la
     assert dataset_input.dataset.digest == lineage["content_digest"][:36]
     assert [p["partition"] for p in lineage["partitions"]] == validated_lake[-len(lineage["partitions"]) :]
     assert all(len(p["content_digest"]) == 64 for p in lineage["partitions"])
+    # Where the labels came from: every row labelled by its partition here (no labels table rows for bikes).
+    assert (mlflow_run.data.metrics["unlabelled_rows"], mlflow_run.data.metrics["labelled_from_table"]) == (0, 0)
+    assert mlflow_run.data.tags["airloop.labels_digest"] == "none" and lineage["labels"]["unlabelled_rows"] == 0
     artifacts = {a.path for a in c.list_artifacts(mv.run_id, "plots")}
     assert artifacts == {"plots/predicted_vs_actual.png", "plots/residuals.png", "plots/feature_importance.png"}
     from mlflow.models import get_model_info

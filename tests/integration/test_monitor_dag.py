@@ -2,8 +2,11 @@
 
 The model here is ``bikesmon``, a copy of the bikes spec in a models folder of this module's own, so its
 champion (trained on early 2011), lake partitions, drift rows and requests never meet the other tests' bikes.
-Its labels count (they come with the rows) but never degrade it (``max_degradation`` huge): every decision
-below is made by drift, hysteresis and cooldown alone.
+Its performance comes from the ``outcomes`` table (the predictions served, joined with their labels), never from
+re-predicting the window: until the labels stage fills it, :func:`served_outcomes` stores what it would, the
+champion's predictions of mid-2012 hour by hour with the true rentals as labels, all of them up to 14 July and only
+the first 60 hours after (labels still arriving). Performance never degrades it (``max_degradation`` huge): every
+decision below is made by drift, hysteresis and cooldown alone.
 """
 
 from __future__ import annotations
@@ -60,6 +63,47 @@ def champion(models_dir):
     return trained
 
 
+@pytest.fixture(scope="module")
+def served_outcomes(champion):
+    """``outcomes`` of bikesmon's champion: every hour of [2012-05-19, 2012-07-14), the first 60 hours after."""
+    from datetime import UTC, datetime
+
+    from airloop.adapters import registry, warehouse
+    from airloop.adapters.db import engine_for
+    from airloop.core.settings import WAREHOUSE_CONN_ID
+    from airloop.core.spec import get_spec
+    from airloop.stages.monitor import runner as monitoring
+
+    spec = get_spec(MODEL)
+    model = registry.load_version(MODEL, champion.version).pipeline
+    frame, _ = monitoring._current(spec, datetime(2012, 5, 19, tzinfo=UTC), datetime(2012, 8, 11, tzinfo=UTC))
+    frame = frame.sort_values("ts").reset_index(drop=True)
+    late = frame["ts"] >= datetime(2012, 7, 14, tzinfo=UTC)
+    frame = frame[~late | (late.cumsum() <= 60)]
+    predicted = model.predict(frame[spec.feature_names])
+    arrived = datetime.now(UTC)
+    rows = [
+        {
+            "model": MODEL,
+            "partition": f"{ts:%Y-%m-%d}",
+            "row_key": ts.isoformat(),
+            "ts": ts.to_pydatetime(),
+            "model_version": champion.version,
+            "prediction": float(p),
+            "label": str(label),
+            "label_revision": 1,
+            "label_arrived_at": arrived,
+            "joined_at": arrived,
+        }
+        for ts, p, label in zip(frame["ts"], predicted, frame["cnt"], strict=True)
+    ]
+    engine = engine_for(WAREHOUSE_CONN_ID)
+    warehouse.ensure_schema(engine)
+    with engine.begin() as conn:
+        conn.execute(warehouse.outcomes.insert(), rows)
+    return rows
+
+
 def _run(conf: dict):
     from airflow.dag_processing.dagbag import DagBag
 
@@ -102,6 +146,7 @@ def test_no_champion_yet_skips_with_a_clear_message(models_dir, capfd):
 
 def test_drift_asks_once_through_hysteresis_and_cooldown_however_often_it_runs(
     champion,
+    served_outcomes,
     capfd,
     caplog,
     monkeypatch,
@@ -151,12 +196,22 @@ def test_drift_asks_once_through_hysteresis_and_cooldown_however_often_it_runs(
     for row in metrics:
         assert row["drifted"] and "yr" in row["drifted_columns"]
         assert row["reference"] == "same-weeks" and row["current_rows"] == 672
-        assert row["labelled_rows"] == 672 and row["mae"] > row["reference_mae"] > 0  # labels count, 2012 is worse
+        assert set(row["realized"]) == {champion.version}  # the version that served, from outcomes
+        estimated = row["estimated_performance"][champion.version]
+        assert estimated["status"] == "not estimated" and "regressor" in estimated["reason"]
         assert set(row["column_scores"]) == set(champion_spec_monitored())
         report = Path(row["report_path"])
         assert report.is_file() and (report.parent / "report.json").is_file()
         verdict = json.loads((report.parent / "verdict.json").read_text())
         assert verdict["window_end"].startswith(row["window_end"].date().isoformat())
+    for row in metrics[:2]:  # every hour labelled: realized on the served predictions, 2012 worse than training
+        assert row["labelled_rows"] == 672 and row["mae"] > row["reference_mae"] > 0
+        assert row["degradation"] is not None and row["performance"]["kind"] == "realized"
+    last = metrics[2]  # 60 hours labelled so far: shown, not judged
+    assert last["labelled_rows"] == 60 and last["degradation"] is None and last["degraded"] is False
+    assert last["performance"]["unjudged"].startswith("only 60 labelled outcomes, fewer than monitoring.min_labels")
+    assert "realized performance on 60 labelled outcomes (regression)" in log
+    assert "only 60 labelled outcomes, fewer than monitoring.min_labels (100)" in log
 
 
 def champion_spec_monitored() -> list[str]:

@@ -113,16 +113,20 @@ def test_a_new_champion_rescores_with_its_own_version(champion, validated_lake, 
     assert tracking.version_for_alias("bikes", tracking.CHAMPION) == champion
 
 
-def test_no_champion_skips_with_a_clear_message(champion, capfd):
+def test_an_alias_deleted_outside_airloop_is_not_adopted(champion, validated_lake, capfd, caplog):
+    """Deleting ``@champion`` in MLflow does not stop scoring: the ledger's champion serves (no champion at all
+    skips: ``test_champion_at.py::test_before_the_first_promotion_there_is_no_champion_and_scoring_skips``)."""
     from airloop.adapters import registry as tracking
 
     tracking.clear_alias("bikes", tracking.CHAMPION)
     try:
-        run, states = _run(HOLDOUT)
+        _, states = _run(HOLDOUT)
     finally:
         tracking.set_alias("bikes", tracking.CHAMPION, champion)
-    assert states["pin"] == ["skipped"] and run.state == "success", states
-    assert "no @champion yet" in "".join(capfd.readouterr())
+    assert states["pin"] == ["success"] and states["score"] == ["success"], states
+    assert {r["model_version"] for r in _rows(validated_lake[-1])} == {champion}
+    log = "".join(capfd.readouterr()) + caplog.text
+    assert "@champion of bikes is unset in MLflow, moved outside airloop: not adopted" in log
 
 
 @pytest.mark.parametrize(

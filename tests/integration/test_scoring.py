@@ -254,3 +254,27 @@ def test_a_failed_warehouse_commit_leaves_both_stores_as_they_were_and_the_retry
     assert {r["dag_run_id"] for r in after} == {"retried"}
     np.testing.assert_allclose([r["prediction"] for r in after], [r["prediction"] + 1.0 for r in before])
     np.testing.assert_allclose(lake["prediction"].to_numpy(dtype=float), [r["prediction"] for r in after])
+
+
+@pytest.mark.parametrize("labels", ["null", "absent"])
+def test_an_interval_without_its_labels_is_scored_in_full(pinned, validated_lake, bikes_spec, labels):
+    """Scoring serves every validated row: an interval ingested before its labels were due (its target null, or
+    not extracted at all with a label source of its own) is scored row for row, as any other."""
+    from airloop.adapters.lake import default_lake
+
+    lake = default_lake()
+    partition = validated_lake[-5]
+    original, manifest = lake.read("bikes", "validated", partition), lake.manifest("bikes", "validated", partition)
+    unlabelled = (
+        original.assign(cnt=np.full(len(original), np.nan)) if labels == "null" else original.drop(columns=["cnt"])
+    )
+    lake.write("bikes", "validated", partition, unlabelled, meta=manifest.meta)
+    try:
+        result = _score(bikes_spec, partition, pinned, f"unlabelled-{labels}")
+        rows = _rows(partition)
+        assert result.rows == len(rows) == len(original) > 3 * CHUNK_ROWS
+        assert all(np.isfinite(r["prediction"]) for r in rows)
+        assert {r["input_digest"] for r in rows} == {lake.manifest("bikes", "validated", partition).content_digest}
+    finally:
+        lake.write("bikes", "validated", partition, original, meta=manifest.meta)
+        _score(bikes_spec, partition, pinned, "restored")

@@ -126,6 +126,11 @@ def test_binary_classifier_with_text_labels_trains_records_its_classes_and_passe
         for f in ("roc_curve.png", "pr_curve.png", "calibration.png", "confusion_matrix.png", "feature_importance.png")
     }
 
+    # the holdout's scores and outcomes, kept for estimating performance before labels arrive (CBPE)
+    kept = registry.run_dict(trained.mlflow_run_id, "calibration/holdout.json")
+    assert kept is not None and kept["task"] == "binary" and kept["positive"] == "yes"
+    assert kept["rows"] == len(kept["scores"]) == len(kept["events"]) > 100 and set(kept["events"]) == {0, 1}
+
     result = promote.gate_trained(spec, trained, RunInfo())
     checks = {c["name"]: c for c in result.verdict["checks"]}
     assert result.promote, result.verdict["reasons"]
@@ -144,6 +149,9 @@ def test_multiclass_classifier_searches_by_the_gate_metric(tmp_path, monkeypatch
     trained = _train(spec)
     assert (trained.task, trained.classes) == ("multiclass", [0, 1, 2])
     assert trained.metrics["accuracy"] > 0.6 and "roc_auc_ovr_macro" in trained.metrics
+    kept = registry.run_dict(trained.mlflow_run_id, "calibration/holdout.json")
+    assert kept["task"] == "multiclass" and kept["classes"] == ["0", "1", "2"] and kept["positive"] is None
+    assert all(1 / 3 <= s <= 1 for s in kept["scores"])  # the predicted class's probability
     path = registry.client().download_artifacts(trained.mlflow_run_id, "search/trials.json", str(tmp_path))
     trials = json.loads(Path(path).read_text())
     assert len(trials) == 2 and all(t["log_loss"] > 0 for t in trials)  # the default gate metric, not rmse

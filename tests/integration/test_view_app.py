@@ -210,6 +210,7 @@ ROUTES = [
     f"/airloop/go/validation?dag_id={MODEL}_ingest&run_id={RUN}",
     f"/airloop/models/{MODEL}/suites",
     f"/airloop/api/models/{MODEL}/suites",
+    f"/airloop/api/models/{MODEL}/champion?at=2011-04-01",
 ]
 
 
@@ -262,6 +263,37 @@ def test_json_for_services(api: Any) -> None:
     assert board["requests"][0]["window_end"].startswith("2011-05-24")
     missing = api.get("/airloop/api/models/nope", headers=_token("admin"))
     assert missing.status_code == 404 and "nope" in missing.json()["detail"]
+
+
+def test_who_was_champion_at_a_time_as_json(api: Any) -> None:
+    route = f"/airloop/api/models/{MODEL}/champion"
+    before = api.get(route, params={"at": "2011-02-01"}, headers=_token("viewer"))
+    assert before.status_code == 200, before.text
+    assert before.json()["champion"] is None and before.json()["first_promotion"] == "2011-03-01T00:00:00+00:00"
+    for at in ("2011-04-01T12:00:00Z", "2011-04-01 12:00", "2011-04-01T14:00:00+02:00"):
+        answer = api.get(route, params={"at": at}, headers=_token("viewer")).json()
+        assert answer["at"] == "2011-04-01T12:00:00+00:00", at
+        assert (answer["champion"], answer["since"], answer["seq"], answer["decided_by"]) == (
+            "1",
+            "2011-03-01T00:00:00+00:00",
+            1,
+            "gate",
+        )
+        assert answer["reason"] == f"first champion {EVIL}" and answer["action"] == "promote"
+    assert api.get(route, params={"at": "now"}, headers=_token("viewer")).json()["champion"] == "1"
+
+    bad = api.get(route, params={"at": "last tuesday"}, headers=_token("viewer"))
+    assert bad.status_code == 400
+    assert "Query parameter `at` is 'last tuesday', not a time: give ISO 8601" in bad.json()["detail"]
+    neither = api.get(route, headers=_token("viewer"))
+    assert neither.status_code == 400 and "`at`" in neither.json()["detail"]
+    served = api.get(route, params={"prediction": "2011-02-01:2011-02-28T23:00:00Z"}, headers=_token("viewer"))
+    assert served.status_code == 200, served.text
+    assert served.json()["prediction"]["model_version"] == "1" and served.json()["seq"] == 1
+    never = api.get(route, params={"prediction": "2011-02-01:no-such-key"}, headers=_token("viewer"))
+    assert never.status_code == 404 and "no-such-key" in never.json()["detail"]
+    unknown = api.get("/airloop/api/models/nope/champion", params={"at": "now"}, headers=_token("viewer"))
+    assert unknown.status_code == 404 and "nope" in unknown.json()["detail"]
 
 
 def test_reports_are_served_only_from_the_reports_folder(api: Any, story: dict[str, Any]) -> None:

@@ -62,6 +62,7 @@ EXAMPLES: dict[type, Any] = {
         mlflow_run_id="abc123",
         markdown="**Promote m v3**",
         notes=["v2 was trained on data up to 2012-12-01"],
+        live={"status": "waiting", "intervals": {"2012-11-03T000000Z": 600}, "needed": 2},
     ),
     PromotionOutcome: PromotionOutcome(
         model="m",
@@ -118,6 +119,7 @@ KEYS = {
         "verdict",
         "holdout",
         "notes",
+        "live",
     },
     PromotionOutcome: {
         "model",
@@ -155,6 +157,7 @@ MISTYPED = [
     (GateResult, "expected_champion", 2),
     (GateResult, "verdict", "PROMOTE"),
     (GateResult, "notes", [1, 2]),
+    (GateResult, "live", "waiting"),
     (PromotionOutcome, "seq", 4.0),
     (PromotionOutcome, "moved", 1),
     (PromotionOutcome, "recorded_at", "yesterday"),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import subprocess
 import sys
 import time
@@ -58,6 +59,30 @@ def test_a_pendulum_value_comes_back_as_a_plain_datetime() -> None:
     pendulum = pytest.importorskip("pendulum")
     moment = as_utc(pendulum.datetime(2012, 3, 4, 5, tz="Europe/Lisbon"))
     assert type(moment) is datetime and moment == datetime(2012, 3, 4, 5, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("2026-12-07", datetime(2026, 12, 7, tzinfo=UTC)),
+        ("2026-12-07T14:30:00Z", datetime(2026, 12, 7, 14, 30, tzinfo=UTC)),
+        ("2026-12-07 14:30", datetime(2026, 12, 7, 14, 30, tzinfo=UTC)),  # no zone: UTC
+        ("2026-12-07T16:30:00+02:00", datetime(2026, 12, 7, 14, 30, tzinfo=UTC)),
+        (" NOW ", datetime(2026, 1, 2, 3, 4, tzinfo=UTC)),
+    ],
+)
+def test_a_moment_given_by_a_person(text: str, expected: datetime) -> None:
+    from airloop.core.times import moment
+
+    assert moment(text, "TIME", now=datetime(2026, 1, 2, 3, 4, tzinfo=UTC)) == expected
+
+
+@pytest.mark.parametrize("text", ["yesterday", "", "2026-13-01", "07/12/2026"])
+def test_a_bad_moment_names_the_parameter_and_the_form(text: str) -> None:
+    from airloop.core.times import moment
+
+    with pytest.raises(ValueError, match=rf"^param `at` is '{re.escape(text)}', not a time: give ISO 8601, e\.g\. "):
+        moment(text, "param `at`")
 
 
 @pytest.mark.parametrize(

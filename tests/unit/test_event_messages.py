@@ -196,6 +196,29 @@ def test_promotion_message_carries_the_verdict_and_the_gates_numbers(gate, row, 
     assert payload["data"]["checks"][1]["passed"] is gate.promote
 
 
+def test_out_of_band_message_names_both_versions_and_what_to_do():
+    row = {
+        "seq": 9,
+        "action": "observe",
+        "outcome": "out_of_band",
+        "evidence": {
+            "registry_champion": "5",
+            "ledger_champion": "3",
+            "noticed_by": "scoring",
+            "noticed_at": "2026-12-07T14:00:00+00:00",
+        },
+    }
+    event = events.out_of_band("bikes", row, "bikes_score", "manual__x")
+    payload = _payload_ok(event)
+    assert event.headline == "@champion moved outside airloop to v5; v3 keeps serving"
+    assert "v3 (the ledger's champion, loaded by version number)" in event.text and "bikes_promote" in event.text
+    assert event.link == f"{BASE}/dags/bikes_score/runs/manual__x" and event.kind == "promotion"
+    assert payload["data"]["outcome"] == "out_of_band" and payload["data"]["moved"] is False
+    assert (payload["data"]["registry_champion"], payload["data"]["ledger_champion"]) == ("5", "3")
+    unset = events.out_of_band("bikes", {**row, "evidence": {**row["evidence"], "registry_champion": None}}, "d", "r")
+    assert unset.headline == "@champion moved outside airloop to unset; v3 keeps serving"
+
+
 def test_approval_message_has_the_answer_link_and_how_long_it_has_waited():
     since, now = D, D + timedelta(hours=3, minutes=5)
     link = f"{BASE}/dags/bikes_train/runs/r/tasks/approve/required_actions?map_index=-1"

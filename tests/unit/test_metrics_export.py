@@ -217,6 +217,67 @@ def test_a_scrape_tells_each_models_health(engine: sa.Engine, spec: Any) -> None
     assert value(samples, "airloop_rollbacks_total", model=m) == 1
 
 
+def test_realized_and_estimated_performance_are_two_kinds_and_the_estimate_error_its_own_series(
+    engine: sa.Engine, spec: Any
+) -> None:
+    """Realized from the newest labelled window, estimated (CBPE) from the newest window's unlabelled rows of the
+    champion (another version's estimate is not the champion's), and the newest window's estimate errors."""
+    _story(engine, spec.name)
+    end = BASE + 21 * DAY
+    estimated = {
+        "2": {"status": "estimated", "performance": {"scores": {"accuracy": 0.81, "roc_auc": 0.77, "f1": None}}},
+        "1": {"status": "estimated", "performance": {"scores": {"accuracy": 0.5}}},
+    }
+    with engine.begin() as conn:
+        conn.execute(
+            warehouse.drift_metrics.insert().values(
+                model=spec.name,
+                window_end=end,
+                champion_version="2",
+                window_start=end - 7 * DAY,
+                reference="whole",
+                reference_rows=100,
+                current_rows=100,
+                drift_share=0.0,
+                drifted=False,
+                drifted_columns=[],
+                column_scores={},
+                prediction_score=0.01,
+                prediction_drifted=False,
+                labelled_rows=0,
+                performance=None,
+                estimated_performance=estimated,
+                notes=[],
+                report_path="r",
+                measured_at=end,
+            )
+        )
+    for window_end, error in ((BASE + 7 * DAY, 0.5), (BASE + 14 * DAY, -0.02)):
+        warehouse.record_estimate_error(
+            conn.engine,
+            {
+                "model": spec.name,
+                "window_end": window_end,
+                "model_version": "2",
+                "metric": "accuracy",
+                "window_start": window_end - 7 * DAY,
+                "estimated": 0.8,
+                "realized": 0.8 - error,
+                "error": error,
+                "estimated_rows": 100,
+                "labelled_rows": 100,
+                "estimated_at": window_end,
+            },
+        )
+    samples = scrape(mx.read_health([spec], engine, approvals=lambda ids: {}, now=NOW))
+    m = spec.name
+    assert value(samples, "airloop_performance", model=m, metric="mae", kind="realized") == 12.5
+    assert value(samples, "airloop_performance", model=m, metric="accuracy", kind="estimated") == 0.81
+    assert value(samples, "airloop_performance", model=m, metric="roc_auc", kind="estimated") == 0.77
+    assert not [s for s in samples["airloop_performance"] if s.labels["metric"] == "f1"]  # None: no series
+    assert value(samples, "airloop_estimate_error", model=m, metric="accuracy") == -0.02  # the newest window's
+
+
 def test_a_new_model_has_no_made_up_values(engine: sa.Engine, bikes_spec: Any) -> None:
     """Nothing recorded yet: counts are 0, and figures that need a row (a champion, a lag) are absent, not 0."""
     spec = bikes_spec.model_copy(update={"name": f"mx-empty-{next(_models)}"})

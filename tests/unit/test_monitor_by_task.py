@@ -305,7 +305,9 @@ def test_the_verdict_shows_the_metrics_and_the_direction():
     perf = performance(frame, "y", {"holdout_log_loss": 0.3}, 0.25, metric="log_loss", outputs=outputs)
     assert perf is not None
     lines = monitoring.performance_lines(perf, 0)
-    assert lines[0].startswith("  performance on 6 labelled rows (binary): roc_auc 0.889, average_precision ")
+    assert lines[0].startswith(
+        "  realized performance on 6 labelled outcomes (binary): roc_auc 0.889, average_precision "
+    )
     value = perf.scores["log_loss"]
     assert lines[1] == (
         f"  judged on log_loss {value:.3g} vs training's 0.3 (lower is better): worse by "

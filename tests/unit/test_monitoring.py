@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 import numpy as np
 import pandas as pd
@@ -272,13 +272,6 @@ def test_the_reference_is_the_same_weeks_only_when_asked_and_enough(
         assert 0 < len(chosen) < len(training) and set(chosen["ts"].dt.month) <= {5, 6, 7}
     else:
         assert len(chosen) == len(training)
-
-
-def test_only_rows_whose_labels_have_arrived_are_scored(demo_frame):
-    frame = _window(demo_frame, "2012-06-01", "2012-06-29")
-    labelled = monitoring.labelled_rows(frame, "ts", JUNE[1], latency=timedelta(days=7))
-    assert labelled["ts"].max() < pd.Timestamp("2012-06-22") <= frame["ts"].max()
-    assert monitoring.labelled_rows(frame, "ts", JUNE[1], latency=timedelta(days=28)).empty
 
 
 def test_the_recorded_row_the_policys_history_and_the_summary(demo_frame, bikes_spec, early_2011_model, tmp_path):

@@ -218,6 +218,7 @@ def test_decision_carries_the_evidence():
         "verdict": {"mode": "enabled", "passed": False},
         "holdout": "[2012-11-03, 2012-12-29)",
         "notes": ["a note"],
+        "live": None,
         "approval": approval,
         "airflow": RUN.tags(),
     }

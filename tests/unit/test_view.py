@@ -162,3 +162,45 @@ def test_predictions_show_a_value_or_a_class_with_its_probability(tmp_path: Path
         user="op",
     )
     assert "Nothing scored yet: <code>bikes_score</code>" in empty
+
+
+def test_windows_show_realized_per_version_the_estimate_and_the_estimate_errors(tmp_path: Path) -> None:
+    """Realized figures per version from outcomes (one with too few labels), the champion's CBPE estimate or why it
+    was not estimated, and each estimate against what its rows realized once labelled."""
+    realized = {
+        "2": {"rows": 640, "min_rows": 100, "scores": {"accuracy": 0.74, "roc_auc": 0.81}},
+        "3": {"rows": 40, "min_rows": 100, "scores": {"accuracy": 0.7, "roc_auc": 0.77}},
+    }
+    few = {"kind": "realized", "rows": 40, "min_rows": 100}
+    estimated = {"2": {"status": "estimated", "ece": 0.012, "performance": {"rows": 300, "scores": {"roc_auc": 0.8}}}}
+    refused = {"2": {"status": "not estimated", "reason": "not estimated: calibration poor, ECE 0.2 > 0.05"}}
+    judged = {**_window(0, 0.1, False), "performance_metric": "roc_auc", "labelled_rows": 680, "degradation": 0.01}
+    judged |= {"realized": realized, "estimated_performance": estimated}
+    unjudged = {**_window(1, 0.1, False), "performance_metric": "roc_auc", "labelled_rows": 40, "performance": few}
+    unjudged |= {"realized": {"2": realized["3"] | {"rows": 40}}, "estimated_performance": refused}
+    assert view.realized_text(judged) == "v2: roc_auc 0.81 (640 labels); v3: roc_auc 0.77 (40 labels too few to judge)"
+    assert view.estimated_text(judged) == "roc_auc 0.8 (300 rows, ECE 0.012)"
+    assert view.estimated_text(unjudged) == "not estimated: calibration poor, ECE 0.2 > 0.05"
+    assert view.degradation_text(unjudged) == "not judged: 40 labels, fewer than 100"
+    error = {
+        "window_start": START,
+        "window_end": START + timedelta(days=28),
+        "model_version": "2",
+        "metric": "roc_auc",
+        "estimated": 0.8,
+        "realized": 0.78,
+        "error": 0.02,
+        "labelled_rows": 290,
+        "estimated_rows": 300,
+    }
+    board = view.Board(
+        model="strikes", description="d", owner="o", dag_ids=DAGS, drift=[judged, unjudged], estimate_errors=[error]
+    )
+    html = view.render_board(board, reports_root=tmp_path, airflow_ui="", models=["strikes"], user="op")
+    table = html.split('<table id="drift">')[1].split("</table>")[0]
+    assert "realized (outcomes, per version)" in table and "estimated (no labels yet)" in table
+    assert "v3: roc_auc 0.77 (40 labels too few to judge)" in table and "roc_auc 0.8 (300 rows, ECE 0.012)" in table
+    assert "calibration poor, ECE 0.2 &gt; 0.05" in table
+    errors = html.split('<table id="estimate-errors">')[1].split("</table>")[0]
+    assert "<td>0.8</td><td>0.78</td><td>0.02</td><td>290 of 300</td>" in errors
+    assert board.to_dict()["estimate_errors"][0]["metric"] == "roc_auc"

@@ -4,9 +4,10 @@ Suites are plain GX 1.x suite JSON files in ``expectations/<model>/``, owned by 
 read here (saving a suite through GX would rewrite the steward's file with generated ids).
 
 A passing batch costs one GX pass in ``BOOLEAN_ONLY`` format, which is several times cheaper than the detailed
-formats. Only when something fails is the batch validated again through a checkpoint in ``SUMMARY`` format,
-which counts every bad row, names a sample of them by the row keys and builds a Data Docs page for the quarantine
-report.
+formats, without the work GX adds beyond the checks (:func:`_lean_gx`). Only when something fails are the failed
+expectations evaluated again in ``SUMMARY`` format, which counts every bad row and names a sample of them by the
+row keys; each suite's result (the detail of its failures, the verdict of its other expectations) is stored and
+a Data Docs site is built from them for the quarantine report.
 
 Failure results are bounded: each failed expectation keeps its exact counts (``unexpected_count``,
 ``element_count``) but only :data:`FAILURE_SAMPLE` failing values and row keys, so the stored result, the
@@ -20,7 +21,8 @@ import logging
 import os
 import shutil
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from functools import lru_cache
@@ -267,6 +269,70 @@ def _shared_batch_definition() -> Any:
     return _batch_definition(_context())
 
 
+@contextmanager
+def _lean_gx() -> Iterator[None]:
+    """GX on a pandas batch without two costs that do not check anything (measured in ``benchmarks/validation.py``,
+    notes in ``benchmarks/results/README.md``): they made a passing 1M-row batch about 13x the same checks in
+    vectorised pandas, and about 3x with both gone. Both are process-wide switches held only for the call (airloop
+    validates one batch at a time per process).
+
+    * **The frame's fingerprint.** Each time it fetches the batch (``get_batch``, and again inside each
+      ``Batch.validate``) GX's pandas engine hashes the whole frame (``hash_pandas_dataframe``) into the batch
+      markers' ``pandas_data_fingerprint``, about a sixth of a passing pass. Nothing of airloop reads it (the stored
+      result keeps no GX meta; the partition's own digest names the data), GX does not either, and GX already skips
+      it for frames of 1 GB and more (``HASH_THRESHOLD``). GX offers no setting for it, so it is turned off here by
+      setting that module constant to 0 for the duration of the call (a GX internal:
+      ``tests/unit/test_validation_speed.py`` fails when a GX version stops reading it, or stops fingerprinting
+      without it).
+    * **Whole-frame copies.** Each per-row (column map) rule drops the column's missing values with
+      ``df[df[column].notnull()]``, which copies every column of the batch, even when nothing is missing (pandas'
+      boolean selection takes a deep ``copy()`` when the mask is all true): about 40 % of a pass, once per such rule.
+      Under pandas' Copy-on-Write mode (a public pandas option, the default from pandas 3) that copy is lazy and
+      shares the data, and rows really dropped are taken from the frame as before. GX never writes into the
+      selections, so the values checked are the same.
+    * **Whole-frame takes.** When the column has missing values that selection is a real copy of every column; a
+      column metric is handed its column alone instead (:func:`_column_only`).
+    """
+    import pandas as pd
+    from great_expectations.execution_engine import pandas_execution_engine as engine
+
+    saved = getattr(engine, "HASH_THRESHOLD", None)
+    if saved is not None:
+        engine.HASH_THRESHOLD = 0
+    compute_domain = engine.PandasExecutionEngine.get_compute_domain
+    engine.PandasExecutionEngine.get_compute_domain = _column_only(compute_domain)  # type: ignore[method-assign]
+    try:
+        with pd.option_context("mode.copy_on_write", True):
+            yield
+    finally:
+        engine.PandasExecutionEngine.get_compute_domain = compute_domain  # type: ignore[method-assign]
+        if saved is not None:
+            engine.HASH_THRESHOLD = saved
+
+
+def _column_only(compute_domain: Any) -> Any:
+    """GX's pandas compute domain, cut to the one column a column metric reads.
+
+    GX hands every column metric the whole batch and a per-row rule then drops the column's missing values from it
+    (``df[df[column].notnull()]``): when the column has missing values that takes every column of the batch, a
+    whole transient copy of it per such rule (a failing 1M-row batch peaked at 3.4x a passing one's memory for it).
+    A column metric reads only its column (``accessor_domain_kwargs["column"]``) and the row index, so the frame
+    handed to it is that column alone (a lazy selection under Copy-on-Write). A GX internal:
+    ``tests/unit/test_validation_speed.py`` fails if a version stops calling it for column metrics.
+    """
+    from great_expectations.core.metric_domain_types import MetricDomainTypes
+
+    def column_only(self: Any, domain_kwargs: dict[str, Any], domain_type: Any, accessor_keys: Any = None) -> Any:
+        data, compute, accessor = compute_domain(self, domain_kwargs, domain_type, accessor_keys)
+        column = accessor.get("column")
+        is_column = MetricDomainTypes(domain_type) == MetricDomainTypes.COLUMN
+        if is_column and isinstance(column, str) and column in data.columns:
+            data = data[[column]]
+        return data, compute, accessor
+
+    return column_only
+
+
 @dataclass(frozen=True)
 class DocsTarget:
     """Where to build the Data Docs site of a failing batch, and the GX run it is filed under."""
@@ -287,22 +353,26 @@ def validate(
     With ``docs``, the detailed pass of a failing batch runs through a checkpoint that also builds its Data
     Docs site, so the batch is validated in detail once, not once for the report and again for the docs.
     """
+    with _lean_gx():
+        return _validate(df, suites, keys=keys, docs=docs)
+
+
+def _validate(
+    df: pd.DataFrame, suites: list[SuiteFile], *, keys: Sequence[str] | None, docs: DocsTarget | None
+) -> Outcome:
     batch = _shared_batch_definition().get_batch(batch_parameters={"dataframe": df})
-    # One boolean pass over every suite's expectations together: GX fingerprints the whole frame once per
-    # validate call, so one pass instead of one per suite saves a full hash of the batch for each extra suite.
+    # One boolean pass over every suite's expectations together: GX's fixed cost per validate call (the batch, the
+    # metric graph) is paid once, not once per suite.
     combined = {"name": "airloop-combined", "expectations": [e for s in suites for e in s.raw["expectations"]]}
     result = batch.validate(_to_gx_suite(combined), result_format="BOOLEAN_ONLY")
     evaluated = len(result.results)
     checks = _checks(result)
     if result.success:
         return Outcome(success=True, rows=len(df), evaluated=evaluated, failures=[], suites=suites, checks=checks)
-    # The detailed pass, per suite, names which suite each failure belongs to; passing suites are left out.
-    index = None
-    if docs is None:
-        fmt = _result_format()
-        detailed = {s.name: _report_json(batch.validate(_to_gx_suite(s.raw), result_format=fmt)) for s in suites}
-    else:
-        index, detailed = _validate_with_docs(df, suites, keys=keys, docs=docs)
+    merged = _detailed(batch, suites, result)
+    index = _build_docs(suites, merged, batch.id, docs) if docs is not None else None
+    # Each suite's result names which suite a failure belongs to; passing suites are left out.
+    detailed = {name: _report_json(r) for name, r in merged.items()}
     per_suite = [(_failures(s, detailed[s.name], keys, df), detailed[s.name]) for s in suites]
     per_suite = [(f, j) for f, j in per_suite if f]
     return Outcome(
@@ -315,6 +385,55 @@ def validate(
         docs_index=index,
         checks=checks,
     )
+
+
+def _config_key(config: Any) -> str:
+    """An expectation's identity across GX passes: its type, arguments, meta and severity (GX adds the batch's id to
+    the arguments, and an id to an expectation registered in a context)."""
+    raw = {k: v for k, v in config.to_json_dict().items() if k != "id"}
+    raw["kwargs"] = {k: v for k, v in (raw.get("kwargs") or {}).items() if k != "batch_id"}
+    return json.dumps(raw, sort_keys=True, default=str)
+
+
+def _detailed(batch: Any, suites: list[SuiteFile], boolean: Any) -> dict[str, Any]:
+    """Every suite's result for a failing batch: GX's detailed (bounded ``SUMMARY``) result for each expectation the
+    boolean pass failed, its boolean result for each one it passed, in the suite's order, with GX's statistics.
+
+    Only the failed expectations are evaluated again: a second pass over every expectation in ``SUMMARY`` format
+    cost about three times the boolean pass on a 1M-row batch with 10 % bad rows, to learn nothing about the
+    expectations that passed (``benchmarks/failing.py``). The verdict of each expectation is the one of the pass that
+    evaluated it in detail, so a suite's verdict and statistics are what one ``SUMMARY`` pass would give.
+    """
+    from great_expectations.core.expectation_validation_result import ExpectationSuiteValidationResult
+    from great_expectations.validator.validation_statistics import calc_validation_statistics
+
+    by_key = {_config_key(r.expectation_config): r for r in boolean.results}
+    per_suite = {s.name: [_config_key(e.configuration) for e in _to_gx_suite(s.raw).expectations] for s in suites}
+    raws = {k: e for s in suites for k, e in zip(per_suite[s.name], s.raw["expectations"], strict=True)}
+    missing = [k for ks in per_suite.values() for k in ks if k not in by_key]
+    if missing:  # the boolean pass always reports every expectation; this names a GX change if it ever does not
+        raise RuntimeError(f"GX reported no result for {missing[:3]}: validation cannot be reported")
+    failed = [k for k, r in by_key.items() if not r.success and k in raws]
+    again = {"name": "airloop-failed", "expectations": [raws[k] for k in failed]}
+    detail = batch.validate(_to_gx_suite(again), result_format=_result_format())
+    by_key |= {_config_key(r.expectation_config): r for r in detail.results}
+    merged = {}
+    for suite in suites:
+        results = [by_key[k] for k in per_suite[suite.name]]
+        stats = calc_validation_statistics(results)
+        merged[suite.name] = ExpectationSuiteValidationResult(
+            success=stats.success,
+            results=results,
+            suite_name=suite.name,
+            statistics={
+                "evaluated_expectations": stats.evaluated_expectations,
+                "successful_expectations": stats.successful_expectations,
+                "unsuccessful_expectations": stats.unsuccessful_expectations,
+                "success_percent": stats.success_percent,
+            },
+            meta=dict(detail.meta),
+        )
+    return merged
 
 
 def _checks(result: Any) -> list[dict[str, Any]]:
@@ -433,25 +552,29 @@ def _failures(suite: SuiteFile, result: dict[str, Any], keys: Sequence[str] | No
     return failures
 
 
-def _validate_with_docs(
-    df: pd.DataFrame, suites: list[SuiteFile], *, keys: Sequence[str] | None, docs: DocsTarget
-) -> tuple[Path, dict[str, dict[str, Any]]]:
-    """Validate in detail through a checkpoint that builds a Data Docs site in ``docs.folder`` (replaced
-    atomically); return its index page and each suite's result.
+def _build_docs(suites: list[SuiteFile], merged: dict[str, Any], batch_id: str, docs: DocsTarget) -> Path:
+    """Build the Data Docs site of a failing batch in ``docs.folder`` (replaced atomically) from its suites and
+    their results (:func:`_detailed`); return its index page.
 
-    A fresh ephemeral context per call keeps each batch's site to its own results and avoids any shared
-    GX config file (concurrent tasks would race on one).
+    GX's own way, a checkpoint with an ``UpdateDataDocsAction``, would validate every suite in detail again and
+    rebuild the site once per suite; storing the results in the context's validation results store and building the
+    site once gives the same pages (a suite's expectations, each suite's result under the run). A fresh ephemeral
+    context per call keeps each batch's site to its own results and avoids any shared GX config file (concurrent
+    tasks would race on one).
     """
     import great_expectations as gx
     from great_expectations.core.run_identifier import RunIdentifier
+    from great_expectations.data_context.types.base import ProgressBarsConfig
+    from great_expectations.data_context.types.resource_identifiers import (
+        ExpectationSuiteIdentifier,
+        ValidationResultIdentifier,
+    )
 
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
     _quiet_gx()
     target_dir = docs.folder
     target_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = target_dir.with_name(f".{target_dir.name}.tmp-{uuid.uuid4().hex}")
-    from great_expectations.data_context.types.base import ProgressBarsConfig
-
     ctx = gx.get_context(mode="ephemeral")
     ctx.variables.progress_bars = ProgressBarsConfig(globally=False)
     ctx.add_data_docs_site(
@@ -463,28 +586,18 @@ def _validate_with_docs(
             "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
         },
     )
-    batch_definition = _batch_definition(ctx)
-    definitions = [
-        ctx.validation_definitions.add(
-            gx.ValidationDefinition(name=s.name, data=batch_definition, suite=ctx.suites.add(_to_gx_suite(s.raw)))
-        )
-        for s in suites
-    ]
-    checkpoint = ctx.checkpoints.add(
-        gx.Checkpoint(
-            name="airloop",
-            validation_definitions=definitions,
-            actions=[gx.checkpoint.UpdateDataDocsAction(name="docs", site_names=["airloop"])],
-            result_format=_result_format(),
-        )
-    )
+    run_id = RunIdentifier(run_name=docs.run_name, run_time=docs.run_time)
     try:
-        run_id = RunIdentifier(run_name=docs.run_name, run_time=docs.run_time)
-        result = checkpoint.run(batch_parameters={"dataframe": df}, run_id=run_id)
+        for suite in suites:
+            ctx.suites.add(_to_gx_suite(suite.raw))
+            result = merged[suite.name]
+            result.meta = {**result.meta, "run_id": run_id, "validation_time": run_id.run_time}
+            key = ValidationResultIdentifier(ExpectationSuiteIdentifier(name=suite.name), run_id, batch_id)
+            ctx.validation_results_store.set(key, result)
+        ctx.build_data_docs(site_names=["airloop"])
         if target_dir.exists():
             shutil.rmtree(target_dir)
         os.replace(staging, target_dir)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    detailed = {r.suite_name: _report_json(r) for r in result.run_results.values()}
-    return target_dir / "index.html", detailed
+    return target_dir / "index.html"

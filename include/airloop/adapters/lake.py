@@ -79,8 +79,8 @@ if TYPE_CHECKING:
     import pandas as pd
     from fsspec import AbstractFileSystem
 
-Stage = Literal["raw", "validated", "quarantine", "predictions"]
-STAGES: tuple[Stage, ...] = ("raw", "validated", "quarantine", "predictions")
+Stage = Literal["raw", "validated", "quarantine", "predictions", "shadow"]
+STAGES: tuple[Stage, ...] = ("raw", "validated", "quarantine", "predictions", "shadow")
 MANIFEST = "_manifest.json"
 VERSION_PREFIX = "v-"
 #: Stages whose replaced (or deleted) versions are kept, not deleted: training reads ``validated``, and a model

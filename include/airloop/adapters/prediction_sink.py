@@ -24,6 +24,7 @@ from airloop.core.errors import ExpectedFailure
 
 if TYPE_CHECKING:
     import numpy as np
+    import sqlalchemy as sa
     from sqlalchemy.engine import Connection, Dialect, Engine
 
 log = logging.getLogger(__name__)
@@ -65,8 +66,12 @@ class RowKeyConflict(ExpectedFailure, RuntimeError):
 
 
 @contextmanager
-def replacing(engine: Engine, constants: dict[str, Any], in_flight: int) -> Iterator[tuple[BackgroundWrites, Sink]]:
+def replacing(
+    engine: Engine, constants: dict[str, Any], in_flight: int, table: sa.Table | None = None
+) -> Iterator[tuple[BackgroundWrites, Sink]]:
     """Replace one partition's rows of ``predictions``: a transaction that deletes them, then the writes.
+
+    ``table``: another table with the columns of ``predictions`` (``shadow_predictions``); default ``predictions``.
 
     ``constants`` are the values every row shares; their ``model`` and ``partition`` name the rows replaced. The
     block submits chunks to the yielded :class:`BackgroundWrites` (at most ``in_flight`` waiting) and calls its
@@ -78,20 +83,19 @@ def replacing(engine: Engine, constants: dict[str, Any], in_flight: int) -> Iter
 
     from airloop.adapters.warehouse import ensure_schema, predictions
 
+    target = predictions if table is None else table
     ensure_schema(engine)
     try:
         with engine.begin() as conn:
-            t = predictions.c
-            conn.execute(
-                predictions.delete().where(t.model == constants["model"], t.partition == constants["partition"])
-            )
-            sink = sink_for(conn, constants)
+            t = target.c
+            conn.execute(target.delete().where(t.model == constants["model"], t.partition == constants["partition"]))
+            sink = sink_for(conn, constants, target)
             with BackgroundWrites(sink.write, in_flight) as writes:
                 yield writes, sink
     except sa.exc.IntegrityError as exc:
         raise RowKeyConflict(
             f"Partition {constants['partition']} of {constants['model']} has two rows with the same row key "
-            f"(table predictions is unique on model, partition and row_key; {exc.orig}); nothing of this partition "
+            f"(table {target.name} is unique on model, partition and row_key; {exc.orig}); nothing of this partition "
             "was written. It was validated before ingestion checked row keys: re-ingest the interval (its keys "
             "are then checked) or set `source.keys` in the model spec to columns that identify a row."
         ) from None
@@ -108,17 +112,18 @@ class Sink(Protocol):
         ...
 
 
-def sink_for(conn: Connection, constants: dict[str, Any]) -> Sink:
+def sink_for(conn: Connection, constants: dict[str, Any], table: sa.Table | None = None) -> Sink:
     """The fastest sink this connection's database supports; SQLAlchemy Core's insert for any database.
 
-    ``constants`` are the values every row of the partition shares (model, partition, interval, provenance).
+    ``constants`` are the values every row of the partition shares (model, partition, interval, provenance);
+    ``table`` has the columns of ``predictions`` (default: ``predictions`` itself).
     """
     if conn.dialect.name == "sqlite":
         reason = SQLiteSink.unusable(conn)
         if reason is None:
-            return SQLiteSink(conn, constants)
+            return SQLiteSink(conn, constants, table)
         log.warning("Writing predictions through SQLAlchemy's generic insert (slower): %s.", reason)
-    return CoreSink(conn, constants)
+    return CoreSink(conn, constants, table)
 
 
 class CoreSink:
@@ -130,11 +135,11 @@ class CoreSink:
 
     describe = "SQLAlchemy Core insert"
 
-    def __init__(self, conn: Connection, constants: dict[str, Any]) -> None:
+    def __init__(self, conn: Connection, constants: dict[str, Any], table: sa.Table | None = None) -> None:
         from airloop.adapters.warehouse import predictions
 
         self._conn = conn
-        self._statement = predictions.insert()
+        self._statement = (predictions if table is None else table).insert()
         self._constants = constants
 
     def write(self, rows: ScoredRows) -> None:
@@ -175,11 +180,12 @@ class SQLiteSink:
 
     describe = "SQLite multi-row INSERT"
 
-    def __init__(self, conn: Connection, constants: dict[str, Any]) -> None:
+    def __init__(self, conn: Connection, constants: dict[str, Any], table: sa.Table | None = None) -> None:
         import sqlite3
 
-        from airloop.adapters.warehouse import predictions
+        from airloop.adapters.warehouse import predictions as default
 
+        predictions = default if table is None else table
         dialect = conn.dialect
         driver = conn.connection.driver_connection
         assert isinstance(driver, sqlite3.Connection)  # checked by unusable()

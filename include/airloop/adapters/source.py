@@ -24,6 +24,8 @@ from airloop.core.spec import ModelSpec
 from airloop.core.urls import mask_url
 
 if TYPE_CHECKING:
+    from collections.abc import Collection
+
     import pandas as pd
     from sqlalchemy.engine import Engine
 
@@ -96,12 +98,14 @@ def _pin_session_to_utc(conn: Any) -> None:
         conn.execute(sa.text("SET LOCAL TIME ZONE 'UTC'"))
 
 
-def extract_interval(engine: Engine, spec: ModelSpec, interval: Interval) -> Extract:
-    """Rows of ``[interval.start, interval.end)`` from the spec's source, ordered by time, time column in UTC."""
+def extract_interval(engine: Engine, spec: ModelSpec, interval: Interval, *, withhold: Collection[str] = ()) -> Extract:
+    """Rows of ``[interval.start, interval.end)`` from the spec's source, ordered by time, time column in UTC,
+    without the columns in ``withhold`` (ingestion passes :func:`withheld_columns`)."""
     import pandas as pd
     import sqlalchemy as sa
 
     src = spec.source
+    withheld = set(withhold)
     try:
         with engine.connect() as conn:
             _pin_session_to_utc(conn)
@@ -114,7 +118,8 @@ def extract_interval(engine: Engine, spec: ModelSpec, interval: Interval) -> Ext
                     )
                 ts = table.c[src.time_column]
                 start, end = _bounds_for(ts.type, interval)
-                stmt: Any = sa.select(table).where(ts >= start, ts < end).order_by(ts)
+                kept = [c for c in table.c if c.name not in withheld]
+                stmt: Any = sa.select(*kept).where(ts >= start, ts < end).order_by(ts)
             else:
                 assert src.query is not None
                 start, end = _bounds_for(None, interval)
@@ -135,9 +140,17 @@ def extract_interval(engine: Engine, spec: ModelSpec, interval: Interval) -> Ext
             f"reading interval {interval} from connection {src.connection!r} failed: {exc.__class__.__name__}: "
             f"{str(exc).splitlines()[0]}. Check the connection in Airflow (Admin > Connections) and retry."
         ) from exc
+    frame = frame.drop(columns=[c for c in frame.columns if c in withheld])  # a query's own target column
     if src.time_column in frame.columns:
         frame[src.time_column] = _to_utc(frame[src.time_column], src.time_column)
     return Extract(frame=frame, statement=str(stmt))
+
+
+def withheld_columns(spec: ModelSpec) -> set[str]:
+    """Source columns ingestion never extracts: the target, when labels come from a label source of their own
+    (``labels.source``; the labels step reads them there). The features source need not have it at all; a
+    value it does have is not the label (it may be a placeholder written before the outcome was known)."""
+    return {spec.target.name} if spec.labels.source is not None else set()
 
 
 def _to_utc(values: pd.Series, column: str) -> pd.Series:

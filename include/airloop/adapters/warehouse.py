@@ -17,6 +17,7 @@ import sqlalchemy as sa
 from airloop.core.times import as_utc
 
 if TYPE_CHECKING:
+    import pandas as pd
     from sqlalchemy.engine import Connection, Engine
 
     from airloop.adapters.migrations import Upgrade
@@ -65,6 +66,17 @@ predictions = sa.Table(
     # A re-scored interval replaces its rows (delete by model and partition, then insert): at most one per key.
     sa.Index("uq_predictions_model_partition_row_key", "model", "partition", "row_key", unique=True),
     sa.Index("ix_predictions_model_ts", "model", "ts"),
+)
+
+#: The challenger's predictions while it waits (a pending approval, or ``gate.shadow``): the same columns as
+#: ``predictions``, its version in ``model_version``, never served and never read by what reads predictions. A
+#: re-scored interval replaces its rows (delete by model and partition, then insert), as for ``predictions``.
+shadow_predictions = sa.Table(
+    "shadow_predictions",
+    metadata,
+    *(column._copy() for column in predictions.columns),
+    sa.Index("uq_shadow_predictions_model_partition_row_key", "model", "partition", "row_key", unique=True),
+    sa.Index("ix_shadow_predictions_model_version", "model", "model_version"),
 )
 
 #: Labels as they arrived, keyed by row; append-only by revision: a label that changes after it arrived (a
@@ -160,6 +172,29 @@ drift_metrics = sa.Table(
     sa.Column("performance_metric", sa.String(64), comment="the metric degradation is judged on"),
     sa.Column("performance", sa.JSON, comment="the task's metrics, holdout figures, notes; null: no labels yet"),
     sa.Column("output_scores", sa.JSON, comment="output column (_prediction, _proba_*) -> method, threshold, score"),
+    sa.Column("realized", sa.JSON, comment="model version -> its realized performance from outcomes in the window"),
+    sa.Column(
+        "estimated_performance", sa.JSON, comment="model version -> its estimate (CBPE) on unlabelled rows, or why not"
+    ),
+)
+
+#: An estimate set against the realized figure once the labels of the rows it estimated arrived: one row per model,
+#: window, version and metric, updated while more of those labels arrive.
+estimate_errors = sa.Table(
+    "estimate_errors",
+    metadata,
+    sa.Column("model", sa.String(64), primary_key=True),
+    sa.Column("window_end", sa.DateTime(timezone=True), primary_key=True),
+    sa.Column("model_version", sa.String(32), primary_key=True),
+    sa.Column("metric", sa.String(64), primary_key=True),
+    sa.Column("window_start", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("estimated", sa.Float, nullable=False),
+    sa.Column("realized", sa.Float, nullable=False),
+    sa.Column("error", sa.Float, nullable=False, comment="estimated - realized"),
+    sa.Column("estimated_rows", sa.Integer, nullable=False, comment="unlabelled rows the estimate covered"),
+    sa.Column("labelled_rows", sa.Integer, nullable=False, comment="of those, labelled now"),
+    sa.Column("estimated_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("recorded_at", sa.DateTime(timezone=True), nullable=False),
 )
 
 #: One row per retraining request; at most one per model and window however often the monitor re-runs.
@@ -417,3 +452,95 @@ def write_outcomes(conn: Connection, inserts: list[dict[str, Any]], updates: lis
         key = (t.model == row["model"], t.partition == row["partition"], t.row_key == row["row_key"])
         values = {k: v for k, v in row.items() if k not in ("model", "partition", "row_key")}
         conn.execute(outcomes.update().where(*key).values(**values))
+
+
+def outcomes_between(
+    engine: Engine, model: str, start: datetime, end: datetime, *, arrived_after: datetime | None = None
+) -> list[dict[str, Any]]:
+    """The ``outcomes`` rows of a model whose ``ts`` is in ``[start, end)`` (labels that arrived after
+    ``arrived_after`` only, when given), every version."""
+    t = outcomes.c
+    query = sa.select(outcomes).where(t.model == model, t.ts >= start, t.ts < end)
+    if arrived_after is not None:
+        query = query.where(t.label_arrived_at > arrived_after)
+    with engine.connect() as conn:
+        return [_row(r._mapping) for r in conn.execute(query.order_by(t.ts, t.row_key))]
+
+
+def unlabelled_predictions(engine: Engine, model: str, start: datetime, end: datetime) -> list[dict[str, Any]]:
+    """The served ``predictions`` in ``[start, end)`` that have no outcome (no label) yet, every version."""
+    p, o = predictions.c, outcomes.c
+    joined = predictions.outerjoin(
+        outcomes, sa.and_(o.model == p.model, o.partition == p.partition, o.row_key == p.row_key)
+    )
+    query = (
+        sa.select(p.partition, p.row_key, p.ts, p.model_version, p.prediction, p.predicted_class, p.probability)
+        .select_from(joined)
+        .where(p.model == model, p.ts >= start, p.ts < end, o.row_key.is_(None))
+    )
+    with engine.connect() as conn:
+        return [_row(r._mapping) for r in conn.execute(query)]
+
+
+def record_estimate_error(engine: Engine, row: dict[str, Any]) -> None:
+    """Replace the comparison of one (model, window, version, metric) estimate with its realized figure."""
+    row = {**row, "recorded_at": row.get("recorded_at") or datetime.now(UTC)}
+    t = estimate_errors.c
+    key = [t.model == row["model"], t.window_end == row["window_end"], t.model_version == row["model_version"]]
+    with engine.begin() as conn:
+        conn.execute(estimate_errors.delete().where(*key, t.metric == row["metric"]))
+        conn.execute(estimate_errors.insert().values(**row))
+
+
+def estimate_errors_of(engine: Engine, model: str, limit: int = 200) -> list[dict[str, Any]]:
+    """A model's estimates set against their realized figures, newest window first."""
+    t = estimate_errors.c
+    query = sa.select(estimate_errors).where(t.model == model).order_by(t.window_end.desc(), t.metric)
+    with engine.connect() as conn:
+        return [_row(r._mapping) for r in conn.execute(query.limit(limit))]
+
+
+# --- labels (read side) ---
+
+
+def current_labels_of_partitions(engine: Engine, model: str, partitions: list[str]) -> pd.DataFrame:
+    """The current label of every labelled row of these partitions of a model: columns ``partition``, ``row_key``,
+    ``label`` (canonical text) and ``revision``, one row per (partition, row_key), sorted by them.
+
+    The current label is the highest revision (a correction wins over what arrived first); no partitions, or
+    none labelled yet, gives an empty frame with those columns. What training reads (the labels step reads one
+    interval at a time with :func:`current_labels`).
+    """
+    import pandas as pd
+
+    columns = ["partition", "row_key", "label", "revision"]
+    t = labels.c
+    frames = []
+    for at in range(0, len(partitions), 500):  # bounded IN lists (SQLite's parameter limit)
+        chunk = partitions[at : at + 500]
+        newest = (
+            sa.select(t.partition, t.row_key, sa.func.max(t.revision).label("revision"))
+            .where(t.model == model, t.partition.in_(chunk))
+            .group_by(t.partition, t.row_key)
+            .subquery()
+        )
+        query = (
+            sa.select(t.partition, t.row_key, t.label, t.revision)
+            .join(
+                newest,
+                sa.and_(
+                    t.partition == newest.c.partition,
+                    t.row_key == newest.c.row_key,
+                    t.revision == newest.c.revision,
+                ),
+            )
+            .where(t.model == model)
+        )
+        with engine.connect() as conn:
+            frames.append(pd.DataFrame([tuple(r) for r in conn.execute(query)], columns=columns))
+    found = [f for f in frames if len(f)]
+    if not found:
+        return pd.DataFrame({c: pd.Series(dtype="int64" if c == "revision" else object) for c in columns})
+    out = pd.concat(found, ignore_index=True)
+    out["revision"] = out["revision"].astype("int64")
+    return out.sort_values(["partition", "row_key"], kind="stable").reset_index(drop=True)

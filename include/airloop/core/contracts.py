@@ -406,7 +406,9 @@ class GateResult:
     """The gate's verdict on one candidate (XCom key ``gate``), read by approve, promote and record.
 
     ``verdict`` is :meth:`airloop.stages.promote.rules.Verdict.to_dict` (the evidence the ledger keeps);
-    ``expected_champion`` is the ``@champion`` the gate compared against (None: there was none).
+    ``expected_champion`` is the ``@champion`` the gate compared against (None: there was none). ``live`` is the
+    live comparison on labelled shadow intervals (``gate.shadow``; None without it): its ``status`` is
+    ``waiting`` when too few intervals are labelled yet, and the challenger then keeps waiting.
     """
 
     model: str
@@ -422,6 +424,12 @@ class GateResult:
     mlflow_run_id: str | None = None
     markdown: str = ""
     notes: list[str] = field(default_factory=list)
+    live: dict[str, Any] | None = None
+
+    @property
+    def shadowing(self) -> bool:
+        """The challenger passed the offline gate and waits for labelled shadow intervals (``gate.shadow``)."""
+        return self.live is not None and self.live.get("status") == "waiting"
 
     @property
     def mode(self) -> str | None:
@@ -444,6 +452,7 @@ class GateResult:
             "verdict": dict(self.verdict),
             "holdout": self.holdout,
             "notes": list(self.notes),
+            "live": None if self.live is None else dict(self.live),
         }
 
     @classmethod
@@ -463,6 +472,7 @@ class GateResult:
             mlflow_run_id=f.text("mlflow_run_id", nullable=True, default=None),
             markdown=f.text("markdown", default=""),
             notes=list(f.get("notes", list, items=str, default=[])),
+            live=f.get("live", dict, nullable=True, default=None),
         )
 
 
@@ -700,6 +710,10 @@ class MonitorSummary:
     notes: tuple[str, ...] = ()
     mlflow_run_id: str | None = None
     seconds: float | None = None
+    #: Model version -> its realized performance from ``outcomes`` in the window (every version that served).
+    realized: dict[str, Any] | None = None
+    #: Model version -> its estimated performance (CBPE) on the window's unlabelled rows, or why not estimated.
+    estimated: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """The judge task's XCom (and, without the MLflow run and seconds, the window's ``verdict.json``)."""
@@ -721,6 +735,8 @@ class MonitorSummary:
             "notes": list(self.notes),
             "mlflow_run_id": self.mlflow_run_id,
             "seconds": self.seconds,
+            "realized": None if self.realized is None else dict(self.realized),
+            "estimated": None if self.estimated is None else dict(self.estimated),
         }
 
     @classmethod
@@ -746,4 +762,6 @@ class MonitorSummary:
             notes=f.strings("notes", default=()),
             mlflow_run_id=f.text("mlflow_run_id", nullable=True, default=None),
             seconds=f.number("seconds", default=None),
+            realized=f.get("realized", dict, nullable=True, default=None),
+            estimated=f.get("estimated", dict, nullable=True, default=None),
         )

@@ -448,6 +448,24 @@ class Approval(_Strict):
     timeout_hours: Annotated[float, Field(gt=0)] = 24
 
 
+class Shadow(_Strict):
+    """Live evidence before promotion: the challenger is scored beside the champion on new intervals (never served).
+
+    After the offline gate passes, the challenger stays `@challenger` and each new interval the score DAG scores is
+    also scored with it (``shadow_predictions``); once ``intervals`` of those intervals have labels, the gate judges
+    it again on them (docs/training-and-promotion.md, "Shadow scoring").
+    """
+
+    intervals: Annotated[int, Field(ge=1, le=100)] = Field(
+        description="How many shadow-scored intervals with labels the live comparison needs."
+    )
+    require_better: bool = Field(
+        default=True,
+        description="The challenger must beat the served predictions on the gate metric (by `min_improvement`, in "
+        "the metric's direction) over those intervals; false: the live figures are shown, not judged.",
+    )
+
+
 class Gate(_Strict):
     """The promotion gate: what a challenger must show before it becomes `@champion`."""
 
@@ -470,6 +488,11 @@ class Gate(_Strict):
     )
     sanity: Sanity = Sanity()
     approval: Approval = Approval()
+    shadow: Shadow | None = Field(
+        default=None,
+        description="`{intervals: N, require_better: true}`: shadow-score the challenger on N labelled intervals "
+        "and judge it on them before it is promoted; null (default): promote on the offline gate alone.",
+    )
 
 
 class Hysteresis(_Strict):
@@ -541,6 +564,26 @@ class Monitoring(_Strict):
     )
     hysteresis: Hysteresis = Hysteresis()
     cooldown_days: Annotated[int, Field(ge=0)] = 28
+    min_labels: Annotated[int, Field(ge=1)] = Field(
+        default=100,
+        description="A version's realized performance in a window (from `outcomes`) with fewer labelled rows is "
+        "shown with that count but not judged: a proportion over 100 rows is still +-0.1 at 95 %.",
+    )
+    max_calibration_error: Annotated[float, Field(gt=0, le=1)] = Field(
+        default=0.05,
+        description="A classifier's performance is estimated without labels (CBPE) only when its probabilities' "
+        "expected calibration error on the holdout (after calibration) is at most this; else it says so.",
+    )
+    calibrate_estimates: bool = Field(
+        default=True,
+        description="Calibrate the probabilities on the holdout (isotonic) before estimating; false: trust them as "
+        "they are (a model trained with class weights is then usually refused as poorly calibrated).",
+    )
+    act_on_estimate: bool = Field(
+        default=False,
+        description="Let an estimated degradation (no labels yet) request retraining, through the same "
+        "hysteresis and cooldown; default: only realized performance (from labels) does.",
+    )
 
 
 class LabelSource(_Strict):

@@ -282,12 +282,13 @@ def _judge_champion(spec: ModelSpec, version: str) -> Check:
     from airloop.stages.promote.rules import evaluate_gate
     from airloop.stages.promote.steps import holdout_range
     from airloop.stages.train import steps as training
+    from airloop.stages.train.labels import LabelsUnavailable
 
     lake = default_lake()
     try:  # the promote runner's holdout for a named version: the newest window's (runner._holdout, no window)
         window = training.resolve_window(spec, lake)
         _, holdout = training.split(spec, training.assemble(spec, lake, window))
-    except training.TrainingProblem as exc:
+    except (training.TrainingProblem, LabelsUnavailable) as exc:  # no data, or its labels cannot be read
         return Check(spec.name, "gate", "skip", f"no recent holdout for champion v{version}: {exc}")
     where = f"champion v{version} on holdout {holdout_range(window.holdout_start, window.end)} ({len(holdout)} rows)"
     try:

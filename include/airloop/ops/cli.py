@@ -1,5 +1,5 @@
 """The ``airloop`` command line: seed, up, down, status, suites check, source load, model new/check, ci, warehouse,
-demo.
+ledger at, lake gc, lineage rebuild, demo.
 
 Every command is safe to run twice. Expected problems print one clear message and exit non-zero
 (1 for a failed check, 2 for bad usage or configuration); tracebacks are for bugs only.
@@ -338,6 +338,66 @@ def _add_auth(sub: argparse._SubParsersAction) -> None:
     auth.set_defaults(func=_cmd_auth)
 
 
+def _cmd_ledger_at(args: argparse.Namespace) -> int:
+    """Which version served at TIME (or served a prediction), since when, who moved it and why."""
+    from airloop.adapters.db import engine_for
+    from airloop.core.settings import WAREHOUSE_CONN_ID
+    from airloop.core.spec import get_spec
+    from airloop.core.times import moment
+    from airloop.stages.promote.ledger import NoSuchPrediction, champion_at, champion_of_prediction
+
+    if (args.time is None) == (args.prediction is None):
+        raise ValueError("give either TIME (ISO 8601, or now) or --prediction PARTITION:ROW_KEY, not both or none.")
+    model = get_spec(args.model).name  # an unknown model is named with the known ones
+    engine = engine_for(WAREHOUSE_CONN_ID)
+    prediction = None
+    if args.prediction is not None:
+        partition, sep, row_key = args.prediction.partition(":")
+        if not sep or not partition or not row_key:
+            raise ValueError(
+                f"--prediction is {args.prediction!r}: give PARTITION:ROW_KEY (the row_key as stored in predictions), "
+                "e.g. 2012-12-01T000000Z:2012-12-01T05:00:00"
+            )
+        try:
+            prediction, answer = champion_of_prediction(engine, model, partition, row_key)
+        except NoSuchPrediction as exc:
+            print(f"airloop ledger at: {exc}", file=sys.stderr)
+            return EXIT_FAILED
+    else:
+        answer = champion_at(engine, model, moment(args.time, "TIME"))
+    if args.json:
+        body = answer.to_dict()
+        if prediction is not None:
+            body["prediction"] = prediction
+        print(json.dumps(body, indent=2, default=str))
+        return 0
+    if prediction is not None:
+        print(
+            f"prediction {args.prediction} of {model}: scored by v{prediction['model_version']} "
+            f"(run {prediction['dag_run_id'] or '?'}); the decision that made v{prediction['model_version']} champion:"
+        )
+    print(answer.text())
+    return 0
+
+
+def _add_ledger(sub: argparse._SubParsersAction) -> None:
+    """``airloop ledger at``: who was champion when, and why."""
+    ledger = sub.add_parser("ledger", help="the promotion ledger: who was champion when, and why")
+    ledger_sub = ledger.add_subparsers(dest="ledger_command", required=True, metavar="SUBCOMMAND")
+    at = ledger_sub.add_parser(
+        "at", help="which version served at TIME (or a prediction), since when, who moved it, the reason and evidence"
+    )
+    at.add_argument("time", nargs="?", metavar="TIME", help="ISO 8601 (no zone = UTC), or now")
+    at.add_argument("--model", required=True, help="model name (a spec in include/models/)")
+    at.add_argument(
+        "--prediction",
+        metavar="PARTITION:ROW_KEY",
+        help="instead of TIME: the prediction row with this partition and row key (its version's decision)",
+    )
+    at.add_argument("--json", action="store_true", help="machine-readable output")
+    at.set_defaults(func=_cmd_ledger_at)
+
+
 def _cmd_lake_gc(args: argparse.Namespace) -> int:
     """``airloop lake gc [--model M] [--apply]``: kept partition versions no registered version names."""
     from airloop.adapters.lake import default_lake
@@ -468,6 +528,7 @@ def build_parser() -> argparse.ArgumentParser:
     rev.add_argument("message", help="what changes, e.g. 'add predictions.proba'")
     wh.set_defaults(func=_cmd_warehouse)
     _add_auth(sub)
+    _add_ledger(sub)
     _add_lake_and_lineage(sub)
     demo = sub.add_parser("demo", help="seed, start and run the pipeline on the demo data, then summarise")
     demo.add_argument("--exit", action="store_true", help="stop the servers when the demo is done")

@@ -189,6 +189,25 @@ def decision_tasks(spec: ModelSpec, stage: str, gated: Any) -> None:
     finals >> outcome()
 
 
+def live_gate_trigger(spec: ModelSpec) -> Any:
+    """The score DAG's last task: trigger ``<model>_promote`` for the shadowed challenger's live gate.
+
+    Runs only when the ``shadow`` task found ``gate.shadow`` due (enough labelled shadow intervals); the run id
+    names the version and the count of labelled intervals, so a later score run does not trigger it again (an
+    existing run is skipped) until more intervals are labelled.
+    """
+    from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
+
+    due = "ti.xcom_pull(task_ids='shadow')['trigger']"
+    return TriggerDagRunOperator(
+        task_id="live_gate",
+        trigger_dag_id=spec.dag_id("promote"),
+        trigger_run_id=f"{{{{ {due}['run_id'] }}}}",
+        conf={key: f"{{{{ {due}['conf']['{key}'] }}}}" for key in ("action", "version", "reason")},
+        skip_when_already_exists=True,  # so a retry after the run was created is a no-op
+    )
+
+
 def train_runbook(spec: ModelSpec) -> str:
     t, g = spec.training, spec.gate
     triggers = f"retrain requests (Asset `{spec.name}.retrain_requested`)"

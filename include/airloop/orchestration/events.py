@@ -152,6 +152,7 @@ def approval(
     facts = [
         ("Decide", f"{gate.action} v{gate.candidate} to @champion (now {gate.expected_champion or 'unset'})"),
         ("Verdict", gate.summary),
+        *([("Live (shadow)", str(gate.live.get("summary")))] if gate.live else []),
         ("Waiting since", f"{waiting_since.isoformat()} ({duration(waited)} so far)"),
         ("Times out", timeout_at.isoformat() if timeout_at else "never"),
         ("Answer at", answer_url),
@@ -170,6 +171,7 @@ def approval(
             "waiting_since": waiting_since.isoformat(),
             "waited_seconds": round(waited),
             "timeout_at": timeout_at.isoformat() if timeout_at else None,
+            "live": gate.live,
         },
     )
 
@@ -262,5 +264,47 @@ def labels_lagging(summary: Mapping[str, Any], dag_id: str, run_id: str) -> Even
                 k: summary.get(k)
                 for k in ("partition", "interval_start", "interval_end", "due_at", "missing", "lag_seconds", "max_lag")
             },
+        },
+    )
+
+
+def out_of_band(model: str, row: Mapping[str, Any], dag_id: str, run_id: str) -> Event:
+    """``@champion`` was found moved outside airloop (an ``out_of_band`` ledger row): both versions, not adopted.
+
+    Sent as a ``promotion`` notification (it concerns who is champion), with ``data.outcome`` ``out_of_band``.
+    """
+    evidence = row.get("evidence") or {}
+    alias, champion = evidence.get("registry_champion"), evidence.get("ledger_champion")
+    found = f"v{alias}" if alias else "unset"
+    serving = f"v{champion}" if champion else "nothing"
+    facts = [
+        ("Decision", "out_of_band: @champion moved outside airloop (MLflow UI or API); not adopted"),
+        ("MLflow @champion", found),
+        ("Serving", f"{serving} (the ledger's champion, loaded by version number)"),
+        ("Noticed", f"{evidence.get('noticed_at', '?')} by {evidence.get('noticed_by', '?')}"),
+        (
+            "What to do",
+            f"promote the intended version through {model}_promote (gate or override), or set "
+            f"@champion back to {serving} in MLflow",
+        ),
+        ("Ledger row", f"#{row.get('seq')}"),
+    ]
+    return Event(
+        kind=PROMOTION,
+        model=model,
+        headline=f"@champion moved outside airloop to {found}; {serving} keeps serving",
+        facts=tuple(facts),
+        link=run_url(dag_id, run_id),
+        dag_id=dag_id,
+        run_id=run_id,
+        data={
+            "outcome": row.get("outcome"),
+            "action": row.get("action"),
+            "moved": False,
+            "registry_champion": alias,
+            "ledger_champion": champion,
+            "noticed_by": evidence.get("noticed_by"),
+            "noticed_at": evidence.get("noticed_at"),
+            "seq": row.get("seq"),
         },
     )

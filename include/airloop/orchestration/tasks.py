@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from functools import partial
 from typing import Any
 
 from airflow.sdk import get_current_context
@@ -235,6 +236,7 @@ def gate_trained(model: str, trained: dict[str, Any]) -> bool:
     context = get_current_context()
     with guard(context, f"gating {model} v{trained.get('version')}"):
         result = promote_stage.gate_trained(get_spec(model), TrainedVersion.from_dict(trained), _run_info(context))
+    _notify_out_of_band(model, context)
     context["ti"].xcom_push(key="gate", value=result.to_dict())
     lineage.record(context, lambda: _version_lineage(model, result.candidate, "gated"))
     return result.promote
@@ -259,6 +261,7 @@ def gate_requested(model: str, request: dict[str, Any]) -> bool:
     context = get_current_context()
     with guard(context, f"gating {model} v{request.get('candidate')} ({request.get('action')})"):
         result = promote_stage.gate_requested(get_spec(model), PromoteRequest.from_dict(request), _run_info(context))
+    _notify_out_of_band(model, context)
     context["ti"].xcom_push(key="gate", value=result.to_dict())
     lineage.record(context, lambda: _version_lineage(model, result.candidate, "gated"))
     return result.promote
@@ -347,17 +350,46 @@ def decision_outcome() -> None:
 
 
 def score_pin(model: str) -> dict[str, str]:
-    """Resolve ``@champion`` once for the run; no champion skips the run's scoring (not a failure)."""
+    """Resolve the champion once for the run (the promotion ledger's, checked against ``@champion``:
+    :func:`airloop.stages.promote.ledger.served_champion`); no champion skips the run's scoring (not a failure)."""
     from airflow.sdk.exceptions import AirflowSkipException
 
-    from airloop.adapters.registry import pin_champion
+    from airloop.adapters.db import engine_for
     from airloop.core.errors import NoChampion
+    from airloop.core.settings import WAREHOUSE_CONN_ID
+    from airloop.stages.promote.ledger import served_champion
 
+    context = get_current_context()
     try:
-        with guard(get_current_context(), f"resolving @champion of {model}"):
-            return pin_champion(model).to_dict()
+        with guard(context, f"resolving @champion of {model}"):
+            # The ledger's champion, by version number; an @champion moved outside airloop is recorded, not adopted.
+            engine, run = engine_for(WAREHOUSE_CONN_ID), _run_info(context)
+            pinned, _ = served_champion(engine, model, "scoring", dag_id=run.dag_id, dag_run_id=run.run_id)
+            return pinned.to_dict()
     except NoChampion as exc:
         raise AirflowSkipException(str(exc)) from None
+    finally:
+        _notify_out_of_band(model, context)
+
+
+def _notify_out_of_band(model: str, context: Any) -> None:
+    """Notify the ``out_of_band`` ledger rows this run appended (an ``@champion`` moved outside airloop)."""
+    from airloop.adapters.db import engine_for
+    from airloop.core.settings import WAREHOUSE_CONN_ID
+    from airloop.orchestration import events
+    from airloop.stages.promote.ledger import OUT_OF_BAND, ledger
+
+    dag_id, run_id = context["dag_run"].dag_id, context["run_id"]
+    try:
+        rows = [
+            r
+            for r in ledger(engine_for(WAREHOUSE_CONN_ID), model, limit=20)
+            if r["outcome"] == OUT_OF_BAND and r["dag_run_id"] == run_id
+        ]
+    except Exception:  # the warehouse is down: the task itself has failed on it and says so
+        return
+    for row in rows:
+        _notify("out-of-band @champion", partial(events.out_of_band, model, row, dag_id, run_id))
 
 
 def score_select(model: str) -> list[str]:
@@ -383,6 +415,20 @@ def score_partitions(model: str, partitions: list[str], pinned: dict[str, str]) 
         results = scoring.score_partitions(get_spec(model), partitions, champion, _run_info(context))
     lineage.record(context, lambda: _scoring_lineage(model, results, champion))
     return [r.to_dict() for r in results]
+
+
+def score_shadow(model: str, partitions: list[str]) -> dict[str, Any]:
+    """Score the run's partitions with the waiting challenger too (never served); nothing when none waits."""
+    from airloop.stages.score.shadow import shadow_partitions
+
+    context = get_current_context()
+    with guard(context, f"shadow-scoring {len(partitions)} partition(s) of {model} with @challenger"):
+        return shadow_partitions(get_spec(model), partitions, _run_info(context)).to_dict()
+
+
+def shadow_gate_due(shadowed: dict[str, Any]) -> bool:
+    """True (the promote DAG is triggered next) when the shadow step found the live gate due."""
+    return bool(shadowed.get("trigger"))
 
 
 def _scoring_lineage(model: str, results: list[Any], champion: Any) -> Any:

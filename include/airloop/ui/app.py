@@ -10,6 +10,9 @@ Routes (under ``/airloop``):
 
 - ``/`` and ``/models/<model>``: the model's page (champion, challenger, approvals, drift trend, requests,
   ledger, validations); ``/api/models`` and ``/api/models/<model>``: the same as JSON, for services.
+- ``/api/models/<model>/champion?at=<ISO 8601 | now>``: who was champion at that moment, since when, who or what
+  moved it, the reason and the evidence (:func:`airloop.stages.promote.ledger.champion_at`); ``?prediction=
+  <partition>:<row key>`` answers it for a prediction row instead. A bad ``at`` is 400 naming it and the form.
 - ``/reports/<path>``: a report file under ``AIRLOOP_HOME/reports`` (Data Docs, validation results, Evidently),
   served with :data:`REPORT_HEADERS` so a report's scripts never run with the UI's origin.
 - ``/models/<model>/suites``: the data steward's page (:mod:`airloop.ui.suites`): each suite's rules in plain words,
@@ -263,6 +266,7 @@ def create_app() -> FastAPI:
         return HTMLResponse(view.render_message(target.title, target.message, status=404), status_code=404)
 
     add_report_route(app)
+    add_champion_route(app)
     add_suites_routes(app)
     add_metrics_route(app)
     return app
@@ -281,6 +285,48 @@ def add_report_route(app: FastAPI) -> None:
         model = target.relative_to(root).parts[0]
         _spec(user, model)
         return FileResponse(target, headers=REPORT_HEADERS)
+
+
+def add_champion_route(app: FastAPI) -> None:
+    """``/api/models/<model>/champion``: who was champion at a moment (or of a prediction), and why."""
+
+    @app.get("/api/models/{model}/champion")
+    def api_champion(
+        model: str, user: GetUserDep, at: str | None = Query(None), prediction: str | None = Query(None)
+    ) -> JSONResponse:
+        from airloop.adapters.db import engine_for
+        from airloop.core.times import MOMENT_FORM, moment
+        from airloop.stages.promote.ledger import NoSuchPrediction, champion_at, champion_of_prediction
+
+        spec = _spec(user, model)
+        engine = engine_for(WAREHOUSE_CONN_ID)
+        if (at is None) == (prediction is None):
+            raise HTTPException(
+                status_code=400,
+                detail=f"Give exactly one of the query parameters `at` ({MOMENT_FORM}) or `prediction` "
+                "(<partition>:<row key>).",
+            )
+        if prediction is not None:
+            partition, sep, row_key = prediction.partition(":")
+            if not sep or not partition or not row_key:
+                raise HTTPException(
+                    status_code=400,
+                    detail=f"Query parameter `prediction` is {prediction!r}: expected <partition>:<row key>.",
+                )
+            try:
+                row, answer = champion_of_prediction(engine, spec.name, partition, row_key)
+            except NoSuchPrediction as exc:
+                raise HTTPException(status_code=404, detail=str(exc)) from None
+            return JSONResponse({**answer.to_dict(), "prediction": _jsonable(row)})
+        try:
+            when = moment(str(at), "Query parameter `at`")
+        except ValueError as exc:
+            raise HTTPException(status_code=400, detail=str(exc)) from None
+        return JSONResponse(champion_at(engine, spec.name, when).to_dict())
+
+
+def _jsonable(row: dict[str, Any]) -> dict[str, Any]:
+    return {k: v.isoformat() if isinstance(v, datetime) else v for k, v in row.items()}
 
 
 def add_suites_routes(app: FastAPI) -> None:

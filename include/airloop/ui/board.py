@@ -94,6 +94,8 @@ class Board:
     drift: list[dict[str, Any]] = field(default_factory=list)  # oldest first
     predictions: list[dict[str, Any]] = field(default_factory=list)  # the newest scored rows, newest first
     requests: list[dict[str, Any]] = field(default_factory=list)  # newest first
+    #: Estimates set against what their rows realized once labelled (``estimate_errors``), newest window first.
+    estimate_errors: list[dict[str, Any]] = field(default_factory=list)
     ledger: list[dict[str, Any]] = field(default_factory=list)  # newest first
     approvals: list[Approval] = field(default_factory=list)
     #: Whether the user looking may answer this model's approvals (the auth manager's answer); None: not asked.
@@ -168,6 +170,7 @@ def load_board(
         load_outcome_curve(board, spec, engine)
         board.predictions = latest_predictions(engine, spec.name, limit=limit)
         board.requests = list(reversed(warehouse.retrain_requests_of(engine, spec.name)))[:limit]
+        board.estimate_errors = warehouse.estimate_errors_of(engine, spec.name, limit=limit * 4)
         # The decisions, and an intent only while it is open (a promotion cut half way): closed ones are noise.
         board.ledger = promotion.shown(promotion.ledger(engine, spec.name, limit=limit))
     except Exception as exc:
@@ -236,10 +239,48 @@ def degradation_text(window: dict[str, Any]) -> str:
     ``roc_auc better by 3%``; ``no labels`` or ``not judged`` when there is no figure."""
     degradation = window.get("degradation")
     if degradation is None:
-        return "not judged" if window.get("labelled_rows") else "no labels"
+        if not window.get("labelled_rows"):
+            return "no labels"
+        perf = window.get("performance") or {}
+        rows, needed = perf.get("rows"), perf.get("min_rows") or 0
+        if rows is not None and rows < needed:
+            return f"not judged: {rows} labels, fewer than {needed}"
+        return "not judged"
     metric = window.get("performance_metric") or "performance"
     way = "worse" if degradation > 0 else "better"
     return f"{metric} {way} by {abs(degradation):.0%}"
+
+
+def _scores_text(perf: dict[str, Any], metric: str | None) -> str:
+    """The judged metric first (else the first two), ``roc_auc 0.81, accuracy 0.74``."""
+    scores = {k: v for k, v in (perf.get("scores") or {}).items() if v is not None}
+    names = [metric] if metric in scores else list(scores)[:2]
+    return ", ".join(f"{n} {shown(scores[n])}" for n in names) or "no figure"
+
+
+def realized_text(window: dict[str, Any]) -> str:
+    """Each version's realized figure in the window from its outcomes: ``v2: roc_auc 0.81 (640 labels)``."""
+    realized = window.get("realized") or {}
+    metric = window.get("performance_metric")
+    parts = []
+    for version, perf in sorted(realized.items()):
+        few = " too few to judge" if (perf.get("rows") or 0) < (perf.get("min_rows") or 0) else ""
+        parts.append(f"v{version}: {_scores_text(perf, metric)} ({perf.get('rows')} labels{few})")
+    return "; ".join(parts) or "no labelled outcomes"
+
+
+def estimated_text(window: dict[str, Any]) -> str:
+    """The champion's estimate on the window's unlabelled rows (CBPE), or why it was not estimated."""
+    est = (window.get("estimated_performance") or {}).get(str(window.get("champion_version"))) or {}
+    if not est:
+        return ""
+    perf = est.get("performance")
+    if not perf:
+        return str(est.get("reason") or "not estimated")
+    text = (
+        f"{_scores_text(perf, window.get('performance_metric'))} ({perf.get('rows')} rows, ECE {shown(est.get('ece'))})"
+    )
+    return f"{text}, DEGRADED" if perf.get("degraded") else text
 
 
 # --- the drift chart ---------------------------------------------------------------------------------------------
@@ -379,6 +420,8 @@ def _environment() -> Any:
     env.filters["num"] = shown
     env.filters["output"] = prediction_text
     env.filters["degradation"] = degradation_text
+    env.filters["realized"] = realized_text
+    env.filters["estimated"] = estimated_text
     env.filters["when"] = lambda v: v.strftime("%Y-%m-%d %H:%M") if isinstance(v, datetime) else (v or "")
     env.filters["day"] = lambda v: v.strftime("%Y-%m-%d") if isinstance(v, datetime) else (v or "")
     return env

@@ -126,7 +126,14 @@ METRICS: tuple[MetricDef, ...] = (
         "airloop_performance",
         "gauge",
         ("model", "metric", "kind"),
-        "The champion's metric on the newest labelled window (kind=realized; estimated: reserved).",
+        "The champion's metric: kind=realized on the newest window with labelled outcomes, kind=estimated (CBPE) "
+        "on the newest window's rows without labels yet.",
+    ),
+    MetricDef(
+        "airloop_estimate_error",
+        "gauge",
+        ("model", "metric"),
+        "Estimated minus realized metric of the newest window whose estimated rows got their labels.",
     ),
     MetricDef(
         "airloop_pending_approvals",
@@ -171,6 +178,8 @@ class ModelHealth:
     )  # feature -> method, score, drifted
     prediction_score: float | None = None
     performance: dict[str, float] = field(default_factory=dict)  # realized, on the newest labelled window
+    estimated: dict[str, float] = field(default_factory=dict)  # CBPE, on the newest window's unlabelled rows
+    estimate_errors: dict[str, float] = field(default_factory=dict)  # metric -> estimated - realized
     approvals: list[datetime] = field(default_factory=list)  # created_at of each pending approval
     retrain_requests: int = 0
     promotions: int = 0
@@ -262,6 +271,31 @@ def _read_drift(conn: Connection, health: ModelHealth) -> None:
     if isinstance(labelled, dict):
         scores = labelled.get("scores") or {}
         health.performance = {str(k): float(x) for k, x in scores.items() if isinstance(x, int | float)}
+    _read_estimates(conn, health)
+
+
+def _read_estimates(conn: Connection, health: ModelHealth) -> None:
+    """The champion's estimate in the newest judged window (when it was estimated), and the newest estimate errors."""
+    import sqlalchemy as sa
+
+    from airloop.adapters import warehouse as w
+
+    d = w.drift_metrics.c
+    newest = conn.execute(
+        sa.select(d.champion_version, d.estimated_performance)
+        .where(d.model == health.model)
+        .order_by(d.window_end.desc(), d.measured_at.desc())
+        .limit(1)
+    ).first()
+    if newest is not None and isinstance(newest.estimated_performance, dict):
+        mine = newest.estimated_performance.get(str(newest.champion_version)) or {}
+        scores = (mine.get("performance") or {}).get("scores") or {}
+        health.estimated = {str(k): float(x) for k, x in scores.items() if isinstance(x, int | float)}
+    e = w.estimate_errors.c
+    window = conn.execute(sa.select(sa.func.max(e.window_end)).where(e.model == health.model)).scalar()
+    if window is not None:
+        rows = conn.execute(sa.select(e.metric, e.error).where(e.model == health.model, e.window_end == window))
+        health.estimate_errors = {str(r.metric): float(r.error) for r in rows}
 
 
 def _read_decisions(conn: Connection, health: ModelHealth) -> None:
@@ -376,6 +410,10 @@ def families(health: Health) -> Iterator[Family]:
             put("airloop_drift_window_end_timestamp_seconds", m, h.drift_window_end.timestamp())
         for metric, value in sorted(h.performance.items()):
             put("airloop_performance", [*m, metric, "realized"], value)
+        for metric, value in sorted(h.estimated.items()):
+            put("airloop_performance", [*m, metric, "estimated"], value)
+        for metric, value in sorted(h.estimate_errors.items()):
+            put("airloop_estimate_error", [*m, metric], value)
         if health.sources.get("airflow"):
             put("airloop_pending_approvals", m, len(h.approvals))
             put("airloop_oldest_pending_approval_age_seconds", m, _seconds(now, h.approvals[0]) if h.approvals else 0)

@@ -33,6 +33,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 PASS, FAIL, OTHER_VERSION, ABSENT = "pass", "fail", "other-version", "absent"
+#: A rule on the target set aside for an interval whose labels were not due when it was validated.
+SET_ASIDE = "set-aside"
 
 
 def check_command(model: str, partition: str, suite_file: str | None = None) -> str:
@@ -68,6 +70,8 @@ class Verdict:
             return "pass (other suite version)"
         if self.status == ABSENT:
             return "suite not in force"
+        if self.status == SET_ASIDE:
+            return "set aside: the labels were not due when this interval was validated"
         if self.error:
             return f"fail: could not be evaluated: {self.error}"
         share = self.unexpected_share
@@ -181,6 +185,10 @@ def _shown_path(path: Path, project: Path | None) -> str:
 def verdict(suite: str, rule: dict[str, Any], digest: str, row: dict[str, Any]) -> Verdict:
     """What ``rule`` (an expectation of ``suite``, whose file has ``digest`` now) did to one validated interval."""
     partition = row["partition"]
+    for aside in row.get(DEFERRED) or []:
+        stored = {"suite": aside.get("suite"), "expectation": aside.get("type"), "kwargs": aside.get("kwargs")}
+        if aside.get("action") == "set aside" and same_rule(suite, rule["type"], rule.get("kwargs") or {}, stored):
+            return Verdict(partition, SET_ASIDE)
     for failure in row.get("failures") or []:
         if same_rule(suite, rule["type"], rule.get("kwargs") or {}, failure):
             return Verdict(
@@ -196,6 +204,25 @@ def verdict(suite: str, rule: dict[str, Any], digest: str, row: dict[str, Any]) 
     if suite not in digests:
         return Verdict(partition, ABSENT)
     return Verdict(partition, PASS if digests[suite] == digest else OTHER_VERSION)
+
+
+#: Where :func:`load_suites_page` puts an interval's rules set aside (from its validation result) in its row.
+DEFERRED = "deferred_label_rules"
+
+
+def _set_aside(report_path: str | None) -> list[dict[str, Any]]:
+    """The rules on the target an interval's validation set aside (its report's ``deferred_label_rules``), when the
+    report is a file this process can read; none otherwise (the page then shows those rules as they were stored)."""
+    import json
+
+    if not report_path:
+        return []
+    try:
+        report = json.loads(Path(report_path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return []
+    deferred = report.get(DEFERRED) if isinstance(report, dict) else None
+    return list(deferred.get("rules") or []) if isinstance(deferred, dict) else []
 
 
 def _intervals(model: str, rows: list[dict[str, Any]], now: dict[str, str]) -> list[IntervalRow]:
@@ -280,6 +307,7 @@ def load_suites_page(
     try:
         warehouse.ensure_schema(engine)
         rows = warehouse.recent_validations(engine, spec.name, limit=limit)
+        rows = [{**row, DEFERRED: _set_aside(row.get("report_path"))} for row in rows]
     except Exception as exc:  # the page still shows the suites
         log.warning("airloop view: validation results of %s unreadable: %s", spec.name, exc)
         page.problems.append(f"Warehouse not readable ({type(exc).__name__}: {exc}); check the connection.")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
@@ -83,11 +84,11 @@ def check_conf(spec: ModelSpec, conf: dict[str, Any]) -> None:
 def extract(ing: Ingestion, interval: Interval) -> Extracted:
     """Copy the interval's source rows into the ``raw`` partition; return its summary (for XCom)."""
     from airloop.adapters.db import describe, engine_for
-    from airloop.adapters.source import extract_interval
+    from airloop.adapters.source import extract_interval, withheld_columns
 
     spec = ing.spec
     engine = engine_for(spec.source.connection)
-    result = extract_interval(engine, spec, interval)
+    result = extract_interval(engine, spec, interval, withhold=withheld_columns(spec))
     frame = storable(result.frame, f"{spec.name} interval {interval}")
     manifest = ing.lake.write(
         spec.name,
@@ -148,15 +149,21 @@ def _missing(value: Any) -> bool:
     return bool(pd.api.types.is_scalar(value) and pd.isna(value))
 
 
-def validate_interval(ing: Ingestion, interval: Interval, *, dag_run_id: str | None = None) -> Validated:
-    """Validate the raw partition. On failure quarantine it and raise :class:`QuarantinedBatch`."""
+def validate_interval(
+    ing: Ingestion, interval: Interval, *, dag_run_id: str | None = None, now: datetime | None = None
+) -> Validated:
+    """Validate the raw partition. On failure quarantine it and raise :class:`QuarantinedBatch`.
+
+    While the interval's labels are not due at ``now`` (default: the wall clock), the suites' rules on the target
+    are set aside for this batch (:mod:`.label_rules`): named in the log and in the validation result.
+    """
     from airloop.adapters.expectations import DocsTarget, load_suites, validate
 
     spec = ing.spec
     df = ing.lake.read(spec.name, "raw", interval.key)
     raw = ing.lake.manifest(spec.name, "raw", interval.key)
     assert raw is not None  # read() succeeded
-    suites = load_suites(spec, ing.expectations)
+    suites, deferred = _applicable_suites(ing, interval, load_suites(spec, ing.expectations), df, now)
     report_dir = ing.report_dir(interval)
     docs_target = DocsTarget(report_dir / "data_docs", f"{spec.name}-{interval.key}", interval.start)
     outcome = with_key_checks(validate(df, suites, keys=spec.keys, docs=docs_target), df, spec)
@@ -164,6 +171,8 @@ def validate_interval(ing: Ingestion, interval: Interval, *, dag_run_id: str | N
     report = outcome.report(
         model=spec.name, partition=interval.key, content_digest=raw.content_digest, **_interval_meta(interval)
     )
+    if deferred is not None:
+        report[DEFERRED_KEY] = deferred
     report_bytes = (json.dumps(report, indent=2, sort_keys=True, default=str) + "\n").encode()
     report_dir.mkdir(parents=True, exist_ok=True)
     (report_dir / REPORT_FILE).write_bytes(report_bytes)
@@ -187,6 +196,42 @@ def validate_interval(ing: Ingestion, interval: Interval, *, dag_run_id: str | N
         )
         return summary
     _quarantine(ing, interval, df, outcome, report_bytes, report_dir / REPORT_FILE, docs)
+
+
+#: Where a validation result records the label rules set aside for its batch (absent: every rule applied).
+DEFERRED_KEY = "deferred_label_rules"
+
+
+def _applicable_suites(
+    ing: Ingestion, interval: Interval, suites: list[Any], df: pd.DataFrame, now: datetime | None
+) -> tuple[list[Any], dict[str, Any] | None]:
+    """The suites as they apply to this batch, and (labels not due) why and which label rules were set aside."""
+    from airloop.stages.ingest.label_rules import defer_label_rules, labels_pending
+
+    spec = ing.spec
+    pending = labels_pending(spec, interval, now or datetime.now(UTC))
+    if pending is None:
+        return suites, None
+    applied, rules = defer_label_rules(suites, spec.target.name, [str(c) for c in df.columns])
+    missing = int(df[spec.target.name].isna().sum()) if spec.target.name in df.columns else len(df)
+    log.warning(
+        "Labels of %s interval %s are not due (%s): %d rule(s) on the target `%s` set aside for this batch, and "
+        "its %d of %d rows without a label are not a fault:%s",
+        spec.name,
+        interval,
+        pending,
+        len(rules),
+        spec.target.name,
+        missing,
+        len(df),
+        "".join(f"\n  - {r.describe()}" for r in rules) or " (the suites have none)",
+    )
+    return applied, {
+        "reason": pending,
+        "target": spec.target.name,
+        "rows_without_label": missing,
+        "rules": [r.to_dict() for r in rules],
+    }
 
 
 def _quarantine(
@@ -352,6 +397,7 @@ def publish(ing: Ingestion, interval: Interval, validated: Validated) -> Publish
             "Another run of this interval is writing it: clear this whole DAG run to extract and validate again."
         )
     report = (ing.report_dir(interval) / REPORT_FILE).read_bytes()
+    deferred = json.loads(report).get(DEFERRED_KEY)
     # The old quarantine goes first: a crash in between leaves neither copy, never both (the retry publishes).
     ing.lake.delete(spec.name, "quarantine", interval.key)
     manifest = ing.lake.copy(
@@ -360,7 +406,9 @@ def publish(ing: Ingestion, interval: Interval, validated: Validated) -> Publish
         "validated",
         interval.key,
         side_files={REPORT_FILE: report},
-        meta=_interval_meta(interval) | {"suite_digests": validated.suite_digests},
+        meta=_interval_meta(interval)
+        | {"suite_digests": validated.suite_digests}
+        | ({"labels_pending": deferred["reason"], "deferred_label_rules": len(deferred["rules"])} if deferred else {}),
     )
     extra = Published(
         model=spec.name,

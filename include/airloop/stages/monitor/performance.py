@@ -36,6 +36,12 @@ class Performance:
     max_degradation: float
     notes: dict[str, str] = field(default_factory=dict)
     unseen: dict[str, int] = field(default_factory=dict)
+    #: ``realized`` (from labels) or ``estimated`` (from calibrated probabilities, no labels yet).
+    kind: str = "realized"
+    #: Fewer rows than this: shown, not judged (``monitoring.min_labels``).
+    min_rows: int = 0
+    #: The model version whose served predictions these are (None: not said).
+    version: str | None = None
 
     @property
     def lower_is_better(self) -> bool:
@@ -54,6 +60,12 @@ class Performance:
     @property
     def unjudged(self) -> str | None:
         """Why degradation is not judged (a sentence), or None when it is."""
+        if self.rows < self.min_rows:
+            what = "labelled outcomes" if self.kind == "realized" else "unlabelled rows estimated"
+            return (
+                f"only {self.rows} {what}, fewer than monitoring.min_labels ({self.min_rows}): too few to judge, "
+                "degradation not judged"
+            )
         ref = self.reference_value
         if ref is None or not math.isfinite(ref):
             return f"the champion's training run has no holdout_{self.metric}: degradation not judged"
@@ -108,7 +120,10 @@ class Performance:
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe figures (NaN as None, with the registry's notes saying why)."""
         return {
+            "kind": self.kind,
+            "version": self.version,
             "rows": self.rows,
+            "min_rows": self.min_rows,
             "task": self.task,
             "metric": self.metric,
             "lower_is_better": self.lower_is_better,
@@ -214,3 +229,34 @@ def _classification(
         notes=dict(scores.notes),
         unseen=unseen,
     )
+
+
+def outcome_frame(outcomes: pd.DataFrame, target: str, outputs: ClassOutputs | None) -> pd.DataFrame:
+    """``outcomes`` rows (served prediction and label, as text) as :func:`performance` reads a frame.
+
+    Regression: the label as a number in ``target``, the served value in ``_prediction``. Classification: the
+    label text in ``target`` (matched to the classes by text), the served class in ``_prediction``, and the served
+    probabilities in the ``_proba_<class>`` columns (binary: ``probability``, P(positive); multiclass: the JSON of
+    every class's probability).
+    """
+    import json
+
+    import pandas as pd
+
+    from airloop.stages.monitor.outputs import label_key
+
+    frame = pd.DataFrame(index=outcomes.index)
+    if outputs is None:
+        frame[target] = pd.to_numeric(outcomes["label"], errors="coerce")
+        frame[PREDICTION_COLUMN] = pd.to_numeric(outcomes["prediction"], errors="coerce")
+        return frame.reset_index(drop=True)
+    by_key = {label_key(c): c for c in outputs.classes}
+    frame[target] = outcomes["label"].astype(object)
+    frame[PREDICTION_COLUMN] = outcomes["predicted_class"].map(lambda t: by_key.get(str(t))).astype(object)
+    if outputs.task == "binary":
+        frame[outputs.watched[0]] = pd.to_numeric(outcomes["probability"], errors="coerce")
+    else:
+        parsed = [json.loads(p) if isinstance(p, str) else {} for p in outcomes["probabilities"]]
+        for column, cls in zip(outputs.columns, outputs.classes, strict=True):
+            frame[column] = [float(p.get(label_key(cls), math.nan)) for p in parsed]
+    return frame.reset_index(drop=True)

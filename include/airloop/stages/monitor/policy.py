@@ -3,7 +3,8 @@
 Retraining on every noisy window would storm: one bad day is not drift. A request is made only when
 
 - drift held in at least ``n`` of the last ``m`` windows **and** in the latest one (so drift that has passed
-  does not trigger), or the champion's performance degraded beyond the spec's limit in the latest window;
+  does not trigger), or the champion's realized performance degraded beyond the spec's limit in the latest
+  window, or (only with ``monitoring.act_on_estimate``) its estimated performance on the rows without labels did;
 - the latest window is outside the cooldown after the last training or request;
 - no request was made for this window yet (re-running the monitor never asks twice).
 
@@ -26,6 +27,8 @@ class WindowResult:
     drifted: bool
     drifted_columns: tuple[str, ...] = ()
     degraded: bool = False
+    #: The champion's estimated performance (CBPE, rows without labels yet) degraded beyond the spec's limit.
+    estimated_degraded: bool = False
 
 
 @dataclass(frozen=True)
@@ -54,13 +57,16 @@ def decide(
     recent = history[-m:]
     drifted = sum(w.drifted for w in recent)
     drift_holds = latest.drifted and drifted >= n
-    if not (drift_holds or latest.degraded):
+    estimated = policy.act_on_estimate and latest.estimated_degraded and not latest.degraded
+    if not (drift_holds or latest.degraded or estimated):
         if latest.drifted:
             why = f"drift in {drifted} of the last {len(recent)} windows; {n} of {m} are needed"
         elif drifted:
             why = f"the latest window did not drift ({drifted} of the last {len(recent)} did)"
         else:
             why = f"no drift in the last {len(recent)} windows and performance within limits"
+        if latest.estimated_degraded and not latest.degraded:
+            why += "; the estimated performance degraded, but monitoring.act_on_estimate is off"
         return RetrainDecision(False, why)
     events = [t for t in (last_training_end, last_request_end) if t is not None]
     if events:
@@ -76,4 +82,9 @@ def decide(
         causes.append(f"drift in {drifted} of the last {len(recent)} windows, including the latest ({columns})")
     if latest.degraded:
         causes.append("the champion's performance degraded beyond the spec's limit")
+    if estimated:
+        causes.append(
+            "the champion's estimated performance (CBPE, labels not in yet) degraded beyond the spec's limit "
+            "(monitoring.act_on_estimate)"
+        )
     return RetrainDecision(True, "; ".join(causes))

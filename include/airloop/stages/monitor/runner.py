@@ -9,9 +9,16 @@ their digests), either whole or, with ``reference: seasonal``, only its rows fro
 With Evidently (``DataDriftPreset``): drift per monitored feature, and drift of the champion's outputs
 (computed by the pinned champion on both sides, so the comparison isolates what the inputs do to the output):
 a regressor's predictions; a classifier's scores (the positive class's probability, or each class's) and its
-mix of predicted classes (``airloop.stages.monitor.outputs``). Rows whose labels have arrived
-(``labels.after``) also give the task's metrics, and the performance metric is judged against the
-champion's holdout figure at training in its direction (``airloop.stages.monitor.performance``). Both sides
+mix of predicted classes (``airloop.stages.monitor.outputs``).
+
+Performance is never re-predicted: it is **realized** from the ``outcomes`` table (the predictions that were served,
+joined with their labels once they arrived) whose row time falls in the window, per model version that served
+there, in the task's metrics; the champion's performance metric is judged against its holdout figure at training in
+its direction (``airloop.stages.monitor.performance``). A version with fewer than ``monitoring.min_labels``
+labelled outcomes in the window is shown with its count, not judged. The served rows still without a label are
+**estimated** per version (CBPE, ``airloop.stages.monitor.estimate``) from the version's holdout calibration; an
+estimated degradation requests retraining only with ``monitoring.act_on_estimate``. Each run also sets earlier
+windows' estimates against their realized figures once those labels arrived (``estimate_errors``). Both sides
 are sampled down to ``sample_cap`` rows (seeded), so the cost is bounded at any volume. NaN and inf are
 counted and named (Evidently drops them silently); an empty window, a window below ``min_rows`` or a column
 without a finite value fails the run with a message that says so, instead of an error deep inside Evidently.
@@ -42,8 +49,9 @@ from airloop.core.numbers import num, pct
 from airloop.core.params import ParamProblem, day, refuse_unknown
 from airloop.core.settings import WAREHOUSE_CONN_ID, paths
 from airloop.core.spec import PREDICTION_COLUMN, ModelSpec, format_duration
+from airloop.stages.monitor.estimate import REGRESSION_REASON, Estimate, estimate
 from airloop.stages.monitor.outputs import ClassOutputs, class_outputs, prediction_columns, with_predictions
-from airloop.stages.monitor.performance import Performance, performance
+from airloop.stages.monitor.performance import Performance, outcome_frame, performance
 from airloop.stages.monitor.policy import RetrainDecision, WindowResult, decide
 
 if TYPE_CHECKING:
@@ -298,6 +306,8 @@ def verdict(
     perf: Performance | None,
     decision: RetrainDecision,
     reference_kind: str,
+    realized: dict[str, Performance] | None = None,
+    estimates: dict[str, Estimate] | None = None,
 ) -> str:
     """The task log's closing lines: what drifted and by how much, performance, the decision and why."""
     start, end = window
@@ -313,6 +323,8 @@ def verdict(
     ]
     lines += output_lines(result, frames.outputs)
     lines += performance_lines(perf, spec.label_latency)
+    lines += other_version_lines(version, realized or {})
+    lines += [e.line() for _, e in sorted((estimates or {}).items(), key=lambda kv: kv[0] != version)]
     lines.extend(f"  note: {note}" for note in frames.notes)
     lines.append(f"  decision: {'REQUEST RETRAINING' if decision.request else 'no retraining'}: {decision.reason}")
     return "\n".join(lines)
@@ -335,15 +347,32 @@ def output_lines(result: DriftResult, outputs: ClassOutputs | None) -> list[str]
     return lines
 
 
+def other_version_lines(champion: str, realized: dict[str, Performance]) -> list[str]:
+    """One line per other version that served in the window: its realized figures (never judged here)."""
+    lines = []
+    for version, perf in sorted(realized.items()):
+        if version == champion:
+            continue
+        scores = ", ".join(f"{name} {num(value)}" for name, value in perf.scores.items())
+        few = f" ({perf.unjudged})" if perf.rows < perf.min_rows else ""
+        lines.append(
+            f"  realized v{version} (served in the window too) on {perf.rows} labelled outcomes: {scores}{few}"
+        )
+    return lines
+
+
 def performance_lines(perf: Performance | None, latency: timedelta) -> list[str]:
     """The verdict's performance lines: the task's metrics, the judged one against training, NaN and unseen labels."""
     if perf is None:
-        return [f"  performance: no labelled rows yet (labels arrive {format_duration(latency)} after the fact)"]
+        return [
+            "  realized performance: no labelled outcomes of the champion in the window yet (labels arrive "
+            f"{format_duration(latency)} after the fact)"
+        ]
     scores = ", ".join(f"{name} {num(value)}" for name, value in perf.scores.items())
     limit = "DEGRADED beyond" if perf.degraded else "within"
     judged = f": {limit} the spec's limit ({pct(perf.max_degradation)})" if perf.degradation is not None else ""
     lines = [
-        f"  performance on {perf.rows} labelled rows ({perf.task}): {scores}",
+        f"  realized performance on {perf.rows} labelled outcomes ({perf.task}): {scores}",
         f"  judged on {perf.change()}{judged}",
     ]
     lines += [f"  note: {name}: NaN: {why}" for name, why in perf.notes.items() if name in perf.scores]
@@ -477,18 +506,26 @@ def monitor(spec: ModelSpec, request: MonitorRequest, run: RunInfo) -> MonitorSu
     trained = lineage(pinned.run_id)
     frames, reference_kind = _compared(spec, pinned, window, trained)
     result, snapshot = drift(spec, frames)
-    perf = _performance(spec, frames, window, pinned)
+    realized = _realized(spec, frames.outputs, window, pinned)
+    perf = realized.get(pinned.version)
+    estimates = _estimates(spec, window, pinned)
     report_dir = _save_reports(spec, snapshot, window, pinned.version)
     row = drift_row(spec, pinned.version, window, reference_kind, frames, result, perf, report_dir, run)
+    row |= {
+        "realized": {v: p.to_dict() for v, p in realized.items()},
+        "estimated_performance": {v: e.to_dict() for v, e in estimates.items()},
+    }
     decision = _decide(spec, row, datetime.fromisoformat(trained["window"]["end"]))
+    _compare_estimates(spec, frames.outputs)
     summary = summary_of(spec, pinned.version, window, frames, result, perf, decision, report_dir)
+    summary = replace(summary, realized=row["realized"], estimated=row["estimated_performance"])
     # verdict.json is the summary without what only exists after it is written (MLflow run, seconds).
     verdict_file = {k: v for k, v in summary.to_dict().items() if k not in ("mlflow_run_id", "seconds")}
     verdict_file["outputs"] = {c.column: asdict(c) for c in result.predictions}
     (report_dir / "verdict.json").write_text(json.dumps(verdict_file, indent=2, default=str))
     summary = replace(summary, mlflow_run_id=_log_to_mlflow(spec, summary, report_dir, run, result.predictions))
     summary = replace(summary, seconds=round(time.perf_counter() - started, 2))
-    text = verdict(spec, pinned.version, window, frames, result, perf, decision, reference_kind)
+    text = verdict(spec, pinned.version, window, frames, result, perf, decision, reference_kind, realized, estimates)
     log.info("%s\n  report: %s (JSON beside it); MLflow run %s", text, summary.report, summary.mlflow_run_id)
     return summary
 
@@ -511,21 +548,176 @@ def _compared(
     return Frames(reference=ref, current=cur, notes=notes + clean_notes, outputs=outputs), reference_kind
 
 
-def _performance(
-    spec: ModelSpec, frames: Frames, window: tuple[datetime, datetime], pinned: PinnedChampion
-) -> Performance | None:
-    """The champion's scores on the window's labelled rows, against its holdout metrics (from its MLflow run)."""
+def _warehouse() -> Any:
+    from airloop.adapters import warehouse
+    from airloop.adapters.db import engine_for
+
+    engine = engine_for(WAREHOUSE_CONN_ID)
+    warehouse.ensure_schema(engine)
+    return engine
+
+
+def _run_of(spec: ModelSpec, version: str, pinned: PinnedChampion) -> str | None:
+    """The MLflow run that trained ``version`` (the champion's is pinned); None when the registry lacks it."""
+    if version == pinned.version:
+        return pinned.run_id
+    try:
+        found = registry.client().get_model_version(spec.name, version)
+    except Exception as exc:  # a version deleted from the registry: its figures are shown without a reference
+        from airloop.adapters.outages import find
+
+        if find(exc) is not None:
+            raise
+        return None
+    return str(found.run_id) if found.run_id else None
+
+
+def _run_metrics(run_id: str | None) -> dict[str, float]:
+    return dict(registry.client().get_run(run_id).data.metrics) if run_id else {}
+
+
+def _realized(
+    spec: ModelSpec, outputs: ClassOutputs | None, window: tuple[datetime, datetime], pinned: PinnedChampion
+) -> dict[str, Performance]:
+    """Each version's realized performance from the ``outcomes`` in the window, against its holdout figures."""
+    from airloop.adapters import warehouse
+
+    rows = warehouse.outcomes_between(_warehouse(), spec.name, *window)
+    return realized_by_version(spec, rows, outputs, lambda v: _run_metrics(_run_of(spec, v, pinned)))
+
+
+def realized_by_version(
+    spec: ModelSpec, rows: list[dict[str, Any]], outputs: ClassOutputs | None, reference: Any
+) -> dict[str, Performance]:
+    """``outcomes`` rows scored per model version in the task's metrics; ``reference(version)``: its run metrics.
+
+    Every version's classes are read as the champion's (``outputs``): the versions of one spec share its target.
+    """
+    import pandas as pd
+
+    if not rows:
+        return {}
+    frame = pd.DataFrame(rows)
     m = spec.monitoring
-    reference_metrics = registry.client().get_run(pinned.run_id).data.metrics
-    rows = labelled_rows(frames.current, spec.source.time_column, window[1], spec.label_latency)
-    return performance(
-        rows,
-        spec.target.name,
-        reference_metrics,
-        m.max_degradation,
-        metric=spec.performance_metric,
-        outputs=frames.outputs,
-    )
+    out: dict[str, Performance] = {}
+    for version, group in frame.groupby("model_version", sort=True):
+        perf = performance(
+            outcome_frame(group, spec.target.name, outputs),
+            spec.target.name,
+            reference(str(version)),
+            m.max_degradation,
+            metric=spec.performance_metric,
+            outputs=outputs,
+        )
+        if perf is not None:
+            out[str(version)] = replace(perf, min_rows=m.min_labels, version=str(version))
+    return out
+
+
+def _estimates(spec: ModelSpec, window: tuple[datetime, datetime], pinned: PinnedChampion) -> dict[str, Estimate]:
+    """Each version's CBPE estimate on its served, still unlabelled rows of the window (the champion always)."""
+    import pandas as pd
+
+    from airloop.adapters import warehouse
+    from airloop.stages.train import calibration as calibrations
+
+    served = pd.DataFrame(warehouse.unlabelled_predictions(_warehouse(), spec.name, *window))
+    versions = {pinned.version, *(served["model_version"].astype(str) if not served.empty else ())}
+    m = spec.monitoring
+    out = {}
+    for version in sorted(versions):
+        mine = served[served["model_version"].astype(str) == version] if not served.empty else served
+        if spec.target.task == "regression":
+            out[version] = Estimate(version, len(mine), reason=REGRESSION_REASON)
+            continue
+        run_id = _run_of(spec, version, pinned)
+        record = calibrations.load_holdout(run_id) if run_id else None
+        calib = None
+        if record is not None:
+            calib = calibrations.calibration(record, calibrate=m.calibrate_estimates, seed=spec.training.seed)
+        out[version] = estimate(
+            mine.reset_index(drop=True),
+            calib,
+            _run_metrics(run_id),
+            version=version,
+            metric=spec.performance_metric,
+            max_degradation=m.max_degradation,
+            max_ece=m.max_calibration_error,
+            min_rows=m.min_labels,
+        )
+    return out
+
+
+def _compare_estimates(spec: ModelSpec, outputs: ClassOutputs | None) -> None:
+    """Set earlier windows' estimates against what their rows realized once labelled (``estimate_errors``)."""
+    from airloop.adapters import warehouse
+
+    engine = _warehouse()
+    for row in compare_estimates(spec, outputs, warehouse.drift_history(engine, spec.name), engine):
+        warehouse.record_estimate_error(engine, row)
+        log.info(
+            "Estimate of v%s for the window ending %s: %s estimated %s, realized %s on %d of its %d rows (error %s).",
+            row["model_version"],
+            f"{row['window_end']:%Y-%m-%d}",
+            row["metric"],
+            num(row["estimated"]),
+            num(row["realized"]),
+            row["labelled_rows"],
+            row["estimated_rows"],
+            num(row["error"]),
+        )
+
+
+def compare_estimates(
+    spec: ModelSpec, outputs: ClassOutputs | None, history: list[dict[str, Any]], engine: Any
+) -> list[dict[str, Any]]:
+    """The ``estimate_errors`` rows of the judged windows whose estimated rows have labels now.
+
+    The rows an estimate covered are those served in its window whose label arrived after it was made
+    (``label_arrived_at`` later than the window's ``measured_at``); once at least ``monitoring.min_labels`` of
+    them are labelled, each estimated metric is set against the same metric realized on them.
+    """
+    from airloop.adapters import warehouse
+
+    out = []
+    for h in history:
+        estimated = h.get("estimated_performance") or {}
+        for version, est in estimated.items():
+            perf = (est or {}).get("performance")
+            if not perf:
+                continue
+            rows = [
+                r
+                for r in warehouse.outcomes_between(
+                    engine, spec.name, h["window_start"], h["window_end"], arrived_after=h["measured_at"]
+                )
+                if str(r["model_version"]) == version
+            ]
+            if len(rows) < spec.monitoring.min_labels:
+                continue
+            realized = realized_by_version(spec, rows, outputs, lambda _v: {}).get(version)
+            if realized is None:
+                continue
+            for metric, value in perf["scores"].items():
+                got = realized.scores.get(metric)
+                if value is None or got is None or not math.isfinite(got):
+                    continue
+                out.append(
+                    {
+                        "model": spec.name,
+                        "window_end": h["window_end"],
+                        "model_version": version,
+                        "metric": metric,
+                        "window_start": h["window_start"],
+                        "estimated": float(value),
+                        "realized": float(got),
+                        "error": float(value) - float(got),
+                        "estimated_rows": int(est.get("rows") or 0),
+                        "labelled_rows": realized.rows,
+                        "estimated_at": h["measured_at"],
+                    }
+                )
+    return out
 
 
 def _save_reports(spec: ModelSpec, snapshot: Any, window: tuple[datetime, datetime], version: str) -> Path:
@@ -540,10 +732,8 @@ def _save_reports(spec: ModelSpec, snapshot: Any, window: tuple[datetime, dateti
 def _decide(spec: ModelSpec, row: dict[str, Any], train_end: datetime) -> RetrainDecision:
     """Record the window's figures (replacing a re-run's); decide on retraining from this champion's history."""
     from airloop.adapters import warehouse
-    from airloop.adapters.db import engine_for
 
-    engine = engine_for(WAREHOUSE_CONN_ID)
-    warehouse.ensure_schema(engine)
+    engine = _warehouse()
     history = warehouse.record_drift(engine, row)
     end = row["window_end"]
     last_request = warehouse.last_retrain_request(engine, spec.name, until=end)
@@ -613,14 +803,6 @@ def prepare(
     return cur, ref, cur_notes + ref_notes
 
 
-def labelled_rows(frame: pd.DataFrame, time_column: str, end: datetime, latency: timedelta) -> pd.DataFrame:
-    """The rows old enough for their labels to have arrived: before ``end - latency``."""
-    import pandas as pd
-
-    times = pd.to_datetime(frame[time_column], utc=True)
-    return frame.loc[times < pd.Timestamp(end - latency)]
-
-
 def drift_row(
     spec: ModelSpec,
     version: str,
@@ -671,9 +853,16 @@ def window_results(history: list[dict[str, Any]]) -> list[WindowResult]:
             drifted=bool(h["drifted"]),
             drifted_columns=tuple(h["drifted_columns"] or ()),
             degraded=bool(h["degraded"]),
+            estimated_degraded=_estimated_degraded(h),
         )
         for h in history
     ]
+
+
+def _estimated_degraded(h: dict[str, Any]) -> bool:
+    """Whether the window's estimate for its champion (no labels yet) degraded beyond the spec's limit."""
+    est = (h.get("estimated_performance") or {}).get(str(h["champion_version"])) or {}
+    return bool((est.get("performance") or {}).get("degraded"))
 
 
 def summary_of(
@@ -714,7 +903,7 @@ def _log_to_mlflow(
 
     Metrics: drift share, each feature's drift (``drift.<column>``), the outputs' drift (``prediction_drift``,
     the highest, and ``prediction_drift.<column>`` per output column when there are several), the task's
-    performance metrics by name and ``<metric>_degradation``.
+    performance metrics by name and ``<metric>_degradation``, and its estimated ones as ``estimated.<metric>``.
     """
     import mlflow
 
@@ -732,6 +921,9 @@ def _log_to_mlflow(
         metrics.update({name: value for name, value in perf["scores"].items() if value is not None})
         if perf["degradation"] is not None:
             metrics[f"{perf['metric']}_degradation"] = perf["degradation"]
+    estimated = ((summary.estimated or {}).get(summary.champion_version) or {}).get("performance")
+    if estimated:  # the champion's CBPE estimate on the window's unlabelled rows
+        metrics.update({f"estimated.{n}": v for n, v in estimated["scores"].items() if v is not None})
     window_end = summary.window_end.isoformat()
     tags = {
         **run.tags(),

@@ -6,8 +6,8 @@ writes are ordered and the alias is the commit point:
 1. **intent**: a ``pending`` ledger row (what is about to move, from which champion, who decided and why) is
    committed on its own, before anything moves;
 2. **move**: inside one warehouse transaction that first takes the model's row in ``promotion_locks`` (a write
-   lock on SQLite, a row lock on Postgres), the champion is read again: if it is no longer the one the gate
-   compared against, nothing moves and a ``conflict`` row closes the intent. Otherwise ``@champion`` moves (the
+   lock on SQLite, a row lock on Postgres), the ledger's champion is read again: if it is no longer the one the
+   gate compared against, nothing moves and a ``conflict`` row closes the intent. Otherwise ``@champion`` moves (the
    commit point: from here on the promotion has happened) and
 3. **outcome**: the ``promoted`` / ``rolled_back`` row that closes the intent is inserted in that transaction.
 
@@ -22,6 +22,11 @@ waiting for the lock. Rows are only ever appended: an intent is closed by a late
 
 The ledger is the history of champions: rollback restores the champion that preceded the current one
 (promotions push a version, rollbacks pop one), so rolling back twice walks back two promotions.
+
+The ledger, not the alias, says which version serves (:func:`ledger_champion`, :func:`served_champion`): an
+``@champion`` moved outside airloop (MLflow UI or API) is noticed by the next scoring or promotion
+(:func:`check_alias`), recorded once as an ``observe`` / ``out_of_band`` row, and never adopted. "Who was champion
+at T, and why" is :func:`champion_at`; from a prediction row, :func:`champion_of_prediction`.
 """
 
 from __future__ import annotations
@@ -36,14 +41,15 @@ import sqlalchemy as sa
 
 from airloop.adapters import registry
 from airloop.adapters.warehouse import ensure_schema, promotion_ledger, promotion_locks
-from airloop.core.errors import ExpectedFailure
+from airloop.core.contracts import PinnedChampion
+from airloop.core.errors import ExpectedFailure, NoChampion
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Connection, Engine
 
 log = logging.getLogger(__name__)
 
-Action = Literal["promote", "rollback"]
+Action = Literal["promote", "rollback", "observe"]
 
 #: The outcome of an intent row: a decision about to move ``@champion``, closed by a later row.
 PENDING = "pending"
@@ -146,7 +152,7 @@ def record(engine: Engine, decision: Decision, outcome: str) -> dict[str, Any]:
     with engine.begin() as conn:
         _lock(conn, decision.model, holder)
         _reconcile(conn, decision.model, holder)
-        champion = registry.version_for_alias(decision.model, registry.CHAMPION)
+        champion = ledger_champion(_rows(conn, decision.model))  # what serves; an alias moved outside is not it
         row = _append(conn, decision, outcome=outcome, moved=False, before=champion, after=champion)
     log.info(
         "Ledger %s #%d: %s %s, %s; @champion stays %s.",
@@ -222,13 +228,14 @@ def apply(engine: Engine, decision: Decision, expected_champion: str | None) -> 
     with engine.begin() as conn:
         _lock(conn, model, holder)
         closed = _reconcile(conn, model, holder, keep=intent["seq"])
-        current = registry.version_for_alias(model, registry.CHAMPION)
+        # The ledger's champion, read under the lock: the one that serves (an alias moved outside airloop is not).
+        current = ledger_champion(_rows(conn, model))
         if intent["seq"] in closed:  # only when this run was presumed gone: it was not; re-judge
             conflict = f"intent #{intent['seq']} was closed meanwhile ({closed[intent['seq']]}); re-run the gate."
         elif current != expected_champion:
             conflict = (
-                f"@champion is now {current or 'unset'}, not {expected_champion or 'unset'} as when the gate "
-                f"compared; another decision moved it first. Re-run the gate for version {candidate}."
+                f"@champion is now {current or 'unset'}, not {expected_champion or 'unset'} as when the "
+                f"gate compared; another decision moved it first. Re-run the gate for version {candidate}."
             )
             _append(
                 conn,
@@ -423,3 +430,361 @@ def previous_champion(engine: Engine, model: str) -> str:
             f"{model} has no earlier champion in the ledger to roll back to (champion history: {history or 'empty'})."
         )
     return history[-2]
+
+
+# --- who was champion when, and why ---------------------------------------------------------------------------
+
+#: The action and outcome of a row that records ``@champion`` found moved outside airloop (nothing moved).
+OBSERVE = "observe"
+OUT_OF_BAND = "out_of_band"
+#: Who "decided" an out-of-band move, as far as airloop can tell.
+OUTSIDE_AIRLOOP = "MLflow, outside airloop"
+
+
+def _utc(value: datetime) -> datetime:
+    """A stored time as aware UTC (SQLite gives naive values back)."""
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def ledger_champion(rows: list[dict[str, Any]]) -> str | None:
+    """The champion the ledger says serves, from ``rows`` (one model's ledger, in seq order): the
+    ``champion_after`` of the last row that moved ``@champion``. Refusals, intents and out-of-band observations
+    never change it."""
+    moves = [(r["action"], r["champion_after"]) for r in rows if r["moved"]]
+    history = history_of(moves)
+    return history[-1] if history else None
+
+
+@dataclass(frozen=True)
+class ChampionAt:
+    """Which version served a model at a moment, and the ledger decision that made it champion.
+
+    ``version`` is None before the first promotion (``first_promotion`` then says when it came, if it did).
+    ``out_of_band`` lists the moves of ``@champion`` outside airloop noticed while this version served (up to
+    ``at``): none of them was adopted.
+    """
+
+    model: str
+    at: datetime
+    version: str | None
+    since: datetime | None = None
+    seq: int | None = None
+    action: str | None = None
+    outcome: str | None = None
+    from_version: str | None = None
+    decided_by: str | None = None
+    reason: str | None = None
+    evidence: dict[str, Any] = field(default_factory=dict)
+    dag_id: str | None = None
+    dag_run_id: str | None = None
+    first_promotion: datetime | None = None
+    out_of_band: list[dict[str, Any]] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready: times in ISO 8601 (UTC)."""
+
+        def iso(value: datetime | None) -> str | None:
+            return None if value is None else value.isoformat()
+
+        return {
+            "model": self.model,
+            "at": iso(self.at),
+            "champion": self.version,
+            "since": iso(self.since),
+            "seq": self.seq,
+            "action": self.action,
+            "outcome": self.outcome,
+            "from_version": self.from_version,
+            "decided_by": self.decided_by,
+            "reason": self.reason,
+            "evidence": self.evidence,
+            "dag_id": self.dag_id,
+            "dag_run_id": self.dag_run_id,
+            "first_promotion": iso(self.first_promotion),
+            "out_of_band": self.out_of_band,
+        }
+
+    def text(self) -> str:
+        """What a person reads: the version, since when, who moved it and why."""
+        at = f"{self.at:%Y-%m-%d %H:%M:%S} UTC"
+        if self.version is None:
+            first = (
+                f"first promotion at {self.first_promotion:%Y-%m-%d %H:%M:%S} UTC"
+                if self.first_promotion
+                else "no promotion yet"
+            )
+            return f"{self.model}: no champion at {at} ({first})."
+        assert self.since is not None
+        lines = [
+            f"{self.model} at {at}: v{self.version} was champion",
+            f"  since:      {self.since:%Y-%m-%d %H:%M:%S} UTC (ledger #{self.seq}: {self.action}, {self.outcome}, "
+            f"from {'v' + self.from_version if self.from_version else 'unset'})",
+            f"  moved by:   {self.decided_by}",
+            f"  reason:     {self.reason}",
+        ]
+        if self.dag_id or self.dag_run_id:
+            lines.append(f"  run:        {self.dag_id or '?'} / {self.dag_run_id or '?'}")
+        for key in ("verdict", "holdout", "approval"):
+            value = self.evidence.get(key)
+            if value:
+                shown_value = value.get("summary", value) if isinstance(value, dict) and key == "verdict" else value
+                lines.append(f"  {key + ':':<11} {shown_value}")
+        for seen in self.out_of_band:
+            lines.append(
+                f"  note:       @champion was found at {seen['registry'] or 'unset'} in MLflow (moved outside "
+                f"airloop), noticed {seen['noticed_at']} (ledger #{seen['seq']}); not adopted: v{self.version} "
+                "kept serving"
+            )
+        return "\n".join(lines)
+
+
+def champion_at(engine: Engine, model: str, at: datetime) -> ChampionAt:
+    """Which version of ``model`` served at ``at`` (naive = UTC), since when, who moved it and why.
+
+    Only rows that moved ``@champion`` count (promotions, rollbacks, reconciled completions): open or failed
+    intents, refusals and out-of-band observations never made a version champion. "Since" is when the ledger
+    recorded the move (the alias moved moments before, inside the same locked transaction; a move completed by
+    reconciliation says so in its reason).
+    """
+    ensure_schema(engine)
+    at = _utc(at)
+    with engine.connect() as conn:
+        rows = _rows(conn, model)
+    moves = [r for r in rows if r["moved"]]
+    before = [r for r in moves if _utc(r["recorded_at"]) <= at]
+    if not before:
+        first = _utc(moves[0]["recorded_at"]) if moves else None
+        return ChampionAt(model=model, at=at, version=None, first_promotion=first)
+    row = before[-1]
+    version = ledger_champion(before)
+    observed = [
+        {
+            "seq": r["seq"],
+            "registry": (r["evidence"] or {}).get("registry_champion"),
+            "noticed_at": _utc(r["recorded_at"]).isoformat(),
+            "noticed_by": (r["evidence"] or {}).get("noticed_by"),
+        }
+        for r in rows
+        if r["outcome"] == OUT_OF_BAND and row["seq"] < r["seq"] and _utc(r["recorded_at"]) <= at
+    ]
+    return ChampionAt(
+        model=model,
+        at=at,
+        version=version,
+        since=_utc(row["recorded_at"]),
+        seq=row["seq"],
+        action=row["action"],
+        outcome=row["outcome"],
+        from_version=row["from_version"],
+        decided_by=row["decided_by"],
+        reason=row["reason"],
+        evidence=dict(row["evidence"] or {}),
+        dag_id=row["dag_id"],
+        dag_run_id=row["dag_run_id"],
+        first_promotion=_utc(moves[0]["recorded_at"]),
+        out_of_band=observed,
+    )
+
+
+def prediction_decision_query(model: str, partition: str, row_key: str) -> sa.Select[Any]:
+    """The SQL from one prediction row to the ledger decision that made its version champion.
+
+    ``predictions`` -> its ``model_version`` -> the newest ``promotion_ledger`` row of the same model that moved
+    ``@champion`` to that version. Predictions do not store when they were scored, so when a version held the title
+    more than once (promoted, replaced, rolled back to) this is its newest tenure. docs/lineage.md shows it as SQL.
+    One row: ``model_version``, ``ts``, ``dag_run_id`` of the prediction and ``seq`` of the decision (None when
+    no decision names the version, e.g. predictions older than the ledger).
+    """
+    from airloop.adapters.warehouse import predictions
+
+    p, ledger_rows = predictions.alias("p"), promotion_ledger.alias("l")
+    decision = (
+        sa.select(sa.func.max(ledger_rows.c.seq))
+        .where(
+            ledger_rows.c.model == p.c.model,
+            ledger_rows.c.champion_after == p.c.model_version,
+            ledger_rows.c.moved.is_(True),
+        )
+        .scalar_subquery()
+    )
+    return (
+        sa.select(
+            p.c.model_version, p.c.ts, p.c.dag_id, p.c.dag_run_id, p.c.mlflow_run_id, decision.label("decision_seq")
+        )
+        .where(p.c.model == model, p.c.partition == partition, p.c.row_key == row_key)
+        .limit(1)
+    )
+
+
+class NoSuchPrediction(ExpectedFailure, LookupError):
+    """No prediction row with that partition and key."""
+
+
+def champion_of_prediction(
+    engine: Engine, model: str, partition: str, row_key: str
+) -> tuple[dict[str, Any], ChampionAt]:
+    """The prediction row (version, time, run) and :class:`ChampionAt` of the decision that made its version
+    champion (:func:`prediction_decision_query`)."""
+    ensure_schema(engine)
+    with engine.connect() as conn:
+        found = conn.execute(prediction_decision_query(model, partition, row_key)).first()
+        if found is None:
+            raise NoSuchPrediction(
+                f"{model} has no prediction in partition {partition!r} with row key {row_key!r}: check both in the "
+                "predictions table (the key is the canonical text of source.keys, as stored in row_key)."
+            )
+        prediction = dict(found._mapping)
+        seq = prediction["decision_seq"]
+        recorded = None
+        if seq is not None:
+            recorded = conn.execute(
+                sa.select(promotion_ledger.c.recorded_at).where(
+                    promotion_ledger.c.model == model, promotion_ledger.c.seq == seq
+                )
+            ).scalar_one()
+    if recorded is None:
+        answer = ChampionAt(model=model, at=datetime.now(UTC), version=None)
+    else:
+        answer = champion_at(engine, model, _utc(recorded))
+    return prediction, answer
+
+
+# --- @champion moved outside airloop ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class AliasCheck:
+    """The ledger's champion and MLflow's ``@champion`` of a model, compared; ``recorded`` is the ``out_of_band``
+    row appended by this check (None when they agree, or when this move was already recorded)."""
+
+    model: str
+    ledger_champion: str | None
+    registry_champion: str | None
+    recorded: dict[str, Any] | None = None
+
+    @property
+    def out_of_band(self) -> bool:
+        return self.ledger_champion != self.registry_champion
+
+
+def _observed_already(rows: list[dict[str, Any]], alias: str | None) -> bool:
+    """Whether an ``out_of_band`` row after the ledger's last move already records ``@champion`` at ``alias``."""
+    last_move = max((r["seq"] for r in rows if r["moved"]), default=0)
+    seen = [r for r in rows if r["outcome"] == OUT_OF_BAND and r["seq"] > last_move]
+    return bool(seen) and (seen[-1]["evidence"] or {}).get("registry_champion") == alias
+
+
+def check_alias(
+    engine: Engine, model: str, noticed_by: str, *, dag_id: str | None = None, dag_run_id: str | None = None
+) -> AliasCheck:
+    """Compare MLflow's ``@champion`` with the ledger's champion; record a move made outside airloop, once.
+
+    Called where scoring pins its version and where a promotion gates (``noticed_by`` says which). When they
+    differ, the model's lock is taken, a half-done airloop promotion is completed first (:func:`reconcile`: that
+    is not a move outside airloop), and if they still differ an ``observe`` / ``out_of_band`` row is appended
+    (``decided_by`` :data:`OUTSIDE_AIRLOOP`, both versions in the evidence), unless the last such row since the
+    ledger's last move already names the same alias value. Nothing is adopted: the ledger's champion stays the
+    one that serves until a person promotes through airloop.
+    """
+    ensure_schema(engine)
+    alias = registry.version_for_alias(model, registry.CHAMPION)
+    with engine.connect() as conn:
+        champion = ledger_champion(_rows(conn, model))
+    if champion == alias:
+        return AliasCheck(model, champion, alias)
+    holder = dag_run_id or noticed_by
+    _ensure_lock_row(engine, model)
+    with engine.begin() as conn:
+        _lock(conn, model, holder)
+        _reconcile(conn, model, holder)
+        rows = _rows(conn, model)
+        champion = ledger_champion(rows)
+        alias = registry.version_for_alias(model, registry.CHAMPION)
+        if champion == alias:
+            return AliasCheck(model, champion, alias)
+        if _observed_already(rows, alias):
+            log.warning(
+                "@champion of %s is %s in MLflow but the ledger's champion is %s (moved outside airloop, already "
+                "in the ledger): not adopted.",
+                model,
+                f"v{alias}" if alias else "unset",
+                f"v{champion}" if champion else "none",
+            )
+            return AliasCheck(model, champion, alias)
+        decision = _out_of_band_decision(model, alias, champion, noticed_by, dag_id, dag_run_id)
+        row = _append(conn, decision, outcome=OUT_OF_BAND, moved=False, before=champion, after=champion)
+    log.warning("Ledger %s #%d: %s", model, row["seq"], decision.reason)
+    return AliasCheck(model, champion, alias, recorded=row)
+
+
+def _out_of_band_decision(
+    model: str,
+    alias: str | None,
+    champion: str | None,
+    noticed_by: str,
+    dag_id: str | None,
+    dag_run_id: str | None,
+) -> Decision:
+    """The ``observe`` decision recording an ``@champion`` found moved outside airloop (nothing adopted)."""
+    return Decision(
+        model=model,
+        action="observe",
+        candidate=alias,
+        reason=(
+            f"@champion was found at {'v' + alias if alias else 'unset'} in MLflow while the ledger's champion is "
+            f"{'v' + champion if champion else 'none'}: moved outside airloop (MLflow UI or API), noticed by "
+            f"{noticed_by}. Not adopted: {'v' + champion if champion else 'nothing'} serves until a person "
+            "promotes through airloop."
+        ),
+        decided_by=OUTSIDE_AIRLOOP,
+        evidence={
+            "registry_champion": alias,
+            "ledger_champion": champion,
+            "noticed_by": noticed_by,
+            "noticed_at": datetime.now(UTC).isoformat(),
+        },
+        dag_id=dag_id,
+        dag_run_id=dag_run_id,
+    )
+
+
+def served_champion(
+    engine: Engine, model: str, noticed_by: str, *, dag_id: str | None = None, dag_run_id: str | None = None
+) -> tuple[PinnedChampion, AliasCheck]:
+    """The version that serves: the ledger's champion, checked against ``@champion`` (:func:`check_alias`).
+
+    Raises :class:`NoChampion` when the ledger has none (even if ``@champion`` was set outside airloop).
+    """
+    check = check_alias(engine, model, noticed_by, dag_id=dag_id, dag_run_id=dag_run_id)
+    version = check.ledger_champion
+    if version is None:
+        if check.registry_champion is None:
+            raise NoChampion(
+                f"{model} has no @champion yet, so nothing was scored. Train and promote one ({model}_train); "
+                f"then re-score the range from {model}_score with params start and end."
+            )
+        raise NoChampion(
+            f"@champion of {model} is v{check.registry_champion} in MLflow, set outside airloop, and the promotion "
+            f"ledger has no champion: not adopted, so nothing was scored. Promote it through {model}_promote "
+            f'(e.g. {{"version": "{check.registry_champion}", "reason": "..."}}; the gate judges it, or override).'
+        )
+    run_id = str(registry.client().get_model_version(model, version).run_id)
+    if check.out_of_band:
+        log.warning(
+            "@champion of %s is %s in MLflow, moved outside airloop: not adopted. Serving the ledger's champion "
+            "v%s by version number (MLflow run %s), pinned for this whole run; promote through %s_promote to "
+            "change it.",
+            model,
+            f"v{check.registry_champion}" if check.registry_champion else "unset",
+            version,
+            run_id,
+            model,
+        )
+    else:
+        log.info(
+            "@champion of %s is v%s (MLflow run %s), as the ledger says: pinned for this whole run.",
+            model,
+            version,
+            run_id,
+        )
+    return PinnedChampion(version=version, run_id=run_id), check

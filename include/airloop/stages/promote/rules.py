@@ -14,7 +14,7 @@ one costs the predictions made with it.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from airloop.core import metrics as registry
@@ -70,6 +70,8 @@ class Verdict:
     champion: Evaluation | None
     checks: list[Check]
     gate: Gate | None = field(default=None, compare=False)
+    #: The live comparison on labelled shadow intervals (``LiveComparison.to_dict``), when there is one.
+    live: dict[str, Any] | None = field(default=None, compare=False)
 
     @property
     def failed(self) -> list[Check]:
@@ -138,6 +140,8 @@ class Verdict:
             lines.extend(f"- {_cell(c.detail, table=False)}" for c in failed)
         else:
             lines.append(f"All {len(self.checks)} checks passed.")
+        if self.live is not None:
+            lines.extend(["", *live_markdown(self.live)])
         if self.mode == "dry_run":
             lines.extend(["", "Dry run: the verdict is recorded, nothing moves."])
         return "\n".join(lines) + "\n"
@@ -199,6 +203,7 @@ class Verdict:
             "challenger": self.challenger.to_dict(),
             "champion": None if self.champion is None else self.champion.to_dict(),
             "gate": None if self.gate is None else self.gate.model_dump(mode="json"),
+            "live": self.live,
         }
 
 
@@ -230,6 +235,63 @@ def evaluate_gate(
         checks=checks,
         gate=gate,
     )
+
+
+def with_live(verdict: Verdict, live: dict[str, Any], *, judged: bool) -> Verdict:
+    """The verdict with the live comparison shown and, when ``judged`` (``gate.shadow.require_better``), its check
+    added: the challenger must beat the served predictions by ``min_improvement`` on the gate metric."""
+    if not judged or verdict.gate is None:
+        return replace(verdict, live=live)
+    checks = [*verdict.checks, live_check(verdict.gate, verdict.metric, live)]
+    passed = all(c.passed for c in checks)
+    return replace(verdict, checks=checks, passed=passed, promote=passed and verdict.mode == "enabled", live=live)
+
+
+def live_check(gate: Gate, m: str, live: dict[str, Any]) -> Check:
+    """The challenger's gate metric on labelled shadow intervals against the served predictions' on the same rows."""
+    need = gate.min_improvement
+    value, before = as_float(live.get("challenger")), as_float(live.get("served"))
+    where = f"on {len(live.get('intervals') or {})} labelled shadow interval(s), {int(live.get('rows') or 0):,} rows"
+    served = ", ".join(f"v{v}" for v in live.get("served_versions") or []) or "served"
+    if not (math.isfinite(value) and math.isfinite(before)):
+        return Check(
+            "live",
+            False,
+            f"live {m} {where} cannot be compared (challenger {num(value)}, served {num(before)}); {_OVERRIDE}",
+        )
+    change = _relative_better(value, before, lower_is_better(m))
+    now, then = nums(value, before)
+    head = f"live {m} {now} vs served ({served}) {then} {where}"
+    if change is None:
+        return Check("live", False, f"{head}: served {m} is 0, so a relative improvement is undefined; {_OVERRIDE}")
+    if change <= 0:
+        return Check("live", False, f"{head}: {_change(change)}, no improvement (at least {pct(need)} needed)")
+    if change < need and not math.isclose(change, need, rel_tol=_REL_EPS, abs_tol=1e-12):
+        return Check("live", False, f"{head}: improvement {pct(change)} is below the {pct(need)} needed")
+    return Check("live", True, f"{head}: improvement {pct(change)} (at least {pct(need)} needed)")
+
+
+def live_markdown(live: dict[str, Any]) -> list[str]:
+    """The live comparison for people (the approval request, the version's description): a table, or the count."""
+    intervals = live.get("intervals") or {}
+    if live.get("status") != "compared":
+        return [f"Live (shadow) comparison: {live.get('summary') or 'not yet'}."]
+    m = str(live.get("metric"))
+    value, before = as_float(live.get("challenger")), as_float(live.get("served"))
+    now, then = nums(value, before)
+    served = ", ".join(f"v{v}" for v in live.get("served_versions") or []) or _NONE
+    change = _relative_better(value, before, lower_is_better(m))
+    spans = f"{min(intervals)} to {max(intervals)}" if intervals else _NONE
+    lines = [
+        f"Live (shadow) comparison on {len(intervals)} labelled interval(s) ({spans}), "
+        f"{int(live.get('rows') or 0):,} labelled rows scored by both:",
+        "",
+        "| metric | served | challenger | change |",
+        "|---|---:|---:|---|",
+        _row(f"{m} (live; served by {served})", then, now, _change(change)),
+    ]
+    lines.extend(f"- note: {_cell(n, table=False)}" for n in live.get("notes") or [])
+    return lines
 
 
 def signature_differences(champion: dict[str, str], challenger: dict[str, str]) -> list[str]:

@@ -10,7 +10,7 @@ and the ledger.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -57,11 +57,10 @@ class _Judged:
     evaluated: list[registry.LoadedModel]
 
 
-def _judge(spec: ModelSpec, action: str, candidate: str, holdout: Any) -> _Judged:
+def _judge(spec: ModelSpec, action: str, candidate: str, holdout: Any, champion_version: str | None) -> _Judged:
     """Load and score the candidate and (when another version) the champion; apply the spec's gate."""
     from airloop.stages.train import steps as training
 
-    champion_version = registry.version_for_alias(spec.name, registry.CHAMPION)
     loaded = registry.load_version(spec.name, candidate)
     challenger_eval = training.evaluate(spec, loaded, holdout, signature=loaded.signature, version=f"v{loaded.version}")
     champion_eval: Evaluation | None = None
@@ -107,9 +106,13 @@ def gate(
     is the point, so it need not beat the champion it replaces).
     """
     holdout, resolved = _holdout(spec, window)
-    judged = _judge(spec, action, candidate, holdout)
-    version, champion, verdict = judged.candidate.version, judged.champion_version, judged.verdict
+    judged = _judge(spec, action, candidate, holdout, _ledger_champion(spec, run))
+    version, champion = judged.candidate.version, judged.champion_version
+    verdict, live = _live(spec, judged, action=action, override=override)
     summary, promote = steps.gate_outcome(verdict, version, champion, override)
+    if live is not None and live["status"] == "waiting" and verdict.passed and not override:
+        summary, promote = steps.shadow_summary(version, champion, live), False
+        registry.set_alias(spec.name, registry.CHALLENGER, version)  # what the score DAG shadows
     notes = steps.overlap_notes(_trained_until(judged.evaluated), resolved.holdout_start)
     holdout_range = steps.holdout_range(resolved.holdout_start, resolved.end)
     markdown = steps.gate_markdown(
@@ -139,9 +142,43 @@ def gate(
         verdict=verdict.to_dict(),
         holdout=holdout_range,
         notes=notes,
+        live=live,
     )
     _log_gate(spec, result, verdict, len(holdout))
     return result
+
+
+def _live(spec: ModelSpec, judged: _Judged, *, action: str, override: bool) -> tuple[Verdict, dict[str, Any] | None]:
+    """The verdict with the live half of the gate (``gate.shadow``), and the live comparison (None: not asked).
+
+    Asked for a promotion (not a rollback, not an override) over an existing champion. Until enough shadow
+    intervals have labels, the comparison says how many there are (the challenger then waits); after, it is shown
+    in the verdict and, with ``require_better``, judged there.
+    """
+    from airloop.stages.promote.live import live_comparison
+    from airloop.stages.promote.rules import with_live
+
+    shadow, verdict = spec.gate.shadow, judged.verdict
+    candidate, champion = judged.candidate.version, judged.champion_version
+    if shadow is None or action != "promote" or override or champion is None or candidate == champion:
+        return verdict, None
+    pipeline = judged.candidate.pipeline
+    classes = [str(c) for c in pipeline.classes_] if spec.target.task == "classification" else None
+    live = live_comparison(spec, candidate, classes).to_dict()
+    if live["status"] == "waiting":
+        return replace(verdict, live=live), live
+    return with_live(verdict, live, judged=shadow.require_better), live
+
+
+def _ledger_champion(spec: ModelSpec, run: RunInfo) -> str | None:
+    """The champion the gate compares against and the promotion starts from: the ledger's, after checking
+    ``@champion`` for a move made outside airloop (recorded once, never adopted; see the ledger's
+    :func:`~airloop.stages.promote.ledger.check_alias`)."""
+    from airloop.adapters.db import engine_for
+    from airloop.stages.promote.ledger import check_alias
+
+    engine = engine_for(WAREHOUSE_CONN_ID)
+    return check_alias(engine, spec.name, "promotion", dag_id=run.dag_id, dag_run_id=run.run_id).ledger_champion
 
 
 def _log_gate(spec: ModelSpec, result: GateResult, verdict: Verdict, rows: int) -> None:

@@ -11,6 +11,7 @@ from typing import Any
 
 from airloop.core.contracts import ACTIONS, GateResult, RunInfo
 from airloop.core.params import RequestProblem
+from airloop.core.shadow import SHADOWING
 from airloop.stages.promote.ledger import Decision
 from airloop.stages.promote.rules import Verdict
 
@@ -93,6 +94,16 @@ def gate_outcome(verdict: Verdict, candidate: str, champion: str | None, overrid
     return summary, promote
 
 
+def shadow_summary(candidate: str, champion: str | None, live: dict[str, Any]) -> str:
+    """The gate's summary while the challenger waits for labelled shadow intervals (``gate.shadow``)."""
+    intervals, needed = len(live.get("intervals") or {}), live.get("needed")
+    return (
+        f"SHADOW v{candidate}: passed the offline gate; stays @challenger and is shadow-scored beside "
+        f"@champion {f'v{champion}' if champion else 'unset'} until {needed} shadow-scored intervals have labels "
+        f"({intervals} so far), then judged on them (gate.shadow); nothing moves"
+    )
+
+
 def gate_markdown(
     *,
     action: str,
@@ -134,6 +145,13 @@ def what_to_do(result: GateResult, *, passed: bool, promote_dag_id: str) -> str 
     """What on-call can do when nothing moves (None when the candidate moves or already is ``@champion``)."""
     if result.promote or result.candidate == result.expected_champion:
         return None
+    if result.shadowing and passed:
+        return (
+            f"What to do: nothing yet. v{result.candidate} stays @challenger; {result.model}_score "
+            "shadow-scores each new interval with it, and once enough of those intervals have labels it triggers "
+            f"{promote_dag_id}, which judges it on them. To skip the live gate, trigger {promote_dag_id} with "
+            f'{{"action": "promote", "version": "{result.candidate}", "override": true, "reason": "..."}}.'
+        )
     by_hand = (
         f'trigger {promote_dag_id} with {{"action": "promote", "version": "{result.candidate}", '
         '"override": true, "reason": "..."}'
@@ -176,6 +194,7 @@ def decision(result: GateResult, approval: dict[str, Any] | None, run: RunInfo, 
             "verdict": result.verdict,
             "holdout": result.holdout,
             "notes": result.notes,
+            "live": result.live,
             "approval": approval,
             "airflow": run.tags(),
         },
@@ -196,6 +215,8 @@ def nothing_moved(result: GateResult, approval: dict[str, Any] | None, approval_
     if not result.promote:
         if result.candidate == result.expected_champion:
             return "no_change", ""
+        if result.shadowing and result.verdict.get("passed") and not result.override:
+            return SHADOWING, ""
         return ("dry_run" if result.mode == "dry_run" else "refused"), ""
     if approval_required:
         if approval is None:

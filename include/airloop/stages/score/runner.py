@@ -1,6 +1,7 @@
 """Batch scoring: each validated partition scored by one pinned champion version, with provenance on every row.
 
-The ``champion`` alias is resolved once per DAG run (:func:`airloop.adapters.registry.pin_champion`) and the
+The champion is resolved once per DAG run (the promotion ledger's, checked against ``@champion``:
+:func:`airloop.stages.promote.ledger.served_champion`, called by the run's ``pin`` task) and the
 concrete version is passed to every partition's scoring, so a run never mixes two models even if ``@champion``
 moves meanwhile. A partition is read and scored in bounded chunks; its rows in ``predictions`` are replaced
 (delete, then insert, in one transaction) and its ``predictions`` lake partition rewritten (atomic, manifest
@@ -22,7 +23,7 @@ from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
 from airloop.adapters import prediction_sink, registry
-from airloop.adapters.lake import default_lake
+from airloop.adapters.lake import Stage, default_lake
 from airloop.core.contracts import PinnedChampion, ScoredPartition
 from airloop.core.intervals import parse_key
 from airloop.core.params import ParamProblem, day
@@ -110,9 +111,18 @@ def _load(model: str, version: str) -> registry.LoadedModel:
 
 
 def score_partition(
-    spec: ModelSpec, partition: str, pinned: PinnedChampion, run: RunInfo, chunk_rows: int = DEFAULT_CHUNK_ROWS
+    spec: ModelSpec,
+    partition: str,
+    pinned: PinnedChampion,
+    run: RunInfo,
+    chunk_rows: int = DEFAULT_CHUNK_ROWS,
+    *,
+    shadow: bool = False,
 ) -> ScoredPartition:
     """Score one validated partition with the pinned version; replace its predictions in the warehouse and lake.
+
+    ``shadow``: the version is the waiting challenger, and the rows go to table ``shadow_predictions`` and lake
+    stage ``shadow`` instead (never served: :mod:`airloop.stages.score.shadow`).
 
     Chunk by chunk: read, predict, refuse non-finite predictions, hand the rows to the warehouse sink (a
     background thread, at most :data:`WRITES_IN_FLIGHT` chunks behind) and append them to the lake partition's
@@ -122,7 +132,10 @@ def score_partition(
     the lake; a failure after it leaves the lake behind until the retry re-scores the interval.
     """
     from airloop.adapters.db import engine_for
+    from airloop.adapters.warehouse import predictions, shadow_predictions
 
+    stage: Stage = "shadow" if shadow else "predictions"
+    table = shadow_predictions if shadow else predictions
     started = time.perf_counter()
     lake = default_lake()
     manifest = lake.manifest(spec.name, "validated", partition)
@@ -141,16 +154,17 @@ def score_partition(
     # predictions in both stores, and a failure between the commit and the publication leaves the lake one
     # version behind until the task's retry (or any re-score of the interval) writes both again. The score DAG
     # runs one at a time per model (max_active_runs=1), so no other writer publishes between the two.
-    with lake.staged(spec.name, "predictions", partition, meta=lake_meta(constants)) as staged:
-        with prediction_sink.replacing(engine_for(WAREHOUSE_CONN_ID), constants, WRITES_IN_FLIGHT) as (writes, sink):
+    with lake.staged(spec.name, stage, partition, meta=lake_meta(constants)) as staged:
+        engine = engine_for(WAREHOUSE_CONN_ID)
+        with prediction_sink.replacing(engine, constants, WRITES_IN_FLIGHT, table) as (writes, sink):
             batches = lake.iter_batches(spec.name, "validated", partition, columns, chunk_rows)
             staged.write(_scored(spec, partition, provenance, model, batches, writes))
         written = staged.publish()
     scored = ScoredPartition(
         partition=partition, rows=written.rows, version=pinned.version, digest=written.content_digest
     )
-    where = lake.partition_url(spec.name, "predictions", partition)
-    log.info(scored_line(spec.name, scored, time.perf_counter() - started, sink.describe, str(where)))
+    where = lake.partition_url(spec.name, stage, partition)
+    log.info(scored_line(spec.name, scored, time.perf_counter() - started, sink.describe, str(where), table.name))
     return scored
 
 
@@ -354,11 +368,13 @@ def lake_rows(ts: pd.Series, keys: list[str], outputs: Outputs, provenance: dict
     )
 
 
-def scored_line(model: str, scored: ScoredPartition, seconds: float, sink: str, where: str) -> str:
+def scored_line(
+    model: str, scored: ScoredPartition, seconds: float, sink: str, where: str, table: str = "predictions"
+) -> str:
     """The log line of one scored partition: rows, version, speed, and where the rows went."""
     return (
         f"Scored {scored.rows} rows of {model} partition {scored.partition} with v{scored.version} in "
-        f"{seconds:.1f} s ({scored.rows / seconds if seconds else 0:.0f} rows/s): warehouse table predictions "
+        f"{seconds:.1f} s ({scored.rows / seconds if seconds else 0:.0f} rows/s): warehouse table {table} "
         f"(replaced, {sink}) and {where} (digest {scored.digest[:12]})."
     )
 

@@ -11,8 +11,11 @@ from typing import Any
 from airloop.core.contracts import Evaluation, RunInfo, TrainedVersion
 from airloop.core.numbers import num
 from airloop.core.spec import ModelSpec
+from airloop.stages.train.labels import LabelsUsed
 from airloop.stages.train.steps import PartitionRef, Task, Window
 
+#: The run tag holding the digest of the labels a run took from the warehouse's ``labels`` table.
+LABELS_DIGEST_TAG = "airloop.labels_digest"
 #: MLflow's limit on a run name's length (and the tag it becomes).
 RUN_NAME_MAX = 250
 #: How much of the reason the ``airloop.reason`` tag keeps (the note keeps all of it).
@@ -50,15 +53,27 @@ def run_name(model: str, window: Window, airflow_run_id: str | None) -> str:
     return f"{model}-{window.end:%Y%m%d}-{airflow_run_id or 'local'}"[:RUN_NAME_MAX]
 
 
-def run_metrics(evaluation: Evaluation, train_rows: int, holdout_rows: int) -> dict[str, float]:
+def run_metrics(
+    evaluation: Evaluation, train_rows: int, holdout_rows: int, labels: LabelsUsed | None = None
+) -> dict[str, float]:
     """Holdout metrics as ``holdout_<name>``, each slice's metrics as ``slice_<slice>_<name>`` (not its rows),
-    and the row counts."""
+    the row counts, and with ``labels`` where the labels came from: ``labelled_from_table`` (rows labelled by
+    the warehouse's ``labels`` table, ``labels_corrected`` of them by a correction) and ``unlabelled_rows``
+    (left out: no label yet)."""
     metrics = {f"holdout_{k}": v for k, v in evaluation.metrics.items()}
     for key, scores in evaluation.slices.items():
         for name, value in scores.items():
             if name != "rows":
                 metrics[f"slice_{key.replace('=', '_')}_{name}"] = value
     metrics.update({"train_rows": float(train_rows), "holdout_rows": float(holdout_rows)})
+    if labels is not None:
+        metrics.update(
+            {
+                "labelled_from_table": float(labels.from_table),
+                "labels_corrected": float(labels.corrected),
+                "unlabelled_rows": float(labels.unlabelled),
+            }
+        )
     return metrics
 
 
@@ -101,11 +116,15 @@ def run_tags(
     spec_digest: str,
     git_commit: str,
     task: Task | None = None,
+    labels: LabelsUsed | None = None,
 ) -> dict[str, str]:
     """The run's tags: the Airflow link, the model, why, which spec, suites and window, the task and classes,
-    and the code's commit."""
+    the code's commit, and (with ``labels``) ``airloop.labels_digest``: the digest of the labels taken from the
+    warehouse's ``labels`` table (``none`` when no row's label came from there)."""
     kind = task or Task("regression")
+    digest = {} if labels is None else {LABELS_DIGEST_TAG: labels.digest or "none"}
     return {
+        **digest,
         "airloop.task": kind.kind,
         **({"airloop.classes": classes_text(list(kind.classes))} if kind.is_classifier else {}),
         **run.tags(),
@@ -128,9 +147,12 @@ def lineage(
     partitions: list[PartitionRef],
     gaps: list[str],
     suites: list[str],
+    labels: LabelsUsed | None = None,
 ) -> dict[str, Any]:
-    """The training data's lineage (``lineage/training_data.json``): window, rows, digests, partitions, gaps."""
+    """The training data's lineage (``lineage/training_data.json``): window, rows, digests, partitions, gaps, and
+    with ``labels`` where the labels came from (counts and the digest of those taken from table ``labels``)."""
     return {
+        **({"labels": labels.to_dict()} if labels is not None else {}),
         "model": model,
         "window": window.to_dict(),
         "rows": rows,

@@ -71,7 +71,7 @@ def train(spec: ModelSpec, request: TrainRequest, run: RunInfo) -> TrainedVersio
     keeps the summary, :data:`record.SUMMARY_ARTIFACT`), so a retry never trains, logs and registers a second
     version beside the first.
     """
-    from airloop.stages.train import steps
+    from airloop.stages.train import calibration, steps
 
     reused = _reused(spec, run)
     if reused is not None:
@@ -101,6 +101,7 @@ def train(spec: ModelSpec, request: TrainRequest, run: RunInfo) -> TrainedVersio
     commit = registry.git_commit()  # between evaluation and logging, timed in neither
     with _timed(timings, "log_s"):
         logged = _log_run(spec, request, run, lake.stage_url(spec.name, "validated"), data, fitted, commit, outputs)
+        calibration.log_holdout(spec, fitted.pipeline, holdout, logged.run_id)  # for estimates without labels
     trained = record.registered_summary(
         kept,
         model=spec.name,
@@ -109,7 +110,12 @@ def train(spec: ModelSpec, request: TrainRequest, run: RunInfo) -> TrainedVersio
         timings=timings,
     )
     _log_trained(spec, trained, window, evaluation)
+    log.info("Labels of the training window: %s (digest of the table labels: %s).", *_labels_line(data))
     return trained
+
+
+def _labels_line(data: TrainingData) -> tuple[str, str]:
+    return data.labels.describe(), data.labels.digest or "none taken"
 
 
 def _reused(spec: ModelSpec, run: RunInfo) -> TrainedVersion | None:
@@ -178,6 +184,7 @@ def _log_run(
         spec_digest=spec_digest(spec),
         git_commit=commit,
         task=fitted.task,
+        labels=data.labels,
     )
     lineage = record.lineage(
         spec.name,
@@ -187,6 +194,7 @@ def _log_run(
         partitions=data.partitions,
         gaps=data.gaps,
         suites=suites,
+        labels=data.labels,
     )
     return registry.log_training_run(
         model=spec.name,
@@ -194,7 +202,7 @@ def _log_run(
         owner=spec.owner,
         run_name=record.run_name(spec.name, window, run.run_id),
         params=record.run_params(spec, fitted.params, window, len(fitted.trials), fitted.task),
-        metrics=record.run_metrics(outputs.evaluation, outputs.train_rows, outputs.holdout_rows),
+        metrics=record.run_metrics(outputs.evaluation, outputs.train_rows, outputs.holdout_rows, data.labels),
         tags=tags,
         pipeline=fitted.pipeline,
         train_frame=data.frame,

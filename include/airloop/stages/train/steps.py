@@ -21,6 +21,7 @@ from airloop.core.contracts import Evaluation
 from airloop.core.errors import ExpectedFailure
 from airloop.core.intervals import parse_key
 from airloop.core.times import as_utc
+from airloop.stages.train.labels import LabelsUsed
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -28,6 +29,7 @@ if TYPE_CHECKING:
 
     from airloop.adapters.lake import Lake
     from airloop.core.spec import ModelSpec
+    from airloop.stages.train.labels import LabelReader
 
 log = logging.getLogger(__name__)
 
@@ -69,13 +71,14 @@ class PartitionRef:
 
 @dataclass(frozen=True)
 class TrainingData:
-    """The rows of a window (sorted by time) and the partitions they came from."""
+    """The rows of a window (sorted by time), the partitions they came from, and where their labels came from."""
 
     frame: pd.DataFrame
     window: Window
     partitions: list[PartitionRef]
     gaps: list[str]
     content_digest: str
+    labels: LabelsUsed = field(default_factory=LabelsUsed)
 
 
 def newest_validated_end(spec: ModelSpec, lake: Lake) -> datetime | None:
@@ -115,8 +118,13 @@ def resolve_window(
     return Window(start=start, end=end, holdout_start=holdout_start)
 
 
-def assemble(spec: ModelSpec, lake: Lake, window: Window) -> TrainingData:
+def assemble(spec: ModelSpec, lake: Lake, window: Window, labels: LabelReader | None = None) -> TrainingData:
     """Read the validated partitions that overlap the window and keep the rows inside it, sorted by time.
+
+    Each row's target is its current label in the warehouse table ``labels`` where one arrived there (``labels``
+    reads them; default: the warehouse), else the partition's own value; a row with neither keeps a null target
+    (:func:`split` leaves it out) and is counted in ``TrainingData.labels`` (:mod:`.labels`). The frame's columns
+    are the features, the target and the time column.
 
     Quarantined or missing intervals inside the window are listed in ``gaps`` (and logged): training goes on
     without them, and the run records which ones were absent.
@@ -124,9 +132,40 @@ def assemble(spec: ModelSpec, lake: Lake, window: Window) -> TrainingData:
     import pandas as pd
 
     from airloop.adapters.lake import content_digest
+    from airloop.stages.train.labels import join_labels, warehouse_reader
 
     time_col = spec.source.time_column
     columns = [*spec.feature_names, spec.target.name, time_col]
+    frames, refs, covered = _read_partitions(spec, lake, window)
+    _refuse_overlaps(spec, lake, refs)
+    if not frames:
+        raise NoValidatedData(
+            f"No validated partition of {spec.name} overlaps the training window {window}. "
+            f"Ingest that range first ({spec.dag_id('ingest')}), or pick another window."
+        )
+    frame = pd.concat(frames, ignore_index=True)
+    times = pd.to_datetime(frame[time_col], utc=True)
+    inside = (times >= pd.Timestamp(window.start)) & (times < pd.Timestamp(window.end))
+    frame = frame.loc[inside].sort_values(time_col, kind="stable").reset_index(drop=True)
+    table = (labels or warehouse_reader(spec.name))([r.partition for r in refs])
+    frame, used = join_labels(spec, frame.drop(columns=[_PARTITION]), frame[_PARTITION], table)
+    frame = frame[columns]
+    if used.from_table or used.unlabelled:
+        log.info("Labels of %s in %s: %s.", spec.name, window, used.describe())
+    gaps = _gaps(window, sorted(covered), lake.partitions(spec.name, "quarantine"))
+    if gaps:
+        log.warning("Training window %s has gaps (trained without them): %s", window, "; ".join(gaps))
+    return TrainingData(
+        frame=frame, window=window, partitions=refs, gaps=gaps, content_digest=content_digest(frame), labels=used
+    )
+
+
+def _read_partitions(
+    spec: ModelSpec, lake: Lake, window: Window
+) -> tuple[list[pd.DataFrame], list[PartitionRef], list[tuple[datetime, datetime]]]:
+    """The validated partitions overlapping the window: their rows (features, time column, keys, the target where
+    the partition has it, and the partition's key), their lineage references and the spans they cover."""
+    needed = list(dict.fromkeys([*spec.feature_names, spec.source.time_column, *spec.keys]))
     frames: list[pd.DataFrame] = []
     refs: list[PartitionRef] = []
     covered: list[tuple[datetime, datetime]] = []
@@ -138,13 +177,17 @@ def assemble(spec: ModelSpec, lake: Lake, window: Window) -> TrainingData:
         p_end = datetime.fromisoformat(manifest.meta["interval_end"])
         if p_end <= window.start or p_start >= window.end:
             continue
-        missing = sorted(set(columns) - set(manifest.columns))
+        missing = sorted(set(needed) - set(manifest.columns))
         if missing:
             raise TrainingProblem(
-                f"Validated partition {key} of {spec.name} has no column(s) {missing}, which the spec's features "
-                f"and target need. Fix the source or the spec ({spec.name}.yaml), then re-ingest the interval."
+                f"Validated partition {key} of {spec.name} has no column(s) {missing}, which the spec's features, "
+                f"time column and row keys need. Fix the source or the spec ({spec.name}.yaml), then re-ingest the "
+                "interval."
             )
-        frames.append(lake.read(spec.name, "validated", key, columns=columns))
+        # The target is read where the partition has it: with a label source of its own (labels.source) ingestion
+        # never extracts it, and every label comes from the table.
+        read = [*needed, *([spec.target.name] if spec.target.name in manifest.columns else [])]
+        frames.append(lake.read(spec.name, "validated", key, columns=read).assign(**{_PARTITION: key}))
         covered.append((p_start, p_end))
         refs.append(
             PartitionRef(
@@ -156,20 +199,11 @@ def assemble(spec: ModelSpec, lake: Lake, window: Window) -> TrainingData:
                 suite_digests=dict(manifest.meta.get("suite_digests", {})),
             )
         )
-    _refuse_overlaps(spec, lake, refs)
-    if not frames:
-        raise NoValidatedData(
-            f"No validated partition of {spec.name} overlaps the training window {window}. "
-            f"Ingest that range first ({spec.dag_id('ingest')}), or pick another window."
-        )
-    frame = pd.concat(frames, ignore_index=True)
-    times = pd.to_datetime(frame[time_col], utc=True)
-    inside = (times >= pd.Timestamp(window.start)) & (times < pd.Timestamp(window.end))
-    frame = frame.loc[inside].sort_values(time_col, kind="stable").reset_index(drop=True)
-    gaps = _gaps(window, sorted(covered), lake.partitions(spec.name, "quarantine"))
-    if gaps:
-        log.warning("Training window %s has gaps (trained without them): %s", window, "; ".join(gaps))
-    return TrainingData(frame=frame, window=window, partitions=refs, gaps=gaps, content_digest=content_digest(frame))
+    return frames, refs, covered
+
+
+#: The column that names each row's partition while a window is assembled (dropped before it is returned).
+_PARTITION = "__airloop_partition__"
 
 
 class OverlappingPartitions(TrainingProblem):
@@ -253,17 +287,34 @@ def split(spec: ModelSpec, data: TrainingData) -> tuple[pd.DataFrame, pd.DataFra
     times = pd.to_datetime(frame[spec.source.time_column], utc=True)
     cut = times >= pd.Timestamp(data.window.holdout_start)
     train, holdout = frame.loc[~cut], frame.loc[cut]
+    waiting = _waiting_for_labels(spec, data, int(unlabelled.sum()))
     if len(train) < spec.training.min_rows:
         raise TrainingProblem(
-            f"Only {len(train)} training rows in {data.window} (the spec's training.min_rows is "
-            f"{spec.training.min_rows}). Widen the window (param window_start) or ingest more intervals."
+            f"Only {len(train)} labelled training rows in {data.window} (the spec's training.min_rows is "
+            f"{spec.training.min_rows}). {waiting or 'Widen the window (param window_start) or ingest more intervals.'}"
         )
     if len(holdout) == 0:
         raise TrainingProblem(
-            f"The holdout [{data.window.holdout_start:%Y-%m-%d}, {data.window.end:%Y-%m-%d}) has no rows; "
-            "the newest intervals are missing or quarantined. Ingest them or choose an earlier window_end."
+            f"The holdout [{data.window.holdout_start:%Y-%m-%d}, {data.window.end:%Y-%m-%d}) has no labelled rows. "
+            + (
+                waiting
+                or "The newest intervals are missing or quarantined. Ingest them or choose an earlier window_end."
+            )
         )
     return train, holdout
+
+
+def _waiting_for_labels(spec: ModelSpec, data: TrainingData, unlabelled: int) -> str:
+    """What to do when rows of the window wait for their labels (empty when every row has one)."""
+    if not unlabelled:
+        return ""
+    used = data.labels
+    return (
+        f"{unlabelled} of {len(data.frame)} rows of the window have no label yet ({used.from_table} labelled from "
+        f"table labels, {used.from_partitions} from the partitions). Wait for their labels to arrive (the spec's "
+        f"labels.after) and run {spec.dag_id('labels')} for those intervals, or choose an earlier window_end "
+        "(param window_end), then retrain."
+    )
 
 
 def estimator_params(spec: ModelSpec, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
