@@ -174,3 +174,33 @@ def test_the_labels_runs_run_again_are_few_and_cover_every_interval_whose_labels
         assert {i.end for i in wanted} == {after + timedelta(days=7 * k) for k in range(1, 13)}
         assert runs[0].end == until and runs == sorted(runs, reverse=True)
         assert len(runs) < 12 or spec.label_max_lag < timedelta(days=7)  # each run reads the ones before it too
+
+
+@pytest.mark.parametrize(
+    ("row", "text"),
+    [
+        ({"champion_version": "1"}, "estimated: not yet"),  # a row of a monitor that does not estimate
+        (
+            {
+                "champion_version": "2",
+                "estimated_performance": {
+                    "2": {"reason": "not estimated: a regressor's performance is not estimated without labels (DLE)"}
+                },
+            },
+            "not estimated: a regressor's performance is not estimated without labels",
+        ),
+        (
+            {
+                "champion_version": "3",
+                "performance_metric": "roc_auc",
+                "estimated_performance": {"3": {"performance": {"scores": {"accuracy": 0.8, "roc_auc": 0.75}}}},
+            },
+            "estimated roc_auc 0.75",
+        ),
+        ({"champion_version": "4", "estimated_performance": {}}, "not estimated"),
+    ],
+)
+def test_a_windows_estimate_is_shown_or_why_not(row, text):
+    from airloop.ops.demo import estimated_text
+
+    assert estimated_text(row) == text

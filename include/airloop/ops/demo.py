@@ -650,7 +650,9 @@ def estimated_text(row: dict[str, Any]) -> str:
     est = (row.get("estimated_performance") or {}).get(str(row.get("champion_version"))) or {}
     perf = est.get("performance") if isinstance(est, dict) else None
     if not perf:
-        return f"estimated: {est.get('reason') if isinstance(est, dict) and est.get('reason') else 'not estimated'}"
+        reason = str(est.get("reason") or "") if isinstance(est, dict) else ""
+        reason = reason.split(" (")[0].removeprefix("not estimated").lstrip(": ")
+        return "not estimated" + (f": {reason}" if reason else "")
     scores = {k: v for k, v in (perf.get("scores") or {}).items() if v is not None}
     metric = row.get("performance_metric")
     names = [metric] if metric in scores else list(scores)[:1]
