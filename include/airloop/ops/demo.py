@@ -21,6 +21,7 @@ import json
 import os
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -362,7 +363,11 @@ def performance_text(row: dict[str, Any]) -> str:
 
 
 def _closing_loop(
-    api: Api, spec: ModelSpec, windows: tuple[datetime, ...], judged: list[datetime] | None = None
+    api: Api,
+    spec: ModelSpec,
+    windows: tuple[datetime, ...],
+    judged: list[datetime] | None = None,
+    arrive: Callable[[datetime], None] | None = None,
 ) -> datetime | None:
     """Judge the planned windows in data time; follow the training each request starts; stop after a window
     that asked for nothing once a retraining has run. The last request's window end (each window judged is
@@ -373,6 +378,8 @@ def _closing_loop(
     monitor, train = spec.dag_id("monitor"), spec.dag_id("train")
     retrained: datetime | None = None
     for as_of in windows:
+        if arrive is not None:
+            arrive(as_of)  # the labels that arrived by the window's end, before the monitor (and training) read them
         known = {r["dag_run_id"] for r in _runs(api, train)}
         _trigger_and_follow(api, monitor, {"as_of": f"{as_of:%Y-%m-%d}"}, quiet=True)
         if judged is not None:
@@ -527,8 +534,8 @@ def run_demo(keep_running: bool = True, model: str = MODEL) -> int:
     _stage(3, f"Waiting for the DAG files to be parsed ({spec.dag_id('ingest')})")
     _wait_for_dag(api, spec.dag_id("ingest"))
     _replay_train_and_score(api, spec, plan)
-    _monitor_and_rescore(api, spec, status.urls["mlflow"], plan)
-    arrived = _later_labels(api, spec, plan)
+    since = _monitor_and_rescore(api, spec, status.urls["mlflow"], plan)
+    arrived = _later_labels(api, spec, plan, since)
 
     print("\nSummary")
     for line in summary(spec) + model_summary(spec) + outcome_summary(spec, plan, arrived):
@@ -581,9 +588,9 @@ def _replay_train_and_score(api: Api, spec: ModelSpec, plan: StoryPlan) -> None:
     _trigger_and_follow(api, spec.dag_id("score"), {"start": str(first), "end": str(last)})
 
 
-def _monitor_and_rescore(api: Api, spec: ModelSpec, mlflow_url: str, plan: StoryPlan) -> datetime:
-    """Stages 7 and 8: the monitor judges the windows after the champion's data; a new champion re-scores.
-    Returns the end of the last window judged (the story's data time at its end)."""
+def _monitor_and_rescore(api: Api, spec: ModelSpec, mlflow_url: str, plan: StoryPlan) -> datetime | None:
+    """Stages 7 and 8: the monitor judges the windows after the champion's data (the labels due by each window's
+    end arrive first); a new champion re-scores. Returns the time before which labels had arrived by then."""
     judged: list[datetime] = []
     from airloop.adapters import registry
 
@@ -593,7 +600,14 @@ def _monitor_and_rescore(api: Api, spec: ModelSpec, mlflow_url: str, plan: Story
     _stage(
         7, f"Later: {spec.dag_id('monitor')} judges {len(plan.windows)} {days}-day windows after the champion's data"
     )
-    requested = _closing_loop(api, spec, plan.windows, judged)
+    arrived: list[datetime] = [plan.labels_first] if plan.labels_first else []
+
+    def arrive(as_of: datetime) -> None:
+        until = labels_arrived_by(spec, arrived[-1], as_of)
+        _labels_arrive(api, spec, arrived[-1], until)
+        arrived.append(until)
+
+    requested = _closing_loop(api, spec, plan.windows, judged, arrive if arrived else None)
     after = registry.version_for_alias(spec.name, registry.CHAMPION)
     if after != before and requested is not None:
         start = requested  # the new champion was trained on data until the request's window end
@@ -601,25 +615,36 @@ def _monitor_and_rescore(api: Api, spec: ModelSpec, mlflow_url: str, plan: Story
         _trigger_and_follow(api, spec.dag_id("score"), {"start": f"{start:%Y-%m-%d}", "end": str(plan.score_end)})
     else:
         _stage(8, f"@champion is still v{after}: nothing to re-score")
-    return judged[-1] if judged else plan.first_end
+    return arrived[-1] if arrived else None
 
 
-def _later_labels(api: Api, spec: ModelSpec, plan: StoryPlan) -> datetime | None:
+def _later_labels(api: Api, spec: ModelSpec, plan: StoryPlan, since: datetime | None) -> datetime | None:
     """Stage 9: by the end of the data, the labels of every interval that ended ``labels.after`` before it have
-    arrived, long after their rows were scored and judged; the labels runs of those intervals run again (a few:
-    each reads the ones before it within ``labels.max_lag`` too), record them and join them with the predictions
-    that were served (``outcomes``). Returns the time before which every row's label has arrived (None: labels
+    arrived, long after their rows were scored and judged (:func:`_labels_arrive`, from ``since``: those that
+    arrived during the monitoring). Returns the time before which every row's label has arrived (None: labels
     come with the rows)."""
     if plan.labels_first is None or plan.labels_last is None:
         _stage(9, f"Labels come with the rows of {spec.name}: the labels runs joined them as they went")
         return None
+    until = plan.labels_last
+    dag_id = spec.dag_id("labels")
+    _stage(9, f"Later, labels arrive (rows before {until:%Y-%m-%d}); {dag_id} joins them with what was served")
+    _labels_arrive(api, spec, since or plan.labels_first, until)
+    return until
+
+
+def _labels_arrive(api: Api, spec: ModelSpec, since: datetime, until: datetime) -> None:
+    """In data time, the labels of the rows before ``until`` have arrived (the label table holds them); the labels
+    runs of the intervals ending in (``since``, ``until``] run again (a few: each reads the ones before it within
+    ``labels.max_lag`` too): they record the labels and join them with the predictions that were served
+    (``outcomes``), before training or the monitor reads them."""
     from airloop.adapters.db import engine_for
 
-    dag_id, until = spec.dag_id("labels"), plan.labels_last
-    _stage(9, f"Later, labels arrive (rows before {until:%Y-%m-%d}); {dag_id} joins them with what was served")
+    if until <= since:
+        return
+    dag_id = spec.dag_id("labels")
     arrived = labels_arrive(spec, engine_for(SOURCE_CONN_ID), until)
-    print(f"      {arrived} labels in {spec.labels.source.table if spec.labels.source else '?'} now", flush=True)
-    reruns = labels_reruns(spec, plan.labels_first, until)
+    reruns = labels_reruns(spec, since, until)
     by_end = {_when(r.get("data_interval_end")): r["dag_run_id"] for r in _runs(api, dag_id)}
     run_ids = []
     for interval in reruns:
@@ -631,10 +656,13 @@ def _later_labels(api: Api, spec: ModelSpec, plan: StoryPlan) -> datetime | None
             {"dry_run": False, "dag_run_id": run_id, "only_failed": False, "reset_dag_runs": True},
         ).raise_for_status()
         run_ids.append(run_id)
-    print(f"      {dag_id}: running {len(run_ids)} interval(s) again: {', '.join(map(str, reruns))}", flush=True)
+    print(
+        f"      labels of the rows before {until:%Y-%m-%d} arrived ({arrived} in all); {dag_id} records "
+        f"{', '.join(map(str, reruns))} again",
+        flush=True,
+    )
     for run_id in run_ids:
         _follow(api, dag_id, run_id, quiet=True)
-    return until
 
 
 def _when(text: str | None) -> datetime | None:
