@@ -77,9 +77,10 @@ def demo_frame():
 
 @pytest.fixture(scope="session")
 def bikes_spec():
-    from airloop.core.spec import get_spec
+    """The bikes spec with its labels in its rows (its own label table, `labels.source`, is filled by the demo)."""
+    from airloop.core.spec import Labels, get_spec
 
-    return get_spec("bikes", ROOT / "include" / "models")
+    return get_spec("bikes", ROOT / "include" / "models").model_copy(update={"labels": Labels()})
 
 
 @pytest.fixture(scope="session")

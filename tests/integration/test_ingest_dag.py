@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+import yaml
 
 from airloop.adapters.lake import default_lake
 
@@ -45,9 +46,20 @@ def ingest_dag(airflow_db, tmp_path_factory):
     engine.dispose()
     old = os.environ["AIRFLOW_CONN_AIRLOOP_SOURCE"]
     os.environ["AIRFLOW_CONN_AIRLOOP_SOURCE"] = json.dumps({"conn_type": "sqlite", "host": str(source)})
+    # bikes with its labels in its rows (bikes.yaml's own label table is filled by the demo only)
+    models = tmp_path_factory.mktemp("ingest-models")
+    raw = yaml.safe_load((ROOT / "include" / "models" / "bikes.yaml").read_text())
+    raw.pop("labels", None)
+    (models / "bikes.yaml").write_text(yaml.safe_dump(raw))
+    old_models = os.environ.get("AIRLOOP_MODELS_DIR")
+    os.environ["AIRLOOP_MODELS_DIR"] = str(models)
     bag = DagBag(dag_folder=str(ROOT / "dags" / "ingest.py"))
     yield bag.dags["bikes_ingest"]
     os.environ["AIRFLOW_CONN_AIRLOOP_SOURCE"] = old
+    if old_models is None:
+        os.environ.pop("AIRLOOP_MODELS_DIR", None)
+    else:
+        os.environ["AIRLOOP_MODELS_DIR"] = old_models
 
 
 def _run(dag, start: datetime):
@@ -197,9 +209,10 @@ def test_missing_labels_quarantine_when_due_and_publish_when_they_come_from_a_la
     assert key in default_lake().partitions("bikes", "quarantine")
 
     # The same source for a model whose labels come from a label table of their own: its features are published.
-    spec = (ROOT / "include" / "models" / "bikes.yaml").read_text().replace("name: bikes\n", "name: bikeslate\n")
+    raw = yaml.safe_load((ROOT / "include" / "models" / "bikes.yaml").read_text())
+    raw.update(name="bikeslate", labels={"source": {"table": "bike_labels"}})
     (tmp_path / "models").mkdir()
-    (tmp_path / "models" / "bikeslate.yaml").write_text(spec + "\nlabels: {source: {table: bike_labels}}\n")
+    (tmp_path / "models" / "bikeslate.yaml").write_text(yaml.safe_dump(raw))
     monkeypatch.setenv("AIRLOOP_MODELS_DIR", str(tmp_path / "models"))
     late = DagBag(dag_folder=str(ROOT / "dags" / "ingest.py")).dags["bikeslate_ingest"]
     with caplog.at_level("WARNING", logger="airloop.stages.ingest.runner"):

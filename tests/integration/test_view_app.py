@@ -530,3 +530,60 @@ def test_a_user_who_may_not_read_the_dags_sees_no_suites(api: Any, monkeypatch: 
         assert "bikes_values" not in resp.text and "suites check" not in resp.text
     assert MODEL not in api.get("/airloop/api/models", headers=_token("viewer")).json()["models"]
     assert api.get(f"/airloop/api/models/{MODEL}/suites", headers=_token("admin")).status_code == 200
+
+
+def test_the_outcome_curve_shows_each_versions_realized_metric_per_interval(api: Any) -> None:
+    """Outcomes of two versions over three intervals: one line per version, a point per interval it served, the
+    figure in the gate's metric (rmse) computed from the stored outcomes; the same as JSON."""
+    from airloop.adapters import warehouse
+    from airloop.adapters.db import engine_for
+    from airloop.core.settings import WAREHOUSE_CONN_ID
+
+    engine = engine_for(WAREHOUSE_CONN_ID)
+    base = datetime(2011, 3, 1, tzinfo=UTC)
+    served = {"2011-02-01": ("1", 10.0), "2011-03-01": ("1", 20.0), "2011-03-29": ("2", 5.0)}
+    rows = []
+    for n, (partition, (version, error)) in enumerate(served.items()):
+        for h in range(4):
+            ts = base + timedelta(days=28 * (n - 1), hours=h)
+            label = 100.0 + h
+            rows.append(
+                {
+                    "model": MODEL,
+                    "partition": partition,
+                    "row_key": ts.isoformat(),
+                    "ts": ts,
+                    "model_version": version,
+                    "prediction": label + (error if h % 2 else -error),
+                    "label": repr(label),
+                    "label_revision": 1,
+                    "label_arrived_at": ts + timedelta(days=28),
+                    "joined_at": ts + timedelta(days=28),
+                }
+            )
+    with engine.begin() as conn:
+        conn.execute(warehouse.outcomes.delete().where(warehouse.outcomes.c.model == MODEL))
+        conn.execute(warehouse.outcomes.insert(), rows)
+    try:
+        html = api.get(f"/airloop/models/{MODEL}", headers=_token("viewer")).text
+        assert '<svg id="outcome-chart"' in html
+        assert html.count('<polyline class="version"') == 2 and html.count('<circle class="outcome"') == 3
+        table = html.split('<table id="outcomes">')[1].split("</table>")[0]
+        assert "<th>rmse</th>" in table
+        # newest first; rmse of errors of +-e is e
+        assert table.index("2011-03-29") < table.index("2011-03-01") < table.index("2011-02-01")
+        assert "<td>v2</td><td>5</td><td>4</td>" in table and "<td>v1</td><td>20</td><td>4</td>" in table
+        assert "v1 8, v2 4" in html
+        data = api.get(f"/airloop/api/models/{MODEL}/outcomes", headers=_token("viewer")).json()
+        assert data["outcome_metric"] == "rmse" and data["outcome_counts"] == {"1": 8, "2": 4}
+        assert [(c["window"], c["version"], c["value"]) for c in data["outcome_curve"]] == [
+            ("2011-02-01", "1", 10.0),
+            ("2011-03-01", "1", 20.0),
+            ("2011-03-29", "2", 5.0),
+        ]
+        board = api.get(f"/airloop/api/models/{MODEL}", headers=_token("admin")).json()
+        assert board["outcome_curve"] == data["outcome_curve"]
+        assert api.get("/airloop/api/models/nope/outcomes", headers=_token("admin")).status_code == 404
+    finally:
+        with engine.begin() as conn:
+            conn.execute(warehouse.outcomes.delete().where(warehouse.outcomes.c.model == MODEL))

@@ -9,7 +9,14 @@ import pytest
 
 from airloop.core.spec import ModelSpec, get_spec
 from airloop.ops import cli
-from airloop.ops.demo import MAX_WINDOWS, DemoFailed, performance_text, plan_story
+from airloop.ops.demo import (
+    MAX_WINDOWS,
+    DemoFailed,
+    labels_arrived_by,
+    labels_reruns,
+    performance_text,
+    plan_story,
+)
 
 MODELS = Path(__file__).resolve().parents[2] / "include" / "models"
 NOW = datetime(2030, 1, 1, tzinfo=UTC)
@@ -21,10 +28,16 @@ def _day(text: str) -> datetime:
 
 def test_the_bikes_story_is_the_one_the_demo_always_told():
     """2011 (twelve four-week intervals, to 2011-12-03) trains the first champion; 2012 is judged window by window."""
-    plan = plan_story(get_spec("bikes", MODELS), until=NOW)
+    spec = get_spec("bikes", MODELS)
+    plan = plan_story(spec, until=NOW)
     assert (plan.intervals, plan.first_intervals, plan.first_end) == (26, 12, _day("2011-12-03"))
     assert plan.windows == tuple(_day("2011-12-31") + i * timedelta(days=28) for i in range(MAX_WINDOWS))
     assert (plan.score_start, plan.score_end) == (date(2011, 1, 1), date(2012, 12, 2))
+    # Labels arrive four weeks after their interval (labels.after): those of the first champion's data before it
+    # is trained; by the end of the data (the last interval ends 2012-12-29) those of the intervals that ended by
+    # 2012-12-01: every judged window's, after it was judged.
+    assert spec.label_latency == timedelta(days=28)
+    assert (plan.labels_first, plan.labels_last) == (_day("2011-12-03"), _day("2012-12-01"))
 
 
 def test_the_birds_story_trains_on_three_years_and_judges_quarter_windows_ending_on_months():
@@ -37,6 +50,7 @@ def test_the_birds_story_trains_on_three_years_and_judges_quarter_windows_ending
     gaps = [(b - a).days for a, b in zip((plan.first_end, *plan.windows), plan.windows, strict=False)]
     assert all(spec.monitoring.window_days <= gap < spec.monitoring.window_days + 31 for gap in gaps), gaps
     assert (plan.score_start, plan.score_end) == (date(1990, 1, 1), date(1998, 10, 2))
+    assert plan.labels_first is None and plan.labels_last is None  # its labels come with its rows
     # the first champion's training part (before its holdout) spans 23 months: more than min_rows on this data
     holdout_start = plan.first_end - timedelta(days=spec.training.holdout_days)
     assert holdout_start > _day("1991-11-01")
@@ -131,3 +145,62 @@ def test_stage_times_give_each_stage_until_the_next_and_the_total():
     assert lines[2] == "[3]    2.2 s  Waiting"
     assert lines[3] == "      12.2 s  in all"
     assert stage_times([], end=1.0) == []
+
+
+def _labelled(after: str | None, max_lag: str | None = None) -> ModelSpec:
+    spec = _spec({"every": "7d", "start": "2020-01-01", "end": "2020-06-01"}, window_days=28, monitor_days=14)
+    labels = {"source": {"table": "late_labels"}, "after": after, "max_lag": max_lag}
+    return ModelSpec.model_validate({**spec.model_dump(exclude_none=True), "labels": labels})
+
+
+def test_labels_arrive_after_their_latency_from_the_first_champions_data_on():
+    spec = _labelled("14d")
+    plan = plan_story(spec, until=NOW)
+    assert plan.labels_first == plan.first_end == _day("2020-01-22")
+    # the last interval ends 2020-06-03; labels due 14 days after their interval: intervals ending by 05-20 are in
+    assert plan.labels_last == _day("2020-05-20")
+    assert labels_arrived_by(spec, plan.first_end, _day("2020-02-01"), NOW) == plan.first_end  # never before
+    assert labels_arrived_by(_labelled(None), plan.first_end, _day("2020-03-04"), NOW) == _day("2020-03-04")
+
+
+def test_the_labels_runs_run_again_are_few_and_cover_every_interval_whose_labels_came_late():
+    from airloop.stages.labels.steps import revisits
+
+    for spec in (_labelled("7d"), _labelled("7d", max_lag="1d"), _labelled("7d", max_lag="20d")):
+        after, until = _day("2020-01-29"), _day("2020-04-22")
+        runs = labels_reruns(spec, after, until)
+        covered = {i for run in runs for i in (run, *revisits(spec, run))}
+        wanted = {i for i in covered | set(runs) if after < i.end <= until}
+        assert {i.end for i in wanted} == {after + timedelta(days=7 * k) for k in range(1, 13)}
+        assert runs[0].end == until and runs == sorted(runs, reverse=True)
+        assert len(runs) < 12 or spec.label_max_lag < timedelta(days=7)  # each run reads the ones before it too
+
+
+@pytest.mark.parametrize(
+    ("row", "text"),
+    [
+        ({"champion_version": "1"}, "estimated: not yet"),  # a row of a monitor that does not estimate
+        (
+            {
+                "champion_version": "2",
+                "estimated_performance": {
+                    "2": {"reason": "not estimated: a regressor's performance is not estimated without labels (DLE)"}
+                },
+            },
+            "not estimated: a regressor's performance is not estimated without labels",
+        ),
+        (
+            {
+                "champion_version": "3",
+                "performance_metric": "roc_auc",
+                "estimated_performance": {"3": {"performance": {"scores": {"accuracy": 0.8, "roc_auc": 0.75}}}},
+            },
+            "estimated roc_auc 0.75",
+        ),
+        ({"champion_version": "4", "estimated_performance": {}}, "not estimated"),
+    ],
+)
+def test_a_windows_estimate_is_shown_or_why_not(row, text):
+    from airloop.ops.demo import estimated_text
+
+    assert estimated_text(row) == text

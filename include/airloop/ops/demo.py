@@ -21,6 +21,7 @@ import json
 import os
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -36,7 +37,7 @@ from airloop.ops import runtime
 MODEL = "bikes"
 #: The models whose vendored data tells a story (any model with a spec and seeded data can be named).
 DEMO_MODELS = ("bikes", "birds")
-STAGES = 8
+STAGES = 9
 #: Monitoring windows judged at most, after the first champion's data.
 MAX_WINDOWS = 6
 _TERMINAL = {"success", "failed"}
@@ -56,6 +57,13 @@ class StoryPlan:
     score_end: date
     #: The ends (``as_of``) of the monitoring windows judged after the first champion's data, in order.
     windows: tuple[datetime, ...]
+    #: With a label table of its own (``labels.source.table``), the demo fills it in data time: the labels of the
+    #: rows before ``labels_first`` have arrived before the first champion is trained (its training data); those
+    #: before ``labels_last`` by the end of the data (``labels.after`` after their interval ended): they arrive
+    #: after their rows were scored and judged. Rows after ``labels_last`` were scored, their labels not in yet.
+    #: None: labels come with the rows.
+    labels_first: datetime | None = None
+    labels_last: datetime | None = None
 
 
 def plan_story(spec: ModelSpec, until: datetime | None = None) -> StoryPlan:
@@ -87,11 +95,97 @@ def plan_story(spec: ModelSpec, until: datetime | None = None) -> StoryPlan:
         windows.append(end)
         previous = end
     last = intervals[-1].start.date() + timedelta(days=1)  # every partition starts before this day
-    return StoryPlan(spec.name, len(intervals), first, first_end, start.date(), last, tuple(windows))
+    labels_first = labels_last = None
+    if spec.labels.source is not None and spec.labels.source.table:
+        labels_first = first_end
+        labels_last = labels_arrived_by(spec, first_end, intervals[-1].end, until)
+    return StoryPlan(
+        spec.name, len(intervals), first, first_end, start.date(), last, tuple(windows), labels_first, labels_last
+    )
+
+
+def labels_arrived_by(spec: ModelSpec, first_end: datetime, as_of: datetime, until: datetime | None = None) -> datetime:
+    """The end of the newest interval whose labels have arrived by ``as_of`` (it ended ``labels.after`` before),
+    never before the first champion's data (``first_end``), whose labels arrived before it was trained."""
+    from airloop.core.intervals import expected_intervals
+
+    arrived_by = as_of - spec.label_latency
+    ends = [i.end for i in expected_intervals(spec, until=until or datetime.now(UTC)) if i.end <= arrived_by]
+    return max([first_end, *ends])
+
+
+def labels_reruns(spec: ModelSpec, after: datetime, until: datetime) -> list[Any]:
+    """The labels runs to run again so every interval ending in (``after``, ``until``] reads its labels once more,
+    newest first: each run also reads the intervals before it within ``labels.max_lag`` (``steps.revisits``), so
+    one run covers several."""
+    from airloop.core.intervals import Interval, grid_intervals
+    from airloop.stages.labels.steps import revisits
+
+    start = spec.schedule.start_datetime
+    pending = [i for i in grid_intervals(spec, Interval.of(start, until)) if after < i.end <= until]
+    chosen: list[Interval] = []
+    covered: set[Interval] = set()
+    for interval in reversed(pending):
+        if interval in covered:
+            continue
+        chosen.append(interval)
+        covered |= {interval, *revisits(spec, interval)}
+    return chosen
 
 
 class DemoFailed(RuntimeError):
     """The demo could not finish; the message says where and what to look at."""
+
+
+def _label_table(spec: ModelSpec, engine: Any) -> tuple[Any, Any]:
+    """(the spec's label table, the source table it is copied from), as SQLAlchemy tables.
+
+    The label table holds the columns the labels step reads (the keys, the time column, the label column), typed as
+    in the source table: the demo copies them from the seeded source rows as their labels "arrive" in data time."""
+    import sqlalchemy as sa
+
+    given = spec.labels.source
+    if given is None or not given.table or not spec.source.table:
+        raise DemoFailed(
+            f"{spec.name}: the demo fills a label table only from `labels.source.table` and `source.table`"
+        )
+    names = list(
+        dict.fromkeys(
+            [*(given.keys or spec.keys), given.time_column or spec.source.time_column, given.column or spec.target.name]
+        )
+    )
+    source = sa.Table(spec.source.table, sa.MetaData(), autoload_with=engine)
+    missing = [n for n in names if n not in source.c]
+    if missing:
+        raise DemoFailed(f"source table {spec.source.table} has no column(s) {missing} to copy into {given.table}")
+    labels = sa.Table(given.table, sa.MetaData(), *(sa.Column(n, source.c[n].type) for n in names))
+    return labels, source
+
+
+def prepare_labels(spec: ModelSpec, engine: Any) -> str:
+    """Create the spec's label table empty (dropping an older one): no label has arrived yet."""
+    labels, _ = _label_table(spec, engine)
+    labels.drop(engine, checkfirst=True)
+    labels.create(engine)
+    return str(labels.name)
+
+
+def labels_arrive(spec: ModelSpec, engine: Any, until: datetime) -> int:
+    """The labels of the source rows before ``until`` arrive: the label table holds exactly those afterwards.
+    Returns how many label rows it holds."""
+    import sqlalchemy as sa
+
+    from airloop.adapters.source import _bounds_for  # the bound in the form the column stores (naive UTC or not)
+    from airloop.core.intervals import Interval
+
+    labels, source = _label_table(spec, engine)
+    time = source.c[spec.labels.source.time_column or spec.source.time_column]  # type: ignore[union-attr]
+    _, end = _bounds_for(time.type, Interval.of(until - timedelta(days=1), until))
+    columns = [source.c[c.name] for c in labels.c]
+    with engine.begin() as conn:
+        conn.execute(labels.delete())
+        conn.execute(labels.insert().from_select([c.name for c in labels.c], sa.select(*columns).where(time < end)))
+        return int(conn.execute(sa.select(sa.func.count()).select_from(labels)).scalar_one())
 
 
 #: When each stage of this demo began: (number, its line, time.monotonic()).
@@ -154,7 +248,7 @@ def _wait_for_dag(api: Api, dag_id: str, timeout: float = 180) -> None:
         if errors:
             text = "\n".join(f"{e['filename']}: {e['stack_trace'].strip().splitlines()[-1]}" for e in errors)
             raise DemoFailed(f"DAG files failed to import:\n{text}")
-        time.sleep(2)
+        time.sleep(1)
     raise DemoFailed(f"{dag_id} did not appear within {timeout:.0f} s; see {paths().run / 'dag-processor.log'}")
 
 
@@ -167,8 +261,11 @@ def _runs(api: Api, dag_id: str) -> list[dict[str, Any]]:
             return runs
 
 
-def _replay_ingest(api: Api, spec: ModelSpec, expected: int, timeout: float = 3600) -> list[dict[str, Any]]:
-    dag_id = spec.dag_id("ingest")
+def _replay_ingest(
+    api: Api, spec: ModelSpec, expected: int, timeout: float = 3600, stage: str = "ingest"
+) -> list[dict[str, Any]]:
+    """Unpause the stage's DAG (ingest, or labels) and wait until its catch-up ran every interval."""
+    dag_id = spec.dag_id(stage)
     response = api.patch(f"/dags/{dag_id}", {"is_paused": False})
     response.raise_for_status()
     deadline = time.monotonic() + timeout
@@ -176,12 +273,13 @@ def _replay_ingest(api: Api, spec: ModelSpec, expected: int, timeout: float = 36
         runs = _runs(api, dag_id)
         done = [r for r in runs if r["state"] in _TERMINAL]
         failed = sum(r["state"] == "failed" for r in done)
-        _bar(len(done), expected, f"({len(done) - failed} published, {failed} failed)")
+        verb = "published" if stage == "ingest" else "recorded"
+        _bar(len(done), expected, f"({len(done) - failed} {verb}, {failed} failed)")
         if len(done) >= expected:
             return runs
         if time.monotonic() > deadline:
             raise DemoFailed(f"ingestion did not finish within {timeout:.0f} s ({len(done)}/{expected} intervals)")
-        time.sleep(3)
+        time.sleep(1)
 
 
 def _trigger_and_follow(
@@ -217,7 +315,7 @@ def _follow(api: Api, dag_id: str, run_id: str, timeout: float = 900, quiet: boo
                     f"{paths().airflow_home / 'logs'}"
                 )
             return run
-        time.sleep(3)
+        time.sleep(1)
     raise DemoFailed(f"{dag_id} run {run_id} did not finish within {timeout:.0f} s")
 
 
@@ -264,17 +362,28 @@ def performance_text(row: dict[str, Any]) -> str:
     return "no labels yet"
 
 
-def _closing_loop(api: Api, spec: ModelSpec, windows: tuple[datetime, ...]) -> datetime | None:
+def _closing_loop(
+    api: Api,
+    spec: ModelSpec,
+    windows: tuple[datetime, ...],
+    judged: list[datetime] | None = None,
+    arrive: Callable[[datetime], None] | None = None,
+) -> datetime | None:
     """Judge the planned windows in data time; follow the training each request starts; stop after a window
-    that asked for nothing once a retraining has run. The last request's window end."""
+    that asked for nothing once a retraining has run. The last request's window end (each window judged is
+    appended to ``judged``)."""
     from airloop.adapters import warehouse
     from airloop.adapters.db import engine_for
 
     monitor, train = spec.dag_id("monitor"), spec.dag_id("train")
     retrained: datetime | None = None
     for as_of in windows:
+        if arrive is not None:
+            arrive(as_of)  # the labels that arrived by the window's end, before the monitor (and training) read them
         known = {r["dag_run_id"] for r in _runs(api, train)}
         _trigger_and_follow(api, monitor, {"as_of": f"{as_of:%Y-%m-%d}"}, quiet=True)
+        if judged is not None:
+            judged.append(as_of)
         print(f"      {_window_line(spec, as_of)}", flush=True)
         if warehouse.retrain_request_for(engine_for(WAREHOUSE_CONN_ID), spec.name, as_of) is None:
             if retrained:
@@ -284,7 +393,7 @@ def _closing_loop(api: Api, spec: ModelSpec, windows: tuple[datetime, ...]) -> d
         while not (new := [r for r in _runs(api, train) if r["dag_run_id"] not in known]):
             if time.monotonic() > deadline:
                 raise DemoFailed(f"the retrain request of {as_of:%Y-%m-%d} started no {train} run within 120 s")
-            time.sleep(2)
+            time.sleep(1)
         print(f"      {train} started by the request (Asset {spec.name}.retrain_requested):", flush=True)
         _follow(api, train, new[0]["dag_run_id"])
         retrained = as_of
@@ -413,6 +522,9 @@ def run_demo(keep_running: bool = True, model: str = MODEL) -> int:
     engine = engine_for(SOURCE_CONN_ID)
     for dataset in find_datasets(paths().data_dir):
         print(f"      {seed(engine, dataset).rows} rows of {dataset.name} into {dataset.table} of {describe(engine)}")
+    if plan.labels_first is not None:
+        table = prepare_labels(spec, engine)
+        print(f"      {table}: the label table of {spec.name}, empty (its labels arrive in data time)")
 
     _stage(2, "Starting Airflow (api-server, scheduler, dag-processor, triggerer) and MLflow on 127.0.0.1")
     status = runtime.up()
@@ -423,10 +535,11 @@ def run_demo(keep_running: bool = True, model: str = MODEL) -> int:
     _stage(3, f"Waiting for the DAG files to be parsed ({spec.dag_id('ingest')})")
     _wait_for_dag(api, spec.dag_id("ingest"))
     _replay_train_and_score(api, spec, plan)
-    _monitor_and_rescore(api, spec, status.urls["mlflow"], plan)
+    since = _monitor_and_rescore(api, spec, status.urls["mlflow"], plan)
+    arrived = _later_labels(api, spec, plan, since)
 
     print("\nSummary")
-    for line in summary(spec) + model_summary(spec):
+    for line in summary(spec) + model_summary(spec) + outcome_summary(spec, plan, arrived):
         print(f"  {line}")
     finished = time.monotonic()
     print("\nStage times (wall clock)")
@@ -447,7 +560,22 @@ def _replay_train_and_score(api: Api, spec: ModelSpec, plan: StoryPlan) -> None:
     """Stages 4 to 6: replay every ingest interval, train the first champion, score every interval with it."""
     every = spec.schedule.every or spec.schedule.cron
     _stage(4, f"Replaying {plan.intervals} intervals ({every} each): extract, validate (Great Expectations), publish")
+    if plan.labels_first is not None:
+        # Labels lag their rows (labels.after): by the first champion's training, those of its data have arrived;
+        # the labels DAG replays its timeline beside ingestion and records whatever has arrived.
+        from airloop.adapters.db import engine_for
+
+        arrived = labels_arrive(spec, engine_for(SOURCE_CONN_ID), plan.labels_first)
+        print(
+            f"      {arrived} labels arrived (rows before {plan.labels_first:%Y-%m-%d}); "
+            f"{spec.dag_id('labels')} records them beside ingestion",
+            flush=True,
+        )
+        _wait_for_dag(api, spec.dag_id("labels"))
+        api.patch(f"/dags/{spec.dag_id('labels')}", {"is_paused": False}).raise_for_status()
     _replay_ingest(api, spec, plan.intervals)
+    if plan.labels_first is not None:
+        _replay_ingest(api, spec, plan.intervals, stage="labels")
 
     # Data time: the first champion is trained as if it were the end of its first intervals, then the monitor
     # judges each window after it, as the later data would have come in.
@@ -461,8 +589,10 @@ def _replay_train_and_score(api: Api, spec: ModelSpec, plan: StoryPlan) -> None:
     _trigger_and_follow(api, spec.dag_id("score"), {"start": str(first), "end": str(last)})
 
 
-def _monitor_and_rescore(api: Api, spec: ModelSpec, mlflow_url: str, plan: StoryPlan) -> None:
-    """Stages 7 and 8: the monitor judges the windows after the champion's data; a new champion re-scores."""
+def _monitor_and_rescore(api: Api, spec: ModelSpec, mlflow_url: str, plan: StoryPlan) -> datetime | None:
+    """Stages 7 and 8: the monitor judges the windows after the champion's data (the labels due by each window's
+    end arrive first); a new champion re-scores. Returns the time before which labels had arrived by then."""
+    judged: list[datetime] = []
     from airloop.adapters import registry
 
     os.environ["MLFLOW_TRACKING_URI"] = mlflow_url
@@ -471,7 +601,14 @@ def _monitor_and_rescore(api: Api, spec: ModelSpec, mlflow_url: str, plan: Story
     _stage(
         7, f"Later: {spec.dag_id('monitor')} judges {len(plan.windows)} {days}-day windows after the champion's data"
     )
-    requested = _closing_loop(api, spec, plan.windows)
+    arrived: list[datetime] = [plan.labels_first] if plan.labels_first else []
+
+    def arrive(as_of: datetime) -> None:
+        until = labels_arrived_by(spec, arrived[-1], as_of)
+        _labels_arrive(api, spec, arrived[-1], until)
+        arrived.append(until)
+
+    requested = _closing_loop(api, spec, plan.windows, judged, arrive if arrived else None)
     after = registry.version_for_alias(spec.name, registry.CHAMPION)
     if after != before and requested is not None:
         start = requested  # the new champion was trained on data until the request's window end
@@ -479,3 +616,129 @@ def _monitor_and_rescore(api: Api, spec: ModelSpec, mlflow_url: str, plan: Story
         _trigger_and_follow(api, spec.dag_id("score"), {"start": f"{start:%Y-%m-%d}", "end": str(plan.score_end)})
     else:
         _stage(8, f"@champion is still v{after}: nothing to re-score")
+    return arrived[-1] if arrived else None
+
+
+def _later_labels(api: Api, spec: ModelSpec, plan: StoryPlan, since: datetime | None) -> datetime | None:
+    """Stage 9: by the end of the data, the labels of every interval that ended ``labels.after`` before it have
+    arrived, long after their rows were scored and judged (:func:`_labels_arrive`, from ``since``: those that
+    arrived during the monitoring). Returns the time before which every row's label has arrived (None: labels
+    come with the rows)."""
+    if plan.labels_first is None or plan.labels_last is None:
+        _stage(9, f"Labels come with the rows of {spec.name}: the labels runs joined them as they went")
+        return None
+    until = plan.labels_last
+    dag_id = spec.dag_id("labels")
+    _stage(9, f"Later, labels arrive (rows before {until:%Y-%m-%d}); {dag_id} joins them with what was served")
+    _labels_arrive(api, spec, since or plan.labels_first, until)
+    return until
+
+
+def _labels_arrive(api: Api, spec: ModelSpec, since: datetime, until: datetime) -> None:
+    """In data time, the labels of the rows before ``until`` have arrived (the label table holds them); the labels
+    runs of the intervals ending in (``since``, ``until``] run again (a few: each reads the ones before it within
+    ``labels.max_lag`` too): they record the labels and join them with the predictions that were served
+    (``outcomes``), before training or the monitor reads them."""
+    from airloop.adapters.db import engine_for
+
+    if until <= since:
+        return
+    dag_id = spec.dag_id("labels")
+    arrived = labels_arrive(spec, engine_for(SOURCE_CONN_ID), until)
+    reruns = labels_reruns(spec, since, until)
+    by_end = {_when(r.get("data_interval_end")): r["dag_run_id"] for r in _runs(api, dag_id)}
+    run_ids = []
+    for interval in reruns:
+        run_id = by_end.get(interval.end)
+        if run_id is None:
+            raise DemoFailed(f"{dag_id} has no run for the interval {interval} to run again")
+        api.post(
+            f"/dags/{dag_id}/clearTaskInstances",
+            {"dry_run": False, "dag_run_id": run_id, "only_failed": False, "reset_dag_runs": True},
+        ).raise_for_status()
+        run_ids.append(run_id)
+    print(
+        f"      labels of the rows before {until:%Y-%m-%d} arrived ({arrived} in all); {dag_id} records "
+        f"{', '.join(map(str, reruns))} again",
+        flush=True,
+    )
+    for run_id in run_ids:
+        _follow(api, dag_id, run_id, quiet=True)
+
+
+def _when(text: str | None) -> datetime | None:
+    return datetime.fromisoformat(text.replace("Z", "+00:00")) if text else None
+
+
+def estimated_text(row: dict[str, Any]) -> str:
+    """The monitor's estimate of the champion's performance on the window (when the monitor estimates), or why not."""
+    from airloop.core.numbers import num
+
+    if "estimated_performance" not in row:
+        return "estimated: not yet"
+    est = (row.get("estimated_performance") or {}).get(str(row.get("champion_version"))) or {}
+    perf = est.get("performance") if isinstance(est, dict) else None
+    if not perf:
+        reason = str(est.get("reason") or "") if isinstance(est, dict) else ""
+        reason = reason.split(" (")[0].removeprefix("not estimated").lstrip(": ")
+        return "not estimated" + (f": {reason}" if reason else "")
+    scores = {k: v for k, v in (perf.get("scores") or {}).items() if v is not None}
+    metric = row.get("performance_metric")
+    names = [metric] if metric in scores else list(scores)[:1]
+    return "estimated " + (", ".join(f"{n} {num(scores[n])}" for n in names) or "no figure")
+
+
+def outcome_summary(spec: ModelSpec, plan: StoryPlan, arrived: datetime | None = None) -> list[str]:
+    """Per judged window: the monitor's figures at judging time next to what the window realized once its labels
+    arrived (from ``outcomes``, per version that served it); then the outcomes per version."""
+    import sqlalchemy as sa
+
+    from airloop.adapters import warehouse
+    from airloop.adapters.db import engine_for
+    from airloop.adapters.outcome_curve import outcome_counts, realized_curve
+    from airloop.adapters.warehouse import predictions
+    from airloop.core.numbers import num
+
+    engine = engine_for(WAREHOUSE_CONN_ID)
+    metric = spec.monitoring.performance_metric or spec.gate_metric
+    span = timedelta(days=spec.monitoring.window_days)
+    windows = [(end - span, end) for end in plan.windows]
+    curve = realized_curve(engine, spec.name, task=spec.target.task, metric=metric, windows=windows)
+    judged = {r["window_end"]: r for r in warehouse.drift_history(engine, spec.name, limit=1000)}
+    lines = [f"Windows: judged at their end (estimated), realized once their labels arrived ({metric}, from outcomes):"]
+    for start, end in windows:
+        row = judged.get(end)
+        if row is None:
+            continue
+        realized = [c for c in curve if c["end"] == end]
+        shown = (
+            "; ".join(
+                f"v{c['version']} {metric} {c['note'] if c['value'] is None else num(c['value'])} ({c['rows']} rows)"
+                for c in realized
+            )
+            or "labels not arrived yet"
+        )
+        lines.append(
+            f"  {start:%Y-%m-%d}..{end:%Y-%m-%d} judged with v{row['champion_version']}: {estimated_text(row)} | "
+            f"realized: {shown}"
+        )
+    if arrived is not None:
+        with engine.connect() as conn:
+            waiting = conn.execute(
+                sa.select(predictions.c.model_version, sa.func.count())
+                .where(predictions.c.model == spec.name, predictions.c.ts >= arrived)
+                .group_by(predictions.c.model_version)
+            ).all()
+        lines.append(
+            f"  from {arrived:%Y-%m-%d} on: scored, labels not arrived yet ("
+            + (", ".join(f"v{v} {n} predictions" for v, n in sorted(waiting)) or "nothing scored")
+            + ")"
+        )
+    counts = outcome_counts(engine, spec.name)
+    until = f" (labels arrived for the rows before {arrived:%Y-%m-%d})" if arrived else ""
+    lines.append(
+        "Outcomes (served predictions joined with their labels): "
+        + (", ".join(f"v{v} {n} rows" for v, n in counts.items()) or "none yet")
+        + until
+    )
+    return lines

@@ -241,6 +241,17 @@ def create_app() -> FastAPI:
         spec = _spec(user, model)
         return JSONResponse(_board(spec, user).to_dict())
 
+    @app.get("/api/models/{model}/outcomes")
+    def api_outcomes(model: str, user: GetUserDep) -> JSONResponse:
+        """The outcome curve alone: realized gate metric per interval and version, outcomes per version."""
+        from airloop.adapters.db import engine_for
+
+        spec = _spec(user, model)
+        board = view.Board(model=spec.name, description=spec.description, owner=spec.owner, dag_ids={})
+        view.load_outcome_curve(board, spec, engine_for(WAREHOUSE_CONN_ID))
+        data = board.to_dict()
+        return JSONResponse({k: data[k] for k in ("model", "outcome_metric", "outcome_curve", "outcome_counts")})
+
     @app.get("/go/{kind}", response_class=HTMLResponse)
     def go(kind: str, user: GetUserDep, dag_id: str = Query(...), run_id: str = Query(...)) -> Response:
         if kind not in urls.KINDS:

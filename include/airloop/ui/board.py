@@ -9,6 +9,8 @@ The view (``plugins/airloop_view.py``, served by :mod:`airloop.ui.app`) is one p
 - the **drift trend** of the latest monitored windows, as an SVG chart drawn here (no JavaScript library to
   download: the UI must work on a closed network), each point linking to its Evidently report, with the change of
   the window's ``performance_metric`` (any task's metric, in its direction);
+- the **outcome curve**: the realized performance (the gate's metric) of each model version per data interval,
+  from the served predictions joined with the labels that arrived (``outcomes``), as an SVG line per version;
 - the **latest predictions**: each row's key, time, output (a regression's value; a classifier's class and
   probability) and the model version that made it;
 - the **retraining requests**, the **promotion ledger**, and the **pending approvals** with a link to answer them.
@@ -99,6 +101,11 @@ class Board:
     #: Whether the user looking may answer this model's approvals (the auth manager's answer); None: not asked.
     can_answer_approvals: bool | None = None
     drift_share_threshold: float = 0.0
+    #: Realized performance per data interval and version, from ``outcomes`` (oldest first; see :func:`outcome_chart`).
+    outcome_curve: list[dict[str, Any]] = field(default_factory=list)
+    outcome_metric: str = ""
+    #: Outcomes (served predictions with their label) per version.
+    outcome_counts: dict[str, int] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)  # parts that could not be read, said on the page
 
     def to_dict(self) -> dict[str, Any]:
@@ -160,6 +167,7 @@ def load_board(
         board.quarantined = warehouse.recent_validations(engine, spec.name, limit=100, failed_only=True)
         _add_retractions(spec.name, board.quarantined, lake)
         board.drift = list(reversed(warehouse.drift_history(engine, spec.name, limit=limit)))
+        load_outcome_curve(board, spec, engine)
         board.predictions = latest_predictions(engine, spec.name, limit=limit)
         board.requests = list(reversed(warehouse.retrain_requests_of(engine, spec.name)))[:limit]
         board.estimate_errors = warehouse.estimate_errors_of(engine, spec.name, limit=limit * 4)
@@ -169,6 +177,17 @@ def load_board(
         log.warning("airloop view: warehouse of %s unreadable: %s", spec.name, exc)
         board.problems.append(f"Warehouse not readable ({type(exc).__name__}: {exc}); check the connection.")
     return board
+
+
+def load_outcome_curve(board: Board, spec: ModelSpec, engine: Engine, windows: int = 24) -> None:
+    """The realized gate metric per version over the newest ``windows`` data intervals that have outcomes."""
+    from airloop.adapters.outcome_curve import outcome_counts, realized_curve
+
+    board.outcome_metric = spec.gate_metric
+    curve = realized_curve(engine, spec.name, task=spec.target.task, metric=spec.gate_metric)
+    kept = sorted({c["window"] for c in curve})[-windows:]
+    board.outcome_curve = [c for c in curve if c["window"] in kept]
+    board.outcome_counts = outcome_counts(engine, spec.name)
 
 
 def _add_retractions(model: str, quarantined: list[dict[str, Any]], lake: Lake | None) -> None:
@@ -339,6 +358,66 @@ def drift_chart(
     return "".join(parts)
 
 
+# --- the outcome curve -------------------------------------------------------------------------------------------
+
+#: One colour per version line (cycled): distinguishable, and none of them the drift chart's red/green.
+_LINE_COLOURS = ("#1f5fa8", "#d98200", "#7a3fa0", "#2b8c8c", "#8c5a2b", "#555555")
+
+
+def outcome_chart(curve: list[dict[str, Any]], metric: str, width: int = 720, height: int = 220) -> str:
+    """An SVG chart of the realized ``metric`` per data interval (oldest left), one line per model version.
+
+    Each point has a tooltip with the interval, version, value and the number of outcomes behind it; an interval
+    whose metric is undefined (see its note) has no point. Returns ``""`` when no interval has a figure."""
+    from markupsafe import escape
+
+    points = [c for c in curve if c.get("value") is not None]
+    if not points:
+        return ""
+    windows = sorted({c["window"] for c in curve})
+    versions = sorted({c["version"] for c in points}, key=lambda v: (len(v), v))
+    left, right, top, bottom = 56, 90, 16, 40
+    plot_w, plot_h = width - left - right, height - top - bottom
+    values = [float(c["value"]) for c in points]
+    low, high = min(0.0, *values), max(values)
+    high = high if high > low else low + 1.0
+
+    def x(window: str) -> float:
+        i = windows.index(window)
+        return left + (plot_w * i / (len(windows) - 1) if len(windows) > 1 else plot_w / 2)
+
+    def y(value: float) -> float:
+        return top + plot_h * (1 - (value - low) / (high - low))
+
+    parts = [
+        f'<svg id="outcome-chart" xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+        f'role="img" aria-label="realized {escape(metric)} per interval and model version">',
+        f'<line x1="{left}" y1="{top + plot_h}" x2="{left + plot_w}" y2="{top + plot_h}" stroke="#999"/>',
+        f'<line x1="{left}" y1="{top}" x2="{left}" y2="{top + plot_h}" stroke="#999"/>',
+        f'<text x="4" y="{top + 10}" font-size="11">{escape(shown(high))}</text>',
+        f'<text x="4" y="{top + plot_h}" font-size="11">{escape(shown(low))}</text>',
+        f'<text x="{left}" y="{height - 8}" font-size="11">{escape(windows[0])}</text>',
+        f'<text x="{left + plot_w}" y="{height - 8}" font-size="11" text-anchor="end">{escape(windows[-1])}</text>',
+    ]
+    for n, version in enumerate(versions):
+        colour = _LINE_COLOURS[n % len(_LINE_COLOURS)]
+        mine = [c for c in points if c["version"] == version]
+        line = " ".join(f"{x(c['window']):.1f},{y(float(c['value'])):.1f}" for c in mine)
+        parts.append(f'<polyline class="version" points="{line}" fill="none" stroke="{colour}" stroke-width="2"/>')
+        for c in mine:
+            tip = f"{c['window']} v{version}: {metric} {shown(c['value'])} on {c['rows']} outcomes"
+            parts.append(
+                f'<circle class="outcome" cx="{x(c["window"]):.1f}" cy="{y(float(c["value"])):.1f}" r="4" '
+                f'fill="{colour}"><title>{escape(tip)}</title></circle>'
+            )
+        parts.append(
+            f'<text x="{left + plot_w + 8}" y="{top + 12 + 14 * n}" font-size="11" fill="{colour}">v{escape(version)}'
+            "</text>"
+        )
+    parts.append("</svg>")
+    return "".join(parts)
+
+
 # --- HTML --------------------------------------------------------------------------------------------------------
 
 
@@ -374,6 +453,7 @@ def render_board(board: Board, *, reports_root: Path, airflow_ui: str, models: l
             mount=MOUNT,
             ui=airflow_ui.rstrip("/"),
             chart=Markup(drift_chart(board.drift, board.drift_share_threshold, reports_root)),
+            outcome_chart=Markup(outcome_chart(board.outcome_curve, board.outcome_metric)),
             report=lambda path: report_url(path, reports_root),
         )
     )
