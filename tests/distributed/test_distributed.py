@@ -135,7 +135,7 @@ def test_the_loop_closes_on_celery_postgres_redis_and_s3(stack: Services, capsys
     assert demo.run_demo(keep_running=True) == 0
     out = capsys.readouterr().out
     print(out)
-    assert "[8/8]" in out and "RETRAINING REQUESTED" in out
+    assert f"[{demo.STAGES}/{demo.STAGES}]" in out and "RETRAINING REQUESTED" in out
 
 
 def test_tasks_ran_on_both_workers(stack: Services) -> None:
