@@ -241,17 +241,6 @@ def create_app() -> FastAPI:
         spec = _spec(user, model)
         return JSONResponse(_board(spec, user).to_dict())
 
-    @app.get("/api/models/{model}/outcomes")
-    def api_outcomes(model: str, user: GetUserDep) -> JSONResponse:
-        """The outcome curve alone: realized gate metric per interval and version, outcomes per version."""
-        from airloop.adapters.db import engine_for
-
-        spec = _spec(user, model)
-        board = view.Board(model=spec.name, description=spec.description, owner=spec.owner, dag_ids={})
-        view.load_outcome_curve(board, spec, engine_for(WAREHOUSE_CONN_ID))
-        data = board.to_dict()
-        return JSONResponse({k: data[k] for k in ("model", "outcome_metric", "outcome_curve", "outcome_counts")})
-
     @app.get("/go/{kind}", response_class=HTMLResponse)
     def go(kind: str, user: GetUserDep, dag_id: str = Query(...), run_id: str = Query(...)) -> Response:
         if kind not in urls.KINDS:
@@ -266,10 +255,26 @@ def create_app() -> FastAPI:
         return HTMLResponse(view.render_message(target.title, target.message, status=404), status_code=404)
 
     add_report_route(app)
+    add_outcomes_route(app)
     add_champion_route(app)
     add_suites_routes(app)
     add_metrics_route(app)
     return app
+
+
+def add_outcomes_route(app: FastAPI) -> None:
+    """``/api/models/{model}/outcomes``: the outcome curve alone (realized gate metric per interval and version)."""
+
+    @app.get("/api/models/{model}/outcomes")
+    def api_outcomes(model: str, user: GetUserDep) -> JSONResponse:
+        """The outcome curve alone: realized gate metric per interval and version, outcomes per version."""
+        from airloop.adapters.db import engine_for
+
+        spec = _spec(user, model)
+        board = view.Board(model=spec.name, description=spec.description, owner=spec.owner, dag_ids={})
+        view.load_outcome_curve(board, spec, engine_for(WAREHOUSE_CONN_ID))
+        data = board.to_dict()
+        return JSONResponse({k: data[k] for k in ("model", "outcome_metric", "outcome_curve", "outcome_counts")})
 
 
 def add_report_route(app: FastAPI) -> None:

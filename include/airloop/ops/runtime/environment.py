@@ -56,6 +56,13 @@ def _base_url(port: int) -> str:
     return f"http://{HOST}:{port}"
 
 
+def _checked_users(env: Mapping[str, str]) -> str:
+    """The runtime's users (``AIRLOOP_USERS`` or the default), checked: a malformed list fails naming its source."""
+    users, users_source = _users_spec(env)
+    _parse_users(users, users_source)
+    return users
+
+
 def airflow_env(base: Mapping[str, str] | None = None) -> dict[str, str]:
     """The environment of every Airflow process and Airflow CLI call of the embedded runtime.
 
@@ -70,8 +77,7 @@ def airflow_env(base: Mapping[str, str] | None = None) -> dict[str, str]:
     env = dict(os.environ if base is None else base)
     p = paths()
     api_port, mlflow_port = _ports(env)
-    users, users_source = _users_spec(env)
-    _parse_users(users, users_source)  # fail early, naming the variable, on a malformed list
+    users = _checked_users(env)
     api_url = _base_url(api_port)
 
     defaults = {
