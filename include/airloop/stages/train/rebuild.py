@@ -19,6 +19,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from airloop.core.errors import ExpectedFailure
+from airloop.stages.train.record import LABELS_DIGEST_TAG, NO_TABLE_LABELS
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -29,8 +30,6 @@ log = logging.getLogger(__name__)
 
 #: Where a training run keeps its lineage (see :func:`airloop.stages.train.record.lineage`).
 LINEAGE_ARTIFACT = "lineage/training_data.json"
-#: The tag a run carries when its labels came from the warehouse's ``labels`` table.
-LABELS_DIGEST_TAG = "airloop.labels_digest"
 #: Stage whose versions training reads.
 STAGE: Stage = "validated"
 
@@ -228,7 +227,7 @@ def _frame_notes(found: VersionLineage, digest: str, time_column: str) -> list[s
     """The training frame's digest checked against the logged one (or why it is not); raises on a mismatch."""
     model, version = found.model, found.version
     logged = (found.lineage or {}).get("content_digest") or found.tags.get("airloop.dataset_digest")
-    if found.tags.get(LABELS_DIGEST_TAG, "none") != "none":  # "none": no label came from the warehouse
+    if found.tags.get(LABELS_DIGEST_TAG, NO_TABLE_LABELS) != NO_TABLE_LABELS:
         return [
             f"Labels: this run took its labels from the warehouse table `labels` (labels digest "
             f"{found.tags[LABELS_DIGEST_TAG][:12]}); the rebuilt frame holds the validated partitions' columns, and "

@@ -16,6 +16,8 @@ from airloop.stages.train.steps import PartitionRef, Task, Window
 
 #: The run tag holding the digest of the labels a run took from the warehouse's ``labels`` table.
 LABELS_DIGEST_TAG = "airloop.labels_digest"
+#: Its value when no label came from the warehouse (every label was the partition's own).
+NO_TABLE_LABELS = "none"
 #: MLflow's limit on a run name's length (and the tag it becomes).
 RUN_NAME_MAX = 250
 #: How much of the reason the ``airloop.reason`` tag keeps (the note keeps all of it).
@@ -122,7 +124,7 @@ def run_tags(
     the code's commit, and (with ``labels``) ``airloop.labels_digest``: the digest of the labels taken from the
     warehouse's ``labels`` table (``none`` when no row's label came from there)."""
     kind = task or Task("regression")
-    digest = {} if labels is None else {LABELS_DIGEST_TAG: labels.digest or "none"}
+    digest = {} if labels is None else {LABELS_DIGEST_TAG: labels.digest or NO_TABLE_LABELS}
     return {
         **digest,
         "airloop.task": kind.kind,
