@@ -60,6 +60,8 @@ def test_defaults(home: Path) -> None:
     assert int(env["AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL"]) <= 30
     # parsing every DAG file every 30 s (Airflow's default) costs the tasks a fifth of a core on 2 cores
     assert 60 <= int(env["AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL"]) <= 300
+    # a chain of short tasks waits a scheduler loop per step: Airflow's 1 s idle sleep doubled the demo's runs
+    assert float(env["AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME"]) <= 0.5
     assert env["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS"] == "admin:admin,operator:op,steward:viewer"
     assert env["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE"] == str(
         airflow_home / "simple_auth_manager_passwords.json.generated"
@@ -95,6 +97,7 @@ def test_caller_overrides_win(home: Path) -> None:
     base = {
         "PATH": os.environ.get("PATH", ""),
         "AIRFLOW__CORE__PARALLELISM": "16",
+        "AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME": "1",
         "AIRFLOW__CORE__EXECUTOR": "CeleryExecutor",
         "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": "postgresql+psycopg2://u@db/airflow",
         "AIRFLOW__API_AUTH__JWT_SECRET": "s" * 80,
@@ -105,6 +108,7 @@ def test_caller_overrides_win(home: Path) -> None:
     }
     env = runtime.airflow_env(base)
     assert env["AIRFLOW__CORE__PARALLELISM"] == "16"
+    assert env["AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME"] == "1"
     assert env["AIRFLOW__CORE__EXECUTOR"] == "CeleryExecutor"
     assert env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] == "postgresql+psycopg2://u@db/airflow"
     assert env["AIRFLOW__API_AUTH__JWT_SECRET"] == "s" * 80

@@ -38,6 +38,8 @@ MODEL = "bikes"
 #: The models whose vendored data tells a story (any model with a spec and seeded data can be named).
 DEMO_MODELS = ("bikes", "birds")
 STAGES = 9
+#: How often a followed run's state is read (two REST calls); the run's end is seen within this.
+FOLLOW_POLL_S = 0.5
 #: Monitoring windows judged at most, after the first champion's data.
 MAX_WINDOWS = 6
 _TERMINAL = {"success", "failed"}
@@ -315,7 +317,7 @@ def _follow(api: Api, dag_id: str, run_id: str, timeout: float = 900, quiet: boo
                     f"{paths().airflow_home / 'logs'}"
                 )
             return run
-        time.sleep(1)
+        time.sleep(FOLLOW_POLL_S)
     raise DemoFailed(f"{dag_id} run {run_id} did not finish within {timeout:.0f} s")
 
 
