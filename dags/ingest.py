@@ -22,15 +22,15 @@ for spec in build.model_specs():
         doc_md=build.ingest_runbook(spec),
     ):
 
-        @task
+        @task(multiple_outputs=False)
         def extract(model: str) -> dict:
             return tasks.ingest_extract(model)
 
-        @task
+        @task(multiple_outputs=False)
         def validate(model: str) -> dict:
             return tasks.ingest_validate(model)
 
-        @task(outlets=[validated])
+        @task(multiple_outputs=False, outlets=[validated])
         def publish(model: str, checked: dict) -> dict:
             return tasks.ingest_publish(model, checked)
 

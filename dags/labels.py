@@ -21,7 +21,7 @@ for spec in build.model_specs():
         doc_md=build.labels_runbook(spec),
     ):
 
-        @task
+        @task(multiple_outputs=False)
         def collect(model: str) -> dict:
             return tasks.labels_collect(model)
 

@@ -23,19 +23,19 @@ for spec in build.model_specs():
         },
     ):
 
-        @task
+        @task(multiple_outputs=False)
         def check(model: str) -> dict:
             return tasks.monitor_check(model)
 
-        @task
+        @task(multiple_outputs=False)
         def judge(model: str, request: dict) -> dict:
             return tasks.monitor_judge(model, request)
 
-        @task(outlets=[assets.retrain_asset(spec)])
+        @task(multiple_outputs=False, outlets=[assets.retrain_asset(spec)])
         def request(model: str, summary: dict) -> dict:
             return tasks.monitor_request_retraining(model, summary)
 
-        @task
+        @task(multiple_outputs=False)
         def freshness(model: str) -> dict:
             return tasks.monitor_freshness(model)
 

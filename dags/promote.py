@@ -26,7 +26,7 @@ for spec in build.model_specs():
         },
     ):
 
-        @task
+        @task(multiple_outputs=False)
         def check(model: str) -> dict:
             return tasks.promote_check(model)
 

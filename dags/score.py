@@ -25,7 +25,7 @@ for spec in build.model_specs():
         },
     ):
 
-        @task
+        @task(multiple_outputs=False)
         def pin(model: str) -> dict:
             return tasks.score_pin(model)
 
@@ -37,7 +37,7 @@ for spec in build.model_specs():
         def score(model: str, partitions: list, pinned: dict) -> list:
             return tasks.score_partitions(model, partitions, pinned)
 
-        @task
+        @task(multiple_outputs=False)
         def shadow(model: str, partitions: list) -> dict:
             return tasks.score_shadow(model, partitions)
 

@@ -28,11 +28,11 @@ for spec in build.model_specs():
         },
     ):
 
-        @task
+        @task(multiple_outputs=False)
         def check(model: str) -> dict:
             return tasks.train_check(model)
 
-        @task(retries=1)
+        @task(multiple_outputs=False, retries=1)
         def train(model: str, request: dict) -> dict:
             return tasks.train_fit(model, request)
 

@@ -142,7 +142,7 @@ def decision_tasks(spec: ModelSpec, stage: str, gated: Any) -> None:
 
     from airloop.orchestration import tasks
 
-    @task(retries=0)
+    @task(multiple_outputs=False, retries=0)
     def promote(model: str) -> dict:
         return tasks.decision_promote(model)
 
@@ -176,7 +176,7 @@ def decision_tasks(spec: ModelSpec, stage: str, gated: Any) -> None:
         from airloop.orchestration.assets import validated_asset
 
         # Only when @champion moved: the newest intervals go to <model>_score as an event on `validated`.
-        @task(task_id="rescore", outlets=[validated_asset(spec)])
+        @task(task_id="rescore", multiple_outputs=False, outlets=[validated_asset(spec)])
         def rescore(model: str) -> dict:
             return tasks.decision_rescore(model)
 
