@@ -7,6 +7,7 @@ import socket
 import stat
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -347,3 +348,25 @@ def test_preloading_starts_no_thread_and_refuses_a_command_that_is_not_airflow()
         [sys.executable, "-m", "airloop.ops.runtime.preload", "scheduler"], capture_output=True, text=True, timeout=60
     )
     assert bad.returncode != 0 and "usage: python -m airloop.ops.runtime.preload airflow" in bad.stderr
+
+
+def test_a_preloaded_component_waits_for_the_metadata_database_and_stops_when_it_failed(tmp_path: Path) -> None:
+    """up() starts the scheduler's preload while the metadata DB migrates: Airflow starts only on an ``ok`` gate."""
+    import threading
+
+    from airloop.ops.runtime.preload import wait_for_gate
+
+    gate = tmp_path / "preload.gate"
+    opener = threading.Timer(0.3, lambda: gate.write_text("ok\n"))
+    opener.start()
+    started = time.monotonic()
+    wait_for_gate(gate, timeout=10, poll=0.05)
+    assert time.monotonic() - started >= 0.25  # it waited for the gate to appear
+    opener.join()
+
+    gate.write_text("failed: airflow db migrate / connections import failed (exit 1)\n")
+    with pytest.raises(SystemExit, match=r"not ready \(failed: airflow db migrate"):
+        wait_for_gate(gate, timeout=1)
+    gate.unlink()
+    with pytest.raises(SystemExit, match="did not appear within 0 s; not starting Airflow"):
+        wait_for_gate(gate, timeout=0.2, poll=0.05)

@@ -8,17 +8,20 @@ import fcntl
 import signal
 import time
 from collections.abc import Iterable, Iterator, Mapping
+from pathlib import Path
 
 from airloop.core.settings import paths
 from airloop.ops.runtime.credentials import _ensure_private_dir, _open_private, _passwords_file
 from airloop.ops.runtime.environment import AIRFLOW_PORT_VAR, MLFLOW_PORT_VAR, _ports, airflow_env
 from airloop.ops.runtime.health import _HEARTBEATING, RuntimeStatus, _dump_threads, status
+from airloop.ops.runtime.preload import GATE_VAR
 from airloop.ops.runtime.processes import (
     _AIRFLOW_COMPONENTS,
     _STOP_FIRST,
     _alive,
     _bootstrap,
     _check_port,
+    _command,
     _components,
     _is_worker,
     _log_file,
@@ -101,17 +104,49 @@ def _start_missing(env: Mapping[str, str], deadline: float) -> dict[str, int]:
         started["mlflow"] = _start("mlflow", env, api_port, mlflow_port)  # its own settings: _component_env
     airflow_missing = [name for name in (*_AIRFLOW_COMPONENTS, *workers(env)) if name in missing]
     if airflow_missing:
+        # The task-forking components import the task libraries first (seconds): they do it while the
+        # metadata DB migrates, and wait for the gate before Airflow itself starts (preload.py).
+        gate = paths().run / "preload.gate"
+        gate.unlink(missing_ok=True)
+        gated = {**env, GATE_VAR: str(gate)}
+        for name in [n for n in airflow_missing if _preloading(n, env)]:
+            started[name] = _start(name, gated, api_port, mlflow_port)
         try:
             _bootstrap(env, timeout=max(deadline - time.monotonic(), 1))
         except RuntimeError as err:
+            _open_gate(gate, f"failed: {str(err).splitlines()[0]}")
+            for name in [n for n in started if n != "mlflow"]:  # nothing of Airflow's ran yet: nothing to inspect
+                _stop_gated(name, started.pop(name))
             raise _failure(str(err), [], started) from None
+        _open_gate(gate, "ok")
         passwords = _passwords_file(env)
         if not passwords.exists():  # Airflow appends generated passwords: make the file private first
             passwords.parent.mkdir(parents=True, exist_ok=True)
             _open_private(passwords, "a").close()
-        for name in airflow_missing:
+        for name in [n for n in airflow_missing if n not in started]:
             started[name] = _start(name, env, api_port, mlflow_port)
     return started
+
+
+def _preloading(name: str, env: Mapping[str, str]) -> bool:
+    """Whether ``name`` starts through ``airloop.ops.runtime.preload`` (the scheduler, Celery workers)."""
+    return "airloop.ops.runtime.preload" in _command(name, *_ports(env), env)
+
+
+def _stop_gated(name: str, pid: int) -> None:
+    """Stop a component still waiting at the gate (it runs no Airflow code yet): SIGTERM, then SIGKILL."""
+    _signal_tree([pid], signal.SIGTERM)
+    if not _wait_gone([pid], {pid}, time.monotonic() + 10):
+        _signal_tree(_remaining([pid], {pid}), signal.SIGKILL)
+        _wait_gone([pid], {pid}, time.monotonic() + 5)
+    _pid_file(name).unlink(missing_ok=True)
+
+
+def _open_gate(gate: Path, verdict: str) -> None:
+    """Tell the waiting preloaded components the metadata DB's fate (written whole: they read it at once)."""
+    tmp = gate.with_suffix(".tmp")
+    tmp.write_text(verdict + "\n")
+    tmp.replace(gate)
 
 
 def _wait_healthy(

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -55,14 +56,42 @@ def preload(modules: Sequence[str] = PRELOAD) -> dict[str, float]:
     return seconds
 
 
+#: A file the starter writes once the metadata database is migrated: ``ok``, or ``failed`` and why. When this
+#: variable names one, the process preloads while the database migrates, and waits for the file before Airflow
+#: starts (the scheduler must not touch a database that is not at head yet).
+GATE_VAR = "AIRLOOP_PRELOAD_GATE"
+#: How long a gated start waits for the gate at most (the starter's own limit is shorter: up()'s timeout).
+GATE_TIMEOUT_S = 900.0
+
+
+def wait_for_gate(gate: Path, timeout: float = GATE_TIMEOUT_S, poll: float = 0.1) -> None:
+    """Return once ``gate`` says ``ok``; exit (status 1, the reason on stderr) when it says otherwise or never comes."""
+    deadline = time.monotonic() + timeout
+    while not gate.exists():
+        if time.monotonic() > deadline:
+            raise SystemExit(f"airloop preload: {gate} did not appear within {timeout:.0f} s; not starting Airflow")
+        time.sleep(poll)
+    verdict = gate.read_text().strip()
+    if verdict != "ok":
+        raise SystemExit(f"airloop preload: the metadata database is not ready ({verdict or 'no reason given'})")
+
+
 def main(argv: Sequence[str] | None = None) -> None:
-    """Preload, then run ``airflow <args>`` in this process (``argv``: ``["airflow", "scheduler", ...]``)."""
+    """Preload, then run ``airflow <args>`` in this process (``argv``: ``["airflow", "scheduler", ...]``).
+
+    With :data:`GATE_VAR` set, waits between the two for the gate file (see :func:`wait_for_gate`).
+    """
     args = list(sys.argv[1:] if argv is None else argv)
     if not args or Path(args[0]).name != "airflow":
         raise SystemExit("usage: python -m airloop.ops.runtime.preload airflow <component> [args...]")
     seconds = preload()
     total = sum(seconds.values())
     print(f"airloop preload: {len(seconds)} modules in {total:.1f} s for the task processes this one forks", flush=True)
+    gate = os.environ.get(GATE_VAR)
+    if gate:
+        started = time.perf_counter()
+        wait_for_gate(Path(gate))
+        print(f"airloop preload: metadata database ready after {time.perf_counter() - started:.1f} s more", flush=True)
     from airflow.__main__ import main as airflow_main
 
     sys.argv = [*args]
