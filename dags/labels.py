@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from airflow.sdk import DAG, task
+from airflow.sdk import DAG
 
-from airloop.orchestration import build, tasks
+from airloop.orchestration import build
 
 for spec in build.model_specs():
     with DAG(
@@ -20,9 +20,4 @@ for spec in build.model_specs():
         tags=build.tags(spec, "labels"),
         doc_md=build.labels_runbook(spec),
     ):
-
-        @task(multiple_outputs=False)
-        def collect(model: str) -> dict:
-            return tasks.labels_collect(model)
-
-        build.labels_due(spec) >> collect(spec.name)
+        build.labels_collect(spec)

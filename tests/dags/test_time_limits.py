@@ -15,8 +15,9 @@ STAGES = ("ingest", "train", "promote", "score", "monitor", "labels")  # every D
 
 #: The one task whose limit is longer than its run's: a person's approval (its wait is covered by the run limit).
 APPROVAL_TASKS = {"approve"}
-#: The labels DAG's first task, which waits until an interval's labels are due (its run limit covers the wait).
-LABELS_DUE_TASKS = {"due"}
+#: The labels DAG's one task, which first waits (deferred) until an interval's labels are due: its run limit covers
+#: the wait, its deferral timeout the wait plus a try.
+LABELS_DUE_TASKS = {"collect"}
 DEADLINE_CALLBACK = "airloop.orchestration.notifiers.deadline_missed"
 
 
@@ -73,9 +74,10 @@ def test_limits_are_the_specs(dagbag, specs):
             assert dag.dagrun_timeout == limits.run, dag.dag_id
             assert dag.deadline[0].interval == limits.deadline, dag.dag_id
             for task in dag.tasks:
-                if task.task_id in LABELS_DUE_TASKS:  # it waits for labels.after, then may take a try's time
-                    assert task.execution_timeout == limits.task + spec.label_latency, dag.dag_id
-                    assert task.timeout == task.execution_timeout.total_seconds(), dag.dag_id
+                if stage == "labels" and task.task_id in LABELS_DUE_TASKS:
+                    # each stretch in a worker gets a try's time; the deferred wait, labels.after and a try's time
+                    assert task.execution_timeout == limits.task, dag.dag_id
+                    assert task.wait_timeout == limits.task + spec.label_latency, dag.dag_id
                 elif task.task_id not in APPROVAL_TASKS:
                     assert task.execution_timeout == limits.task, f"{dag.dag_id}.{task.task_id}"
 
@@ -119,8 +121,8 @@ def test_an_approval_may_take_its_whole_wait(bikes_spec):
 
 
 def test_the_labels_run_may_wait_until_its_labels_are_due(bikes_spec):
-    """The labels DAG's `due` sensor waits `labels.after` past the interval's end (deferred): its timeouts, and the
-    run's limit and deadline, cover that wait and a try of work after it."""
+    """The labels DAG's one task waits (deferred) `labels.after` past the interval's end: its deferral's timeout, and
+    the run's limit and deadline, cover that wait and a try of work after it; the work itself gets a try's time."""
     from airflow.sdk import DAG
 
     from airloop.orchestration import build as dagkit
@@ -128,9 +130,9 @@ def test_the_labels_run_may_wait_until_its_labels_are_due(bikes_spec):
     labels = bikes_spec.labels.model_copy(update={"after": timedelta(days=2)})
     spec = bikes_spec.model_copy(update={"labels": labels})
     with DAG("labels_limits", schedule=None, **dagkit.run_limits(spec, "labels")) as dag:
-        due = dagkit.labels_due(spec)
-    assert due.deferrable is True and due.delta == timedelta(days=2)
-    assert due.execution_timeout == timedelta(days=2) + spec.stage_timeouts("labels").task
-    assert due.timeout == due.execution_timeout.total_seconds()
-    assert dag.dagrun_timeout == timedelta(days=2, hours=2) and dag.dagrun_timeout >= due.execution_timeout
+        collect = dagkit.labels_collect(spec)
+    assert dag.task_ids == ["collect"] and collect.label_latency == timedelta(days=2)
+    task = spec.stage_timeouts("labels").task
+    assert collect.wait_timeout == timedelta(days=2) + task and collect.execution_timeout == task
+    assert dag.dagrun_timeout == timedelta(days=2, hours=2) and dag.dagrun_timeout >= collect.wait_timeout
     assert timedelta(days=2) < dag.deadline[0].interval < dag.dagrun_timeout

@@ -11,7 +11,7 @@ left.
 from __future__ import annotations
 
 import json
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -152,7 +152,7 @@ def notify(monkeypatch, webhook_server):  # noqa: F811
 def test_labels_not_arrived_join_nothing_and_lagging_labels_alert(scored, notify, capfd, caplog):
     states = _labels_run(scored)
 
-    assert states == {"due": "success", "collect": "success"}
+    assert states == {"collect": "success"}
     assert _table("labels") == [] and _table("outcomes") == []
     log = _log(capfd, caplog)
     rows = scored["rows"]
@@ -164,6 +164,102 @@ def test_labels_not_arrived_join_nothing_and_lagging_labels_alert(scored, notify
     assert sent["data"]["missing"] == rows and sent["data"]["partition"] == scored["partition"]
     assert sent["data"]["lag_seconds"] > 365 * 86400 and sent["data"]["max_lag"] == "1d"
     assert sent["link"] == f"{BASE_URL}/dags/{MODEL}_labels/runs/{quote(sent['run_id'])}"
+
+
+@pytest.fixture
+def task_runs(monkeypatch) -> dict[str, list]:
+    """What dag.test() does with each task try: the try's state and message (a deferral's trigger and timeout), and
+    each trigger it then runs inline, recorded as they happen. ``fire`` set to True stands in for the triggerer's
+    wait: the trigger fires at once with the event it would send at its moment (a wait of days, here)."""
+    from airflow.sdk.definitions import dag as dag_module
+    from airflow.sdk.execution_time import supervisor
+    from airflow.triggers.base import TriggerEvent
+
+    from airloop.stages.labels import runner
+
+    seen: dict[str, list] = {"tries": [], "triggers": [], "collects": []}
+    run_in_process, collect = supervisor.run_task_in_process, runner.collect
+
+    def recorded_try(ti: Any, task: Any, client: Any = None) -> Any:
+        result = run_in_process(ti=ti, task=task, client=client)
+        seen["tries"].append((ti.task_id, result.ti.state, result.msg))
+        return result
+
+    def fired_at_once(trigger: Any, task_sdk_ti: Any) -> Any:
+        seen["triggers"].append((trigger, len(seen["collects"])))  # with how many collects were done by then
+        return TriggerEvent(trigger.moment)
+
+    def recorded_collect(*args: Any, **kwargs: Any) -> Any:
+        seen["collects"].append(args[1])
+        return collect(*args, **kwargs)
+
+    monkeypatch.setattr(supervisor, "run_task_in_process", recorded_try)
+    monkeypatch.setattr(dag_module, "_run_inline_trigger", fired_at_once)
+    monkeypatch.setattr(runner, "collect", recorded_collect)
+    return seen
+
+
+def test_labels_already_due_are_collected_at_once_without_deferring(scored, task_runs, capfd, caplog):
+    """A past interval (catch-up, backfill): one task instance, one try, no wait handed to the triggerer."""
+    assert _labels_run(scored) == {"collect": "success"}
+
+    assert [(task, state) for task, state, _ in task_runs["tries"]] == [("collect", "success")]
+    assert task_runs["triggers"] == []
+    # the earlier interval read again, then the run's own
+    assert str(task_runs["collects"][-1]) == f"[{scored['start'].isoformat()}, {scored['end'].isoformat()})"
+    due = scored["end"] + timedelta(days=2)  # labels.after of this module's spec
+    log = _log(capfd, caplog)
+    assert f"labels of [{scored['start'].isoformat()}, {scored['end'].isoformat()}) due at {due.isoformat()}" in log
+    assert "(already due): collecting" in log and "waiting (deferred" not in log
+
+
+def test_labels_not_yet_due_defer_until_due_then_collect(world, task_runs, capfd, caplog):
+    """The first interval whose labels are not due yet (due 2 days after its end: labels.after): the task defers to
+    the triggerer until that moment, holding no worker slot and collecting nothing, then collects once resumed.
+    (The spec's schedule loses its `end` for this test, so today's intervals have runs; dag.test() runs one at
+    once, where the scheduler would start it at its end: the wait until the labels are due is the same.)"""
+    from airflow.providers.standard.triggers.temporal import DateTimeTrigger
+
+    from airloop.core.spec import get_spec
+
+    path = world / "models" / f"{MODEL}.yaml"
+    original = path.read_text()
+    raw = yaml.safe_load(original)
+    del raw["schedule"]["end"]
+    path.write_text(yaml.safe_dump(raw))
+    try:
+        spec = get_spec(MODEL)
+        origin, step, now = spec.schedule.start_datetime, spec.schedule.interval, datetime.now(UTC)
+        assert step is not None
+        end = origin - ((origin - (now - spec.label_latency)) // step) * step  # the first end + labels.after > now
+        start, due = end - step, end + spec.label_latency
+        assert now < due
+
+        run = _dag("labels").test(logical_date=end)
+    finally:
+        path.write_text(original)
+
+    assert (run.data_interval_start, run.data_interval_end) == (start, end)
+    states = _states(run)
+    assert states == {"collect": "success"}
+    deferred_try, resumed_try = task_runs["tries"]
+    task, state, deferral = deferred_try
+    assert (task, state) == ("collect", "deferred")
+    assert deferral.classpath == "airflow.providers.standard.triggers.temporal.DateTimeTrigger"
+    assert deferral.next_method == "execute_due"
+    # the whole wait fits (it is at most labels.after from the interval's end), then a try's time
+    assert deferral.trigger_timeout == spec.label_latency + spec.stage_timeouts("labels").task
+    ((trigger, collects_before),) = task_runs["triggers"]
+    assert isinstance(trigger, DateTimeTrigger) and trigger.moment == due
+    assert collects_before == 0  # nothing collected (nor read again) before the wait
+    assert resumed_try[:2] == ("collect", "success")
+    assert str(task_runs["collects"][-1]) == f"[{start.isoformat()}, {end.isoformat()})"
+    log = _log(capfd, caplog)
+    assert (
+        f"labels of [{start.isoformat()}, {end.isoformat()}) due at {due.isoformat()}; "
+        "waiting (deferred, no worker slot held" in log
+    )
+    assert "are due now (the wait is over): collecting" in log
 
 
 def test_labels_arriving_after_their_run_are_read_by_the_next_runs_which_tell_the_lag(scored):
@@ -199,7 +295,7 @@ def test_arrived_labels_are_recorded_and_joined_with_the_serving_version(scored,
         b=f"{scored['end']:%Y-%m-%d %H:%M:%S}",
     )
 
-    assert _labels_run(scored) == {"due": "success", "collect": "success"}
+    assert _labels_run(scored) == {"collect": "success"}
 
     labels, outcomes, served = _table("labels"), _table("outcomes"), _table("predictions")
     assert len(labels) == scored["rows"] and {r["revision"] for r in labels} == {1}
@@ -214,7 +310,7 @@ def test_arrived_labels_are_recorded_and_joined_with_the_serving_version(scored,
     assert _freshness_notices(notify) == []  # nothing missing any more
 
     before = (_table("labels"), _table("outcomes"))
-    assert _labels_run(scored) == {"due": "success", "collect": "success"}
+    assert _labels_run(scored) == {"collect": "success"}
     assert (_table("labels"), _table("outcomes")) == before  # idempotent: nothing new written
 
 
@@ -236,7 +332,7 @@ def test_a_corrected_label_is_a_new_revision_and_updates_its_outcome(scored, cap
     old = {r["row_key"]: r for r in _table("outcomes")}[key]
     _source("UPDATE late_counts SET cnt = cnt + 100 WHERE ts = :ts", ts=f"{ts:%Y-%m-%d %H:%M:%S.%f}")
 
-    assert _labels_run(scored) == {"due": "success", "collect": "success"}
+    assert _labels_run(scored) == {"collect": "success"}
 
     revisions = [r for r in _table("labels") if r["row_key"] == key]
     assert [(r["revision"], r["label"]) for r in revisions] == [
@@ -267,7 +363,7 @@ def test_bad_labels_are_refused_and_named_the_rest_recorded(scored, capfd, caplo
 
     states = _labels_run(scored)
 
-    assert states == {"due": "success", "collect": "failed"}
+    assert states == {"collect": "failed"}
     log = _log(capfd, caplog)
     stray, wrong = f"{start:%Y-%m-%d}T00:30:00Z", f"{start:%Y-%m-%d}T00:45:00Z"
     assert f"Labels REFUSED for {MODEL} interval" in log

@@ -286,23 +286,18 @@ def monitor_runbook(spec: ModelSpec) -> str:
     )
 
 
-def labels_due(spec: ModelSpec) -> Any:
-    """The labels DAG's first task: wait until the run's interval's labels are due (its end + ``labels.after``).
+def labels_collect(spec: ModelSpec) -> Any:
+    """The labels DAG's one task, ``collect``: it waits until the run's interval's labels are due (its end +
+    ``labels.after``) deferred to the triggerer (every runtime runs one: the embedded one and compose), so a waiting
+    run holds no worker slot, then records them; an interval whose labels are already due (a backfill, catch-up)
+    collects at once, with no task instance spent on waiting
+    (:class:`airloop.orchestration.labels_task.CollectLabelsWhenDue`).
 
-    Deferred to the triggerer (every runtime runs one: the embedded one and compose), so a waiting run holds no
-    worker slot; an interval whose labels are long due (a backfill, catch-up) passes at once. Its time limits
-    include the wait (``timeouts.labels``, which adds ``labels.after`` to the run's)."""
-    from airflow.providers.standard.sensors.time_delta import TimeDeltaSensor
+    Its time limits: each stretch it runs in a worker gets ``timeouts.labels.task``; the deferred wait may last
+    ``labels.after`` plus that (the run's limit and deadline, ``timeouts.labels``, add ``labels.after`` too)."""
+    from airloop.orchestration.labels_task import CollectLabelsWhenDue
 
-    limits, wait = spec.stage_timeouts("labels"), spec.label_latency
-    return TimeDeltaSensor(
-        task_id="due",
-        delta=wait,
-        deferrable=True,
-        # A deferred task's trigger times out at the sensor's timeout: the whole wait must fit, plus a try.
-        timeout=(wait + limits.task).total_seconds(),
-        execution_timeout=wait + limits.task,
-    )
+    return CollectLabelsWhenDue.for_spec(spec)
 
 
 def labels_runbook(spec: ModelSpec) -> str:
