@@ -136,3 +136,15 @@ def test_the_labels_run_may_wait_until_its_labels_are_due(bikes_spec):
     assert collect.wait_timeout == timedelta(days=2) + task and collect.execution_timeout == task
     assert dag.dagrun_timeout == timedelta(days=2, hours=2) and dag.dagrun_timeout >= collect.wait_timeout
     assert timedelta(days=2) < dag.deadline[0].interval < dag.dagrun_timeout
+
+
+def test_the_labels_task_refuses_a_wait_timeout_shorter_than_the_wait():
+    """A deferral that timed out before the labels were due would fail every run that waits: refused when built."""
+    from airloop.orchestration.labels_task import CollectLabelsWhenDue
+
+    with pytest.raises(
+        ValueError, match=r"collect: wait_timeout \(1d\) must cover the longest wait, label_latency \(2d\)"
+    ):
+        CollectLabelsWhenDue(
+            task_id="collect", model="m", label_latency=timedelta(days=2), wait_timeout=timedelta(days=1)
+        )

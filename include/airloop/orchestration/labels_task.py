@@ -43,8 +43,8 @@ class CollectLabelsWhenDue(BaseOperator):
             raise ValueError(f"{self.task_id}: label_latency must not be negative, got {label_latency}")
         if wait_timeout < label_latency:
             raise ValueError(
-                f"{self.task_id}: wait_timeout ({wait_timeout}) must cover the longest wait, label_latency "
-                f"({label_latency}); pass label_latency plus a try's time"
+                f"{self.task_id}: wait_timeout ({format_duration(wait_timeout)}) must cover the longest wait, "
+                f"label_latency ({format_duration(label_latency)}); pass label_latency plus a try's time"
             )
         self.model = model
         self.label_latency = label_latency
