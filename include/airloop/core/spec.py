@@ -63,7 +63,7 @@ class SpecError(ExpectedFailure, ValueError):
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True, protected_namespaces=())
 
 
 def parse_duration(value: Any) -> timedelta:
@@ -340,7 +340,7 @@ class Estimator(_Strict):
     )
     params: dict[str, Any] = {}
 
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True, defer_build=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True, defer_build=True, protected_namespaces=())
 
     @field_validator("class_path")
     @classmethod
