@@ -63,6 +63,8 @@ class SpecError(ExpectedFailure, ValueError):
 
 
 class _Strict(BaseModel):
+    # protected_namespaces=(): no field here starts with `model_`, and pydantic's check of each field name against
+    # its namespaces is part of every parse (issue 16).
     model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True, protected_namespaces=())
 
 
@@ -340,7 +342,9 @@ class Estimator(_Strict):
     )
     params: dict[str, Any] = {}
 
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True, defer_build=True, protected_namespaces=())
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, populate_by_name=True, defer_build=True, protected_namespaces=()
+    )
 
     @field_validator("class_path")
     @classmethod
