@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
 from airflow.sdk import DAG, Param, task
 
 from airloop.orchestration import assets, build, tasks
@@ -49,4 +50,4 @@ for spec in build.model_specs():
         scored = score(spec.name, selected, pin(spec.name))
         shadowed = shadow(spec.name, selected)
         scored >> shadowed
-        live_gate_due(shadowed) >> build.live_gate_trigger(spec)
+        live_gate_due(shadowed) >> TriggerDagRunOperator(**build.live_gate_trigger_args(spec))

@@ -38,6 +38,15 @@ LAZY_AIRLOOP = [
     "airloop.adapters",
     "airloop.stages",
 ]
+# Airflow's ORM models: a parsing process forked from the dag-processor has them only if something named them
+# before the fork (test_a_forked_parse_loads_none_of_airflows_orm_models).
+ORM = {
+    "airflow.models.dag",
+    "airflow.models.dagrun",
+    "airflow.models.taskinstance",
+    "airflow.models.serialized_dag",
+    "airflow.api.common.trigger_dag",
+}
 # A person's answer is never asked twice, and a promotion is never repeated blindly: a retry after a crash
 # could find @champion already moved by this very run and record a false conflict.
 NO_RETRY_TASKS = {"approve", "promote", "outcome"}
@@ -109,6 +118,29 @@ def test_parse_loads_nothing_heavy_and_touches_no_database(dag_file, tmp_path):
     assert json.loads(out.stdout.strip().splitlines()[-1]) == []
     assert not (tmp_path / "must-not-exist").exists()
     assert not (tmp_path / "home").exists(), "parsing a DAG file must not create AIRLOOP_HOME"
+
+
+@pytest.mark.parametrize("dag_file", sorted(p.name for p in DAGS.glob("*.py")))
+def test_a_forked_parse_loads_none_of_airflows_orm_models(dag_file):
+    """The dag-processor imports the Airflow modules a DAG file names once, before it forks the processes that
+    parse it (``[dag_processor] parsing_pre_import_modules``). An operator that loads Airflow's ORM models
+    (``TriggerDagRunOperator``) must be named in the DAG file, not imported inside airloop where the pre-import
+    cannot see it: there it costs every parse tens to hundreds of ms (issue 16)."""
+    probe = (
+        "import importlib, importlib.util, json, sys\n"
+        "import airflow.sdk\n"
+        "from airflow.utils.file import iter_airflow_imports\n"
+        f"path = {str(DAGS / dag_file)!r}\n"
+        "for name in iter_airflow_imports(path):\n"
+        "    importlib.import_module(name)\n"
+        "before = set(sys.modules)\n"
+        "spec = importlib.util.spec_from_file_location('dagfile', path)\n"
+        "module = importlib.util.module_from_spec(spec); spec.loader.exec_module(module)\n"
+        f"print(json.dumps(sorted(set(sys.modules) - before & {ORM!r})))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == []
 
 
 def test_broken_spec_is_an_import_error_naming_file_and_field(tmp_path, monkeypatch):

@@ -271,3 +271,70 @@ def test_the_old_labels_after_days_is_refused_saying_where_it_moved(tmp_path, ra
     raw["monitoring"]["labels_after_days"] = 3
     with pytest.raises(SpecError, match=re.escape("labels: {after: 3d}")):
         load_spec(_write(tmp_path, "bikes", raw))
+
+
+def test_a_spec_is_validated_once_per_process_until_its_text_changes(tmp_path, raw, monkeypatch):
+    """The per-process cache of validated specs: the same text gives the same spec without validating again; a
+    changed file is read again even when its size and modification time are unchanged (file times are coarse)."""
+    import os
+
+    from airloop.core.spec import ModelSpec
+
+    validated: list[str] = []
+    original = ModelSpec.model_validate
+
+    def counting(raw: dict) -> ModelSpec:
+        validated.append(raw["description"])
+        return original(raw)
+
+    monkeypatch.setattr(ModelSpec, "model_validate", staticmethod(counting))
+    raw["description"] = "first text"
+    path = _write(tmp_path, "bikes", raw)
+    first = load_spec(path)
+    assert load_spec(path) is first and load_specs(tmp_path) == [first]
+    assert validated == ["first text"]
+
+    stat = path.stat()
+    raw["description"] = "other text"  # the same length: the file keeps its size
+    _write(tmp_path, "bikes", raw)
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert path.stat().st_size == stat.st_size and path.stat().st_mtime_ns == stat.st_mtime_ns
+    changed = load_spec(path)
+    assert changed.description == "other text" and len(validated) == 2
+
+    raw["features"].append({"name": "cnt", "kind": "numeric"})
+    _write(tmp_path, "bikes", raw)
+    with pytest.raises(SpecError, match="cannot be features"):
+        load_spec(path)  # a spec broken since it was cached is an error, never the old spec
+
+
+def test_left_out_sections_are_their_defaults(tmp_path, raw):
+    """A section the file leaves out is the section written empty (``{}``), validated the same way."""
+    from airloop.core.spec import Gate, Labels, Monitoring, Scoring, Timeouts, Training, Validation
+
+    for key in ("validation", "training", "gate", "monitoring", "labels", "scoring", "timeouts"):
+        raw.pop(key, None)
+    spec = load_spec(_write(tmp_path, "bikes", raw))
+    assert spec.validation == Validation.model_validate({}) and spec.training == Training.model_validate({})
+    assert spec.gate == Gate.model_validate({}) and spec.monitoring == Monitoring.model_validate({})
+    assert spec.labels == Labels() and spec.scoring == Scoring() and spec.timeouts == Timeouts()
+    assert spec.timeouts.train.task is None and spec.training.estimator.params == {}
+
+
+def test_reading_the_specs_builds_one_validator(tmp_path):
+    """Parse-time cost (issue 16): reading the specs in a fresh process builds the spec's validator only; a section
+    left out, or a stage's resolved limits, must not build a validator of their own (each costs about 0.5 ms)."""
+    import json
+    import subprocess
+    import sys
+
+    probe = (
+        "import json, pydantic\n"
+        "from airloop.core import spec\n"
+        f"spec.load_specs(spec.Path({str(MODELS)!r}))\n"
+        "models = [v for v in vars(spec).values() if isinstance(v, type) and issubclass(v, pydantic.BaseModel)]\n"
+        "print(json.dumps(sorted(m.__name__ for m in models if m.__pydantic_complete__)))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == ["ModelSpec"]

@@ -6,11 +6,14 @@ expected and how to fix it; in a DAG file that becomes the DAG import error an e
 
 Parse-time cost (issue 16): no ``from __future__ import annotations`` here, so pydantic gets real annotation
 objects instead of strings it would compile and evaluate one by one (that halved this module's import); the
-models defer building their validators to the first validation (``defer_build``) and default sub-models come
-from factories, so importing the module builds nothing (a spec is still validated completely when it is read).
+models defer building their validators to the first validation (``defer_build``), so importing the module builds
+nothing (a spec is still validated completely when it is read). A section left out defaults to ``{}`` validated
+by the spec's own validator (``validate_default``), as if written empty: a factory (``default_factory=Labels``)
+would call the section's model, which builds a second validator of its own on first use (about 4 ms per parse).
 """
 
 import re
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -60,7 +63,9 @@ class SpecError(ExpectedFailure, ValueError):
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
+    # protected_namespaces=(): no field here starts with `model_`, and pydantic's check of each field name against
+    # its namespaces is part of every parse (issue 16).
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True, protected_namespaces=())
 
 
 def parse_duration(value: Any) -> timedelta:
@@ -116,8 +121,14 @@ class StageTimeouts(_Strict):
     )
 
 
-class ResolvedTimeouts(_Strict):
-    """A stage's effective limits: the spec's, or the defaults (plus a required approval's wait)."""
+@dataclass(frozen=True)
+class ResolvedTimeouts:
+    """A stage's effective limits: the spec's, or the defaults (plus a required approval's wait).
+
+    A plain dataclass, not a model: it is computed from limits the spec already validated, six times per spec
+    while the spec is validated and again by every DAG file, and a model would build its own validator at the
+    first one (parse time, issue 16).
+    """
 
     task: timedelta
     run: timedelta
@@ -141,12 +152,12 @@ DEFAULT_TIMEOUTS: dict[str, tuple[timedelta, timedelta, timedelta]] = {
 class Timeouts(_Strict):
     """Time limits per DAG stage: every task's, every run's, and when a late run alerts."""
 
-    ingest: StageTimeouts = Field(default_factory=StageTimeouts)
-    train: StageTimeouts = Field(default_factory=StageTimeouts)
-    promote: StageTimeouts = Field(default_factory=StageTimeouts)
-    score: StageTimeouts = Field(default_factory=StageTimeouts)
-    monitor: StageTimeouts = Field(default_factory=StageTimeouts)
-    labels: StageTimeouts = Field(default_factory=StageTimeouts)
+    ingest: StageTimeouts = Field(default={}, validate_default=True)
+    train: StageTimeouts = Field(default={}, validate_default=True)
+    promote: StageTimeouts = Field(default={}, validate_default=True)
+    score: StageTimeouts = Field(default={}, validate_default=True)
+    monitor: StageTimeouts = Field(default={}, validate_default=True)
+    labels: StageTimeouts = Field(default={}, validate_default=True)
 
 
 class OverrideRange(_Strict):
@@ -331,7 +342,9 @@ class Estimator(_Strict):
     )
     params: dict[str, Any] = {}
 
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True, defer_build=True)
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, populate_by_name=True, defer_build=True, protected_namespaces=()
+    )
 
     @field_validator("class_path")
     @classmethod
@@ -385,7 +398,7 @@ class Training(_Strict):
     holdout_days: Annotated[int, Field(ge=1)] = 56
     min_rows: Annotated[int, Field(ge=1)] = 1000
     seed: int = 42
-    estimator: Estimator = Field(default_factory=Estimator)
+    estimator: Estimator = Field(default={}, validate_default=True)
     search: Search | None = None
     overridable: Annotated[dict[str, OverrideRange], BeforeValidator(_overridable_mapping)] = Field(
         default={},
@@ -489,8 +502,8 @@ class Gate(_Strict):
     slice_tolerance: Annotated[float, Field(ge=0, le=1)] = Field(
         default=0.05, description="How much worse (relative) than the champion any slice may be."
     )
-    sanity: Sanity = Field(default_factory=Sanity)
-    approval: Approval = Field(default_factory=Approval)
+    sanity: Sanity = Field(default={}, validate_default=True)
+    approval: Approval = Field(default={}, validate_default=True)
     shadow: Shadow | None = Field(
         default=None,
         description="`{intervals: N, require_better: true}`: shadow-score the challenger on N labelled intervals "
@@ -565,7 +578,7 @@ class Monitoring(_Strict):
         default=0.25,
         description="Retrain when `performance_metric` is this much worse (relative) than at training.",
     )
-    hysteresis: Hysteresis = Field(default_factory=Hysteresis)
+    hysteresis: Hysteresis = Field(default={}, validate_default=True)
     cooldown_days: Annotated[int, Field(ge=0)] = 28
     min_labels: Annotated[int, Field(ge=1)] = Field(
         default=100,
@@ -671,20 +684,23 @@ class ModelSpec(_Strict):
     leakage_columns: list[str] = Field(
         default=[], description="Source columns that must never be features (e.g. parts of the target)."
     )
-    validation: Validation = Field(default_factory=Validation)
-    training: Training = Field(default_factory=Training)
-    gate: Gate = Field(default_factory=Gate)
-    monitoring: Monitoring = Field(default_factory=Monitoring)
+    validation: Validation = Field(default={}, validate_default=True)
+    training: Training = Field(default={}, validate_default=True)
+    gate: Gate = Field(default={}, validate_default=True)
+    monitoring: Monitoring = Field(default={}, validate_default=True)
     labels: Labels = Field(
-        default_factory=Labels,
+        default={},
+        validate_default=True,
         description="When labels arrive (`after`) and where from (`source`); default: with the rows.",
     )
     scoring: Scoring = Field(
-        default_factory=Scoring,
+        default={},
+        validate_default=True,
         description="Re-scoring when `@champion` moves (`rescore_on_promotion: {intervals: N}`); default: off.",
     )
     timeouts: Timeouts = Field(
-        default_factory=Timeouts,
+        default={},
+        validate_default=True,
         description="Time limits per stage (`ingest`, `train`, `promote`, `score`, `monitor`, `labels`): `{task, run, "
         "deadline}`, each like `30m` or `2h`; defaults in docs/model-spec.md.",
     )
@@ -926,12 +942,37 @@ def _describe(path: Path, exc: ValidationError) -> str:
     return "\n".join(lines)
 
 
+#: Validated specs of this process by file (absolute path): the file's text and the spec it gave. A DAG file
+#: parse reads every spec; a task process parses its DAG file and then reads its model's spec again, and a
+#: ``DagBag`` of the folder reads them once per DAG file: with this they are parsed and validated once per process.
+#: The key is the text, not ``(mtime_ns, size)``: file times tick in jiffies, so a spec rewritten at the same size
+#: within a few ms would look unchanged; reading a small file costs microseconds, validating it a millisecond.
+#: (The dag-processor parses each file in a fresh fork, where this cache starts empty and changes nothing.)
+_LOADED: dict[str, tuple[str, ModelSpec]] = {}
+
+
 def load_spec(path: Path) -> ModelSpec:
-    """Read and validate one spec file; the file's stem must equal the spec's ``name``."""
+    """Read and validate one spec file; the file's stem must equal the spec's ``name``.
+
+    The same text of the same file gives the same (frozen) :class:`ModelSpec` object for the rest of the process
+    (see :data:`_LOADED`); a changed file is read and validated again.
+    """
     try:
-        raw = yaml.load(path.read_text(encoding="utf-8"), Loader=_LOADER)
+        text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise SpecError(f"Model spec {path} cannot be read: {exc.strerror}.") from exc
+    key = str(path.absolute())
+    cached = _LOADED.get(key)
+    if cached is not None and cached[0] == text:
+        return cached[1]
+    spec = _validate_text(path, text)
+    _LOADED[key] = (text, spec)
+    return spec
+
+
+def _validate_text(path: Path, text: str) -> ModelSpec:
+    try:
+        raw = yaml.load(text, Loader=_LOADER)
     except yaml.YAMLError as exc:
         raise SpecError(f"Model spec {path} is not valid YAML: {exc}. Fix the syntax at the line shown.") from exc
     if not isinstance(raw, dict):

@@ -193,23 +193,25 @@ def decision_tasks(spec: ModelSpec, stage: str, gated: Any) -> None:
     finals >> outcome()
 
 
-def live_gate_trigger(spec: ModelSpec) -> Any:
-    """The score DAG's last task: trigger ``<model>_promote`` for the shadowed challenger's live gate.
+def live_gate_trigger_args(spec: ModelSpec) -> dict[str, Any]:
+    """The arguments of the score DAG's last task, a ``TriggerDagRunOperator`` that triggers ``<model>_promote``
+    for the shadowed challenger's live gate.
 
-    Runs only when the ``shadow`` task found ``gate.shadow`` due (enough labelled shadow intervals); the run id
+    It runs only when the ``shadow`` task found ``gate.shadow`` due (enough labelled shadow intervals); the run id
     names the version and the count of labelled intervals, so a later score run does not trigger it again (an
-    existing run is skipped) until more intervals are labelled.
+    existing run is skipped) until more intervals are labelled. The DAG file imports the operator itself: the
+    dag-processor imports the Airflow modules a DAG file names once, before it forks its parsing processes
+    (``[dag_processor] parsing_pre_import_modules``), and this one loads Airflow's ORM models (tens to hundreds of
+    ms per parse when imported here instead).
     """
-    from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
-
     due = "ti.xcom_pull(task_ids='shadow')['trigger']"
-    return TriggerDagRunOperator(
-        task_id="live_gate",
-        trigger_dag_id=spec.dag_id("promote"),
-        trigger_run_id=f"{{{{ {due}['run_id'] }}}}",
-        conf={key: f"{{{{ {due}['conf']['{key}'] }}}}" for key in ("action", "version", "reason")},
-        skip_when_already_exists=True,  # so a retry after the run was created is a no-op
-    )
+    return {
+        "task_id": "live_gate",
+        "trigger_dag_id": spec.dag_id("promote"),
+        "trigger_run_id": f"{{{{ {due}['run_id'] }}}}",
+        "conf": {key: f"{{{{ {due}['conf']['{key}'] }}}}" for key in ("action", "version", "reason")},
+        "skip_when_already_exists": True,  # so a retry after the run was created is a no-op
+    }
 
 
 def train_runbook(spec: ModelSpec) -> str:
