@@ -99,3 +99,18 @@ def test_logging_the_model_does_not_load_it_back_reread_metrics_or_recheck_pins(
 
     assert _train(tmp_path, monkeypatch, "logged_model_work")
     assert calls == {}
+
+
+def test_the_embedded_store_commits_through_a_write_ahead_log():
+    """Each commit of a logged model appends to one log file instead of writing and deleting a journal."""
+    import sqlite3
+    from contextlib import closing
+
+    from airloop.adapters import registry
+    from airloop.core import settings
+
+    registry.ensure_experiment("wal_check")
+    uri = registry.tracking_uri()
+    assert uri == f"sqlite:///{settings.paths().mlflow / 'mlflow.db'}"  # the session's embedded store
+    with closing(sqlite3.connect(uri.removeprefix("sqlite:///"))) as conn:
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
