@@ -325,14 +325,36 @@ def test_only_the_processes_that_fork_tasks_start_with_the_task_libraries_import
     assert processes._command("scheduler", 8080, 5000, {})[:3] == preload
     assert processes._command("worker-1", 8080, 5000, celery)[:3] == preload
     assert processes._command("scheduler", 8080, 5000, celery)[0].endswith("airflow")  # Celery's workers run tasks
-    for name in ("dag-processor", "api-server", "triggerer"):
+    for name in ("api-server", "triggerer"):
         assert processes._command(name, 8080, 5000, {})[0].endswith("airflow"), name
+    # The dag-processor forks a process per DAG file: it preloads airloop's parse-time modules only.
+    dag_processor = processes._command("dag-processor", 8080, 5000, {})
+    assert dag_processor[:3] == preload
+    from airloop.ops.runtime.preload import PARSE_PRELOAD, PRELOAD, modules_for
+
+    assert modules_for(dag_processor[3:]) == PARSE_PRELOAD
+    assert modules_for(processes._command("scheduler", 8080, 5000, {})[3:]) == PRELOAD
     assert processes._command("scheduler", 8080, 5000, {"AIRLOOP_PRELOAD": "0"})[0].endswith("airflow")
     with pytest.raises(ValueError, match="AIRLOOP_PRELOAD='maybe'"):
         processes._command("scheduler", 8080, 5000, {"AIRLOOP_PRELOAD": "maybe"})
     # Started this way, the scheduler is still recognised as ours by its command line.
     words = {Path(w).name for w in processes._command("scheduler", 8080, 5000, {})}
     assert all(words & choices for choices in processes._signature("scheduler"))
+
+
+def test_the_dag_processors_preload_is_light_and_reads_the_specs_ahead() -> None:
+    """What parsing processes inherit: airloop's parse-time modules and the validated specs, nothing heavy."""
+    code = (
+        "import sys, threading; from airloop.ops.runtime.preload import PARSE_PRELOAD, preload, warm_specs; "
+        "done = preload(PARSE_PRELOAD); specs = warm_specs(); "
+        "heavy = sorted(m for m in ('great_expectations', 'mlflow', 'sklearn', 'pandas', 'evidently', 'pyarrow') "
+        "if m in sys.modules); "
+        "print(len(done), len(PARSE_PRELOAD), specs, threading.active_count(), ','.join(heavy) or '-')"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120)
+    imported, wanted, specs, threads, heavy = out.stdout.split()[-5:]
+    assert (int(imported), int(threads), heavy) == (int(wanted), 1, "-"), out.stderr[-2000:]
+    assert int(specs) >= 2  # the shipped specs
 
 
 def test_preloading_starts_no_thread_and_refuses_a_command_that_is_not_airflow() -> None:

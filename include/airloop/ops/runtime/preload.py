@@ -8,10 +8,11 @@ modules already imported instead of paying their import again: Great Expectation
 and scikit-learn for each training and scoring, Evidently for each monitor run (seconds each on this 2-core
 machine; ``benchmarks/loop.py`` measures the loop with and without).
 
-Only a process that forks task processes gains from this. The dag-processor and the api-server never run a task,
-so they start plain: DAG files stay light to parse (the parse-time benchmark and tests/dags hold that), and no
-component that users wait on at start-up pays these imports. Importing must not start threads (forking a process
-with threads copies only the forking one): a test holds that for :data:`PRELOAD`.
+Only a process that forks task processes gains from this. The dag-processor never runs a task, but it forks a
+process to parse each DAG file: it starts with :data:`PARSE_PRELOAD` only (airloop's light parse-time modules, and
+the specs read once), never the task libraries, so DAG files stay light to parse (the parse-time benchmark and
+tests/dags hold that). The api-server and the triggerer start plain. Importing must not start threads (forking a
+process with threads copies only the forking one): a test holds that for :data:`PRELOAD` and :data:`PARSE_PRELOAD`.
 """
 
 from __future__ import annotations
@@ -40,6 +41,36 @@ PRELOAD: tuple[str, ...] = (
     "sqlalchemy",
     "airloop.orchestration.tasks",
 )
+
+
+#: What the dag-processor imports before it forks one process per DAG file to parse it: airloop's parse-time
+#: modules, which every DAG file imports (light: tests/dags holds that they load nothing heavy). Without this,
+#: each parse imported them again (about 15 ms of CPU, most of airloop's share of a parse).
+PARSE_PRELOAD: tuple[str, ...] = (
+    "airloop.orchestration.assets",
+    "airloop.orchestration.build",
+    "airloop.orchestration.links",
+    "airloop.orchestration.tasks",
+    "airloop.orchestration.labels_task",
+)
+
+
+def modules_for(args: Sequence[str]) -> tuple[str, ...]:
+    """What to preload for ``airflow <args>``: the parse-time modules for the dag-processor, else the task libraries."""
+    return PARSE_PRELOAD if args[1:2] == ["dag-processor"] else PRELOAD
+
+
+def warm_specs() -> int:
+    """Read and validate the model specs once, so that parsing processes forked from this one reuse them (the
+    cache is keyed by each file's text: a changed spec is read again). A spec that does not validate is left to
+    the DAG file's parse, which reports it as an import error naming the file and the field."""
+    from airloop.orchestration import build
+
+    try:
+        return len(build.model_specs())
+    except Exception as error:  # reported where users look: the DAG files' import errors
+        print(f"airloop preload: specs not read ahead ({type(error).__name__}); the parse will say why", flush=True)
+        return 0
 
 
 def preload(modules: Sequence[str] = PRELOAD) -> dict[str, float]:
@@ -84,9 +115,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = list(sys.argv[1:] if argv is None else argv)
     if not args or Path(args[0]).name != "airflow":
         raise SystemExit("usage: python -m airloop.ops.runtime.preload airflow <component> [args...]")
-    seconds = preload()
+    modules = modules_for(args)
+    seconds = preload(modules)
     total = sum(seconds.values())
-    print(f"airloop preload: {len(seconds)} modules in {total:.1f} s for the task processes this one forks", flush=True)
+    if modules is PARSE_PRELOAD:
+        specs = warm_specs()
+        print(f"airloop preload: {len(seconds)} modules, {specs} specs for the parsing processes", flush=True)
+    else:
+        print(f"airloop preload: {len(seconds)} modules in {total:.1f} s for the task processes it forks", flush=True)
     gate = os.environ.get(GATE_VAR)
     if gate:
         started = time.perf_counter()

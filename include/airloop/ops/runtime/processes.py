@@ -114,7 +114,8 @@ def _command(name: str, api_port: int, mlflow_port: int, env: Mapping[str, str] 
             "--x-frame-options",
             "NONE",
         ]
-    # The processes that fork task processes start with the task libraries imported (preload.py says why).
+    # The processes that fork task processes start with the task libraries imported, and the dag-processor
+    # with airloop's parse-time modules (preload.py says why).
     preload = [sys.executable, "-m", "airloop.ops.runtime.preload"] if settings.preload_enabled(env) else []
     if _is_worker(name):
         concurrency = settings.celery_concurrency(env)
@@ -135,7 +136,8 @@ def _command(name: str, api_port: int, mlflow_port: int, env: Mapping[str, str] 
         "dag-processor": ["dag-processor"],
         "triggerer": ["triggerer", "--skip-serve-logs"],
     }[name]
-    return [*(preload if name == "scheduler" and not _celery(env) else []), _bin("airflow"), *args]
+    forks = name == "dag-processor" or (name == "scheduler" and not _celery(env))  # parses, or tasks
+    return [*(preload if forks else []), _bin("airflow"), *args]
 
 
 def _signature(name: str) -> tuple[frozenset[str], ...]:
