@@ -36,7 +36,7 @@ from benchmarks.common import (
 
 BENCHMARKS: dict[str, Callable[[Path, argparse.Namespace], dict[str, Any]]] = {
     "parse_time": lambda scratch, args: parse_time.run(
-        scratch, repeat=args.repeat, **({"regimes": ("cached",)} if args.smoke else {})
+        scratch, repeat=args.repeat, **({"regimes": ("cached", "forked")} if args.smoke else {})
     ),
     "validation": lambda scratch, args: validation.run(scratch, rows=args.rows or 1_000_000, repeat=args.repeat),
     # At most 5 runs of each batch: a failing call on 1M rows (with its Data Docs) takes seconds, tens when busy.
