@@ -189,7 +189,7 @@ def test_0007_moves_old_layout_rows_on_postgres(services: Services, tmp_path: Pa
 
 
 def test_binary_copy_of_fixed_width_rows_writes_what_sqlalchemys_insert_writes(engine: sa.Engine, monkeypatch) -> None:
-    """Keys of one byte length (time keys, here with a non-ASCII one) go through COPY's binary format."""
+    """Keys of one byte length (time keys, here with a non-ASCII one) take the fixed-width layout."""
     n = 300
     ts = np.asarray(pd.date_range("1969-12-31 23:00:00.000001", periods=n, freq="37s").to_numpy(), dtype="<M8[ns]")
     keys = [f"k{i:05d}" for i in range(n)]
@@ -198,8 +198,10 @@ def test_binary_copy_of_fixed_width_rows_writes_what_sqlalchemys_insert_writes(e
     p[:3] = [5e-324, 1 / 3, 1.7976931348623157e308]
     regression = prediction_sink.ScoredRows(ts, keys, prediction=p)
     classifier = prediction_sink.ScoredRows(ts, keys, predicted_class=["yes", "no!"] * (n // 2), probability=p)
+    column_of = ("prediction", "probability")
     for index, rows in enumerate((regression, classifier)):
-        assert prediction_sink.copy_binary(1, rows) is not None  # the binary path is the one tested
+        columns, _ = prediction_sink.copy_binary(1, rows)
+        assert "row_key" in columns[: columns.index(column_of[index]) + 1]  # the key laid out with the fixed fields
         fast, core = _constants(10 + 2 * index, "1"), _constants(11 + 2 * index, "1")
         with prediction_sink.replacing(engine, fast, 2) as (writes, sink):
             writes.submit(_part(rows, slice(0, 100)))
@@ -215,4 +217,4 @@ def test_binary_copy_of_fixed_width_rows_writes_what_sqlalchemys_insert_writes(e
         column = "prediction" if index == 0 else "probability"
         assert got.set_index("row_key").loc[keys, column].tolist() == p.tolist()  # bit for bit
     varying = prediction_sink.ScoredRows(ts[:2], ["a", "bb"], prediction=p[:2])
-    assert prediction_sink.copy_binary(1, varying) is None  # widths differ: the text format
+    assert prediction_sink.copy_binary(1, varying)[0][-1] == "row_key"  # widths differ: laid out after the others
