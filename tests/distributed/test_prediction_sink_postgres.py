@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import psycopg2
 import pytest
 import sqlalchemy as sa
 from alembic.script import ScriptDirectory
@@ -218,3 +219,68 @@ def test_binary_copy_of_fixed_width_rows_writes_what_sqlalchemys_insert_writes(e
         assert got.set_index("row_key").loc[keys, column].tolist() == p.tolist()  # bit for bit
     varying = prediction_sink.ScoredRows(ts[:2], ["a", "bb"], prediction=p[:2])
     assert prediction_sink.copy_binary(1, varying)[0][-1] == "row_key"  # widths differ: laid out after the others
+
+
+def _regression_rows(n: int, offset: int = 0, version: float = 0.0) -> prediction_sink.ScoredRows:
+    """Rows keyed by integers of varying width (the variable-width layout), predictions ``version + i / 7``."""
+    ts = np.asarray(pd.date_range("2030-01-01", periods=n, freq="min").to_numpy(), dtype="datetime64[ns]")
+    keys = [str(offset + i) for i in range(n)]
+    return prediction_sink.ScoredRows(ts, keys, prediction=version + np.arange(offset, offset + n) / 7)
+
+
+def _heap_order(engine: sa.Engine, partition: str) -> list[tuple[str, float]]:
+    """The partition's rows in the order the table stores them (COPY appends to a new batch's pages in order)."""
+    with engine.connect() as conn:
+        return [
+            (r.row_key, r.prediction)
+            for r in conn.execute(
+                sa.text(
+                    "SELECT r.row_key, r.prediction FROM prediction_rows r JOIN prediction_batches b "
+                    "ON b.id = r.batch_id WHERE b.model = 'm' AND b.partition = :p AND b.role = 'served' "
+                    "ORDER BY r.ctid"
+                ),
+                {"p": partition},
+            )
+        ]
+
+
+def test_chunks_through_the_background_thread_write_every_row_once_in_order(engine: sa.Engine) -> None:
+    constants = _constants(20, "1")
+    sizes = [1, 999, 37, 1000, 0, 250, 3]
+    with prediction_sink.replacing(engine, constants, 2) as (writes, sink):
+        offset = 0
+        for size in sizes:
+            writes.submit(_regression_rows(size, offset))
+            offset += size
+    assert sink.rows == sum(sizes)
+    stored = _heap_order(engine, constants["partition"])
+    assert stored == [(str(i), i / 7) for i in range(sum(sizes))]  # each row once, chunk after chunk
+
+
+def test_a_failure_in_the_middle_leaves_the_partition_as_it_was(engine: sa.Engine) -> None:
+    constants = _constants(21, "1")
+    with prediction_sink.replacing(engine, constants, 2) as (writes, _):
+        writes.submit(_regression_rows(500))
+    before = _heap_order(engine, constants["partition"])
+
+    # the server refuses the second chunk (text cannot hold a NUL character), after the first was copied
+    bad = _regression_rows(10, 5_000, version=100)
+    bad = prediction_sink.ScoredRows(bad.ts, [*bad.row_key[:9], "nul\x00key"], prediction=bad.prediction)
+    with (
+        pytest.raises(psycopg2.DataError, match="0x00"),
+        prediction_sink.replacing(engine, {**constants, "model_version": "2"}, 2) as (writes, _),
+    ):
+        writes.submit(_regression_rows(300, 0, version=100))
+        writes.submit(bad)
+        writes.submit(_regression_rows(300, 300, version=100))
+        writes.finish()
+    # the caller fails after its chunks were written (e.g. the next chunk's predictions are refused)
+    with (
+        pytest.raises(RuntimeError, match="caller"),
+        prediction_sink.replacing(engine, {**constants, "model_version": "3"}, 2) as (writes, _),
+    ):
+        writes.submit(_regression_rows(700, 0, version=200))
+        writes.finish()
+        raise RuntimeError("caller failed mid-partition")
+    assert _heap_order(engine, constants["partition"]) == before
+    assert set(_served(engine, constants["partition"])["model_version"]) == {"1"}
