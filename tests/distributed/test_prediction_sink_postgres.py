@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import psycopg2
+import psycopg2.errors
 import pytest
 import sqlalchemy as sa
 from alembic.script import ScriptDirectory
@@ -284,3 +285,14 @@ def test_a_failure_in_the_middle_leaves_the_partition_as_it_was(engine: sa.Engin
         raise RuntimeError("caller failed mid-partition")
     assert _heap_order(engine, constants["partition"]) == before
     assert set(_served(engine, constants["partition"])["model_version"]) == {"1"}
+
+
+def test_a_null_row_key_is_not_reported_as_two_rows_with_one_key(engine: sa.Engine) -> None:
+    rows = _regression_rows(3)
+    rows = prediction_sink.ScoredRows(rows.ts, ["a", None, "c"], prediction=rows.prediction)  # type: ignore[list-item]
+    with (
+        pytest.raises(psycopg2.errors.NotNullViolation, match="row_key"),
+        prediction_sink.replacing(engine, _constants(22, "1"), 2) as (writes, _),
+    ):
+        writes.submit(rows)
+    assert _served(engine, _constants(22, "1")["partition"]).empty

@@ -107,12 +107,23 @@ def replacing(
             warehouse.finish_batch(conn, batch_id, sink.rows)
     except conflicts as exc:
         # The fast sinks write on the driver's own cursor, so its IntegrityError (PEP 249) arrives unwrapped.
+        if not _unique_violation(exc):
+            raise  # another constraint (e.g. a null where the table has NOT NULL): not two rows with one key
         raise RowKeyConflict(
             f"Partition {constants['partition']} of {constants['model']} has two rows with the same row key "
             f"(table {table.name} is unique on batch_id and row_key; {getattr(exc, 'orig', exc)}); nothing of this "
             "partition was written. It was validated before ingestion checked row keys: re-ingest the interval "
             "(its keys are then checked) or set `source.keys` in the model spec to columns that identify a row."
         ) from None
+
+
+def _unique_violation(exc: BaseException) -> bool:
+    """Whether an integrity error is a unique index refusing a key (SQLSTATE 23505; SQLite: "UNIQUE constraint")."""
+    orig = getattr(exc, "orig", None) or exc
+    code = getattr(orig, "pgcode", None) or getattr(orig, "sqlstate", None)
+    if code:
+        return str(code) == "23505"
+    return "unique" in str(orig).lower()
 
 
 def _driver_integrity_errors(engine: Engine) -> tuple[type[BaseException], ...]:
