@@ -291,3 +291,13 @@ def test_copy_binary_of_one_row_and_of_empty_text():
         rows = sinks.ScoredRows(ts, keys, predicted_class=classes, probability=np.array([0.5]))
         columns, payload = sinks.copy_binary(1, rows)
         assert _decode_copy(columns, payload) == _expected(1, rows)
+
+
+def test_copy_binary_of_no_rows_is_header_and_trailer():
+    ts = np.array([], dtype="datetime64[us]")
+    for rows in (
+        sinks.ScoredRows(ts, [], prediction=np.array([])),
+        sinks.ScoredRows(ts, [], predicted_class=[], probability=np.array([]), probabilities=[]),
+    ):
+        columns, payload = sinks.copy_binary(1, rows)
+        assert columns == ("batch_id", *rows.present()) and _decode_copy(columns, payload) == []

@@ -382,6 +382,8 @@ def copy_binary(batch_id: int, rows: ScoredRows) -> tuple[tuple[str, ...], bytes
     import numpy as np
 
     n = len(rows)
+    if n == 0:
+        return ("batch_id", *rows.present()), _COPY_BINARY_HEADER + _COPY_BINARY_TRAILER
     fields: list[_Field] = [_number("batch_id", np.full(n, batch_id, dtype=">i4"))]
     for name in rows.present():
         if name == "ts":
