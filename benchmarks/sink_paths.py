@@ -3,9 +3,10 @@
 ``python -m benchmarks.sink_paths [--rows N] [--postgres-url URL]``: SQLite (a new WAL-mode file per path) through
 the multi-row INSERT (:class:`SQLiteSink`, the default), the driver's ``executemany`` (``SQLiteSink(...,
 executemany=True)``) and SQLAlchemy Core's insert (:class:`CoreSink`); with ``--postgres-url`` (an empty
-database), Postgres through ``COPY`` (:class:`PostgresCopySink`, its binary and its text format) and Core's
-insert. Each path in the same transaction shape as scoring (batch, rows in chunks of 100k, commit), timed from
-the batch to the commit. Writes ``benchmarks/results/sink_paths.json``.
+database), Postgres through ``COPY`` (:class:`PostgresCopySink`, binary: time keys of one width, and integer keys
+of varying width, the same rows renumbered) and Core's insert. Each path in the same transaction shape as scoring
+(batch, rows in chunks of 100k, commit), timed from the batch to the commit. Writes
+``benchmarks/results/sink_paths.json``.
 """
 
 from __future__ import annotations
@@ -83,25 +84,22 @@ def run(rows: int, postgres_url: str | None) -> dict[str, Any]:
             results["rows_per_s"][name] = rows / _time(engine, make, chunks)
             engine.dispose()
     if postgres_url:
-        binary = sinks.copy_binary
-
-        def text_copy(conn: Any, batch: int, table: Any) -> Any:
-            sinks.copy_binary = lambda *_: None  # the text format for this path (restored after it)
-            return sinks.PostgresCopySink(conn, batch, table)
-
+        numbered = [  # keys of varying width (0, 1, ..., 999999): the variable-width layout
+            sinks.ScoredRows(c.ts, [str(i * CHUNK + j) for j in range(len(c))], prediction=c.prediction)
+            for i, c in enumerate(chunks)
+        ]
         pg_paths = {
-            "postgres COPY binary": sinks.PostgresCopySink,
-            "postgres COPY text": text_copy,
-            "postgres SQLAlchemy Core insert": sinks.CoreSink,
+            "postgres COPY binary": (sinks.PostgresCopySink, chunks),
+            "postgres COPY binary, keys of varying width": (sinks.PostgresCopySink, numbered),
+            "postgres SQLAlchemy Core insert": (sinks.CoreSink, chunks),
         }
-        for name, make in pg_paths.items():
+        for name, (make, pieces) in pg_paths.items():
             engine = sa.create_engine(postgres_url)
             warehouse.ensure_schema(engine)
             with engine.begin() as conn:
                 conn.execute(warehouse.prediction_rows.delete())
                 conn.execute(warehouse.prediction_batches.delete())
-            results["rows_per_s"][name] = rows / _time(engine, make, chunks)
-            sinks.copy_binary = binary
+            results["rows_per_s"][name] = rows / _time(engine, make, pieces)
             engine.dispose()
     for name, value in results["rows_per_s"].items():
         print(f"  {name}: {value:,.0f} rows/s")

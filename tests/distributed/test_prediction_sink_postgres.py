@@ -16,6 +16,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import psycopg2
+import psycopg2.errors
 import pytest
 import sqlalchemy as sa
 from alembic.script import ScriptDirectory
@@ -189,7 +191,7 @@ def test_0007_moves_old_layout_rows_on_postgres(services: Services, tmp_path: Pa
 
 
 def test_binary_copy_of_fixed_width_rows_writes_what_sqlalchemys_insert_writes(engine: sa.Engine, monkeypatch) -> None:
-    """Keys of one byte length (time keys, here with a non-ASCII one) go through COPY's binary format."""
+    """Keys of one byte length (time keys, here with a non-ASCII one) take the fixed-width layout."""
     n = 300
     ts = np.asarray(pd.date_range("1969-12-31 23:00:00.000001", periods=n, freq="37s").to_numpy(), dtype="<M8[ns]")
     keys = [f"k{i:05d}" for i in range(n)]
@@ -198,8 +200,10 @@ def test_binary_copy_of_fixed_width_rows_writes_what_sqlalchemys_insert_writes(e
     p[:3] = [5e-324, 1 / 3, 1.7976931348623157e308]
     regression = prediction_sink.ScoredRows(ts, keys, prediction=p)
     classifier = prediction_sink.ScoredRows(ts, keys, predicted_class=["yes", "no!"] * (n // 2), probability=p)
+    column_of = ("prediction", "probability")
     for index, rows in enumerate((regression, classifier)):
-        assert prediction_sink.copy_binary(1, rows) is not None  # the binary path is the one tested
+        columns, _ = prediction_sink.copy_binary(1, rows)
+        assert "row_key" in columns[: columns.index(column_of[index]) + 1]  # the key laid out with the fixed fields
         fast, core = _constants(10 + 2 * index, "1"), _constants(11 + 2 * index, "1")
         with prediction_sink.replacing(engine, fast, 2) as (writes, sink):
             writes.submit(_part(rows, slice(0, 100)))
@@ -215,4 +219,80 @@ def test_binary_copy_of_fixed_width_rows_writes_what_sqlalchemys_insert_writes(e
         column = "prediction" if index == 0 else "probability"
         assert got.set_index("row_key").loc[keys, column].tolist() == p.tolist()  # bit for bit
     varying = prediction_sink.ScoredRows(ts[:2], ["a", "bb"], prediction=p[:2])
-    assert prediction_sink.copy_binary(1, varying) is None  # widths differ: the text format
+    assert prediction_sink.copy_binary(1, varying)[0][-1] == "row_key"  # widths differ: laid out after the others
+
+
+def _regression_rows(n: int, offset: int = 0, version: float = 0.0) -> prediction_sink.ScoredRows:
+    """Rows keyed by integers of varying width (the variable-width layout), predictions ``version + i / 7``."""
+    ts = np.asarray(pd.date_range("2030-01-01", periods=n, freq="min").to_numpy(), dtype="datetime64[ns]")
+    keys = [str(offset + i) for i in range(n)]
+    return prediction_sink.ScoredRows(ts, keys, prediction=version + np.arange(offset, offset + n) / 7)
+
+
+def _heap_order(engine: sa.Engine, partition: str) -> list[tuple[str, float]]:
+    """The partition's rows in the order the table stores them (COPY appends to a new batch's pages in order)."""
+    with engine.connect() as conn:
+        return [
+            (r.row_key, r.prediction)
+            for r in conn.execute(
+                sa.text(
+                    "SELECT r.row_key, r.prediction FROM prediction_rows r JOIN prediction_batches b "
+                    "ON b.id = r.batch_id WHERE b.model = 'm' AND b.partition = :p AND b.role = 'served' "
+                    "ORDER BY r.ctid"
+                ),
+                {"p": partition},
+            )
+        ]
+
+
+def test_chunks_through_the_background_thread_write_every_row_once_in_order(engine: sa.Engine) -> None:
+    constants = _constants(20, "1")
+    sizes = [1, 999, 37, 1000, 0, 250, 3]
+    with prediction_sink.replacing(engine, constants, 2) as (writes, sink):
+        offset = 0
+        for size in sizes:
+            writes.submit(_regression_rows(size, offset))
+            offset += size
+    assert sink.rows == sum(sizes)
+    stored = _heap_order(engine, constants["partition"])
+    assert stored == [(str(i), i / 7) for i in range(sum(sizes))]  # each row once, chunk after chunk
+
+
+def test_a_failure_in_the_middle_leaves_the_partition_as_it_was(engine: sa.Engine) -> None:
+    constants = _constants(21, "1")
+    with prediction_sink.replacing(engine, constants, 2) as (writes, _):
+        writes.submit(_regression_rows(500))
+    before = _heap_order(engine, constants["partition"])
+
+    # the server refuses the second chunk (text cannot hold a NUL character), after the first was copied
+    bad = _regression_rows(10, 5_000, version=100)
+    bad = prediction_sink.ScoredRows(bad.ts, [*bad.row_key[:9], "nul\x00key"], prediction=bad.prediction)
+    with (
+        pytest.raises(psycopg2.DataError, match="0x00"),
+        prediction_sink.replacing(engine, {**constants, "model_version": "2"}, 2) as (writes, _),
+    ):
+        writes.submit(_regression_rows(300, 0, version=100))
+        writes.submit(bad)
+        writes.submit(_regression_rows(300, 300, version=100))
+        writes.finish()
+    # the caller fails after its chunks were written (e.g. the next chunk's predictions are refused)
+    with (
+        pytest.raises(RuntimeError, match="caller"),
+        prediction_sink.replacing(engine, {**constants, "model_version": "3"}, 2) as (writes, _),
+    ):
+        writes.submit(_regression_rows(700, 0, version=200))
+        writes.finish()
+        raise RuntimeError("caller failed mid-partition")
+    assert _heap_order(engine, constants["partition"]) == before
+    assert set(_served(engine, constants["partition"])["model_version"]) == {"1"}
+
+
+def test_a_null_row_key_is_not_reported_as_two_rows_with_one_key(engine: sa.Engine) -> None:
+    rows = _regression_rows(3)
+    rows = prediction_sink.ScoredRows(rows.ts, ["a", None, "c"], prediction=rows.prediction)  # type: ignore[list-item]
+    with (
+        pytest.raises(psycopg2.errors.NotNullViolation, match="row_key"),
+        prediction_sink.replacing(engine, _constants(22, "1"), 2) as (writes, _),
+    ):
+        writes.submit(rows)
+    assert _served(engine, _constants(22, "1")["partition"]).empty

@@ -214,3 +214,90 @@ def test_background_write_failure_is_raised_in_the_caller_and_later_writes_are_s
             writes.submit(np.array([i]), np.array([0.0]))
         writes.finish()
     assert written == [0]  # chunks queued after the failed one never reached the database
+
+
+# --- Postgres COPY's binary payload, decoded here as the server reads it (PostgreSQL docs, "COPY: Binary Format") ---
+
+AWKWARD = ["plain", "tab\there", "new\nline", "back\\slash", "\\N", "cr\rx", 'it\'s "q" é', "", "日本"]
+
+
+def _decode_copy(columns: tuple[str, ...], payload: bytes) -> list[dict]:
+    """Every row of a binary COPY payload as {column: value}: int4, int8 (ts), float8, UTF-8 text; None for -1."""
+    import struct
+
+    kinds = {"batch_id": ">i", "ts": ">q", "prediction": ">d", "probability": ">d"}
+    assert payload[:19] == b"PGCOPY\n\xff\r\n\x00" + bytes(8)
+    assert payload[-2:] == b"\xff\xff"
+    at, rows = 19, []
+    while at < len(payload) - 2:
+        (count,) = struct.unpack_from(">h", payload, at)
+        assert count == len(columns)
+        at += 2
+        row = {}
+        for name in columns:
+            (length,) = struct.unpack_from(">i", payload, at)
+            at += 4
+            if length == -1:
+                row[name] = None
+                continue
+            raw = payload[at : at + length]
+            at += length
+            row[name] = struct.unpack(kinds[name], raw)[0] if name in kinds else raw.decode("utf-8")
+        rows.append(row)
+    assert at == len(payload) - 2  # nothing left over between the last row and the trailer
+    return rows
+
+
+def _expected(batch_id: int, rows: sinks.ScoredRows) -> list[dict]:
+    columns = {"ts": sinks.epoch_micros(rows.ts)} | {n: sinks._values(rows, n) for n in rows.present() if n != "ts"}
+    return [{"batch_id": batch_id, **dict(zip(columns, v, strict=True))} for v in zip(*columns.values(), strict=True)]
+
+
+@pytest.mark.parametrize("layout", ["fixed-width time keys", "varying keys", "classifier with nulls", "non-ASCII"])
+def test_copy_binary_round_trips_every_column_type(layout):
+    n = 257
+    ts = np.asarray(pd.date_range("1969-12-31 23:59:58.5", periods=n, freq="3701ms").to_numpy(), dtype="<M8[ns]")
+    ts[3] += np.timedelta64(999, "ns")  # nanoseconds dropped, as the other sinks drop them
+    p = np.random.default_rng(0).random(n) * 1e3
+    p[:4] = [5e-324, 1 / 3, 1.7976931348623157e308, -0.0]
+    if layout == "fixed-width time keys":
+        keys = pd.Series(pd.to_datetime(ts)).dt.strftime("%Y-%m-%dT%H:%M:%SZ").tolist()
+        rows = sinks.ScoredRows(ts, keys, prediction=p)
+    elif layout == "varying keys":
+        rows = sinks.ScoredRows(ts, [str(i * 37) for i in range(n)], prediction=p)
+    elif layout == "classifier with nulls":
+        classes = [AWKWARD[i % len(AWKWARD)] for i in range(n)]
+        texts = [None if i % 3 else f'{{"a\\tb": {v!r}}}' for i, v in enumerate(p.tolist())]
+        keys = [f'["{AWKWARD[i % len(AWKWARD)]}",{i}]' for i in range(n)]
+        rows = sinks.ScoredRows(ts, keys, predicted_class=classes, probability=p, probabilities=texts)
+    else:  # every key 6 bytes in UTF-8 but not 6 characters: must not be laid out by character count
+        keys = ["kéé0" if i % 2 else f"k{i:05d}" for i in range(n)]
+        rows = sinks.ScoredRows(ts, keys, predicted_class=["é"] * n, probability=p)
+    columns, payload = sinks.copy_binary(12345, rows)
+    assert columns[0] == "batch_id" and set(columns) == {"batch_id", *rows.present()}
+    got = _decode_copy(columns, payload)
+    expected = _expected(12345, rows)
+    assert len(got) == n
+    for g, e in zip(got, expected, strict=True):
+        assert g == e
+        for name in ("prediction", "probability"):  # bit for bit, -0.0 included
+            if e.get(name) is not None:
+                assert np.float64(g[name]).tobytes() == np.float64(e[name]).tobytes()
+
+
+def test_copy_binary_of_one_row_and_of_empty_text():
+    ts = np.array(["2030-01-01T00:00:00"], dtype="datetime64[us]")
+    for keys, classes in ((["k"], [""]), ([""], ["x"])):
+        rows = sinks.ScoredRows(ts, keys, predicted_class=classes, probability=np.array([0.5]))
+        columns, payload = sinks.copy_binary(1, rows)
+        assert _decode_copy(columns, payload) == _expected(1, rows)
+
+
+def test_copy_binary_of_no_rows_is_header_and_trailer():
+    ts = np.array([], dtype="datetime64[us]")
+    for rows in (
+        sinks.ScoredRows(ts, [], prediction=np.array([])),
+        sinks.ScoredRows(ts, [], predicted_class=[], probability=np.array([]), probabilities=[]),
+    ):
+        columns, payload = sinks.copy_binary(1, rows)
+        assert columns == ("batch_id", *rows.present()) and _decode_copy(columns, payload) == []

@@ -81,6 +81,48 @@ def test_lake_rows_hold_time_key_outputs_and_provenance_with_one_type_per_column
     assert list(classified.dtypes) == list(rows.dtypes)  # a partition's chunks agree on their schema
 
 
+@pytest.mark.parametrize("task", ["regression", "binary", "multiclass"])
+def test_lake_rows_are_the_frame_pandas_builds_from_plain_values(task):
+    """The arrays built directly (no per-element pd.array) are the ones pd.array makes: same values, NA, dtypes and
+    the same content digest (pandas' row hashes)."""
+    n = 1_001
+    ts = pd.Series(pd.date_range("1969-12-31 23:00", periods=n, freq="37s", tz="UTC"))
+    keys = [f"k{i}" for i in range(n)]
+    p = np.random.default_rng(0).random(n)
+    p[:3] = [-0.0, 5e-324, 1.0]
+    labels = ["no", "yes"] * (n // 2) + ["no"]
+    outputs = {
+        "regression": Outputs(prediction=p),
+        "binary": Outputs(predicted_class=labels, probability=p),
+        "multiclass": Outputs(predicted_class=labels, probability=p, probabilities=[json.dumps({"x": v}) for v in p]),
+    }[task]
+    provenance = scoring.provenance_of(PINNED, "d" * 64)
+    got = scoring.lake_rows(ts, keys, outputs, provenance)
+
+    def plain(values, dtype):
+        return pd.array([None] * n if values is None else list(values), dtype=dtype)
+
+    expected = pd.DataFrame(
+        {
+            "ts": ts,
+            "row_key": plain(keys, "string"),
+            "prediction": plain(outputs.prediction, "Float64"),
+            "predicted_class": plain(outputs.predicted_class, "string"),
+            "probability": plain(outputs.probability, "Float64"),
+            "probabilities": plain(outputs.probabilities, "string"),
+            **provenance,
+        }
+    )
+    pd.testing.assert_frame_equal(got, expected)
+    assert pd.util.hash_pandas_object(got, index=False).equals(pd.util.hash_pandas_object(expected, index=False))
+    for name in ("prediction", "probability"):  # bit for bit, -0.0 kept
+        if getattr(outputs, name) is not None:
+            assert got[name].to_numpy(dtype=np.float64).tobytes() == p.tobytes()
+    if outputs.prediction is not None:
+        outputs.prediction[0] = 99.0  # the lake's frame shares no memory with the outputs the sink also gets
+        assert got["prediction"][0] == 0.0
+
+
 @pytest.mark.parametrize(
     ("proba", "positive", "threshold", "expected", "probability"),
     [

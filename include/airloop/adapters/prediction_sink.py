@@ -107,12 +107,23 @@ def replacing(
             warehouse.finish_batch(conn, batch_id, sink.rows)
     except conflicts as exc:
         # The fast sinks write on the driver's own cursor, so its IntegrityError (PEP 249) arrives unwrapped.
+        if not _unique_violation(exc):
+            raise  # another constraint (e.g. a null where the table has NOT NULL): not two rows with one key
         raise RowKeyConflict(
             f"Partition {constants['partition']} of {constants['model']} has two rows with the same row key "
             f"(table {table.name} is unique on batch_id and row_key; {getattr(exc, 'orig', exc)}); nothing of this "
             "partition was written. It was validated before ingestion checked row keys: re-ingest the interval "
             "(its keys are then checked) or set `source.keys` in the model spec to columns that identify a row."
         ) from None
+
+
+def _unique_violation(exc: BaseException) -> bool:
+    """Whether an integrity error is a unique index refusing a key (SQLSTATE 23505; SQLite: "UNIQUE constraint")."""
+    orig = getattr(exc, "orig", None) or exc
+    code = getattr(orig, "pgcode", None) or getattr(orig, "sqlstate", None)
+    if code:
+        return str(code) == "23505"
+    return "unique" in str(orig).lower()
 
 
 def _driver_integrity_errors(engine: Engine) -> tuple[type[BaseException], ...]:
@@ -159,13 +170,7 @@ def sink_for(conn: Connection, batch_id: int, rows_table: sa.Table | None = None
 def epoch_micros(ts: np.ndarray) -> list[int]:
     """Naive UTC ``datetime64`` values as integer microseconds since 1970 (what ``prediction_rows.ts`` holds);
     nanoseconds are dropped (rounding down, as ``datetime.microsecond`` drops them)."""
-    import numpy as np
-
-    if np.datetime_data(ts.dtype)[0] == "ns":  # numpy's own ns -> us cast overflows near 1677; floor division does not
-        micros = ts.view(np.int64) // 1000
-    else:
-        micros = ts.astype("datetime64[us]").astype(np.int64)
-    result: list[int] = micros.tolist()
+    result: list[int] = epoch_micros_array(ts).tolist()
     return result
 
 
@@ -295,31 +300,30 @@ class SQLiteSink:
         return f"INSERT INTO {self._table} ({names}) VALUES ({int(self._batch_id)},{marks})"
 
 
-#: COPY's text format: these characters in a text value are written as backslash escapes.
-_COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
-
-
 class PostgresCopySink:
-    """Postgres through psycopg2's ``copy_expert``: each chunk one ``COPY <table> (...) FROM STDIN``, built in memory
-    per chunk (so memory stays bounded by the chunk) and streamed to the server: in the binary format when every
-    row has the same width (:func:`copy_binary`: keys of one length, as time keys are), else as tab-separated text.
-    Measured in the same run as the SQLite figures above: binary 220k rows/s, text 125k, SQLAlchemy Core 15k.
+    """Postgres through psycopg2's ``copy_expert``: each chunk one ``COPY <table> (...) FROM STDIN WITH (FORMAT
+    binary)``, built in memory by numpy per chunk (:func:`copy_binary`; memory stays bounded by the chunk) and handed
+    to the driver in one block.
 
-    Written by hand because SQLAlchemy has no COPY; psycopg2's ``copy_from``/``copy_expert`` take the text as it is.
-    The text format is Postgres' own: ``\\N`` for null (the columns a chunk has no values for are left out of the
-    column list instead, and are null), backslash escapes for tab, newline, carriage return and backslash in text,
-    floats as Python's ``repr`` (the shortest text that reads back as the same double) and times as integer
-    microseconds.
+    Written by hand because SQLAlchemy has no COPY. Binary saves what dominates COPY's text format on both sides:
+    formatting floats (``repr``) here and parsing them on the server. Measured in one run on a busy 2-core machine
+    (2026-12-07, ``python -m benchmarks.sink_paths``, 1M regression rows): binary 220k rows/s, text 125k, SQLAlchemy
+    Core 15k. Until 2026-12-07 only rows of one width went binary (others, e.g. integer or multi-column keys, took
+    the text format); :func:`copy_binary` now builds rows of any width, with nulls, vectorised.
+
+    The whole chunk goes to ``copy_expert`` as one read (``size`` = the payload's length): with psycopg2's default of
+    8 KB, a 100k-row chunk is several hundred ``read`` calls, each taking the GIL back from the predicting thread
+    (no difference was measurable on the busy 2-core machine; it is never more work).
     """
 
-    describe = "Postgres COPY"
+    describe = "Postgres COPY (binary)"
 
     def __init__(self, conn: Connection, batch_id: int, rows_table: sa.Table) -> None:
         driver: Any = conn.connection.driver_connection  # psycopg2's connection (checked by unusable())
         self._cursor = driver.cursor()
         self._quote = conn.dialect.identifier_preparer.quote
         self._table = self._quote(rows_table.name)
-        self._batch = str(int(batch_id))
+        self._batch_id = int(batch_id)
         self.rows = 0
 
     @classmethod
@@ -333,25 +337,12 @@ class PostgresCopySink:
     def write(self, rows: ScoredRows) -> None:
         import io
 
-        present = rows.present()
-        names = ", ".join(self._quote(c) for c in ("batch_id", *present))
-        binary = copy_binary(int(self._batch), rows)
-        if binary is not None:
-            self._cursor.copy_expert(
-                f"COPY {self._table} ({names}) FROM STDIN WITH (FORMAT binary)", io.BytesIO(binary)
-            )
-            self.rows += len(rows)
+        if len(rows) == 0:
             return
-        columns: list[list[str]] = [[self._batch] * len(rows)]
-        for name in present:
-            if name == "ts":
-                columns.append(list(map(str, epoch_micros(rows.ts))))
-            elif name in ("prediction", "probability"):
-                columns.append(list(map(repr, _values(rows, name))))
-            else:
-                columns.append(copy_text(_values(rows, name)))
-        text = "\n".join(map("\t".join, zip(*columns, strict=True)))
-        self._cursor.copy_expert(f"COPY {self._table} ({names}) FROM STDIN", io.StringIO(text + "\n"))
+        columns, payload = copy_binary(self._batch_id, rows)
+        names = ", ".join(self._quote(c) for c in columns)
+        sql = f"COPY {self._table} ({names}) FROM STDIN WITH (FORMAT binary)"
+        self._cursor.copy_expert(sql, io.BytesIO(payload), size=len(payload))
         self.rows += len(rows)
 
 
@@ -361,60 +352,124 @@ _COPY_BINARY_HEADER = b"PGCOPY\n\xff\r\n\x00" + b"\x00\x00\x00\x00" + b"\x00\x00
 _COPY_BINARY_TRAILER = b"\xff\xff"
 
 
-def copy_binary(batch_id: int, rows: ScoredRows) -> bytes | None:
-    """A chunk in COPY's binary format, built by numpy as one fixed-width record per row; None when a row's width
-    varies (a text column whose values differ in length, or a null in one): the text format is used then.
+@dataclass(frozen=True)
+class _Field:
+    """One column of a chunk in COPY's binary format: each row's value length (-1: null) and the value bytes.
 
-    Binary saves what dominates the text format on both sides: formatting floats (``repr``) here and parsing
-    them on the server. Fields are big-endian: the field count (int16), then per field its length (int32) and its
+    ``fixed``: every row's value as one row of an ``(n, width)`` uint8 array (no nulls); else ``data`` holds the
+    non-null values' bytes one after the other, in row order.
+    """
+
+    name: str
+    lengths: np.ndarray
+    fixed: np.ndarray | None = None
+    data: np.ndarray | None = None
+
+
+def copy_binary(batch_id: int, rows: ScoredRows) -> tuple[tuple[str, ...], bytes]:
+    """A chunk in COPY's binary format: the column list (for ``COPY t (...)``) and the payload, built by numpy.
+
+    Per row (big-endian): the field count (int16), then per field its length (int32; -1 for null, no value) and its
     value: ``batch_id`` int4, ``ts`` int8 microseconds, floats float8, text UTF-8 bytes. The columns must be the
-    row table's types: ``Integer``, ``BigInteger`` (``UtcMicros``), ``Float`` (double precision) and ``Text``.
+    row table's types: ``Integer``, ``BigInteger`` (``UtcMicros``), ``Float`` (double precision) and ``Text``. The
+    columns a chunk has no values for are left out of the list (null in every row).
+
+    Fields of one width in every row (numbers, and text whose values all have one byte length, as time keys do)
+    come first in the column list and are laid out as fixed-width byte rows; text of varying width (or with nulls)
+    follows, its bytes scattered into place with index arithmetic, so no Python code runs per row except the
+    ``len``/``encode`` of each text value.
     """
     import numpy as np
 
     n = len(rows)
     if n == 0:
-        return None
-    present = rows.present()
-    layout: list[tuple[str, str, Any]] = [("batch_id", ">i4", np.full(n, batch_id, dtype=">i4"))]
-    for name in present:
+        return ("batch_id", *rows.present()), _COPY_BINARY_HEADER + _COPY_BINARY_TRAILER
+    fields: list[_Field] = [_number("batch_id", np.full(n, batch_id, dtype=">i4"))]
+    for name in rows.present():
         if name == "ts":
-            micros = rows.ts.view(np.int64) // 1000 if np.datetime_data(rows.ts.dtype)[0] == "ns" else None
-            if micros is None:
-                micros = rows.ts.astype("datetime64[us]").astype(np.int64)
-            layout.append((name, ">i8", micros))
+            fields.append(_number(name, np.asarray(epoch_micros_array(rows.ts), dtype=">i8")))
         elif name in ("prediction", "probability"):
-            layout.append((name, ">f8", np.asarray(getattr(rows, name), dtype=np.float64)))
+            fields.append(_number(name, np.asarray(getattr(rows, name), dtype=">f8")))
         else:
-            values = getattr(rows, name)
-            if any(v is None for v in values):
-                return None
-            encoded = [v.encode() for v in values]
-            width = len(encoded[0])
-            if width == 0 or any(len(v) != width for v in encoded):
-                return None  # numpy's fixed-width bytes would also drop a value's trailing NUL bytes: none in text
-            layout.append((name, f"S{width}", np.array(encoded, dtype=f"S{width}")))
-    dtype = [("fields", ">i2")]
-    for name, kind, _ in layout:
-        dtype += [(f"{name}_len", ">i4"), (name, kind)]
-    record = np.empty(n, dtype=np.dtype(dtype))  # packed: no alignment padding between fields
-    record["fields"] = len(layout)
-    for name, kind, values in layout:
-        record[f"{name}_len"] = np.dtype(kind).itemsize
-        record[name] = values
-    return _COPY_BINARY_HEADER + record.tobytes() + _COPY_BINARY_TRAILER
+            fields.append(_text_field(name, list(getattr(rows, name))))
+    fields.sort(key=lambda f: f.fixed is None)  # fixed-width first (stable: otherwise in VARYING order)
+    fixed = [f for f in fields if f.fixed is not None]
+    varying = [f for f in fields if f.fixed is None]
+
+    def be(values: np.ndarray, dtype: str) -> np.ndarray:
+        return np.ascontiguousarray(values, dtype=dtype).view(np.uint8).reshape(n, -1)
+
+    count = np.full(n, len(fields), dtype=">i2")
+    blocks = [be(count, ">i2")]
+    for f in fixed:
+        assert f.fixed is not None
+        blocks += [be(f.lengths, ">i4"), f.fixed]
+    prefix = np.hstack(blocks)  # (n, fixed width): every row's fixed-width part
+    columns = tuple(f.name for f in fields)
+    if not varying:
+        return columns, _COPY_BINARY_HEADER + prefix.tobytes() + _COPY_BINARY_TRAILER
+
+    sizes = [np.maximum(f.lengths, 0).astype(np.int64) for f in varying]
+    row_bytes = prefix.shape[1] + 4 * len(varying) + sum(sizes)
+    ends = np.cumsum(row_bytes)
+    starts = len(_COPY_BINARY_HEADER) + ends - row_bytes
+    out = np.empty(len(_COPY_BINARY_HEADER) + int(ends[-1]) + len(_COPY_BINARY_TRAILER), dtype=np.uint8)
+    out[: len(_COPY_BINARY_HEADER)] = np.frombuffer(_COPY_BINARY_HEADER, dtype=np.uint8)
+    out[-len(_COPY_BINARY_TRAILER) :] = np.frombuffer(_COPY_BINARY_TRAILER, dtype=np.uint8)
+    out[starts[:, None] + np.arange(prefix.shape[1])] = prefix
+    at = starts + prefix.shape[1]  # where each row's next field starts
+    for f, size in zip(varying, sizes, strict=True):
+        out[at[:, None] + np.arange(4)] = be(f.lengths, ">i4")
+        at += 4
+        assert f.data is not None
+        if len(f.data):
+            # byte j of the values' concatenation goes to its row's value position plus its offset in the value
+            offsets = np.cumsum(size) - size
+            out[np.repeat(at - offsets, size) + np.arange(len(f.data))] = f.data
+        at += size
+    return columns, out.tobytes()
 
 
-def copy_text(values: list[Any]) -> list[str]:
-    """Text values for COPY's text format: escaped when one holds a backslash, tab, newline or carriage return
-    (checked once for the whole chunk, so clean text costs one join), ``\\N`` for None."""
-    present = [v for v in values if v is not None]
+def _number(name: str, values: np.ndarray) -> _Field:
+    """A numeric column (already big-endian) as a fixed-width field."""
+    import numpy as np
+
+    n, width = len(values), values.dtype.itemsize
+    raw = np.ascontiguousarray(values).view(np.uint8).reshape(n, width)
+    return _Field(name, np.full(n, width, dtype=np.int32), fixed=raw)
+
+
+def _text_field(name: str, values: list[str | None]) -> _Field:
+    """A text column as UTF-8 bytes: fixed-width when every value has one byte length and none is null."""
+    import numpy as np
+
+    n = len(values)
+    nulls = values.count(None)
+    present: list[str] = values if not nulls else [v for v in values if v is not None]  # type: ignore[assignment]
     joined = "".join(present)
-    if "\\" in joined or "\t" in joined or "\n" in joined or "\r" in joined:
-        values = [None if v is None else v.translate(_COPY_ESCAPES) for v in values]
-    if len(present) < len(values):
-        return ["\\N" if v is None else v for v in values]
-    return values
+    if joined.isascii():  # one byte per character: the lengths are the strings' own (no encoding per value)
+        data = np.frombuffer(joined.encode("ascii"), dtype=np.uint8)
+        sizes = np.fromiter(map(len, present), dtype=np.int32, count=len(present))
+    else:
+        encoded = [v.encode() for v in present]
+        data = np.frombuffer(b"".join(encoded), dtype=np.uint8)
+        sizes = np.fromiter(map(len, encoded), dtype=np.int32, count=len(present))
+    if nulls:
+        lengths = np.full(n, -1, dtype=np.int32)
+        lengths[np.fromiter((v is not None for v in values), dtype=bool, count=n)] = sizes
+        return _Field(name, lengths, data=data)
+    if n and sizes.min() == sizes.max():
+        return _Field(name, sizes, fixed=data.reshape(n, int(sizes[0])))
+    return _Field(name, sizes, data=data)
+
+
+def epoch_micros_array(ts: np.ndarray) -> np.ndarray:
+    """:func:`epoch_micros` as an int64 array."""
+    import numpy as np
+
+    if np.datetime_data(ts.dtype)[0] == "ns":  # numpy's own ns -> us cast overflows near 1677; floor division does not
+        return ts.view(np.int64) // 1000
+    return ts.astype("datetime64[us]").astype(np.int64)
 
 
 def _values(rows: ScoredRows, name: str) -> list[Any]:
