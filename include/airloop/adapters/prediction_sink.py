@@ -396,19 +396,25 @@ def copy_binary(batch_id: int, rows: ScoredRows) -> tuple[tuple[str, ...], bytes
     fixed = [f for f in fields if f.fixed is not None]
     varying = [f for f in fields if f.fixed is None]
 
-    def be(values: np.ndarray, dtype: str) -> np.ndarray:
-        return np.ascontiguousarray(values, dtype=dtype).view(np.uint8).reshape(n, -1)
-
     count = np.full(n, len(fields), dtype=">i2")
-    blocks = [be(count, ">i2")]
+    blocks = [_big_endian_bytes(count, ">i2", n)]
     for f in fixed:
         assert f.fixed is not None
-        blocks += [be(f.lengths, ">i4"), f.fixed]
+        blocks += [_big_endian_bytes(f.lengths, ">i4", n), f.fixed]
     prefix = np.hstack(blocks)  # (n, fixed width): every row's fixed-width part
     columns = tuple(f.name for f in fields)
     if not varying:
         return columns, _COPY_BINARY_HEADER + prefix.tobytes() + _COPY_BINARY_TRAILER
 
+    return columns, _with_varying(prefix, varying)
+
+
+def _with_varying(prefix: np.ndarray, varying: list[_Field]) -> bytes:
+    """The whole payload: each row's fixed-width part (``prefix``, one row per row) followed by its varying-width
+    text fields (length, then bytes), scattered into one buffer with index arithmetic."""
+    import numpy as np
+
+    n = prefix.shape[0]
     sizes = [np.maximum(f.lengths, 0).astype(np.int64) for f in varying]
     row_bytes = prefix.shape[1] + 4 * len(varying) + sum(sizes)
     ends = np.cumsum(row_bytes)
@@ -419,7 +425,7 @@ def copy_binary(batch_id: int, rows: ScoredRows) -> tuple[tuple[str, ...], bytes
     out[starts[:, None] + np.arange(prefix.shape[1])] = prefix
     at = starts + prefix.shape[1]  # where each row's next field starts
     for f, size in zip(varying, sizes, strict=True):
-        out[at[:, None] + np.arange(4)] = be(f.lengths, ">i4")
+        out[at[:, None] + np.arange(4)] = _big_endian_bytes(f.lengths, ">i4", n)
         at += 4
         assert f.data is not None
         if len(f.data):
@@ -427,7 +433,14 @@ def copy_binary(batch_id: int, rows: ScoredRows) -> tuple[tuple[str, ...], bytes
             offsets = np.cumsum(size) - size
             out[np.repeat(at - offsets, size) + np.arange(len(f.data))] = f.data
         at += size
-    return columns, out.tobytes()
+    return bytes(out.tobytes())
+
+
+def _big_endian_bytes(values: np.ndarray, dtype: str, n: int) -> np.ndarray:
+    """``values`` as ``dtype`` (big-endian), one row of bytes per value."""
+    import numpy as np
+
+    return np.ascontiguousarray(values, dtype=dtype).view(np.uint8).reshape(n, -1)
 
 
 def _number(name: str, values: np.ndarray) -> _Field:

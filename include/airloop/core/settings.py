@@ -135,6 +135,12 @@ PRELOAD = _setting(
 WORKER_NAME = _setting(
     "AIRLOOP_WORKER_NAME", "", "Set by the runtime in each Celery worker: its name, part of the task's hostname."
 )
+PRELOAD_GATE = _setting(
+    "AIRLOOP_PRELOAD_GATE",
+    "",
+    "Set by the runtime in a preloading component started while the metadata DB migrates: the file saying when "
+    "Airflow may start (ok) or why not.",
+)
 # --- other tools' variables airloop reads -------------------------------------------------------------------
 MLFLOW_TRACKING_URI = _setting(
     "MLFLOW_TRACKING_URI", "", "Tracking and registry store (unset: SQLite under $AIRLOOP_HOME/mlflow).", "MLflow"
@@ -408,6 +414,12 @@ def preload_enabled(env: Mapping[str, str] | None = None) -> bool:
     if raw not in ("0", "1", "true", "false"):
         raise ValueError(f"{PRELOAD.name}={raw!r}: expected 1 (preload, the default) or 0 (off)")
     return raw in ("1", "true")
+
+
+def preload_gate() -> Path | None:
+    """The gate file a preloading component waits for before Airflow starts (``AIRLOOP_PRELOAD_GATE``), if any."""
+    raw = PRELOAD_GATE.raw()
+    return Path(raw) if raw else None
 
 
 def worker_name() -> str | None:

@@ -6,7 +6,7 @@ import os
 from collections.abc import Mapping
 
 from airloop.core import settings
-from airloop.core.settings import paths
+from airloop.core.settings import Paths, paths
 from airloop.ops.runtime.credentials import PASSWORDS_FILE, _jwt_secret
 
 HOST = "127.0.0.1"
@@ -80,7 +80,35 @@ def airflow_env(base: Mapping[str, str] | None = None) -> dict[str, str]:
     users = _checked_users(env)
     api_url = _base_url(api_port)
 
-    defaults = {
+    defaults = _airflow_defaults(p, users, api_url, api_port)
+    for key, value in defaults.items():
+        env.setdefault(key, value)
+    if not env.get("AIRFLOW__API_AUTH__JWT_SECRET"):
+        env["AIRFLOW__API_AUTH__JWT_SECRET"] = _jwt_secret(p.run)
+
+    env.update(
+        {
+            "AIRFLOW_HOME": str(p.airflow_home),
+            settings.HOME.name: str(p.home),
+            settings.PROJECT_DIR.name: str(p.project),
+            AIRFLOW_PORT_VAR: str(api_port),
+            MLFLOW_PORT_VAR: str(mlflow_port),
+            "MLFLOW_TRACKING_URI": _base_url(mlflow_port),
+            "MLFLOW_DISABLE_TELEMETRY": "true",
+            "DO_NOT_TRACK": "true",
+            "GX_ANALYTICS_ENABLED": "False",
+        }
+    )
+    # Local calls (task -> execution API, task -> MLflow) must never go through an HTTP proxy.
+    for var in ("NO_PROXY", "no_proxy"):
+        present = [h for h in env.get(var, "").split(",") if h.strip()]
+        env[var] = ",".join(present + [h for h in (HOST, "localhost") if h not in present])
+    return env
+
+
+def _airflow_defaults(p: Paths, users: str, api_url: str, api_port: int) -> dict[str, str]:
+    """airloop's defaults for Airflow's settings in the embedded runtime (an exported ``AIRFLOW__*`` wins)."""
+    return {
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
         "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
         "AIRFLOW__CORE__PARALLELISM": "4",
@@ -106,26 +134,3 @@ def airflow_env(base: Mapping[str, str] | None = None) -> dict[str, str]:
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": users,
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(p.airflow_home / PASSWORDS_FILE),
     }
-    for key, value in defaults.items():
-        env.setdefault(key, value)
-    if not env.get("AIRFLOW__API_AUTH__JWT_SECRET"):
-        env["AIRFLOW__API_AUTH__JWT_SECRET"] = _jwt_secret(p.run)
-
-    env.update(
-        {
-            "AIRFLOW_HOME": str(p.airflow_home),
-            settings.HOME.name: str(p.home),
-            settings.PROJECT_DIR.name: str(p.project),
-            AIRFLOW_PORT_VAR: str(api_port),
-            MLFLOW_PORT_VAR: str(mlflow_port),
-            "MLFLOW_TRACKING_URI": _base_url(mlflow_port),
-            "MLFLOW_DISABLE_TELEMETRY": "true",
-            "DO_NOT_TRACK": "true",
-            "GX_ANALYTICS_ENABLED": "False",
-        }
-    )
-    # Local calls (task -> execution API, task -> MLflow) must never go through an HTTP proxy.
-    for var in ("NO_PROXY", "no_proxy"):
-        present = [h for h in env.get(var, "").split(",") if h.strip()]
-        env[var] = ",".join(present + [h for h in (HOST, "localhost") if h not in present])
-    return env

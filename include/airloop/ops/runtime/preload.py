@@ -19,11 +19,12 @@ from __future__ import annotations
 
 import importlib
 import logging
-import os
 import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+
+from airloop.core import settings
 
 log = logging.getLogger(__name__)
 
@@ -64,10 +65,10 @@ def warm_specs() -> int:
     """Read and validate the model specs once, so that parsing processes forked from this one reuse them (the
     cache is keyed by each file's text: a changed spec is read again). A spec that does not validate is left to
     the DAG file's parse, which reports it as an import error naming the file and the field."""
-    from airloop.orchestration import build
+    from airloop.core.spec import load_specs
 
     try:
-        return len(build.model_specs())
+        return len(load_specs(settings.paths().models_dir))
     except Exception as error:  # reported where users look: the DAG files' import errors
         print(f"airloop preload: specs not read ahead ({type(error).__name__}); the parse will say why", flush=True)
         return 0
@@ -90,7 +91,7 @@ def preload(modules: Sequence[str] = PRELOAD) -> dict[str, float]:
 #: A file the starter writes once the metadata database is migrated: ``ok``, or ``failed`` and why. When this
 #: variable names one, the process preloads while the database migrates, and waits for the file before Airflow
 #: starts (the scheduler must not touch a database that is not at head yet).
-GATE_VAR = "AIRLOOP_PRELOAD_GATE"
+GATE_VAR = settings.PRELOAD_GATE.name
 #: How long a gated start waits for the gate at most (the starter's own limit is shorter: up()'s timeout).
 GATE_TIMEOUT_S = 900.0
 
@@ -123,10 +124,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         print(f"airloop preload: {len(seconds)} modules, {specs} specs for the parsing processes", flush=True)
     else:
         print(f"airloop preload: {len(seconds)} modules in {total:.1f} s for the task processes it forks", flush=True)
-    gate = os.environ.get(GATE_VAR)
-    if gate:
+    gate = settings.preload_gate()
+    if gate is not None:
         started = time.perf_counter()
-        wait_for_gate(Path(gate))
+        wait_for_gate(gate)
         print(f"airloop preload: metadata database ready after {time.perf_counter() - started:.1f} s more", flush=True)
     from airflow.__main__ import main as airflow_main
 
