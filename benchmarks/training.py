@@ -119,7 +119,12 @@ WRAPPED: tuple[tuple[str, str, str, str], ...] = (
     ("log", "start_run", "mlflow", "start_run"),
     ("log", "log_params", "mlflow", "log_params"),
     ("log", "log_metrics", "mlflow", "log_metrics"),
-    ("log", "data.from_pandas (dataset digest, schema, profile)", "mlflow.data", "from_pandas"),
+    (
+        "log",
+        "training_dataset (the dataset input; its schema is built in log_input)",
+        "airloop.adapters.registry",
+        "training_dataset",
+    ),
     ("log", "log_input", "mlflow", "log_input"),
     ("log", "log_dict (lineage, evaluation, importance)", "mlflow", "log_dict"),
     ("log", "log_figure (3 PNGs)", "mlflow", "log_figure"),
