@@ -154,3 +154,44 @@ def test_classifier_plots():
     figures = steps.plots(spec, fitted.pipeline, _frame(seed=1), importance)
     expected = {"roc_curve.png", "pr_curve.png", "calibration.png", "confusion_matrix.png", "feature_importance.png"}
     assert set(figures) == expected
+
+
+@pytest.mark.parametrize("task", ["regression", "classifier"])
+def test_feature_importance_is_scikit_learns_permutation_importance_from_one_prediction(task, monkeypatch):
+    """The same numbers as ``permutation_importance`` (same shuffles from ``training.seed``, same scorer), with one
+    prediction of the stacked shuffled copies instead of one per feature and repeat (issue 16)."""
+    from sklearn.inspection import permutation_importance
+
+    if task == "regression":
+        spec = _spec({}, {"params": {"max_iter": 20}})
+        frame = _frame().assign(y=lambda f: f.x.fillna(0) * 3 + f.n.fillna(0))
+        holdout = _frame(seed=1).assign(y=lambda f: f.x.fillna(0) * 3 + f.n.fillna(0))
+    else:
+        spec = _spec(CLASSIFIER)
+        frame, holdout = _frame(), _frame(seed=1)
+    fitted = steps.fit(spec, frame)
+    sample = holdout.iloc[-steps.IMPORTANCE_ROWS :]
+    theirs = permutation_importance(
+        fitted.pipeline,
+        sample[spec.feature_names],
+        sample[spec.target.name],
+        scoring=steps.scorer(spec, steps.model_task(spec, fitted.pipeline)),
+        n_repeats=steps.IMPORTANCE_REPEATS,
+        random_state=spec.training.seed,
+        n_jobs=1,
+    ).importances_mean
+
+    predictions: list[int] = []
+    method = "predict" if task == "regression" else "predict_proba"
+    original = getattr(type(fitted.pipeline), method)
+
+    def counted(self: Any, x: Any, *args: Any, **kwargs: Any) -> Any:
+        predictions.append(len(x))
+        return original(self, x, *args, **kwargs)
+
+    monkeypatch.setattr(type(fitted.pipeline), method, counted)
+    ours = steps.feature_importance(spec, fitted.pipeline, holdout)
+    assert list(ours) == spec.feature_names
+    assert list(ours.values()) == pytest.approx(list(theirs), rel=1e-12, abs=1e-12)
+    assert any(v != 0 for v in ours.values())
+    assert predictions == [len(sample) * (1 + steps.IMPORTANCE_REPEATS * len(spec.feature_names))]

@@ -443,7 +443,6 @@ def log_training_run(
     The new version is tagged with its lineage and gets the ``challenger`` alias.
     """
     import mlflow
-    from mlflow.data.pandas_dataset import from_pandas
 
     experiment_id = ensure_experiment(model, description)
     ensure_registered_model(model, description, owner)
@@ -452,8 +451,8 @@ def log_training_run(
         mlflow.start_run(experiment_id=experiment_id, run_name=run_name, tags={**tags, MODEL_TAG: model}) as run,
     ):
         mlflow.log_params(loggable_params(params))  # before the model: the logged model copies the run's params
-        dataset = from_pandas(
-            train_frame, source=dataset_source, targets=target, name=f"{model}-training", digest=dataset_digest[:36]
+        dataset = training_dataset(
+            train_frame, source=dataset_source, target=target, name=f"{model}-training", digest=dataset_digest[:36]
         )
         mlflow.log_input(dataset, context="training", tags={"partitions": str(len(lineage["partitions"]))})
         mlflow.log_dict(lineage, "lineage/training_data.json")
@@ -477,6 +476,52 @@ def log_training_run(
         version=version,
         run_url=run_url(experiment_id, run_id),
     )
+
+
+def training_dataset(frame: Any, *, source: str, target: str, name: str, digest: str) -> Any:
+    """The training rows as an MLflow dataset input: what ``mlflow.data.from_pandas`` builds, its schema found faster.
+
+    The digest is the one airloop computed (MLflow computes none when given one); the profile is MLflow's (rows,
+    elements). MLflow's schema inference decides whether each column is ``required`` by looking at every value in
+    Python (``_infer_required``): for the time column that turns every row into a ``Timestamp``, about 0.05 s on the
+    demo's 9k rows and, by the objects it allocates, often the moment a full garbage collection of the process falls
+    due (0.3-0.7 s inside ``log_input``, issue 16). Here ``required`` is the same test vectorised (no null, NaN or
+    NaT in the column); the column types are still MLflow's own inference, so the logged schema is the same.
+    """
+    from mlflow.data.dataset_source_registry import resolve_dataset_source
+
+    return _training_dataset_class()(
+        df=frame, source=resolve_dataset_source(source), targets=target, name=name, digest=digest
+    )
+
+
+@functools.cache
+def _training_dataset_class() -> type:
+    """:class:`mlflow.data.pandas_dataset.PandasDataset` with a vectorised schema (made on first use: MLflow is
+    imported lazily)."""
+    from functools import cached_property
+
+    from mlflow.data.pandas_dataset import PandasDataset
+    from mlflow.types import ColSpec, Schema
+    from mlflow.types.utils import _infer_pandas_column
+
+    class TrainingDataset(PandasDataset):
+        @cached_property
+        def schema(self) -> Any:
+            df = self.df
+            try:
+                nulls = df.isna().any()
+                # What MLflow's PandasDataset.schema gives (mlflow.types.utils._infer_schema), required vectorised.
+                return Schema(
+                    [
+                        ColSpec(type=_infer_pandas_column(df[col]), name=col, required=not bool(nulls[col]))
+                        for col in df.columns
+                    ]
+                )
+            except Exception:  # an unusual column: MLflow's own inference (which may give no schema at all)
+                return super().schema
+
+    return TrainingDataset
 
 
 @contextmanager

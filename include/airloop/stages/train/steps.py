@@ -728,22 +728,55 @@ def _prediction_stats(task: Task, predictions: Predictions) -> dict[str, Any]:
     }
 
 
+#: Rows of the holdout (its newest) and shuffles per feature that permutation importance uses.
+IMPORTANCE_ROWS = 1000
+IMPORTANCE_REPEATS = 2
+
+
 def feature_importance(spec: ModelSpec, pipeline: Pipeline, holdout: pd.DataFrame) -> dict[str, float]:
     """Permutation importance on (at most 1,000 rows of) the holdout, per input feature: how much the gate's
-    metric worsens when the feature is shuffled (in the metric's units)."""
-    from sklearn.inspection import permutation_importance
+    metric worsens when the feature is shuffled (in the metric's units).
 
-    sample = holdout.iloc[-1000:]
-    result = permutation_importance(
-        pipeline,
-        sample[spec.feature_names],
-        sample[spec.target.name],
-        scoring=scorer(spec, model_task(spec, pipeline)),
-        n_repeats=2,
-        random_state=spec.training.seed,
-        n_jobs=1,
-    )
-    return {name: float(v) for name, v in zip(spec.feature_names, result.importances_mean, strict=True)}
+    The numbers of ``sklearn.inspection.permutation_importance`` (same shuffles from ``training.seed``, same
+    scorer), with one prediction instead of one per feature and repeat: the baseline rows and every shuffled copy
+    are stacked and predicted at once, then scored block by block. Written out here because each of scikit-learn's
+    27 predictions on the demo's 1,000 rows costs mostly its fixed overhead (about 0.2 s of a run, issue 16); the
+    pipeline predicts row by row, so the predictions are the same.
+    """
+    import numpy as np
+    import pandas as pd
+    from sklearn.utils import check_random_state
+
+    from airloop.core import metrics
+
+    sample = holdout.iloc[-IMPORTANCE_ROWS:]
+    x = sample[spec.feature_names].reset_index(drop=True)
+    y = sample[spec.target.name]
+    task = model_task(spec, pipeline)
+    # As permutation_importance draws them: one seed from training.seed, then a generator per feature from it.
+    seed = check_random_state(spec.training.seed).randint(np.iinfo(np.int32).max + 1)
+    blocks = [x]
+    for name in spec.feature_names:
+        rng, order, column, permuted = check_random_state(seed), np.arange(len(x)), x[name], x.copy()
+        for _ in range(IMPORTANCE_REPEATS):
+            rng.shuffle(order)  # shuffled again each repeat, and applied to the already shuffled column
+            column = column.iloc[order].set_axis(x.index)
+            permuted = permuted.assign(**{name: column})
+            blocks.append(permuted)
+    predictions = predict_with(pipeline, pd.concat(blocks, ignore_index=True), task)
+    target = _target_values(task, y)
+    sign = -1.0 if metrics.get(spec.gate_metric, task.kind).lower_is_better else 1.0
+
+    def score(block: int) -> float:
+        rows = slice(block * len(x), (block + 1) * len(x))
+        values = task_scores(task, target, predictions.subset(rows), names=[spec.gate_metric])
+        return sign * float(values[spec.gate_metric])
+
+    baseline = score(0)
+    return {
+        name: float(np.mean([baseline - score(1 + i * IMPORTANCE_REPEATS + r) for r in range(IMPORTANCE_REPEATS)]))
+        for i, name in enumerate(spec.feature_names)
+    }
 
 
 def plots(spec: ModelSpec, pipeline: Pipeline, holdout: pd.DataFrame, importance: dict[str, float]) -> dict[str, Any]:
