@@ -63,6 +63,8 @@ def test_defaults(home: Path) -> None:
     assert 60 <= int(env["AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL"]) <= 300
     # a chain of short tasks waits a scheduler loop per step: Airflow's 1 s idle sleep doubled the demo's runs
     assert float(env["AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME"]) <= 0.5
+    # a task's supervisor noticed its process's exit only between 5 s waits: a quarter of the demo's slots idled 5 s
+    assert int(env["AIRFLOW__WORKERS__MIN_HEARTBEAT_INTERVAL"]) <= 1
     assert env["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS"] == "admin:admin,operator:op,steward:viewer"
     assert env["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE"] == str(
         airflow_home / "simple_auth_manager_passwords.json.generated"
