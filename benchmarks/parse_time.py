@@ -547,6 +547,10 @@ def run(scratch: Path, *, repeat: int = 7, regimes: tuple[str, ...] = tuple(REGI
     return results
 
 
+def _verdicts(targets: list[dict[str, Any]]) -> str:
+    return ", ".join(f"≤{t['limit']}x {'met' if t['met'] else 'MISSED'}" for t in targets)
+
+
 def print_summary(results: Mapping[str, Any]) -> None:
     """The headline numbers, one block per bytecode regime."""
     print(f"\n== parse time: DAG files vs bare airflow.sdk DAG files ({results['method']['repeat']} runs, medians)")
@@ -559,9 +563,7 @@ def print_summary(results: Mapping[str, Any]) -> None:
         )
         for name, entry in data["files"].items():
             r = entry["ratio_fresh_process"]
-            verdict = ", ".join(
-                f"≤{t['limit']}x {'met' if t['met'] else 'MISSED'}" for t in entry["targets"]["fresh_process"]
-            )
+            verdict = _verdicts(entry["targets"]["fresh_process"])
             print(
                 f"  [{regime}] {name} fresh process: {fmt_s(entry['fresh_process_s']['median'])} vs "
                 f"{fmt_s(bare['fresh_process_s']['median'])} → {r['of_medians']:.2f}x "
@@ -570,9 +572,7 @@ def print_summary(results: Mapping[str, Any]) -> None:
             )
             shape = entry["shape_matched_bare"]
             r, one, cpu = entry["ratio_marginal"], entry["ratio_marginal_one_dag"], entry["ratio_marginal_cpu"]
-            verdict = ", ".join(
-                f"≤{t['limit']}x {'met' if t['met'] else 'MISSED'}" for t in entry["targets"]["marginal"]
-            )
+            verdict = _verdicts(entry["targets"]["marginal"])
             print(
                 f"  [{regime}] {name} marginal: {fmt_s(entry['marginal_exec_s']['median'])} vs shape-matched "
                 f"{fmt_s(shape['marginal_exec_s']['median'])} → {r['of_medians']:.2f}x "

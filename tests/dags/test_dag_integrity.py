@@ -138,9 +138,7 @@ def test_a_forked_parse_loads_none_of_airflows_orm_models(dag_file):
         "module = importlib.util.module_from_spec(spec); spec.loader.exec_module(module)\n"
         f"print(json.dumps(sorted(set(sys.modules) - before & {ORM!r})))\n"
     )
-    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
-    assert out.returncode == 0, out.stderr[-3000:]
-    assert json.loads(out.stdout.strip().splitlines()[-1]) == []
+    assert _probe_modules(probe) == []
 
 
 def test_broken_spec_is_an_import_error_naming_file_and_field(tmp_path, monkeypatch):
@@ -266,6 +264,11 @@ def test_the_plugin_module_is_light():
         "added = sorted(set(sys.modules) - before)\n"
         f"print(json.dumps([m for m in added if m.split('.')[0] in {[*HEAVY, 'fastapi', 'jinja2']!r}]))\n"
     )
+    assert _probe_modules(probe) == []
+
+
+def _probe_modules(probe: str) -> list[str]:
+    """Run ``probe`` in a fresh interpreter; the JSON list of module names it prints last."""
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-3000:]
-    assert json.loads(out.stdout.strip().splitlines()[-1]) == []
+    return json.loads(out.stdout.strip().splitlines()[-1])
