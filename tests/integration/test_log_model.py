@@ -107,10 +107,10 @@ def test_the_embedded_store_commits_through_a_write_ahead_log():
     from contextlib import closing
 
     from airloop.adapters import registry
-    from airloop.core import settings
 
     registry.ensure_experiment("wal_check")
     uri = registry.tracking_uri()
-    assert uri == f"sqlite:///{settings.paths().mlflow / 'mlflow.db'}"  # the session's embedded store
+    # A local SQLite store (which one depends on the tests that ran before: some point MLflow at their own home).
+    assert uri.startswith("sqlite:///"), uri
     with closing(sqlite3.connect(uri.removeprefix("sqlite:///"))) as conn:
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
