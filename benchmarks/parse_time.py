@@ -393,7 +393,8 @@ def measure_regime(
         )
         entry["targets"] = {
             kind: [target(entry[f"ratio_{kind}"]["of_medians"], limit, source) for limit, source in TARGETS]
-            for kind in ("fresh_process", "marginal")
+            # A forked parse never starts an interpreter: only its marginal cost is judged in that regime.
+            for kind in (("marginal",) if regime.preloaded else ("fresh_process", "marginal"))
         }
         out["files"][path.name] = entry
     return out
@@ -563,7 +564,7 @@ def print_summary(results: Mapping[str, Any]) -> None:
         )
         for name, entry in data["files"].items():
             r = entry["ratio_fresh_process"]
-            verdict = _verdicts(entry["targets"]["fresh_process"])
+            verdict = _verdicts(entry["targets"].get("fresh_process", []))
             print(
                 f"  [{regime}] {name} fresh process: {fmt_s(entry['fresh_process_s']['median'])} vs "
                 f"{fmt_s(bare['fresh_process_s']['median'])} → {r['of_medians']:.2f}x "
