@@ -170,11 +170,19 @@ def _free_port() -> int:
 
 
 def _wait(check: Any, timeout: float, what: str, every: float = 1.0) -> Any:
+    """Poll ``check`` until it answers; stop at once when a component of the runtime died (nothing would come)."""
+    from airloop.core import settings
+    from airloop.ops import runtime
+
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         result = check()
         if result:
             return result
+        dead = [name for name, c in runtime.status().components.items() if not c.running]
+        if dead:
+            logs = ", ".join(str(settings.paths().run / f"{name}.log") for name in dead)
+            raise SystemExit(f"benchmarks.loop: {', '.join(dead)} died while waiting for {what}; see {logs}")
         time.sleep(every)
     raise SystemExit(f"benchmarks.loop: timed out after {timeout:.0f} s waiting for {what}")
 
