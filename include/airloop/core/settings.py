@@ -130,7 +130,8 @@ PRELOAD = _setting(
     "AIRLOOP_PRELOAD",
     "1",
     "1: the processes that fork task processes (the scheduler under the LocalExecutor, Celery workers) import the "
-    "task libraries (GX, MLflow, scikit-learn, Evidently) once at start, so no task pays their import; 0: off.",
+    "task libraries (GX, MLflow, scikit-learn, Evidently) once at start, so no task pays their import, and the "
+    "dag-processor airloop's parse-time modules and specs; 0: off.",
 )
 WORKER_NAME = _setting(
     "AIRLOOP_WORKER_NAME", "", "Set by the runtime in each Celery worker: its name, part of the task's hostname."

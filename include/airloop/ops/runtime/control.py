@@ -104,8 +104,8 @@ def _start_missing(env: Mapping[str, str], deadline: float) -> dict[str, int]:
         started["mlflow"] = _start("mlflow", env, api_port, mlflow_port)  # its own settings: _component_env
     airflow_missing = [name for name in (*_AIRFLOW_COMPONENTS, *workers(env)) if name in missing]
     if airflow_missing:
-        # The task-forking components import the task libraries first (seconds): they do it while the
-        # metadata DB migrates, and wait for the gate before Airflow itself starts (preload.py).
+        # The forking components (tasks, or parses) import their libraries first (seconds for the task ones): they
+        # do it while the metadata DB migrates, and wait for the gate before Airflow itself starts (preload.py).
         gate = paths().run / "preload.gate"
         gate.unlink(missing_ok=True)
         gated = {**env, GATE_VAR: str(gate)}
@@ -129,7 +129,7 @@ def _start_missing(env: Mapping[str, str], deadline: float) -> dict[str, int]:
 
 
 def _preloading(name: str, env: Mapping[str, str]) -> bool:
-    """Whether ``name`` starts through ``airloop.ops.runtime.preload`` (the scheduler, Celery workers)."""
+    """Whether ``name`` starts through ``airloop.ops.runtime.preload`` (scheduler, dag-processor, Celery workers)."""
     return "airloop.ops.runtime.preload" in _command(name, *_ports(env), env)
 
 
