@@ -3,13 +3,20 @@
 minute of the no-op DAG).
 
 A child process gets a throw-away ``AIRLOOP_HOME`` and a project folder whose ``dags/`` holds the project's DAG
-files plus the no-op DAG (``expectations/``, ``include/`` and ``plugins/`` are links to this checkout), a bikes
-spec that does not catch up (only the backfills create runs), and the vendored data seeded into its source. It
-starts the runtime exactly as ``make up`` does (``airloop.ops.runtime.up``), waits for both DAGs, then backfills
-the no-op DAG and then ``bikes_ingest`` over the same number of intervals through ``POST /api/v2/backfills`` with
-the spec's ``max_active_runs``, then the no-op DAG again (the baseline: its first backfill warms the scheduler up),
-and stops the runtime. A DAG's rate is its runs divided by the time from its
-backfill's creation until its last run ended (a quarantined interval's failed run counts: it ran its tasks).
+files plus two identical no-op DAGs (``expectations/``, ``include/`` and ``plugins/`` are links to this checkout),
+a bikes spec that does not catch up (only the backfills create runs), and the vendored data seeded into its
+source. It starts the runtime exactly as ``make up`` does (``airloop.ops.runtime.up``), waits for the DAGs, unpauses
+them and waits until the runs their unpausing starts have ended, then backfills the first no-op DAG (the warm-up),
+``bikes_ingest`` and the second no-op DAG (the baseline, measured warm like the ingest) over the same number of
+intervals through ``POST /api/v2/backfills`` with the spec's ``max_active_runs``, and stops the runtime. A DAG's
+rate is its runs divided by the time from its backfill's creation until its last run ended (a quarantined
+interval's failed run counts: it ran its tasks).
+
+Each backfill is created only once no run of these DAGs is queued or running, and the baseline has its own DAG
+(never run before, so nothing is reprocessed): on SQLite, Airflow 3.3 commits a backfill's runs one by one while it
+creates them, and when the database is locked part-way (another component committed meanwhile) it answers 503 and
+deletes the runs it made, under a scheduler that may already be running them; the scheduler then dies
+(``IntegrityError`` creating their task instances, ``ObjectDeletedError``). See docs/operations.md "Backfills".
 
 With ``preload`` both ways (the default of a full run), the runtime is started twice, once with the scheduler
 importing the task libraries before it forks (``AIRLOOP_PRELOAD=1``, the default) and once without, so the gain
@@ -30,7 +37,10 @@ from typing import Any
 from benchmarks.common import PROJECT_DIR, child_env, emit, run_child
 
 TARGET = (0.5, "DESIGN.md: ingest catch-up at ≥ half the rate of a 3-task no-op DAG backfilled on the same machine")
+#: The warm-up no-op DAG and the baseline no-op DAG: the same DAG under two ids, so the baseline backfill runs
+#: intervals that never ran (no reprocessing) on a scheduler the warm-up has warmed.
 NOOP_DAG_ID = "airloop_bench_noop"
+BASELINE_DAG_ID = "airloop_bench_noop_baseline"
 MODEL = "bikes"
 
 NOOP_DAG = """
@@ -68,23 +78,24 @@ noop()
 
 
 def _project(scratch: Path, max_active_runs: int, every_days: int, start: Any) -> Path:
-    """A project folder: this checkout's DAG files plus the no-op DAG; the rest linked to this checkout."""
+    """A project folder: this checkout's DAG files plus the two no-op DAGs; the rest linked to this checkout."""
     project = scratch / "project"
     (project / "dags").mkdir(parents=True, exist_ok=True)
     for path in (PROJECT_DIR / "dags").glob("*.py"):
         target_path = project / "dags" / path.name
         if not target_path.exists():
             target_path.symlink_to(path)
-    (project / "dags" / "bench_noop.py").write_text(
-        NOOP_DAG.format(
-            dag_id=NOOP_DAG_ID,
-            days=every_days,
-            y=start.year,
-            m=start.month,
-            d=start.day,
-            max_active_runs=max_active_runs,
+    for file_name, dag_id in (("bench_noop.py", NOOP_DAG_ID), ("bench_noop_baseline.py", BASELINE_DAG_ID)):
+        (project / "dags" / file_name).write_text(
+            NOOP_DAG.format(
+                dag_id=dag_id,
+                days=every_days,
+                y=start.year,
+                m=start.month,
+                d=start.day,
+                max_active_runs=max_active_runs,
+            )
         )
-    )
     for name in ("expectations", "include", "plugins", "pyproject.toml"):
         if not (project / name).exists():
             (project / name).symlink_to(PROJECT_DIR / name)
@@ -132,22 +143,28 @@ def _child_main(scratch: Path, intervals: int) -> dict[str, Any]:
         credentials = runtime.read_credentials()
         token = runtime.get_token("admin", credentials["admin"])
         client = httpx.Client(base_url=status.urls["airflow"], headers={"Authorization": f"Bearer {token}"}, timeout=30)
-        dags = {"noop": NOOP_DAG_ID, "ingest": spec.dag_id("ingest")}
+        dags = {"noop": NOOP_DAG_ID, "ingest": spec.dag_id("ingest"), "baseline": BASELINE_DAG_ID}
         _wait(lambda: all(client.get(f"/api/v2/dags/{d}").status_code == 200 for d in dags.values()), 300, "parse")
+        # Unpausing a DAG that does not catch up starts a run of its latest interval: let those end first, so no
+        # backfill is created while they run (see the module docstring).
+        for dag_id in dags.values():
+            if client.patch(f"/api/v2/dags/{dag_id}", json={"is_paused": False}).status_code != 200:
+                raise SystemExit(f"could not unpause {dag_id}")
         body = {
             "from_date": planned[0].start.isoformat(),
             "to_date": planned[-1].start.isoformat(),
             "reprocess_behavior": "completed",
             "max_active_runs": spec.schedule.max_active_runs,
         }
-        # The no-op DAG first warms the scheduler up (its first backfill is measured but not the baseline), then
-        # the ingest, then the no-op DAG again over the same intervals: the baseline, measured warm like the ingest.
-        noop_first = _backfill(client, dags["noop"], body, len(planned))
-        ingest = _backfill(client, dags["ingest"], body, len(planned))
-        noop_again = _backfill(client, dags["noop"], body, len(planned))
+        # The first no-op DAG warms the scheduler up (its backfill is measured but not the baseline), then the
+        # ingest, then the second no-op DAG over the same intervals: the baseline, measured warm like the ingest.
+        quiet = list(dags.values())
+        noop_first = _backfill(client, dags["noop"], body, len(planned), quiet)
+        ingest = _backfill(client, dags["ingest"], body, len(planned), quiet)
+        baseline = _backfill(client, dags["baseline"], body, len(planned), quiet)
     finally:
         runtime.down()
-    noop = {**noop_again, "warm_up": noop_first}
+    noop = {**baseline, "warm_up": noop_first}
     return {
         "intervals": len(planned),
         "seed_s": seeded - started,
@@ -169,8 +186,9 @@ def _free_port() -> int:
         return port
 
 
-def _wait(check: Any, timeout: float, what: str, every: float = 1.0) -> Any:
-    """Poll ``check`` until it answers; stop at once when a component of the runtime died (nothing would come)."""
+def _wait(check: Any, timeout: float, what: str, every: float = 1.0, why: Any = None) -> Any:
+    """Poll ``check`` until it answers; stop at once when a component of the runtime died (nothing would come),
+    saying ``why()`` if it names a likely cause."""
     from airloop.core import settings
     from airloop.ops import runtime
 
@@ -182,26 +200,48 @@ def _wait(check: Any, timeout: float, what: str, every: float = 1.0) -> Any:
         dead = [name for name, c in runtime.status().components.items() if not c.running]
         if dead:
             logs = ", ".join(str(settings.paths().run / f"{name}.log") for name in dead)
-            raise SystemExit(f"benchmarks.loop: {', '.join(dead)} died while waiting for {what}; see {logs}")
+            cause = f" {why()}" if why is not None and why() else ""
+            raise SystemExit(f"benchmarks.loop: {', '.join(dead)} died while waiting for {what}{cause}; see {logs}")
         time.sleep(every)
     raise SystemExit(f"benchmarks.loop: timed out after {timeout:.0f} s waiting for {what}")
 
 
-def _backfill(client: Any, dag_id: str, body: Mapping[str, Any], expected: int) -> dict[str, Any]:
-    """Unpause ``dag_id``, backfill it over ``body``'s range, wait for every run; its rate and, for each failed
-    run, the tasks that failed (a quarantined interval fails its validate task: that is expected)."""
-    if client.patch(f"/api/v2/dags/{dag_id}", json={"is_paused": False}).status_code != 200:
-        raise SystemExit(f"could not unpause {dag_id}")
+def _settled(client: Any, dag_ids: Sequence[str]) -> bool:
+    """True when no run of ``dag_ids`` is due but not yet created (the scheduler creates the run of an unpaused
+    DAG's latest interval on its next loop), queued or running."""
+    from datetime import UTC, datetime
+
+    now = datetime.now(UTC)
+    for dag_id in dag_ids:
+        due = client.get(f"/api/v2/dags/{dag_id}").json().get("next_dagrun_run_after")
+        if due and datetime.fromisoformat(due) <= now:
+            return False
+        params = {"state": ["queued", "running"], "limit": 1}
+        if client.get(f"/api/v2/dags/{dag_id}/dagRuns", params=params).json()["total_entries"]:
+            return False
+    return True
+
+
+def _backfill(
+    client: Any, dag_id: str, body: Mapping[str, Any], expected: int, quiet: Sequence[str] = ()
+) -> dict[str, Any]:
+    """Backfill ``dag_id`` (unpaused) over ``body``'s range once no run of ``quiet`` is due, queued or running, wait for
+    every run; its rate and, for each failed run, the tasks that failed (a quarantined interval fails its validate
+    task: that is expected)."""
+    _wait(lambda: _settled(client, quiet), 600, f"the runs of {', '.join(quiet)} to end")
+    refused: list[int] = []
 
     def create() -> Any:  # SQLite: the API answers 503 while another writer holds the metadata DB; try again
         response = client.post("/api/v2/backfills", json={**body, "dag_id": dag_id})
-        # The scheduler marks a backfill whose runs all ended complete only every 30 s (Airflow's fixed interval):
-        # until then a second backfill of the same DAG is refused with 409 "already a running backfill".
-        if response.status_code == 409 and "already a running backfill" in response.text:
+        if response.status_code == 503:
+            refused.append(response.status_code)
             return None
-        return response if response.status_code != 503 else None
+        return response
 
-    created = _wait(create, 120, f"the backfill of {dag_id} to be created", every=2)
+    def cause() -> str:  # after a 503 Airflow has deleted the runs it made; a scheduler running them dies
+        return "after a 503 from POST /api/v2/backfills (see docs/operations.md, Backfills)" if refused else ""
+
+    created = _wait(create, 120, f"the backfill of {dag_id} to be created", every=2, why=cause)
     if created.status_code != 200:
         raise SystemExit(f"backfill of {dag_id} refused: {created.status_code} {created.text[:500]}")
     began = time.perf_counter()
@@ -211,11 +251,11 @@ def _backfill(client: Any, dag_id: str, body: Mapping[str, Any], expected: int) 
         params = {"run_type": "backfill", "limit": 200, "order_by": "-end_date"}
         runs = client.get(f"/api/v2/dags/{dag_id}/dagRuns", params=params).json()["dag_runs"]
         ended = [r for r in runs if r["state"] in ("success", "failed")]
-        # A reprocessing backfill re-runs the same runs: count those that ended after this backfill began.
+        # Count only the runs that ended after this backfill was created.
         fresh = [r for r in ended if r.get("end_date") and r["end_date"] >= created_at]
         return fresh if len(fresh) >= expected and len(runs) >= expected else None
 
-    runs = _wait(finished, 3600, f"the {expected} runs of {dag_id}", every=1)
+    runs = _wait(finished, 3600, f"the {expected} runs of {dag_id}", every=1, why=cause)
     wall = time.perf_counter() - began
     failed = {
         r["dag_run_id"]: [
