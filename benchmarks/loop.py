@@ -1,22 +1,24 @@
-"""Catch-up of the loop on the embedded runtime: the bikes ingest backfilled over its intervals against a no-op
-3-task DAG backfilled the same way (target, DESIGN.md "Speed targets": ingest catch-up at ≥ half the runs per
+"""Catch-up of the loop on the embedded runtime: the bikes ingest catching up over its intervals against a no-op
+3-task DAG catching up the same way (target, DESIGN.md "Speed targets": ingest catch-up at ≥ half the runs per
 minute of the no-op DAG).
 
 A child process gets a throw-away ``AIRLOOP_HOME`` and a project folder whose ``dags/`` holds the project's DAG
 files plus two identical no-op DAGs (``expectations/``, ``include/`` and ``plugins/`` are links to this checkout),
-a bikes spec that does not catch up (only the backfills create runs), and the vendored data seeded into its
-source. It starts the runtime exactly as ``make up`` does (``airloop.ops.runtime.up``), waits for the DAGs, unpauses
-them and waits until the runs their unpausing starts have ended, then backfills the first no-op DAG (the warm-up),
-``bikes_ingest`` and the second no-op DAG (the baseline, measured warm like the ingest) over the same number of
-intervals through ``POST /api/v2/backfills`` with the spec's ``max_active_runs``, and stops the runtime. A DAG's
-rate is its runs divided by the time from its backfill's creation until its last run ended (a quarantined
-interval's failed run counts: it ran its tasks).
+a bikes spec that catches up over exactly ``intervals`` intervals (its ``end`` set to the last one's start), and
+the vendored data seeded into its source. The no-op DAGs have the spec's timetable (``DeltaDataIntervalTimetable``
+of its ``every``), start, end and ``max_active_runs``. The child starts the runtime exactly as ``make up`` does
+(``airloop.ops.runtime.up``), waits for the DAGs, then unpauses the first no-op DAG (the warm-up), then
+``bikes_ingest``, then the second no-op DAG (the baseline, measured warm like the ingest), each once the one before
+has caught up, and stops the runtime. The scheduler creates the runs (catchup), as it does for a spec with
+``catchup: true`` after ``make up``. A DAG's rate is its runs divided by the time from its unpausing until its last
+run ended (a quarantined interval's failed run counts: it ran its tasks).
 
-Each backfill is created only once no run of these DAGs is queued or running, and the baseline has its own DAG
-(never run before, so nothing is reprocessed): on SQLite, Airflow 3.3 commits a backfill's runs one by one while it
-creates them, and when the database is locked part-way (another component committed meanwhile) it answers 503 and
-deletes the runs it made, under a scheduler that may already be running them; the scheduler then dies
-(``IntegrityError`` creating their task instances, ``ObjectDeletedError``). See docs/operations.md "Backfills".
+Why catch-up and not ``POST /api/v2/backfills``: on SQLite, Airflow 3.3 commits a backfill's runs one by one while
+it creates them, and when the database is locked part-way (any other component committed meanwhile) it answers 503
+and deletes the runs it made, under a scheduler that may already be running them; the scheduler then dies
+(``IntegrityError`` creating their task instances, then ``ObjectDeletedError``; apache/airflow#68699). Waiting for a
+quiet runtime before each backfill did not avoid it, so a benchmark built on backfills failed at random. Both DAGs
+are caught up by the same scheduler code path, so their ratio still measures what airloop adds to a run.
 
 With ``preload`` both ways (the default of a full run), the runtime is started twice, once with the scheduler
 importing the task libraries before it forks (``AIRLOOP_PRELOAD=1``, the default) and once without, so the gain
@@ -36,9 +38,9 @@ from typing import Any
 
 from benchmarks.common import PROJECT_DIR, child_env, emit, run_child
 
-TARGET = (0.5, "DESIGN.md: ingest catch-up at ≥ half the rate of a 3-task no-op DAG backfilled on the same machine")
-#: The warm-up no-op DAG and the baseline no-op DAG: the same DAG under two ids, so the baseline backfill runs
-#: intervals that never ran (no reprocessing) on a scheduler the warm-up has warmed.
+TARGET = (0.5, "DESIGN.md: ingest catch-up at ≥ half the rate of a 3-task no-op DAG caught up on the same machine")
+#: The warm-up no-op DAG and the baseline no-op DAG: the same DAG under two ids, so the baseline catches up over
+#: intervals that never ran, on a scheduler the warm-up has warmed.
 NOOP_DAG_ID = "airloop_bench_noop"
 BASELINE_DAG_ID = "airloop_bench_noop_baseline"
 MODEL = "bikes"
@@ -47,14 +49,15 @@ NOOP_DAG = """
 from datetime import timedelta
 
 import pendulum
-from airflow.sdk import dag, task
+from airflow.sdk import DeltaDataIntervalTimetable, dag, task
 
 
 @dag(
     dag_id="{dag_id}",
-    schedule=timedelta(days={days}),
+    schedule=DeltaDataIntervalTimetable(timedelta(days={days})),
     start_date=pendulum.datetime({y}, {m}, {d}, tz="UTC"),
-    catchup=False,
+    end_date=pendulum.datetime({end.year}, {end.month}, {end.day}, tz="UTC"),
+    catchup=True,
     max_active_runs={max_active_runs},
 )
 def noop():
@@ -77,7 +80,7 @@ noop()
 """
 
 
-def _project(scratch: Path, max_active_runs: int, every_days: int, start: Any) -> Path:
+def _project(scratch: Path, max_active_runs: int, every_days: int, start: Any, end: Any) -> Path:
     """A project folder: this checkout's DAG files plus the two no-op DAGs; the rest linked to this checkout."""
     project = scratch / "project"
     (project / "dags").mkdir(parents=True, exist_ok=True)
@@ -93,6 +96,7 @@ def _project(scratch: Path, max_active_runs: int, every_days: int, start: Any) -
                 y=start.year,
                 m=start.month,
                 d=start.day,
+                end=end,
                 max_active_runs=max_active_runs,
             )
         )
@@ -103,24 +107,29 @@ def _project(scratch: Path, max_active_runs: int, every_days: int, start: Any) -
 
 
 def _child_main(scratch: Path, intervals: int) -> dict[str, Any]:
-    """In the child: set up, start the runtime, backfill both DAGs, stop; the timings."""
+    """In the child: set up, start the runtime, let the three DAGs catch up one after the other, stop; the timings."""
     import httpx
     import yaml
 
     from airloop.core.intervals import expected_intervals
     from airloop.core.spec import load_spec
 
-    raw = yaml.safe_load((PROJECT_DIR / "include" / "models" / f"{MODEL}.yaml").read_text())
-    raw["schedule"]["catchup"] = False
+    shipped = PROJECT_DIR / "include" / "models" / f"{MODEL}.yaml"
+    raw = yaml.safe_load(shipped.read_text())
+    spec = load_spec(shipped)
+    every = spec.schedule.interval
+    if every is None or every.days * 86400 != every.total_seconds():
+        raise SystemExit(f"benchmarks.loop needs a spec with `every` in whole days; {MODEL} has {every}")
+    last_start = spec.schedule.start_datetime + every * (intervals - 1)
+    raw["schedule"].update({"catchup": True, "end": last_start.date()})
     models = scratch / "models"
     models.mkdir(parents=True, exist_ok=True)
     (models / f"{MODEL}.yaml").write_text(yaml.safe_dump(raw))
     spec = load_spec(models / f"{MODEL}.yaml")
-    every = spec.schedule.interval
-    if every is None or every.days * 86400 != every.total_seconds():
-        raise SystemExit(f"benchmarks.loop needs a spec with `every` in whole days; {MODEL} has {every}")
-    planned = list(expected_intervals(spec, until=spec.schedule.start_datetime + every * intervals))[:intervals]
-    project = _project(scratch, spec.schedule.max_active_runs, every.days, spec.schedule.start_datetime)
+    planned = list(expected_intervals(spec, until=last_start + every))
+    if len(planned) != intervals:
+        raise SystemExit(f"benchmarks.loop: {MODEL} has {len(planned)} intervals up to {last_start}, not {intervals}")
+    project = _project(scratch, spec.schedule.max_active_runs, every.days, spec.schedule.start_datetime, last_start)
     os.environ.update(
         {
             "AIRLOOP_MODELS_DIR": str(models),
@@ -145,23 +154,11 @@ def _child_main(scratch: Path, intervals: int) -> dict[str, Any]:
         client = httpx.Client(base_url=status.urls["airflow"], headers={"Authorization": f"Bearer {token}"}, timeout=30)
         dags = {"noop": NOOP_DAG_ID, "ingest": spec.dag_id("ingest"), "baseline": BASELINE_DAG_ID}
         _wait(lambda: all(client.get(f"/api/v2/dags/{d}").status_code == 200 for d in dags.values()), 300, "parse")
-        # Unpausing a DAG that does not catch up starts a run of its latest interval: let those end first, so no
-        # backfill is created while they run (see the module docstring).
-        for dag_id in dags.values():
-            if client.patch(f"/api/v2/dags/{dag_id}", json={"is_paused": False}).status_code != 200:
-                raise SystemExit(f"could not unpause {dag_id}")
-        body = {
-            "from_date": planned[0].start.isoformat(),
-            "to_date": planned[-1].start.isoformat(),
-            "reprocess_behavior": "completed",
-            "max_active_runs": spec.schedule.max_active_runs,
-        }
-        # The first no-op DAG warms the scheduler up (its backfill is measured but not the baseline), then the
-        # ingest, then the second no-op DAG over the same intervals: the baseline, measured warm like the ingest.
-        quiet = list(dags.values())
-        noop_first = _backfill(client, dags["noop"], body, len(planned), quiet)
-        ingest = _backfill(client, dags["ingest"], body, len(planned), quiet)
-        baseline = _backfill(client, dags["baseline"], body, len(planned), quiet)
+        # The first no-op DAG warms the scheduler up (measured but not the baseline), then the ingest, then the
+        # second no-op DAG over the same intervals: the baseline, measured warm like the ingest.
+        noop_first = _catch_up(client, dags["noop"], len(planned))
+        ingest = _catch_up(client, dags["ingest"], len(planned))
+        baseline = _catch_up(client, dags["baseline"], len(planned))
     finally:
         runtime.down()
     noop = {**baseline, "warm_up": noop_first}
@@ -173,12 +170,6 @@ def _child_main(scratch: Path, intervals: int) -> dict[str, Any]:
     }
 
 
-def _utc_now_iso() -> str:
-    from datetime import UTC, datetime
-
-    return datetime.now(UTC).isoformat().replace("+00:00", "Z")
-
-
 def _free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
@@ -186,9 +177,8 @@ def _free_port() -> int:
         return port
 
 
-def _wait(check: Any, timeout: float, what: str, every: float = 1.0, why: Any = None) -> Any:
-    """Poll ``check`` until it answers; stop at once when a component of the runtime died (nothing would come),
-    saying ``why()`` if it names a likely cause."""
+def _wait(check: Any, timeout: float, what: str, every: float = 1.0) -> Any:
+    """Poll ``check`` until it answers; stop at once when a component of the runtime died (nothing would come)."""
     from airloop.core import settings
     from airloop.ops import runtime
 
@@ -200,63 +190,28 @@ def _wait(check: Any, timeout: float, what: str, every: float = 1.0, why: Any = 
         dead = [name for name, c in runtime.status().components.items() if not c.running]
         if dead:
             logs = ", ".join(str(settings.paths().run / f"{name}.log") for name in dead)
-            cause = f" {why()}" if why is not None and why() else ""
-            raise SystemExit(f"benchmarks.loop: {', '.join(dead)} died while waiting for {what}{cause}; see {logs}")
+            raise SystemExit(f"benchmarks.loop: {', '.join(dead)} died while waiting for {what}; see {logs}")
         time.sleep(every)
     raise SystemExit(f"benchmarks.loop: timed out after {timeout:.0f} s waiting for {what}")
 
 
-def _settled(client: Any, dag_ids: Sequence[str]) -> bool:
-    """True when no run of ``dag_ids`` is due but not yet created (the scheduler creates the run of an unpaused
-    DAG's latest interval on its next loop), queued or running."""
-    from datetime import UTC, datetime
-
-    now = datetime.now(UTC)
-    for dag_id in dag_ids:
-        due = client.get(f"/api/v2/dags/{dag_id}").json().get("next_dagrun_run_after")
-        if due and datetime.fromisoformat(due) <= now:
-            return False
-        params = {"state": ["queued", "running"], "limit": 1}
-        if client.get(f"/api/v2/dags/{dag_id}/dagRuns", params=params).json()["total_entries"]:
-            return False
-    return True
-
-
-def _backfill(
-    client: Any, dag_id: str, body: Mapping[str, Any], expected: int, quiet: Sequence[str] = ()
-) -> dict[str, Any]:
-    """Backfill ``dag_id`` (unpaused) over ``body``'s range once no run of ``quiet`` is due, queued or running, wait for
-    every run; its rate and, for each failed run, the tasks that failed (a quarantined interval fails its validate
-    task: that is expected)."""
-    _wait(lambda: _settled(client, quiet), 600, f"the runs of {', '.join(quiet)} to end")
-    refused: list[int] = []
-
-    def create() -> Any:  # SQLite: the API answers 503 while another writer holds the metadata DB; try again
-        response = client.post("/api/v2/backfills", json={**body, "dag_id": dag_id})
-        if response.status_code == 503:
-            refused.append(response.status_code)
-            return None
-        return response
-
-    def cause() -> str:  # after a 503 Airflow has deleted the runs it made; a scheduler running them dies
-        return "after a 503 from POST /api/v2/backfills (see docs/operations.md, Backfills)" if refused else ""
-
-    created = _wait(create, 120, f"the backfill of {dag_id} to be created", every=2, why=cause)
-    if created.status_code != 200:
-        raise SystemExit(f"backfill of {dag_id} refused: {created.status_code} {created.text[:500]}")
+def _catch_up(client: Any, dag_id: str, expected: int) -> dict[str, Any]:
+    """Unpause ``dag_id`` and wait until the scheduler has run its ``expected`` intervals; its rate and, for each
+    failed run, the tasks that failed (a quarantined interval fails its validate task: that is expected)."""
+    if client.patch(f"/api/v2/dags/{dag_id}", json={"is_paused": False}).status_code != 200:
+        raise SystemExit(f"could not unpause {dag_id}")
     began = time.perf_counter()
-    created_at = _utc_now_iso()
 
     def finished() -> Any:
-        params = {"run_type": "backfill", "limit": 200, "order_by": "-end_date"}
+        params = {"run_type": "scheduled", "limit": 200}
         runs = client.get(f"/api/v2/dags/{dag_id}/dagRuns", params=params).json()["dag_runs"]
         ended = [r for r in runs if r["state"] in ("success", "failed")]
-        # Count only the runs that ended after this backfill was created.
-        fresh = [r for r in ended if r.get("end_date") and r["end_date"] >= created_at]
-        return fresh if len(fresh) >= expected and len(runs) >= expected else None
+        return runs if len(ended) >= expected and len(ended) == len(runs) else None
 
-    runs = _wait(finished, 3600, f"the {expected} runs of {dag_id}", every=1, why=cause)
+    runs = _wait(finished, 3600, f"the {expected} runs of {dag_id}", every=1)
     wall = time.perf_counter() - began
+    if len(runs) != expected:
+        raise SystemExit(f"benchmarks.loop: {dag_id} ran {len(runs)} intervals, not {expected}")
     failed = {
         r["dag_run_id"]: [
             ti["task_id"]
@@ -315,7 +270,7 @@ def run(scratch: Path, *, intervals: int = 26, preload: Sequence[bool] = (True, 
 
 
 def print_summary(results: Mapping[str, Any]) -> None:
-    print(f"\n== loop: catch-up of {results['intervals']} intervals, bikes_ingest vs a no-op 3-task DAG (backfills)")
+    print(f"\n== loop: catch-up of {results['intervals']} intervals, bikes_ingest vs a no-op 3-task DAG (catchup)")
     for name, config in results["configs"].items():
         dags = config["dags"]
         print(

@@ -1,54 +1,30 @@
-"""The loop benchmark's set-up (benchmarks/loop.py): the baseline backfill runs on a no-op DAG that never ran, and a
-backfill is created only once the runtime has settled (on SQLite, Airflow deletes a backfill's committed runs under
-the scheduler when the database is locked part-way through its creation: docs/operations.md, Backfills)."""
+"""The loop benchmark's no-op DAGs (benchmarks/loop.py): two identical DAGs under their own ids (the warm-up and the
+baseline), caught up by the scheduler over the ingest's intervals, never created through ``POST /api/v2/backfills``
+(on SQLite Airflow deletes a backfill's committed runs under the scheduler when the database is locked part-way
+through its creation: docs/operations.md, Backfills)."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
-import httpx
 import pendulum
 
 from benchmarks import loop
 
 
-def test_the_baseline_is_an_identical_no_op_dag_under_its_own_id(tmp_path):
+def test_the_no_op_dags_catch_up_over_the_same_intervals_under_their_own_ids(tmp_path):
     from airflow.dag_processing.dagbag import DagBag
+    from airflow.sdk import DeltaDataIntervalTimetable
 
-    project = loop._project(tmp_path, max_active_runs=3, every_days=28, start=pendulum.datetime(2011, 1, 1))
-    bags = {
-        name: DagBag(dag_folder=str(project / "dags" / name)) for name in ("bench_noop.py", "bench_noop_baseline.py")
-    }
+    start, end = pendulum.datetime(2011, 1, 1), pendulum.datetime(2011, 3, 26)
+    project = loop._project(tmp_path, max_active_runs=3, every_days=28, start=start, end=end)
+    files = {"bench_noop.py": loop.NOOP_DAG_ID, "bench_noop_baseline.py": loop.BASELINE_DAG_ID}
+    bags = {name: DagBag(dag_folder=str(project / "dags" / name)) for name in files}
     assert all(bag.import_errors == {} for bag in bags.values())
-    warm_up = bags["bench_noop.py"].dags[loop.NOOP_DAG_ID]
-    baseline = bags["bench_noop_baseline.py"].dags[loop.BASELINE_DAG_ID]
+    dags = [bags[name].dags[dag_id] for name, dag_id in files.items()]
     assert loop.BASELINE_DAG_ID != loop.NOOP_DAG_ID
-    for dag in (warm_up, baseline):
+    for dag in dags:
         assert sorted(dag.task_ids) == ["extract", "publish", "validate"]
-        assert dag.max_active_runs == 3 and dag.timetable == warm_up.timetable and dag.start_date == warm_up.start_date
-
-
-def _api(due: dict[str, str | None], active: dict[str, int]) -> httpx.Client:
-    """A client of an API that answers ``GET /api/v2/dags/{id}`` and its ``dagRuns`` as Airflow's does."""
-
-    def answer(request: httpx.Request) -> httpx.Response:
-        parts = request.url.path.split("/")
-        dag_id = parts[4]
-        if parts[-1] == "dagRuns":
-            assert sorted(request.url.params.get_list("state")) == ["queued", "running"]
-            return httpx.Response(200, json={"dag_runs": [], "total_entries": active[dag_id]})
-        return httpx.Response(200, json={"dag_id": dag_id, "next_dagrun_run_after": due[dag_id]})
-
-    return httpx.Client(base_url="http://airflow", transport=httpx.MockTransport(answer))
-
-
-def test_a_backfill_waits_for_runs_due_queued_or_running():
-    later = (datetime.now(UTC) + timedelta(days=20)).isoformat()
-    past = (datetime.now(UTC) - timedelta(days=1)).isoformat().replace("+00:00", "Z")
-    dags = ["a", "b"]
-    # Just unpaused: the run of the latest interval is due, the scheduler has not created it yet.
-    assert not loop._settled(_api({"a": later, "b": past}, {"a": 0, "b": 0}), dags)
-    # Created and running.
-    assert not loop._settled(_api({"a": later, "b": later}, {"a": 0, "b": 1}), dags)
-    # Nothing due (or no next run at all), nothing queued or running.
-    assert loop._settled(_api({"a": later, "b": None}, {"a": 0, "b": 0}), dags)
+        assert dag.catchup and dag.max_active_runs == 3
+        assert (dag.start_date, dag.end_date) == (start, end)
+        assert dag.timetable == DeltaDataIntervalTimetable(timedelta(days=28))  # the ingest DAG's kind of timetable
