@@ -265,6 +265,8 @@ def _text_heavy_frame(n: int) -> pd.DataFrame:
             "mixed_object": [i if i % 2 else str(i) for i in range(n)],  # text and numbers: pandas' own path
             "unique_then_null": [*keys[:-1], None],  # text with one null at the end
             "equal_then_null": ["x"] * (n - 1) + [None],
+            "equal_then_na": pd.array(["x"] * (n - 1) + [None], dtype="string"),  # pd.NA after one value
+            "object_equal_then_na": pd.Series(["y"] * (n - 1) + [pd.NA], dtype=object),
             "model_version": "3",  # one value in every row (provenance)
             "input_digest": "b" * 64,
             "category": pd.Categorical([("a", "b")[i % 2] for i in range(n)]),
