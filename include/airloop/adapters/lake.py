@@ -176,7 +176,6 @@ def content_digest(df: pd.DataFrame) -> str:
     Independent of the Parquet writer's version, so a digest recorded today still matches the same rows
     written by a later pyarrow.
     """
-
     h = hasher()
     h.update(json.dumps([[str(c), str(t)] for c, t in df.dtypes.items()]).encode())
     if len(df):
@@ -188,15 +187,16 @@ def row_hashes(df: pd.DataFrame) -> np.ndarray:
     """Each row's uint64 hash, exactly ``pd.util.hash_pandas_object(df, index=False)``, computed faster.
 
     The content digest hashes these (its definition since the lake's first version). pandas factorizes every text
-    column before hashing it (``categorize=True``), which is what makes repeated values cheap and unique ones dear:
-    on 100k unique row keys it is about 6x the hashing itself, and a column holding one value in every row (a
-    scored partition's provenance, a regression's empty class columns) is still factorized row by row. So, per
-    column, the same numbers by a cheaper route: a text column holding one value (or only nulls) hashes that
+    column before hashing it (``categorize=True``), which makes repeated values cheap and unique ones dear: on 100k
+    unique row keys factorizing costs one to two times the hashing itself, and a column holding one value in every
+    row (a scored partition's provenance, a regression's empty class columns) is still factorized row by row. So,
+    per column, the same numbers by a cheaper route: a text column holding one value (or only nulls) hashes that
     value once and repeats it; a text column without nulls whose values look mostly unique is hashed without
-    factorizing (pandas documents ``categorize`` as an optimisation: the hash of a value does not depend on it,
-    only a null's does, hence "without nulls"); any other column goes through pandas as before. The columns'
-    hashes are then combined by pandas' own ``combine_hash_arrays``, which is what ``hash_pandas_object`` does.
-    ``tests/unit/test_lake.py`` holds the equality on frames of every kind of column.
+    factorizing (pandas documents ``categorize`` as an optimisation: a value's hash does not depend on it, only a
+    null's does, hence "without nulls"); any other column goes through pandas as before. The columns' hashes are
+    combined by pandas' own ``combine_hash_arrays`` (internal; what ``hash_pandas_object`` combines them with).
+    ``tests/unit/test_lake.py`` holds the equality on frames of every kind of column, so a pandas that changed
+    either would fail there.
     """
     import numpy as np
     import pandas as pd
