@@ -77,6 +77,27 @@ def test_the_gate_and_the_monitor_predict_a_few_rows_on_one_thread():
     assert model.seen[-1] == set(before.values()) != {1}
 
 
+def test_scoring_a_small_partition_predicts_on_one_thread():
+    """The score step's predictions (a regression's values, a classifier's probabilities) of a partition of a few
+    rows run on one thread; a large chunk keeps the libraries' threads."""
+    from types import SimpleNamespace
+
+    from airloop.stages.score.outputs import Classes
+    from airloop.stages.score.runner import _predict
+
+    if os.cpu_count() == 1 or set(_threads().values()) == {1}:
+        pytest.skip("one core: the pools have one thread anyway")
+    # _predict reads these three fields of the spec only
+    spec = SimpleNamespace(name="m", feature_names=["a"], target=SimpleNamespace(decision_threshold=0.5))
+    recording = _Recording()
+    model = SimpleNamespace(predict=recording.predict, pipeline=recording)
+    _predict(spec, "p", "1", model, _frame(669), [], None)
+    _predict(spec, "p", "1", model, _frame(669), [str(i) for i in range(669)], Classes(("no", "yes"), 1))
+    assert recording.seen == [{1}, {1}]
+    _predict(spec, "p", "1", model, _frame(threads.FEW_ROWS + 1), [], None)
+    assert recording.seen[-1] != {1}
+
+
 def test_pip_requirements_are_pinned_and_a_fresh_list_each_call():
     first = registry.pip_requirements()
     assert [p.split("==")[0] for p in first] == list(registry.PIP_PACKAGES)

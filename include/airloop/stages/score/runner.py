@@ -204,12 +204,16 @@ def _predict(
     """A regression's checked predictions, or a classifier's checked probabilities and the classes they give."""
     import numpy as np
 
+    from airloop.stages.train.threads import few_rows
+
     features = chunk[spec.feature_names]
     if classes is None:
-        y = np.asarray(model.predict(features), dtype=float)
+        with few_rows(len(features)):  # a small partition: one thread (threads.py says why)
+            y = np.asarray(model.predict(features), dtype=float)
         refuse_non_finite(spec, partition, version, chunk, y)
         return Outputs(prediction=y)
-    proba = model.pipeline.predict_proba(features)
+    with few_rows(len(features)):
+        proba = model.pipeline.predict_proba(features)
     refuse_bad_probabilities(spec, partition, version, keys, proba, classes)
     return classify(np.asarray(proba, dtype=float), classes, spec.target.decision_threshold)
 
