@@ -141,11 +141,16 @@ WRAPPED: tuple[tuple[str, str, str, str], ...] = (
     ),
     ("log", "log_input", "mlflow", "log_input"),
     ("log", "log_dict (lineage, evaluation, importance)", "mlflow", "log_dict"),
-    ("log", "log_figure (3 PNGs)", "mlflow", "log_figure"),
+    ("log", "log_artifact (3 PNGs, drawn by render_figures)", "mlflow", "log_artifact"),
     ("log", LOG_MODEL_CALL, "airloop.adapters.registry", "_log_model"),
     ("log", "end_run", "mlflow.tracking.fluent", "end_run"),
-    ("log", "register_model", "mlflow", "register_model"),
-    ("log", "update_model_version (description)", "mlflow", "MlflowClient.update_model_version"),
+    ("log", "create_model_version (with its description)", "mlflow", "MlflowClient.create_model_version"),
+    (
+        "log",
+        "set_logged_model_tags (the logged model's link to its version)",
+        "mlflow",
+        "MlflowClient.set_logged_model_tags",
+    ),
     ("log", "set_alias (@challenger)", "airloop.adapters.registry", "set_alias"),
 )
 
@@ -159,6 +164,11 @@ STORE_MODULES = (
 #: MLflow internals timed even inside the calls above (label, module, attribute); skipped if they move or are not
 #: imported yet (wrapping must not import anything early).
 DETAILS: tuple[tuple[str, str, str], ...] = (
+    (
+        "render_figures (the PNGs, on a worker thread while log_s runs; wall time of that thread)",
+        "airloop.adapters.registry",
+        "render_figures",
+    ),
     (
         "log_model → module-to-distribution map of every installed package (MLflow's requirement check)",
         "mlflow.utils.requirements_utils",
