@@ -15,18 +15,39 @@ reading its warehouse connection, which made ``data_s`` about 1 s).
 ``train`` freezes the objects the process holds at the start of each phase (``gc.freeze``, thawed after the run),
 so full garbage collections walk only what the run allocates; the child measures the run as a task runs it.
 
-Child processes (``python -m benchmarks.training --child MODE``), all on one throw-away ``AIRLOOP_HOME`` with
-MLflow's local SQLite store (``MLFLOW_TRACKING_URI`` unset):
+Two regimes, each on its own throw-away ``AIRLOOP_HOME``, their repetitions alternating (the order swapped each
+repetition):
 
-* ``setup`` (untimed except ``store_init_s``): seed the source, write a validated lake partition per interval of
-  the spec, create the MLflow store (schema creation, once per store: ``store_init_s``), one warm-up training
+* ``server`` (**the verdict**): ``MLFLOW_TRACKING_URI`` points at an MLflow tracking server that this benchmark starts
+  the way the embedded runtime starts it (``airloop.ops.runtime.processes._command`` and ``_component_env`` on
+  ``environment.airflow_env``: ``mlflow server`` with its SQLite backend and artifact folder under that home, one
+  worker, source validation; on a free port; stopped, with its process group, at the end), and the task processes
+  get the MLflow variables the runtime gives every task (:data:`TASK_MLFLOW_VARS`). Every train task of the
+  pipeline runs this way: the embedded runtime (``make up``, ``make demo``) sets ``MLFLOW_TRACKING_URI`` to its
+  server for every task, and the distributed stack runs its own server. The target is about a training run as the
+  pipeline runs it, so it is checked here. Through a server each MLflow call is an HTTP request and the artifacts
+  (figures, JSON, the model's files) are uploaded through it; the client pays none of MLflow's store imports.
+* ``local_store`` (informative): ``MLFLOW_TRACKING_URI`` unset, MLflow's local SQLite store, as a plain ``python``
+  call of ``train`` without a server (tests, notebooks). Its first store access imports MLflow's SQL store
+  (SQLAlchemy ORM, alembic: about 330 modules, about 0.5 s) inside ``log_s``; no pipeline task pays that.
+
+Child processes (``python -m benchmarks.training --child MODE``):
+
+* ``server`` (once): the runtime's command and environment for the MLflow server of the ``server`` regime's home;
+* ``setup`` (per regime; untimed except ``store_init_s``): seed the source, write a validated lake partition per
+  interval of the spec, create the MLflow store (local store: schema creation, once per store; server: the
+  server made its schema when it started, this creates the experiment through it), one warm-up training
   (``max_iter`` 5: the same code path with a cheap fit; it fills the bytecode cache and matplotlib's font cache);
-* ``rep``, once per repetition, so imports are cold: the imports ``train`` needs, timed first; one ``train`` with
+* ``rep``, once per repetition and regime, so imports are cold: the imports ``train`` needs, timed first; one ``train`` with
   its phases (``log_s`` and ``evaluate_s`` broken down by thin timing wrappers around the library's calls,
   installed in the child only; the library is not changed); then, :data:`LOG_MODEL_CALLS` times each and
   alternating, airloop's own model logging (the ``log_model`` target) and a bare ``mlflow.sklearn.log_model`` for
-  comparison, each in its own active run; in the last repetition also the bare call with requirements inferred
-  by MLflow, once, for contrast.
+  comparison, each in its own active run; in the last repetition of the verdict regime also the bare call with
+  requirements inferred by MLflow, once, for contrast.
+
+The figures are drawn by ``registry.render_figures`` on a worker thread while ``log_s`` talks to the store: its
+wall time is reported under ``calls`` (``phase: detail``) and overlaps the ``log`` calls; what the run waits for it
+shows in ``log_s_outside_calls``.
 
 The ``log_model`` subject is the call ``log_training_run`` makes, ``airloop.adapters.registry._log_model``, on the
 pipeline and rows that ``train`` just passed to it: the signature (inferred from a prediction on the
