@@ -38,9 +38,9 @@ Child processes (``python -m benchmarks.training --child MODE``):
   interval of the spec, create the MLflow store (local store: schema creation, once per store; server: the
   server made its schema when it started, this creates the experiment through it), one warm-up training
   (``max_iter`` 5: the same code path with a cheap fit; it fills the bytecode cache and matplotlib's font cache);
-* ``rep``, once per repetition and regime, so imports are cold: the imports ``train`` needs, timed first; one ``train`` with
-  its phases (``log_s`` and ``evaluate_s`` broken down by thin timing wrappers around the library's calls,
-  installed in the child only; the library is not changed); then, :data:`LOG_MODEL_CALLS` times each and
+* ``rep``, once per repetition and regime, so imports are cold: the imports ``train`` needs, timed first; one
+  ``train`` with its phases (``log_s`` and ``evaluate_s`` broken down by thin timing wrappers around the library's
+  calls, installed in the child only; the library is not changed); then, :data:`LOG_MODEL_CALLS` times each and
   alternating, airloop's own model logging (the ``log_model`` target) and a bare ``mlflow.sklearn.log_model`` for
   comparison, each in its own active run; in the last repetition of the verdict regime also the bare call with
   requirements inferred by MLflow, once, for contrast.
@@ -740,6 +740,12 @@ def _aggregate(regime: str, reps: list[dict[str, Any]], setup: dict[str, Any]) -
         **{name: summary(values) for name, values in phases.items()},
         "unattributed_s": summary([t - sum(p[i] for p in phases.values()) for i, t in enumerate(total)]),
         "overhead_share": overhead,
+        # Load slows fit (OpenMP threads on every core) far more than the rest: the seconds outside fit, and the share
+        # they would be of a run whose fit took its fastest repetition, read the run without that distortion.
+        "overhead_s": summary([t - f for t, f in zip(total, fit, strict=True)]),
+        "overhead_share_at_fastest_fit": _share(
+            statistics.median([t - f for t, f in zip(total, fit, strict=True)]) + min(fit), min(fit)
+        ),
         "calls": calls,
         "log_s_outside_calls": summary([a - b for a, b in zip(phases["log_s"], log_in_calls, strict=True)]),
         "log_model_s": summary(airloop_calls),
@@ -819,6 +825,11 @@ def _print_regime(results: Mapping[str, Any], m: Mapping[str, Any]) -> None:
     print(
         f"  overhead share with this process's imports: {ov['with_imports']['median']:.0%} "
         f"(range {ov['with_imports']['min']:.0%}..{ov['with_imports']['max']:.0%}; informative)"
+    )
+    print(
+        f"  seconds outside fit: {fmt_s(results['overhead_s']['median'])} (min {fmt_s(results['overhead_s']['min'])}); "
+        f"their share of a run with the fastest fit ({fmt_s(results['fit_s']['min'])}): "
+        f"{results['overhead_share_at_fastest_fit']:.0%} (informative: load slows fit most)"
     )
     for phase, heading in (("evaluate", "evaluate_s"), ("log", "log_s"), ("detail", "inside those")):
         rows = sorted(
