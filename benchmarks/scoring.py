@@ -22,10 +22,13 @@ Child processes (``python -m benchmarks.scoring --child MODE``), all on one thro
   benchmark partitions (untimed);
 * ``subject`` and ``baseline``, one fresh process each per repetition, alternating (the order reverses every
   repetition), what a task process pays once (imports, the warehouse engine, MLflow's client and SQL store, about
-  10 s here) done before timing. Every ``subject`` scores into a new, empty warehouse file (the first
+  10 s here) done before timing. Every ``subject`` scores into a new warehouse with no predictions (the first
   scoring of a partition: an insert, nothing to delete); one more ``subject`` re-scores into the last one
-  (delete + insert, informative). Peak memory is the child's peak RSS (``ru_maxrss``; imports included) and its
-  peak above the RSS just before the timed call (the kernel's ``VmHWM`` reset through ``/proc/self/clear_refs``).
+  (delete + insert, informative). The new warehouse's tables are created before timing (``ensure_schema``, what
+  ``airloop warehouse upgrade`` or the first task does once per warehouse, about 0.2 s on an empty Postgres; until
+  2026-12-07 it was inside the timed call, once per repetition). Peak memory is the child's peak RSS
+  (``ru_maxrss``; imports included) and its peak above the RSS just before the timed call (the kernel's ``VmHWM``
+  reset through ``/proc/self/clear_refs``).
 
 A classifier case (``--model birds``, the binary classifier of the FAA bird strikes): the same subject and
 baseline, the baseline being raw ``model.predict_proba`` of the same rows (the positive class's column, which the
@@ -362,7 +365,7 @@ def child_subject(partition: str, pinned: dict[str, str], label: str) -> dict[st
     preload = _preload()
     import sqlalchemy as sa
 
-    from airloop.adapters import prediction_sink
+    from airloop.adapters import prediction_sink, warehouse
     from airloop.adapters import registry as tracking
     from airloop.adapters.db import engine_for
     from airloop.adapters.lake import default_lake
@@ -384,6 +387,9 @@ def child_subject(partition: str, pinned: dict[str, str], label: str) -> dict[st
     timers.wrap("sink_write", prediction_sink.SQLiteSink, "write")
     timers.wrap("sink_write", prediction_sink.CoreSink, "write")
     timers.wrap("sink_write", prediction_sink.PostgresCopySink, "write")
+    # Untimed: the new warehouse's tables. A warehouse is upgraded once (`airloop warehouse upgrade`, or its first
+    # task); a task process finds it at head and ensure_schema only checks the revision.
+    warehouse.ensure_schema(engine)
     marks: dict[str, float] = {}
     sa.event.listen(engine, "commit", lambda _conn: marks.__setitem__("commit", time.perf_counter()))
 

@@ -275,3 +275,20 @@ def test_a_retried_judge_continues_its_windows_mlflow_run(champion):
     assert [r.info.run_id for r in runs] == [first.mlflow_run_id] == [again.mlflow_run_id]
     assert runs[0].data.tags["airflow.try_number"] == "2" and runs[0].info.status == "FINISHED"
     assert runs[0].data.metrics["drift_share"] == first.drift_share
+
+
+def test_judging_outside_an_airflow_run_starts_its_own_mlflow_runs(champion):
+    """A call without an Airflow run (a shell, a notebook: no DAG or run id) judges the window and logs a new
+    MLflow run each time; it has no earlier try to continue (it once failed with a KeyError on the run's tags)."""
+    from datetime import UTC, datetime
+
+    from airloop.adapters import registry as tracking
+    from airloop.core.contracts import MonitorRequest, RunInfo
+    from airloop.core.spec import get_spec
+    from airloop.stages.monitor import runner as monitoring
+
+    request = MonitorRequest(as_of=datetime(2012, 6, 16, tzinfo=UTC), explicit=True)
+    first, again = (monitoring.monitor(get_spec(MODEL), request, RunInfo()) for _ in range(2))
+    assert first.mlflow_run_id and again.mlflow_run_id and first.mlflow_run_id != again.mlflow_run_id
+    run = tracking.client().get_run(again.mlflow_run_id)
+    assert "airflow.run_id" not in run.data.tags and run.data.metrics["drift_share"] == again.drift_share

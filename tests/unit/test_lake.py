@@ -5,6 +5,7 @@ Every test taking the ``lake`` fixture runs on both backends: the same calls, th
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import time
@@ -242,6 +243,69 @@ def test_digest_depends_on_values_order_and_dtypes(frame):
     assert content_digest(frame.iloc[::-1]) != base
     assert content_digest(frame.astype({"cnt": "float64"})) != base
     assert content_digest(frame.iloc[0:0]) != base
+
+
+def _text_heavy_frame(n: int) -> pd.DataFrame:
+    """Every kind of column a lake partition holds, text above all (a scored partition's, a validated one's)."""
+    import numpy as np
+
+    keys = [f"2030-01-01T{i // 60:04d}:{i % 60:02d}" for i in range(n)]
+    some_null = pd.array([None if i % 7 == 0 else f"c{i % 5}" for i in range(n)], dtype="string")
+    return pd.DataFrame(
+        {
+            "ts": pd.date_range("2030-01-01", periods=n, freq="min", tz="UTC"),
+            "row_key": pd.array(keys, dtype="string"),  # unique text
+            "object_keys": keys,  # unique text, object dtype
+            "prediction": pd.arrays.FloatingArray(np.linspace(0, 1, n), np.arange(n) % 11 == 0),
+            "predicted_class": pd.array([None] * n, dtype="string"),  # all null
+            "none_object": [None] * n,
+            "nan_object": pd.Series([np.nan] * n, dtype=object),
+            "season": [("spring", "summer", "fall", "winter")[i % 4] for i in range(n)],  # few values
+            "some_null": some_null,
+            "mixed_object": [i if i % 2 else str(i) for i in range(n)],  # text and numbers: pandas' own path
+            "unique_then_null": [*keys[:-1], None],  # text with one null at the end
+            "equal_then_null": ["x"] * (n - 1) + [None],
+            "equal_then_na": pd.array(["x"] * (n - 1) + [None], dtype="string"),  # pd.NA after one value
+            "object_equal_then_na": pd.Series(["y"] * (n - 1) + [pd.NA], dtype=object),
+            "model_version": "3",  # one value in every row (provenance)
+            "input_digest": "b" * 64,
+            "category": pd.Categorical([("a", "b")[i % 2] for i in range(n)]),
+            "count": np.arange(n),
+            "flag": np.arange(n) % 3 == 0,
+        }
+    )
+
+
+@pytest.mark.parametrize("rows", [1, 2, 3, 1500])
+def test_row_hashes_are_exactly_pandas_hash_of_the_rows(rows):
+    """The digest's definition holds: row_hashes is hash_pandas_object(index=False), whatever route it takes."""
+    frame = _text_heavy_frame(rows)
+    expected = pd.util.hash_pandas_object(frame, index=False).to_numpy()
+    assert (lake_module.row_hashes(frame) == expected).all()
+    for name in frame.columns:  # column by column too (a wrong column could hide in the combination)
+        one = frame[[name]]
+        assert (lake_module.row_hashes(one) == pd.util.hash_pandas_object(one, index=False).to_numpy()).all(), name
+    h = hashlib.sha256(json.dumps([[str(c), str(t)] for c, t in frame.dtypes.items()]).encode())
+    h.update(expected.tobytes())
+    assert content_digest(frame) == h.hexdigest()
+    assert lake_module.row_hashes(frame.iloc[0:0]).tolist() == []
+
+
+def test_digest_does_not_factorize_unique_or_one_valued_text_row_by_row(monkeypatch):
+    """A scored partition's text (unique row keys, provenance of one value, empty class columns) is hashed without
+    factorizing it value by value (what made the digest most of scoring's own time); the digest is unchanged."""
+    frame = _text_heavy_frame(5000)[["ts", "row_key", "object_keys", "prediction", "predicted_class", "model_version"]]
+    expected = content_digest(frame)
+    factorized: list[int] = []
+    original = pd.factorize
+
+    def counting(values, *args, **kwargs):
+        factorized.append(len(values))
+        return original(values, *args, **kwargs)
+
+    monkeypatch.setattr(pd, "factorize", counting)
+    assert content_digest(frame) == expected
+    assert max(factorized, default=0) <= 1, factorized
 
 
 def test_batched_write_equals_whole_write_and_reads_back_in_batches(lake):

@@ -372,6 +372,9 @@ def test_preloading_starts_no_thread_and_refuses_a_command_that_is_not_airflow()
         [sys.executable, "-m", "airloop.ops.runtime.preload", "scheduler"], capture_output=True, text=True, timeout=60
     )
     assert bad.returncode != 0 and "usage: python -m airloop.ops.runtime.preload airflow" in bad.stderr
+    # Started with -m, the module runs once: the package does not import it first (runpy warned about that at the
+    # top of every preloading component's log).
+    assert "RuntimeWarning" not in bad.stderr, bad.stderr
 
 
 def test_a_preloaded_component_waits_for_the_metadata_database_and_stops_when_it_failed(tmp_path: Path) -> None:

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+from typing import Any
+
+import pytest
 import sklearn.ensemble  # noqa: F401  (loads scikit-learn's OpenMP runtime, whose pool is limited)
 from threadpoolctl import threadpool_info
 
@@ -25,6 +29,52 @@ def test_a_large_holdout_keeps_the_libraries_threads():
     before = _threads()
     with threads.few_rows(threads.FEW_ROWS + 1):
         assert _threads() == before
+
+
+class _Recording:
+    """A model that records the native thread pools' sizes while it predicts (what a real model would use)."""
+
+    classes_ = ("no", "yes")
+
+    def __init__(self) -> None:
+        self.seen: list[set[int]] = []
+
+    def predict(self, x: Any) -> Any:
+        import numpy as np
+
+        self.seen.append(set(_threads().values()))
+        return np.zeros(len(x))
+
+    def predict_proba(self, x: Any) -> Any:
+        import numpy as np
+
+        self.seen.append(set(_threads().values()))
+        return np.full((len(x), 2), 0.5)
+
+
+def _frame(rows: int) -> Any:
+    import pandas as pd
+
+    return pd.DataFrame({"a": range(rows)})
+
+
+def test_the_gate_and_the_monitor_predict_a_few_rows_on_one_thread():
+    """The gate's evaluation (``predict_with``, champion and challenger on the holdout) and the monitor's
+    predictions on its window samples run on one thread, as the training run's evaluation does."""
+    from airloop.stages.monitor.outputs import ClassOutputs, with_predictions
+    from airloop.stages.train.steps import Task, predict_with
+
+    if os.cpu_count() == 1 or set(_threads().values()) == {1}:
+        pytest.skip("one core: the pools have one thread anyway")
+    model = _Recording()
+    predict_with(model, _frame(669), Task("regression"))
+    predict_with(model, _frame(669), Task("binary", ("no", "yes")))
+    with_predictions(_frame(669), model, ["a"], None)
+    with_predictions(_frame(669), model, ["a"], ClassOutputs(("no", "yes"), ("_proba_no", "_proba_yes"), "yes", 0.5))
+    assert model.seen == [{1}] * 4
+    before = _threads()
+    predict_with(model, _frame(threads.FEW_ROWS + 1), Task("regression"))
+    assert model.seen[-1] == set(before.values()) != {1}
 
 
 def test_pip_requirements_are_pinned_and_a_fresh_list_each_call():

@@ -601,7 +601,9 @@ def _monitor_and_rescore(api: Api, spec: ModelSpec, mlflow_url: str, plan: Story
     before = registry.version_for_alias(spec.name, registry.CHAMPION)
     days = spec.monitoring.window_days
     _stage(
-        7, f"Later: {spec.dag_id('monitor')} judges {len(plan.windows)} {days}-day windows after the champion's data"
+        7,
+        f"Later: {spec.dag_id('monitor')} judges up to {len(plan.windows)} {days}-day windows after the champion's "
+        "data (until the window after a retraining)",
     )
     arrived: list[datetime] = [plan.labels_first] if plan.labels_first else []
 

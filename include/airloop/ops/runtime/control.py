@@ -10,11 +10,11 @@ import time
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 
+from airloop.core import settings
 from airloop.core.settings import paths
 from airloop.ops.runtime.credentials import _ensure_private_dir, _open_private, _passwords_file
 from airloop.ops.runtime.environment import AIRFLOW_PORT_VAR, MLFLOW_PORT_VAR, _ports, airflow_env
 from airloop.ops.runtime.health import _HEARTBEATING, RuntimeStatus, _dump_threads, status
-from airloop.ops.runtime.preload import GATE_VAR
 from airloop.ops.runtime.processes import (
     _AIRFLOW_COMPONENTS,
     _STOP_FIRST,
@@ -108,7 +108,7 @@ def _start_missing(env: Mapping[str, str], deadline: float) -> dict[str, int]:
         # do it while the metadata DB migrates, and wait for the gate before Airflow itself starts (preload.py).
         gate = paths().run / "preload.gate"
         gate.unlink(missing_ok=True)
-        gated = {**env, GATE_VAR: str(gate)}
+        gated = {**env, settings.PRELOAD_GATE.name: str(gate)}
         for name in [n for n in airflow_missing if _preloading(n, env)]:
             started[name] = _start(name, gated, api_port, mlflow_port)
         try:

@@ -130,10 +130,14 @@ def with_predictions(frame: pd.DataFrame, model: Any, features: list[str], outpu
     """Add the champion's outputs to ``frame`` in place: ``_prediction``, and a classifier's probabilities."""
     import numpy as np
 
+    from airloop.stages.train.threads import few_rows
+
     if outputs is None:
-        frame[PREDICTION_COLUMN] = model.predict(frame[features])
+        with few_rows(len(frame)):
+            frame[PREDICTION_COLUMN] = model.predict(frame[features])
         return
-    proba = np.asarray(model.predict_proba(frame[features]), dtype=float)
+    with few_rows(len(frame)):
+        proba = np.asarray(model.predict_proba(frame[features]), dtype=float)
     for column in outputs.watched:
         frame[column] = proba[:, outputs.columns.index(column)]
     frame[PREDICTION_COLUMN] = predicted_classes(proba, outputs)

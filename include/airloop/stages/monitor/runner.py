@@ -936,9 +936,11 @@ def _log_to_mlflow(
     run_name = f"{spec.name}-monitor-{window_end[:10]}-v{summary.champion_version}"
     # A retry of the same Airflow run for the same window and champion continues the run its earlier try started
     # (same metrics and reports, written again) instead of leaving a second run for the window.
-    same = {k: tags[k] for k in ("airflow.dag_id", "airflow.run_id", "airloop.model", "airloop.window_end")}
-    same["airloop.champion_version"] = summary.champion_version
-    earlier = registry.runs_tagged(name, same) if run.dag_id and run.run_id else []
+    # Outside an Airflow run (no DAG or run id: a call from a shell or a notebook) there is no earlier try.
+    earlier = []
+    if run.dag_id and run.run_id:
+        same = {k: tags[k] for k in ("airflow.dag_id", "airflow.run_id", "airloop.model", "airloop.window_end")}
+        earlier = registry.runs_tagged(name, {**same, "airloop.champion_version": summary.champion_version})
     if earlier:
         log.info("Continuing MLflow run %s, which an earlier try of %s started.", earlier[0].info.run_id, run.run_id)
         resumed = mlflow.start_run(run_id=earlier[0].info.run_id, tags=tags)

@@ -527,10 +527,14 @@ def predict_with(model: Any, x: pd.DataFrame, task: Task) -> Predictions:
     (a class the model never saw, e.g. in a search fold, has probability 0), classes picked as the metrics do."""
     import numpy as np
 
+    from airloop.stages.train.threads import few_rows
+
     if not task.is_classifier:
-        raw = model.predict(x) if hasattr(model, "predict") else model(x)
+        with few_rows(len(x)):
+            raw = model.predict(x) if hasattr(model, "predict") else model(x)
         return Predictions(np.asarray(raw, dtype=float).reshape(-1))
-    raw_proba = np.asarray(model.predict_proba(x), dtype=float)
+    with few_rows(len(x)):
+        raw_proba = np.asarray(model.predict_proba(x), dtype=float)
     own = [_plain(c) for c in model.classes_]
     proba = np.zeros((len(x), len(task.classes)))
     for j, label in enumerate(task.classes):

@@ -1,4 +1,5 @@
-"""Thread limits for the predictions a training run makes after ``fit`` (evaluation, permutation importance, plots).
+"""Thread limits for predictions on a few rows: a training run's after ``fit`` (evaluation, permutation importance,
+plots), the gate's on its holdout (``steps.predict_with``) and the monitor's on its window samples.
 
 scikit-learn's histogram gradient boosting (and BLAS) predict with a pool of OpenMP threads on every core. On the
 few thousand holdout rows of a run, starting and synchronising that pool costs more than the prediction itself,
