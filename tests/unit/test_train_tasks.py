@@ -156,6 +156,51 @@ def test_classifier_plots():
     assert set(figures) == expected
 
 
+def _png_pixels(figure: Any) -> np.ndarray:
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png")
+    return np.asarray(Image.open(io.BytesIO(buffer.getvalue())))
+
+
+@pytest.mark.parametrize("target", [{}, CLASSIFIER])
+def test_plots_leave_their_layout_to_drawing_with_the_pixels_of_tight_layout(target, monkeypatch):
+    """Building the figures measures no text (the tight layout runs when a figure is drawn, on the logging's worker
+    thread); drawn, each has the pixels of the same figure laid out by ``tight_layout()`` while it was built."""
+    import matplotlib.pyplot as plt
+    import matplotlib.text
+
+    spec = _spec(target, {"params": {"max_iter": 20}})
+    frame = _frame() if target else _frame().assign(y=lambda f: f.x.fillna(0) * 3)
+    fitted = steps.fit(spec, frame)
+    importance = {"x": 1.0, "n": 0.1, "c": 0.0}
+    measured = 0
+    original = matplotlib.text.Text.get_window_extent
+
+    def get_window_extent(self: Any, *args: Any, **kwargs: Any) -> Any:
+        nonlocal measured
+        measured += 1
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(matplotlib.text.Text, "get_window_extent", get_window_extent)
+    deferred = steps.plots(spec, fitted.pipeline, frame, importance)
+    assert measured == 0
+    monkeypatch.undo()
+
+    eager = steps.plots(spec, fitted.pipeline, frame, importance)
+    laid_out = [name for name, figure in deferred.items() if figure.get_layout_engine() is not None]
+    assert {"feature_importance.png", "residuals.png" if not target else "confusion_matrix.png"} <= set(laid_out)
+    for name in laid_out:
+        eager[name].set_layout_engine("none")
+        eager[name].tight_layout()  # what the figure got while it was built, before
+        assert np.array_equal(_png_pixels(deferred[name]), _png_pixels(eager[name])), name
+    for figure in [*deferred.values(), *eager.values()]:
+        plt.close(figure)
+
+
 @pytest.mark.parametrize("task", ["regression", "classifier"])
 def test_feature_importance_is_scikit_learns_permutation_importance_from_one_prediction(task, monkeypatch):
     """The same numbers as ``permutation_importance`` (same shuffles from ``training.seed``, same scorer), with one

@@ -802,9 +802,8 @@ def plots(spec: ModelSpec, pipeline: Pipeline, holdout: pd.DataFrame, importance
     else:
         groups = next(iter(slice_labels(spec, holdout).items()), None)
         drawn = figures.regression(spec.target.name, y, predictions.values, groups)
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, ax = plt.subplots(figsize=(6, 4), layout=figures.LAYOUT)
     ranked = sorted(importance.items(), key=lambda kv: kv[1])
     ax.barh([k for k, _ in ranked], [v for _, v in ranked])
     ax.set(xlabel=f"{spec.gate_metric} worse by, when permuted", title="Permutation importance")
-    fig.tight_layout()
     return {**drawn, "feature_importance.png": fig}
