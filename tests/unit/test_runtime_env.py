@@ -397,3 +397,22 @@ def test_a_preloaded_component_waits_for_the_metadata_database_and_stops_when_it
     gate.unlink()
     with pytest.raises(SystemExit, match="did not appear within 0 s; not starting Airflow"):
         wait_for_gate(gate, timeout=0.2, poll=0.05)
+
+
+def test_the_mlflow_servers_embedded_store_is_put_in_wal_mode_and_a_configured_one_left_alone(home: Path) -> None:
+    """Before the MLflow server opens its default SQLite store, the runtime puts the file in WAL mode (it stays with
+    the file, for the server's connections too); a configured backend is never touched."""
+    import sqlite3
+    from contextlib import closing
+
+    from airloop.ops.runtime import control
+
+    store = paths().mlflow / "mlflow.db"
+    store.parent.mkdir(parents=True)
+    control._write_ahead_log_store({"AIRLOOP_MLFLOW_BACKEND_STORE_URI": "postgresql://u@127.0.0.1/mlflow"})
+    assert not store.exists()
+    for _ in range(2):  # a new store at the same path (make clean, then make up) in the same process
+        store.unlink(missing_ok=True)
+        control._write_ahead_log_store({})
+        with closing(sqlite3.connect(store)) as conn:
+            assert conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)

@@ -101,6 +101,7 @@ def _start_missing(env: Mapping[str, str], deadline: float) -> dict[str, int]:
         _check_port(mlflow_port, "the MLflow server", MLFLOW_PORT_VAR)
 
     if "mlflow" in missing:  # independent of Airflow: it warms up while the metadata DB migrates
+        _write_ahead_log_store(env)
         started["mlflow"] = _start("mlflow", env, api_port, mlflow_port)  # its own settings: _component_env
     airflow_missing = [name for name in (*_AIRFLOW_COMPONENTS, *workers(env)) if name in missing]
     if airflow_missing:
@@ -126,6 +127,18 @@ def _start_missing(env: Mapping[str, str], deadline: float) -> dict[str, int]:
         for name in [n for n in airflow_missing if n not in started]:
             started[name] = _start(name, env, api_port, mlflow_port)
     return started
+
+
+def _write_ahead_log_store(env: Mapping[str, str]) -> None:
+    """Put the MLflow server's embedded SQLite store in WAL mode before the server opens it (the mode stays with the
+    file): every tracking call a task makes is a commit there, and in WAL mode a commit appends to one log instead
+    of writing, syncing and deleting a journal (``registry._write_ahead_log``, which does the same for a local
+    store). A configured backend (``AIRLOOP_MLFLOW_BACKEND_STORE_URI``) is left as it is."""
+    if settings.mlflow_backend_store_uri(env):
+        return
+    from airloop.adapters.registry import _write_ahead_log
+
+    _write_ahead_log.__wrapped__(str(paths().mlflow / "mlflow.db"))  # uncached: a new store may take the path
 
 
 def _preloading(name: str, env: Mapping[str, str]) -> bool:
