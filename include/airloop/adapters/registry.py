@@ -464,13 +464,7 @@ def log_training_run(
             mlflow.start_run(experiment_id=experiment_id, run_name=run_name, tags={**tags, MODEL_TAG: model}) as run,
         ):
             mlflow.log_params(loggable_params(params))  # before the model: the logged model copies the run's params
-            dataset = training_dataset(
-                train_frame, source=dataset_source, target=target, name=f"{model}-training", digest=dataset_digest[:36]
-            )
-            mlflow.log_input(dataset, context="training", tags={"partitions": str(len(lineage["partitions"]))})
-            mlflow.log_dict(lineage, "lineage/training_data.json")
-            for name, payload in extra_json.items():
-                mlflow.log_dict(payload, name)
+            _log_data(model, train_frame, target, dataset_digest, dataset_source, lineage, extra_json)
             model_uri, model_id = _log_model(pipeline, train_frame[feature_names].head(SIGNATURE_ROWS))
             for path in rendered.result():
                 mlflow.log_artifact(str(path), PLOTS_ARTIFACT_DIR)
@@ -489,6 +483,27 @@ def log_training_run(
         version=version,
         run_url=run_url(experiment_id, run_id),
     )
+
+
+def _log_data(
+    model: str,
+    train_frame: Any,
+    target: str,
+    dataset_digest: str,
+    dataset_source: str,
+    lineage: dict[str, Any],
+    extra_json: dict[str, Any],
+) -> None:
+    """Into the active run: the training data as a dataset input, its lineage, and the run's other JSON files."""
+    import mlflow
+
+    dataset = training_dataset(
+        train_frame, source=dataset_source, target=target, name=f"{model}-training", digest=dataset_digest[:36]
+    )
+    mlflow.log_input(dataset, context="training", tags={"partitions": str(len(lineage["partitions"]))})
+    mlflow.log_dict(lineage, "lineage/training_data.json")
+    for name, payload in extra_json.items():
+        mlflow.log_dict(payload, name)
 
 
 def render_figures(figures: dict[str, Any], folder: Path) -> list[Path]:
