@@ -601,9 +601,27 @@ def current_labels(conn: Connection, model: str, partition: str) -> dict[str, di
     return current
 
 
+def lock_labels(conn: Connection) -> None:
+    """Make the caller's transaction the only writer of labels until it ends; call it first in the transaction.
+
+    Recording labels reads an interval's current revisions and appends the next ones: two runs doing it at once
+    (a labels catch-up runs several, and each reads its earlier intervals again) would both append the same
+    revision, and one would fail on the unique constraint (then wait for its retry). With the lock the second reads
+    what the first wrote. SQLite: ``BEGIN IMMEDIATE`` (the write lock from the start; the driver begins only at
+    the first write, after the reads), waiting up to the connection's busy timeout. Postgres: a table lock that
+    conflicts with itself and with writes, not with reads. Other databases: the unique constraint still refuses
+    the second writer."""
+    dialect = conn.dialect.name
+    if dialect == "sqlite":
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+    elif dialect == "postgresql":
+        conn.exec_driver_sql("LOCK TABLE labels IN SHARE ROW EXCLUSIVE MODE")
+
+
 def append_labels(conn: Connection, rows: list[dict[str, Any]]) -> int:
     """Insert new label revisions inside the caller's transaction (``labels`` is append-only: never an update or
-    a delete); a concurrent writer of the same revision fails the transaction on the unique constraint."""
+    a delete); a concurrent writer of the same revision fails the transaction on the unique constraint, unless the
+    transaction took :func:`lock_labels` first."""
     if rows:
         conn.execute(labels.insert(), rows)
     return len(rows)

@@ -190,13 +190,15 @@ def read_labels(spec: ModelSpec, where: steps.Binding, interval: Interval) -> st
 def record(
     spec: ModelSpec, interval: Interval, checked: steps.Checked, run: RunInfo, now: datetime
 ) -> tuple[dict[str, dict[str, Any]], steps.Revisions, steps.Joined, int]:
-    """In one warehouse transaction: append the new label revisions, join with the served predictions and write
-    the outcomes that changed. Returns the labels stored before, the revisions, the join and the rows served."""
+    """In one warehouse transaction, the only labels writer while it lasts (``lock_labels``): append the new label
+    revisions, join with the served predictions and write the outcomes that changed. Returns the labels stored
+    before, the revisions, the join and the rows served."""
     from airloop.adapters.db import engine_for
     from airloop.adapters.warehouse import (
         append_labels,
         current_labels,
         ensure_schema,
+        lock_labels,
         outcomes_of,
         served_predictions,
         write_outcomes,
@@ -207,6 +209,7 @@ def record(
     ensure_schema(warehouse)
     model, partition = spec.name, interval.key
     with warehouse.begin() as conn:
+        lock_labels(conn)  # another run recording the same interval's labels waits until this one committed
         stored = current_labels(conn, model, partition)
         revised = steps.revise(
             stored, checked.accepted, model=model, partition=partition, now=now, dag_run_id=run.run_id
