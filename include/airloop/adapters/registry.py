@@ -485,24 +485,18 @@ def log_training_run(
     )
 
 
-def _log_data(
-    model: str,
-    train_frame: Any,
-    target: str,
-    dataset_digest: str,
-    dataset_source: str,
-    lineage: dict[str, Any],
-    extra_json: dict[str, Any],
-) -> None:
+#: A JSON object as logged to MLflow.
+Json = dict[str, Any]
+
+
+def _log_data(model: str, frame: Any, target: str, digest: str, source: str, lineage: Json, extra: Json) -> None:
     """Into the active run: the training data as a dataset input, its lineage, and the run's other JSON files."""
     import mlflow
 
-    dataset = training_dataset(
-        train_frame, source=dataset_source, target=target, name=f"{model}-training", digest=dataset_digest[:36]
-    )
+    dataset = training_dataset(frame, source=source, target=target, name=f"{model}-training", digest=digest[:36])
     mlflow.log_input(dataset, context="training", tags={"partitions": str(len(lineage["partitions"]))})
     mlflow.log_dict(lineage, "lineage/training_data.json")
-    for name, payload in extra_json.items():
+    for name, payload in extra.items():
         mlflow.log_dict(payload, name)
 
 
