@@ -83,11 +83,13 @@ class Rounds:
         if kill_after is not None:
             child.join(kill_after)
             if child.exitcode is None:
-                os.kill(child.pid, signal.SIGKILL)
+                # Process.kill, not os.kill: the forkserver, not this process, reaps the child, so it can be gone
+                # before its exit code reaches us (it ended on its own at that moment); Process.kill allows that.
+                child.kill()
         child.join(CHILD_TIMEOUT)
         seconds = time.monotonic() - started
         if child.exitcode is None:
-            os.kill(child.pid, signal.SIGKILL)
+            child.kill()
             pytest.fail(f"{self.where()}: a child writing {variant} hung for {CHILD_TIMEOUT:.0f} s")
         return child.exitcode, seconds
 
