@@ -152,7 +152,13 @@ def ensure_experiment(model: str, description: str = "") -> str:
 
 @functools.cache
 def _write_ahead_log(db: str) -> None:
-    """Put a SQLite MLflow store in write-ahead-log mode (once per process; the mode stays with the file).
+    """:func:`use_write_ahead_log`, once per process for each store."""
+    use_write_ahead_log(db)
+
+
+def use_write_ahead_log(db: str) -> None:
+    """Put a SQLite MLflow store in write-ahead-log mode (the mode stays with the file; the runtime calls this on
+    its MLflow server's store before the server opens it).
 
     MLflow opens SQLite in its default rollback-journal mode, where every commit writes, syncs and deletes a journal
     file; logging a model makes about ten commits (the logged model, its params, outputs, status, ...). In WAL mode

@@ -132,13 +132,13 @@ def _start_missing(env: Mapping[str, str], deadline: float) -> dict[str, int]:
 def _write_ahead_log_store(env: Mapping[str, str]) -> None:
     """Put the MLflow server's embedded SQLite store in WAL mode before the server opens it (the mode stays with the
     file): every tracking call a task makes is a commit there, and in WAL mode a commit appends to one log instead
-    of writing, syncing and deleting a journal (``registry._write_ahead_log``, which does the same for a local
-    store). A configured backend (``AIRLOOP_MLFLOW_BACKEND_STORE_URI``) is left as it is."""
+    of writing, syncing and deleting a journal (``registry.use_write_ahead_log``, which a local store gets too).
+    A configured backend (``AIRLOOP_MLFLOW_BACKEND_STORE_URI``) is left as it is."""
     if settings.mlflow_backend_store_uri(env):
         return
-    from airloop.adapters.registry import _write_ahead_log
+    from airloop.adapters.registry import use_write_ahead_log
 
-    _write_ahead_log.__wrapped__(str(paths().mlflow / "mlflow.db"))  # uncached: a new store may take the path
+    use_write_ahead_log(str(paths().mlflow / "mlflow.db"))
 
 
 def _preloading(name: str, env: Mapping[str, str]) -> bool:

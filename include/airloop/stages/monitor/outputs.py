@@ -132,11 +132,10 @@ def with_predictions(frame: pd.DataFrame, model: Any, features: list[str], outpu
 
     from airloop.stages.train.threads import few_rows
 
-    if outputs is None:
-        with few_rows(len(frame)):
-            frame[PREDICTION_COLUMN] = model.predict(frame[features])
-        return
     with few_rows(len(frame)):
+        if outputs is None:
+            frame[PREDICTION_COLUMN] = model.predict(frame[features])
+            return
         proba = np.asarray(model.predict_proba(frame[features]), dtype=float)
     for column in outputs.watched:
         frame[column] = proba[:, outputs.columns.index(column)]

@@ -207,13 +207,13 @@ def _predict(
     from airloop.stages.train.threads import few_rows
 
     features = chunk[spec.feature_names]
+    with few_rows(len(features)):  # a small partition: one thread (threads.py says why)
+        raw = model.predict(features) if classes is None else model.pipeline.predict_proba(features)
     if classes is None:
-        with few_rows(len(features)):  # a small partition: one thread (threads.py says why)
-            y = np.asarray(model.predict(features), dtype=float)
+        y = np.asarray(raw, dtype=float)
         refuse_non_finite(spec, partition, version, chunk, y)
         return Outputs(prediction=y)
-    with few_rows(len(features)):
-        proba = model.pipeline.predict_proba(features)
+    proba = raw
     refuse_bad_probabilities(spec, partition, version, keys, proba, classes)
     return classify(np.asarray(proba, dtype=float), classes, spec.target.decision_threshold)
 

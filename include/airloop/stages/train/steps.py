@@ -529,11 +529,10 @@ def predict_with(model: Any, x: pd.DataFrame, task: Task) -> Predictions:
 
     from airloop.stages.train.threads import few_rows
 
-    if not task.is_classifier:
-        with few_rows(len(x)):
-            raw = model.predict(x) if hasattr(model, "predict") else model(x)
-        return Predictions(np.asarray(raw, dtype=float).reshape(-1))
     with few_rows(len(x)):
+        if not task.is_classifier:
+            raw = model.predict(x) if hasattr(model, "predict") else model(x)
+            return Predictions(np.asarray(raw, dtype=float).reshape(-1))
         raw_proba = np.asarray(model.predict_proba(x), dtype=float)
     own = [_plain(c) for c in model.classes_]
     proba = np.zeros((len(x), len(task.classes)))
