@@ -36,16 +36,16 @@ def test_evaluation_importance_plots_and_signature_run_on_one_thread(tmp_path, m
 
         monkeypatch.setattr(module, name, call)
 
-    for name in ("fit", "evaluate", "feature_importance", "plots"):
+    for name in ("fit", "evaluate", "feature_importance", "evaluation_plots", "importance_plot"):
         watched(name)
-    watched("_log_model", registry)
+    watched("signature_sample", registry)  # the signature's prediction (the logging thread never predicts)
     name = "threads_check"
     _lake(tmp_path, monkeypatch, name)
     spec = _spec(name)
     run = RunInfo(dag_id=spec.dag_id("train"), run_id="manual__threads", try_number=1, run_type="manual")
     trained = runner.train(spec, TrainRequest(reason="threads test"), run)
     assert trained.version
-    assert seen["evaluate"] == seen["feature_importance"] == seen["plots"] == seen["_log_model"] == 1
+    assert seen["evaluate"] == seen["feature_importance"] == seen["evaluation_plots"] == seen["signature_sample"] == 1
     info = mlflow.models.get_model_info(f"models:/{name}/{trained.version}")
     assert info.signature is not None and info.signature.inputs.input_names() == ["x1", "x2"]
     assert info.saved_input_example_info is not None

@@ -47,16 +47,14 @@ def test_the_plots_are_the_figures_pngs_drawn_off_the_logging_thread(tmp_path, m
     from airloop.stages.train import steps
 
     expected: dict[str, tuple[np.ndarray, bytes]] = {}
-    original_plots = steps.plots
 
-    def plots(*args: Any, **kwargs: Any) -> dict[str, Any]:
-        figures = original_plots(*args, **kwargs)
-        for name, figure in figures.items():
-            default, ours = io.BytesIO(), io.BytesIO()
-            figure.savefig(default, format="png")
-            figure.savefig(ours, format="png", pil_kwargs={"compress_level": 1})  # airloop's level
-            expected[name] = (_pixels(default.getvalue()), ours.getvalue())
-        return figures
+    def expecting(original: Any) -> Any:
+        def plots(*args: Any, **kwargs: Any) -> dict[str, Any]:
+            figures = original(*args, **kwargs)
+            _expect(figures, expected)
+            return figures
+
+        return plots
 
     drawn_on: list[str] = []
     original_savefig = matplotlib.figure.Figure.savefig
@@ -65,7 +63,8 @@ def test_the_plots_are_the_figures_pngs_drawn_off_the_logging_thread(tmp_path, m
         drawn_on.append(threading.current_thread().name)
         return original_savefig(self, *args, **kwargs)
 
-    monkeypatch.setattr(steps, "plots", plots)
+    for function in ("evaluation_plots", "importance_plot"):  # the runner's two kinds of figures
+        monkeypatch.setattr(steps, function, expecting(getattr(steps, function)))
     monkeypatch.setattr(matplotlib.figure.Figure, "savefig", savefig)
     name = "logged_plots_check"
     version = _train(tmp_path, monkeypatch, name)
@@ -78,10 +77,19 @@ def test_the_plots_are_the_figures_pngs_drawn_off_the_logging_thread(tmp_path, m
         png = Path(c.download_artifacts(run_id, f"plots/{figure_name}", str(tmp_path / "download"))).read_bytes()
         assert np.array_equal(_pixels(png), pixels), figure_name
         assert png == ours, figure_name
-    # Two savefig calls per figure here in the test's wrapper (main thread), one per figure by the run.
-    by_run = drawn_on[2 * len(expected) :]
-    assert len(by_run) == len(expected)
-    assert threading.main_thread().name not in by_run
+    # Two savefig calls per figure here in the test's wrapper (main thread), one per figure by the run's thread.
+    main = threading.main_thread().name
+    assert drawn_on.count(main) == 2 * len(expected)
+    assert len(drawn_on) - drawn_on.count(main) == len(expected)
+
+
+def _expect(figures: dict[str, Any], expected: dict[str, tuple[np.ndarray, bytes]]) -> None:
+    """What each figure's PNG must be: ``savefig``'s default pixels, and the bytes at airloop's zlib level."""
+    for name, figure in figures.items():
+        default, ours = io.BytesIO(), io.BytesIO()
+        figure.savefig(default, format="png")
+        figure.savefig(ours, format="png", pil_kwargs={"compress_level": 1})  # airloop's level
+        expected[name] = (_pixels(default.getvalue()), ours.getvalue())
 
 
 def test_registering_the_version_skips_mlflows_refused_create_and_the_second_description_write(tmp_path, monkeypatch):

@@ -33,6 +33,7 @@ import os
 import re
 import subprocess
 import tempfile
+import threading
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -453,57 +454,235 @@ def log_training_run(
 ) -> LoggedRun:
     """One MLflow run: params, metrics, the training data as a dataset input, plots, the model; then register it.
 
-    The new version is tagged with its lineage and gets the ``challenger`` alias.
+    The new version is tagged with its lineage and gets the ``challenger`` alias. Everything known at once: the
+    train stage hands these over as it goes instead (:class:`TrainingRunLog`), so the tracking store's round trips
+    overlap its fit and evaluation.
     """
-    import mlflow
+    opened = TrainingRun(
+        model, description, owner, run_name, tags, train_frame, target, dataset_digest, dataset_source, lineage
+    )
+    with TrainingRunLog(opened) as run_log:
+        run_log.fitted(FittedForLog(pipeline, params, *signature_sample(pipeline, train_frame[feature_names])))
+        run_log.evaluated(EvaluatedForLog(metrics, figures, extra_json))
+        return run_log.result()
 
-    with (
-        tempfile.TemporaryDirectory(prefix="airloop-plots-") as folder,
-        ThreadPoolExecutor(1, thread_name_prefix="airloop-plots") as renderer,
-    ):
-        # The PNGs are drawn in the background while this thread waits on the tracking store (see render_figures).
-        rendered = renderer.submit(render_figures, figures, Path(folder))
-        experiment_id = ensure_experiment(model, description)
-        ensure_registered_model(model, description, owner)
-        with (
-            _quiet_training_warnings(),
-            mlflow.start_run(experiment_id=experiment_id, run_name=run_name, tags={**tags, MODEL_TAG: model}) as run,
-        ):
-            mlflow.log_params(loggable_params(params))  # before the model: the logged model copies the run's params
-            _log_data(model, train_frame, target, dataset_digest, dataset_source, lineage, extra_json)
-            model_uri, model_id = _log_model(pipeline, train_frame[feature_names].head(SIGNATURE_ROWS))
-            for path in rendered.result():
-                mlflow.log_artifact(str(path), PLOTS_ARTIFACT_DIR)
+
+@dataclass(frozen=True)
+class TrainingRun:
+    """What a training run's MLflow run knows before its fit: where it goes, its tags and its training data."""
+
+    model: str
+    description: str
+    owner: str
+    run_name: str
+    tags: dict[str, str]
+    train_frame: Any
+    target: str
+    dataset_digest: str
+    dataset_source: str
+    lineage: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class FittedForLog:
+    """What the run logs once the fit is done: the pipeline, the run's params, the model's signature and example."""
+
+    pipeline: Any
+    params: dict[str, Any]
+    signature: Any
+    input_example: Any
+
+
+@dataclass(frozen=True)
+class EvaluatedForLog:
+    """What the run logs once the evaluation is done: metrics, figures (matplotlib) and JSON files by path."""
+
+    metrics: dict[str, float]
+    figures: dict[str, Any]
+    extra_json: dict[str, Any]
+
+
+class RunAbandoned(RuntimeError):
+    """The training run that was being logged failed before it handed over what the log waits for."""
+
+
+class _Handoff:
+    """One value passed from the training thread to the logging thread (or the training's failure instead).
+
+    A ``concurrent.futures.Future`` would do, but those are the executor's to create (its documentation); this is
+    the same few lines on a ``threading.Event``.
+    """
+
+    def __init__(self, what: str) -> None:
+        self._what = what
+        self._ready = threading.Event()
+        self._value: Any = None
+        self._failed: BaseException | None = None
+
+    @property
+    def given(self) -> bool:
+        return self._ready.is_set()
+
+    def give(self, value: Any) -> None:
+        self._value = value
+        self._ready.set()
+
+    def fail(self, error: BaseException) -> None:
+        if not self._ready.is_set():
+            self._failed = error
+            self._ready.set()
+
+    def take(self) -> Any:
+        self._ready.wait()
+        if self._failed is not None:
+            raise RunAbandoned(f"the training failed before its {self._what} was ready: {self._failed!r}")
+        return self._value
+
+
+class TrainingRunLog:
+    """A training run's MLflow run, logged on its own thread while the training goes on (issue 16).
+
+    Entered before the fit, it opens the run at once: the experiment and registered model are checked, the run
+    starts with its tags, and its training data is logged as a dataset input with its lineage, while the caller
+    fits. :meth:`fitted` hands over the fitted pipeline: its params are logged and the model (pickled, signature,
+    example, pins) while the caller evaluates. :meth:`drawn` hands over the figures that are ready first (drawn
+    into PNGs and uploaded while the caller computes the rest), :meth:`evaluated` the metrics, the other figures
+    and the JSON files; :meth:`result` waits for the rest (the files, the metrics linked to the logged model, the
+    new version and ``@challenger``) and returns the :class:`LoggedRun`. Each of those steps is an HTTP request
+    or more through a tracking server; run one after another they were most of a run on the demo data.
+
+    The logging thread does I/O, pickling and drawing, never a prediction: the caller infers the signature
+    (:func:`signature_sample`), so the thread limits of its predictions (process-wide for some libraries) stay the
+    caller's alone. If the block exits with an error (the fit or the evaluation failed, or the task timed out),
+    the logging thread is told, the run ends ``FAILED`` and no version is registered; the block waits for the
+    thread and re-raises the caller's error. If the logging fails, :meth:`result` raises its error (the task's
+    retry then starts over: :func:`registered_by` finds no version). The figures are closed when the block exits.
+    """
+
+    def __init__(self, run: TrainingRun) -> None:
+        self._run = run
+        self._fitted = _Handoff("fitted model")
+        self._drawn = _Handoff("evaluation figures")
+        self._evaluated = _Handoff("evaluation")
+        self._figures: dict[str, Any] = {}
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="airloop-mlflow")
+        self._warnings = _quiet_training_warnings()
+        self._logged: Any = None
+
+    def __enter__(self) -> TrainingRunLog:
+        # Process-wide warning filters (catch_warnings is not thread-safe): entered here, on the caller's thread,
+        # for the logging thread's whole life.
+        self._warnings.__enter__()
+        dataset = _prepared_dataset(self._run)  # MLflow's schema inference warns: built while filtered
+        self._logged = self._pool.submit(self._log, dataset)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        try:
+            if exc[1] is not None:
+                for handoff in (self._fitted, self._drawn, self._evaluated):
+                    handoff.fail(exc[1])
+                self._pool.shutdown(wait=True)
+                if not self._logged.cancelled() and self._logged.exception() is not None:
+                    log.info("The MLflow run of %s ended FAILED: %s", self._run.run_name, self._logged.exception())
+            self._pool.shutdown(wait=True)
+        finally:
+            self._warnings.__exit__(*exc)
+            _close_figures(self._figures)
+
+    def fitted(self, fitted: FittedForLog) -> None:
+        self._fitted.give(fitted)
+
+    def drawn(self, figures: dict[str, Any]) -> None:
+        """Figures ready before the rest of the evaluation: drawn into files and uploaded meanwhile."""
+        self._figures.update(figures)
+        self._drawn.give(figures)
+
+    def evaluated(self, evaluated: EvaluatedForLog) -> None:
+        if not self._drawn.given:
+            self._drawn.give({})
+        self._figures.update(evaluated.figures)
+        self._evaluated.give(evaluated)
+
+    def result(self) -> LoggedRun:
+        logged: LoggedRun = self._logged.result()
+        return logged
+
+    def _log(self, dataset: Any) -> LoggedRun:
+        import mlflow
+
+        run = self._run
+        experiment_id = ensure_experiment(run.model, run.description)
+        ensure_registered_model(run.model, run.description, run.owner)
+        with mlflow.start_run(
+            experiment_id=experiment_id, run_name=run.run_name, tags={**run.tags, MODEL_TAG: run.model}
+        ) as active:
+            _log_data(dataset, run.lineage)
+            fitted: FittedForLog = self._fitted.take()
+            mlflow.log_params(loggable_params(fitted.params))  # before the model: the logged model copies them
+            model_uri, model_id = _log_model(fitted.pipeline, fitted.signature, fitted.input_example)
+            _log_figures(self._drawn.take())
+            evaluated: EvaluatedForLog = self._evaluated.take()
+            _log_figures(evaluated.figures)
+            for name, payload in evaluated.extra_json.items():
+                mlflow.log_dict(payload, name)
             # After the model and linked to it in the same write (the logged model's page shows them): logged
             # before it, MLflow's log_model would read every metric's history back and write them all again.
-            mlflow.log_metrics(loggable_metrics(metrics), model_id=model_id)
-            run_id = run.info.run_id
-    _close_figures(figures)
-    version = _register_challenger(
-        model, model_uri, run_id, run_name, version_tags(run_id, dataset_digest, lineage["partitions"], tags)
-    )
-    return LoggedRun(
-        run_id=run_id,
-        experiment_id=experiment_id,
-        model_uri=model_uri,
-        version=version,
-        run_url=run_url(experiment_id, run_id),
-    )
+            mlflow.log_metrics(loggable_metrics(evaluated.metrics), model_id=model_id)
+            run_id = active.info.run_id
+        tags = version_tags(run_id, run.dataset_digest, run.lineage["partitions"], run.tags)
+        version = _register_challenger(run.model, model_uri, run_id, run.run_name, tags)
+        return LoggedRun(
+            run_id=run_id,
+            experiment_id=experiment_id,
+            model_uri=model_uri,
+            version=version,
+            run_url=run_url(experiment_id, run_id),
+        )
+
+
+def _log_figures(figures: dict[str, Any]) -> None:
+    """Into the active run: each figure as a file under :data:`PLOTS_ARTIFACT_DIR` (see :func:`render_figures`)."""
+    import mlflow
+
+    with tempfile.TemporaryDirectory(prefix="airloop-plots-") as folder:
+        for path in render_figures(figures, Path(folder)):
+            mlflow.log_artifact(str(path), PLOTS_ARTIFACT_DIR)
+
+
+def signature_sample(pipeline: Any, x: Any) -> tuple[Any, Any]:
+    """The logged model's signature, inferred from a prediction on the first :data:`SIGNATURE_ROWS` rows of ``x``,
+    and its input example (the first 5 of them)."""
+    from mlflow.models import infer_signature
+
+    sample = x.head(SIGNATURE_ROWS)
+    with _quiet_training_warnings():
+        return infer_signature(sample, pipeline.predict(sample)), sample.head(5)
 
 
 #: A JSON object as logged to MLflow.
 Json = dict[str, Any]
 
 
-def _log_data(model: str, frame: Any, target: str, digest: str, source: str, lineage: Json, extra: Json) -> None:
-    """Into the active run: the training data as a dataset input, its lineage, and the run's other JSON files."""
+def _prepared_dataset(run: TrainingRun) -> Any:
+    """The training rows as a dataset input, with its schema and profile computed (they are logged with it)."""
+    dataset = training_dataset(
+        run.train_frame,
+        source=run.dataset_source,
+        target=run.target,
+        name=f"{run.model}-training",
+        digest=run.dataset_digest[:36],
+    )
+    dataset.schema  # noqa: B018 (a cached property, computed now: on the caller's thread, its warnings filtered)
+    return dataset
+
+
+def _log_data(dataset: Any, lineage: Json) -> None:
+    """Into the active run: the training data as a dataset input, and its lineage."""
     import mlflow
 
-    dataset = training_dataset(frame, source=source, target=target, name=f"{model}-training", digest=digest[:36])
     mlflow.log_input(dataset, context="training", tags={"partitions": str(len(lineage["partitions"]))})
     mlflow.log_dict(lineage, "lineage/training_data.json")
-    for name, payload in extra.items():
-        mlflow.log_dict(payload, name)
 
 
 def render_figures(figures: dict[str, Any], folder: Path) -> list[Path]:
@@ -605,21 +784,20 @@ def version_tags(
     }
 
 
-def _log_model(pipeline: Any, x_sample: Any) -> tuple[str, str]:
+def _log_model(pipeline: Any, signature: Any, input_example: Any) -> tuple[str, str]:
     """Log the pipeline with its signature, an input example and pinned requirements; returns its URI and id.
 
     What ``mlflow.sklearn.log_model`` does, through :meth:`mlflow.models.Model.log` (which it calls) so that
     ``validate_serving_input=False`` can be passed: MLflow would otherwise load the saved model back through pyfunc,
     check the pins against the installed packages once more and predict on the input example, only to log a
-    warning if that failed (it never fails the call). Here the signature's own prediction on the same rows has just
-    run on the fitted pipeline, the pins are the installed versions (:func:`pip_requirements`), and every load of a
+    warning if that failed (it never fails the call). Here the signature came from a prediction on the same rows
+    (:func:`signature_sample`), the pins are the installed versions (:func:`pip_requirements`), and every load of a
     registered version is tested where it happens (scoring, the gate). The files written are the same: MLmodel
     with the signature and ``saved_input_example_info``, the input and serving examples, the pickled pipeline,
     conda.yaml, python_env.yaml and requirements.txt.
     """
-    from mlflow.models import Model, infer_signature
+    from mlflow.models import Model
 
-    signature = infer_signature(x_sample, pipeline.predict(x_sample))
     info = Model.log(
         artifact_path=None,
         name=MODEL_ARTIFACT,
@@ -628,7 +806,7 @@ def _log_model(pipeline: Any, x_sample: Any) -> tuple[str, str]:
         validate_serving_input=False,
         sk_model=pipeline,
         signature=signature,
-        input_example=x_sample.head(5),
+        input_example=input_example,
         pip_requirements=pip_requirements(),
         serialization_format="cloudpickle",
     )
@@ -706,10 +884,9 @@ def _register_challenger(model: str, model_uri: str, run_id: str, run_name: str,
         model_id=model_id,
     )
     version = str(mv.version)
-    linked = json.loads(c.get_logged_model(model_id).tags.get(MLFLOW_MODEL_VERSIONS) or "[]")
-    c.set_logged_model_tags(
-        model_id, {MLFLOW_MODEL_VERSIONS: json.dumps([*linked, {"name": mv.name, "version": mv.version}])}
-    )
+    # The logged model was made by this run a moment ago, so this is its first version (MLflow reads the tag back
+    # first to append to it: one more round trip, for a list that is empty here).
+    c.set_logged_model_tags(model_id, {MLFLOW_MODEL_VERSIONS: json.dumps([{"name": mv.name, "version": mv.version}])})
     set_alias(model, CHALLENGER, version)
     log.info("Registered %s version %s from run %s and set @%s.", model, version, run_id, CHALLENGER)
     return version

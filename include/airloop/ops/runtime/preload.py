@@ -28,7 +28,9 @@ from airloop.core import settings
 
 log = logging.getLogger(__name__)
 
-#: What task processes import, heaviest first; ``airloop.orchestration.tasks`` pulls in the stages.
+#: What task processes import, heaviest first; ``airloop.orchestration.tasks`` pulls in the stages. The second
+#: half is what the libraries import lazily on first use, found by listing the modules a train task imported
+#: after these (``python -X importtime``; issue 16): about 0.4 s of every training run when each task paid it.
 PRELOAD: tuple[str, ...] = (
     "great_expectations",
     "evidently",
@@ -41,6 +43,18 @@ PRELOAD: tuple[str, ...] = (
     "pyarrow.parquet",
     "sqlalchemy",
     "airloop.orchestration.tasks",
+    # Lazy on first use: a training run's figures (matplotlib draws them; pyplot picks no backend at import)...
+    "matplotlib.pyplot",
+    # ... MLflow's run context (its git provider reads the repository through GitPython), request headers,
+    # tracing processor and pyfunc (loaded with the first logged model) ...
+    "git",
+    "mlflow.tracking.request_header.registry",
+    "mlflow.tracing.processor.base_mlflow",
+    "mlflow.pyfunc",
+    # ... and alembic's script directory, which airloop's warehouse reads to check its schema's revision.
+    "alembic.script",
+    "alembic.runtime.migration",
+    "sklearn.impute",
 )
 
 

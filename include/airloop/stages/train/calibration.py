@@ -1,7 +1,7 @@
 """A classifier's holdout probabilities and outcomes, kept with its MLflow run, and the calibration fitted on them.
 
 Performance can be estimated before the labels arrive (confidence-based performance estimation, CBPE, as NannyML
-does it) only from probabilities that mean what they say. At training, :func:`log_holdout` stores the holdout's
+does it) only from probabilities that mean what they say. At training, :func:`holdout_artifact` keeps the holdout's
 scores and whether each came true as the run's artifact :data:`ARTIFACT` (one small call from the train stage):
 
 - binary: the score is P(positive class), the event "the label is the positive class";
@@ -89,15 +89,14 @@ def holdout_record(spec: ModelSpec, model: Any, holdout: pd.DataFrame) -> dict[s
     }
 
 
-def log_holdout(spec: ModelSpec, model: Any, holdout: pd.DataFrame, run_id: str) -> None:
-    """Store :func:`holdout_record` as the run's :data:`ARTIFACT` (nothing for a regressor)."""
-    from airloop.adapters import registry
-
+def holdout_artifact(spec: ModelSpec, model: Any, holdout: pd.DataFrame) -> dict[str, Any]:
+    """:func:`holdout_record` as the run's :data:`ARTIFACT` (``{path: record}``, logged with the run's other JSON
+    files); nothing for a regressor."""
     record = holdout_record(spec, model, holdout)
     if record is None:
-        return
-    registry.client().log_dict(run_id, record, ARTIFACT)
-    log.info("Kept %d holdout scores of %s for performance estimation (%s).", record["rows"], spec.name, ARTIFACT)
+        return {}
+    log.info("Keeping %d holdout scores of %s for performance estimation (%s).", record["rows"], spec.name, ARTIFACT)
+    return {ARTIFACT: record}
 
 
 def load_holdout(run_id: str) -> dict[str, Any] | None:

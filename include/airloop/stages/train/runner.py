@@ -25,7 +25,9 @@ from airloop.stages.train import record, threads
 from airloop.stages.train.request import checked_overrides, describe_window, request_reason, requested_window
 
 if TYPE_CHECKING:
-    from airloop.stages.train.steps import FitResult, TrainingData, Window
+    import pandas as pd
+
+    from airloop.stages.train.steps import FitResult, Task, TrainingData, Window
 
 log = logging.getLogger(__name__)
 
@@ -106,7 +108,14 @@ def train(spec: ModelSpec, request: TrainRequest, run: RunInfo) -> TrainedVersio
 
 
 def _train(spec: ModelSpec, request: TrainRequest, run: RunInfo) -> TrainedVersion:
-    from airloop.stages.train import calibration, steps
+    """Fit and evaluate on this thread while :class:`registry.TrainingRunLog` logs the MLflow run on another.
+
+    The run opens (experiment, run, dataset input, lineage) during the fit, the model and the holdout's figures
+    are logged during the evaluation, and what is left after it (the importance figure, files, metrics, the version
+    and ``@challenger``) is ``log_s``: on the demo data the tracking server's round trips were most of a run when
+    made one after another (issue 16).
+    """
+    from airloop.stages.train import steps
 
     timings: dict[str, float] = {}
     with _timed(timings, "data_s"):
@@ -114,34 +123,28 @@ def _train(spec: ModelSpec, request: TrainRequest, run: RunInfo) -> TrainedVersi
         window = steps.resolve_window(spec, lake, end=request.window_end, start=request.window_start)
         data = steps.assemble(spec, lake, window)
         train_rows, holdout = steps.split(spec, data)
-    with _timed(timings, "fit_s"):
-        fitted = steps.fit(spec, train_rows, request.overrides, window)
-    with _timed(timings, "evaluate_s"), threads.few_rows(len(holdout)):
-        evaluation = steps.evaluate(spec, fitted.pipeline, holdout)
-        importance = steps.feature_importance(spec, fitted.pipeline, holdout)
-        figures = steps.plots(spec, fitted.pipeline, holdout, importance)
-    kept = record.kept_summary(
-        window=window,
-        partitions=len(data.partitions),
-        gaps=data.gaps,
-        rows=(len(train_rows), len(holdout)),
-        evaluation=evaluation,
-        params=fitted.params,
-        reason=request.reason,
-    )
-    outputs = _Outputs(evaluation, importance, figures, len(train_rows), len(holdout), kept)
-    commit = registry.git_commit()  # between evaluation and logging, timed in neither
-    with _timed(timings, "log_s"), threads.few_rows(registry.SIGNATURE_ROWS):  # the signature's predictions
-        logged = _log_run(spec, request, run, lake.stage_url(spec.name, "validated"), data, fitted, commit, outputs)
-        calibration.log_holdout(spec, fitted.pipeline, holdout, logged.run_id)  # for estimates without labels
+        task = steps.training_task(spec, train_rows[spec.target.name], window)
+    commit = registry.git_commit()  # before the run opens, timed in no phase
+    opened = _opened(spec, request, run, lake.stage_url(spec.name, "validated"), data, task, commit)
+    with registry.TrainingRunLog(opened) as run_log:
+        with _timed(timings, "fit_s"):
+            fitted = steps.fit(spec, train_rows, request.overrides, window, task)
+        with _timed(timings, "evaluate_s"), threads.few_rows(max(len(holdout), registry.SIGNATURE_ROWS)):
+            params = record.run_params(spec, fitted.params, window, len(fitted.trials), fitted.task)
+            signature = registry.signature_sample(fitted.pipeline, train_rows[spec.feature_names])
+            run_log.fitted(registry.FittedForLog(fitted.pipeline, params, *signature))
+            outputs = _evaluated(spec, request, data, fitted, train_rows, holdout, run_log)
+            run_log.evaluated(outputs.for_log)
+        with _timed(timings, "log_s"):
+            logged = run_log.result()
     trained = record.registered_summary(
-        kept,
+        outputs.kept,
         model=spec.name,
         logged=logged,
         version_url=registry.version_url(spec.name, logged.version),
         timings=timings,
     )
-    _log_trained(spec, trained, window, evaluation)
+    _log_trained(spec, trained, window, outputs.evaluation)
     log.info("Labels of the training window: %s (digest of the table labels: %s).", *_labels_line(data))
     return trained
 
@@ -184,27 +187,53 @@ def _reused(spec: ModelSpec, run: RunInfo) -> TrainedVersion | None:
 
 @dataclass(frozen=True)
 class _Outputs:
-    """What fitting and evaluating produced, for the MLflow run."""
+    """What evaluating produced: the evaluation, the summary the run keeps, and what the MLflow run logs of them."""
 
     evaluation: Evaluation
-    importance: dict[str, float]
-    figures: dict[str, Any]
-    train_rows: int
-    holdout_rows: int
     kept: dict[str, Any]
+    for_log: registry.EvaluatedForLog
 
 
-def _log_run(
+def _evaluated(
     spec: ModelSpec,
     request: TrainRequest,
-    run: RunInfo,
-    dataset_source: str,
     data: TrainingData,
     fitted: FitResult,
-    commit: str,
-    outputs: _Outputs,
-) -> registry.LoggedRun:
-    """One MLflow run with what :mod:`.record` builds; the version it registers is ``@challenger``."""
+    train_rows: pd.DataFrame,
+    holdout: pd.DataFrame,
+    run_log: registry.TrainingRunLog,
+) -> _Outputs:
+    """Holdout metrics, figures, permutation importance, the kept summary and the holdout scores (a classifier's,
+    for performance estimates without labels). The holdout's figures go to ``run_log`` as soon as they are drawn:
+    it writes and uploads them while the importance is computed."""
+    from airloop.stages.train import calibration, steps
+
+    evaluation = steps.evaluate(spec, fitted.pipeline, holdout)
+    run_log.drawn(steps.evaluation_plots(spec, fitted.pipeline, holdout))
+    importance = steps.feature_importance(spec, fitted.pipeline, holdout)
+    figures = steps.importance_plot(spec, importance)
+    kept = record.kept_summary(
+        window=data.window,
+        partitions=len(data.partitions),
+        gaps=data.gaps,
+        rows=(len(train_rows), len(holdout)),
+        evaluation=evaluation,
+        params=fitted.params,
+        reason=request.reason,
+    )
+    files = {
+        **record.artifacts(evaluation, importance, fitted.trials),
+        **calibration.holdout_artifact(spec, fitted.pipeline, holdout),
+        record.SUMMARY_ARTIFACT: kept,  # last: a retry reuses a version only once its run keeps this
+    }
+    metrics = record.run_metrics(evaluation, len(train_rows), len(holdout), data.labels)
+    return _Outputs(evaluation, kept, registry.EvaluatedForLog(metrics, figures, files))
+
+
+def _opened(
+    spec: ModelSpec, request: TrainRequest, run: RunInfo, source: str, data: TrainingData, task: Task, commit: str
+) -> registry.TrainingRun:
+    """What the MLflow run is opened with, before the fit: its name, tags, training data and lineage."""
     window, suites = data.window, record.suite_digests(data.partitions)
     tags = record.run_tags(
         run=run,
@@ -215,7 +244,7 @@ def _log_run(
         suites=suites,
         spec_digest=spec_digest(spec),
         git_commit=commit,
-        task=fitted.task,
+        task=task,
         labels=data.labels,
     )
     lineage = record.lineage(
@@ -228,26 +257,17 @@ def _log_run(
         suites=suites,
         labels=data.labels,
     )
-    return registry.log_training_run(
+    return registry.TrainingRun(
         model=spec.name,
         description=spec.description,
         owner=spec.owner,
         run_name=record.run_name(spec.name, window, run.run_id),
-        params=record.run_params(spec, fitted.params, window, len(fitted.trials), fitted.task),
-        metrics=record.run_metrics(outputs.evaluation, outputs.train_rows, outputs.holdout_rows, data.labels),
         tags=tags,
-        pipeline=fitted.pipeline,
         train_frame=data.frame,
-        feature_names=spec.feature_names,
         target=spec.target.name,
         dataset_digest=data.content_digest,
-        dataset_source=dataset_source,
+        dataset_source=source,
         lineage=lineage,
-        figures=outputs.figures,
-        extra_json={
-            **record.artifacts(outputs.evaluation, outputs.importance, fitted.trials),
-            record.SUMMARY_ARTIFACT: outputs.kept,
-        },
     )
 
 

@@ -597,13 +597,17 @@ def fit_params(spec: ModelSpec, task: Task, y: pd.Series) -> dict[str, Any]:
 
 
 def fit(
-    spec: ModelSpec, train: pd.DataFrame, overrides: dict[str, Any] | None = None, window: Window | str = "?"
+    spec: ModelSpec,
+    train: pd.DataFrame,
+    overrides: dict[str, Any] | None = None,
+    window: Window | str = "?",
+    task: Task | None = None,
 ) -> FitResult:
     """Fit the pipeline; with a ``training.search``, first pick parameters by a bounded search on time folds,
-    scored by the gate's metric."""
+    scored by the gate's metric. ``task``: :func:`training_task` of these rows, when the caller has it already."""
     params = estimator_params(spec, overrides)
     x, y = train[spec.feature_names], train[spec.target.name]
-    task = training_task(spec, y, window)
+    task = task or training_task(spec, y, window)
     weights = fit_params(spec, task, y)
     trials: list[dict[str, Any]] = []
     if spec.training.search is not None:
@@ -784,25 +788,42 @@ def feature_importance(spec: ModelSpec, pipeline: Pipeline, holdout: pd.DataFram
 
 def plots(spec: ModelSpec, pipeline: Pipeline, holdout: pd.DataFrame, importance: dict[str, float]) -> dict[str, Any]:
     """The evaluation figures (matplotlib, headless), by task, and the permutation importance."""
+    return {**evaluation_plots(spec, pipeline, holdout), **importance_plot(spec, importance)}
+
+
+def evaluation_plots(spec: ModelSpec, pipeline: Pipeline, holdout: pd.DataFrame) -> dict[str, Any]:
+    """The holdout's figures by task (regression: predicted against actual, residuals; a classifier: its curves)."""
+    from airloop.stages.train import figures
+
+    _headless()
+    task = model_task(spec, pipeline)
+    y = _target_values(task, holdout[spec.target.name])
+    predictions = predict_with(pipeline, holdout[spec.feature_names], task)
+    if task.is_classifier:
+        return figures.classification(
+            spec.target.name, task.kind, list(task.classes), y, predictions.proba, predictions.values
+        )
+    groups = next(iter(slice_labels(spec, holdout).items()), None)
+    return figures.regression(spec.target.name, y, predictions.values, groups)
+
+
+def importance_plot(spec: ModelSpec, importance: dict[str, float]) -> dict[str, Any]:
+    """The permutation importance as a bar chart (``feature_importance.png``)."""
+    from airloop.stages.train import figures
+
+    plt = _headless()
+    fig, ax = plt.subplots(figsize=(6, 4), layout=figures.LAYOUT)
+    ranked = sorted(importance.items(), key=lambda kv: kv[1])
+    ax.barh([k for k, _ in ranked], [v for _, v in ranked])
+    ax.set(xlabel=f"{spec.gate_metric} worse by, when permuted", title="Permutation importance")
+    return {"feature_importance.png": fig}
+
+
+def _headless() -> Any:
+    """``matplotlib.pyplot`` on the Agg backend (no display in a task)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from airloop.stages.train import figures
-
-    task = model_task(spec, pipeline)
-    y = _target_values(task, holdout[spec.target.name])
-    predictions = predict_with(pipeline, holdout[spec.feature_names], task)
-    if task.is_classifier:
-        drawn = figures.classification(
-            spec.target.name, task.kind, list(task.classes), y, predictions.proba, predictions.values
-        )
-    else:
-        groups = next(iter(slice_labels(spec, holdout).items()), None)
-        drawn = figures.regression(spec.target.name, y, predictions.values, groups)
-    fig, ax = plt.subplots(figsize=(6, 4), layout=figures.LAYOUT)
-    ranked = sorted(importance.items(), key=lambda kv: kv[1])
-    ax.barh([k for k, _ in ranked], [v for _, v in ranked])
-    ax.set(xlabel=f"{spec.gate_metric} worse by, when permuted", title="Permutation importance")
-    return {**drawn, "feature_importance.png": fig}
+    return plt
