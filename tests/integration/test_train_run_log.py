@@ -92,3 +92,24 @@ def test_a_logging_failure_fails_the_train_call(tmp_path, monkeypatch):
     [failed] = _runs(name, "manual__logging_fails")
     assert failed.info.status == "FAILED"
     assert _versions(name) == []
+
+
+def test_a_dataset_that_cannot_be_described_fails_before_the_thread_and_leaves_the_warning_filters(
+    tmp_path, monkeypatch
+):
+    import warnings
+
+    name = "run_log_bad_dataset"
+    _lake(tmp_path, monkeypatch, name)
+    spec = _spec(name)
+
+    def undescribable(*args: Any, **kwargs: Any) -> Any:
+        raise TypeError("no schema for this frame")
+
+    monkeypatch.setattr(registry, "training_dataset", undescribable)
+    filters = list(warnings.filters)
+    with pytest.raises(TypeError, match="no schema"):
+        _run(spec, "manual__bad_dataset")
+    assert warnings.filters == filters  # the run log's filters are undone, not left for the rest of the process
+    assert registry.client().get_experiment_by_name(name) is None  # nothing was opened
+    assert not [t for t in threading.enumerate() if t.name.startswith("airloop-mlflow")]

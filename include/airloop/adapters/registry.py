@@ -573,7 +573,11 @@ class TrainingRunLog:
         # Process-wide warning filters (catch_warnings is not thread-safe): entered here, on the caller's thread,
         # for the logging thread's whole life.
         self._warnings.__enter__()
-        dataset = _prepared_dataset(self._run)  # MLflow's schema inference warns: built while filtered
+        try:
+            dataset = _prepared_dataset(self._run)  # MLflow's schema inference warns: built while filtered
+        except BaseException:
+            self._warnings.__exit__(None, None, None)
+            raise
         self._logged = self._pool.submit(self._log, dataset)
         return self
 
@@ -582,10 +586,9 @@ class TrainingRunLog:
             if exc[1] is not None:
                 for handoff in (self._fitted, self._drawn, self._evaluated):
                     handoff.fail(exc[1])
-                self._pool.shutdown(wait=True)
-                if not self._logged.cancelled() and self._logged.exception() is not None:
-                    log.info("The MLflow run of %s ended FAILED: %s", self._run.run_name, self._logged.exception())
             self._pool.shutdown(wait=True)
+            if exc[1] is not None and self._logged.exception() is not None:
+                log.info("The MLflow run of %s ended FAILED: %s", self._run.run_name, self._logged.exception())
         finally:
             self._warnings.__exit__(*exc)
             _close_figures(self._figures)
@@ -665,7 +668,7 @@ Json = dict[str, Any]
 
 
 def _prepared_dataset(run: TrainingRun) -> Any:
-    """The training rows as a dataset input, with its schema and profile computed (they are logged with it)."""
+    """The training rows as a dataset input, its schema computed (it is logged with it)."""
     dataset = training_dataset(
         run.train_frame,
         source=run.dataset_source,
