@@ -141,7 +141,7 @@ def test_regression_plots_group_residuals_by_the_first_slice():
     spec = _spec({}, {"params": {"max_iter": 20}})
     frame = _frame().assign(y=lambda f: f.x.fillna(0) * 3)
     fitted = steps.fit(spec, frame)
-    figures = steps.plots(spec, fitted.pipeline, frame, {"x": 1.0, "n": 0.1, "c": 0.0})
+    figures = _plots(spec, fitted.pipeline, frame, {"x": 1.0, "n": 0.1, "c": 0.0})
     assert set(figures) == {"predicted_vs_actual.png", "residuals.png", "feature_importance.png"}
     assert figures["residuals.png"].axes[0].get_title() == "Holdout residuals by cat"
 
@@ -151,9 +151,14 @@ def test_classifier_plots():
     fitted = steps.fit(spec, _frame())
     importance = steps.feature_importance(spec, fitted.pipeline, _frame(seed=1))
     assert importance["x"] > importance["n"]  # log_loss worsens most without x
-    figures = steps.plots(spec, fitted.pipeline, _frame(seed=1), importance)
+    figures = _plots(spec, fitted.pipeline, _frame(seed=1), importance)
     expected = {"roc_curve.png", "pr_curve.png", "calibration.png", "confusion_matrix.png", "feature_importance.png"}
     assert set(figures) == expected
+
+
+def _plots(spec: Any, pipeline: Any, frame: Any, importance: dict[str, float]) -> dict[str, Any]:
+    """A run's figures: the holdout's (by task) and the permutation importance's."""
+    return {**steps.evaluation_plots(spec, pipeline, frame), **steps.importance_plot(spec, importance)}
 
 
 def _png_pixels(figure: Any) -> np.ndarray:
@@ -186,11 +191,11 @@ def test_plots_leave_their_layout_to_drawing_with_the_pixels_of_tight_layout(tar
         return original(self, *args, **kwargs)
 
     monkeypatch.setattr(matplotlib.text.Text, "get_window_extent", get_window_extent)
-    deferred = steps.plots(spec, fitted.pipeline, frame, importance)
+    deferred = _plots(spec, fitted.pipeline, frame, importance)
     assert measured == 0
     monkeypatch.undo()
 
-    eager = steps.plots(spec, fitted.pipeline, frame, importance)
+    eager = _plots(spec, fitted.pipeline, frame, importance)
     laid_out = [name for name, figure in deferred.items() if figure.get_layout_engine() is not None]
     assert {"feature_importance.png", "residuals.png" if not target else "confusion_matrix.png"} <= set(laid_out)
     for name in laid_out:

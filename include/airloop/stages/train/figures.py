@@ -14,9 +14,9 @@ if TYPE_CHECKING:
     import pandas as pd
 
 #: The layout engine of the figures whose labels need room: ``fig.tight_layout()``'s algorithm, run when the figure
-#: is drawn (the same pixels) instead of when it is built. Drawing happens while the run's MLflow logging waits on
-#: the tracking store (``registry.render_figures``), so its text measuring (about half of building a figure) is no
-#: longer paid on the run's own thread.
+#: is drawn (the same pixels) instead of when it is built. Drawing happens on the run's MLflow logging thread
+#: (``registry.render_figures``), so its text measuring (about half of building a figure) is not paid on the task's
+#: own thread.
 LAYOUT = "tight"
 
 

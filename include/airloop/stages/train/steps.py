@@ -786,11 +786,6 @@ def feature_importance(spec: ModelSpec, pipeline: Pipeline, holdout: pd.DataFram
     }
 
 
-def plots(spec: ModelSpec, pipeline: Pipeline, holdout: pd.DataFrame, importance: dict[str, float]) -> dict[str, Any]:
-    """The evaluation figures (matplotlib, headless), by task, and the permutation importance."""
-    return {**evaluation_plots(spec, pipeline, holdout), **importance_plot(spec, importance)}
-
-
 def evaluation_plots(spec: ModelSpec, pipeline: Pipeline, holdout: pd.DataFrame) -> dict[str, Any]:
     """The holdout's figures by task (regression: predicted against actual, residuals; a classifier: its curves)."""
     from airloop.stages.train import figures
